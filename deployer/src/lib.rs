@@ -1,0 +1,1 @@
+//! deployer library (work in progress).

@@ -1,0 +1,1 @@
+//! celestial-server library (work in progress).
