@@ -1,0 +1,157 @@
+"""The one definition of the classifier's input preprocessing (training and serving alike).
+
+Every image the model sees, in training, validation, the golden fixtures and the parity check,
+goes through `load_rgb8` -> `resize_rgb8` -> `to_tensor`. The Rust server reproduces the same steps
+from the ONNX file's `celestial.*` metadata; `SPEC` below is the text written into the model card
+and `golden.json`.
+
+Steps:
+  1. decode the file; apply the EXIF orientation tag if present;
+  2. convert to 8-bit RGB: grayscale sources are expanded (R = G = B = L); an alpha channel is
+     composited onto black (c' = round(c * a / 255)); 16-bit samples are reduced to 8 bits first
+     (v8 = round(v16 * 255 / 65535));
+  3. resize to exactly H x W (stretch, aspect ratio not kept) with the antialiased triangle
+     (bilinear) filter: PIL `Image.resize(size, Image.Resampling.BILINEAR, reducing_gap=None)`,
+     which Rust `image::imageops::resize(.., FilterType::Triangle)` reproduces to within +-1 per
+     channel; the result is rounded back to 8-bit RGB;
+  4. float32, per channel c: t = ((p * scale) - mean[c]) / std[c], each operation in IEEE float32
+     in exactly that order (multiply, subtract, divide; no fused multiply-add);
+  5. layout NCHW (or NHWC for a model whose metadata says so), batch dimension first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+SPEC = (
+    "decode (EXIF orientation applied) -> RGB8 (grayscale expanded R=G=B; alpha composited onto "
+    "black, c'=round(c*a/255); 16-bit reduced by round(v*255/65535)) -> resize to HxW, stretch, "
+    "antialiased triangle filter (PIL Image.BILINEAR with reducing_gap=None; image-rs "
+    "FilterType::Triangle), rounded to u8 -> float32 t = ((p*scale) - mean[c]) / std[c] "
+    "(float32, multiply then subtract then divide) -> NCHW"
+)
+
+
+def parse_f32(text: str) -> np.float32:
+    """Parse a decimal string to float32 with a single correct rounding (like Rust's str::parse::<f32>).
+
+    numpy goes through float64 first; this checks that the double rounding did not change the
+    result, so the Rust side and the pipeline use the very same float32 constants.
+    """
+    exact = Fraction(text)
+    candidate = np.float32(float(text))
+    best = min(
+        (candidate, np.nextafter(candidate, np.float32(np.inf)), np.nextafter(candidate, np.float32(-np.inf))),
+        key=lambda v: abs(Fraction(float(v)) - exact),
+    )
+    if best != candidate:
+        raise ValueError(f"{text!r} rounds differently through float64; pick another constant")
+    return candidate
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Parameters of the preprocessing; mirrored 1:1 by the ONNX metadata strings."""
+
+    height: int
+    width: int
+    color_mode: str  # "rgb" or "grayscale"
+    layout: str  # "NCHW" or "NHWC"
+    scale: str  # decimal strings, exactly as written to the metadata
+    mean: tuple[str, ...]
+    std: tuple[str, ...]
+    grayscale_coefficients: str = "0.299,0.587,0.114"
+
+    @property
+    def channels(self) -> int:
+        return 3 if self.color_mode == "rgb" else 1
+
+    def constants(self) -> tuple[np.float32, np.ndarray, np.ndarray]:
+        scale = parse_f32(self.scale)
+        mean = np.array([parse_f32(m) for m in self.mean], dtype=np.float32)
+        std = np.array([parse_f32(s) for s in self.std], dtype=np.float32)
+        if mean.shape != (self.channels,) or std.shape != (self.channels,):
+            raise ValueError("mean/std need one value per channel")
+        return scale, mean, std
+
+    def metadata(self) -> dict[str, str]:
+        meta = {
+            "celestial.input_layout": self.layout,
+            "celestial.input_height": str(self.height),
+            "celestial.input_width": str(self.width),
+            "celestial.color_mode": self.color_mode,
+            "celestial.alpha": "composite_black",
+            "celestial.resize_filter": "triangle",
+            "celestial.resize_mode": "stretch",
+            "celestial.scale": self.scale,
+            "celestial.mean": ",".join(self.mean),
+            "celestial.std": ",".join(self.std),
+        }
+        if self.color_mode == "grayscale":
+            meta["celestial.grayscale_coefficients"] = self.grayscale_coefficients
+        return meta
+
+
+def load_rgb8(path: str | Path) -> Image.Image:
+    """Steps 1-2: decode, apply EXIF orientation, convert to 8-bit RGB (alpha onto black)."""
+    with Image.open(path) as im:
+        im.load()
+        im = ImageOps.exif_transpose(im)
+        return to_rgb8(im)
+
+
+def to_rgb8(im: Image.Image) -> Image.Image:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(im, dtype=np.float64)
+        arr = np.clip(np.rint(arr * 255.0 / 65535.0), 0, 255).astype(np.uint8)
+        im = Image.fromarray(arr, "L")
+    if im.mode == "P":
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = np.asarray(im.convert("RGBA"), dtype=np.uint32)
+        a = rgba[..., 3:4]
+        rgb = (rgba[..., :3] * a + 127) // 255  # == round(c * a / 255): ties cannot occur
+        return Image.fromarray(rgb.astype(np.uint8), "RGB")
+    if im.mode == "L":
+        arr = np.asarray(im)
+        return Image.fromarray(np.stack([arr, arr, arr], axis=-1), "RGB")
+    return im.convert("RGB")
+
+
+def resize_rgb8(im: Image.Image, height: int, width: int) -> np.ndarray:
+    """Step 3: stretch to height x width with the antialiased triangle filter; HWC uint8."""
+    out = im.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=None)
+    arr = np.asarray(out, dtype=np.uint8)
+    assert arr.shape == (height, width, 3), arr.shape
+    return arr
+
+
+def to_grayscale8(im: Image.Image) -> Image.Image:
+    """PIL's convert("L") on an RGB8 image: L = (19595 R + 38470 G + 7471 B + 32768) >> 16,
+    i.e. ITU-R 601 luma with coefficients 0.299, 0.587, 0.114, rounded to 8 bits."""
+    return im.convert("L")
+
+
+def to_tensor(pixels: np.ndarray, pre: Preprocessing) -> np.ndarray:
+    """Step 4-5 for a batch (N,H,W,C) or one image (H,W,C) of uint8 pixels -> float32 in `pre.layout`."""
+    single = pixels.ndim == 3
+    batch = pixels[None] if single else pixels
+    scale, mean, std = pre.constants()
+    x = batch.astype(np.float32)
+    x = x * scale
+    x = x - mean
+    x = x / std
+    if pre.layout == "NCHW":
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    return x[0] if single else x
+
+
+def tensor_sha256(tensor: np.ndarray) -> str:
+    """sha256 of the float32 little-endian bytes of a tensor, in its memory (C) order."""
+    return hashlib.sha256(np.ascontiguousarray(tensor, dtype="<f4").tobytes()).hexdigest()
