@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -17,6 +18,13 @@ BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 def pct(v: float) -> str:
     return f"{100 * v:.2f} %"
+
+
+def smoothing_floor(hp: dict, k: int) -> float:
+    """Lowest reachable cross-entropy with label smoothing: the entropy of the smoothed target."""
+    ls = hp["label_smoothing"]
+    hi, lo = 1 - ls + ls / k, ls / k
+    return -(hi * math.log(hi) + (k - 1) * lo * math.log(lo)) if ls > 0 else 0.0
 
 
 def render(m: dict) -> str:
@@ -76,7 +84,9 @@ def render(m: dict) -> str:
         "```",
         "",
         "Training curves: [served model](plots/training-curves.png), "
-        "[guide recipe](plots/guide-recipe-training-curves.png).",
+        "[guide recipe](plots/guide-recipe-training-curves.png). The served model's loss is cross-entropy "
+        f"against label-smoothed targets ({hp['label_smoothing']}), whose floor is {smoothing_floor(hp, len(classes)):.2f}, not 0; its training "
+        "accuracy is measured on augmented batches.",
         "",
         "![training curves](plots/training-curves.png)",
         "",

@@ -138,6 +138,13 @@ def to_grayscale8(im: Image.Image) -> Image.Image:
     return im.convert("L")
 
 
+def guide_gray8(im: Image.Image, height: int, width: int) -> np.ndarray:
+    """The guide-recipe baseline's pixels: RGB8 -> PIL "L" (ITU-R 601, before resizing) -> antialiased
+    triangle resize to height x width -> HxWx1 uint8."""
+    small = to_grayscale8(im).resize((width, height), Image.Resampling.BILINEAR, reducing_gap=None)
+    return np.asarray(small, dtype=np.uint8)[..., None]
+
+
 def to_tensor(pixels: np.ndarray, pre: Preprocessing) -> np.ndarray:
     """Step 4-5 for a batch (N,H,W,C) or one image (H,W,C) of uint8 pixels -> float32 in `pre.layout`."""
     single = pixels.ndim == 3

@@ -27,9 +27,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from PIL import Image  # noqa: E402
-
-from .preprocess import SPEC, Preprocessing, load_rgb8, resize_rgb8, tensor_sha256, to_grayscale8, to_tensor  # noqa: E402
+from .preprocess import (  # noqa: E402
+    SPEC, Preprocessing, guide_gray8, load_rgb8, resize_rgb8, tensor_sha256, to_tensor,
+)
 
 MODEL_NAME = "celestial-bodies"
 MODEL_VERSION = "1.0.0"
@@ -104,8 +104,7 @@ def load_pixels(raw: Path, items, height: int, width: int, grayscale: bool = Fal
     for rel, _ in items:
         im = load_rgb8(raw / rel)
         if grayscale:
-            g = to_grayscale8(im).resize((width, height), Image.Resampling.BILINEAR, reducing_gap=None)
-            out.append(np.asarray(g, dtype=np.uint8)[..., None])
+            out.append(guide_gray8(im, height, width))
         else:
             out.append(resize_rgb8(im, height, width))
     return np.stack(out)
@@ -336,7 +335,7 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
-def golden_entries(path: Path, val_items, px_val, x_val, classes, logits) -> list[dict]:
+def golden_entries(val_items, px_val, x_val, classes, logits) -> list[dict]:
     """One validation image per class: the first (by name) of each class in the split."""
     entries = []
     for ci, c in enumerate(classes):
@@ -388,7 +387,10 @@ def main(argv=None) -> int:
                     help="dataset root containing raw/<Class>/*.jpg (env CELESTIAL_DATASET; default ../shared/dataset)")
     ap.add_argument("--out", type=Path, default=repo / "model", help="where artifacts are written (default model/)")
     ap.add_argument("--epochs", type=int, default=IMPROVED["epochs"], help="epochs for the served model")
-    ap.add_argument("--latency-iterations", type=int, default=20000)
+    ap.add_argument("--seed", type=int, default=IMPROVED["seed"],
+                    help="training seed of the served model (initialisation, batch order, augmentation)")
+    ap.add_argument("--split-seed", type=int, default=SPLIT_SEED, help="seed of the stratified validation split")
+    ap.add_argument("--latency-iterations", type=int, default=20000, help="timed ONNX Runtime runs (batch 1)")
     args = ap.parse_args(argv)
 
     raw = args.dataset / "raw" if (args.dataset / "raw").is_dir() else args.dataset
@@ -396,6 +398,7 @@ def main(argv=None) -> int:
         print(f"dataset not found at {raw} (set --dataset or CELESTIAL_DATASET)", file=sys.stderr)
         return 2
     IMPROVED["epochs"] = args.epochs
+    IMPROVED["seed"] = args.seed
     out: Path = args.out
     (out / "plots").mkdir(parents=True, exist_ok=True)
     (out / "testdata").mkdir(parents=True, exist_ok=True)
@@ -409,7 +412,7 @@ def main(argv=None) -> int:
     tf.config.experimental.enable_op_determinism()
 
     classes, items = list_dataset(raw)
-    train_items, val_items = stratified_split(items, len(classes), SPLIT_SEED, VAL_FRACTION)
+    train_items, val_items = stratified_split(items, len(classes), args.split_seed, VAL_FRACTION)
     (out / "validation-split.txt").write_text("".join(f"{rel}\n" for rel, _ in val_items))
     log(f"{len(classes)} classes, {len(train_items)} train / {len(val_items)} validation images from {raw}")
     y_tr = np.array([y for _, y in train_items])
@@ -495,7 +498,7 @@ def main(argv=None) -> int:
         "input": {"name": "input", "layout": "NCHW", "shape": [1, 3, IMPROVED["height"], IMPROVED["width"]],
                   "scale": pre.scale, "mean": list(pre.mean), "std": list(pre.std)},
         "tolerance": TOLERANCE | {"logit_sensitivity_to_random_pixel_noise_1": round(sens, 5)},
-        "images": golden_entries(out, val_items, px_va, x_va, classes, o_logits),
+        "images": golden_entries(val_items, px_va, x_va, classes, o_logits),
     }
     (out / "golden.json").write_text(json.dumps(golden, indent=1) + "\n")
     guide_golden = {
@@ -508,7 +511,7 @@ def main(argv=None) -> int:
         "input": {"name": "input", "layout": "NHWC", "shape": [1, 32, 32, 1], "scale": guide_pre.scale},
         "tolerance": {"pixel_max_abs": 3, "pixel_mean_abs": 0.5, "logit_max_abs_same_pixels": 1e-4,
                       "prediction": "must be identical"},
-        "images": golden_entries(out, val_items, g_va, gx_va, classes, g_onnx),
+        "images": golden_entries(val_items, g_va, gx_va, classes, g_onnx),
     }
     (out / "testdata" / "guide-recipe-golden.json").write_text(json.dumps(guide_golden, indent=1) + "\n")
 
@@ -540,7 +543,7 @@ def main(argv=None) -> int:
             "history": {k: [round(float(v), 5) for v in vs] for k, vs in ghist.items()},
             "confusion_text": confusion_text(g_eval["confusion"], classes),
         },
-        "split": {"seed": SPLIT_SEED, "validation_fraction": VAL_FRACTION, "train": len(train_items),
+        "split": {"seed": args.split_seed, "validation_fraction": VAL_FRACTION, "train": len(train_items),
                   "validation": len(val_items)},
         "environment": {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
                         "tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__,
