@@ -1,0 +1,435 @@
+//! Server-side apply with the field manager `deployer`, server-side dry runs and diffs, deletion.
+
+use std::collections::HashMap;
+
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PropagationPolicy};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::discovery::{ApiCapabilities, Scope};
+use serde_json::Value;
+
+use crate::cluster::{Cluster, error_chain};
+use crate::error::ExitCode;
+use crate::manifests::Manifest;
+
+/// The field manager name `deployer` applies with.
+pub const FIELD_MANAGER: &str = "deployer";
+
+/// The API server refused or failed an apply, diff, get or delete.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{object}: the cluster does not serve {api_version} {kind}: {message}")]
+    UnknownKind {
+        object: String,
+        api_version: String,
+        kind: String,
+        message: String,
+    },
+    #[error(
+        "{object}: {message}\n  Another field manager owns these fields (a person with kubectl edit/scale, another tool, a controller). \
+Remove them from the manifest, or re-run with --force-conflicts to take them over (the other manager's values are overwritten)."
+    )]
+    Conflict { object: String, message: String },
+    #[error("{object} ({origin}): the API server rejected it: {message}")]
+    Invalid {
+        object: String,
+        origin: String,
+        message: String,
+    },
+    #[error("{object}: {action} forbidden: {message}")]
+    Forbidden {
+        object: String,
+        action: &'static str,
+        message: String,
+    },
+    #[error("{object}: {action} failed: {message}")]
+    Api {
+        object: String,
+        action: &'static str,
+        message: String,
+    },
+    #[error("timed out after {seconds}s waiting for {what} to be deleted")]
+    DeleteTimeout { what: String, seconds: u64 },
+}
+
+impl ApplyError {
+    /// Exit code: a timeout is a timeout; everything else is an apply error.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            ApplyError::DeleteTimeout { .. } => ExitCode::Timeout,
+            _ => ExitCode::Apply,
+        }
+    }
+}
+
+/// What an apply did (or would do) to one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Created,
+    Configured,
+    Unchanged,
+}
+
+/// The result for one object.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub kind: String,
+    pub name: String,
+    pub namespace: Option<String>,
+    pub action: Action,
+    /// The live object before the apply (None when it did not exist).
+    pub before: Option<Value>,
+    /// The object after the apply (or what it would be, on a dry run).
+    pub after: Value,
+}
+
+impl Applied {
+    pub fn display_name(&self) -> String {
+        format!("{}/{}", self.kind, self.name)
+    }
+}
+
+/// Resolves kinds to API resources once per command.
+pub struct Resolver {
+    cache: HashMap<String, (ApiResource, ApiCapabilities)>,
+}
+
+impl Default for Resolver {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Resolver {
+    pub fn new() -> Self {
+        Resolver {
+            cache: HashMap::new(),
+        }
+    }
+
+    /// The typed-less API for a manifest's object, in its namespace (or the cluster's default).
+    pub async fn api(
+        &mut self,
+        cluster: &Cluster,
+        m: &Manifest,
+    ) -> Result<(Api<DynamicObject>, Option<String>), ApplyError> {
+        let key = format!("{}/{}", m.api_version, m.kind);
+        if !self.cache.contains_key(&key) {
+            let (group, version) = m.group_version();
+            let gvk = GroupVersionKind::gvk(group, version, &m.kind);
+            let found = kube::discovery::pinned_kind(&cluster.client, &gvk)
+                .await
+                .map_err(|e| match e {
+                    kube::Error::Discovery(_) | kube::Error::Api(_) => ApplyError::UnknownKind {
+                        object: m.display_name(),
+                        api_version: m.api_version.clone(),
+                        kind: m.kind.clone(),
+                        message: error_chain(&e),
+                    },
+                    other => {
+                        api_error(&m.display_name(), "discovery", other, &m.origin.to_string())
+                    }
+                })?;
+            self.cache.insert(key.clone(), found);
+        }
+        let (ar, caps) = &self.cache[&key];
+        Ok(match caps.scope {
+            Scope::Cluster => (Api::all_with(cluster.client.clone(), ar), None),
+            Scope::Namespaced => {
+                let ns = m
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| cluster.namespace.clone());
+                (
+                    Api::namespaced_with(cluster.client.clone(), &ns, ar),
+                    Some(ns),
+                )
+            }
+        })
+    }
+}
+
+/// Maps a kube error for one object to the right ApplyError.
+pub fn api_error(object: &str, action: &'static str, e: kube::Error, origin: &str) -> ApplyError {
+    match e {
+        kube::Error::Api(s) => match s.code {
+            409 if s.reason == "Conflict" && action == "apply" => ApplyError::Conflict {
+                object: object.into(),
+                message: s.message.clone(),
+            },
+            400 | 422 => ApplyError::Invalid {
+                object: object.into(),
+                origin: origin.into(),
+                message: s.message.clone(),
+            },
+            401 | 403 => ApplyError::Forbidden {
+                object: object.into(),
+                action,
+                message: s.message.clone(),
+            },
+            _ => ApplyError::Api {
+                object: object.into(),
+                action,
+                message: format!("{} (HTTP {})", s.message, s.code),
+            },
+        },
+        other => ApplyError::Api {
+            object: object.into(),
+            action,
+            message: error_chain(&other),
+        },
+    }
+}
+
+async fn get_opt(api: &Api<DynamicObject>, m: &Manifest) -> Result<Option<Value>, ApplyError> {
+    match api.get_opt(&m.name).await {
+        Ok(o) => Ok(o.map(|o| serde_json::to_value(o).expect("a DynamicObject serializes"))),
+        Err(e) => Err(api_error(
+            &m.display_name(),
+            "get",
+            e,
+            &m.origin.to_string(),
+        )),
+    }
+}
+
+/// An HPA in the same manifests scales this Deployment: `spec.replicas` then belongs to the HPA.
+fn scaled_by_hpa(manifests: &[Manifest], deployment: &Manifest) -> bool {
+    manifests.iter().any(|h| {
+        h.kind == "HorizontalPodAutoscaler"
+            && h.namespace == deployment.namespace
+            && h.object
+                .pointer("/spec/scaleTargetRef/kind")
+                .and_then(Value::as_str)
+                == Some("Deployment")
+            && h.object
+                .pointer("/spec/scaleTargetRef/name")
+                .and_then(Value::as_str)
+                == Some(deployment.name.as_str())
+    })
+}
+
+/// Server-side applies every manifest (in order) and reports what changed. With `dry_run` the API
+/// server computes the result (admission, defaults, validation) without persisting anything.
+pub async fn apply_all(
+    cluster: &Cluster,
+    manifests: &[Manifest],
+    force: bool,
+    dry_run: bool,
+    mut on_object: impl FnMut(&Applied),
+) -> Result<Vec<Applied>, ApplyError> {
+    let mut resolver = Resolver::new();
+    let mut out = Vec::new();
+    for m in manifests {
+        let (api, namespace) = resolver.api(cluster, m).await?;
+        let before = get_opt(&api, m).await?;
+        let mut body = m.object.clone();
+        // Once the Deployment exists, its replica count belongs to its HorizontalPodAutoscaler:
+        // re-applying `replicas` would scale it back (and conflict with the HPA controller).
+        if m.kind == "Deployment" && before.is_some() && scaled_by_hpa(manifests, m) {
+            if let Some(spec) = body.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.remove("replicas");
+            }
+        }
+        let mut pp = PatchParams::apply(FIELD_MANAGER).validation_strict();
+        if force {
+            pp = pp.force();
+        }
+        if dry_run {
+            pp = pp.dry_run();
+        }
+        let after = api
+            .patch(&m.name, &pp, &Patch::Apply(&body))
+            .await
+            .map_err(|e| api_error(&m.display_name(), "apply", e, &m.origin.to_string()))?;
+        let after = serde_json::to_value(after).expect("a DynamicObject serializes");
+        let action = match &before {
+            None => Action::Created,
+            Some(b) if dry_run => {
+                if normalize(b) == normalize(&after) {
+                    Action::Unchanged
+                } else {
+                    Action::Configured
+                }
+            }
+            Some(b) => {
+                if b.pointer("/metadata/resourceVersion")
+                    == after.pointer("/metadata/resourceVersion")
+                {
+                    Action::Unchanged
+                } else {
+                    Action::Configured
+                }
+            }
+        };
+        let applied = Applied {
+            kind: m.kind.clone(),
+            name: m.name.clone(),
+            namespace,
+            action,
+            before,
+            after,
+        };
+        on_object(&applied);
+        out.push(applied);
+    }
+    Ok(out)
+}
+
+/// An object without the fields that change on every write or are not ours to compare.
+pub fn normalize(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        for k in [
+            "managedFields",
+            "resourceVersion",
+            "uid",
+            "creationTimestamp",
+            "generation",
+            "selfLink",
+        ] {
+            meta.remove(k);
+        }
+        if meta
+            .get("annotations")
+            .and_then(Value::as_object)
+            .is_some_and(|a| a.is_empty())
+        {
+            meta.remove("annotations");
+        }
+    }
+    if let Some(obj) = v.as_object_mut() {
+        obj.remove("status");
+    }
+    v
+}
+
+/// A unified diff of two objects rendered as YAML (`---`/`+++` headers name the object).
+pub fn diff_text(name: &str, before: Option<&Value>, after: &Value) -> String {
+    let old = before
+        .map(|b| serde_yaml_ng::to_string(&normalize(b)).unwrap_or_default())
+        .unwrap_or_default();
+    let new = serde_yaml_ng::to_string(&normalize(after)).unwrap_or_default();
+    similar::TextDiff::from_lines(&old, &new)
+        .unified_diff()
+        .context_radius(3)
+        .header(&format!("live/{name}"), &format!("applied/{name}"))
+        .to_string()
+}
+
+/// Deletes every manifest's object (in reverse apply order, foreground propagation so that a
+/// Deployment goes only after its ReplicaSets and Pods) and waits until all of them are gone.
+pub async fn delete_all(
+    cluster: &Cluster,
+    manifests: &[Manifest],
+    timeout: std::time::Duration,
+    mut progress: impl FnMut(&str),
+) -> Result<Vec<(String, bool)>, ApplyError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut resolver = Resolver::new();
+    let mut pending = Vec::new();
+    let mut out = Vec::new();
+    let dp = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Foreground),
+        ..DeleteParams::default()
+    };
+    for m in manifests.iter().rev() {
+        let (api, _) = resolver.api(cluster, m).await?;
+        match api.delete(&m.name, &dp).await {
+            Ok(_) => {
+                progress(&format!("{}: deleting", m.display_name()));
+                pending.push((api, m));
+                out.push((m.display_name(), true));
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                progress(&format!("{}: already absent", m.display_name()));
+                out.push((m.display_name(), false));
+            }
+            Err(e) => {
+                return Err(api_error(
+                    &m.display_name(),
+                    "delete",
+                    e,
+                    &m.origin.to_string(),
+                ));
+            }
+        }
+    }
+    for (api, m) in pending {
+        loop {
+            match api.get_opt(&m.name).await {
+                Ok(None) => {
+                    progress(&format!("{}: deleted", m.display_name()));
+                    break;
+                }
+                Ok(Some(_)) => {}
+                Err(e) => {
+                    return Err(api_error(
+                        &m.display_name(),
+                        "get",
+                        e,
+                        &m.origin.to_string(),
+                    ));
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ApplyError::DeleteTimeout {
+                    what: m.display_name(),
+                    seconds: timeout.as_secs(),
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn normalize_drops_volatile_fields() {
+        let a = json!({"metadata": {"name": "x", "resourceVersion": "1", "managedFields": [], "uid": "u", "annotations": {}}, "spec": {"a": 1}, "status": {"b": 2}});
+        assert_eq!(
+            normalize(&a),
+            json!({"metadata": {"name": "x"}, "spec": {"a": 1}})
+        );
+    }
+
+    #[test]
+    fn diff_shows_changed_lines_only_when_changed() {
+        let a = json!({"metadata": {"name": "x"}, "spec": {"image": "a"}});
+        let b = json!({"metadata": {"name": "x", "resourceVersion": "2"}, "spec": {"image": "b"}});
+        let d = diff_text("Deployment/x", Some(&a), &b);
+        assert!(
+            d.contains("-  image: a") && d.contains("+  image: b"),
+            "{d}"
+        );
+        assert!(diff_text("Deployment/x", Some(&a), &a).is_empty());
+    }
+
+    #[test]
+    fn conflicts_are_explained() {
+        let s = kube::core::Status {
+            code: 409,
+            reason: "Conflict".into(),
+            message: "Apply failed with 1 conflict: conflict with \"kubectl\": .spec.replicas"
+                .into(),
+            ..Default::default()
+        };
+        let e = api_error(
+            "Deployment/x",
+            "apply",
+            kube::Error::Api(Box::new(s)),
+            "f (document 1)",
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains(".spec.replicas") && text.contains("--force-conflicts"),
+            "{text}"
+        );
+        assert_eq!(e.exit_code(), ExitCode::Apply);
+    }
+}

@@ -1,0 +1,438 @@
+//! Command line: every flag has an environment variable, so CI can configure `deployer` without flags.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  internal error (a bug or an unexpected I/O error)
+  2  usage or configuration error (flags, malformed manifest, kubeconfig, registry configuration)
+  3  the Kubernetes API refused the request or could not be reached (apply, diff, status, delete)
+  4  rollout failed (pod reason or ProgressDeadlineExceeded), rolled back or not
+  5  timed out (rollout, load-balancer address, deletion)
+  6  smoke test through the public URL failed
+  7  image build, pull or push failed (registry unreachable, credentials refused, base too old)";
+
+/// Build and push the celestial-server image, apply the Kubernetes manifests, wait until it serves.
+#[derive(Debug, Parser)]
+#[command(name = "deployer", version, about, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Output format: human-readable text, or one JSON document on stdout for CI (progress stays on stderr).
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Text, env = "DEPLOYER_OUTPUT")]
+    pub output: OutputFormat,
+
+    /// Log filter for diagnostics on stderr (tracing syntax, e.g. `deployer=debug`).
+    #[arg(long, global = true, default_value = "warn", env = "DEPLOYER_LOG")]
+    pub log: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output format of a command's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Human-readable lines; live progress (a spinner on a terminal, plain lines otherwise).
+    Text,
+    /// One JSON object on stdout with the result or the error and its exit code.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build the server image without a Docker daemon and push it; prints REGISTRY/REPO@sha256:...
+    Build(BuildArgs),
+    /// Push an image built elsewhere (`docker save` tarball or OCI-layout tarball) to a registry.
+    Push(PushArgs),
+    /// Server-side apply the manifests, wait for the rollout and the load balancer, smoke-test the URL.
+    Apply(ApplyArgs),
+    /// Build, push and apply in one command (what CI runs on a release).
+    Release(ReleaseArgs),
+    /// Show what `apply` would change (server-side dry run), without changing anything.
+    Diff(DiffArgs),
+    /// Show the deployed image, replicas, pods and the public URL.
+    Status(StatusArgs),
+    /// Delete everything `apply` created and wait until it is gone.
+    Delete(DeleteArgs),
+}
+
+/// Registry access: credentials and transport.
+#[derive(Debug, Clone, Args)]
+pub struct RegistryArgs {
+    /// Registry user name; the password is read from stdin with --registry-password-stdin.
+    /// Without it, credentials come from the Docker config (auths, credsStore, credHelpers).
+    #[arg(
+        long,
+        env = "DEPLOYER_REGISTRY_USERNAME",
+        requires = "registry_password_stdin"
+    )]
+    pub registry_username: Option<String>,
+
+    /// Read the registry password (or token) from standard input (never from a flag or the log).
+    #[arg(
+        long,
+        env = "DEPLOYER_REGISTRY_PASSWORD_STDIN",
+        requires = "registry_username"
+    )]
+    pub registry_password_stdin: bool,
+
+    /// Registries (host[:port]) that may be reached over plain HTTP. Loopback registries
+    /// (localhost, 127.0.0.0/8, [::1]) always may; anything else uses HTTPS unless listed here.
+    #[arg(long, env = "DEPLOYER_INSECURE_REGISTRY", value_delimiter = ',')]
+    pub insecure_registry: Vec<String>,
+
+    /// Docker config directory (holding config.json); default $DOCKER_CONFIG, then ~/.docker.
+    #[arg(long, env = "DEPLOYER_DOCKER_CONFIG")]
+    pub docker_config: Option<PathBuf>,
+}
+
+/// How the image is built.
+#[derive(Debug, Clone, Args)]
+pub struct BuildOptions {
+    /// Base image; its libc must be at least as new as the binary requires.
+    #[arg(
+        long,
+        env = "DEPLOYER_BASE",
+        default_value = "gcr.io/distroless/cc-debian12:nonroot"
+    )]
+    pub base: String,
+
+    /// The release celestial-server binary to ship.
+    #[arg(
+        long,
+        env = "DEPLOYER_SERVER_BINARY",
+        default_value = "target/release/celestial-server"
+    )]
+    pub server_binary: PathBuf,
+
+    /// The ONNX Runtime shared library to ship next to the binary; default $ORT_DYLIB_PATH, then
+    /// the cached library that scripts/onnxruntime.sh fetches.
+    #[arg(long, env = "DEPLOYER_ONNXRUNTIME")]
+    pub onnxruntime: Option<PathBuf>,
+
+    /// The ONNX model to ship (the server also embeds one); the image points CELESTIAL_MODEL at it.
+    #[arg(
+        long,
+        env = "DEPLOYER_MODEL",
+        default_value = "model/celestial-bodies.onnx"
+    )]
+    pub model: PathBuf,
+
+    /// Platform of the base image to use when the base is a multi-platform index.
+    #[arg(long, env = "DEPLOYER_PLATFORM", default_value = "linux/amd64")]
+    pub platform: String,
+
+    /// Value of the org.opencontainers.image.source label; default the workspace repository URL.
+    #[arg(long, env = "DEPLOYER_SOURCE_URL")]
+    pub source_url: Option<String>,
+
+    /// Value of the org.opencontainers.image.revision label; default `git rev-parse HEAD`.
+    #[arg(long, env = "DEPLOYER_REVISION")]
+    pub revision: Option<String>,
+
+    /// Value of the org.opencontainers.image.version label; default the deployer crate version.
+    #[arg(long = "image-version", env = "DEPLOYER_IMAGE_VERSION")]
+    pub image_version: Option<String>,
+
+    /// Image creation time (seconds since the epoch) for the created label and the file times;
+    /// default the git commit time, so the same commit always gives the same digest.
+    #[arg(long, env = "SOURCE_DATE_EPOCH")]
+    pub source_date_epoch: Option<i64>,
+}
+
+/// `deployer build`.
+#[derive(Debug, Clone, Args)]
+pub struct BuildArgs {
+    /// Where to push: REGISTRY/REPO[:TAG] (default tag `latest`).
+    #[arg(long, env = "DEPLOYER_IMAGE")]
+    pub image: String,
+
+    #[command(flatten)]
+    pub build: BuildOptions,
+
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+/// `deployer push`.
+#[derive(Debug, Clone, Args)]
+pub struct PushArgs {
+    /// A `docker save` tarball or an OCI-layout tarball (e.g. `podman save --format oci-archive`).
+    #[arg(long, env = "DEPLOYER_ARCHIVE")]
+    pub archive: PathBuf,
+
+    /// Where to push: REGISTRY/REPO[:TAG].
+    #[arg(long, env = "DEPLOYER_IMAGE")]
+    pub image: String,
+
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+/// Which cluster and namespace.
+#[derive(Debug, Clone, Args)]
+pub struct ClusterArgs {
+    /// Kubeconfig file; default $KUBECONFIG, then ~/.kube/config, then in-cluster.
+    #[arg(long, env = "DEPLOYER_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Kubeconfig context; default the current context.
+    #[arg(long, env = "DEPLOYER_CONTEXT")]
+    pub context: Option<String>,
+
+    /// Namespace for objects that do not set one; default the context's namespace, then `default`.
+    #[arg(long, short = 'n', env = "DEPLOYER_NAMESPACE")]
+    pub namespace: Option<String>,
+}
+
+/// Which manifests.
+#[derive(Debug, Clone, Args)]
+pub struct ManifestArgs {
+    /// Manifest files or directories (YAML, multi-document); default the kubernetes/ directory.
+    #[arg(
+        long = "filename",
+        short = 'f',
+        env = "DEPLOYER_FILES",
+        value_delimiter = ','
+    )]
+    pub files: Vec<PathBuf>,
+
+    /// Name of the server container whose image is set (default: the Deployment's only container,
+    /// or the one named `celestial-server`).
+    #[arg(long, env = "DEPLOYER_CONTAINER")]
+    pub container: Option<String>,
+}
+
+impl ManifestArgs {
+    /// The files to read: the given ones, or `kubernetes/`.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        if self.files.is_empty() {
+            vec![PathBuf::from("kubernetes")]
+        } else {
+            self.files.clone()
+        }
+    }
+}
+
+/// How `apply` waits and checks.
+#[derive(Debug, Clone, Args)]
+pub struct WaitArgs {
+    /// How long the rollout may take (e.g. 300s, 5m).
+    #[arg(long, env = "DEPLOYER_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// How long to wait for the load balancer's address after the rollout (e.g. 3m).
+    #[arg(long, env = "DEPLOYER_LB_TIMEOUT", default_value = "3m", value_parser = parse_duration)]
+    pub lb_timeout: Duration,
+
+    /// Check /readyz and one real prediction through the public URL (`--smoke=false` to skip).
+    #[arg(long, env = "DEPLOYER_SMOKE", default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    pub smoke: bool,
+
+    /// Image file posted to /predict by the smoke test; default a small generated image.
+    #[arg(long, env = "DEPLOYER_SMOKE_IMAGE")]
+    pub smoke_image: Option<PathBuf>,
+
+    /// How long the smoke test may wait for the URL to answer (the load balancer may still be
+    /// programming its forwarding when the address appears).
+    #[arg(long, env = "DEPLOYER_SMOKE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub smoke_timeout: Duration,
+
+    /// If the rollout fails, restore the previous Deployment spec and wait for it.
+    #[arg(long, env = "DEPLOYER_ROLLBACK_ON_FAILURE")]
+    pub rollback_on_failure: bool,
+
+    /// Do not wait for the load balancer address (and skip the smoke test).
+    #[arg(long, env = "DEPLOYER_NO_WAIT_LB")]
+    pub no_wait_lb: bool,
+}
+
+/// `deployer apply`.
+#[derive(Debug, Clone, Args)]
+pub struct ApplyArgs {
+    /// Image for the server container (REGISTRY/REPO@sha256:... preferred); default the manifest's.
+    #[arg(long, env = "DEPLOYER_IMAGE")]
+    pub image: Option<String>,
+
+    /// Take over fields another field manager owns (after reading the conflict explanation).
+    #[arg(long, env = "DEPLOYER_FORCE_CONFLICTS")]
+    pub force_conflicts: bool,
+
+    /// Server-side dry run: show what would change and stop.
+    #[arg(long, env = "DEPLOYER_DRY_RUN")]
+    pub dry_run: bool,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    #[command(flatten)]
+    pub manifests: ManifestArgs,
+
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+/// `deployer release`.
+#[derive(Debug, Clone, Args)]
+pub struct ReleaseArgs {
+    /// Where to push: REGISTRY/REPO[:TAG]; the manifests get the pushed digest.
+    #[arg(long, env = "DEPLOYER_IMAGE")]
+    pub image: String,
+
+    /// Take over fields another field manager owns.
+    #[arg(long, env = "DEPLOYER_FORCE_CONFLICTS")]
+    pub force_conflicts: bool,
+
+    #[command(flatten)]
+    pub build: BuildOptions,
+
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    #[command(flatten)]
+    pub manifests: ManifestArgs,
+
+    #[command(flatten)]
+    pub wait: WaitArgs,
+}
+
+/// `deployer diff`.
+#[derive(Debug, Clone, Args)]
+pub struct DiffArgs {
+    /// Image for the server container; default the manifest's.
+    #[arg(long, env = "DEPLOYER_IMAGE")]
+    pub image: Option<String>,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    #[command(flatten)]
+    pub manifests: ManifestArgs,
+}
+
+/// `deployer status`.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    #[command(flatten)]
+    pub manifests: ManifestArgs,
+}
+
+/// `deployer delete`.
+#[derive(Debug, Clone, Args)]
+pub struct DeleteArgs {
+    /// How long to wait until everything is gone.
+    #[arg(long, env = "DEPLOYER_TIMEOUT", default_value = "3m", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    #[command(flatten)]
+    pub manifests: ManifestArgs,
+}
+
+/// Parses `90`, `90s`, `500ms`, `5m`, `1h` or combinations such as `1m30s`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!(
+                "invalid duration {s:?}: expected e.g. 90s, 5m, 1m30s"
+            ));
+        }
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("invalid duration {s:?}"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        total += match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n * 60),
+            "h" => Duration::from_secs(n * 3600),
+            _ => {
+                return Err(format!(
+                    "invalid duration {s:?}: unknown unit {unit:?} (use ms, s, m, h)"
+                ));
+            }
+        };
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent_and_every_flag_has_an_env_var() {
+        Cli::command().debug_assert();
+        fn check(cmd: &clap::Command, path: &str) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" || arg.is_positional() {
+                    continue;
+                }
+                assert!(arg.get_env().is_some(), "{path} --{id} has no env var");
+                assert!(arg.get_help().is_some(), "{path} --{id} has no doc");
+            }
+            for sub in cmd.get_subcommands() {
+                check(sub, &format!("{path} {}", sub.get_name()));
+            }
+        }
+        check(&Cli::command(), "deployer");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert!(parse_duration("5 minutes").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn smoke_flag_forms() {
+        let c = Cli::try_parse_from(["deployer", "apply", "--smoke=false"]).unwrap();
+        let Command::Apply(a) = c.command else {
+            panic!()
+        };
+        assert!(!a.wait.smoke);
+        let c = Cli::try_parse_from(["deployer", "apply"]).unwrap();
+        let Command::Apply(a) = c.command else {
+            panic!()
+        };
+        assert!(a.wait.smoke);
+        assert!(Cli::try_parse_from(["deployer", "apply", "--registry-username", "x"]).is_err());
+    }
+}

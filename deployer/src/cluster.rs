@@ -1,0 +1,119 @@
+//! Connecting to the cluster: kubeconfig, context, namespace, and explaining API errors.
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+use crate::cli::ClusterArgs;
+use crate::error::ExitCode;
+
+/// Could not set up or reach the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("kubeconfig {path}: {message}")]
+    Kubeconfig { path: String, message: String },
+    #[error("no usable cluster configuration: {0} (pass --kubeconfig or set KUBECONFIG)")]
+    NoConfig(String),
+    #[error("cannot create the Kubernetes client: {0}")]
+    Client(String),
+    #[error(
+        "cannot reach the Kubernetes API server at {url}: {message}. Is the cluster running, and are --kubeconfig/--context right?"
+    )]
+    Unreachable { url: String, message: String },
+    #[error("the Kubernetes API server at {url} refused the credentials: {message}")]
+    Unauthorized { url: String, message: String },
+}
+
+impl ClusterError {
+    /// Configuration problems are usage errors; an unreachable cluster is an API error.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            ClusterError::Kubeconfig { .. }
+            | ClusterError::NoConfig(_)
+            | ClusterError::Client(_) => ExitCode::Usage,
+            ClusterError::Unreachable { .. } | ClusterError::Unauthorized { .. } => ExitCode::Apply,
+        }
+    }
+}
+
+/// A connected client and the namespace for objects that set none.
+#[derive(Clone)]
+pub struct Cluster {
+    pub client: Client,
+    pub namespace: String,
+    pub url: String,
+}
+
+impl Cluster {
+    /// Builds the client from the flags and checks that the API server answers.
+    pub async fn connect(args: &ClusterArgs) -> Result<Cluster, ClusterError> {
+        crate::install_crypto_provider();
+        let options = KubeConfigOptions {
+            context: args.context.clone(),
+            cluster: None,
+            user: None,
+        };
+        let config = match &args.kubeconfig {
+            Some(path) => {
+                let kc = Kubeconfig::read_from(path).map_err(|e| ClusterError::Kubeconfig {
+                    path: path.display().to_string(),
+                    message: error_chain(&e),
+                })?;
+                Config::from_custom_kubeconfig(kc, &options)
+                    .await
+                    .map_err(|e| ClusterError::Kubeconfig {
+                        path: path.display().to_string(),
+                        message: error_chain(&e),
+                    })?
+            }
+            None if args.context.is_some() => Config::from_kubeconfig(&options)
+                .await
+                .map_err(|e| ClusterError::NoConfig(error_chain(&e)))?,
+            None => Config::infer()
+                .await
+                .map_err(|e| ClusterError::NoConfig(error_chain(&e)))?,
+        };
+        let url = config.cluster_url.to_string();
+        let namespace = args
+            .namespace
+            .clone()
+            .unwrap_or_else(|| config.default_namespace.clone());
+        let mut config = config;
+        config.connect_timeout = Some(std::time::Duration::from_secs(10));
+        config.read_timeout = Some(std::time::Duration::from_secs(60));
+        let client = Client::try_from(config).map_err(|e| ClusterError::Client(error_chain(&e)))?;
+        match client.apiserver_version().await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 401 || s.code == 403 => {
+                return Err(ClusterError::Unauthorized {
+                    url,
+                    message: s.message.clone(),
+                });
+            }
+            Err(e) => {
+                return Err(ClusterError::Unreachable {
+                    url,
+                    message: error_chain(&e),
+                });
+            }
+        }
+        Ok(Cluster {
+            client,
+            namespace,
+            url,
+        })
+    }
+}
+
+/// An error and its sources on one line (`a: b: c`), without repeating identical messages.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let m = s.to_string();
+        if !parts.iter().any(|p| p.contains(&m)) {
+            parts.push(m);
+        }
+        cur = s.source();
+    }
+    parts.join(": ")
+}

@@ -1,0 +1,257 @@
+//! The smoke test through the public URL: `/readyz`, then one real prediction (`POST /predict`,
+//! multipart part `image`), checking the answer's shape.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::time::Instant;
+
+/// The deployment answers, but not correctly (or not at all).
+#[derive(Debug, thiserror::Error)]
+pub enum SmokeError {
+    #[error("cannot read the smoke-test image {path}: {source}")]
+    Image {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{url}readyz did not answer 200 within {seconds}s: {last}")]
+    NotReady {
+        url: String,
+        seconds: u64,
+        last: String,
+    },
+    #[error("POST {url}predict failed: {message}")]
+    Predict { url: String, message: String },
+}
+
+/// A successful smoke test.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SmokeReport {
+    pub prediction: String,
+    pub probability: f64,
+    pub labels: usize,
+    pub latency_ms: f64,
+}
+
+/// A small generated test picture (BMP, 64x64: a shaded disc on black), so the smoke test needs no file.
+pub fn generated_image() -> Vec<u8> {
+    let (w, h) = (64u32, 64u32);
+    let row = w * 3; // 192, already a multiple of 4
+    let size = 54 + row * h;
+    let mut b = Vec::with_capacity(size as usize);
+    b.extend_from_slice(b"BM");
+    b.extend_from_slice(&size.to_le_bytes());
+    b.extend_from_slice(&[0; 4]);
+    b.extend_from_slice(&54u32.to_le_bytes());
+    b.extend_from_slice(&40u32.to_le_bytes());
+    b.extend_from_slice(&(w as i32).to_le_bytes());
+    b.extend_from_slice(&(h as i32).to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&24u16.to_le_bytes());
+    b.extend_from_slice(&[0; 4]);
+    b.extend_from_slice(&(row * h).to_le_bytes());
+    b.extend_from_slice(&2835u32.to_le_bytes());
+    b.extend_from_slice(&2835u32.to_le_bytes());
+    b.extend_from_slice(&[0; 8]);
+    for y in 0..h {
+        for x in 0..w {
+            let (dx, dy) = (x as f64 - 31.5, y as f64 - 31.5);
+            let r = (dx * dx + dy * dy).sqrt() / 26.0;
+            let (bl, g, rd) = if r < 1.0 {
+                let shade = 1.0 - 0.6 * r;
+                (
+                    (60.0 * shade) as u8,
+                    (120.0 * shade) as u8,
+                    (200.0 * shade) as u8,
+                )
+            } else {
+                (0, 0, 0)
+            };
+            b.extend_from_slice(&[bl, g, rd]);
+        }
+    }
+    b
+}
+
+fn mime_for(path: &Path) -> &'static str {
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("png") => "image/png",
+        Some("webp") => "image/webp",
+        Some("gif") => "image/gif",
+        Some("bmp") => "image/bmp",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Checks `/readyz` (retrying until `timeout`) and one prediction through `url` (ending in `/`).
+pub async fn smoke(
+    url: &str,
+    image: Option<&Path>,
+    timeout: Duration,
+) -> Result<SmokeReport, SmokeError> {
+    crate::install_crypto_provider();
+    let (bytes, name, mime) = match image {
+        Some(p) => (
+            std::fs::read(p).map_err(|source| SmokeError::Image {
+                path: p.display().to_string(),
+                source,
+            })?,
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("image")
+                .to_string(),
+            mime_for(p),
+        ),
+        None => (generated_image(), "smoke.bmp".to_string(), "image/bmp"),
+    };
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| SmokeError::Predict {
+            url: url.into(),
+            message: e.to_string(),
+        })?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match client.get(format!("{url}readyz")).send().await {
+            Ok(r) if r.status().is_success() => break,
+            Ok(r) => format!("HTTP {}", r.status()),
+            Err(e) => crate::cluster::error_chain(&e),
+        };
+        if Instant::now() >= deadline {
+            return Err(SmokeError::NotReady {
+                url: url.into(),
+                seconds: timeout.as_secs(),
+                last,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let part = reqwest::multipart::Part::bytes(bytes)
+        .file_name(name)
+        .mime_str(mime)
+        .expect("a valid MIME type");
+    let form = reqwest::multipart::Form::new().part("image", part);
+    let start = Instant::now();
+    let err = |message: String| SmokeError::Predict {
+        url: url.into(),
+        message,
+    };
+    let resp = client
+        .post(format!("{url}predict"))
+        .multipart(form)
+        .send()
+        .await
+        .map_err(|e| err(crate::cluster::error_chain(&e)))?;
+    let status = resp.status();
+    let body = resp.text().await.map_err(|e| err(e.to_string()))?;
+    let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
+    if !status.is_success() {
+        return Err(err(format!(
+            "HTTP {status}: {}",
+            body.chars().take(300).collect::<String>()
+        )));
+    }
+    check_prediction(&body)
+        .map(|(prediction, probability, labels)| SmokeReport {
+            prediction,
+            probability,
+            labels,
+            latency_ms,
+        })
+        .map_err(err)
+}
+
+/// Checks a /predict answer: `{"prediction": label, "probabilities": {label: p, ...}}` with the
+/// prediction among the labels, probabilities in [0, 1] summing to about 1, and the prediction the most likely.
+pub fn check_prediction(body: &str) -> Result<(String, f64, usize), String> {
+    let v: Value = serde_json::from_str(body).map_err(|e| {
+        format!(
+            "the answer is not JSON ({e}): {}",
+            body.chars().take(200).collect::<String>()
+        )
+    })?;
+    let prediction = v["prediction"]
+        .as_str()
+        .ok_or("the answer has no string `prediction`")?
+        .to_string();
+    let probs = v["probabilities"]
+        .as_object()
+        .ok_or("the answer has no `probabilities` object")?;
+    if probs.len() < 2 {
+        return Err(format!(
+            "expected probabilities for every label, got {}",
+            probs.len()
+        ));
+    }
+    let mut sum = 0.0;
+    let mut best = (String::new(), -1.0);
+    for (label, p) in probs {
+        let p = p
+            .as_f64()
+            .ok_or_else(|| format!("probability of {label} is not a number"))?;
+        if !(0.0..=1.0).contains(&p) {
+            return Err(format!("probability of {label} is {p}, outside [0, 1]"));
+        }
+        sum += p;
+        if p > best.1 {
+            best = (label.clone(), p);
+        }
+    }
+    if (sum - 1.0).abs() > 1e-3 {
+        return Err(format!("probabilities sum to {sum}, not 1"));
+    }
+    let p = probs
+        .get(&prediction)
+        .and_then(Value::as_f64)
+        .ok_or_else(|| format!("prediction {prediction:?} is not among the labels"))?;
+    if p + 1e-9 < best.1 {
+        return Err(format!(
+            "prediction {prediction:?} ({p}) is not the most likely label ({} at {})",
+            best.0, best.1
+        ));
+    }
+    Ok((prediction, p, probs.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_image_is_a_valid_bmp() {
+        let b = generated_image();
+        assert_eq!(&b[..2], b"BM");
+        assert_eq!(
+            u32::from_le_bytes(b[2..6].try_into().unwrap()) as usize,
+            b.len()
+        );
+        assert_eq!(b.len(), 54 + 64 * 64 * 3);
+    }
+
+    #[test]
+    fn prediction_checks() {
+        let good = r#"{"prediction":"Mars","probabilities":{"Mars":0.9,"Earth":0.1}}"#;
+        assert_eq!(check_prediction(good).unwrap().0, "Mars");
+        assert!(
+            check_prediction(r#"{"prediction":"Moon","probabilities":{"Mars":0.9,"Earth":0.1}}"#)
+                .is_err()
+        );
+        assert!(
+            check_prediction(r#"{"prediction":"Earth","probabilities":{"Mars":0.9,"Earth":0.1}}"#)
+                .is_err()
+        );
+        assert!(
+            check_prediction(r#"{"prediction":"Mars","probabilities":{"Mars":0.9,"Earth":0.3}}"#)
+                .is_err()
+        );
+        assert!(check_prediction("<html>").is_err());
+    }
+}
