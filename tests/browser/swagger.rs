@@ -9,26 +9,16 @@ use serde_json::{Value, json};
 
 use crate::webdriver::Browser;
 
-/// Timings of one walk through the page, printed by the tests (not asserted).
-#[derive(Debug, Default)]
-pub struct Timings {
-    pub page_ready_ms: u128,
-    pub predict_ms: u128,
-    pub bad_input_ms: u128,
-}
-
-/// What the browser saw.
+/// What the page showed after one Execute of `POST /predict`.
 #[derive(Debug)]
-pub struct Seen {
-    pub title_text: String,
-    pub predict_request_url: String,
-    pub predict_status: u16,
-    pub predict_body: Value,
-    pub bad_request_url: String,
-    pub bad_status: u16,
-    pub bad_body: Value,
-    pub screenshots: Vec<PathBuf>,
-    pub timings: Timings,
+pub struct Outcome {
+    /// The "Request URL" Swagger UI shows (where the request went).
+    pub request_url: String,
+    pub status: u16,
+    pub body: Value,
+    pub screenshot: PathBuf,
+    /// From choosing the file to the response being shown.
+    pub elapsed_ms: u128,
 }
 
 /// Resolve a `$ref` like `#/components/schemas/X` inside `doc`.
@@ -98,16 +88,14 @@ async fn live_response(browser: &Browser, block_xpath: &str, what: &str) -> anyh
     Ok((v["url"].as_str().unwrap_or_default().to_string(), status, body))
 }
 
-/// Walk the Swagger UI at `page_url` the way a person does: see the title, version and every
-/// route of `doc`; open `POST /predict`, "Try it out", choose `image`, Execute; then choose
-/// `not_image`, Execute. Returns what the page showed; screenshots go to tests/artifacts/.
-pub async fn walk(browser: &Browser, page_url: &str, doc: &Value, image: &Path, not_image: &Path) -> anyhow::Result<Seen> {
-    let c = &browser.client;
-    let mut screenshots = Vec::new();
-    let mut timings = Timings::default();
+fn xpath_js(what: &str) -> String {
+    format!("const n = document.evaluate(arguments[0], document, null, XPathResult.FIRST_ORDERED_NODE_TYPE, null).singleNodeValue; {what}")
+}
 
-    // 1. The page: title, version, every route.
-    let t = Instant::now();
+/// Open the Swagger UI at `page_url` and check that it shows the title, version and every route
+/// of `doc`. Returns the title text shown; saves a screenshot `<name>-page.png`.
+pub async fn open_page(browser: &Browser, page_url: &str, doc: &Value) -> anyhow::Result<(String, PathBuf)> {
+    let c = &browser.client;
     c.goto(page_url).await.with_context(|| format!("open {page_url}"))?;
     let title_el = browser.wait_css("the API title", ".information-container .info .title").await?;
     let title_text = title_el.text().await?;
@@ -119,88 +107,69 @@ pub async fn walk(browser: &Browser, page_url: &str, doc: &Value, image: &Path, 
     ensure!(!ops.is_empty(), "the document has no operations");
     for (method, path) in &ops {
         let xp = format!("{}//*[contains(@class, 'opblock-summary-method')]", opblock_xpath(method, path));
-        let el = browser
-            .wait_js(
-                &format!("route {} {path} on the page", method.to_uppercase()),
-                "const n = document.evaluate(arguments[0], document, null, XPathResult.FIRST_ORDERED_NODE_TYPE, null).singleNodeValue; return n ? n.innerText : null;",
-                vec![json!(xp)],
-            )
+        let shown = browser
+            .wait_js(&format!("route {} {path} on the page", method.to_uppercase()), &xpath_js("return n ? n.innerText : null;"), vec![json!(xp)])
             .await?;
         ensure!(
-            el.as_str().map(|s| s.eq_ignore_ascii_case(method)).unwrap_or(false),
-            "route {path}: method label {el} is not {method}"
+            shown.as_str().map(|s| s.eq_ignore_ascii_case(method)).unwrap_or(false),
+            "route {path}: the page labels it {shown}, not {method}"
         );
     }
-    timings.page_ready_ms = t.elapsed().as_millis();
-    screenshots.push(browser.screenshot("page").await?);
+    let shot = browser.screenshot("page").await?;
+    Ok((title_text, shot))
+}
 
-    // 2. POST /predict: expand, "Try it out", choose the image, Execute.
-    let t = Instant::now();
+/// Expand `POST /predict`, press "Try it out" and choose the multipart/form-data body.
+pub async fn try_out_predict(browser: &Browser) -> anyhow::Result<()> {
+    let c = &browser.client;
     let block_xp = opblock_xpath("post", "/predict");
     let block = c.find(Locator::XPath(&block_xp)).await.context("the POST /predict block")?;
     block
         .find(Locator::Css(".opblock-summary-control, .opblock-summary"))
         .await
-        .context("POST /predict summary")?
+        .context("the POST /predict summary")?
         .click()
         .await?;
+    // "Try it out" (unless the UI is configured with tryItOutEnabled, where the block opens in
+    // that mode already and the same button reads "Cancel").
     let try_out = browser.wait_css("the \"Try it out\" button", ".opblock-post.is-open .try-out__btn").await?;
-    try_out.click().await?;
-    // Choose multipart/form-data (the guide's contract) when the body offers several types.
+    if try_out.text().await?.trim().eq_ignore_ascii_case("try it out") {
+        try_out.click().await?;
+    }
+    // The guide's contract (and BentoML's client) is multipart/form-data with a part `image`.
     let select_xp = format!("{block_xp}//*[contains(@class, 'opblock-section-request-body')]//select");
     if let Ok(select) = c.find(Locator::XPath(&select_xp)).await {
         select.select_by_value("multipart/form-data").await.context("choose multipart/form-data")?;
     }
-    let file_xp = format!("{block_xp}//input[@type='file']");
     browser
-        .wait_js(
-            "the file input of POST /predict",
-            "return !!document.evaluate(arguments[0], document, null, XPathResult.FIRST_ORDERED_NODE_TYPE, null).singleNodeValue;",
-            vec![json!(file_xp)],
-        )
+        .wait_js("the file input of POST /predict", &xpath_js("return !!n;"), vec![json!(format!("{block_xp}//input[@type='file']"))])
         .await?;
-    let file_input = c.find(Locator::XPath(&file_xp)).await?;
-    let image_abs = std::fs::canonicalize(image).with_context(|| format!("{}", image.display()))?;
-    file_input.send_keys(&image_abs.display().to_string()).await.context("choose the image file")?;
-    let execute_xp = format!("{block_xp}//button[contains(@class, 'execute')]");
-    c.find(Locator::XPath(&execute_xp)).await.context("the Execute button")?.click().await?;
-    let (predict_request_url, predict_status, predict_body) =
-        live_response(browser, &block_xp, "the response to POST /predict with an image").await?;
-    timings.predict_ms = t.elapsed().as_millis();
-    let block = c.find(Locator::XPath(&block_xp)).await?;
-    screenshots.push(browser.element_screenshot(&block, "predict").await?);
+    Ok(())
+}
 
-    // 3. The same with a file that is not an image.
+/// In the open `POST /predict` block: clear the previous response, choose `file`, Execute, and
+/// read the response the page shows. Saves a screenshot of the block as `<name>-<step>.png`.
+pub async fn execute_with_file(browser: &Browser, file: &Path, step: &str) -> anyhow::Result<Outcome> {
+    let c = &browser.client;
     let t = Instant::now();
+    let block_xp = opblock_xpath("post", "/predict");
     if let Ok(clear) = c.find(Locator::XPath(&format!("{block_xp}//button[contains(@class, 'btn-clear')]"))).await {
         clear.click().await?;
         browser
-            .wait_js(
-                "the previous response to be cleared",
-                "const b = document.evaluate(arguments[0], document, null, XPathResult.FIRST_ORDERED_NODE_TYPE, null).singleNodeValue; return b && !b.querySelector('.live-responses-table');",
-                vec![json!(block_xp)],
-            )
+            .wait_js("the previous response to be cleared", &xpath_js("return n && !n.querySelector('.live-responses-table');"), vec![json!(block_xp)])
             .await?;
     }
-    let not_image_abs = std::fs::canonicalize(not_image)?;
-    let file_input = c.find(Locator::XPath(&file_xp)).await?;
-    file_input.send_keys(&not_image_abs.display().to_string()).await.context("choose the non-image file")?;
-    c.find(Locator::XPath(&execute_xp)).await?.click().await?;
-    let (bad_request_url, bad_status, bad_body) =
-        live_response(browser, &block_xp, "the response to POST /predict with a non-image").await?;
-    timings.bad_input_ms = t.elapsed().as_millis();
+    let abs = std::fs::canonicalize(file).with_context(|| format!("{}", file.display()))?;
+    let input = c.find(Locator::XPath(&format!("{block_xp}//input[@type='file']"))).await.context("the file input")?;
+    input.send_keys(&abs.display().to_string()).await.with_context(|| format!("choose {}", abs.display()))?;
+    c.find(Locator::XPath(&format!("{block_xp}//button[contains(@class, 'execute')]")))
+        .await
+        .context("the Execute button")?
+        .click()
+        .await?;
+    let (request_url, status, body) = live_response(browser, &block_xp, &format!("the response to POST /predict with {}", abs.display())).await?;
+    let elapsed_ms = t.elapsed().as_millis();
     let block = c.find(Locator::XPath(&block_xp)).await?;
-    screenshots.push(browser.element_screenshot(&block, "bad-input").await?);
-
-    Ok(Seen {
-        title_text,
-        predict_request_url,
-        predict_status,
-        predict_body,
-        bad_request_url,
-        bad_status,
-        bad_body,
-        screenshots,
-        timings,
-    })
+    let screenshot = browser.element_screenshot(&block, step).await?;
+    Ok(Outcome { request_url, status, body, screenshot, elapsed_ms })
 }

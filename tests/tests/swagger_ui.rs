@@ -1,0 +1,332 @@
+//! The Swagger page works for a person (issue 7), proven in headless Chromium against the real
+//! server (started in-process on port 0 with the embedded model) — directly, and through a real
+//! nginx reverse proxy that serves the app under `/celestial/`.
+//!
+//! Needs Debian's `chromium`, `chromium-driver` and `nginx` (installed by `scripts/setup`; the
+//! tests fail, never skip, without them) and the dataset at `../shared/dataset` (override
+//! `CELESTIAL_DATASET`; skipped with a message when absent). Screenshots and the chromedriver and
+//! nginx logs land in `tests/artifacts/`.
+
+#[path = "../browser/nginx.rs"]
+mod nginx;
+#[path = "../browser/swagger.rs"]
+mod swagger;
+#[path = "../browser/webdriver.rs"]
+mod webdriver;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+use serde_json::Value;
+
+/// The browser tests run one at a time: each starts Chromium, and the machine's cores are shared.
+static ONE_BROWSER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const PREFIX: &str = "/celestial";
+
+/// The real server, in-process on a free loopback port.
+struct Server {
+    port: u16,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), celestial_server::ServerError>>,
+}
+
+impl Server {
+    async fn start(extra_args: &[&str]) -> anyhow::Result<Self> {
+        let mut args = vec!["--host", "127.0.0.1", "--port", "0"];
+        args.extend_from_slice(extra_args);
+        let config = celestial_server::Config::from_args(args).context("server flags")?;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let port = listener.local_addr()?.port();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(celestial_server::run(config, listener, async move {
+            let _ = stopped.await;
+        }));
+        let server = Self { port, stop: Some(stop), task };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            ensure!(!server.task.is_finished(), "the server stopped during start-up (is ORT_DYLIB_PATH set? scripts/test sets it)");
+            if let Ok(r) = reqwest::get(server.url("/readyz")).await
+                && r.status() == 200
+            {
+                return Ok(server);
+            }
+            ensure!(Instant::now() < deadline, "the server was not ready within 60 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.await?.context("server exited with an error")?;
+        Ok(())
+    }
+}
+
+/// `../shared/dataset` relative to the repo root, or `$CELESTIAL_DATASET`; `None` (with a
+/// printed reason) when it is absent.
+fn dataset_dir() -> Option<PathBuf> {
+    let dir = match std::env::var_os("CELESTIAL_DATASET") {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/dataset"),
+    };
+    if dir.join("raw").is_dir() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "SKIPPED: dataset not found at {} (set CELESTIAL_DATASET to the directory holding raw/<Class>/*.jpg)",
+            dir.display()
+        );
+        None
+    }
+}
+
+/// A dataset image and its class: the first entry of the model's validation split (images the
+/// model never trained on), else the first Earth image.
+fn dataset_image(dataset: &Path) -> anyhow::Result<(PathBuf, String)> {
+    let split = Path::new(env!("CARGO_MANIFEST_DIR")).join("../model/validation-split.txt");
+    let rel = std::fs::read_to_string(&split)
+        .ok()
+        .and_then(|s| s.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string))
+        .unwrap_or_else(|| "Earth/Earth_0.jpg".to_string());
+    let path = dataset.join("raw").join(&rel);
+    ensure!(path.is_file(), "dataset image {} is missing", path.display());
+    let class = rel.split('/').next().unwrap_or_default().to_string();
+    Ok((path, class))
+}
+
+/// Files a person might pick by mistake: a text file, and a `.jpg` that is not a JPEG inside.
+fn bad_files(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let text = dir.join("notes.txt");
+    std::fs::write(&text, "These are my notes about Saturn, not a picture of it.\n")?;
+    let fake = dir.join("holiday-photo.jpg");
+    // A JPEG start-of-image marker followed by text: sniffs as JPEG, cannot be decoded.
+    let mut bytes = vec![0xFF, 0xD8, 0xFF, 0xE0];
+    bytes.extend_from_slice(b"this is not really a JPEG file, just text with a JPEG signature");
+    std::fs::write(&fake, bytes)?;
+    Ok((text, fake))
+}
+
+/// Labels of the served model, from `GET /model`.
+async fn labels(base: &str) -> anyhow::Result<Vec<String>> {
+    let model: Value = reqwest::get(format!("{base}model")).await?.error_for_status()?.json().await?;
+    let labels = model["labels"]
+        .as_array()
+        .context("GET /model has no labels")?
+        .iter()
+        .map(|l| l.as_str().map(str::to_string).context("label is not a string"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    ensure!(!labels.is_empty(), "the model has no labels");
+    Ok(labels)
+}
+
+/// What `POST /predict` answers for `image` when sent without the browser (multipart `image`).
+async fn api_prediction(base: &str, image: &Path) -> anyhow::Result<Value> {
+    let bytes = std::fs::read(image)?;
+    let part = reqwest::multipart::Part::bytes(bytes).file_name("image.jpg").mime_str("image/jpeg")?;
+    let form = reqwest::multipart::Form::new().part("image", part);
+    let r = reqwest::Client::new().post(format!("{base}predict")).multipart(form).send().await?;
+    ensure!(r.status() == 200, "POST /predict without the browser answered {}", r.status());
+    Ok(r.json().await?)
+}
+
+/// The prediction shown is a real answer for this model: a label, every label's probability,
+/// the label is the most probable one, and it is what the API answers without the browser.
+fn check_prediction(outcome: &swagger::Outcome, labels: &[String], api: &Value) -> anyhow::Result<String> {
+    ensure!(outcome.status == 200, "Try it out with a dataset image showed {} {}", outcome.status, outcome.body);
+    let body = &outcome.body;
+    let label = body["prediction"].as_str().with_context(|| format!("no prediction in {body}"))?;
+    ensure!(labels.iter().any(|l| l == label), "predicted {label:?} is not one of the model's labels {labels:?}");
+    let probs = body["probabilities"].as_object().with_context(|| format!("no probabilities in {body}"))?;
+    let shown: BTreeSet<&str> = probs.keys().map(String::as_str).collect();
+    let expected: BTreeSet<&str> = labels.iter().map(String::as_str).collect();
+    ensure!(shown == expected, "probabilities cover {shown:?}, the model's labels are {expected:?}");
+    let sum: f64 = probs.values().filter_map(Value::as_f64).sum();
+    ensure!((sum - 1.0).abs() < 1e-3, "probabilities sum to {sum}");
+    let best = probs
+        .iter()
+        .max_by(|a, b| a.1.as_f64().unwrap_or(0.0).total_cmp(&b.1.as_f64().unwrap_or(0.0)))
+        .map(|(k, _)| k.as_str())
+        .unwrap_or_default();
+    ensure!(best == label, "the page shows prediction {label:?} but the most probable label is {best:?}");
+    ensure!(
+        api["prediction"] == body["prediction"],
+        "the browser got {label:?}, the API answers {} for the same image",
+        api["prediction"]
+    );
+    Ok(label.to_string())
+}
+
+/// The error the page shows is one `doc` documents for `POST /predict`: its status is listed,
+/// the body has the documented schema's required fields and a documented `code`.
+fn check_documented_error(outcome: &swagger::Outcome, doc: &Value) -> anyhow::Result<String> {
+    let status = outcome.status.to_string();
+    let response = doc
+        .pointer(&format!("/paths/~1predict/post/responses/{status}"))
+        .with_context(|| format!("the page showed {status}, which the document does not list for POST /predict"))?;
+    let media = response.pointer("/content/application~1json").context("documented error has no application/json body")?;
+    let schema = swagger::resolve(doc, &media["schema"]);
+    let body = outcome.body.as_object().with_context(|| format!("error body {} is not an object", outcome.body))?;
+    for field in schema["required"].as_array().context("error schema lists no required fields")? {
+        let field = field.as_str().unwrap_or_default();
+        ensure!(
+            body.get(field).and_then(Value::as_str).is_some_and(|s| !s.is_empty()),
+            "error body {} lacks the documented field {field:?}",
+            outcome.body
+        );
+    }
+    let code = body["code"].as_str().unwrap_or_default();
+    let mut documented: Vec<&str> = media["examples"]
+        .as_object()
+        .map(|ex| ex.values().filter_map(|e| e.pointer("/value/code").and_then(Value::as_str)).collect())
+        .unwrap_or_default();
+    if let Some(c) = media.pointer("/example/code").and_then(Value::as_str) {
+        documented.push(c);
+    }
+    ensure!(
+        documented.contains(&code),
+        "the page showed {status} with code {code:?}; the document's examples for {status} are {documented:?}"
+    );
+    Ok(code.to_string())
+}
+
+/// Where the generated documents go for the browser to fetch: `base` is the URL the app is
+/// served at (with a trailing slash).
+async fn fetch_doc(base: &str) -> anyhow::Result<Value> {
+    let r = reqwest::get(format!("{base}docs.json")).await?;
+    ensure!(r.status() == 200, "GET {base}docs.json answered {}", r.status());
+    Ok(r.json().await?)
+}
+
+fn report(name: &str, what: &str, o: &swagger::Outcome) {
+    println!(
+        "[{name}] {what}: {} {} via {} in {} ms (screenshot {})",
+        o.status,
+        o.body,
+        o.request_url,
+        o.elapsed_ms,
+        o.screenshot.display()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swagger_page_classifies_a_dataset_image_and_shows_documented_errors() -> anyhow::Result<()> {
+    let Some(dataset) = dataset_dir() else { return Ok(()) };
+    let _one = ONE_BROWSER_AT_A_TIME.lock().await;
+    let name = "direct";
+    let t0 = Instant::now();
+    let server = Server::start(&[]).await?;
+    let base = server.url("/");
+    let doc = fetch_doc(&base).await?;
+    let labels = labels(&base).await?;
+    let (image, class) = dataset_image(&dataset)?;
+    let tmp = tempfile::tempdir()?;
+    let (text, fake_jpeg) = bad_files(tmp.path())?;
+    let api = api_prediction(&base, &image).await?;
+
+    let browser = webdriver::Browser::start(name).await?;
+    let started_ms = t0.elapsed().as_millis();
+    let result = async {
+        let t = Instant::now();
+        let (title, shot) = swagger::open_page(&browser, &base, &doc).await?;
+        println!("[{name}] page {base}: {title:?}, {} routes, in {} ms ({})", swagger::operations(&doc).len(), t.elapsed().as_millis(), shot.display());
+        // The same page is also served at /docs.
+        let (_, _) = swagger::open_page(&browser, &server.url("/docs"), &doc).await?;
+
+        swagger::try_out_predict(&browser).await?;
+        let ok = swagger::execute_with_file(&browser, &image, "predict").await?;
+        report(name, "dataset image", &ok);
+        let label = check_prediction(&ok, &labels, &api)?;
+        println!("[{name}] {} (class {class}) -> {label}", image.display());
+        ensure!(ok.request_url == format!("{base}predict"), "Try it out sent the request to {:?}", ok.request_url);
+
+        let bad = swagger::execute_with_file(&browser, &fake_jpeg, "bad-jpeg").await?;
+        report(name, "not a JPEG", &bad);
+        ensure!(bad.status == 400, "a .jpg that is not a JPEG showed {} {}, expected 400", bad.status, bad.body);
+        check_documented_error(&bad, &doc)?;
+
+        let txt = swagger::execute_with_file(&browser, &text, "text-file").await?;
+        report(name, "text file", &txt);
+        ensure!((400..500).contains(&txt.status), "a text file showed {} {}, expected a 4xx", txt.status, txt.body);
+        check_documented_error(&txt, &doc)?;
+        anyhow::Ok(())
+    }
+    .await;
+    browser.close().await;
+    server.stop().await?;
+    println!("[{name}] browser start {started_ms} ms, whole test {} ms", t0.elapsed().as_millis());
+    result
+}
+
+/// Through nginx serving the app under `/celestial/`: the page loads its document from
+/// `/celestial/docs.json` and "Try it out" posts to `/celestial/predict`. `root_path_flag`:
+/// the server is told the prefix by `--root-path` (nginx sends no header), otherwise nginx sends
+/// `X-Forwarded-Prefix`.
+async fn behind_proxy(name: &str, root_path_flag: bool) -> anyhow::Result<()> {
+    let Some(dataset) = dataset_dir() else { return Ok(()) };
+    let _one = ONE_BROWSER_AT_A_TIME.lock().await;
+    let t0 = Instant::now();
+    let server = if root_path_flag { Server::start(&["--root-path", PREFIX]).await? } else { Server::start(&[]).await? };
+    let proxy = nginx::Nginx::start(server.port, PREFIX, !root_path_flag).await?;
+    let base = format!("http://127.0.0.1:{}{PREFIX}/", proxy.port);
+    let doc = fetch_doc(&base).await?;
+    let servers = doc["servers"].as_array().cloned().unwrap_or_default();
+    ensure!(
+        servers.first().and_then(|s| s["url"].as_str()) == Some(PREFIX),
+        "behind {PREFIX}/ the document's servers are {servers:?}, expected [{{\"url\": \"{PREFIX}\"}}]"
+    );
+    let labels = labels(&base).await?;
+    let (image, _class) = dataset_image(&dataset)?;
+    let tmp = tempfile::tempdir()?;
+    let (_text, fake_jpeg) = bad_files(tmp.path())?;
+    let api = api_prediction(&base, &image).await?;
+
+    let browser = webdriver::Browser::start(name).await?;
+    let result = async {
+        let t = Instant::now();
+        let (title, shot) = swagger::open_page(&browser, &base, &doc).await?;
+        println!("[{name}] page {base}: {title:?} in {} ms ({})", t.elapsed().as_millis(), shot.display());
+        swagger::try_out_predict(&browser).await?;
+        let ok = swagger::execute_with_file(&browser, &image, "predict").await?;
+        report(name, "dataset image", &ok);
+        check_prediction(&ok, &labels, &api)?;
+        ensure!(ok.request_url == format!("{base}predict"), "behind the proxy, Try it out sent the request to {:?}", ok.request_url);
+        let bad = swagger::execute_with_file(&browser, &fake_jpeg, "bad-jpeg").await?;
+        report(name, "not a JPEG", &bad);
+        ensure!(bad.status == 400, "a .jpg that is not a JPEG showed {} {}, expected 400", bad.status, bad.body);
+        check_documented_error(&bad, &doc)?;
+
+        // The browser's requests really went through the prefix: the page, its document, the predictions.
+        let log = proxy.access_log();
+        for needle in [format!("GET {PREFIX}/ "), format!("GET {PREFIX}/docs.json "), format!("POST {PREFIX}/predict ")] {
+            ensure!(log.contains(&needle), "nginx access log has no {needle:?}:\n{log}");
+        }
+        // And nothing escaped it (the proxy answers 404 outside the prefix).
+        ensure!(!log.contains("\" 404 "), "a request missed the prefix:\n{log}");
+        anyhow::Ok(())
+    }
+    .await;
+    browser.close().await;
+    proxy.stop(name).await?;
+    server.stop().await?;
+    println!("[{name}] whole test {} ms", t0.elapsed().as_millis());
+    result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swagger_page_works_behind_a_proxy_sending_x_forwarded_prefix() -> anyhow::Result<()> {
+    behind_proxy("prefix-header", false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swagger_page_works_behind_a_proxy_with_root_path_flag() -> anyhow::Result<()> {
+    behind_proxy("prefix-root-path", true).await
+}
