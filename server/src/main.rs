@@ -1,1 +1,55 @@
-fn main() {}
+//! `celestial-server`: parse flags, set up logging, bind, and hand over to the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use celestial_server::config::LogFormat;
+use celestial_server::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Healthcheck(args)) = &cli.command {
+        return match celestial_server::healthcheck(&args.address, args.timeout) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => {
+                eprintln!("celestial-server healthcheck: {} is not ready", args.address);
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("celestial-server healthcheck: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let config = cli.config;
+    init_tracing(config.log_format, &config.log_filter);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    let result = runtime.block_on(async move {
+        let addr = std::net::SocketAddr::new(config.host, config.port);
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        celestial_server::run(config, listener, celestial_server::shutdown_signal()).await.map_err(|e| e.to_string())
+    });
+    // Do not wait for worker threads blocked on the job queue.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("celestial-server: error: {message}");
+    ExitCode::FAILURE
+}
+
+fn init_tracing(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+    }
+}

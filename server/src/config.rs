@@ -1,0 +1,336 @@
+//! Command line / environment configuration.
+//!
+//! Every flag has an environment variable; the `///` comments are the `--help` text.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// BentoML-compatible prediction server for the celestial-bodies classifier (axum + ONNX Runtime).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "celestial-server", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// Subcommands; without one, the server runs.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Probe `/readyz` of a running server and exit 0 when it answers 200, 1 otherwise
+    /// (for container HEALTHCHECKs without curl).
+    Healthcheck(HealthcheckArgs),
+}
+
+/// Arguments of `celestial-server healthcheck`.
+#[derive(Debug, Clone, Args)]
+pub struct HealthcheckArgs {
+    /// Address of the server to probe (host:port).
+    #[arg(long = "address", env = "CELESTIAL_HEALTHCHECK_ADDRESS", default_value = "127.0.0.1:3000")]
+    pub address: String,
+    /// Give up after this long (e.g. `2s`, `500ms`).
+    #[arg(long = "timeout", env = "CELESTIAL_HEALTHCHECK_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Tensor layout of the model input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+pub enum Layout {
+    /// [N, C, H, W]
+    #[value(name = "NCHW", alias = "nchw")]
+    #[serde(rename = "NCHW")]
+    Nchw,
+    /// [N, H, W, C]
+    #[value(name = "NHWC", alias = "nhwc")]
+    #[serde(rename = "NHWC")]
+    Nhwc,
+}
+
+/// Colour mode of the model input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColorMode {
+    /// Three channels, R, G, B.
+    Rgb,
+    /// One channel: a weighted sum of R, G, B (`--grayscale-coefficients`).
+    Grayscale,
+}
+
+/// Resize filter (image-rs names; `triangle` is antialiased bilinear, like PIL's BILINEAR).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResizeFilter {
+    /// Nearest neighbour.
+    Nearest,
+    /// Antialiased bilinear.
+    Triangle,
+    /// Catmull-Rom bicubic.
+    #[value(name = "catmull_rom", alias = "catmull-rom")]
+    CatmullRom,
+    /// Lanczos with a window of 3.
+    Lanczos3,
+}
+
+/// What the model outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputKind {
+    /// Unnormalised scores; the server applies softmax.
+    Logits,
+    /// Already probabilities; served as they are.
+    Probabilities,
+}
+
+/// Server configuration (flags and environment variables).
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "CELESTIAL_HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+
+    /// Port to listen on (0 picks a free port).
+    #[arg(long, env = "CELESTIAL_PORT", default_value_t = 3000)]
+    pub port: u16,
+
+    /// ONNX model to serve instead of the embedded celestial-bodies model.
+    #[arg(long, env = "CELESTIAL_MODEL")]
+    pub model: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub model_overrides: ModelOverrides,
+
+    /// ONNX Runtime shared library (libonnxruntime.so). When unset: next to the binary, then
+    /// ${CELESTIAL_CACHE:-~/.cache/celestial}/onnxruntime/1.31.1/libonnxruntime.so.1.31.1 (installed by scripts/onnxruntime.sh).
+    #[arg(long = "ort-dylib-path", env = "ORT_DYLIB_PATH")]
+    pub ort_dylib_path: Option<PathBuf>,
+
+    /// Number of inference workers, each with its own ONNX Runtime session (0 = one per CPU core).
+    #[arg(long, env = "CELESTIAL_WORKERS", default_value_t = 0)]
+    pub workers: usize,
+
+    /// Threads ONNX Runtime may use inside one inference (intra-op parallelism).
+    #[arg(long, env = "CELESTIAL_INTRA_OP_THREADS", default_value_t = 1)]
+    pub intra_op_threads: usize,
+
+    /// Maximum number of prediction requests processed at once; more are refused with 429.
+    #[arg(long, env = "CELESTIAL_MAX_CONCURRENCY", default_value_t = 64)]
+    pub max_concurrency: usize,
+
+    /// Seconds a client is told to wait (Retry-After) when refused with 429.
+    #[arg(long, env = "CELESTIAL_RETRY_AFTER_SECONDS", default_value_t = 1)]
+    pub retry_after_seconds: u64,
+
+    /// Largest accepted request body in bytes; larger bodies get 413.
+    #[arg(long, env = "CELESTIAL_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Largest accepted image in pixels (width x height, read from the header before decoding); larger get 422.
+    #[arg(long, env = "CELESTIAL_MAX_IMAGE_PIXELS", default_value_t = 40_000_000)]
+    pub max_image_pixels: u64,
+
+    /// Most `image` parts accepted by POST /predict/batch.
+    #[arg(long, env = "CELESTIAL_MAX_BATCH_IMAGES", default_value_t = 64)]
+    pub max_batch_images: usize,
+
+    /// Time limit for one request (e.g. `30s`, `1500ms`); slower requests get 504.
+    #[arg(long, env = "CELESTIAL_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish before the server exits anyway.
+    #[arg(long, env = "CELESTIAL_SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// On SIGTERM/SIGINT, keep accepting new connections this long (answering /readyz with 503) before
+    /// closing the listener, so load balancers see the pod leave; 0 closes the listener at once.
+    #[arg(long, env = "CELESTIAL_DRAIN_DELAY", default_value = "0s", value_parser = parse_duration)]
+    pub drain_delay: Duration,
+
+    /// Service name reported in /schema.json (what BentoML clients see).
+    #[arg(long, env = "CELESTIAL_SERVICE_NAME", default_value = "celestial_bodies_classifier")]
+    pub service_name: String,
+
+    /// Log format.
+    #[arg(long, env = "CELESTIAL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter (tracing EnvFilter syntax, e.g. `info` or `celestial_server=debug`).
+    #[arg(long, env = "CELESTIAL_LOG", default_value = "info")]
+    pub log_filter: String,
+
+    /// FOR TESTING ONLY: sleep this long inside every prediction request (after admission), to make
+    /// overload, timeouts and graceful drain observable. Keep 0 in production.
+    #[arg(long, env = "CELESTIAL_TEST_DELAY", default_value = "0s", value_parser = parse_duration)]
+    pub test_delay: Duration,
+}
+
+/// Model description flags: they fill in (and override) the model's `celestial.*` metadata, so a model
+/// without metadata (e.g. the guide's own export) can be served.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ModelOverrides {
+    /// Class labels in output order, comma-separated (overrides `celestial.labels`).
+    #[arg(long, env = "CELESTIAL_LABELS", value_delimiter = ',')]
+    pub labels: Option<Vec<String>>,
+
+    /// Name of the model input to feed (overrides `celestial.input_name`; default: the only input).
+    #[arg(long, env = "CELESTIAL_INPUT_NAME")]
+    pub input_name: Option<String>,
+
+    /// Name of the model output to read (overrides `celestial.output_name`; default: the first output).
+    #[arg(long, env = "CELESTIAL_OUTPUT_NAME")]
+    pub output_name: Option<String>,
+
+    /// Input tensor layout (overrides `celestial.input_layout`; default: inferred from the input shape).
+    #[arg(long, env = "CELESTIAL_INPUT_LAYOUT", value_enum)]
+    pub input_layout: Option<Layout>,
+
+    /// Input height in pixels (overrides `celestial.input_height`; default: from the input shape).
+    #[arg(long, env = "CELESTIAL_INPUT_HEIGHT")]
+    pub input_height: Option<u32>,
+
+    /// Input width in pixels (overrides `celestial.input_width`; default: from the input shape).
+    #[arg(long, env = "CELESTIAL_INPUT_WIDTH")]
+    pub input_width: Option<u32>,
+
+    /// Colour mode (overrides `celestial.color_mode`; default: from the channel count).
+    #[arg(long, env = "CELESTIAL_COLOR_MODE", value_enum)]
+    pub color_mode: Option<ColorMode>,
+
+    /// R,G,B weights for grayscale models (overrides `celestial.grayscale_coefficients`; default 0.299,0.587,0.114).
+    #[arg(long, env = "CELESTIAL_GRAYSCALE_COEFFICIENTS", value_delimiter = ',')]
+    pub grayscale_coefficients: Option<Vec<f32>>,
+
+    /// Resize filter (overrides `celestial.resize_filter`; default triangle).
+    #[arg(long, env = "CELESTIAL_RESIZE_FILTER", value_enum)]
+    pub resize_filter: Option<ResizeFilter>,
+
+    /// Multiplier applied to 0..255 pixel values (overrides `celestial.scale`; default 1/255).
+    #[arg(long, env = "CELESTIAL_SCALE")]
+    pub scale: Option<f32>,
+
+    /// Per-channel mean subtracted after scaling, comma-separated (overrides `celestial.mean`; default 0).
+    #[arg(long, env = "CELESTIAL_MEAN", value_delimiter = ',')]
+    pub mean: Option<Vec<f32>>,
+
+    /// Per-channel standard deviation divided by after the mean, comma-separated (overrides `celestial.std`; default 1).
+    #[arg(long, env = "CELESTIAL_STD", value_delimiter = ',')]
+    pub std: Option<Vec<f32>>,
+
+    /// Whether the output holds logits or probabilities (overrides `celestial.output_kind`; default logits).
+    #[arg(long, env = "CELESTIAL_OUTPUT_KIND", value_enum)]
+    pub output_kind: Option<OutputKind>,
+
+    /// Model name reported by /model and the docs (overrides `celestial.model_name`).
+    #[arg(long, env = "CELESTIAL_MODEL_NAME")]
+    pub model_name: Option<String>,
+
+    /// Model version reported by /model and the docs (overrides `celestial.model_version`).
+    #[arg(long, env = "CELESTIAL_MODEL_VERSION")]
+    pub model_version: Option<String>,
+}
+
+impl Config {
+    /// Defaults with the given port, as if no flag or environment variable was set (handy for tests).
+    pub fn with_defaults() -> Config {
+        Cli::try_parse_from(["celestial-server"])
+            .map(|cli| cli.config)
+            .unwrap_or_else(|e| unreachable!("defaults must parse: {e}"))
+    }
+
+    /// Parse a config from explicit arguments (without the program name), ignoring nothing: environment
+    /// variables still apply, like on the command line.
+    pub fn from_args<I, S>(args: I) -> Result<Config, clap::Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<std::ffi::OsString> + Clone,
+    {
+        let argv = std::iter::once(std::ffi::OsString::from("celestial-server")).chain(args.into_iter().map(Into::into));
+        Cli::try_parse_from(argv).map(|cli| cli.config)
+    }
+
+    /// Number of inference workers after resolving `0 = one per core`.
+    pub fn effective_workers(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        }
+    }
+}
+
+/// Parse `30s`, `1500ms`, `2m`, `1.5s` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => (&s[..i], s[i..].trim()),
+        None => (s, "s"),
+    };
+    let value: f64 = num.parse().map_err(|_| format!("invalid duration `{s}` (use e.g. 30s, 500ms, 2m)"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" | "sec" => value,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("invalid duration unit in `{s}` (use ms, s, m or h)")),
+    };
+    if !seconds.is_finite() || seconds < 0.0 || seconds > 1e9 {
+        return Err(format!("duration `{s}` is out of range"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_flag_has_an_env_var_and_help() {
+        let cmd = Cli::command();
+        for arg in cmd.get_arguments() {
+            if arg.is_positional() || ["help", "version"].contains(&arg.get_id().as_str()) {
+                continue;
+            }
+            assert!(arg.get_env().is_some(), "flag --{} has no env var", arg.get_id());
+            assert!(arg.get_help().is_some(), "flag --{} has no help", arg.get_id());
+        }
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("1500ms").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("0.5").unwrap(), Duration::from_millis(500));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5y").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn overrides_parse() {
+        let c = Config::from_args(["--labels", "a,b,c", "--input-layout", "NHWC", "--color-mode", "grayscale", "--port", "0"]).unwrap();
+        assert_eq!(c.model_overrides.labels.as_deref().unwrap(), ["a", "b", "c"]);
+        assert_eq!(c.model_overrides.input_layout, Some(Layout::Nhwc));
+        assert_eq!(c.model_overrides.color_mode, Some(ColorMode::Grayscale));
+        assert!(c.effective_workers() >= 1);
+    }
+}

@@ -1,0 +1,386 @@
+//! ONNX Runtime: library lookup, model loading, and a pool of worker threads that each own a
+//! [`Session`] (whose `run` needs `&mut self`), so requests never serialize on one lock. Workers also
+//! decode and preprocess, keeping all CPU-heavy work off the async runtime.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ort::environment::Environment;
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::{TensorElementType, TensorRef, ValueType};
+use tokio::sync::oneshot;
+
+use crate::config::OutputKind;
+use crate::model::{ModelError, ModelSpec, TensorInfo};
+use crate::preprocess::{self, PreprocessError};
+
+/// ONNX Runtime version this build pins (scripts/onnxruntime.sh installs it).
+pub const ORT_PINNED_VERSION: &str = "1.31.1";
+
+/// Failures of the inference layer.
+#[derive(Debug, thiserror::Error)]
+pub enum InferenceError {
+    #[error(
+        "ONNX Runtime library not found (looked for {looked}); run scripts/onnxruntime.sh to install it, or set ORT_DYLIB_PATH / --ort-dylib-path"
+    )]
+    LibraryMissing { looked: String },
+    #[error("cannot load ONNX Runtime from {path}: {reason}")]
+    LibraryLoad { path: String, reason: String },
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("inference failed: {0}")]
+    Run(String),
+    #[error("the inference workers are gone")]
+    WorkersGone,
+}
+
+/// Find the ONNX Runtime shared library: explicit path (flag / ORT_DYLIB_PATH), then
+/// `libonnxruntime.so*` next to the executable, then the scripts/onnxruntime.sh cache.
+pub fn locate_library(explicit: Option<&Path>) -> Result<PathBuf, InferenceError> {
+    if let Some(p) = explicit.filter(|p| !p.as_os_str().is_empty()) {
+        return if p.is_file() {
+            Ok(p.to_path_buf())
+        } else {
+            Err(InferenceError::LibraryMissing { looked: format!("{} (from ORT_DYLIB_PATH/--ort-dylib-path)", p.display()) })
+        };
+    }
+    let mut looked = Vec::new();
+    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libonnxruntime.so")) && p.is_file())
+            .collect();
+        found.sort();
+        if let Some(p) = found.pop() {
+            return Ok(p);
+        }
+        looked.push(format!("{}/libonnxruntime.so*", dir.display()));
+    }
+    let default = default_library_path();
+    if default.is_file() {
+        return Ok(default);
+    }
+    looked.push(default.display().to_string());
+    Err(InferenceError::LibraryMissing { looked: looked.join(", ") })
+}
+
+/// `${CELESTIAL_CACHE:-~/.cache/celestial}/onnxruntime/<pinned>/libonnxruntime.so.<pinned>`.
+pub fn default_library_path() -> PathBuf {
+    let cache = match std::env::var_os("CELESTIAL_CACHE").filter(|v| !v.is_empty()) {
+        Some(c) => PathBuf::from(c),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache/celestial"),
+    };
+    cache.join("onnxruntime").join(ORT_PINNED_VERSION).join(format!("libonnxruntime.so.{ORT_PINNED_VERSION}"))
+}
+
+struct Runtime {
+    env: Environment,
+    version: String,
+}
+
+static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
+
+/// Load ONNX Runtime once per process (a second server in the same process reuses it).
+fn runtime(explicit: Option<&Path>) -> Result<&'static Runtime, InferenceError> {
+    if let Some(r) = RUNTIME.get() {
+        return r.as_ref().map_err(|e| InferenceError::LibraryLoad { path: "(earlier attempt)".into(), reason: e.clone() });
+    }
+    let path = locate_library(explicit)?;
+    let r = RUNTIME.get_or_init(|| {
+        let builder = ort::init_from(&path).map_err(|e| e.to_string())?;
+        let env = builder.with_name("celestial-server").with_telemetry(false).build().map_err(|e| e.to_string())?;
+        Ok(Runtime { env, version: detect_version(&path) })
+    });
+    r.as_ref().map_err(|e| InferenceError::LibraryLoad { path: path.display().to_string(), reason: e.clone() })
+}
+
+fn detect_version(path: &Path) -> String {
+    // The build info string reads like "ORT Build Info: git-branch=rel-1.31.1, ...".
+    let info = ort::info();
+    if let Some(v) = info.split("rel-").nth(1).map(|s| s.split([',', ' ']).next().unwrap_or("").to_string()).filter(|v| !v.is_empty()) {
+        return v;
+    }
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    name.strip_prefix("libonnxruntime.so.").filter(|v| !v.is_empty()).map(str::to_string).unwrap_or_else(|| "unknown".into())
+}
+
+/// Options for [`Engine::start`].
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub workers: usize,
+    pub intra_op_threads: usize,
+    pub max_image_pixels: u64,
+    pub ort_dylib_path: Option<PathBuf>,
+}
+
+/// One image's answer.
+#[derive(Debug, Clone)]
+pub struct Prediction {
+    /// Index of the most probable label.
+    pub best: usize,
+    /// One probability per label, in label order.
+    pub probabilities: Vec<f32>,
+}
+
+/// A finished job: one result per image, plus where the time went.
+#[derive(Debug)]
+pub struct JobOutput {
+    pub results: Vec<Result<Prediction, PreprocessError>>,
+    pub queue_wait: Duration,
+    pub preprocess: Duration,
+    pub inference: Duration,
+}
+
+struct Job {
+    images: Vec<Bytes>,
+    reply: oneshot::Sender<Result<JobOutput, InferenceError>>,
+    enqueued: Instant,
+}
+
+/// The loaded model and its workers.
+pub struct Engine {
+    spec: Arc<ModelSpec>,
+    jobs: mpsc::Sender<Job>,
+    ort_version: String,
+    workers: usize,
+}
+
+impl Engine {
+    /// Load the model, resolve its spec, check it with a warm-up run, and start the workers.
+    pub fn start(model_bytes: &[u8], overrides: &crate::config::ModelOverrides, opts: &EngineOptions) -> Result<Engine, InferenceError> {
+        let rt = runtime(opts.ort_dylib_path.as_deref())?;
+        let workers = opts.workers.max(1);
+        let mut sessions = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            sessions.push(new_session(&rt.env, model_bytes, opts.intra_op_threads.max(1))?);
+        }
+        let spec = Arc::new(read_spec(&sessions[0], overrides)?);
+        // Warm-up: proves the input is accepted and the output has one value per label.
+        for s in &mut sessions {
+            warm_up(s, &spec)?;
+        }
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for (i, session) in sessions.into_iter().enumerate() {
+            let rx = Arc::clone(&rx);
+            let spec = Arc::clone(&spec);
+            let max_pixels = opts.max_image_pixels;
+            std::thread::Builder::new()
+                .name(format!("celestial-worker-{i}"))
+                .spawn(move || worker(session, spec, rx, max_pixels))
+                .map_err(|e| InferenceError::Run(format!("cannot start worker thread: {e}")))?;
+        }
+        Ok(Engine { spec, jobs: tx, ort_version: rt.version.clone(), workers })
+    }
+
+    pub fn spec(&self) -> &Arc<ModelSpec> {
+        &self.spec
+    }
+
+    pub fn ort_version(&self) -> &str {
+        &self.ort_version
+    }
+
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    /// Decode, preprocess and classify `images` on a worker thread.
+    pub async fn predict(&self, images: Vec<Bytes>) -> Result<JobOutput, InferenceError> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs.send(Job { images, reply, enqueued: Instant::now() }).map_err(|_| InferenceError::WorkersGone)?;
+        rx.await.map_err(|_| InferenceError::WorkersGone)?
+    }
+
+    /// The same work on the calling thread with a caller-owned session (for benchmarks).
+    pub fn predict_blocking(&self, images: &[Bytes], session: &mut Session) -> Result<JobOutput, InferenceError> {
+        process(session, &self.spec, images, u64::MAX, Instant::now())
+    }
+
+    /// A fresh session of the served model (for benchmarks).
+    pub fn new_session(&self, model_bytes: &[u8], intra_op_threads: usize) -> Result<Session, InferenceError> {
+        let rt = runtime(None)?;
+        new_session(&rt.env, model_bytes, intra_op_threads)
+    }
+}
+
+fn new_session(env: &Environment, model_bytes: &[u8], intra: usize) -> Result<Session, InferenceError> {
+    let load = |e: String| InferenceError::Model(ModelError::Load(e));
+    Session::builder(env)
+        .map_err(|e| load(e.to_string()))?
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(|e| load(e.to_string()))?
+        .with_intra_threads(intra)
+        .map_err(|e| load(e.to_string()))?
+        .with_inter_threads(1)
+        .map_err(|e| load(e.to_string()))?
+        .commit_from_memory(model_bytes)
+        .map_err(|e| load(first_line(&e.to_string())))
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").trim().to_string()
+}
+
+fn tensor_info(name: &str, dtype: &ValueType) -> TensorInfo {
+    match dtype {
+        ValueType::Tensor { ty, shape, .. } => {
+            TensorInfo { name: name.to_string(), shape: Some(shape.iter().copied().collect()), is_f32: *ty == TensorElementType::Float32 }
+        }
+        _ => TensorInfo { name: name.to_string(), shape: None, is_f32: false },
+    }
+}
+
+fn read_spec(session: &Session, overrides: &crate::config::ModelOverrides) -> Result<ModelSpec, InferenceError> {
+    let meta = session.metadata().map_err(|e| ModelError::Load(e.to_string()))?;
+    let mut map = HashMap::new();
+    for key in meta.custom_keys().map_err(|e| ModelError::Load(e.to_string()))? {
+        if let Some(v) = meta.custom(&key) {
+            map.insert(key, v);
+        }
+    }
+    if let Some(d) = meta.description().filter(|d| !d.trim().is_empty()) {
+        map.entry("celestial.description".to_string()).or_insert(d);
+    }
+    let inputs: Vec<TensorInfo> = session.inputs().iter().map(|o| tensor_info(o.name(), o.dtype())).collect();
+    let outputs: Vec<TensorInfo> = session.outputs().iter().map(|o| tensor_info(o.name(), o.dtype())).collect();
+    Ok(ModelSpec::resolve(&map, overrides, &inputs, &outputs)?)
+}
+
+fn warm_up(session: &mut Session, spec: &ModelSpec) -> Result<(), InferenceError> {
+    let input = vec![0f32; spec.tensor_len()];
+    let rows = run(session, spec, 1, &input).map_err(|e| ModelError::Invalid(format!("the model does not run on a blank input: {e}")))?;
+    if rows.len() != spec.labels.len() {
+        return Err(ModelError::LabelCount { outputs: rows.len(), labels: spec.labels.len() }.into());
+    }
+    Ok(())
+}
+
+/// Run `n` images (contiguous in `input`) and return the flat output (n x labels).
+fn run(session: &mut Session, spec: &ModelSpec, n: usize, input: &[f32]) -> Result<Vec<f32>, String> {
+    let tensor = TensorRef::from_array_view((spec.input_shape(n), input)).map_err(|e| e.to_string())?;
+    let outputs = session.run(ort::inputs![spec.input_name.as_str() => tensor]).map_err(|e| e.to_string())?;
+    let value = outputs.get(&spec.output_name).ok_or_else(|| format!("no output `{}`", spec.output_name))?;
+    let (shape, data) = value.try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
+    let expected = n * spec.labels.len();
+    if data.len() != expected || shape.first().copied() != Some(n as i64) {
+        return Err(format!("output shape {shape} does not fit {n} images x {} labels", spec.labels.len()));
+    }
+    Ok(data.to_vec())
+}
+
+fn worker(mut session: Session, spec: Arc<ModelSpec>, rx: Arc<Mutex<mpsc::Receiver<Job>>>, max_pixels: u64) {
+    loop {
+        let job = {
+            let Ok(guard) = rx.lock() else { return };
+            match guard.recv() {
+                Ok(job) => job,
+                Err(_) => return, // engine dropped
+            }
+        };
+        if job.reply.is_closed() {
+            continue; // the client gave up (timeout or disconnect): skip the work
+        }
+        let out = process(&mut session, &spec, &job.images, max_pixels, job.enqueued);
+        let _ = job.reply.send(out);
+    }
+}
+
+fn process(session: &mut Session, spec: &ModelSpec, images: &[Bytes], max_pixels: u64, enqueued: Instant) -> Result<JobOutput, InferenceError> {
+    let started = Instant::now();
+    let len = spec.tensor_len();
+    let mut input = vec![0f32; len * images.len()];
+    let mut ok_slots = Vec::with_capacity(images.len());
+    let mut results: Vec<Result<Prediction, PreprocessError>> = Vec::with_capacity(images.len());
+    for bytes in images {
+        let slot = ok_slots.len();
+        match preprocess::preprocess(bytes, spec, max_pixels, &mut input[slot * len..(slot + 1) * len]) {
+            Ok(()) => {
+                ok_slots.push(results.len());
+                results.push(Ok(Prediction { best: 0, probabilities: Vec::new() }));
+            }
+            Err(e) => results.push(Err(e)),
+        }
+    }
+    let preprocessed = Instant::now();
+    let n = ok_slots.len();
+    if n > 0 {
+        let flat = if spec.dynamic_batch || n == 1 {
+            run(session, spec, n, &input[..n * len]).map_err(InferenceError::Run)?
+        } else {
+            let mut all = Vec::with_capacity(n * spec.labels.len());
+            for i in 0..n {
+                all.extend(run(session, spec, 1, &input[i * len..(i + 1) * len]).map_err(InferenceError::Run)?);
+            }
+            all
+        };
+        for (row, &idx) in flat.chunks_exact(spec.labels.len()).zip(&ok_slots) {
+            results[idx] = Ok(to_prediction(row, spec.output_kind));
+        }
+    }
+    let done = Instant::now();
+    Ok(JobOutput {
+        results,
+        queue_wait: started.saturating_duration_since(enqueued),
+        preprocess: preprocessed - started,
+        inference: done - preprocessed,
+    })
+}
+
+/// Probabilities from one output row (softmax for logits) and the arg-max.
+pub fn to_prediction(row: &[f32], kind: OutputKind) -> Prediction {
+    let probabilities = match kind {
+        OutputKind::Probabilities => row.to_vec(),
+        OutputKind::Logits => softmax(row),
+    };
+    let best = probabilities
+        .iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) })
+        .0;
+    Prediction { best, probabilities }
+}
+
+/// Numerically stable softmax.
+pub fn softmax(row: &[f32]) -> Vec<f32> {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = row.iter().map(|v| (v - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    exps.into_iter().map(|e| e / sum).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_sums_to_one_and_keeps_order() {
+        let p = softmax(&[1.0, 3.0, 2.0, 1000.0]);
+        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert_eq!(to_prediction(&[1.0, 3.0, 2.0], OutputKind::Logits).best, 1);
+        assert!(p[3] > 0.99 && p.iter().all(|v| v.is_finite()));
+        let pred = to_prediction(&[0.2, 0.5, 0.3], OutputKind::Probabilities);
+        assert_eq!((pred.best, pred.probabilities), (1, vec![0.2, 0.5, 0.3]));
+    }
+
+    #[test]
+    fn missing_explicit_library_says_what_to_run() {
+        let e = locate_library(Some(Path::new("/nonexistent/libonnxruntime.so"))).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("scripts/onnxruntime.sh") && msg.contains("/nonexistent/libonnxruntime.so"), "{msg}");
+    }
+
+    #[test]
+    fn default_library_path_follows_celestial_cache() {
+        let p = default_library_path();
+        assert!(p.ends_with("onnxruntime/1.31.1/libonnxruntime.so.1.31.1"), "{}", p.display());
+    }
+}

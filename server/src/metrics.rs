@@ -1,0 +1,192 @@
+//! Prometheus metrics in the text exposition format (no external registry: a handful of atomics
+//! and small maps behind mutexes, rendered on scrape).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Histogram bucket upper bounds in seconds: 100 us .. 10 s.
+pub const BUCKETS: [f64; 16] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// A fixed-bucket histogram.
+#[derive(Default)]
+pub struct Histogram {
+    counts: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    /// Sum in nanoseconds.
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|b| s <= *b) {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(d.as_nanos().min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            cumulative += self.counts[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        let _ = writeln!(out, "{name}_sum{braces} {sum}");
+        let _ = writeln!(out, "{name}_count{braces} {count}");
+    }
+}
+
+/// All server metrics.
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(&'static str, &'static str, u16), u64>>,
+    latency: Mutex<BTreeMap<&'static str, std::sync::Arc<Histogram>>>,
+    in_flight: AtomicI64,
+    pub queue_wait: Histogram,
+    pub preprocess: Histogram,
+    pub inference: Histogram,
+    predictions: Vec<AtomicU64>,
+    labels: Vec<String>,
+    rejections: Mutex<BTreeMap<&'static str, u64>>,
+    build_info: String,
+}
+
+impl Metrics {
+    pub fn new(labels: &[String], model_name: &str, model_version: &str, ort_version: &str) -> Metrics {
+        Metrics {
+            requests: Mutex::new(BTreeMap::new()),
+            latency: Mutex::new(BTreeMap::new()),
+            in_flight: AtomicI64::new(0),
+            queue_wait: Histogram::default(),
+            preprocess: Histogram::default(),
+            inference: Histogram::default(),
+            predictions: labels.iter().map(|_| AtomicU64::new(0)).collect(),
+            labels: labels.to_vec(),
+            rejections: Mutex::new(BTreeMap::new()),
+            build_info: format!(
+                "version=\"{}\",model_name=\"{}\",model_version=\"{}\",onnxruntime_version=\"{}\"",
+                esc(env!("CARGO_PKG_VERSION")),
+                esc(model_name),
+                esc(model_version),
+                esc(ort_version)
+            ),
+        }
+    }
+
+    pub fn request_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count a finished request (route is the matched route template, or "unmatched").
+    pub fn request_finished(&self, method: &'static str, route: &'static str, status: u16, elapsed: Duration) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if let Ok(mut m) = self.requests.lock() {
+            *m.entry((route, method, status)).or_default() += 1;
+        }
+        let h = match self.latency.lock() {
+            Ok(mut m) => std::sync::Arc::clone(m.entry(route).or_default()),
+            Err(_) => return,
+        };
+        h.observe(elapsed);
+    }
+
+    pub fn predicted(&self, label_index: usize) {
+        if let Some(c) = self.predictions.get(label_index) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Count a refused request or image by its stable error code.
+    pub fn rejected(&self, reason: &'static str) {
+        if let Ok(mut m) = self.rejections.lock() {
+            *m.entry(reason).or_default() += 1;
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self, ready: bool) -> String {
+        let mut out = String::with_capacity(8192);
+        out.push_str("# HELP celestial_http_requests_total HTTP requests by route, method and status.\n");
+        out.push_str("# TYPE celestial_http_requests_total counter\n");
+        if let Ok(m) = self.requests.lock() {
+            for ((route, method, status), n) in m.iter() {
+                let _ = writeln!(out, "celestial_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {n}");
+            }
+        }
+        out.push_str("# HELP celestial_http_request_duration_seconds HTTP request latency by route.\n");
+        out.push_str("# TYPE celestial_http_request_duration_seconds histogram\n");
+        let hs: Vec<(&'static str, std::sync::Arc<Histogram>)> = match self.latency.lock() {
+            Ok(m) => m.iter().map(|(k, v)| (*k, std::sync::Arc::clone(v))).collect(),
+            Err(_) => Vec::new(),
+        };
+        for (route, h) in hs {
+            h.render(&mut out, "celestial_http_request_duration_seconds", &format!("route=\"{route}\""));
+        }
+        out.push_str("# HELP celestial_http_requests_in_flight HTTP requests being served now.\n");
+        out.push_str("# TYPE celestial_http_requests_in_flight gauge\n");
+        let _ = writeln!(out, "celestial_http_requests_in_flight {}", self.in_flight.load(Ordering::Relaxed));
+        for (name, help, h) in [
+            ("celestial_queue_wait_seconds", "Time prediction jobs waited for a free inference worker.", &self.queue_wait),
+            ("celestial_preprocess_seconds", "Time spent decoding and preprocessing the images of one job.", &self.preprocess),
+            ("celestial_inference_seconds", "Time spent in ONNX Runtime for one job.", &self.inference),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            h.render(&mut out, name, "");
+        }
+        out.push_str("# HELP celestial_predictions_total Predictions by predicted label.\n");
+        out.push_str("# TYPE celestial_predictions_total counter\n");
+        for (label, c) in self.labels.iter().zip(&self.predictions) {
+            let _ = writeln!(out, "celestial_predictions_total{{label=\"{}\"}} {}", esc(label), c.load(Ordering::Relaxed));
+        }
+        out.push_str("# HELP celestial_rejections_total Refused requests and images by reason (error code).\n");
+        out.push_str("# TYPE celestial_rejections_total counter\n");
+        if let Ok(m) = self.rejections.lock() {
+            for (reason, n) in m.iter() {
+                let _ = writeln!(out, "celestial_rejections_total{{reason=\"{reason}\"}} {n}");
+            }
+        }
+        out.push_str("# HELP celestial_ready Whether the server accepts predictions (1) or not (0).\n# TYPE celestial_ready gauge\n");
+        let _ = writeln!(out, "celestial_ready {}", u8::from(ready));
+        out.push_str("# HELP celestial_build_info Build and model information.\n# TYPE celestial_build_info gauge\n");
+        let _ = writeln!(out, "celestial_build_info{{{}}} 1", self.build_info);
+        out
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_cumulative_buckets() {
+        let m = Metrics::new(&["Earth".into(), "Mars".into()], "m", "1", "1.31.1");
+        m.request_started();
+        m.request_finished("POST", "/predict", 200, Duration::from_micros(300));
+        m.request_started();
+        m.request_finished("POST", "/predict", 400, Duration::from_millis(20));
+        m.predicted(1);
+        m.rejected("invalid_image");
+        let text = m.render(true);
+        assert!(text.contains("celestial_http_requests_total{route=\"/predict\",method=\"POST\",status=\"200\"} 1"), "{text}");
+        assert!(text.contains("celestial_http_request_duration_seconds_bucket{route=\"/predict\",le=\"0.0005\"} 1"));
+        assert!(text.contains("celestial_http_request_duration_seconds_bucket{route=\"/predict\",le=\"0.025\"} 2"));
+        assert!(text.contains("celestial_http_request_duration_seconds_bucket{route=\"/predict\",le=\"+Inf\"} 2"));
+        assert!(text.contains("celestial_http_requests_in_flight 0"));
+        assert!(text.contains("celestial_predictions_total{label=\"Mars\"} 1"));
+        assert!(text.contains("celestial_rejections_total{reason=\"invalid_image\"} 1"));
+        assert!(text.contains("onnxruntime_version=\"1.31.1\""));
+        assert!(text.contains("celestial_ready 1"));
+    }
+}
