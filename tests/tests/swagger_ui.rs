@@ -9,6 +9,8 @@
 
 #[path = "../browser/nginx.rs"]
 mod nginx;
+#[path = "../browser/server.rs"]
+mod server;
 #[path = "../browser/swagger.rs"]
 mod swagger;
 #[path = "../browser/webdriver.rs"]
@@ -16,7 +18,7 @@ mod webdriver;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, ensure};
 use serde_json::Value;
@@ -25,51 +27,6 @@ use serde_json::Value;
 static ONE_BROWSER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const PREFIX: &str = "/celestial";
-
-/// The real server, in-process on a free loopback port.
-struct Server {
-    port: u16,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), celestial_server::ServerError>>,
-}
-
-impl Server {
-    async fn start(extra_args: &[&str]) -> anyhow::Result<Self> {
-        let mut args = vec!["--host", "127.0.0.1", "--port", "0"];
-        args.extend_from_slice(extra_args);
-        let config = celestial_server::Config::from_args(args).context("server flags")?;
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-        let port = listener.local_addr()?.port();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(celestial_server::run(config, listener, async move {
-            let _ = stopped.await;
-        }));
-        let server = Self { port, stop: Some(stop), task };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            ensure!(!server.task.is_finished(), "the server stopped during start-up (is ORT_DYLIB_PATH set? scripts/test sets it)");
-            if let Ok(r) = reqwest::get(server.url("/readyz")).await
-                && r.status() == 200
-            {
-                return Ok(server);
-            }
-            ensure!(Instant::now() < deadline, "the server was not ready within 60 s");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    async fn stop(mut self) -> anyhow::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.task.await?.context("server exited with an error")?;
-        Ok(())
-    }
-}
 
 /// `../shared/dataset` relative to the repo root, or `$CELESTIAL_DATASET`; `None` (with a
 /// printed reason) when it is absent.
@@ -223,7 +180,7 @@ async fn swagger_page_classifies_a_dataset_image_and_shows_documented_errors() -
     let _one = ONE_BROWSER_AT_A_TIME.lock().await;
     let name = "direct";
     let t0 = Instant::now();
-    let server = Server::start(&[]).await?;
+    let server = server::Server::start(&[]).await?;
     let base = server.url("/");
     let doc = fetch_doc(&base).await?;
     let labels = labels(&base).await?;
@@ -274,7 +231,7 @@ async fn behind_proxy(name: &str, root_path_flag: bool) -> anyhow::Result<()> {
     let Some(dataset) = dataset_dir() else { return Ok(()) };
     let _one = ONE_BROWSER_AT_A_TIME.lock().await;
     let t0 = Instant::now();
-    let server = if root_path_flag { Server::start(&["--root-path", PREFIX]).await? } else { Server::start(&[]).await? };
+    let server = if root_path_flag { server::Server::start(&["--root-path", PREFIX]).await? } else { server::Server::start(&[]).await? };
     let proxy = nginx::Nginx::start(server.port, PREFIX, !root_path_flag).await?;
     let base = format!("http://127.0.0.1:{}{PREFIX}/", proxy.port);
     let doc = fetch_doc(&base).await?;
