@@ -10,7 +10,8 @@
 #                                            active rustup toolchain in /usr/local (RUSTUP_HOME/CARGO_HOME)
 #
 # Usage: images.sh build      build what is missing (each image is cached by a hash of its recipe:
-#                             this script, the Debian package versions, the Rust toolchain version)
+#                             this script, the Debian package versions, the Rust toolchain version);
+#                             prints "local-name recipe-key" for each image
 #        images.sh list       print "local-name recipe-key" for each image
 # The rootfs tarballs of the two small images are cached in ${CELESTIAL_CACHE:-~/.cache/celestial}/
 # testenv/images/, so a lost podman storage is refilled by an import instead of a rebuild.
@@ -36,9 +37,10 @@ RUST_DEBS=(gcc libc6-dev pkg-config make)
 log() { echo "images: $*" >&2; }
 die() { echo "images: error: $*" >&2; exit 1; }
 
-candidate_versions() { # the versions apt would fetch now, so a Debian point release changes the key
-  apt-cache policy "$@" | awk '/^[^ ]/{p=$1} /Candidate:/{print p, $2}'
-}
+# the versions apt would fetch now, so a Debian point release changes the keys (one apt-cache call)
+POLICY=$(apt-cache policy "${DISTROLESS_DEBS[@]}" "${RUST_DEBS[@]}" libc6 base-files debootstrap |
+  awk '/^[^ ]/{p=$1} /Candidate:/{print p, $2}')
+candidate_versions() { local p; for p in "$@"; do grep "^$p: " <<<"$POLICY"; done; }
 self_hash() { sed -n '/^# --- recipe:'"$1"'/,/^# --- end:'"$1"'/p' "$0"; }
 
 key_distroless() { { self_hash distroless; candidate_versions "${DISTROLESS_DEBS[@]}"; } | sha256sum | cut -c1-16; }
@@ -182,6 +184,9 @@ ensure() { # name key builder
   log "building $name (recipe $key)"
   "$builder" "$key"
   have_image "$name" "$key" || die "$name was not built"
+  # rootfs tarballs of older recipes of this image
+  local prefix=${builder#build_}
+  find "$CACHE" -maxdepth 1 -name "$prefix-*.tar" ! -name "$prefix-$key.tar" -delete 2>/dev/null || true
   # the previous build of this image, now untagged: remove it (only it) so storage does not grow
   if [ -n "$old" ] && [ "$(podman image inspect --format '{{len .RepoTags}}' "$old" 2>/dev/null)" = 0 ]; then
     podman rmi -f "$old" >/dev/null 2>&1 || true
@@ -195,6 +200,7 @@ case "${1:-build}" in
     ensure "$DISTROLESS" "$(key_distroless)" build_distroless
     ensure "$DEBIAN" "$(key_debian)" build_debian
     ensure "$RUST" "$(key_rust)" build_rust
+    echo "$DISTROLESS $(key_distroless)"; echo "$DEBIAN $(key_debian)"; echo "$RUST $(key_rust)"
     ;;
   list)
     echo "$DISTROLESS $(key_distroless)"; echo "$DEBIAN $(key_debian)"; echo "$RUST $(key_rust)" ;;
