@@ -21,7 +21,12 @@ KWOK_VERSION=v0.8.0
 KUBECONFORM_VERSION=v0.7.0
 
 die() { echo "build-tools: $*" >&2; exit 1; }
-command -v go >/dev/null || die "go is not installed (scripts/setup installs it)"
+# Go is a prerequisite of the machine (like rustup): Debian's golang is too old for these modules.
+command -v go >/dev/null || die "go (>= 1.26) is not on PATH; install the Go toolchain first"
+case "$(go env GOVERSION)" in
+  go1.2[6-9]*|go1.[3-9][0-9]*|go[2-9]*) ;;
+  *) die "Go >= 1.26 is needed (kwok v0.8.0 requires it); found $(go env GOVERSION)" ;;
+esac
 
 cache_key() {
   {
