@@ -163,6 +163,12 @@ pub struct Config {
     #[arg(long, env = "CELESTIAL_SERVICE_NAME", default_value = "celestial_bodies_classifier")]
     pub service_name: String,
 
+    /// Path prefix a reverse proxy or ingress serves this app under, stripping it before forwarding
+    /// (e.g. `/celestial`): the OpenAPI `servers` entry and redirects carry it, so the Swagger UI's
+    /// "Try it out" works behind the proxy. A request's valid `X-Forwarded-Prefix` header overrides it.
+    #[arg(long, env = "CELESTIAL_ROOT_PATH", default_value = "", hide_default_value = true, value_parser = crate::root_path::parse)]
+    pub root_path: String,
+
     /// Log format.
     #[arg(long, env = "CELESTIAL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

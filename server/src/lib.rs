@@ -11,6 +11,7 @@ pub mod inference;
 pub mod metrics;
 pub mod model;
 pub mod preprocess;
+pub mod root_path;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -112,7 +113,8 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         model_json,
         swagger,
     });
-    let app = http::router(Arc::clone(&state));
+    let app = http::router(Arc::clone(&state))
+        .layer(axum::middleware::from_fn_with_state(Arc::<str>::from(config.root_path.as_str()), root_path::middleware));
     let addr = listener.local_addr()?;
     info!(%addr, "listening");
 
