@@ -126,7 +126,17 @@ static UP: OnceLock<Result<EnvInfo, String>> = OnceLock::new();
 fn up_once() -> Result<EnvInfo, String> {
     eprintln!("celestial-e2e: tests/env/testenv up (reuses a running environment)");
     let t = Instant::now();
-    let out = Command::new(testenv_script())
+    let mut cmd = Command::new(testenv_script());
+    // cargo built the package's binaries before running its tests: hand testenv the LB stand-in
+    // so it does not run cargo itself while `cargo test` holds the build directory
+    if let Some(lb) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent()?.parent().map(|d| d.join("testenv-lb")))
+        .filter(|p| p.is_file())
+    {
+        cmd.env("TESTENV_LB_BIN", lb);
+    }
+    let out = cmd
         .arg("up")
         .stdin(Stdio::null())
         .output()
