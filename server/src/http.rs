@@ -375,7 +375,7 @@ async fn observe(State(state): Shared, mut req: Request, next: Next) -> Response
     }
     state.metrics.request_finished(method, route, status.as_u16(), elapsed);
     resp.headers_mut().insert("x-request-id", header_value);
-    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    let latency_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3;
     if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE && status != StatusCode::GATEWAY_TIMEOUT {
         warn!(method, route, status = status.as_u16(), latency_ms, request_id = %request_id, "request");
     } else {
@@ -517,11 +517,8 @@ async fn run_job(state: &AppState, images: Vec<Bytes>) -> Result<Vec<Result<Pred
     state.metrics.queue_wait.observe(out.queue_wait);
     state.metrics.preprocess.observe(out.preprocess);
     state.metrics.inference.observe(out.inference);
-    for r in &out.results {
-        match r {
-            Ok(p) => state.metrics.predicted(p.best),
-            Err(e) => state.metrics.rejected(image_code(e).as_str()),
-        }
+    for p in out.results.iter().flatten() {
+        state.metrics.predicted(p.best);
     }
     Ok(out.results)
 }
@@ -533,10 +530,7 @@ async fn predict(State(state): Shared, req: Request) -> Result<Response, ApiErro
     }
     let images = extract_images(&state, req, 1).await?;
     let mut results = run_job(&state, images).await?;
-    let prediction = results.pop().ok_or_else(|| ApiError::Internal("no result".into()))?.map_err(|e| {
-        // Counted per image in run_job already; do not count it twice in the middleware.
-        ApiError::Image(e)
-    })?;
+    let prediction = results.pop().ok_or_else(|| ApiError::Internal("no result".into()))?.map_err(ApiError::Image)?;
     let labels = &state.engine.spec().labels;
     Ok(Json(PredictionBody { labels, prediction: &prediction }).into_response())
 }
@@ -548,6 +542,10 @@ async fn predict_batch(State(state): Shared, req: Request) -> Result<Response, A
     }
     let images = extract_images(&state, req, state.limits.max_batch_images).await?;
     let results = run_job(&state, images).await?;
+    for e in results.iter().filter_map(|r| r.as_ref().err()) {
+        // Per-image errors inside a 200 batch answer (a refused request is counted by the middleware).
+        state.metrics.rejected(image_code(e).as_str());
+    }
     let labels = &state.engine.spec().labels;
     let items: Vec<serde_json::Value> = results
         .iter()

@@ -29,8 +29,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         let addr = std::net::SocketAddr::new(config.host, config.port);
+        let signal = celestial_server::shutdown_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-        celestial_server::run(config, listener, celestial_server::shutdown_signal()).await.map_err(|e| e.to_string())
+        celestial_server::run(config, listener, signal).await.map_err(|e| e.to_string())
     });
     // Do not wait for worker threads blocked on the job queue.
     runtime.shutdown_background();

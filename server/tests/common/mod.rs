@@ -1,0 +1,125 @@
+//! Helpers shared by the integration tests: start the real server in-process on port 0, locate
+//! the repository's model files and the dataset.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use celestial_server::Config;
+use tokio::sync::oneshot;
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub base: String,
+    stop: Option<oneshot::Sender<()>>,
+    pub handle: tokio::task::JoinHandle<Result<(), celestial_server::ServerError>>,
+}
+
+impl TestServer {
+    /// Start with the given flags (besides --port).
+    pub async fn start(args: &[&str]) -> TestServer {
+        let config = Config::from_args(args.iter().copied()).expect("valid test flags");
+        Self::start_with(config).await
+    }
+
+    pub async fn start_with(config: Config) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(celestial_server::run(config, listener, async move {
+            let _ = rx.await;
+        }));
+        let server = TestServer { addr, base: format!("http://{addr}"), stop: Some(tx), handle };
+        server.wait_ready().await;
+        server
+    }
+
+    async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        for _ in 0..600 {
+            if let Ok(r) = client.get(self.url("/readyz")).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            if self.handle.is_finished() {
+                panic!("server exited during start-up");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("server not ready after 30 s");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Send the shutdown signal (like SIGTERM) without waiting.
+    pub fn signal(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Signal and wait for `run` to return.
+    pub async fn stop(mut self) -> Result<(), celestial_server::ServerError> {
+        self.signal();
+        self.handle.await.expect("server task")
+    }
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+pub fn model_dir() -> PathBuf {
+    repo_root().join("model")
+}
+
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)).expect("fixture")
+}
+
+/// `$CELESTIAL_DATASET` or `../shared/dataset` next to the repository; `None` (and a printed
+/// SKIP line) when absent.
+pub fn dataset(test: &str) -> Option<PathBuf> {
+    let dir = match std::env::var_os("CELESTIAL_DATASET").filter(|v| !v.is_empty()) {
+        Some(d) => PathBuf::from(d),
+        None => repo_root().join("../shared/dataset"),
+    };
+    if dir.join("raw").is_dir() {
+        Some(dir.join("raw"))
+    } else {
+        eprintln!("SKIP {test}: dataset not found at {} (set CELESTIAL_DATASET)", dir.display());
+        None
+    }
+}
+
+/// A dataset image by relative path (e.g. `Earth/Earth_101.jpg`).
+pub fn dataset_image(test: &str, rel: &str) -> Option<Vec<u8>> {
+    dataset(test).map(|d| std::fs::read(d.join(rel)).expect("dataset image"))
+}
+
+pub fn multipart_image(bytes: Vec<u8>, file_name: &str, mime: &str) -> reqwest::multipart::Form {
+    let part = reqwest::multipart::Part::bytes(bytes).file_name(file_name.to_string()).mime_str(mime).unwrap();
+    reqwest::multipart::Form::new().part("image", part)
+}
+
+/// A 128x128 test picture (gradient), encoded in `format`.
+pub fn synthetic(format: image::ImageFormat) -> Vec<u8> {
+    synthetic_sized(128, 128, format)
+}
+
+/// A `w` x `h` gradient picture encoded in `format`.
+pub fn synthetic_sized(w: u32, h: u32, format: image::ImageFormat) -> Vec<u8> {
+    let img = image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 2) as u8, (y * 2) as u8, 128])));
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, format).unwrap();
+    out.into_inner()
+}
+
+pub async fn error_of(resp: reqwest::Response) -> (u16, String, String) {
+    let status = resp.status().as_u16();
+    let v: serde_json::Value = resp.json().await.expect("JSON error body");
+    (status, v["code"].as_str().unwrap_or("").to_string(), v["error"].as_str().unwrap_or("").to_string())
+}
