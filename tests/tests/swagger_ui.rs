@@ -240,6 +240,15 @@ async fn behind_proxy(name: &str, root_path_flag: bool) -> anyhow::Result<()> {
         servers.first().and_then(|s| s["url"].as_str()) == Some(PREFIX),
         "behind {PREFIX}/ the document's servers are {servers:?}, expected [{{\"url\": \"{PREFIX}\"}}]"
     );
+    // The /docs alias: `/docs/` redirects to `/docs` under the prefix, not out of it.
+    let no_follow = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+    let r = no_follow.get(format!("{base}docs/")).send().await?;
+    let location = r.headers().get("location").and_then(|l| l.to_str().ok()).unwrap_or_default().to_string();
+    ensure!(
+        r.status().is_redirection() && location == format!("{PREFIX}/docs"),
+        "GET {base}docs/ answered {} to {location:?}, expected a redirect to {PREFIX}/docs",
+        r.status()
+    );
     let labels = labels(&base).await?;
     let (image, _class) = dataset_image(&dataset)?;
     let tmp = tempfile::tempdir()?;
@@ -251,6 +260,8 @@ async fn behind_proxy(name: &str, root_path_flag: bool) -> anyhow::Result<()> {
         let t = Instant::now();
         let (title, shot) = swagger::open_page(&browser, &base, &doc).await?;
         println!("[{name}] page {base}: {title:?} in {} ms ({})", t.elapsed().as_millis(), shot.display());
+        // Also from the /docs alias, where the document's URL resolves differently.
+        swagger::open_page(&browser, &format!("{base}docs"), &doc).await?;
         swagger::try_out_predict(&browser).await?;
         let ok = swagger::execute_with_file(&browser, &image, "predict").await?;
         report(name, "dataset image", &ok);
@@ -263,7 +274,7 @@ async fn behind_proxy(name: &str, root_path_flag: bool) -> anyhow::Result<()> {
 
         // The browser's requests really went through the prefix: the page, its document, the predictions.
         let log = proxy.access_log();
-        for needle in [format!("GET {PREFIX}/ "), format!("GET {PREFIX}/docs.json "), format!("POST {PREFIX}/predict ")] {
+        for needle in [format!("GET {PREFIX}/ "), format!("GET {PREFIX}/docs "), format!("GET {PREFIX}/docs.json "), format!("POST {PREFIX}/predict ")] {
             ensure!(log.contains(&needle), "nginx access log has no {needle:?}:\n{log}");
         }
         // And nothing escaped it (the proxy answers 404 outside the prefix).
