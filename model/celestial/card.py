@@ -27,6 +27,11 @@ def smoothing_floor(hp: dict, k: int) -> float:
     return -(hi * math.log(hi) + (k - 1) * lo * math.log(lo)) if ls > 0 else 0.0
 
 
+def lat(d: dict) -> str:
+    best = f"{d['best_block_median_us']}; " if "best_block_median_us" in d else ""
+    return f"{d['median_us']} us ({best}{d['mean_us']}, {d['p99_us']})"
+
+
 def render(m: dict) -> str:
     mm, g = m["model"], m["guide_recipe"]
     mv, gv = mm["validation"], g["validation"]
@@ -49,9 +54,8 @@ def render(m: dict) -> str:
         f"| **validation top-1** | **{pct(mv['accuracy'])}** ({mv['correct']}/{mv['total']}) | "
         f"{pct(gv['accuracy'])} ({gv['correct']}/{gv['total']}) |",
         f"| lowest per-class accuracy | {pct(mv['min_per_class'])} | {pct(gv['min_per_class'])} |",
-        f"| ONNX Runtime latency, batch 1, 1 thread: median (mean, p99) | {mm['latency']['median_us']} us "
-        f"({mm['latency']['mean_us']}, {mm['latency']['p99_us']}) | {g['latency']['median_us']} us "
-        f"({g['latency']['mean_us']}, {g['latency']['p99_us']}) |",
+        f"| ONNX Runtime latency, batch 1, 1 thread: median (best block median; mean, p99) | "
+        f"{lat(mm['latency'])} | {lat(g['latency'])} |",
         f"| ONNX Runtime vs Keras on the validation split: max abs logit diff, same argmax | "
         f"{mm['parity']['max_abs_logit_diff']:.2g}, {mm['parity']['identical_argmax']} | "
         f"{g['parity']['max_abs_logit_diff']:.2g}, {g['parity']['identical_argmax']} |",
@@ -59,9 +63,11 @@ def render(m: dict) -> str:
         f"{g['train_seconds']} s, {ghp['epochs']} epochs |",
         "",
         f"Latency: ONNX Runtime {m['environment']['onnxruntime']} Python API, `intra_op_num_threads=1`, one "
-        f"[1,...] float32 tensor, {mm['latency']['iterations']:,} timed runs after 300 warm-up runs, on a machine "
-        "whose 2 cores are shared with other work (the median is the figure to quote; mean and p99 carry the "
-        "noise of the neighbours).",
+        f"[1,...] float32 tensor, {mm['latency']['iterations']:,} timed runs in {mm['latency'].get('blocks', 1)} "
+        f"blocks after {mm['latency'].get('warmup', 300)} warm-up runs, measured {mm['latency'].get('measured_at', mm['trained_at'])}, "
+        "on a machine whose 2 cores are shared with other work: the median over all runs is the figure to quote, "
+        "the best block's median the uncontended cost, mean and p99 carry the neighbours' noise. Re-measure "
+        "without retraining: `model/bench.sh`.",
         "",
         "Per-class validation accuracy:",
         "",

@@ -1,9 +1,11 @@
 //! Decode + resize every image of a list with image-rs exactly as the server's contract says
 //! (to_rgb8, FilterType::Triangle, stretch) and compare with reference pixels from the Python pipeline.
 //!
-//! usage: pixel-parity DATASET_RAW LIST REF_128 REF_RESIZED HEIGHT WIDTH OUT_RESIZED
+//! usage: pixel-parity DATASET_RAW LIST REF_128 REF_RESIZED HEIGHT WIDTH OUT_RESIZED REF_GRAY32 OUT_GRAY32
 //! REF_128: the pipeline's decoded RGB8 at 128x128 (or an empty file to skip the decode-only check),
 //! REF_RESIZED: its resized RGB8 (N*H*W*3 bytes), OUT_RESIZED: where image-rs's resized pixels are written.
+//! REF_GRAY32 / OUT_GRAY32: the same for the guide recipe's grayscale 32x32 input (luma
+//! round(0.299 R + 0.587 G + 0.114 B) in f32 on the decoded RGB8, then Triangle resize).
 use image::imageops::FilterType;
 use image::{ImageBuffer, Rgb};
 
@@ -42,9 +44,12 @@ impl Stats {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    if args.len() != 8 {
-        return Err("usage: pixel-parity DATASET_RAW LIST REF_128 REF_RESIZED HEIGHT WIDTH OUT_RESIZED".into());
+    if args.len() != 10 {
+        return Err("usage: pixel-parity DATASET_RAW LIST REF_128 REF_RESIZED HEIGHT WIDTH OUT_RESIZED REF_GRAY32 OUT_GRAY32".into());
     }
+    let refgray = std::fs::read(&args[8])?;
+    let mut gray = Stats::new();
+    let mut outgray = Vec::new();
     let (root, list) = (&args[1], std::fs::read_to_string(&args[2])?);
     let (ref128, refrs) = (std::fs::read(&args[3])?, std::fs::read(&args[4])?);
     let (h, w): (u32, u32) = (args[5].parse()?, args[6].parse()?);
@@ -57,6 +62,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let ours = image::imageops::resize(&img, w, h, FilterType::Triangle);
         both.add(ours.as_raw(), &refrs[i * n..(i + 1) * n]);
         out.extend_from_slice(ours.as_raw());
+        let (iw, ih) = img.dimensions();
+        let luma: Vec<u8> = img
+            .pixels()
+            .map(|p| (0.299f32 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2])).round().clamp(0.0, 255.0) as u8)
+            .collect();
+        let luma: ImageBuffer<image::Luma<u8>, Vec<u8>> = ImageBuffer::from_raw(iw, ih, luma).ok_or("size")?;
+        let g32 = image::imageops::resize(&luma, 32, 32, FilterType::Triangle);
+        gray.add(g32.as_raw(), &refgray[i * 1024..(i + 1) * 1024]);
+        outgray.extend_from_slice(g32.as_raw());
         if !ref128.is_empty() && img.dimensions() == (128, 128) {
             let r128 = &ref128[i * n128..(i + 1) * n128];
             decode.add(img.as_raw(), r128);
@@ -66,10 +80,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     std::fs::write(&args[7], &out)?;
+    std::fs::write(&args[9], &outgray)?;
     if decode.count > 0 {
         decode.report("JPEG decode only (128x128)");
         resize.report("resize only (same decoded pixels)");
     }
     both.report("decode + resize (what the server does)");
+    gray.report("guide recipe: decode + luma + resize to 32x32 grayscale");
     Ok(())
 }
