@@ -224,11 +224,19 @@ pub async fn apply_all(
         let (api, namespace) = resolver.api(cluster, m).await?;
         let before = get_opt(&api, m).await?;
         let mut body = m.object.clone();
-        // Once the Deployment exists, its replica count belongs to its HorizontalPodAutoscaler:
-        // re-applying `replicas` would scale it back (and conflict with the HPA controller).
-        if m.kind == "Deployment" && before.is_some() && scaled_by_hpa(manifests, m) {
-            if let Some(spec) = body.get_mut("spec").and_then(Value::as_object_mut) {
-                spec.remove("replicas");
+        // Once the Deployment exists, its replica count belongs to its HorizontalPodAutoscaler.
+        // Applying the manifest's number would scale it back; dropping the field would make the
+        // API server reset it to 1 (a field this manager stops applying is removed). Applying the
+        // live value keeps the replica count as the HPA set it, without a conflict.
+        if m.kind == "Deployment" && scaled_by_hpa(manifests, m) {
+            if let Some(live) = before
+                .as_ref()
+                .and_then(|b| b.pointer("/spec/replicas"))
+                .cloned()
+            {
+                if let Some(spec) = body.get_mut("spec").and_then(Value::as_object_mut) {
+                    spec.insert("replicas".into(), live);
+                }
             }
         }
         let mut pp = PatchParams::apply(FIELD_MANAGER).validation_strict();

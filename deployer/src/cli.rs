@@ -16,6 +16,9 @@ Exit codes:
   6  smoke test through the public URL failed
   7  image build, pull or push failed (registry unreachable, credentials refused, base too old)";
 
+/// The default log filter: warnings, without the client libraries' own error lines.
+pub const DEFAULT_LOG: &str = "warn,kube_client=off,oci_client=off";
+
 /// Build and push the celestial-server image, apply the Kubernetes manifests, wait until it serves.
 #[derive(Debug, Parser)]
 #[command(name = "deployer", version, about, after_help = EXIT_CODES)]
@@ -24,8 +27,9 @@ pub struct Cli {
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Text, env = "DEPLOYER_OUTPUT")]
     pub output: OutputFormat,
 
-    /// Log filter for diagnostics on stderr (tracing syntax, e.g. `deployer=debug`).
-    #[arg(long, global = true, default_value = "warn", env = "DEPLOYER_LOG")]
+    /// Log filter for diagnostics on stderr (tracing syntax, e.g. `deployer=debug,kube=debug`).
+    /// Errors are reported once by deployer itself, so library error logs are off by default.
+    #[arg(long, global = true, default_value = DEFAULT_LOG, env = "DEPLOYER_LOG")]
     pub log: String,
 
     #[command(subcommand)]

@@ -839,6 +839,23 @@ pub async fn build_and_push(
     }
     blobs.push((built.layer_digest.clone(), Some(built.layer_gz.clone())));
     blobs.push((built.config_digest.clone(), Some(built.config.clone())));
+    if same_registry && target.repository() != base_ref.repository() {
+        // Same registry: base layers are mounted from the base repository, not uploaded again.
+        for l in base.layers() {
+            let d = l["digest"].as_str().unwrap_or_default();
+            let present = client
+                .blob_exists(&target, d)
+                .await
+                .map_err(|e| classify(e, &target, "push", &target_creds, insecure))?;
+            if !present && client.mount_blob(&target, &base_ref, d).await.is_ok() {
+                say(&format!(
+                    "mounted {} from {}",
+                    short(d),
+                    base_ref.repository()
+                ));
+            }
+        }
+    }
     let (uploaded, present) =
         push_blobs(&client, &target, &blobs, &target_creds, insecure, say).await?;
     let tag = target.tag().unwrap_or("latest").to_string();

@@ -51,7 +51,7 @@ pub fn main_with(cli: Cli) -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_new(&cli.log)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cli::DEFAULT_LOG)),
         )
         .try_init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -461,6 +461,22 @@ pub fn classify(
             }
         }
         OciDistributionError::RequestError(re)
+            if matches!(re.status().map(|s| s.as_u16()), Some(401 | 403)) =>
+        {
+            RegistryError::Unauthorized {
+                registry,
+                reference: reference.whole(),
+                operation,
+                source_desc: creds.source.clone(),
+            }
+        }
+        OciDistributionError::RequestError(re) if re.status().map(|s| s.as_u16()) == Some(404) => {
+            RegistryError::NotFound {
+                reference: reference.whole(),
+                message: text,
+            }
+        }
+        OciDistributionError::RequestError(re)
             if re.is_connect() || re.is_timeout() || re.is_request() =>
         {
             RegistryError::Unreachable {

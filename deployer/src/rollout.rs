@@ -380,9 +380,21 @@ pub async fn wait_rollout(
             }
             Ok(false) => {}
         }
-        let pods = new_pods(cluster, ns, &d)
-            .await
-            .map_err(|e| api_error(&object, "list pods", e, ""))?;
+        // Pod reasons count only once the controller has seen the current spec: right after a
+        // change (or a rollback) the revision annotation still names the previous ReplicaSet.
+        let generation = d.metadata.generation.unwrap_or(0);
+        let observed = d
+            .status
+            .as_ref()
+            .and_then(|s| s.observed_generation)
+            .unwrap_or(0);
+        let pods = if observed < generation {
+            Vec::new()
+        } else {
+            new_pods(cluster, ns, &d)
+                .await
+                .map_err(|e| api_error(&object, "list pods", e, ""))?
+        };
         if let Some((reason, message)) = pods.iter().find_map(pod_failure) {
             return Err(RolloutError::Failed {
                 deployment: name.into(),

@@ -1,0 +1,586 @@
+//! End-to-end tests of `deployer` (issue 5) against the real test environment (tests/env/):
+//! kube-apiserver + kwok nodes, the load-balancer stand-in, Debian's docker-registry (plain on
+//! 127.0.0.1:5000, htpasswd on 127.0.0.1:5001) and podman. They run the real `deployer` binary
+//! (built by `cargo build -p deployer` from here) and check its exit codes, output and the cluster.
+//!
+//! Tests that need no environment (malformed manifest, unreachable API server) are plain tests.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use celestial_e2e::{repo_binary, repo_root, TestEnv};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, ListParams};
+use serde_json::Value;
+
+const DEPLOYMENT: &str = "celestial-bodies-classifier-deployment";
+const SERVICE: &str = "celestial-bodies-classifier-service";
+
+/// The `deployer` binary, built once per test process.
+fn deployer() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| repo_binary("deployer", "deployer").expect("building deployer")).clone()
+}
+
+/// A finished `deployer` run.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+    seconds: f64,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+    }
+    fn describe(&self) -> String {
+        format!("exit {} after {:.1}s\n--- stdout\n{}\n--- stderr\n{}", self.code, self.seconds, self.stdout, self.stderr)
+    }
+}
+
+/// Runs deployer (from the repository root, so `kubernetes/` is the default) with `stdin`.
+async fn run(args: Vec<String>, stdin: Option<String>) -> Run {
+    let bin = deployer();
+    tokio::task::spawn_blocking(move || {
+        let start = Instant::now();
+        let mut cmd = Command::new(bin);
+        cmd.current_dir(repo_root())
+            .args(&args)
+            .env_remove("DOCKER_CONFIG")
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("running deployer");
+        if let Some(s) = stdin {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+        }
+        let out: Output = child.wait_with_output().unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            seconds: start.elapsed().as_secs_f64(),
+        }
+    })
+    .await
+    .unwrap()
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+/// A scratch directory under the target dir, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("deployer-e2e-{}-{name}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Scratch(p)
+    }
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A copy of kubernetes/ with `edit` applied to deployment.yaml.
+fn manifests_with(edit: impl Fn(&str) -> String) -> Scratch {
+    let s = Scratch::new("manifests");
+    for e in std::fs::read_dir(repo_root().join("kubernetes")).unwrap() {
+        let p = e.unwrap().path();
+        let text = std::fs::read_to_string(&p).unwrap();
+        let text = if p.file_name().unwrap() == "deployment.yaml" { edit(&text) } else { text };
+        std::fs::write(s.path().join(p.file_name().unwrap()), text).unwrap();
+    }
+    s
+}
+
+fn cluster_args(env: &TestEnv, ns: &str) -> Vec<String> {
+    args(&["--kubeconfig", env.kubeconfig().to_str().unwrap(), "--namespace", ns])
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A fake but well-formed image reference (kwok does not pull images).
+fn fake_image(env: &TestEnv, n: u8) -> String {
+    format!("{}/celestial-e2e/fake@sha256:{}", env.registry(), format!("{n:02x}").repeat(32))
+}
+
+async fn deployment(env: &TestEnv, ns: &str) -> Deployment {
+    Api::<Deployment>::namespaced(env.client().await.unwrap(), ns).get(DEPLOYMENT).await.unwrap()
+}
+
+fn image_of(d: &Deployment) -> String {
+    d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].image.clone().unwrap()
+}
+
+async fn replica_sets(env: &TestEnv, ns: &str) -> Vec<ReplicaSet> {
+    Api::<ReplicaSet>::namespaced(env.client().await.unwrap(), ns)
+        .list(&ListParams::default().labels("app=celestial-bodies-classifier"))
+        .await
+        .unwrap()
+        .items
+}
+
+#[tokio::test]
+async fn deployer_apply_rolls_out_gets_an_address_is_idempotent_rolls_new_images_and_deletes() {
+    let env = TestEnv::get().await.expect("test environment");
+    let ns = env.namespace("deployer-apply").await.unwrap();
+    let c = cluster_args(&env, ns.name());
+    let img1 = fake_image(&env, 1);
+
+    // 1. First apply: everything created, rollout complete on the kwok nodes, URL printed.
+    let mut a = args(&["apply", "--image", &img1, "--smoke=false", "--timeout", "120s", "--lb-timeout", "60s"]);
+    a.extend(c.clone());
+    let r = run(a.clone(), None).await;
+    assert_eq!(r.code, 0, "{}", r.describe());
+    let url_line = r.stdout.lines().find(|l| l.starts_with("URL: http://")).unwrap_or_else(|| panic!("no URL line: {}", r.describe()));
+    let ip = env.wait_lb_address(ns.name(), SERVICE, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(url_line, format!("URL: http://{ip}:80/"));
+    assert!(r.stderr.contains("rolled out"), "{}", r.describe());
+    let d = deployment(&env, ns.name()).await;
+    assert_eq!(image_of(&d), img1);
+    let st = d.status.clone().unwrap();
+    assert_eq!((st.replicas, st.updated_replicas, st.available_replicas), (Some(2), Some(2), Some(2)));
+    eprintln!("measured: first apply + rollout + LB address: {:.2}s", r.seconds);
+
+    // 2. Second apply of the same input: a no-op (nothing changed, no new ReplicaSet), JSON for CI.
+    let generation = d.metadata.generation;
+    let mut a2 = a.clone();
+    a2.extend(args(&["--output", "json"]));
+    let r = run(a2, None).await;
+    assert_eq!(r.code, 0, "{}", r.describe());
+    let j = r.json();
+    assert_eq!(j["ok"], true);
+    assert_eq!(j["changed"], 0, "{}", r.describe());
+    assert!(j["objects"].as_array().unwrap().iter().all(|o| o["action"] == "unchanged"), "{}", r.describe());
+    assert_eq!(j["url"], format!("http://{ip}:80/"));
+    assert_eq!(deployment(&env, ns.name()).await.metadata.generation, generation);
+    assert_eq!(replica_sets(&env, ns.name()).await.len(), 1);
+    eprintln!("measured: no-op apply: {:.2}s", r.seconds);
+
+    // 3. A new image rolls out a new ReplicaSet; the old one is scaled to zero.
+    let img2 = fake_image(&env, 2);
+    let mut a3 = args(&["apply", "--image", &img2, "--smoke=false", "--timeout", "120s", "-o", "json"]);
+    a3.extend(c.clone());
+    let r = run(a3, None).await;
+    assert_eq!(r.code, 0, "{}", r.describe());
+    assert_eq!(r.json()["rollouts"][0]["revision"], "2", "{}", r.describe());
+    let rss = replica_sets(&env, ns.name()).await;
+    assert_eq!(rss.len(), 2);
+    let image_replicas: Vec<(String, i32)> = rss
+        .iter()
+        .map(|rs| {
+            let img = rs.spec.as_ref().unwrap().template.as_ref().unwrap().spec.as_ref().unwrap().containers[0].image.clone().unwrap();
+            (img, rs.spec.as_ref().unwrap().replicas.unwrap())
+        })
+        .collect();
+    assert!(image_replicas.contains(&(img2.clone(), 2)), "{image_replicas:?}");
+    assert!(image_replicas.contains(&(img1.clone(), 0)), "{image_replicas:?}");
+    eprintln!("measured: new-image rollout: {:.2}s", r.seconds);
+
+    // 4. status shows it.
+    let mut s = args(&["status"]);
+    s.extend(c.clone());
+    let r = run(s, None).await;
+    assert_eq!(r.code, 0, "{}", r.describe());
+    assert!(r.stdout.contains(&img2) && r.stdout.contains("rollout complete") && r.stdout.contains(&format!("http://{ip}:80/")), "{}", r.describe());
+
+    // 5. delete removes everything apply created and waits until it is gone.
+    let mut del = args(&["delete", "--timeout", "120s"]);
+    del.extend(c.clone());
+    let r = run(del, None).await;
+    assert_eq!(r.code, 0, "{}", r.describe());
+    let client = env.client().await.unwrap();
+    assert!(Api::<Deployment>::namespaced(client.clone(), ns.name()).get_opt(DEPLOYMENT).await.unwrap().is_none());
+    assert!(Api::<Service>::namespaced(client.clone(), ns.name()).get_opt(SERVICE).await.unwrap().is_none());
+    let pods = Api::<Pod>::namespaced(client.clone(), ns.name()).list(&ListParams::default()).await.unwrap();
+    assert!(pods.items.is_empty(), "pods left: {:?}", pods.items.iter().map(|p| p.metadata.name.clone()).collect::<Vec<_>>());
+    assert!(replica_sets(&env, ns.name()).await.is_empty());
+    eprintln!("measured: delete and wait: {:.2}s", r.seconds);
+    // Deleting again is fine: nothing left.
+    let mut del = args(&["delete"]);
+    del.extend(c);
+    let r = run(del, None).await;
+    assert_eq!(r.code, 0, "{}", r.describe());
+    assert!(r.stdout.contains("4 already absent"), "{}", r.describe());
+}
+
+#[tokio::test]
+async fn deployer_reports_unschedulable_and_failing_pods_and_rolls_back() {
+    let env = TestEnv::get().await.expect("test environment");
+    let ns = env.namespace("deployer-fail").await.unwrap();
+    let c = cluster_args(&env, ns.name());
+    let good = fake_image(&env, 3);
+    let mut a = args(&["apply", "--image", &good, "--smoke=false", "--no-wait-lb"]);
+    a.extend(c.clone());
+    let r = run(a, None).await;
+    assert_eq!(r.code, 0, "{}", r.describe());
+
+    // A request no kwok node can hold (they have 8 CPUs): the rollout fails fast with the reason.
+    let huge = manifests_with(|t| t.replace("cpu: 500m", "cpu: \"64\"").replace("cpu: \"1\"", "cpu: \"64\""));
+    let bad = fake_image(&env, 4);
+    let mut a = args(&["apply", "-f", huge.path().to_str().unwrap(), "--image", &bad, "--smoke=false", "--timeout", "120s"]);
+    a.extend(c.clone());
+    let r = run(a.clone(), None).await;
+    assert_eq!(r.code, 4, "{}", r.describe());
+    assert!(r.stderr.contains("Unschedulable") && r.stderr.contains("Insufficient cpu"), "{}", r.describe());
+    assert!(r.seconds < 100.0, "failed fast, not by the timeout: {}", r.describe());
+    eprintln!("measured: unschedulable detected after {:.2}s", r.seconds);
+    // maxUnavailable 0: the old pods kept serving.
+    let d = deployment(&env, ns.name()).await;
+    assert_eq!(d.status.as_ref().unwrap().available_replicas, Some(2));
+
+    // The same with --rollback-on-failure: the previous spec comes back and is available again.
+    let mut rb = a.clone();
+    rb.extend(args(&["--rollback-on-failure", "-o", "json"]));
+    let r = run(rb, None).await;
+    assert_eq!(r.code, 4, "{}", r.describe());
+    let j = r.json();
+    assert_eq!(j["ok"], false);
+    assert_eq!(j["reason"], "Unschedulable", "{}", r.describe());
+    assert_eq!(j["rollback"]["restored"], true, "{}", r.describe());
+    assert_eq!(j["rollback"]["image"], good.as_str());
+    let d = deployment(&env, ns.name()).await;
+    assert_eq!(image_of(&d), good);
+    let st = d.status.clone().unwrap();
+    assert_eq!((st.updated_replicas, st.available_replicas, st.replicas), (Some(2), Some(2), Some(2)), "{st:?}");
+
+    // Pods that fail once running (kwok's chaos stage, selected by a pod label) are reported too.
+    let failing = manifests_with(|t| {
+        t.replacen(
+            "        app.kubernetes.io/component: server\n    spec:",
+            "        app.kubernetes.io/component: server\n        pod-container-running-failed.stage.kwok.x-k8s.io: \"true\"\n    spec:",
+            1,
+        )
+    });
+    let mut a = args(&["apply", "-f", failing.path().to_str().unwrap(), "--image", &fake_image(&env, 5), "--smoke=false", "--timeout", "120s"]);
+    a.extend(c.clone());
+    let r = run(a, None).await;
+    assert_eq!(r.code, 4, "{}", r.describe());
+    assert!(r.stderr.contains("PodFailed") && r.stderr.contains("exited with code"), "{}", r.describe());
+}
+
+#[tokio::test]
+async fn deployer_explains_a_pending_load_balancer_and_times_out() {
+    let env = TestEnv::get().await.expect("test environment");
+    let ns = env.namespace("deployer-lb").await.unwrap();
+    let c = cluster_args(&env, ns.name());
+    // Create the Service first and keep it pending, as a cloud that cannot provision would.
+    let mut a = args(&["apply", "--image", &fake_image(&env, 6), "--smoke=false", "--no-wait-lb"]);
+    a.extend(c.clone());
+    assert_eq!(run(a, None).await.code, 0);
+    env.set_lb_pending(ns.name(), SERVICE, true).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut a = args(&["apply", "--image", &fake_image(&env, 6), "--smoke=false", "--lb-timeout", "8s"]);
+    a.extend(c);
+    let r = run(a, None).await;
+    assert_eq!(r.code, 5, "{}", r.describe());
+    assert!(r.stderr.contains("load-balancer address of Service/celestial-bodies-classifier-service"), "{}", r.describe());
+    assert!(r.stderr.contains("no load-balancer controller has set status.loadBalancer.ingress"), "{}", r.describe());
+}
+
+#[tokio::test]
+async fn deployer_diff_shows_changes_without_applying() {
+    let env = TestEnv::get().await.expect("test environment");
+    let ns = env.namespace("deployer-diff").await.unwrap();
+    let c = cluster_args(&env, ns.name());
+    let mut d = args(&["diff", "--image", &fake_image(&env, 7)]);
+    d.extend(c.clone());
+    let r = run(d, None).await;
+    assert_eq!(r.code, 0, "{}", r.describe());
+    assert!(r.stdout.contains("Deployment/celestial-bodies-classifier-deployment: would be created"), "{}", r.describe());
+    let client = env.client().await.unwrap();
+    assert!(Api::<Deployment>::namespaced(client, ns.name()).get_opt(DEPLOYMENT).await.unwrap().is_none(), "diff applied something");
+
+    let mut a = args(&["apply", "--image", &fake_image(&env, 7), "--smoke=false", "--no-wait-lb"]);
+    a.extend(c.clone());
+    assert_eq!(run(a, None).await.code, 0);
+    let mut d = args(&["apply", "--dry-run", "--image", &fake_image(&env, 8)]);
+    d.extend(c);
+    let r = run(d, None).await;
+    assert_eq!(r.code, 0, "{}", r.describe());
+    assert!(r.stdout.contains(&format!("-        image: {}", fake_image(&env, 7))), "{}", r.describe());
+    assert!(r.stdout.contains(&format!("+        image: {}", fake_image(&env, 8))), "{}", r.describe());
+    assert!(r.stdout.contains("1 of 4 object(s) would change"), "{}", r.describe());
+    assert_eq!(image_of(&deployment(&env, ns.name()).await), fake_image(&env, 7));
+}
+
+#[tokio::test]
+async fn deployer_reports_a_malformed_manifest_with_file_and_field() {
+    let bad = manifests_with(|t| t.replace("replicas: 2", "replicas: two"));
+    let r = run(args(&["apply", "-f", bad.path().to_str().unwrap(), "--kubeconfig", "/nonexistent"]), None).await;
+    assert_eq!(r.code, 2, "{}", r.describe());
+    let file = bad.path().join("deployment.yaml");
+    assert!(r.stderr.contains(&format!("{} (document 1): field `spec.replicas`", file.display())), "{}", r.describe());
+    let yaml = manifests_with(|t| t.replace("  replicas: 2", "  replicas: [2"));
+    let r = run(args(&["diff", "-f", yaml.path().to_str().unwrap()]), None).await;
+    assert_eq!(r.code, 2, "{}", r.describe());
+    assert!(r.stderr.contains("deployment.yaml: invalid YAML at line"), "{}", r.describe());
+}
+
+#[tokio::test]
+async fn deployer_says_clearly_when_the_api_server_is_unreachable() {
+    let s = Scratch::new("kubeconfig");
+    let port = free_port(); // nothing listens there
+    let kc = s.path().join("kubeconfig");
+    std::fs::write(
+        &kc,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{port}\n    insecure-skip-tls-verify: true\nusers:\n- name: u\n  user:\n    token: not-a-secret\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n"
+        ),
+    )
+    .unwrap();
+    let r = run(args(&["apply", "--kubeconfig", kc.to_str().unwrap(), "-o", "json"]), None).await;
+    assert_eq!(r.code, 3, "{}", r.describe());
+    let j = r.json();
+    assert_eq!(j["exit_code"], 3);
+    let e = j["error"].as_str().unwrap();
+    assert!(e.contains(&format!("cannot reach the Kubernetes API server at https://127.0.0.1:{port}")) && e.contains("Connection refused"), "{e}");
+    let r = run(args(&["status", "--kubeconfig", kc.to_str().unwrap(), "--context", "missing"]), None).await;
+    assert_eq!(r.code, 2, "{}", r.describe());
+    assert!(r.stderr.contains("missing"), "{}", r.describe());
+}
+
+/// A tiny `docker save` archive (one layer with one file), made with tar(1).
+fn docker_save_archive(dir: &Path) -> PathBuf {
+    let root = dir.join("img");
+    std::fs::create_dir_all(root.join("layer")).unwrap();
+    std::fs::write(root.join("layer/hello.txt"), format!("hello from {}\n", std::process::id())).unwrap();
+    let layer_tar = root.join("layer.tar");
+    let ok = Command::new("tar").args(["--sort=name", "--mtime=@0", "--owner=0", "--group=0", "-cf"]).arg(&layer_tar).arg("-C").arg(root.join("layer")).arg(".").status().unwrap();
+    assert!(ok.success());
+    let sha = |p: &Path| {
+        let out = Command::new("sha256sum").arg(p).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string()
+    };
+    let diff_id = sha(&layer_tar);
+    std::fs::create_dir_all(root.join("out/abc")).unwrap();
+    std::fs::rename(&layer_tar, root.join("out/abc/layer.tar")).unwrap();
+    std::fs::write(
+        root.join("out/config.json"),
+        format!(r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":["sha256:{diff_id}"]}}}}"#),
+    )
+    .unwrap();
+    std::fs::write(root.join("out/manifest.json"), r#"[{"Config":"config.json","RepoTags":["e2e:1"],"Layers":["abc/layer.tar"]}]"#).unwrap();
+    let archive = dir.join("image.tar");
+    let ok = Command::new("tar").arg("-cf").arg(&archive).arg("-C").arg(root.join("out")).args(["manifest.json", "config.json", "abc/layer.tar"]).status().unwrap();
+    assert!(ok.success());
+    archive
+}
+
+#[tokio::test]
+async fn deployer_push_uses_credentials_and_refuses_wrong_ones_clearly() {
+    let env = TestEnv::get().await.expect("test environment");
+    let (registry, user, password) = env.registry_auth();
+    let s = Scratch::new("push");
+    let archive = docker_save_archive(s.path());
+    let target = format!("{registry}/celestial-e2e/pushed:{}", std::process::id());
+    let base = args(&["push", "--archive", archive.to_str().unwrap(), "--image", &target]);
+
+    // Wrong password on stdin: a clear refusal, exit 7, the password never printed.
+    let mut a = base.clone();
+    a.extend(args(&["--registry-username", user, "--registry-password-stdin"]));
+    let r = run(a.clone(), Some("definitely-wrong-password\n".into())).await;
+    assert_eq!(r.code, 7, "{}", r.describe());
+    assert!(r.stderr.contains(&format!("the registry {registry} refused the credentials (--registry-username {user})")), "{}", r.describe());
+    assert!(!r.stderr.contains("definitely-wrong-password") && !r.stdout.contains("definitely-wrong-password"));
+    // No credentials at all: refused too.
+    let r = run(base.clone(), None).await;
+    assert_eq!(r.code, 7, "{}", r.describe());
+    assert!(r.stderr.contains("refused the credentials (anonymous)"), "{}", r.describe());
+
+    // The right password on stdin works and prints the digest reference.
+    let r = run(a, Some(format!("{password}\n"))).await;
+    assert_eq!(r.code, 0, "{}", r.describe());
+    let pushed = r.stdout.trim().to_string();
+    assert!(pushed.starts_with(&format!("{registry}/celestial-e2e/pushed@sha256:")), "{}", r.describe());
+    assert!(!r.stderr.contains(password) && !r.stdout.contains(password));
+
+    // The Docker way: credentials from DOCKER_CONFIG's config.json `auths`.
+    let cfg = s.path().join("docker");
+    std::fs::create_dir_all(&cfg).unwrap();
+    let auth = {
+        let out = Command::new("base64").arg("-w0").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        use std::io::Write;
+        let mut child = out;
+        child.stdin.take().unwrap().write_all(format!("{user}:{password}").as_bytes()).unwrap();
+        String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+    };
+    std::fs::write(cfg.join("config.json"), format!(r#"{{"auths":{{"{registry}":{{"auth":"{auth}"}}}}}}"#)).unwrap();
+    let mut a = base.clone();
+    a.extend(args(&["--docker-config", cfg.to_str().unwrap(), "-o", "json"]));
+    let r = run(a, None).await;
+    assert_eq!(r.code, 0, "{}", r.describe());
+    let j = r.json();
+    assert_eq!(j["image"]["image"], pushed.as_str(), "same archive, same digest");
+    assert_eq!(j["image"]["blobs_uploaded"], 0, "everything was already there: {}", r.describe());
+}
+
+/// The dataset image for the smoke test when the shared dataset is there (else deployer's own).
+fn smoke_image() -> Option<PathBuf> {
+    let root = std::env::var_os("CELESTIAL_DATASET").map(PathBuf::from).unwrap_or_else(|| repo_root().join("../shared/dataset"));
+    let p = root.join("raw/Earth/Earth_0.jpg");
+    if p.is_file() {
+        Some(p)
+    } else {
+        eprintln!("SKIP (partly): dataset image {} absent; the smoke test uses deployer's generated image", p.display());
+        None
+    }
+}
+
+#[tokio::test]
+async fn deployer_build_is_reproducible_runs_in_podman_and_serves_a_prediction_through_the_lb() {
+    let env = TestEnv::get().await.expect("test environment");
+    // The server binary of this workspace (debug profile: what `cargo test` already built) and the
+    // pinned ONNX Runtime library; the base is the synthesized distroless-cc in the local registry.
+    let server = repo_binary("celestial-server", "celestial-server").expect("building celestial-server");
+    let ort = Command::new(repo_root().join("scripts/onnxruntime.sh")).output().unwrap();
+    assert!(ort.status.success(), "scripts/onnxruntime.sh failed");
+    let ort = String::from_utf8(ort.stdout).unwrap().trim().to_string();
+    let image = format!("{}/celestial-e2e/server:{}", env.registry(), std::process::id());
+    let build = args(&[
+        "build",
+        "--image",
+        &image,
+        "--base",
+        &env.info().base_images.distroless_cc_registry,
+        "--server-binary",
+        server.to_str().unwrap(),
+        "--onnxruntime",
+        &ort,
+        "--source-date-epoch",
+        "1764000000",
+        "--revision",
+        "e2e",
+        "-o",
+        "json",
+    ]);
+    let r1 = run(build.clone(), None).await;
+    assert_eq!(r1.code, 0, "{}", r1.describe());
+    let r2 = run(build, None).await;
+    assert_eq!(r2.code, 0, "{}", r2.describe());
+    let (j1, j2) = (r1.json(), r2.json());
+    let digest_ref = j1["image"]["image"].as_str().unwrap().to_string();
+    assert_eq!(digest_ref, j2["image"]["image"].as_str().unwrap(), "two builds of the same inputs differ");
+    assert!(digest_ref.starts_with(&format!("{}/celestial-e2e/server@sha256:", env.registry())));
+    assert_eq!(j2["image"]["blobs_uploaded"], 0, "the second build uploaded blobs again");
+    eprintln!("measured: build+push {:.1}s, rebuild {:.1}s, layer {} bytes, digest {digest_ref}", r1.seconds, r2.seconds, j1["image"]["layer_bytes"]);
+
+    // podman pulls the image by digest and runs it (read-only root, as in the Deployment).
+    let podman = env.podman();
+    let port = free_port();
+    let port_env = format!("CELESTIAL_PORT={port}");
+    let container = podman
+        .start(&digest_ref, port, &["--pull=always", "--read-only", "-e", &port_env], &[])
+        .unwrap_or_else(|e| panic!("podman could not run {digest_ref}: {e}"));
+    let user = container.inspect("{{.Config.User}}").unwrap();
+    assert_eq!(user, "65532:65532");
+
+    // Deploy that image; the LB stand-in forwards the Service address to the container; the
+    // smoke test gets a real prediction through the "public" URL.
+    let ns = env.namespace("deployer-e2e").await.unwrap();
+    let c = cluster_args(&env, ns.name());
+    let mut a = args(&["apply", "--image", &digest_ref, "--smoke=false"]);
+    a.extend(c.clone());
+    let r = run(a, None).await;
+    assert_eq!(r.code, 0, "{}", r.describe());
+    env.set_lb_backend(ns.name(), SERVICE, container.addr()).await.unwrap();
+    let mut a = args(&["apply", "--image", &digest_ref, "--smoke-timeout", "30s", "-o", "json"]);
+    if let Some(img) = smoke_image() {
+        a.extend(args(&["--smoke-image", img.to_str().unwrap()]));
+    }
+    a.extend(c.clone());
+    let r = run(a, None).await;
+    assert_eq!(r.code, 0, "{}\ncontainer logs:\n{}", r.describe(), container.logs());
+    let j = r.json();
+    let smoke = &j["smoke"];
+    assert_eq!(smoke["labels"], 10, "{}", r.describe());
+    if smoke_image().is_some() {
+        assert_eq!(smoke["prediction"], "Earth", "{}", r.describe());
+    }
+    eprintln!("measured: smoke prediction {} in {:.1} ms through {}", smoke["prediction"], smoke["latency_ms"].as_f64().unwrap_or(0.0), j["url"]);
+
+    // A smoke test that cannot succeed (the backend stops) fails with exit code 6.
+    drop(container);
+    let mut a = args(&["apply", "--image", &digest_ref, "--smoke-timeout", "3s"]);
+    a.extend(c.clone());
+    let r = run(a, None).await;
+    assert_eq!(r.code, 6, "{}", r.describe());
+    assert!(r.stderr.contains("readyz did not answer 200"), "{}", r.describe());
+    let mut del = args(&["delete"]);
+    del.extend(c);
+    assert_eq!(run(del, None).await.code, 0);
+}
+
+#[tokio::test]
+async fn deployer_build_refuses_a_binary_the_base_cannot_run() {
+    let env = TestEnv::get().await.expect("test environment");
+    let s = Scratch::new("notelf");
+    let script = s.path().join("celestial-server");
+    std::fs::write(&script, "#!/bin/sh\necho not an ELF binary\n").unwrap();
+    let ort = s.path().join("libonnxruntime.so.1");
+    std::fs::write(&ort, b"x").unwrap();
+    let r = run(
+        args(&[
+            "build",
+            "--image",
+            &format!("{}/celestial-e2e/never:1", env.registry()),
+            "--base",
+            &env.info().base_images.distroless_cc_registry,
+            "--server-binary",
+            script.to_str().unwrap(),
+            "--onnxruntime",
+            ort.to_str().unwrap(),
+        ]),
+        None,
+    )
+    .await;
+    assert_eq!(r.code, 2, "{}", r.describe());
+    assert!(r.stderr.contains("not an ELF executable"), "{}", r.describe());
+    // A base that does not exist: a clear registry error.
+    let r = run(
+        args(&[
+            "build",
+            "--image",
+            &format!("{}/celestial-e2e/never:1", env.registry()),
+            "--base",
+            &format!("{}/no/such-base:1", env.registry()),
+            "--server-binary",
+            script.to_str().unwrap(),
+            "--onnxruntime",
+            ort.to_str().unwrap(),
+        ]),
+        None,
+    )
+    .await;
+    assert_eq!(r.code, 7, "{}", r.describe());
+    assert!(r.stderr.contains("not found in the registry"), "{}", r.describe());
+}
+
+#[tokio::test]
+async fn deployer_manifests_pass_kubeconform() {
+    let env = TestEnv::get().await.expect("test environment");
+    let out = env.kubeconform().arg(repo_root().join("kubernetes")).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "kubeconform failed:\n{text}");
+    assert!(text.contains("Valid: 4"), "{text}");
+}
