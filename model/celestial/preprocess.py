@@ -9,7 +9,8 @@ Steps:
   1. decode the file; apply the EXIF orientation tag if present;
   2. convert to 8-bit RGB: grayscale sources are expanded (R = G = B = L); an alpha channel is
      composited onto black (c' = round(c * a / 255)); 16-bit samples are reduced to 8 bits first
-     (v8 = round(v16 * 255 / 65535));
+     (v8 = round(v16 * 255 / 65535), as image-rs's to_rgb8(); Pillow decodes 16-bit RGB PNGs to 8 bits
+     itself with v >> 8, at most 1 lower; the training data is all 8-bit JPEG);
   3. resize to exactly H x W (stretch, aspect ratio not kept) with the antialiased triangle
      (bilinear) filter: PIL `Image.resize(size, Image.Resampling.BILINEAR, reducing_gap=None)`,
      which Rust `image::imageops::resize(.., FilterType::Triangle)` reproduces to within +-1 per

@@ -1,6 +1,8 @@
 """Check the committed artifacts of model/ against each other and the dataset, without training.
 
 `model/.venv/bin/python -m celestial.verify [--dataset DIR]` (from model/) checks that:
+  - the preprocessing handles the contract's edge cases (alpha onto black, grayscale and palette images,
+    16-bit samples, EXIF orientation, the float32 formula) on synthetic images;
   - celestial-bodies.onnx loads in ONNX Runtime, has opset >= 17, a dynamic batch dimension, float32
     `input` [N,3,H,W] and `logits` [N,labels], every `celestial.*` metadata key, and is <= 1 MB;
   - golden.json names that file by sha256, and each golden image, preprocessed again from the dataset,
@@ -85,6 +87,53 @@ def check_golden(c: Checks, name: str, golden: dict, sess, raw: Path | None, pre
         c.check(f"{tag}: dataset image preprocesses to the recorded pixels", np.array_equal(again, pix))
 
 
+def check_preprocessing(c: Checks) -> None:
+    """Unit checks of the preprocessing definition on synthetic images (the contract's edge cases)."""
+    import io
+
+    from PIL import Image
+
+    from .preprocess import parse_f32, to_rgb8
+
+    rgba = Image.new("RGBA", (2, 1), (200, 100, 50, 128))
+    rgba.putpixel((1, 0), (255, 255, 255, 0))
+    got = np.asarray(to_rgb8(rgba))
+    c.check("preprocess: alpha composited onto black, round(c*a/255)",
+            got[0, 0].tolist() == [100, 50, 25] and got[0, 1].tolist() == [0, 0, 0], str(got.tolist()))
+    la = Image.new("LA", (1, 1), (90, 255))
+    c.check("preprocess: grayscale+alpha expanded", np.asarray(to_rgb8(la))[0, 0].tolist() == [90, 90, 90])
+    gray = Image.new("L", (1, 1), 77)
+    c.check("preprocess: grayscale expanded R=G=B", np.asarray(to_rgb8(gray))[0, 0].tolist() == [77, 77, 77])
+    def palette_image(transparent: bool) -> Image.Image:
+        pal = Image.new("P", (1, 1), 0)
+        pal.putpalette([10, 20, 30] + [0, 0, 0] * 255)
+        if transparent:
+            pal.info["transparency"] = 0
+        return pal
+
+    c.check("preprocess: palette colours", np.asarray(to_rgb8(palette_image(False)))[0, 0].tolist() == [10, 20, 30])
+    c.check("preprocess: palette with transparent index onto black",
+            np.asarray(to_rgb8(palette_image(True)))[0, 0].tolist() == [0, 0, 0])
+    v16 = np.array([[0, 128, 129, 32767, 65407, 65535]], dtype=np.uint16)
+    got16 = np.asarray(to_rgb8(Image.fromarray(v16)))[0, :, 0]
+    c.check("preprocess: 16-bit grayscale reduced by round(v*255/65535)",
+            got16.tolist() == np.rint(v16[0].astype(np.float64) * 255 / 65535).astype(int).tolist(), str(got16.tolist()))
+    # EXIF orientation 6 (rotate 90 degrees clockwise): a 4x2 image becomes 2x4.
+    buf = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (4, 2), (255, 0, 0)).save(buf, "JPEG", exif=exif)
+    buf.seek(0)
+    c.check("preprocess: EXIF orientation applied", load_rgb8(buf).size == (2, 4), str(load_rgb8(buf).size))
+    pre = Preprocessing(1, 1, "rgb", "NCHW", "0.00392156862745098", ("0.323", "0.319", "0.320"),
+                        ("0.309", "0.297", "0.297"))
+    px = np.arange(256, dtype=np.uint8)[:, None, None, None].repeat(3, axis=3)
+    t = to_tensor(px, pre)
+    want = (px.astype(np.float32) * np.float32(0.00392156862745098) - np.float32(0.319)) / np.float32(0.297)
+    c.check("preprocess: float32 ((p*scale)-mean)/std, NCHW", np.array_equal(t[:, 1, 0, 0], want[:, 0, 0, 1]))
+    c.check("preprocess: decimal constants parse to one float32", parse_f32("0.1") == np.float32(0.1))
+
+
 def main(argv=None) -> int:
     model_dir = Path(__file__).resolve().parents[1]
     default_ds = Path(os.environ.get("CELESTIAL_DATASET", model_dir.parent.parent / "shared" / "dataset"))
@@ -98,6 +147,7 @@ def main(argv=None) -> int:
         print(f"dataset not found at {raw}: dataset checks are skipped")
         raw = None
     c = Checks()
+    check_preprocessing(c)
 
     # ---- the served model
     path = d / "celestial-bodies.onnx"
