@@ -44,7 +44,7 @@ candidate_versions() { local p; for p in "$@"; do grep "^$p: " <<<"$POLICY"; don
 self_hash() { sed -n '/^# --- recipe:'"$1"'/,/^# --- end:'"$1"'/p' "$0"; }
 
 key_distroless() { { self_hash distroless; candidate_versions "${DISTROLESS_DEBS[@]}"; } | sha256sum | cut -c1-16; }
-key_debian() { { self_hash debian; candidate_versions libc6 base-files debootstrap; echo "$MIRROR"; } | sha256sum | cut -c1-16; }
+key_debian() { { self_hash debian; candidate_versions libc6 base-files debootstrap; echo "$MIRROR"; cat /usr/local/share/ca-certificates/*.crt 2>/dev/null; } | sha256sum | cut -c1-16; }
 key_rust() {
   { self_hash rust; key_debian; candidate_versions "${RUST_DEBS[@]}"; rustc -vV; cat "$HERE/images/rust.Containerfile"; } |
     sha256sum | cut -c1-16
@@ -152,6 +152,13 @@ EOF
       "$r/var/cache/apt"/*.bin "$r/var/cache/apt/archives"/*.deb "$r/var/lib/apt/lists"/* \
       "$r/var/log"/*.log "$r/var/log/apt"/* "$r/debootstrap"
     : > "$r/etc/hostname"; : > "$r/etc/resolv.conf"
+    # This machine's own trust anchors (/usr/local/share/ca-certificates: here, the sandbox egress
+    # proxy's CA), so that builds on this stand-in reach the same package registries the host reaches.
+    # They enter the image's bundle when ca-certificates is installed in it (the Rust image, a fetch stage).
+    if compgen -G '/usr/local/share/ca-certificates/*.crt' >/dev/null; then
+      mkdir -p "$r/usr/local/share/ca-certificates"
+      cp /usr/local/share/ca-certificates/*.crt "$r/usr/local/share/ca-certificates/"
+    fi
     mkdir -p "$CACHE"; tar_rootfs "$r" "$tarball.tmp"; mv "$tarball.tmp" "$tarball"
   fi
   podman import -q --change 'CMD ["bash"]' --change "LABEL $LABEL=$key" \
