@@ -115,6 +115,13 @@ pub async fn open_page(browser: &Browser, page_url: &str, doc: &Value) -> anyhow
             "route {path}: the page labels it {shown}, not {method}"
         );
     }
+    // Everything the page loaded came from the app itself (vendored Swagger UI: no CDN, works offline).
+    let origin = c.current_url().await?.origin().ascii_serialization();
+    let loaded = c.execute("return performance.getEntriesByType('resource').map(e => e.name);", vec![]).await?;
+    let loaded: Vec<&str> = loaded.as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    ensure!(loaded.iter().any(|u| u.contains("swagger-ui")), "the page loaded no Swagger UI assets: {loaded:?}");
+    let foreign: Vec<&&str> = loaded.iter().filter(|u| !u.starts_with(&format!("{origin}/"))).collect();
+    ensure!(foreign.is_empty(), "the page loaded resources from elsewhere than {origin}: {foreign:?}");
     let shot = browser.screenshot("page").await?;
     Ok((title_text, shot))
 }
