@@ -126,6 +126,12 @@ pub async fn open_page(browser: &Browser, page_url: &str, doc: &Value) -> anyhow
     Ok((title_text, shot))
 }
 
+/// The API description as the page renders it (Markdown turned into text).
+pub async fn description_text(browser: &Browser) -> anyhow::Result<String> {
+    let el = browser.wait_css("the API description", ".information-container .info .description").await?;
+    Ok(el.text().await?)
+}
+
 /// Expand `POST /predict`, press "Try it out" and choose the multipart/form-data body.
 pub async fn try_out_predict(browser: &Browser) -> anyhow::Result<()> {
     let c = &browser.client;

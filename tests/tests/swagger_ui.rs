@@ -195,6 +195,11 @@ async fn swagger_page_classifies_a_dataset_image_and_shows_documented_errors() -
         let t = Instant::now();
         let (title, shot) = swagger::open_page(&browser, &base, &doc).await?;
         println!("[{name}] page {base}: {title:?}, {} routes, in {} ms ({})", swagger::operations(&doc).len(), t.elapsed().as_millis(), shot.display());
+        // A person reads which labels the model knows.
+        let description = swagger::description_text(&browser).await?;
+        for l in &labels {
+            ensure!(description.contains(l.as_str()), "the page's description does not show the label {l:?}:\n{description}");
+        }
         // The same page is also served at /docs.
         let (_, _) = swagger::open_page(&browser, &server.url("/docs"), &doc).await?;
 
