@@ -15,7 +15,9 @@
 //!   kwok nodes are not real processes, so the test names the real server to reach. Without the
 //!   annotation nothing listens on the address (connections are refused).
 //!
-//! Every change is logged; status patches carry the field manager given on the command line.
+//! Every change is logged and recorded as an Event on the Service, named like a cloud
+//! controller's (`EnsuringLoadBalancer`, `EnsuredLoadBalancer`, `SyncLoadBalancerFailed`), with the
+//! reporting controller `testenv-lb`; status patches carry the field manager given on the command line.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -24,8 +26,9 @@ use std::sync::{Arc, RwLock};
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -150,6 +153,10 @@ struct State {
     addresses: HashMap<String, Ipv4Addr>,
     /// Service key -> its listeners by front address.
     listeners: HashMap<String, HashMap<SocketAddr, Listener>>,
+    /// Services held pending (announced once per transition).
+    pending: std::collections::HashSet<String>,
+    /// Services whose backend annotation was reported invalid (value), to report once.
+    bad_backend: HashMap<String, String>,
 }
 
 impl State {
@@ -220,7 +227,14 @@ async fn patch_status(api: &Api<Service>, name: &str, fm: &str, ip: Option<Ipv4A
     api.patch_status(name, &pp, &Patch::Merge(&patch)).await.map(|_| ())
 }
 
-async fn reconcile(client: &Client, cfg: &LbConfig, state: &mut State, svc: &Service) {
+async fn record(recorder: &Recorder, svc: &Service, type_: EventType, reason: &str, note: String) {
+    let ev = Event { type_, reason: reason.into(), note: Some(note), action: "SyncLoadBalancer".into(), secondary: None };
+    if let Err(e) = recorder.publish(&ev, &svc.object_ref(&())).await {
+        tracing::warn!(error = %e, reason, "could not record an event");
+    }
+}
+
+async fn reconcile(client: &Client, recorder: &Recorder, cfg: &LbConfig, state: &mut State, svc: &Service) {
     let (Some(ns), name) = (svc.namespace(), svc.name_any()) else { return };
     let key = format!("{ns}/{name}");
     let api: Api<Service> = Api::namespaced(client.clone(), &ns);
@@ -230,13 +244,26 @@ async fn reconcile(client: &Client, cfg: &LbConfig, state: &mut State, svc: &Ser
             return;
         }
         Some(Err(e)) => {
-            tracing::warn!(service = %key, error = %e, "ignoring the backend annotation");
+            let msg = e.to_string();
+            if state.bad_backend.get(&key) != Some(&msg) {
+                tracing::warn!(service = %key, error = %e, "ignoring the backend annotation");
+                record(recorder, svc, EventType::Warning, "SyncLoadBalancerFailed", format!("load-balancer stand-in: {msg}")).await;
+                state.bad_backend.insert(key.clone(), msg);
+            }
             Desired { pending: svc.annotations().get(PENDING_ANNOTATION).is_some_and(|v| v == "true"), backends: Backends::new(), status_ip: None }
         }
-        Some(Ok(d)) => d,
+        Some(Ok(d)) => {
+            state.bad_backend.remove(&key);
+            d
+        }
     };
     if want.pending {
         release(state, &key);
+        if state.pending.insert(key.clone()) {
+            record(recorder, svc, EventType::Normal, "EnsuringLoadBalancer", format!(
+                "load-balancer stand-in: held pending (no address) by the annotation {PENDING_ANNOTATION}=true"
+            )).await;
+        }
         if want.status_ip.is_some() {
             match patch_status(&api, &name, &cfg.field_manager, None).await {
                 Ok(()) => tracing::info!(service = %key, "pending on request: address withdrawn"),
@@ -245,16 +272,23 @@ async fn reconcile(client: &Client, cfg: &LbConfig, state: &mut State, svc: &Ser
         }
         return;
     }
+    state.pending.remove(&key);
     let ip = match state.allocate(&key, want.status_ip) {
         Ok(ip) => ip,
         Err(e) => {
             tracing::error!(service = %key, error = %e, "cannot assign an address");
+            record(recorder, svc, EventType::Warning, "SyncLoadBalancerFailed", format!("load-balancer stand-in: {e}")).await;
             return;
         }
     };
     if want.status_ip != Some(IpAddr::V4(ip)) {
         match patch_status(&api, &name, &cfg.field_manager, Some(ip)).await {
-            Ok(()) => tracing::info!(service = %key, %ip, "assigned the load-balancer address"),
+            Ok(()) => {
+                tracing::info!(service = %key, %ip, "assigned the load-balancer address");
+                record(recorder, svc, EventType::Normal, "EnsuredLoadBalancer", format!(
+                    "load-balancer stand-in: assigned {ip} (loopback; forwards to the {BACKEND_ANNOTATION} annotation's backend)"
+                )).await;
+            }
             Err(e) => tracing::warn!(service = %key, %ip, error = %e, "could not write the status; will retry on the next event"),
         }
     }
@@ -285,12 +319,19 @@ async fn reconcile(client: &Client, cfg: &LbConfig, state: &mut State, svc: &Ser
                 current.insert(front, Listener { backend, task });
                 tracing::info!(service = %key, %front, backend = %to, "forwarding");
             }
-            Err(e) => tracing::error!(service = %key, %front, error = %e, "cannot listen on the load-balancer address"),
+            Err(e) => {
+                tracing::error!(service = %key, %front, error = %e, "cannot listen on the load-balancer address");
+                record(recorder, svc, EventType::Warning, "SyncLoadBalancerFailed", format!(
+                    "load-balancer stand-in: cannot listen on {front}: {e}"
+                )).await;
+            }
         }
     }
 }
 
 fn release(state: &mut State, key: &str) {
+    state.bad_backend.remove(key);
+    state.pending.remove(key);
     if let Some(ip) = state.addresses.remove(key) {
         tracing::info!(service = %key, %ip, "released the load-balancer address");
     }
@@ -308,6 +349,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), LbError> {
     let api: Api<Service> = Api::all(client.clone());
+    let recorder = Recorder::new(client.clone(), Reporter { controller: "testenv-lb".into(), instance: None });
     let mut state = State::default();
     // Services seen during a (re)list, to drop the ones that disappeared meanwhile.
     let mut relisting: Option<Vec<String>> = None;
@@ -335,7 +377,7 @@ pub async fn run(
                 if let Some(seen) = relisting.as_mut() {
                     seen.push(format!("{}/{}", svc.namespace().unwrap_or_default(), svc.name_any()));
                 }
-                reconcile(&client, &cfg, &mut state, &svc).await;
+                reconcile(&client, &recorder, &cfg, &mut state, &svc).await;
             }
             watcher::Event::InitDone => {
                 if let Some(seen) = relisting.take() {
@@ -350,7 +392,7 @@ pub async fn run(
                     announced = true;
                 }
             }
-            watcher::Event::Apply(svc) => reconcile(&client, &cfg, &mut state, &svc).await,
+            watcher::Event::Apply(svc) => reconcile(&client, &recorder, &cfg, &mut state, &svc).await,
             watcher::Event::Delete(svc) => {
                 release(&mut state, &format!("{}/{}", svc.namespace().unwrap_or_default(), svc.name_any()))
             }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use celestial_e2e::TestEnv;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Event, Pod, Service};
 use kube::api::{Api, ListParams, PostParams};
 
 fn http() -> reqwest::Client {
@@ -110,6 +110,21 @@ async fn env_load_balancer_service_gets_a_loopback_address_or_stays_pending() {
     assert!(withdrawn, "the pending annotation did not withdraw the address");
     env.set_lb_pending(ns.name(), "b", false).await.unwrap();
     env.wait_lb_address(ns.name(), "b", Duration::from_secs(30)).await.unwrap();
+
+    // like a cloud controller, the stand-in explains itself in the Service's events
+    let events: Api<Event> = Api::namespaced(env.client().await.unwrap(), ns.name());
+    let mut reasons = Vec::new();
+    for _ in 0..50 {
+        let list = events.list(&ListParams::default().fields("involvedObject.name=b")).await.unwrap();
+        reasons = list.items.iter().filter_map(|e| e.reason.clone()).collect::<Vec<_>>();
+        if reasons.iter().any(|r| r == "EnsuringLoadBalancer") && reasons.iter().any(|r| r == "EnsuredLoadBalancer") {
+            let pending = list.items.iter().find(|e| e.reason.as_deref() == Some("EnsuringLoadBalancer")).unwrap();
+            assert!(pending.message.as_deref().unwrap_or_default().contains("pending"), "{pending:?}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("expected EnsuringLoadBalancer and EnsuredLoadBalancer events on Service b, got {reasons:?}");
 }
 
 /// The full chain: an image built on the synthesized distroless base, pushed to the registry,
