@@ -3,6 +3,6 @@
 # updates metrics.json and the model card's results section. Creates model/.venv if needed.
 #   model/bench.sh [--iterations N]
 set -euo pipefail
-cd "$(dirname "$0")"
-. ./venv.sh
-exec .venv/bin/python -m celestial.bench "$@"
+model_dir=$(cd "$(dirname "$0")" && pwd)
+. "$model_dir/venv.sh"
+exec "$model_dir/.venv/bin/python" -m celestial.bench "$@"

@@ -4,7 +4,7 @@
 # equals the metadata's, the guide-recipe fixture has no metadata. Creates model/.venv if needed.
 #   model/verify.sh [--dataset DIR]
 set -euo pipefail
-cd "$(dirname "$0")"
-. ./venv.sh
+model_dir=$(cd "$(dirname "$0")" && pwd)
+. "$model_dir/venv.sh"
 export TF_CPP_MIN_LOG_LEVEL=2
-exec .venv/bin/python -m celestial.verify "$@"
+exec "$model_dir/.venv/bin/python" -m celestial.verify "$@"

@@ -391,6 +391,8 @@ def main(argv=None) -> int:
                     help="training seed of the served model (initialisation, batch order, augmentation)")
     ap.add_argument("--arch", choices=sorted(ARCHS), default=IMPROVED["arch"], help="served model architecture")
     ap.add_argument("--split-seed", type=int, default=SPLIT_SEED, help="seed of the stratified validation split")
+    ap.add_argument("--min-accuracy", type=float, default=0.99,
+                    help="refuse to replace the artifacts when validation top-1 is below this (default 0.99)")
     ap.add_argument("--latency-iterations", type=int, default=20000, help="timed ONNX Runtime runs (batch 1)")
     args = ap.parse_args(argv)
 
@@ -574,6 +576,9 @@ def main(argv=None) -> int:
         from . import card
         shutil.copy2(final / "README.md", out / "README.md")
         card.update(out / "README.md", metrics)
+    if m_eval["accuracy"] < args.min_accuracy:
+        raise SystemExit(f"validation top-1 {m_eval['accuracy']:.4f} is below --min-accuracy {args.min_accuracy}: "
+                         f"the artifacts in {final} are unchanged; this run's are in {out}")
     staged = sorted(p for p in out.rglob("*") if p.is_file())
     for p in staged:
         dest = final / p.relative_to(out)

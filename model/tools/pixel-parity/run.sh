@@ -8,6 +8,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 model=$(cd "$here/../.." && pwd)
 ds=${1:-${CELESTIAL_DATASET:-$model/../../shared/dataset}}
 raw=$ds/raw; [ -d "$raw" ] || raw=$ds
+[ -d "$raw" ] || { echo "pixel-parity: dataset not found at $raw" >&2; exit 2; }
+raw=$(cd "$raw" && pwd)
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 cd "$model"
 .venv/bin/python - "$raw" "$work" <<'PY'
