@@ -38,8 +38,12 @@ log() { echo "images: $*" >&2; }
 die() { echo "images: error: $*" >&2; exit 1; }
 
 # the versions apt would fetch now, so a Debian point release changes the keys (one apt-cache call)
-POLICY=$(apt-cache policy "${DISTROLESS_DEBS[@]}" "${RUST_DEBS[@]}" libc6 base-files debootstrap |
-  awk '/^[^ ]/{p=$1} /Candidate:/{print p, $2}')
+policy() { apt-cache policy "${DISTROLESS_DEBS[@]}" "${RUST_DEBS[@]}" libc6 base-files debootstrap |
+  awk '/^[^ ]/{p=$1} /Candidate:/{if ($2 != "(none)") print p, $2}'; }
+POLICY=$(policy)
+if [ "${1:-build}" = build ] && [ "$(wc -l <<<"$POLICY")" -lt 14 ]; then # no package lists yet (fresh machine)
+  apt-get update -qq >&2 && POLICY=$(policy)
+fi
 candidate_versions() { local p; for p in "$@"; do grep "^$p: " <<<"$POLICY"; done; }
 self_hash() { sed -n '/^# --- recipe:'"$1"'/,/^# --- end:'"$1"'/p' "$0"; }
 
@@ -196,7 +200,7 @@ ensure() { # name key builder
   find "$CACHE" -maxdepth 1 -name "$prefix-*.tar" ! -name "$prefix-$key.tar" -delete 2>/dev/null || true
   # the previous build of this image, now untagged: remove it (only it) so storage does not grow
   if [ -n "$old" ] && [ "$(podman image inspect --format '{{len .RepoTags}}' "$old" 2>/dev/null)" = 0 ]; then
-    podman rmi -f "$old" >/dev/null 2>&1 || true
+    podman rmi "$old" >/dev/null 2>&1 || true   # not -f: it may be in use by a container
   fi
   local size; size=$(podman image inspect --format '{{.Size}}' "$name")
   log "built $name in $((SECONDS - t0))s, $((size / 1000000)) MB"
@@ -204,6 +208,7 @@ ensure() { # name key builder
 
 case "${1:-build}" in
   build)
+    mkdir -p "$CACHE"; exec 8>"$CACHE/.lock"; flock 8   # one builder at a time per machine
     ensure "$DISTROLESS" "$(key_distroless)" build_distroless
     ensure "$DEBIAN" "$(key_debian)" build_debian
     ensure "$RUST" "$(key_rust)" build_rust
