@@ -7,7 +7,9 @@ Run through `model/train.sh` (creates the pinned venv first). Outputs, all under
   golden.json                  golden fixtures for the server's preprocessing/inference tests
   metrics.json                 every number the model card quotes
   plots/*.png                  training curves and confusion matrices
-The pipeline exits non-zero when the ONNX/Keras parity check fails.
+Everything is written to <out>/.staging first and moved into place at the end; the pipeline exits
+non-zero, leaving the previous artifacts untouched, when the ONNX Runtime/Keras parity check fails or
+the validation top-1 is below --min-accuracy.
 """
 
 from __future__ import annotations
@@ -70,8 +72,7 @@ TOLERANCE = {
 # MaxPool(3x3), Flatten, Dense(64, relu), Dense(classes); Adam(1e-4), 10 epochs, batch 32, seed 77.
 GUIDE = dict(height=32, width=32, conv=32, dense=64, lr=1e-4, epochs=10, batch=32, seed=77)
 
-# The served model.
-# Architectures: per 3x3 conv block (filters, stride, 2x2 max-pool after it); then global average pooling
+# The served model. Architectures: per 3x3 conv block (filters, stride, 2x2 max-pool after it); then global average pooling
 # and one dense layer to the logits.
 ARCHS = {
     "b4": ((8, 1, True), (16, 1, True), (32, 1, True), (64, 1, False)),
