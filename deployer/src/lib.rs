@@ -303,12 +303,22 @@ async fn apply_command(
             }
             Err(e) if e.is_rollout_failure() && a.wait.rollback_on_failure => {
                 p.line(&format!("Deployment/{}: rollout failed: {e}", o.name));
-                let rb = match &o.before {
-                    Some(prev) => rollout::rollback(&cluster, &ns, &o.name, prev, a.wait.timeout, &mut p).await,
-                    None => rollout::Rollback {
+                let target =
+                    rollout::rollback_spec(&cluster, &ns, &o.name, o.before.as_ref(), &o.after)
+                        .await;
+                let rb = match target {
+                    Ok(Some(spec)) => {
+                        rollout::rollback(&cluster, &ns, &o.name, &spec, a.wait.timeout, &mut p).await
+                    }
+                    Ok(None) => rollout::Rollback {
                         restored: false,
                         image: None,
-                        message: "nothing to roll back to: this apply created the Deployment (delete it with `deployer delete`)".into(),
+                        message: "nothing to roll back to: no earlier revision of the Deployment (delete it with `deployer delete`)".into(),
+                    },
+                    Err(e) => rollout::Rollback {
+                        restored: false,
+                        image: None,
+                        message: format!("cannot find the previous revision: {e}"),
                     },
                 };
                 p.line(&format!("rollback: {}", rb.message));

@@ -519,22 +519,88 @@ pub fn first_image(spec: &Value) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Restores `previous` (the live Deployment before this apply) and waits for it to be available.
+/// The spec to roll back to: the live spec before this apply when this apply changed the pod
+/// template; otherwise (the failing template was already live, e.g. from an earlier apply) the
+/// template of the previous revision's ReplicaSet, as `kubectl rollout undo` does. None when there
+/// is no earlier revision.
+pub async fn rollback_spec(
+    cluster: &Cluster,
+    ns: &str,
+    name: &str,
+    before: Option<&Value>,
+    after: &Value,
+) -> Result<Option<Value>, RolloutError> {
+    let Some(before) = before else {
+        return Ok(None);
+    };
+    if before.pointer("/spec/template") != after.pointer("/spec/template") {
+        return Ok(before.get("spec").cloned());
+    }
+    let object = format!("Deployment/{name}");
+    let api: Api<Deployment> = Api::namespaced(cluster.client.clone(), ns);
+    let d = api
+        .get(name)
+        .await
+        .map_err(|e| api_error(&object, "get", e, ""))?;
+    let revision = |annotations: &Option<BTreeMap<String, String>>| -> Option<u64> {
+        annotations
+            .as_ref()?
+            .get("deployment.kubernetes.io/revision")?
+            .parse()
+            .ok()
+    };
+    let current = revision(&d.metadata.annotations).unwrap_or(u64::MAX);
+    let rss: Api<ReplicaSet> = Api::namespaced(cluster.client.clone(), ns);
+    let uid = d.metadata.uid.clone();
+    let previous = rss
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| api_error(&object, "list replicasets", e, ""))?
+        .items
+        .into_iter()
+        .filter(|rs| {
+            rs.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| Some(&o.uid) == uid.as_ref())
+        })
+        .filter_map(|rs| {
+            revision(&rs.metadata.annotations)
+                .filter(|r| *r < current)
+                .map(|r| (r, rs))
+        })
+        .max_by_key(|(r, _)| *r);
+    let Some((_, rs)) = previous else {
+        return Ok(None);
+    };
+    let Some(mut template) = rs
+        .spec
+        .and_then(|s| s.template)
+        .map(|t| serde_json::to_value(t).expect("serializes"))
+    else {
+        return Ok(None);
+    };
+    if let Some(labels) = template
+        .pointer_mut("/metadata/labels")
+        .and_then(Value::as_object_mut)
+    {
+        labels.remove("pod-template-hash");
+    }
+    let mut spec = after.get("spec").cloned().unwrap_or_default();
+    spec["template"] = template;
+    Ok(Some(spec))
+}
+
+/// Applies `spec` (from [`rollback_spec`]) and waits for it to be available again.
 pub async fn rollback(
     cluster: &Cluster,
     ns: &str,
     name: &str,
-    previous: &Value,
+    spec: &Value,
     timeout: Duration,
     progress: &mut Progress,
 ) -> Rollback {
-    let Some(spec) = previous.get("spec") else {
-        return Rollback {
-            restored: false,
-            image: None,
-            message: "the previous Deployment has no spec".into(),
-        };
-    };
     let image = first_image(spec);
     let body = serde_json::json!({
         "apiVersion": "apps/v1",

@@ -264,6 +264,16 @@ async fn deployer_reports_unschedulable_and_failing_pods_and_rolls_back() {
     let st = d.status.clone().unwrap();
     assert_eq!((st.updated_replicas, st.available_replicas, st.replicas), (Some(2), Some(2), Some(2)), "{st:?}");
 
+    // A failing apply straight after a good one, with --rollback-on-failure: the spec from before
+    // this apply comes back.
+    let huge2 = manifests_with(|t| t.replace("cpu: 500m", "cpu: \"32\"").replace("cpu: \"1\"", "cpu: \"32\""));
+    let mut a = args(&["apply", "-f", huge2.path().to_str().unwrap(), "--image", &fake_image(&env, 9), "--smoke=false", "--rollback-on-failure", "-o", "json"]);
+    a.extend(c.clone());
+    let r = run(a, None).await;
+    assert_eq!(r.code, 4, "{}", r.describe());
+    assert_eq!(r.json()["rollback"]["restored"], true, "{}", r.describe());
+    assert_eq!(image_of(&deployment(&env, ns.name()).await), good);
+
     // Pods that fail once running (kwok's chaos stage, selected by a pod label) are reported too.
     let failing = manifests_with(|t| {
         t.replacen(
