@@ -486,14 +486,29 @@ async fn deployer_build_is_reproducible_runs_in_podman_and_serves_a_prediction_t
     ]);
     let r1 = run(build.clone(), None).await;
     assert_eq!(r1.code, 0, "{}", r1.describe());
-    let r2 = run(build, None).await;
-    assert_eq!(r2.code, 0, "{}", r2.describe());
-    let (j1, j2) = (r1.json(), r2.json());
+    let j1 = r1.json();
     let digest_ref = j1["image"]["image"].as_str().unwrap().to_string();
-    assert_eq!(digest_ref, j2["image"]["image"].as_str().unwrap(), "two builds of the same inputs differ");
     assert!(digest_ref.starts_with(&format!("{}/celestial-e2e/server@sha256:", env.registry())));
-    assert_eq!(j2["image"]["blobs_uploaded"], 0, "the second build uploaded blobs again");
-    eprintln!("measured: build+push {:.1}s, rebuild {:.1}s, layer {} bytes, digest {digest_ref}", r1.seconds, r2.seconds, j1["image"]["layer_bytes"]);
+
+    // The same inputs again, through `release` (build + push + apply): the identical digest, no
+    // blob uploaded again, and the Deployment gets that digest.
+    let ns = env.namespace("deployer-e2e").await.unwrap();
+    let c = cluster_args(&env, ns.name());
+    let mut release = build.clone();
+    release[0] = "release".into();
+    release.extend(args(&["--smoke=false"]));
+    release.extend(c.clone());
+    let r2 = run(release, None).await;
+    assert_eq!(r2.code, 0, "{}", r2.describe());
+    let j2 = r2.json();
+    assert_eq!(j2["command"], "release");
+    assert_eq!(digest_ref, j2["pushed"]["image"].as_str().unwrap(), "two builds of the same inputs differ");
+    assert_eq!(j2["pushed"]["blobs_uploaded"], 0, "the second build uploaded blobs again");
+    assert_eq!(image_of(&deployment(&env, ns.name()).await), digest_ref);
+    eprintln!(
+        "measured: build+push {:.1}s; release (rebuild, identical digest, + apply) {:.1}s; layer {} bytes; {digest_ref}",
+        r1.seconds, r2.seconds, j1["image"]["layer_bytes"]
+    );
 
     // podman pulls the image by digest and runs it (read-only root, as in the Deployment).
     let podman = env.podman();
@@ -505,14 +520,8 @@ async fn deployer_build_is_reproducible_runs_in_podman_and_serves_a_prediction_t
     let user = container.inspect("{{.Config.User}}").unwrap();
     assert_eq!(user, "65532:65532");
 
-    // Deploy that image; the LB stand-in forwards the Service address to the container; the
-    // smoke test gets a real prediction through the "public" URL.
-    let ns = env.namespace("deployer-e2e").await.unwrap();
-    let c = cluster_args(&env, ns.name());
-    let mut a = args(&["apply", "--image", &digest_ref, "--smoke=false"]);
-    a.extend(c.clone());
-    let r = run(a, None).await;
-    assert_eq!(r.code, 0, "{}", r.describe());
+    // The LB stand-in forwards the Service address to the container; the smoke test gets a real
+    // prediction through the "public" URL.
     env.set_lb_backend(ns.name(), SERVICE, container.addr()).await.unwrap();
     let mut a = args(&["apply", "--image", &digest_ref, "--smoke-timeout", "30s", "-o", "json"]);
     if let Some(img) = smoke_image() {
