@@ -25,6 +25,7 @@ cargo build --release --locked -p celestial-server >&2
 export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$(scripts/onnxruntime.sh)}
 dataset=${CELESTIAL_DATASET:-../shared/dataset}
 export BENCH_IMAGE=${BENCH_IMAGE:-$dataset/raw/$(head -1 model/validation-split.txt)}
+BENCH_IMAGE=$(realpath "$BENCH_IMAGE" 2>/dev/null || echo "$BENCH_IMAGE")
 [ -f "$BENCH_IMAGE" ] || { echo "bench: image $BENCH_IMAGE not found (set CELESTIAL_DATASET or BENCH_IMAGE)" >&2; exit 1; }
 bin=target/release/celestial-server
 mkdir -p bench/results
