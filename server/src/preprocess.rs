@@ -148,10 +148,81 @@ pub fn to_rgb8_on_black(img: &DynamicImage) -> RgbImage {
     RgbImage::from_raw(w, h, out).unwrap_or_else(|| unreachable!("buffer size matches dimensions"))
 }
 
+/// Antialiased triangle-filter resize of interleaved 8-bit pixels, bit-identical to image-rs's
+/// `imageops::resize(.., FilterType::Triangle)` (same weights, same f32 operations in the same
+/// order: vertical pass into f32, then horizontal pass, clamp and round), but with the weights
+/// computed once per row/column and contiguous inner loops: several times faster.
+pub fn resize_triangle(src: &[u8], width: u32, height: u32, channels: usize, new_width: u32, new_height: u32) -> Vec<u8> {
+    let (w, h, nw, nh) = (width as usize, height as usize, new_width as usize, new_height as usize);
+    debug_assert_eq!(src.len(), w * h * channels);
+    if (w, h) == (nw, nh) || w == 0 || h == 0 {
+        return if (w, h) == (nw, nh) { src.to_vec() } else { vec![0; nw * nh * channels] };
+    }
+    let stride = w * channels;
+    let mut tmp = vec![0f32; stride * nh];
+    for (outy, (top, ws)) in triangle_weights(height, new_height).into_iter().enumerate() {
+        let out = &mut tmp[outy * stride..(outy + 1) * stride];
+        for (k, wk) in ws.iter().enumerate() {
+            let row = &src[(top + k) * stride..(top + k + 1) * stride];
+            for (o, v) in out.iter_mut().zip(row) {
+                *o += f32::from(*v) * wk;
+            }
+        }
+    }
+    let mut out = vec![0u8; nw * nh * channels];
+    let cols = triangle_weights(width, new_width);
+    for y in 0..nh {
+        let row = &tmp[y * stride..(y + 1) * stride];
+        let dst = &mut out[y * nw * channels..(y + 1) * nw * channels];
+        for (outx, (left, ws)) in cols.iter().enumerate() {
+            for c in 0..channels {
+                let mut t = 0f32;
+                for (k, wk) in ws.iter().enumerate() {
+                    t += row[(left + k) * channels + c] * wk;
+                }
+                dst[outx * channels + c] = t.clamp(0.0, 255.0).round() as u8;
+            }
+        }
+    }
+    out
+}
+
+/// Per output index: the first source index and the normalised triangle weights.
+fn triangle_weights(src: u32, dst: u32) -> Vec<(usize, Vec<f32>)> {
+    let ratio = src as f32 / dst as f32;
+    let sratio = if ratio < 1.0 { 1.0 } else { ratio };
+    let support = sratio;
+    (0..dst)
+        .map(|o| {
+            let input = (o as f32 + 0.5) * ratio;
+            let left = ((input - support).floor() as i64).clamp(0, i64::from(src) - 1);
+            let right = ((input + support).ceil() as i64).clamp(left + 1, i64::from(src));
+            let input = input - 0.5;
+            let mut ws = Vec::with_capacity((right - left) as usize);
+            let mut sum = 0f32;
+            for i in left..right {
+                let x = (i as f32 - input) / sratio;
+                let wt = if x.abs() < 1.0 { 1.0 - x.abs() } else { 0.0 };
+                ws.push(wt);
+                sum += wt;
+            }
+            for wt in ws.iter_mut() {
+                *wt /= sum;
+            }
+            (left as usize, ws)
+        })
+        .collect()
+}
+
 /// The resized RGB8 pixels the model sees (before scaling), for RGB models. This is what the golden
 /// fixtures' `pixels_rgb8_base64` holds.
 pub fn resize_rgb(img: &DynamicImage, spec: &ModelSpec) -> RgbImage {
     let rgb = to_rgb8_on_black(img);
+    if spec.resize_filter == ResizeFilter::Triangle {
+        let (w, h) = rgb.dimensions();
+        let px = resize_triangle(rgb.as_raw(), w, h, 3, spec.width, spec.height);
+        return RgbImage::from_raw(spec.width, spec.height, px).unwrap_or_else(|| unreachable!("buffer size matches dimensions"));
+    }
     image::imageops::resize(&rgb, spec.width, spec.height, filter(spec.resize_filter))
 }
 
@@ -171,6 +242,10 @@ pub fn resize_gray(img: &DynamicImage, spec: &ModelSpec) -> GrayImage {
             .map(|p| (kr * f32::from(p[0]) + kg * f32::from(p[1]) + kb * f32::from(p[2])).round().clamp(0.0, 255.0) as u8)
             .collect()
     };
+    if spec.resize_filter == ResizeFilter::Triangle {
+        let px = resize_triangle(&luma, w, h, 1, spec.width, spec.height);
+        return GrayImage::from_raw(spec.width, spec.height, px).unwrap_or_else(|| unreachable!("buffer size matches dimensions"));
+    }
     let gray = GrayImage::from_raw(w, h, luma).unwrap_or_else(|| unreachable!("buffer size matches dimensions"));
     image::imageops::resize(&gray, spec.width, spec.height, filter(spec.resize_filter))
 }
@@ -277,6 +352,27 @@ mod tests {
         assert!(matches!(sniff(b"hello world, not an image"), Err(PreprocessError::UnsupportedFormat(_))));
         // TIFF magic: recognised but not served.
         assert!(matches!(sniff(b"II*\0\x08\0\0\0rest"), Err(PreprocessError::UnsupportedFormat(s)) if s.contains("TIFF")));
+    }
+
+    #[test]
+    fn fast_triangle_resize_is_bit_identical_to_image_rs() {
+        let mut seed = 0x1234_5678u32;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            (seed >> 24) as u8
+        };
+        for (w, h, nw, nh) in [(128, 128, 64, 64), (128, 128, 32, 32), (100, 37, 64, 64), (3, 5, 64, 64), (640, 480, 64, 64), (64, 64, 64, 64), (1, 1, 64, 64), (200, 1, 32, 32)] {
+            let rgb: Vec<u8> = (0..w * h * 3).map(|_| next()).collect();
+            let img = RgbImage::from_raw(w, h, rgb.clone()).unwrap();
+            let want = image::imageops::resize(&img, nw, nh, FilterType::Triangle).into_raw();
+            assert_eq!(resize_triangle(&rgb, w, h, 3, nw, nh), want, "rgb {w}x{h} -> {nw}x{nh}");
+            let gray: Vec<u8> = (0..w * h).map(|_| next()).collect();
+            let img = GrayImage::from_raw(w, h, gray.clone()).unwrap();
+            let want = image::imageops::resize(&img, nw, nh, FilterType::Triangle).into_raw();
+            assert_eq!(resize_triangle(&gray, w, h, 1, nw, nh), want, "gray {w}x{h} -> {nw}x{nh}");
+        }
     }
 
     #[test]
