@@ -640,6 +640,15 @@ pub fn assemble(base: &Base, inputs: &Inputs, meta: &Metadata) -> Built {
     c["User"] = json!(USER);
     c["WorkingDir"] = json!(format!("/{APP_DIR}"));
     c["ExposedPorts"] = json!({ format!("{PORT}/tcp"): {} });
+    // The same health check as the Dockerfile's HEALTHCHECK (Docker's image-config field; runtimes
+    // that do not know it ignore it): the server's own `healthcheck` subcommand, no curl needed.
+    c["Healthcheck"] = json!({
+        "Test": ["CMD", format!("/{APP_DIR}/celestial-server"), "healthcheck"],
+        "Interval": 10_000_000_000u64,
+        "Timeout": 3_000_000_000u64,
+        "StartPeriod": 5_000_000_000u64,
+        "Retries": 3,
+    });
     let mut labels = c["Labels"].as_object().cloned().unwrap_or_default();
     labels.insert("org.opencontainers.image.source".into(), json!(meta.source));
     labels.insert(
@@ -1065,6 +1074,7 @@ mod tests {
         assert!(cfg["config"].get("Cmd").is_none());
         assert_eq!(cfg["config"]["User"], "65532:65532");
         assert_eq!(cfg["config"]["ExposedPorts"], json!({"3000/tcp": {}}));
+        assert_eq!(cfg["config"]["Healthcheck"]["Test"], json!(["CMD", "/app/celestial-server", "healthcheck"]));
         assert_eq!(
             cfg["config"]["Env"],
             json!([
