@@ -228,16 +228,15 @@ pub async fn apply_all(
         // Applying the manifest's number would scale it back; dropping the field would make the
         // API server reset it to 1 (a field this manager stops applying is removed). Applying the
         // live value keeps the replica count as the HPA set it, without a conflict.
-        if m.kind == "Deployment" && scaled_by_hpa(manifests, m) {
-            if let Some(live) = before
+        if m.kind == "Deployment"
+            && scaled_by_hpa(manifests, m)
+            && let Some(live) = before
                 .as_ref()
                 .and_then(|b| b.pointer("/spec/replicas"))
                 .cloned()
-            {
-                if let Some(spec) = body.get_mut("spec").and_then(Value::as_object_mut) {
-                    spec.insert("replicas".into(), live);
-                }
-            }
+            && let Some(spec) = body.get_mut("spec").and_then(Value::as_object_mut)
+        {
+            spec.insert("replicas".into(), live);
         }
         let mut pp = PatchParams::apply(FIELD_MANAGER).validation_strict();
         if force {

@@ -45,8 +45,9 @@ pub enum OutputFormat {
     Json,
 }
 
-/// The subcommands.
+/// The subcommands (parsed once per process, so the size difference of the variants does not matter).
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Build the server image without a Docker daemon and push it; prints REGISTRY/REPO@sha256:...
     Build(BuildArgs),

@@ -405,12 +405,11 @@ pub async fn fetch_blob(
     insecure: &[String],
 ) -> Result<Vec<u8>, RegistryError> {
     let cache = blob_cache_path(digest);
-    if let Some(p) = &cache {
-        if let Ok(data) = std::fs::read(p) {
-            if sha256_digest(&data) == digest {
-                return Ok(data);
-            }
-        }
+    if let Some(p) = &cache
+        && let Ok(data) = std::fs::read(p)
+        && sha256_digest(&data) == digest
+    {
+        return Ok(data);
     }
     let mut out: Vec<u8> = Vec::new();
     client
@@ -423,13 +422,13 @@ pub async fn fetch_blob(
             message: format!("blob {digest} does not match its digest"),
         });
     }
-    if let Some(p) = cache {
-        if let Some(dir) = p.parent() {
-            let _ = std::fs::create_dir_all(dir);
-            let tmp = p.with_extension("partial");
-            if std::fs::write(&tmp, &out).is_ok() {
-                let _ = std::fs::rename(&tmp, &p);
-            }
+    if let Some(p) = cache
+        && let Some(dir) = p.parent()
+    {
+        let _ = std::fs::create_dir_all(dir);
+        let tmp = p.with_extension("partial");
+        if std::fs::write(&tmp, &out).is_ok() {
+            let _ = std::fs::rename(&tmp, &p);
         }
     }
     Ok(out)
@@ -1074,7 +1073,10 @@ mod tests {
         assert!(cfg["config"].get("Cmd").is_none());
         assert_eq!(cfg["config"]["User"], "65532:65532");
         assert_eq!(cfg["config"]["ExposedPorts"], json!({"3000/tcp": {}}));
-        assert_eq!(cfg["config"]["Healthcheck"]["Test"], json!(["CMD", "/app/celestial-server", "healthcheck"]));
+        assert_eq!(
+            cfg["config"]["Healthcheck"]["Test"],
+            json!(["CMD", "/app/celestial-server", "healthcheck"])
+        );
         assert_eq!(
             cfg["config"]["Env"],
             json!([

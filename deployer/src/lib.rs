@@ -226,13 +226,13 @@ async fn apply_command(
         manifests::set_image(&mut manifests, img, a.manifests.container.as_deref())?;
     }
     let server_image = manifests::current_image(&manifests, a.manifests.container.as_deref());
-    if let Some(s) = &a.wait.smoke_image {
-        if !s.is_file() {
-            return Err(Error::Usage(format!(
-                "--smoke-image {}: no such file",
-                s.display()
-            )));
-        }
+    if let Some(s) = &a.wait.smoke_image
+        && !s.is_file()
+    {
+        return Err(Error::Usage(format!(
+            "--smoke-image {}: no such file",
+            s.display()
+        )));
     }
     let cluster = Cluster::connect(&a.cluster).await?;
     let start = Instant::now();
@@ -347,16 +347,17 @@ async fn apply_command(
     }
 
     let mut smoke_report = None;
-    if a.wait.smoke && !a.wait.no_wait_lb {
-        if let Some(url) = urls.first() {
-            p.set(&format!("smoke test: {url}readyz and one prediction"));
-            let r = smoke::smoke(url, a.wait.smoke_image.as_deref(), a.wait.smoke_timeout).await?;
-            p.line(&format!(
-                "smoke test passed: prediction {} (p={:.3}) in {:.0} ms",
-                r.prediction, r.probability, r.latency_ms
-            ));
-            smoke_report = Some(r);
-        }
+    if a.wait.smoke
+        && !a.wait.no_wait_lb
+        && let Some(url) = urls.first()
+    {
+        p.set(&format!("smoke test: {url}readyz and one prediction"));
+        let r = smoke::smoke(url, a.wait.smoke_image.as_deref(), a.wait.smoke_timeout).await?;
+        p.line(&format!(
+            "smoke test passed: prediction {} (p={:.3}) in {:.0} ms",
+            r.prediction, r.probability, r.latency_ms
+        ));
+        smoke_report = Some(r);
     }
     drop(p);
     let total = start.elapsed().as_secs_f64();

@@ -225,10 +225,10 @@ pub fn credentials_from_docker_config(
         .find(|(k, _)| aliases.contains(&normalize_key(k)))
         .map(|(_, v)| v.clone())
         .or(config.creds_store.clone());
-    if let Some(helper) = helper {
-        if let Some(c) = run_helper(&helper, registry)? {
-            return Ok(c);
-        }
+    if let Some(helper) = helper
+        && let Some(c) = run_helper(&helper, registry)?
+    {
+        return Ok(c);
     }
     for (key, entry) in &config.auths {
         if !aliases.contains(&normalize_key(key)) {
@@ -381,13 +381,11 @@ impl CredentialSource {
 
     /// Credentials for `registry`; explicit ones apply when `target` (the registry pushed to).
     pub fn for_registry(&self, registry: &str, target: bool) -> Result<Credentials, RegistryError> {
-        if target {
-            if let Some((u, p)) = &self.explicit {
-                return Ok(Credentials {
-                    auth: RegistryAuth::Basic(u.clone(), p.clone()),
-                    source: format!("--registry-username {u}"),
-                });
-            }
+        if target && let Some((u, p)) = &self.explicit {
+            return Ok(Credentials {
+                auth: RegistryAuth::Basic(u.clone(), p.clone()),
+                source: format!("--registry-username {u}"),
+            });
         }
         match &self.docker_config {
             Some(p) => credentials_from_docker_config(p, registry),

@@ -170,16 +170,15 @@ pub fn rollout_state(d: &Deployment) -> (Result<bool, (String, String)>, String)
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .and_then(|cs| cs.iter().find(|c| c.type_ == "Progressing"))
+        && cond.reason.as_deref() == Some("ProgressDeadlineExceeded")
     {
-        if cond.reason.as_deref() == Some("ProgressDeadlineExceeded") {
-            return (
-                Err((
-                    "ProgressDeadlineExceeded".into(),
-                    cond.message.clone().unwrap_or_default(),
-                )),
-                "progress deadline exceeded".into(),
-            );
-        }
+        return (
+            Err((
+                "ProgressDeadlineExceeded".into(),
+                cond.message.clone().unwrap_or_default(),
+            )),
+            "progress deadline exceeded".into(),
+        );
     }
     if observed < generation {
         return (
@@ -215,13 +214,12 @@ pub fn pod_failure(pod: &Pod) -> Option<(String, String)> {
     if let Some(c) = status.conditions.as_ref().and_then(|cs| {
         cs.iter()
             .find(|c| c.type_ == "PodScheduled" && c.status == "False")
-    }) {
-        if c.reason.as_deref() == Some("Unschedulable") {
-            return Some((
-                "Unschedulable".into(),
-                format!("pod {name}: {}", c.message.clone().unwrap_or_default()),
-            ));
-        }
+    }) && c.reason.as_deref() == Some("Unschedulable")
+    {
+        return Some((
+            "Unschedulable".into(),
+            format!("pod {name}: {}", c.message.clone().unwrap_or_default()),
+        ));
     }
     let containers = status
         .init_container_statuses
@@ -229,19 +227,18 @@ pub fn pod_failure(pod: &Pod) -> Option<(String, String)> {
         .flatten()
         .chain(status.container_statuses.iter().flatten());
     for cs in containers {
-        if let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) {
-            if let Some(r) = w.reason.as_deref() {
-                if FATAL_WAITING_REASONS.contains(&r) {
-                    return Some((
-                        r.to_string(),
-                        format!(
-                            "pod {name} container {}: {}",
-                            cs.name,
-                            w.message.clone().unwrap_or_else(|| r.to_string())
-                        ),
-                    ));
-                }
-            }
+        if let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref())
+            && let Some(r) = w.reason.as_deref()
+            && FATAL_WAITING_REASONS.contains(&r)
+        {
+            return Some((
+                r.to_string(),
+                format!(
+                    "pod {name} container {}: {}",
+                    cs.name,
+                    w.message.clone().unwrap_or_else(|| r.to_string())
+                ),
+            ));
         }
     }
     if status.phase.as_deref() == Some("Failed") {
