@@ -73,3 +73,100 @@ impl Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_are_distinct_and_documented() {
+        let all = [
+            ExitCode::Success,
+            ExitCode::Internal,
+            ExitCode::Usage,
+            ExitCode::Apply,
+            ExitCode::Rollout,
+            ExitCode::Timeout,
+            ExitCode::Smoke,
+            ExitCode::Image,
+        ];
+        let mut codes: Vec<u8> = all.iter().map(|c| c.code()).collect();
+        codes.dedup();
+        assert_eq!(codes, vec![0, 1, 2, 3, 4, 5, 6, 7]);
+        let help = crate::cli::EXIT_CODES;
+        for c in codes {
+            assert!(
+                help.contains(&format!("\n  {c}  ")) || help.contains(&format!("  {c}  ")),
+                "exit code {c} not in --help"
+            );
+        }
+    }
+
+    #[test]
+    fn errors_map_to_their_exit_codes() {
+        let manifest = manifests::ManifestError::NoDeployment;
+        assert_eq!(Error::from(manifest).exit_code(), ExitCode::Usage);
+        let unreachable = cluster::ClusterError::Unreachable {
+            url: "u".into(),
+            message: "m".into(),
+        };
+        assert_eq!(Error::from(unreachable).exit_code(), ExitCode::Apply);
+        let kubeconfig = cluster::ClusterError::NoConfig("x".into());
+        assert_eq!(Error::from(kubeconfig).exit_code(), ExitCode::Usage);
+        let conflict = apply::ApplyError::Conflict {
+            object: "o".into(),
+            message: "m".into(),
+        };
+        assert_eq!(Error::from(conflict).exit_code(), ExitCode::Apply);
+        let gone = apply::ApplyError::DeleteTimeout {
+            what: "w".into(),
+            seconds: 1,
+        };
+        assert_eq!(Error::from(gone).exit_code(), ExitCode::Timeout);
+        let failed = rollout::RolloutError::Failed {
+            deployment: "d".into(),
+            reason: "ImagePullBackOff".into(),
+            message: "m".into(),
+            rollback: None,
+        };
+        assert_eq!(Error::from(failed).exit_code(), ExitCode::Rollout);
+        let timeout = rollout::RolloutError::Timeout {
+            deployment: "d".into(),
+            seconds: 1,
+            state: "s".into(),
+            rollback: None,
+        };
+        assert_eq!(Error::from(timeout).exit_code(), ExitCode::Timeout);
+        let lb = rollout::RolloutError::LoadBalancerTimeout {
+            service: "s".into(),
+            seconds: 1,
+            hint: "h".into(),
+        };
+        assert_eq!(Error::from(lb).exit_code(), ExitCode::Timeout);
+        let smoke = smoke::SmokeError::Predict {
+            url: "u".into(),
+            message: "m".into(),
+        };
+        assert_eq!(Error::from(smoke).exit_code(), ExitCode::Smoke);
+        let auth = registry::RegistryError::Unauthorized {
+            registry: "r".into(),
+            reference: "x".into(),
+            operation: "push",
+            source_desc: "anonymous".into(),
+        };
+        assert_eq!(Error::from(auth).exit_code(), ExitCode::Image);
+        let old = image::ImageError::GlibcTooOld {
+            base: "b".into(),
+            missing: vec![],
+            newest: "GLIBC_2.17".into(),
+        };
+        assert_eq!(Error::from(old).exit_code(), ExitCode::Image);
+        let input = image::ImageError::Input {
+            what: "x",
+            path: "p".into(),
+            message: "m".into(),
+        };
+        assert_eq!(Error::from(input).exit_code(), ExitCode::Usage);
+        assert_eq!(Error::Usage("u".into()).exit_code(), ExitCode::Usage);
+    }
+}

@@ -575,6 +575,41 @@ async fn deployer_build_refuses_a_binary_the_base_cannot_run() {
     .await;
     assert_eq!(r.code, 2, "{}", r.describe());
     assert!(r.stderr.contains("not an ELF executable"), "{}", r.describe());
+    // A real ELF binary that needs a newer glibc than the base has: deployer's own binary with its
+    // GLIBC_2.xx version needs renamed to GLIBC_9.99 (same length, the ELF stays valid).
+    let mut elf = std::fs::read(deployer()).unwrap();
+    let mut patched = 0;
+    let mut i = 0;
+    while let Some(pos) = elf[i..].windows(8).position(|w| w == b"GLIBC_2.").map(|p| p + i) {
+        let end = pos + 8 + elf[pos + 8..].iter().take_while(|b| b.is_ascii_digit() || **b == b'.').count();
+        if elf[end] == 0 && end - pos == 10 {
+            elf[pos + 6..end].copy_from_slice(b"9.99");
+            patched += 1;
+        }
+        i = end;
+    }
+    assert!(patched > 0, "no GLIBC_2.xx version need found in the deployer binary");
+    let new_glibc = s.path().join("celestial-server-new-glibc");
+    std::fs::write(&new_glibc, &elf).unwrap();
+    let r = run(
+        args(&[
+            "build",
+            "--image",
+            &format!("{}/celestial-e2e/never:1", env.registry()),
+            "--base",
+            &env.info().base_images.distroless_cc_registry,
+            "--server-binary",
+            new_glibc.to_str().unwrap(),
+            "--onnxruntime",
+            ort.to_str().unwrap(),
+        ]),
+        None,
+    )
+    .await;
+    assert_eq!(r.code, 7, "{}", r.describe());
+    assert!(r.stderr.contains("the server binary needs GLIBC_9.99 but the base image"), "{}", r.describe());
+    assert!(r.stderr.contains("provides glibc up to GLIBC_2."), "{}", r.describe());
+
     // A base that does not exist: a clear registry error.
     let r = run(
         args(&[
