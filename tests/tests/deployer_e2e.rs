@@ -638,3 +638,40 @@ async fn deployer_manifests_pass_kubeconform() {
     assert!(out.status.success(), "kubeconform failed:\n{text}");
     assert!(text.contains("Valid: 4"), "{text}");
 }
+
+#[tokio::test]
+async fn deployer_explains_field_conflicts_and_takes_over_with_force_conflicts() {
+    let env = TestEnv::get().await.expect("test environment");
+    let ns = env.namespace("deployer-conflict").await.unwrap();
+    let c = cluster_args(&env, ns.name());
+    let mut a = args(&["apply", "--image", &fake_image(&env, 10), "--smoke=false", "--no-wait-lb"]);
+    a.extend(c.clone());
+    assert_eq!(run(a.clone(), None).await.code, 0);
+
+    // Someone else takes the Service's targetPort over with their own server-side apply.
+    let other = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {SERVICE}, namespace: {}}}\nspec:\n  ports:\n  - {{name: http, port: 80, targetPort: 8080, protocol: TCP}}\n",
+        ns.name()
+    );
+    let mut k = env.kubectl();
+    k.args(["apply", "--server-side", "--field-manager=someone-else", "--force-conflicts", "-f", "-"]).stdin(Stdio::piped());
+    let mut child = k.stdout(Stdio::null()).spawn().unwrap();
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(other.as_bytes()).unwrap();
+    }
+    assert!(child.wait().unwrap().success());
+
+    // deployer's apply now conflicts: exit 3, the field and the other manager named, the way out given.
+    let r = run(a.clone(), None).await;
+    assert_eq!(r.code, 3, "{}", r.describe());
+    assert!(r.stderr.contains("someone-else") && r.stderr.contains("targetPort") && r.stderr.contains("--force-conflicts"), "{}", r.describe());
+    // --force-conflicts takes the field back.
+    let mut f = a.clone();
+    f.push("--force-conflicts".into());
+    let r = run(f, None).await;
+    assert_eq!(r.code, 0, "{}", r.describe());
+    let svc = Api::<Service>::namespaced(env.client().await.unwrap(), ns.name()).get(SERVICE).await.unwrap();
+    let port = &svc.spec.unwrap().ports.unwrap()[0];
+    assert_eq!(port.target_port, Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(3000)));
+}
