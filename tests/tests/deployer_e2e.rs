@@ -675,3 +675,23 @@ async fn deployer_explains_field_conflicts_and_takes_over_with_force_conflicts()
     let port = &svc.spec.unwrap().ports.unwrap()[0];
     assert_eq!(port.target_port, Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(3000)));
 }
+
+#[tokio::test]
+async fn deployer_leaves_the_replica_count_to_the_autoscaler() {
+    let env = TestEnv::get().await.expect("test environment");
+    let ns = env.namespace("deployer-hpa").await.unwrap();
+    let c = cluster_args(&env, ns.name());
+    let mut a = args(&["apply", "--image", &fake_image(&env, 11), "--smoke=false", "--no-wait-lb", "-o", "json"]);
+    a.extend(c.clone());
+    assert_eq!(run(a.clone(), None).await.code, 0);
+    // The autoscaler (here: a person, through the same scale subresource) sets 3 replicas.
+    let out = env.kubectl().args(["-n", ns.name(), "scale", "deployment", DEPLOYMENT, "--replicas=3"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    env.wait_deployment_available(ns.name(), DEPLOYMENT, Duration::from_secs(60)).await.unwrap();
+    // Re-applying the manifests (replicas: 2) keeps the 3 replicas and reports no change.
+    let r = run(a, None).await;
+    assert_eq!(r.code, 0, "{}", r.describe());
+    let d = deployment(&env, ns.name()).await;
+    assert_eq!(d.spec.unwrap().replicas, Some(3), "{}", r.describe());
+    assert_eq!(r.json()["rollouts"][0]["replicas"], 3, "{}", r.describe());
+}
