@@ -289,7 +289,8 @@ fn worker(mut session: Session, spec: Arc<ModelSpec>, rx: Arc<Mutex<mpsc::Receiv
         if job.reply.is_closed() {
             continue; // the client gave up (timeout or disconnect): skip the work
         }
-        let out = process(&mut session, &spec, &job.images, max_pixels, job.enqueued);
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| process(&mut session, &spec, &job.images, max_pixels, job.enqueued)))
+            .unwrap_or_else(|_| Err(InferenceError::Run("inference panicked".into())));
         let _ = job.reply.send(out);
     }
 }
@@ -302,7 +303,13 @@ fn process(session: &mut Session, spec: &ModelSpec, images: &[Bytes], max_pixels
     let mut results: Vec<Result<Prediction, PreprocessError>> = Vec::with_capacity(images.len());
     for bytes in images {
         let slot = ok_slots.len();
-        match preprocess::preprocess(bytes, spec, max_pixels, &mut input[slot * len..(slot + 1) * len]) {
+        // A decoder bug must not take the worker (and its session) down: treat a panic as an
+        // undecodable image.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            preprocess::preprocess(bytes, spec, max_pixels, &mut input[slot * len..(slot + 1) * len])
+        }))
+        .unwrap_or_else(|_| Err(PreprocessError::Undecodable { format: "uploaded", reason: "the decoder failed on this input".into() }));
+        match outcome {
             Ok(()) => {
                 ok_slots.push(results.len());
                 results.push(Ok(Prediction { best: 0, probabilities: Vec::new() }));
