@@ -122,6 +122,11 @@ pub struct Config {
     #[arg(long, env = "CELESTIAL_WORKERS", default_value_t = 0)]
     pub workers: usize,
 
+    /// Threads of the async HTTP runtime (0 = one per CPU core). Decoding and inference run on the
+    /// `--workers` threads, not here.
+    #[arg(long, env = "CELESTIAL_HTTP_THREADS", default_value_t = 0)]
+    pub http_threads: usize,
+
     /// Threads ONNX Runtime may use inside one inference (intra-op parallelism).
     #[arg(long, env = "CELESTIAL_INTRA_OP_THREADS", default_value_t = 1)]
     pub intra_op_threads: usize,

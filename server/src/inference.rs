@@ -148,7 +148,9 @@ struct Job {
 /// The loaded model and its workers.
 pub struct Engine {
     spec: Arc<ModelSpec>,
-    jobs: mpsc::Sender<Job>,
+    /// `None` once [`Engine::close`] ran.
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     ort_version: String,
     workers: usize,
 }
@@ -169,16 +171,18 @@ impl Engine {
         }
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
+        let mut threads = Vec::with_capacity(workers);
         for (i, session) in sessions.into_iter().enumerate() {
             let rx = Arc::clone(&rx);
             let spec = Arc::clone(&spec);
             let max_pixels = opts.max_image_pixels;
-            std::thread::Builder::new()
+            let handle = std::thread::Builder::new()
                 .name(format!("celestial-worker-{i}"))
                 .spawn(move || worker(session, spec, rx, max_pixels))
                 .map_err(|e| InferenceError::Run(format!("cannot start worker thread: {e}")))?;
+            threads.push(handle);
         }
-        Ok(Engine { spec, jobs: tx, ort_version: rt.version.clone(), workers })
+        Ok(Engine { spec, jobs: Mutex::new(Some(tx)), threads: Mutex::new(threads), ort_version: rt.version.clone(), workers })
     }
 
     pub fn spec(&self) -> &Arc<ModelSpec> {
@@ -196,8 +200,27 @@ impl Engine {
     /// Decode, preprocess and classify `images` on a worker thread.
     pub async fn predict(&self, images: Vec<Bytes>) -> Result<JobOutput, InferenceError> {
         let (reply, rx) = oneshot::channel();
-        self.jobs.send(Job { images, reply, enqueued: Instant::now() }).map_err(|_| InferenceError::WorkersGone)?;
+        {
+            let jobs = self.jobs.lock().map_err(|_| InferenceError::WorkersGone)?;
+            let tx = jobs.as_ref().ok_or(InferenceError::WorkersGone)?;
+            tx.send(Job { images, reply, enqueued: Instant::now() }).map_err(|_| InferenceError::WorkersGone)?;
+        }
         rx.await.map_err(|_| InferenceError::WorkersGone)?
+    }
+
+    /// Stop taking jobs and wait for the workers to finish the queued ones and exit (blocking), so
+    /// no inference is running when the process exits. Jobs whose client is gone are skipped.
+    pub fn close(&self) {
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.take();
+        }
+        let threads = match self.threads.lock() {
+            Ok(mut t) => std::mem::take(&mut *t),
+            Err(_) => return,
+        };
+        for t in threads {
+            let _ = t.join();
+        }
     }
 
     /// The same work on the calling thread with a caller-owned session (for benchmarks).

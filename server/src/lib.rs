@@ -138,12 +138,21 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         signalled.notified().await;
         tokio::time::sleep(drain_delay + shutdown_timeout).await;
     };
+    let deadline = Box::pin(deadline);
+    let mut deadline = deadline;
     tokio::select! {
         r = serve => {
             r?;
-            info!("drained; bye");
+            // Connections are closed; let the workers finish what is queued (clients that went away
+            // are skipped) so no inference runs while the process exits.
+            let closing = Arc::clone(&state);
+            let join = tokio::task::spawn_blocking(move || closing.engine.close());
+            tokio::select! {
+                _ = join => info!("drained; bye"),
+                _ = &mut deadline => warn!(timeout_ms = shutdown_timeout.as_millis() as u64, "shutdown timeout reached with inference still running; exiting"),
+            }
         }
-        _ = deadline => {
+        _ = &mut deadline => {
             warn!(timeout_ms = shutdown_timeout.as_millis() as u64, "shutdown timeout reached with requests still in flight; exiting");
         }
     }
