@@ -466,6 +466,16 @@ async fn deployer_build_is_reproducible_runs_in_podman_and_serves_a_prediction_t
     let ort = Command::new(repo_root().join("scripts/onnxruntime.sh")).output().unwrap();
     assert!(ort.status.success(), "scripts/onnxruntime.sh failed");
     let ort = String::from_utf8(ort.stdout).unwrap().trim().to_string();
+    // Snapshot the inputs: the shared working tree's binary or model may be rebuilt meanwhile.
+    let inputs = Scratch::new("inputs");
+    let copy = |from: &Path, name: &str| {
+        let to = inputs.path().join(name);
+        std::fs::copy(from, &to).unwrap_or_else(|e| panic!("copying {}: {e}", from.display()));
+        to.to_str().unwrap().to_string()
+    };
+    let server = copy(&server, "celestial-server");
+    let ort = copy(Path::new(&ort), "libonnxruntime.so.1.31.1");
+    let model = copy(&repo_root().join("model/celestial-bodies.onnx"), "celestial-bodies.onnx");
     let image = format!("{}/celestial-e2e/server:{}", env.registry(), std::process::id());
     let build = args(&[
         "build",
@@ -474,9 +484,11 @@ async fn deployer_build_is_reproducible_runs_in_podman_and_serves_a_prediction_t
         "--base",
         &env.info().base_images.distroless_cc_registry,
         "--server-binary",
-        server.to_str().unwrap(),
+        &server,
         "--onnxruntime",
         &ort,
+        "--model",
+        &model,
         "--source-date-epoch",
         "1764000000",
         "--revision",
