@@ -810,6 +810,12 @@ pub async fn build_and_push(
     let target = registry::parse_reference(image)?;
     let base_ref = registry::parse_reference(&opts.base)?;
     let inputs = Inputs::read(opts)?;
+    // A binary that is not an ELF executable is refused before anything is pulled.
+    glibc::binary_info(&inputs.binary).map_err(|m| ImageError::Input {
+        what: "server binary",
+        path: opts.server_binary.clone(),
+        message: m,
+    })?;
     let meta = Metadata::resolve(opts);
     let insecure = &reg.insecure_registry;
     let client = registry::client_for(
