@@ -376,6 +376,35 @@ mod tests {
     }
 
     #[test]
+    fn mutated_images_never_panic() {
+        // Deterministic corruption of valid files in every format: each must decode or fail with an
+        // error, never panic (the workers also catch panics, but a panic is a bug).
+        let img = DynamicImage::ImageRgba8(RgbaImage::from_fn(48, 40, |x, y| Rgba([x as u8 * 5, y as u8 * 6, (x ^ y) as u8, 200])));
+        let mut seed = 0x9E37_79B9u32;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        };
+        for f in [ImageFormat::Png, ImageFormat::Gif, ImageFormat::Bmp, ImageFormat::WebP, ImageFormat::Jpeg] {
+            let src = if f == ImageFormat::Jpeg { DynamicImage::ImageRgb8(img.to_rgb8()) } else { img.clone() };
+            let good = encode(&src, f);
+            for _ in 0..150 {
+                let mut bad = good.clone();
+                for _ in 0..1 + next() % 8 {
+                    let i = (next() as usize) % bad.len();
+                    bad[i] = next() as u8;
+                }
+                if next() % 4 == 0 {
+                    bad.truncate(1 + (next() as usize) % bad.len());
+                }
+                let _ = decode(&bad, 1 << 24);
+            }
+        }
+    }
+
+    #[test]
     fn alpha_is_composited_on_black() {
         let img = solid(1, 1, [200, 100, 50, 128]);
         let rgb = to_rgb8_on_black(&img);
