@@ -631,7 +631,7 @@ async fn deployer_build_refuses_a_binary_the_base_cannot_run() {
             "--base",
             &format!("{}/no/such-base:1", env.registry()),
             "--server-binary",
-            script.to_str().unwrap(),
+            deployer().to_str().unwrap(), // any real ELF executable
             "--onnxruntime",
             ort.to_str().unwrap(),
         ]),
