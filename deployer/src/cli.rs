@@ -174,6 +174,10 @@ pub struct PushArgs {
     #[arg(long, env = "DEPLOYER_IMAGE")]
     pub image: String,
 
+    /// Platform to push when the archive holds a multi-platform index.
+    #[arg(long, env = "DEPLOYER_PLATFORM", default_value = "linux/amd64")]
+    pub platform: String,
+
     #[command(flatten)]
     pub registry: RegistryArgs,
 }

@@ -131,7 +131,7 @@ pub async fn run(cli: Cli) -> Result<Report, Error> {
             let pushed = archive::push_archive(
                 &a.archive,
                 &a.image,
-                "linux/amd64",
+                &a.platform,
                 &a.registry,
                 &creds,
                 &mut |m| p.set(m),
