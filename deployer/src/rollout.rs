@@ -305,13 +305,7 @@ async fn new_pods(cluster: &Cluster, ns: &str, d: &Deployment) -> Result<Vec<Pod
         .await?
         .items
         .into_iter()
-        .filter(|rs| {
-            rs.metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .any(|o| Some(&o.uid) == uid.as_ref())
-        })
+        .filter(|rs| owned_by(rs, uid.as_deref()))
         .find(|rs| {
             rs.metadata
                 .annotations
@@ -555,13 +549,7 @@ pub async fn rollback_spec(
         .map_err(|e| api_error(&object, "list replicasets", e, ""))?
         .items
         .into_iter()
-        .filter(|rs| {
-            rs.metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .any(|o| Some(&o.uid) == uid.as_ref())
-        })
+        .filter(|rs| owned_by(rs, uid.as_deref()))
         .filter_map(|rs| {
             revision(&rs.metadata.annotations)
                 .filter(|r| *r < current)
@@ -638,6 +626,16 @@ pub async fn rollback(
             message: format!("restored the previous spec but it did not become available: {e}"),
         },
     }
+}
+
+
+/// Whether `rs` is owned by the object with `uid` (a Deployment's ReplicaSets, not a namesake's).
+fn owned_by(rs: &ReplicaSet, uid: Option<&str>) -> bool {
+    rs.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| Some(o.uid.as_str()) == uid)
 }
 
 #[cfg(test)]
