@@ -159,12 +159,7 @@ pub fn counts(d: &Deployment) -> Counts {
 /// The rollout state: Ok(true) done, Ok(false) in progress (with a description), Err(reason, message) failed.
 pub fn rollout_state(d: &Deployment) -> (Result<bool, (String, String)>, String) {
     let c = counts(d);
-    let generation = d.metadata.generation.unwrap_or(0);
-    let observed = d
-        .status
-        .as_ref()
-        .and_then(|s| s.observed_generation)
-        .unwrap_or(0);
+    let (generation, observed) = generations(d);
     if let Some(cond) = d
         .status
         .as_ref()
@@ -373,12 +368,7 @@ pub async fn wait_rollout(
         }
         // Pod reasons count only once the controller has seen the current spec: right after a
         // change (or a rollback) the revision annotation still names the previous ReplicaSet.
-        let generation = d.metadata.generation.unwrap_or(0);
-        let observed = d
-            .status
-            .as_ref()
-            .and_then(|s| s.observed_generation)
-            .unwrap_or(0);
+        let (generation, observed) = generations(&d);
         let pods = if observed < generation {
             Vec::new()
         } else {
@@ -629,6 +619,12 @@ pub async fn rollback(
 }
 
 
+
+/// The Deployment's spec generation and the generation its controller has observed (0 when unset).
+fn generations(d: &Deployment) -> (i64, i64) {
+    let observed = d.status.as_ref().and_then(|s| s.observed_generation).unwrap_or(0);
+    (d.metadata.generation.unwrap_or(0), observed)
+}
 /// Whether `rs` is owned by the object with `uid` (a Deployment's ReplicaSets, not a namesake's).
 fn owned_by(rs: &ReplicaSet, uid: Option<&str>) -> bool {
     rs.metadata
