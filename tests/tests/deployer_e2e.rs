@@ -119,6 +119,13 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+
+/// `deployer build` of `server` + `ort` on `base` to a repository nothing should ever reach.
+fn never_build(env: &TestEnv, base: &str, server: &Path, ort: &Path) -> Vec<String> {
+    let image = format!("{}/celestial-e2e/never:1", env.registry());
+    let (server, ort) = (server.to_str().unwrap(), ort.to_str().unwrap());
+    args(&["build", "--image", &image, "--base", base, "--server-binary", server, "--onnxruntime", ort])
+}
 /// A fake but well-formed image reference (kwok does not pull images).
 fn fake_image(env: &TestEnv, n: u8) -> String {
     format!("{}/celestial-e2e/fake@sha256:{}", env.registry(), format!("{n:02x}").repeat(32))
@@ -570,21 +577,8 @@ async fn deployer_build_refuses_a_binary_the_base_cannot_run() {
     std::fs::write(&script, "#!/bin/sh\necho not an ELF binary\n").unwrap();
     let ort = s.path().join("libonnxruntime.so.1");
     std::fs::write(&ort, b"x").unwrap();
-    let r = run(
-        args(&[
-            "build",
-            "--image",
-            &format!("{}/celestial-e2e/never:1", env.registry()),
-            "--base",
-            &env.info().base_images.distroless_cc_registry,
-            "--server-binary",
-            script.to_str().unwrap(),
-            "--onnxruntime",
-            ort.to_str().unwrap(),
-        ]),
-        None,
-    )
-    .await;
+    let base = &env.info().base_images.distroless_cc_registry;
+    let r = run(never_build(&env, base, &script, &ort), None).await;
     assert_eq!(r.code, 2, "{}", r.describe());
     assert!(r.stderr.contains("not an ELF executable"), "{}", r.describe());
     // A real ELF binary that needs a newer glibc than the base has: deployer's own binary with its
@@ -603,41 +597,14 @@ async fn deployer_build_refuses_a_binary_the_base_cannot_run() {
     assert!(patched > 0, "no GLIBC_2.xx version need found in the deployer binary");
     let new_glibc = s.path().join("celestial-server-new-glibc");
     std::fs::write(&new_glibc, &elf).unwrap();
-    let r = run(
-        args(&[
-            "build",
-            "--image",
-            &format!("{}/celestial-e2e/never:1", env.registry()),
-            "--base",
-            &env.info().base_images.distroless_cc_registry,
-            "--server-binary",
-            new_glibc.to_str().unwrap(),
-            "--onnxruntime",
-            ort.to_str().unwrap(),
-        ]),
-        None,
-    )
-    .await;
+    let r = run(never_build(&env, base, &new_glibc, &ort), None).await;
     assert_eq!(r.code, 7, "{}", r.describe());
     assert!(r.stderr.contains("the server binary needs GLIBC_9.99 but the base image"), "{}", r.describe());
     assert!(r.stderr.contains("provides glibc up to GLIBC_2."), "{}", r.describe());
 
     // A base that does not exist: a clear registry error.
-    let r = run(
-        args(&[
-            "build",
-            "--image",
-            &format!("{}/celestial-e2e/never:1", env.registry()),
-            "--base",
-            &format!("{}/no/such-base:1", env.registry()),
-            "--server-binary",
-            deployer().to_str().unwrap(), // any real ELF executable
-            "--onnxruntime",
-            ort.to_str().unwrap(),
-        ]),
-        None,
-    )
-    .await;
+    let missing = format!("{}/no/such-base:1", env.registry());
+    let r = run(never_build(&env, &missing, &deployer(), &ort), None).await; // any real ELF executable
     assert_eq!(r.code, 7, "{}", r.describe());
     assert!(r.stderr.contains("not found in the registry"), "{}", r.describe());
 }
