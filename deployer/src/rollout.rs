@@ -618,13 +618,16 @@ pub async fn rollback(
     }
 }
 
-
-
 /// The Deployment's spec generation and the generation its controller has observed (0 when unset).
 fn generations(d: &Deployment) -> (i64, i64) {
-    let observed = d.status.as_ref().and_then(|s| s.observed_generation).unwrap_or(0);
+    let observed = d
+        .status
+        .as_ref()
+        .and_then(|s| s.observed_generation)
+        .unwrap_or(0);
     (d.metadata.generation.unwrap_or(0), observed)
 }
+
 /// Whether `rs` is owned by the object with `uid` (a Deployment's ReplicaSets, not a namesake's).
 fn owned_by(rs: &ReplicaSet, uid: Option<&str>) -> bool {
     rs.metadata
