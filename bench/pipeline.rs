@@ -30,7 +30,7 @@ fn main() {
                     let engine = &engine;
                     let bytes = bytes.clone();
                     s.spawn(move || {
-                        let mut session = engine.new_session(celestial_server::model::EMBEDDED_MODEL, 1).unwrap();
+                        let mut session = engine.new_worker(celestial_server::model::EMBEDDED_MODEL, 1).unwrap();
                         // Warm-up.
                         for _ in 0..50 {
                             engine.predict_blocking(std::slice::from_ref(&bytes), &mut session).unwrap();

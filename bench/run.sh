@@ -21,6 +21,7 @@ if ! command -v wrk >/dev/null; then
   echo "bench: installing wrk (Debian package)" >&2
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >&2
 fi
+scripts/build-deps
 cargo build --release --locked -p celestial-server >&2
 export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$(scripts/onnxruntime.sh)}
 dataset=${CELESTIAL_DATASET:-../shared/dataset}

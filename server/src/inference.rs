@@ -25,9 +25,7 @@ pub const ORT_PINNED_VERSION: &str = "1.31.1";
 /// Failures of the inference layer.
 #[derive(Debug, thiserror::Error)]
 pub enum InferenceError {
-    #[error(
-        "ONNX Runtime library not found (looked for {looked}); run scripts/onnxruntime.sh to install it, or set ORT_DYLIB_PATH / --ort-dylib-path"
-    )]
+    #[error("ONNX Runtime library not found (looked for {looked}); run scripts/onnxruntime.sh to install it, or set ORT_DYLIB_PATH / --ort-dylib-path")]
     LibraryMissing { looked: String },
     #[error("cannot load ONNX Runtime from {path}: {reason}")]
     LibraryLoad { path: String, reason: String },
@@ -174,11 +172,11 @@ impl Engine {
         let mut threads = Vec::with_capacity(workers);
         for (i, session) in sessions.into_iter().enumerate() {
             let rx = Arc::clone(&rx);
-            let spec = Arc::clone(&spec);
+            let state = WorkerState::new(session, Arc::clone(&spec));
             let max_pixels = opts.max_image_pixels;
             let handle = std::thread::Builder::new()
                 .name(format!("celestial-worker-{i}"))
-                .spawn(move || worker(session, spec, rx, max_pixels))
+                .spawn(move || worker(state, rx, max_pixels))
                 .map_err(|e| InferenceError::Run(format!("cannot start worker thread: {e}")))?;
             threads.push(handle);
         }
@@ -223,16 +221,25 @@ impl Engine {
         }
     }
 
-    /// The same work on the calling thread with a caller-owned session (for benchmarks).
-    pub fn predict_blocking(&self, images: &[Bytes], session: &mut Session) -> Result<JobOutput, InferenceError> {
-        process(session, &self.spec, images, u64::MAX, Instant::now())
+    /// The same work on the calling thread with a caller-owned worker state (for benchmarks and tests).
+    pub fn predict_blocking(&self, images: &[Bytes], worker: &mut WorkerState) -> Result<JobOutput, InferenceError> {
+        worker.process(images, u64::MAX, Instant::now())
     }
 
-    /// A fresh session of the served model (for benchmarks).
-    pub fn new_session(&self, model_bytes: &[u8], intra_op_threads: usize) -> Result<Session, InferenceError> {
+    /// A fresh session of `model_bytes` (which must be the served model) with its own
+    /// preprocessing state, like one worker's (for benchmarks and tests).
+    pub fn new_worker(&self, model_bytes: &[u8], intra_op_threads: usize) -> Result<WorkerState, InferenceError> {
         let rt = runtime(None)?;
-        new_session(&rt.env, model_bytes, intra_op_threads)
+        Ok(WorkerState::new(new_session(&rt.env, model_bytes, intra_op_threads)?, Arc::clone(&self.spec)))
     }
+}
+
+/// What one worker owns: its ONNX Runtime session, its preprocessing state and its input buffer,
+/// all reused from one job to the next.
+pub struct WorkerState {
+    session: Session,
+    prep: preprocess::Preprocessor,
+    input: Vec<f32>,
 }
 
 fn new_session(env: &Environment, model_bytes: &[u8], intra: usize) -> Result<Session, InferenceError> {
@@ -300,7 +307,7 @@ fn run(session: &mut Session, spec: &ModelSpec, n: usize, input: &[f32]) -> Resu
     Ok(data.to_vec())
 }
 
-fn worker(mut session: Session, spec: Arc<ModelSpec>, rx: Arc<Mutex<mpsc::Receiver<Job>>>, max_pixels: u64) {
+fn worker(mut state: WorkerState, rx: Arc<Mutex<mpsc::Receiver<Job>>>, max_pixels: u64) {
     loop {
         let job = {
             let Ok(guard) = rx.lock() else { return };
@@ -312,57 +319,61 @@ fn worker(mut session: Session, spec: Arc<ModelSpec>, rx: Arc<Mutex<mpsc::Receiv
         if job.reply.is_closed() {
             continue; // the client gave up (timeout or disconnect): skip the work
         }
-        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| process(&mut session, &spec, &job.images, max_pixels, job.enqueued)))
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| state.process(&job.images, max_pixels, job.enqueued)))
             .unwrap_or_else(|_| Err(InferenceError::Run("inference panicked".into())));
         let _ = job.reply.send(out);
     }
 }
 
-fn process(session: &mut Session, spec: &ModelSpec, images: &[Bytes], max_pixels: u64, enqueued: Instant) -> Result<JobOutput, InferenceError> {
-    let started = Instant::now();
-    let len = spec.tensor_len();
-    let mut input = vec![0f32; len * images.len()];
-    let mut ok_slots = Vec::with_capacity(images.len());
-    let mut results: Vec<Result<Prediction, PreprocessError>> = Vec::with_capacity(images.len());
-    for bytes in images {
-        let slot = ok_slots.len();
-        // A decoder bug must not take the worker (and its session) down: treat a panic as an
-        // undecodable image.
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            preprocess::preprocess(bytes, spec, max_pixels, &mut input[slot * len..(slot + 1) * len])
-        }))
-        .unwrap_or_else(|_| Err(PreprocessError::Undecodable { format: "uploaded", reason: "the decoder failed on this input".into() }));
-        match outcome {
-            Ok(()) => {
-                ok_slots.push(results.len());
-                results.push(Ok(Prediction { best: 0, probabilities: Vec::new() }));
-            }
-            Err(e) => results.push(Err(e)),
-        }
+impl WorkerState {
+    fn new(session: Session, spec: Arc<ModelSpec>) -> WorkerState {
+        WorkerState { session, prep: preprocess::Preprocessor::new(spec), input: Vec::new() }
     }
-    let preprocessed = Instant::now();
-    let n = ok_slots.len();
-    if n > 0 {
-        let flat = if spec.dynamic_batch || n == 1 {
-            run(session, spec, n, &input[..n * len]).map_err(InferenceError::Run)?
-        } else {
-            let mut all = Vec::with_capacity(n * spec.labels.len());
-            for i in 0..n {
-                all.extend(run(session, spec, 1, &input[i * len..(i + 1) * len]).map_err(InferenceError::Run)?);
+
+    fn process(&mut self, images: &[Bytes], max_pixels: u64, enqueued: Instant) -> Result<JobOutput, InferenceError> {
+        let started = Instant::now();
+        let WorkerState { session, prep, input } = self;
+        let spec = Arc::clone(prep.spec_arc());
+        let len = spec.tensor_len();
+        input.resize(len * images.len(), 0.0);
+        let mut ok_slots = Vec::with_capacity(images.len());
+        let mut results: Vec<Result<Prediction, PreprocessError>> = Vec::with_capacity(images.len());
+        for bytes in images {
+            let slot = ok_slots.len();
+            // A decoder bug must not take the worker (and its session) down: treat a panic as an
+            // undecodable image (and start the next image with fresh preprocessing state).
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| prep.run(bytes, max_pixels, &mut input[slot * len..(slot + 1) * len])))
+                .unwrap_or_else(|_| {
+                    *prep = preprocess::Preprocessor::new(Arc::clone(&spec));
+                    Err(PreprocessError::Undecodable { format: "uploaded", reason: "the decoder failed on this input".into() })
+                });
+            match outcome {
+                Ok(()) => {
+                    ok_slots.push(results.len());
+                    results.push(Ok(Prediction { best: 0, probabilities: Vec::new() }));
+                }
+                Err(e) => results.push(Err(e)),
             }
-            all
-        };
-        for (row, &idx) in flat.chunks_exact(spec.labels.len()).zip(&ok_slots) {
-            results[idx] = Ok(to_prediction(row, spec.output_kind));
         }
+        let preprocessed = Instant::now();
+        let n = ok_slots.len();
+        if n > 0 {
+            let flat = if spec.dynamic_batch || n == 1 {
+                run(session, &spec, n, &input[..n * len]).map_err(InferenceError::Run)?
+            } else {
+                let mut all = Vec::with_capacity(n * spec.labels.len());
+                for i in 0..n {
+                    all.extend(run(session, &spec, 1, &input[i * len..(i + 1) * len]).map_err(InferenceError::Run)?);
+                }
+                all
+            };
+            for (row, &idx) in flat.chunks_exact(spec.labels.len()).zip(&ok_slots) {
+                results[idx] = Ok(to_prediction(row, spec.output_kind));
+            }
+        }
+        let done = Instant::now();
+        Ok(JobOutput { results, queue_wait: started.saturating_duration_since(enqueued), preprocess: preprocessed - started, inference: done - preprocessed })
     }
-    let done = Instant::now();
-    Ok(JobOutput {
-        results,
-        queue_wait: started.saturating_duration_since(enqueued),
-        preprocess: preprocessed - started,
-        inference: done - preprocessed,
-    })
 }
 
 /// Probabilities from one output row (softmax for logits) and the arg-max.
@@ -371,11 +382,7 @@ pub fn to_prediction(row: &[f32], kind: OutputKind) -> Prediction {
         OutputKind::Probabilities => row.to_vec(),
         OutputKind::Logits => softmax(row),
     };
-    let best = probabilities
-        .iter()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) })
-        .0;
+    let best = probabilities.iter().enumerate().fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) }).0;
     Prediction { best, probabilities }
 }
 

@@ -8,6 +8,7 @@ pub mod config;
 pub mod docs;
 pub mod http;
 pub mod inference;
+mod jpeg;
 pub mod metrics;
 pub mod model;
 pub mod preprocess;

@@ -280,7 +280,7 @@ impl ModelSpec {
         };
         let mean = per_channel(&over.mean, "mean", 0.0)?;
         let std = per_channel(&over.std, "std", 1.0)?;
-        if std.iter().any(|s| *s == 0.0) {
+        if std.contains(&0.0) {
             return Err(ModelError::Invalid("std must not contain 0".into()));
         }
         if !scale.is_finite() {

@@ -1,12 +1,15 @@
 //! Image bytes -> model input: format sniffing, header-only size check (before any pixel is decoded),
 //! decoding, EXIF orientation, alpha compositing onto black, colour conversion, resize and scaling.
 
+use std::borrow::Cow;
 use std::io::Cursor;
+use std::sync::Arc;
 
 use image::imageops::FilterType;
-use image::{DynamicImage, GrayImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
+use image::{DynamicImage, GenericImageView, GrayImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 
 use crate::config::{ColorMode, Layout, ResizeFilter};
+use crate::jpeg;
 use crate::model::ModelSpec;
 
 /// Why an uploaded image cannot be used.
@@ -77,7 +80,22 @@ fn jpeg_is_truncated(bytes: &[u8]) -> bool {
 /// Decode an image: sniff the format, read only the header to check the size against
 /// `max_pixels`, then decode and apply the EXIF orientation.
 pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, PreprocessError> {
+    decode_reusing(bytes, max_pixels, Vec::new())
+}
+
+/// [`decode`], with `buf`'s allocation reused for the pixels where the decoder allows it.
+pub fn decode_reusing(bytes: &[u8], max_pixels: u64, buf: Vec<u8>) -> Result<DynamicImage, PreprocessError> {
     let format = sniff(bytes)?;
+    if format == ImageFormat::Jpeg
+        && let jpeg::Fast::Image(img) = jpeg::decode(bytes, max_pixels, buf, jpeg_is_truncated)?
+    {
+        return Ok(img);
+    }
+    decode_general(bytes, format, max_pixels)
+}
+
+/// Any supported format through image-rs.
+fn decode_general(bytes: &[u8], format: ImageFormat, max_pixels: u64) -> Result<DynamicImage, PreprocessError> {
     let name = format_name(format);
     let mut reader = ImageReader::new(Cursor::new(bytes));
     reader.set_format(format);
@@ -131,171 +149,365 @@ fn filter(f: ResizeFilter) -> FilterType {
     }
 }
 
+/// The image's pixels as interleaved RGB8, with any alpha composited onto black (`c * a / 255`,
+/// rounded). Borrowed when the decoder already produced RGB8 (the JPEG case), converted otherwise.
+fn rgb8_on_black(img: &DynamicImage) -> Cow<'_, [u8]> {
+    match img {
+        DynamicImage::ImageRgb8(rgb) => Cow::Borrowed(rgb.as_raw()),
+        _ if !img.color().has_alpha() => Cow::Owned(img.to_rgb8().into_raw()),
+        _ => {
+            let rgba = img.to_rgba8();
+            let mut out = Vec::with_capacity(rgba.as_raw().len() / 4 * 3);
+            for p in rgba.as_raw().chunks_exact(4) {
+                let a = u32::from(p[3]);
+                for c in &p[..3] {
+                    out.push(((u32::from(*c) * a + 127) / 255) as u8);
+                }
+            }
+            Cow::Owned(out)
+        }
+    }
+}
+
 /// RGB8 with any alpha composited onto black (`c * a / 255`, rounded).
 pub fn to_rgb8_on_black(img: &DynamicImage) -> RgbImage {
-    if !img.color().has_alpha() {
-        return img.to_rgb8();
-    }
-    let rgba = img.to_rgba8();
-    let (w, h) = rgba.dimensions();
-    let mut out = Vec::with_capacity(w as usize * h as usize * 3);
-    for p in rgba.pixels() {
-        let a = u32::from(p[3]);
-        for c in &p.0[..3] {
-            out.push(((u32::from(*c) * a + 127) / 255) as u8);
-        }
-    }
-    RgbImage::from_raw(w, h, out).unwrap_or_else(|| unreachable!("buffer size matches dimensions"))
+    let (w, h) = img.dimensions();
+    RgbImage::from_raw(w, h, rgb8_on_black(img).into_owned()).unwrap_or_else(|| unreachable!("buffer size matches dimensions"))
 }
 
-/// Antialiased triangle-filter resize of interleaved 8-bit pixels, bit-identical to image-rs's
-/// `imageops::resize(.., FilterType::Triangle)` (same weights, same f32 operations in the same
-/// order: vertical pass into f32, then horizontal pass, clamp and round), but with the weights
-/// computed once per row/column and contiguous inner loops: several times faster.
-pub fn resize_triangle(src: &[u8], width: u32, height: u32, channels: usize, new_width: u32, new_height: u32) -> Vec<u8> {
-    let (w, h, nw, nh) = (width as usize, height as usize, new_width as usize, new_height as usize);
-    debug_assert_eq!(src.len(), w * h * channels);
-    if (w, h) == (nw, nh) || w == 0 || h == 0 {
-        return if (w, h) == (nw, nh) { src.to_vec() } else { vec![0; nw * nh * channels] };
+/// Luma of interleaved RGB8 with the model's coefficients; with the default ones exactly Pillow's
+/// `convert("L")` (ITU-R 601 in 16-bit fixed point).
+fn luma(rgb: &[u8], [kr, kg, kb]: [f32; 3], out: &mut Vec<u8>) {
+    out.clear();
+    if [kr, kg, kb] == [0.299, 0.587, 0.114] {
+        out.extend(rgb.chunks_exact(3).map(|p| ((19595 * u32::from(p[0]) + 38470 * u32::from(p[1]) + 7471 * u32::from(p[2]) + 32768) >> 16) as u8));
+    } else {
+        out.extend(rgb.chunks_exact(3).map(|p| (kr * f32::from(p[0]) + kg * f32::from(p[1]) + kb * f32::from(p[2])).round().clamp(0.0, 255.0) as u8));
     }
-    let stride = w * channels;
-    let mut tmp = vec![0f32; stride * nh];
-    for (outy, (top, ws)) in triangle_weights(height, new_height).into_iter().enumerate() {
-        let out = &mut tmp[outy * stride..(outy + 1) * stride];
-        for (k, wk) in ws.iter().enumerate() {
-            let row = &src[(top + k) * stride..(top + k + 1) * stride];
-            for (o, v) in out.iter_mut().zip(row) {
-                *o += f32::from(*v) * wk;
-            }
-        }
-    }
-    let mut out = vec![0u8; nw * nh * channels];
-    let cols = triangle_weights(width, new_width);
-    for y in 0..nh {
-        let row = &tmp[y * stride..(y + 1) * stride];
-        let dst = &mut out[y * nw * channels..(y + 1) * nw * channels];
-        for (outx, (left, ws)) in cols.iter().enumerate() {
-            for c in 0..channels {
-                let mut t = 0f32;
-                for (k, wk) in ws.iter().enumerate() {
-                    t += row[(left + k) * channels + c] * wk;
-                }
-                dst[outx * channels + c] = t.clamp(0.0, 255.0).round() as u8;
-            }
-        }
-    }
-    out
 }
 
-/// Per output index: the first source index and the normalised triangle weights.
-fn triangle_weights(src: u32, dst: u32) -> Vec<(usize, Vec<f32>)> {
-    let ratio = src as f32 / dst as f32;
-    let sratio = if ratio < 1.0 { 1.0 } else { ratio };
-    let support = sratio;
-    (0..dst)
-        .map(|o| {
+/// One axis of a triangle-filter resize: per output index the first source index and its
+/// normalised weights (stored flat), computed exactly as image-rs computes them.
+#[derive(Debug, Clone, PartialEq)]
+struct AxisPlan {
+    src: u32,
+    dst: u32,
+    /// Per output index: (first source index, offset into `weights`, number of taps).
+    taps: Vec<(usize, usize, usize)>,
+    weights: Vec<f32>,
+}
+
+impl AxisPlan {
+    fn new(src: u32, dst: u32) -> AxisPlan {
+        let ratio = src as f32 / dst as f32;
+        let sratio = if ratio < 1.0 { 1.0 } else { ratio };
+        let support = sratio;
+        let mut taps = Vec::with_capacity(dst as usize);
+        let mut weights = Vec::new();
+        for o in 0..dst {
             let input = (o as f32 + 0.5) * ratio;
             let left = ((input - support).floor() as i64).clamp(0, i64::from(src) - 1);
             let right = ((input + support).ceil() as i64).clamp(left + 1, i64::from(src));
             let input = input - 0.5;
-            let mut ws = Vec::with_capacity((right - left) as usize);
+            let offset = weights.len();
             let mut sum = 0f32;
             for i in left..right {
                 let x = (i as f32 - input) / sratio;
                 let wt = if x.abs() < 1.0 { 1.0 - x.abs() } else { 0.0 };
-                ws.push(wt);
+                weights.push(wt);
                 sum += wt;
             }
-            for wt in ws.iter_mut() {
+            for wt in &mut weights[offset..] {
                 *wt /= sum;
             }
-            (left as usize, ws)
-        })
-        .collect()
+            taps.push((left as usize, offset, (right - left) as usize));
+        }
+        AxisPlan { src, dst, taps, weights }
+    }
+
+    #[inline]
+    fn get(&self, o: usize) -> (usize, &[f32]) {
+        let (first, offset, n) = self.taps[o];
+        (first, &self.weights[offset..offset + n])
+    }
+}
+
+/// `t.clamp(0, 255).round() as u8` (round half away from zero) without a libm call: for
+/// non-negative `t` below 256, `t - floor(t)` is exact in f32.
+#[inline(always)]
+fn round_u8(t: f32) -> u8 {
+    let t = t.clamp(0.0, 255.0);
+    let i = t as i32;
+    (i + i32::from(t - i as f32 >= 0.5)) as u8
+}
+
+/// Reusable state of the triangle resize: the two axis plans (kept while the source size repeats)
+/// and the f32 scratch planes.
+#[derive(Debug, Default)]
+struct TriangleResizer {
+    plans: Option<(AxisPlan, AxisPlan)>,
+    /// One output row of the vertical pass.
+    acc: Vec<f32>,
+    /// Vertical pass output, transposed: per source column, its `nh * channels` values.
+    cols_t: Vec<f32>,
+    /// Horizontal pass output, transposed: per output column, its `nh * channels` values.
+    out_t: Vec<f32>,
+}
+
+impl TriangleResizer {
+    /// Antialiased triangle-filter resize of interleaved 8-bit pixels into `out`, bit-identical to
+    /// image-rs's `imageops::resize(.., FilterType::Triangle)`: same weights and the same f32
+    /// operations in the same order for every output value (vertical pass into f32, then horizontal
+    /// pass, clamp, round). Faster because the weights are computed once per size and both passes
+    /// run over contiguous memory (the vertical pass stores its rows transposed, so the horizontal
+    /// pass is the same row-combining loop), which the compiler vectorises (AVX2 where available).
+    fn resize(&mut self, src: &[u8], (w, h): (u32, u32), channels: usize, (nw, nh): (u32, u32), out: &mut Vec<u8>) {
+        debug_assert_eq!(src.len(), w as usize * h as usize * channels);
+        out.clear();
+        if (w, h) == (nw, nh) || w == 0 || h == 0 {
+            if (w, h) == (nw, nh) {
+                out.extend_from_slice(src);
+            } else {
+                out.resize(nw as usize * nh as usize * channels, 0);
+            }
+            return;
+        }
+        let fresh = !matches!(&self.plans, Some((cols, rows)) if (cols.src, cols.dst, rows.src, rows.dst) == (w, nw, h, nh));
+        if fresh {
+            self.plans = Some((AxisPlan::new(w, nw), AxisPlan::new(h, nh)));
+        }
+        let Some((cols, rows)) = &self.plans else { unreachable!("set above") };
+        let column = nh as usize * channels;
+        let scratch = |v: &mut Vec<f32>, len: usize| {
+            v.clear();
+            v.resize(len, 0.0);
+        };
+        scratch(&mut self.acc, w as usize * channels);
+        scratch(&mut self.cols_t, w as usize * column);
+        scratch(&mut self.out_t, nw as usize * column);
+        out.resize(nw as usize * column, 0);
+        let bufs = Passes { src, rows, cols, acc: &mut self.acc, cols_t: &mut self.cols_t, out_t: &mut self.out_t, out };
+        match channels {
+            1 => bufs.dispatch::<1>(),
+            3 => bufs.dispatch::<3>(),
+            4 => bufs.dispatch::<4>(),
+            n => unreachable!("{n} channels"),
+        }
+    }
+}
+
+/// The buffers of one resize.
+struct Passes<'a> {
+    src: &'a [u8],
+    rows: &'a AxisPlan,
+    cols: &'a AxisPlan,
+    acc: &'a mut [f32],
+    cols_t: &'a mut [f32],
+    out_t: &'a mut [f32],
+    out: &'a mut [u8],
+}
+
+impl Passes<'_> {
+    fn dispatch<const CH: usize>(self) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked just above).
+            return unsafe { self.run_avx2::<CH>() };
+        }
+        self.run::<CH>();
+    }
+
+    /// [`Passes::run`] compiled for AVX2 (without FMA, so every product and sum is rounded exactly
+    /// as in the portable build).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn run_avx2<const CH: usize>(self) {
+        self.run::<CH>();
+    }
+
+    #[inline(always)]
+    fn run<const CH: usize>(self) {
+        let Passes { src, rows, cols, acc, cols_t, out_t, out } = self;
+        let (nh, nw) = (rows.dst as usize, cols.dst as usize);
+        let stride = acc.len();
+        let column = nh * CH;
+        // Vertical pass: one output row at a time over contiguous source rows, stored transposed.
+        for oy in 0..nh {
+            let (top, ws) = rows.get(oy);
+            acc.fill(0.0);
+            for (k, wk) in ws.iter().enumerate() {
+                let row = &src[(top + k) * stride..(top + k + 1) * stride];
+                for (o, v) in acc.iter_mut().zip(row) {
+                    *o += f32::from(*v) * wk;
+                }
+            }
+            for (col, px) in cols_t.chunks_exact_mut(column).zip(acc.chunks_exact(CH)) {
+                let px: &[f32; CH] = px.try_into().unwrap_or_else(|_| unreachable!());
+                col[oy * CH..(oy + 1) * CH].copy_from_slice(px);
+            }
+        }
+        // Horizontal pass: the same loop over the transposed columns.
+        for (ox, dst) in out_t.chunks_exact_mut(column).enumerate() {
+            let (left, ws) = cols.get(ox);
+            for (k, wk) in ws.iter().enumerate() {
+                let col = &cols_t[(left + k) * column..(left + k + 1) * column];
+                for (o, v) in dst.iter_mut().zip(col) {
+                    *o += v * wk;
+                }
+            }
+        }
+        // Clamp and round in place (contiguous, vectorised), then transpose back to interleaved rows.
+        for v in out_t.iter_mut() {
+            *v = f32::from(round_u8(*v));
+        }
+        for (ox, col) in out_t.chunks_exact(column).enumerate() {
+            for (oy, px) in col.chunks_exact(CH).enumerate() {
+                let at = (oy * nw + ox) * CH;
+                for (o, v) in out[at..at + CH].iter_mut().zip(px) {
+                    *o = *v as u8;
+                }
+            }
+        }
+    }
+}
+
+/// Antialiased triangle-filter resize of interleaved 8-bit pixels (1, 3 or 4 channels),
+/// bit-identical to image-rs's `imageops::resize(.., FilterType::Triangle)`.
+pub fn resize_triangle(src: &[u8], width: u32, height: u32, channels: usize, new_width: u32, new_height: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    TriangleResizer::default().resize(src, (width, height), channels, (new_width, new_height), &mut out);
+    out
+}
+
+/// Decoded image -> model input, reusing its plans, lookup tables and buffers from one image to the
+/// next. Each inference worker owns one.
+#[derive(Debug)]
+pub struct Preprocessor {
+    spec: Arc<ModelSpec>,
+    resizer: TriangleResizer,
+    /// `(v * scale - mean[c]) / std[c]` for every channel `c` and 8-bit value `v`.
+    lut: Vec<f32>,
+    luma: Vec<u8>,
+    pixels: Vec<u8>,
+    /// The last decoded RGB8 image's buffer, reused by the next decode.
+    decoded: Vec<u8>,
+}
+
+impl Preprocessor {
+    pub fn new(spec: Arc<ModelSpec>) -> Preprocessor {
+        let channels = spec.channels();
+        let mut lut = vec![0f32; 256 * channels];
+        for c in 0..channels {
+            for v in 0..256 {
+                lut[c * 256 + v] = (v as f32 * spec.scale - spec.mean[c]) / spec.std[c];
+            }
+        }
+        Preprocessor { spec, resizer: TriangleResizer::default(), lut, luma: Vec::new(), pixels: Vec::new(), decoded: Vec::new() }
+    }
+
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    pub fn spec_arc(&self) -> &Arc<ModelSpec> {
+        &self.spec
+    }
+
+    /// Decode `bytes` and write the model input into `out` (length `spec.tensor_len()`).
+    pub fn run(&mut self, bytes: &[u8], max_pixels: u64, out: &mut [f32]) -> Result<(), PreprocessError> {
+        let img = decode_reusing(bytes, max_pixels, std::mem::take(&mut self.decoded))?;
+        self.fill_tensor(&img, out);
+        if let DynamicImage::ImageRgb8(rgb) = img {
+            self.decoded = rgb.into_raw();
+        }
+        Ok(())
+    }
+
+    /// The resized 8-bit pixels the model sees, interleaved: RGB for RGB models (what the golden
+    /// fixtures' `pixels_rgb8_base64` holds), luma for grayscale ones (luma of the composited RGB8
+    /// image, then resized).
+    pub fn pixels(&mut self, img: &DynamicImage) -> &[u8] {
+        let spec = &self.spec;
+        let (w, h) = img.dimensions();
+        let (nw, nh) = (spec.width, spec.height);
+        let rgb = rgb8_on_black(img);
+        let (src, channels): (&[u8], usize) = match spec.color_mode {
+            ColorMode::Rgb => (&rgb, 3),
+            ColorMode::Grayscale => {
+                luma(&rgb, spec.grayscale_coefficients, &mut self.luma);
+                (&self.luma, 1)
+            }
+        };
+        if spec.resize_filter == ResizeFilter::Triangle {
+            self.resizer.resize(src, (w, h), channels, (nw, nh), &mut self.pixels);
+        } else {
+            let f = filter(spec.resize_filter);
+            self.pixels = match channels {
+                3 => image::imageops::resize(&RgbImage::from_raw(w, h, src.to_vec()).unwrap_or_else(|| unreachable!()), nw, nh, f).into_raw(),
+                _ => image::imageops::resize(&GrayImage::from_raw(w, h, src.to_vec()).unwrap_or_else(|| unreachable!()), nw, nh, f).into_raw(),
+            };
+        }
+        &self.pixels
+    }
+
+    /// Write the model input for one decoded image into `out`, in the model's layout:
+    /// `(pixel * scale - mean[c]) / std[c]`.
+    pub fn fill_tensor(&mut self, img: &DynamicImage, out: &mut [f32]) {
+        self.pixels(img);
+        let (spec, raw, lut) = (&self.spec, &self.pixels, &self.lut);
+        debug_assert_eq!(out.len(), spec.tensor_len());
+        let channels = spec.channels();
+        match (spec.layout, channels) {
+            (_, 1) => {
+                for (o, v) in out.iter_mut().zip(raw) {
+                    *o = lut[usize::from(*v)];
+                }
+            }
+            (Layout::Nhwc, _) => {
+                for (o, px) in out.chunks_exact_mut(channels).zip(raw.chunks_exact(channels)) {
+                    for c in 0..channels {
+                        o[c] = lut[c * 256 + usize::from(px[c])];
+                    }
+                }
+            }
+            (Layout::Nchw, _) => {
+                let plane = out.len() / channels;
+                for (c, o) in out.chunks_exact_mut(plane).enumerate() {
+                    let lut = &lut[c * 256..(c + 1) * 256];
+                    for (o, px) in o.iter_mut().zip(raw.chunks_exact(channels)) {
+                        *o = lut[usize::from(px[c])];
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The resized RGB8 pixels the model sees (before scaling), for RGB models. This is what the golden
 /// fixtures' `pixels_rgb8_base64` holds.
 pub fn resize_rgb(img: &DynamicImage, spec: &ModelSpec) -> RgbImage {
-    let rgb = to_rgb8_on_black(img);
-    if spec.resize_filter == ResizeFilter::Triangle {
-        let (w, h) = rgb.dimensions();
-        let px = resize_triangle(rgb.as_raw(), w, h, 3, spec.width, spec.height);
-        return RgbImage::from_raw(spec.width, spec.height, px).unwrap_or_else(|| unreachable!("buffer size matches dimensions"));
-    }
-    image::imageops::resize(&rgb, spec.width, spec.height, filter(spec.resize_filter))
+    let mut p = Preprocessor::new(Arc::new(ModelSpec { color_mode: ColorMode::Rgb, ..spec.clone() }));
+    let px = p.pixels(img).to_vec();
+    RgbImage::from_raw(spec.width, spec.height, px).unwrap_or_else(|| unreachable!("buffer size matches dimensions"))
 }
 
 /// The resized single-channel pixels for grayscale models: luma of the composited RGB8 image (with the
 /// default coefficients exactly Pillow's `convert("L")`), then resized.
 pub fn resize_gray(img: &DynamicImage, spec: &ModelSpec) -> GrayImage {
-    let rgb = to_rgb8_on_black(img);
-    let [kr, kg, kb] = spec.grayscale_coefficients;
-    let (w, h) = rgb.dimensions();
-    let luma: Vec<u8> = if [kr, kg, kb] == [0.299, 0.587, 0.114] {
-        // Exactly Pillow's convert("L"): ITU-R 601 in 16-bit fixed point.
-        rgb.pixels()
-            .map(|p| ((19595 * u32::from(p[0]) + 38470 * u32::from(p[1]) + 7471 * u32::from(p[2]) + 32768) >> 16) as u8)
-            .collect()
-    } else {
-        rgb.pixels()
-            .map(|p| (kr * f32::from(p[0]) + kg * f32::from(p[1]) + kb * f32::from(p[2])).round().clamp(0.0, 255.0) as u8)
-            .collect()
-    };
-    if spec.resize_filter == ResizeFilter::Triangle {
-        let px = resize_triangle(&luma, w, h, 1, spec.width, spec.height);
-        return GrayImage::from_raw(spec.width, spec.height, px).unwrap_or_else(|| unreachable!("buffer size matches dimensions"));
-    }
-    let gray = GrayImage::from_raw(w, h, luma).unwrap_or_else(|| unreachable!("buffer size matches dimensions"));
-    image::imageops::resize(&gray, spec.width, spec.height, filter(spec.resize_filter))
+    let mut p = Preprocessor::new(Arc::new(ModelSpec { color_mode: ColorMode::Grayscale, mean: vec![0.0], std: vec![1.0], ..spec.clone() }));
+    let px = p.pixels(img).to_vec();
+    GrayImage::from_raw(spec.width, spec.height, px).unwrap_or_else(|| unreachable!("buffer size matches dimensions"))
 }
 
 /// Write the model input for one decoded image into `out` (length `spec.tensor_len()`), in the
 /// model's layout: `(pixel * scale - mean[c]) / std[c]`.
 pub fn fill_tensor(img: &DynamicImage, spec: &ModelSpec, out: &mut [f32]) {
-    debug_assert_eq!(out.len(), spec.tensor_len());
-    let (h, w) = (spec.height as usize, spec.width as usize);
-    match spec.color_mode {
-        ColorMode::Rgb => {
-            let px = resize_rgb(img, spec);
-            write_planes(px.as_raw(), 3, h * w, spec, out);
-        }
-        ColorMode::Grayscale => {
-            let px = resize_gray(img, spec);
-            write_planes(px.as_raw(), 1, h * w, spec, out);
-        }
-    }
+    Preprocessor::new(Arc::new(spec.clone())).fill_tensor(img, out);
 }
 
-fn write_planes(raw: &[u8], channels: usize, plane: usize, spec: &ModelSpec, out: &mut [f32]) {
-    // Precompute a lookup table per channel: 256 values each.
-    let mut lut = vec![0f32; 256 * channels];
-    for c in 0..channels {
-        for v in 0..256 {
-            lut[c * 256 + v] = (v as f32 * spec.scale - spec.mean[c]) / spec.std[c];
-        }
-    }
-    match spec.layout {
-        Layout::Nhwc => {
-            for (i, v) in raw.iter().enumerate() {
-                out[i] = lut[(i % channels) * 256 + *v as usize];
-            }
-        }
-        Layout::Nchw => {
-            for (i, px) in raw.chunks_exact(channels).enumerate() {
-                for c in 0..channels {
-                    out[c * plane + i] = lut[c * 256 + px[c] as usize];
-                }
-            }
-        }
-    }
-}
-
-/// Decode and preprocess in one step.
+/// Decode and preprocess in one step (a fresh [`Preprocessor`]; workers keep theirs).
 pub fn preprocess(bytes: &[u8], spec: &ModelSpec, max_pixels: u64, out: &mut [f32]) -> Result<(), PreprocessError> {
-    let img = decode(bytes, max_pixels)?;
-    fill_tensor(&img, spec, out);
-    Ok(())
+    Preprocessor::new(Arc::new(spec.clone())).run(bytes, max_pixels, out)
 }
 
 #[cfg(test)]
@@ -363,7 +575,9 @@ mod tests {
             seed ^= seed << 5;
             (seed >> 24) as u8
         };
-        for (w, h, nw, nh) in [(128, 128, 64, 64), (128, 128, 32, 32), (100, 37, 64, 64), (3, 5, 64, 64), (640, 480, 64, 64), (64, 64, 64, 64), (1, 1, 64, 64), (200, 1, 32, 32)] {
+        for (w, h, nw, nh) in
+            [(128, 128, 64, 64), (128, 128, 32, 32), (100, 37, 64, 64), (3, 5, 64, 64), (640, 480, 64, 64), (64, 64, 64, 64), (1, 1, 64, 64), (200, 1, 32, 32)]
+        {
             let rgb: Vec<u8> = (0..w * h * 3).map(|_| next()).collect();
             let img = RgbImage::from_raw(w, h, rgb.clone()).unwrap();
             let want = image::imageops::resize(&img, nw, nh, FilterType::Triangle).into_raw();

@@ -48,7 +48,7 @@ fn check_golden(golden_path: &std::path::Path, args: &[&str], gray: bool) {
     assert!(!images.is_empty());
     let config = celestial_server::Config::from_args(args.iter().copied()).unwrap();
     let engine = celestial_server::load_engine(&config).unwrap();
-    let mut session = engine.new_session(&celestial_server::model_bytes(&config).unwrap(), 1).unwrap();
+    let mut session = engine.new_worker(&celestial_server::model_bytes(&config).unwrap(), 1).unwrap();
     for case in images {
         let name = case["image"].as_str().unwrap();
         let bytes = std::fs::read(dataset.join(name)).unwrap();

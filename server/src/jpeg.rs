@@ -1,0 +1,166 @@
+//! Fast path for JPEG: libjpeg-turbo's decoder (SIMD; the `mozjpeg` crate builds it from source and
+//! links it statically) for the common files: YCbCr, grayscale or RGB, baseline or progressive. It
+//! decodes these about twice as fast as the pure-Rust decoder, with the same defaults as Pillow
+//! (accurate integer IDCT, fancy upsampling), which is what the model's golden fixtures were made with.
+//!
+//! Anything else (CMYK/YCCK, arithmetic coding, a libjpeg error, or even a warning such as corrupt
+//! entropy data) answers `Ok(None)`, and the caller decodes the file with image-rs instead, which then
+//! decides between pixels and a precise error. libjpeg reports errors by unwinding (the crate's
+//! design), so every call here runs under `catch_unwind`.
+
+use std::cell::Cell;
+use std::os::raw::c_int;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use image::metadata::Orientation;
+use image::{DynamicImage, RgbImage};
+use mozjpeg::{ColorSpace, Decompress, Marker};
+use mozjpeg_sys::{jpeg_common_struct, jpeg_error_mgr, jpeg_std_error};
+
+use crate::preprocess::PreprocessError;
+
+thread_local! {
+    /// Warnings libjpeg emitted during the current decode on this thread.
+    static WARNINGS: Cell<u32> = const { Cell::new(0) };
+}
+
+extern "C-unwind" fn count_warning(_cinfo: &mut jpeg_common_struct, level: c_int) {
+    if level < 0 {
+        WARNINGS.with(|w| w.set(w.get() + 1));
+    }
+}
+
+extern "C-unwind" fn unwind_on_error(cinfo: &mut jpeg_common_struct) {
+    // SAFETY: libjpeg calls error_exit with the decompressor it belongs to, whose `err` points to
+    // the manager built in `error_manager`.
+    let code = unsafe { cinfo.err.as_ref().map_or(-1, |e| e.msg_code) };
+    std::panic::resume_unwind(Box::new(format!("libjpeg error {code}")));
+}
+
+fn error_manager() -> jpeg_error_mgr {
+    // SAFETY: jpeg_std_error fully initialises the (plain C) struct it is given.
+    let mut err: jpeg_error_mgr = unsafe { std::mem::zeroed() };
+    unsafe { jpeg_std_error(&mut err) };
+    err.error_exit = Some(unwind_on_error);
+    err.emit_message = Some(count_warning);
+    err
+}
+
+/// What the fast path found.
+pub enum Fast {
+    /// Decoded RGB8 pixels with the EXIF orientation applied.
+    Image(DynamicImage),
+    /// Not a file for the fast path: decode it the general way.
+    Fallback,
+}
+
+/// Decode `bytes` (already sniffed as JPEG) into RGB8, reusing `buf`'s allocation. The size check
+/// against `max_pixels` uses only the header; a truncated file is refused before any decoding.
+pub fn decode(bytes: &[u8], max_pixels: u64, buf: Vec<u8>, truncated: impl Fn(&[u8]) -> bool) -> Result<Fast, PreprocessError> {
+    WARNINGS.with(|w| w.set(0));
+    let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<Fast, PreprocessError> {
+        let Ok(header) = Decompress::with_err(error_manager()).with_markers(&[Marker::APP(1)]).from_mem(bytes) else {
+            return Ok(Fast::Fallback);
+        };
+        let (width, height) = (header.width() as u32, header.height() as u32);
+        let pixels = u64::from(width) * u64::from(height);
+        if pixels > max_pixels {
+            return Err(PreprocessError::TooLarge { width, height, pixels, limit: max_pixels });
+        }
+        if pixels == 0 {
+            return Err(PreprocessError::ZeroSized { width, height });
+        }
+        if truncated(bytes) {
+            return Err(PreprocessError::Truncated { format: "JPEG" });
+        }
+        if !matches!(header.color_space(), ColorSpace::JCS_YCbCr | ColorSpace::JCS_GRAYSCALE | ColorSpace::JCS_RGB) {
+            return Ok(Fast::Fallback);
+        }
+        let orientation =
+            header.markers().filter_map(|m| m.data.strip_prefix(b"Exif\0\0")).find_map(Orientation::from_exif_chunk).unwrap_or(Orientation::NoTransforms);
+        let Ok(mut started) = header.rgb() else {
+            return Ok(Fast::Fallback);
+        };
+        let mut buf = buf;
+        buf.clear();
+        buf.resize(width as usize * height as usize * 3, 0);
+        if started.read_scanlines_into::<u8>(&mut buf).is_err() || started.finish().is_err() {
+            return Ok(Fast::Fallback);
+        }
+        let Some(rgb) = RgbImage::from_raw(width, height, buf) else {
+            return Ok(Fast::Fallback);
+        };
+        let mut img = DynamicImage::ImageRgb8(rgb);
+        img.apply_orientation(orientation);
+        Ok(Fast::Image(img))
+    }));
+    match outcome {
+        Ok(Ok(Fast::Image(_))) if WARNINGS.with(Cell::get) > 0 => Ok(Fast::Fallback),
+        Ok(result) => result,
+        Err(_) => Ok(Fast::Fallback), // a libjpeg error
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{GenericImageView, ImageFormat};
+
+    fn encode_jpeg(img: &DynamicImage) -> Vec<u8> {
+        let mut buf = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut buf, ImageFormat::Jpeg).unwrap();
+        buf.into_inner()
+    }
+
+    fn fast(bytes: &[u8]) -> Result<Fast, PreprocessError> {
+        decode(bytes, u64::MAX, Vec::new(), |_| false)
+    }
+
+    fn gradient() -> DynamicImage {
+        DynamicImage::ImageRgb8(RgbImage::from_fn(40, 24, |x, y| image::Rgb([(x * 6) as u8, (y * 10) as u8, ((x + y) * 3) as u8])))
+    }
+
+    #[test]
+    fn decodes_rgb_and_grayscale_close_to_the_pure_rust_decoder() {
+        for img in [gradient(), DynamicImage::ImageLuma8(gradient().to_luma8())] {
+            let jpeg = encode_jpeg(&img);
+            let Ok(Fast::Image(ours)) = fast(&jpeg) else { panic!("the fast path must take a plain JPEG") };
+            let reference = image::load_from_memory_with_format(&jpeg, ImageFormat::Jpeg).unwrap().to_rgb8();
+            assert_eq!(ours.dimensions(), reference.dimensions());
+            let ours = ours.as_rgb8().expect("RGB8 output");
+            let max = ours.as_raw().iter().zip(reference.as_raw()).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+            assert!(max <= 3, "fast path and image-rs differ by {max}");
+            if img.color() == image::ColorType::L8 {
+                assert!(ours.pixels().all(|p| p[0] == p[1] && p[1] == p[2]), "grayscale is expanded to R=G=B");
+            }
+        }
+    }
+
+    #[test]
+    fn cmyk_falls_back_to_the_general_decoder() {
+        let mut comp = mozjpeg::Compress::new(mozjpeg::ColorSpace::JCS_CMYK);
+        comp.set_size(8, 8);
+        let mut started = comp.start_compress(Vec::new()).unwrap();
+        started.write_scanlines(&[40u8; 8 * 8 * 4]).unwrap();
+        let cmyk = started.finish().unwrap();
+        assert!(matches!(fast(&cmyk), Ok(Fast::Fallback)));
+    }
+
+    #[test]
+    fn size_checks_come_from_the_header_and_damage_falls_back() {
+        let jpeg = encode_jpeg(&gradient());
+        match decode(&jpeg, 100, Vec::new(), |_| false) {
+            Err(PreprocessError::TooLarge { width: 40, height: 24, pixels: 960, limit: 100 }) => {}
+            _ => panic!("expected TooLarge from the header"),
+        }
+        assert!(matches!(decode(&jpeg, u64::MAX, Vec::new(), |_| true), Err(PreprocessError::Truncated { .. })));
+        // Garbage entropy-coded data: libjpeg warns (or fails); never an image from the fast path.
+        let sos = jpeg.windows(2).rposition(|w| w == [0xFF, 0xDA]).unwrap();
+        let mut bad = jpeg.clone();
+        for b in &mut bad[sos + 20..jpeg.len() - 2] {
+            *b = 0xFF;
+        }
+        assert!(matches!(fast(&bad), Ok(Fast::Fallback)));
+        assert!(matches!(fast(&jpeg[..sos]), Ok(Fast::Fallback)), "no scan at all");
+    }
+}
