@@ -82,8 +82,7 @@ pub fn decode(bytes: &[u8], max_pixels: u64, buf: Vec<u8>, truncated: impl Fn(&[
             return Ok(Fast::Fallback);
         };
         let mut buf = buf;
-        buf.clear();
-        buf.resize(width as usize * height as usize * 3, 0);
+        buf.resize(width as usize * height as usize * 3, 0); // every byte is overwritten
         if started.read_scanlines_into::<u8>(&mut buf).is_err() || started.finish().is_err() {
             return Ok(Fast::Fallback);
         }

@@ -68,12 +68,12 @@ fn format_name(f: ImageFormat) -> &'static str {
 /// A JPEG whose last scan is not followed by an EOI marker was cut short. (0xFF 0xD9 cannot occur
 /// inside entropy-coded data, which stuffs every 0xFF with 0x00.)
 fn jpeg_is_truncated(bytes: &[u8]) -> bool {
-    let last_sos = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
-    let last_eoi = bytes.windows(2).rposition(|w| w == [0xFF, 0xD9]);
-    match (last_sos, last_eoi) {
-        (Some(sos), Some(eoi)) => eoi < sos,
-        (Some(_), None) => true,
-        (None, _) => false, // no scan at all: the decoder reports it
+    // Searched from the end: the EOI of a whole file is in its last bytes, so this reads almost
+    // nothing for a good file (it runs on every upload).
+    let has_scan = |b: &[u8]| b.windows(2).any(|w| w == [0xFF, 0xDA]);
+    match bytes.windows(2).rposition(|w| w == [0xFF, 0xD9]) {
+        Some(eoi) => has_scan(&bytes[eoi + 2..]), // a scan after the last EOI
+        None => has_scan(bytes),                  // no EOI: truncated if there is a scan at all (else the decoder reports it)
     }
 }
 
@@ -232,12 +232,13 @@ impl AxisPlan {
     }
 }
 
-/// `t.clamp(0, 255).round() as u8` (round half away from zero) without a libm call: for
-/// non-negative `t` below 256, `t - floor(t)` is exact in f32.
+/// `t.clamp(0, 255).round() as u8` (round half away from zero) without a libm call, branch-free so
+/// that it vectorises: for non-negative `t` below 256, `t - floor(t)` is exact in f32.
 #[inline(always)]
 fn round_u8(t: f32) -> u8 {
-    let t = t.clamp(0.0, 255.0);
-    let i = t as i32;
+    let t = t.max(0.0).min(255.0); // f32::max/min return the number when one side is NaN
+    // SAFETY: `t` is a number within 0..=255 here, so it fits an i32.
+    let i = unsafe { t.to_int_unchecked::<i32>() };
     (i + i32::from(t - i as f32 >= 0.5)) as u8
 }
 
@@ -252,6 +253,8 @@ struct TriangleResizer {
     cols_t: Vec<f32>,
     /// Horizontal pass output, transposed: per output column, its `nh * channels` values.
     out_t: Vec<f32>,
+    /// `out_t` rounded to 8 bits.
+    out_t8: Vec<u8>,
 }
 
 impl TriangleResizer {
@@ -278,15 +281,14 @@ impl TriangleResizer {
         }
         let Some((cols, rows)) = &self.plans else { unreachable!("set above") };
         let column = nh as usize * channels;
-        let scratch = |v: &mut Vec<f32>, len: usize| {
-            v.clear();
-            v.resize(len, 0.0);
-        };
+        // Every value of the scratch planes is written before it is read: no clearing needed.
+        let scratch = |v: &mut Vec<f32>, len: usize| v.resize(len, 0.0);
         scratch(&mut self.acc, w as usize * channels);
         scratch(&mut self.cols_t, w as usize * column);
         scratch(&mut self.out_t, nw as usize * column);
+        self.out_t8.resize(nw as usize * column, 0);
         out.resize(nw as usize * column, 0);
-        let bufs = Passes { src, rows, cols, acc: &mut self.acc, cols_t: &mut self.cols_t, out_t: &mut self.out_t, out };
+        let bufs = Passes { src, rows, cols, acc: &mut self.acc, cols_t: &mut self.cols_t, out_t: &mut self.out_t, out_t8: &mut self.out_t8, out };
         match channels {
             1 => bufs.dispatch::<1>(),
             3 => bufs.dispatch::<3>(),
@@ -304,6 +306,7 @@ struct Passes<'a> {
     acc: &'a mut [f32],
     cols_t: &'a mut [f32],
     out_t: &'a mut [f32],
+    out_t8: &'a mut [u8],
     out: &'a mut [u8],
 }
 
@@ -327,44 +330,71 @@ impl Passes<'_> {
 
     #[inline(always)]
     fn run<const CH: usize>(self) {
-        let Passes { src, rows, cols, acc, cols_t, out_t, out } = self;
+        let Passes { src, rows, cols, acc, cols_t, out_t, out_t8, out } = self;
         let (nh, nw) = (rows.dst as usize, cols.dst as usize);
         let stride = acc.len();
         let column = nh * CH;
         // Vertical pass: one output row at a time over contiguous source rows, stored transposed.
         for oy in 0..nh {
             let (top, ws) = rows.get(oy);
-            acc.fill(0.0);
-            for (k, wk) in ws.iter().enumerate() {
-                let row = &src[(top + k) * stride..(top + k + 1) * stride];
-                for (o, v) in acc.iter_mut().zip(row) {
-                    *o += f32::from(*v) * wk;
-                }
-            }
+            combine(|k| &src[(top + k) * stride..(top + k + 1) * stride], ws, acc);
             for (col, px) in cols_t.chunks_exact_mut(column).zip(acc.chunks_exact(CH)) {
                 let px: &[f32; CH] = px.try_into().unwrap_or_else(|_| unreachable!());
                 col[oy * CH..(oy + 1) * CH].copy_from_slice(px);
             }
         }
-        // Horizontal pass: the same loop over the transposed columns.
+        // Horizontal pass: the same combination over the transposed columns.
         for (ox, dst) in out_t.chunks_exact_mut(column).enumerate() {
             let (left, ws) = cols.get(ox);
-            for (k, wk) in ws.iter().enumerate() {
-                let col = &cols_t[(left + k) * column..(left + k + 1) * column];
-                for (o, v) in dst.iter_mut().zip(col) {
-                    *o += v * wk;
-                }
-            }
+            combine(|k| &cols_t[(left + k) * column..(left + k + 1) * column], ws, dst);
         }
-        // Clamp and round in place (contiguous, vectorised), then transpose back to interleaved rows.
-        for v in out_t.iter_mut() {
-            *v = f32::from(round_u8(*v));
+        // Clamp and round (contiguous, vectorised), then transpose back to interleaved rows.
+        for (o, v) in out_t8.iter_mut().zip(out_t.iter()) {
+            *o = round_u8(*v);
         }
-        for (ox, col) in out_t.chunks_exact(column).enumerate() {
+        for (ox, col) in out_t8.chunks_exact(column).enumerate() {
             for (oy, px) in col.chunks_exact(CH).enumerate() {
                 let at = (oy * nw + ox) * CH;
-                for (o, v) in out[at..at + CH].iter_mut().zip(px) {
-                    *o = *v as u8;
+                out[at..at + CH].copy_from_slice(px);
+            }
+        }
+    }
+}
+
+/// `out[j] = sum over k of line(k)[j] * ws[k]`, accumulated from 0 in tap order (image-rs's order).
+/// The usual tap counts get a loop that keeps the sum in a register across the taps.
+#[inline(always)]
+fn combine<'a, T: Copy + 'a>(line: impl Fn(usize) -> &'a [T], ws: &[f32], out: &mut [f32])
+where
+    f32: From<T>,
+{
+    #[inline(always)]
+    fn taps<'a, T: Copy + 'a, const N: usize>(line: impl Fn(usize) -> &'a [T], ws: &[f32], out: &mut [f32])
+    where
+        f32: From<T>,
+    {
+        let lines: [&[T]; N] = std::array::from_fn(|k| &line(k)[..out.len()]);
+        let ws: [f32; N] = std::array::from_fn(|k| ws[k]);
+        for (j, o) in out.iter_mut().enumerate() {
+            let mut t = 0f32;
+            for k in 0..N {
+                t += f32::from(lines[k][j]) * ws[k];
+            }
+            *o = t;
+        }
+    }
+    match ws.len() {
+        1 => taps::<T, 1>(line, ws, out),
+        2 => taps::<T, 2>(line, ws, out),
+        3 => taps::<T, 3>(line, ws, out),
+        4 => taps::<T, 4>(line, ws, out),
+        5 => taps::<T, 5>(line, ws, out),
+        6 => taps::<T, 6>(line, ws, out),
+        _ => {
+            out.fill(0.0);
+            for (k, wk) in ws.iter().enumerate() {
+                for (o, v) in out.iter_mut().zip(line(k)) {
+                    *o += f32::from(*v) * wk;
                 }
             }
         }
@@ -685,6 +715,20 @@ mod tests {
             }
         }
         !crc
+    }
+
+    #[test]
+    fn jpeg_truncation_is_a_scan_without_a_following_eoi() {
+        let jpeg = encode(&DynamicImage::ImageRgb8(RgbImage::from_pixel(16, 16, image::Rgb([9, 99, 199]))), ImageFormat::Jpeg);
+        assert!(!jpeg_is_truncated(&jpeg));
+        assert!(jpeg_is_truncated(&jpeg[..jpeg.len() - 2]), "EOI cut off");
+        let sos = jpeg.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
+        let mid_scan = sos + (jpeg.len() - sos) / 2;
+        assert!(jpeg_is_truncated(&jpeg[..mid_scan]), "cut in the scan");
+        assert!(!jpeg_is_truncated(&jpeg[..sos]), "no scan at all: left to the decoder");
+        let mut twice = jpeg.clone();
+        twice.extend_from_slice(&jpeg[..mid_scan]); // a second image cut short after the first
+        assert!(jpeg_is_truncated(&twice));
     }
 
     #[test]
