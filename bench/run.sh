@@ -49,11 +49,16 @@ pid=$!
 trap 'kill -TERM $pid 2>/dev/null || true' EXIT
 for _ in $(seq 200); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.05; done
 wrk -t 2 -c 8 -d 3s -s bench/multipart.lua "http://127.0.0.1:$PORT/predict" >/dev/null   # warm-up
+# CPU time stolen by the hypervisor during a run, in % of the machine (the cores are virtual).
+cpu_times() { awk '/^cpu /{print $2+$3+$4+$5+$6+$7+$8+$9, $9}' /proc/stat; }
 for c in $CONCURRENCY; do
   t=$(( c < 2 ? 1 : 2 ))
   load=$(cut -d' ' -f1 /proc/loadavg)
+  read -r total0 steal0 < <(cpu_times)
   line=$(wrk -t "$t" -c "$c" -d "$DURATION" --timeout 10s -s bench/multipart.lua "http://127.0.0.1:$PORT/predict" | grep '^BENCH')
-  echo "c=$c ${line#BENCH } load_before=$load"
+  read -r total1 steal1 < <(cpu_times)
+  steal=$(awk -v a="$total0" -v b="$total1" -v s="$steal0" -v t="$steal1" 'BEGIN{printf "%.1f", (b > a) ? 100 * (t - s) / (b - a) : 0}')
+  echo "c=$c ${line#BENCH } load_before=$load steal_pct=$steal"
 done
 echo "server peak RSS: $(awk '/VmHWM/{print $2, $3}' /proc/$pid/status)"
 echo "server rejections: $(curl -s "http://127.0.0.1:$PORT/metrics" | grep '^celestial_rejections_total' | tr '\n' ' ')"

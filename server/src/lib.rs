@@ -133,6 +133,13 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         }
         info!("listener closed; waiting for in-flight requests");
     };
+    // TCP_NODELAY: an answer goes out as soon as it is written, never held back by Nagle's algorithm
+    // waiting for the client's delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            warn!("cannot set TCP_NODELAY: {e}");
+        }
+    });
     let serve = axum::serve(listener, app).with_graceful_shutdown(graceful).into_future();
     let shutdown_timeout = config.shutdown_timeout;
     let deadline = async move {
