@@ -122,8 +122,9 @@ pub struct Config {
     #[arg(long, env = "CELESTIAL_WORKERS", default_value_t = 0)]
     pub workers: usize,
 
-    /// Threads of the async HTTP runtime (0 = one per CPU core). Decoding and inference run on the
-    /// `--workers` threads, not here.
+    /// Threads of the async HTTP runtime (0 = one per 4 CPU cores, at least one). Decoding and
+    /// inference run on the `--workers` threads, not here; HTTP needs a small share of the CPU, and
+    /// fewer runnable threads than cores leave the cores to the workers.
     #[arg(long, env = "CELESTIAL_HTTP_THREADS", default_value_t = 0)]
     pub http_threads: usize,
 
@@ -274,12 +275,17 @@ impl Config {
 
     /// Number of inference workers after resolving `0 = one per core`.
     pub fn effective_workers(&self) -> usize {
-        if self.workers > 0 {
-            self.workers
-        } else {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-        }
+        if self.workers > 0 { self.workers } else { cores() }
     }
+
+    /// Number of HTTP runtime threads after resolving `0 = one per 4 cores, at least one`.
+    pub fn effective_http_threads(&self) -> usize {
+        if self.http_threads > 0 { self.http_threads } else { cores().div_ceil(4) }
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 /// Parse `30s`, `1500ms`, `2m`, `1.5s` or a bare number of seconds.
@@ -323,6 +329,16 @@ mod tests {
             assert!(arg.get_env().is_some(), "flag --{} has no env var", arg.get_id());
             assert!(arg.get_help().is_some(), "flag --{} has no help", arg.get_id());
         }
+    }
+
+    #[test]
+    fn thread_counts_resolve() {
+        let auto = Config::from_args(["--workers", "0", "--http-threads", "0"]).unwrap();
+        assert_eq!(auto.effective_workers(), cores());
+        assert_eq!(auto.effective_http_threads(), cores().div_ceil(4));
+        assert!(auto.effective_http_threads() >= 1);
+        let set = Config::from_args(["--workers", "3", "--http-threads", "2"]).unwrap();
+        assert_eq!((set.effective_workers(), set.effective_http_threads()), (3, 2));
     }
 
     #[test]

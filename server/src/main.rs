@@ -24,9 +24,7 @@ fn main() -> ExitCode {
     let config = cli.config;
     init_tracing(config.log_format, &config.log_filter);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if config.http_threads > 0 {
-        builder.worker_threads(config.http_threads);
-    }
+    builder.worker_threads(config.effective_http_threads());
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
