@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# A/B comparison of server settings under the same load, alternating the variants round by round so
+# that drifts of the shared machine hit every variant alike. Not part of scripts/test.
+#
+#   bench/ab.sh "--http-threads 1" "--http-threads 2"          # 3 rounds, c=32, 8 s per run
+#   BENCH_ROUNDS=5 BENCH_C=64 BENCH_DURATION=10s bench/ab.sh "--workers 2" "--workers 3"
+#
+# Each variant is a quoted list of server flags ("" = defaults). Results go to stdout and
+# bench/results/<UTC time>-ab.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -ge 2 ] || { echo "usage: bench/ab.sh \"<flags A>\" \"<flags B>\" [...]" >&2; exit 2; }
+ROUNDS=${BENCH_ROUNDS:-3}
+C=${BENCH_C:-32}
+DURATION=${BENCH_DURATION:-8s}
+PORT=${BENCH_PORT:-3917}
+command -v wrk >/dev/null || { echo "bench: installing wrk (Debian package)" >&2; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >&2; }
+scripts/build-deps
+cargo build --release --locked -p celestial-server >&2
+export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$(scripts/onnxruntime.sh)}
+dataset=${CELESTIAL_DATASET:-../shared/dataset}
+export BENCH_IMAGE=${BENCH_IMAGE:-$dataset/raw/$(head -1 model/validation-split.txt)}
+[ -f "$BENCH_IMAGE" ] || { echo "bench: image $BENCH_IMAGE not found (set CELESTIAL_DATASET or BENCH_IMAGE)" >&2; exit 1; }
+mkdir -p bench/results
+exec > >(tee "bench/results/$(date -u +%Y%m%dT%H%M%SZ)-ab.txt") 2>&1
+echo "# A/B $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD), c=$C, $DURATION per run, $ROUNDS rounds"
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+for round in $(seq "$ROUNDS"); do
+  for variant in "$@"; do
+    # shellcheck disable=SC2086 # a variant is a list of flags
+    target/release/celestial-server --host 127.0.0.1 --port "$PORT" --log-filter warn $variant &
+    pid=$!
+    for _ in $(seq 200); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.05; done
+    wrk -t 2 -c 8 -d 2s -s bench/multipart.lua "http://127.0.0.1:$PORT/predict" >/dev/null # warm-up
+    line=$(wrk -t 2 -c "$C" -d "$DURATION" --timeout 10s -s bench/multipart.lua "http://127.0.0.1:$PORT/predict" | grep '^BENCH')
+    echo "round=$round [${variant:-defaults}] ${line#BENCH }"
+    kill -TERM "$pid"; wait "$pid" || true
+  done
+done
