@@ -4,7 +4,7 @@
 //! (accurate integer IDCT, fancy upsampling), which is what the model's golden fixtures were made with.
 //!
 //! Anything else (CMYK/YCCK, arithmetic coding, a libjpeg error, or even a warning such as corrupt
-//! entropy data) answers `Ok(None)`, and the caller decodes the file with image-rs instead, which then
+//! entropy data) answers [`Fast::Fallback`], and the caller decodes the file with image-rs instead, which then
 //! decides between pixels and a precise error. libjpeg reports errors by unwinding (the crate's
 //! design), so every call here runs under `catch_unwind`.
 

@@ -409,6 +409,9 @@ pub fn resize_triangle(src: &[u8], width: u32, height: u32, channels: usize, new
     out
 }
 
+/// Largest buffer a [`Preprocessor`] keeps from one image to the next (a 1.4-megapixel RGB8 image).
+const KEEP_BYTES: usize = 4 << 20;
+
 /// Decoded image -> model input, reusing its plans, lookup tables and buffers from one image to the
 /// next. Each inference worker owns one.
 #[derive(Debug)]
@@ -450,7 +453,22 @@ impl Preprocessor {
         if let DynamicImage::ImageRgb8(rgb) = img {
             self.decoded = rgb.into_raw();
         }
+        self.trim();
         Ok(())
+    }
+
+    /// Let go of buffers a large image grew: a worker keeps at most [`KEEP_BYTES`] per buffer
+    /// between images, so one 40-megapixel upload does not pin 120 MB for the process's lifetime.
+    fn trim(&mut self) {
+        fn cap<T>(v: &mut Vec<T>) {
+            if v.capacity() * std::mem::size_of::<T>() > KEEP_BYTES {
+                *v = Vec::new();
+            }
+        }
+        cap(&mut self.decoded);
+        cap(&mut self.luma);
+        cap(&mut self.resizer.acc);
+        cap(&mut self.resizer.cols_t);
     }
 
     /// The resized 8-bit pixels the model sees, interleaved: RGB for RGB models (what the golden
@@ -715,6 +733,20 @@ mod tests {
             }
         }
         !crc
+    }
+
+    #[test]
+    fn large_images_do_not_pin_their_buffers() {
+        let s = Arc::new(spec(ColorMode::Rgb, Layout::Nchw));
+        let mut p = Preprocessor::new(Arc::clone(&s));
+        let mut out = vec![0f32; s.tensor_len()];
+        let small = encode(&DynamicImage::ImageRgb8(RgbImage::from_pixel(32, 32, image::Rgb([1, 2, 3]))), ImageFormat::Jpeg);
+        p.run(&small, u64::MAX, &mut out).unwrap();
+        assert_eq!(p.decoded.capacity(), 32 * 32 * 3, "a small image's buffer is kept for the next one");
+        let big = encode(&DynamicImage::ImageRgb8(RgbImage::from_pixel(1400, 1100, image::Rgb([1, 2, 3]))), ImageFormat::Jpeg);
+        p.run(&big, u64::MAX, &mut out).unwrap();
+        assert_eq!(p.decoded.capacity(), 0, "a 4.6 MB buffer is released");
+        assert!(p.resizer.cols_t.capacity() * 4 <= KEEP_BYTES && p.resizer.acc.capacity() * 4 <= KEEP_BYTES);
     }
 
     #[test]
