@@ -46,6 +46,11 @@ fn error_manager() -> jpeg_error_mgr {
     err
 }
 
+/// Files with more scan markers than this go to image-rs, whose decoder refuses progressive JPEGs
+/// with more than 100 scans: every scan is a pass over all coefficients, so a small file made of
+/// thousands of scans would keep a worker busy for minutes. libjpeg has no such cap.
+const MAX_SCANS: usize = 100;
+
 /// What the fast path found.
 pub enum Fast {
     /// Decoded RGB8 pixels with the EXIF orientation applied.
@@ -57,6 +62,9 @@ pub enum Fast {
 /// Decode `bytes` (already sniffed as JPEG) into RGB8, reusing `buf`'s allocation. The size check
 /// against `max_pixels` uses only the header; a truncated file is refused before any decoding.
 pub fn decode(bytes: &[u8], max_pixels: u64, buf: Vec<u8>, truncated: impl Fn(&[u8]) -> bool) -> Result<Fast, PreprocessError> {
+    if memchr::memmem::find_iter(bytes, &[0xFF, 0xDA]).nth(MAX_SCANS).is_some() {
+        return Ok(Fast::Fallback);
+    }
     WARNINGS.with(|w| w.set(0));
     let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<Fast, PreprocessError> {
         let Ok(header) = Decompress::with_err(error_manager()).with_markers(&[Marker::APP(1)]).from_mem(bytes) else {
@@ -133,6 +141,22 @@ mod tests {
                 assert!(ours.pixels().all(|p| p[0] == p[1] && p[1] == p[2]), "grayscale is expanded to R=G=B");
             }
         }
+    }
+
+    #[test]
+    fn many_scans_go_to_the_decoder_with_a_scan_cap() {
+        let jpeg = encode_jpeg(&gradient());
+        // A comment segment holding 101 scan markers: still one real scan, but over the cap.
+        let mut comment = vec![0xFF, 0xFE];
+        let body: Vec<u8> = [0xFF, 0xDA].repeat(MAX_SCANS + 1);
+        comment.extend_from_slice(&((body.len() + 2) as u16).to_be_bytes());
+        comment.extend_from_slice(&body);
+        let mut marked = jpeg[..2].to_vec();
+        marked.extend_from_slice(&comment);
+        marked.extend_from_slice(&jpeg[2..]);
+        assert!(matches!(fast(&marked), Ok(Fast::Fallback)));
+        let img = crate::preprocess::decode(&marked, u64::MAX).expect("image-rs decodes it (it counts real scans)");
+        assert_eq!(img.dimensions(), (40, 24));
     }
 
     #[test]
