@@ -5,8 +5,9 @@
 #   bench/ab.sh "--http-threads 1" "--http-threads 2"          # 3 rounds, c=32, 8 s per run
 #   BENCH_ROUNDS=5 BENCH_C=64 BENCH_DURATION=10s bench/ab.sh "--workers 2" "--workers 3"
 #
-# Each variant is a quoted list of server flags ("" = defaults). Results go to stdout and
-# bench/results/<UTC time>-ab.txt.
+# Each variant is a quoted list of server flags ("" = defaults); the server runs with --log-filter warn
+# unless a variant sets its own, and its logs go to /dev/null. Results go to
+# stdout and bench/results/<UTC time>-ab.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 2 ] || { echo "usage: bench/ab.sh \"<flags A>\" \"<flags B>\" [...]" >&2; exit 2; }
@@ -27,8 +28,9 @@ echo "# A/B $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD), c=$C, $DUR
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for round in $(seq "$ROUNDS"); do
   for variant in "$@"; do
+    case " $variant " in *" --log-filter"*) quiet=() ;; *) quiet=(--log-filter warn) ;; esac
     # shellcheck disable=SC2086 # a variant is a list of flags
-    target/release/celestial-server --host 127.0.0.1 --port "$PORT" --log-filter warn $variant &
+    target/release/celestial-server --host 127.0.0.1 --port "$PORT" "${quiet[@]}" $variant >/dev/null 2>&1 &
     pid=$!
     for _ in $(seq 200); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.05; done
     wrk -t 2 -c 8 -d 2s -s bench/multipart.lua "http://127.0.0.1:$PORT/predict" >/dev/null # warm-up
