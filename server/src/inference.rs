@@ -338,7 +338,7 @@ impl WorkerState {
     fn process(&mut self, images: &[Bytes], max_pixels: u64, enqueued: Instant) -> Result<JobOutput, InferenceError> {
         let started = Instant::now();
         let WorkerState { session, prep, input } = self;
-        let spec = Arc::clone(prep.spec_arc());
+        let spec = Arc::clone(prep.spec());
         let len = spec.tensor_len();
         input.resize(len * images.len(), 0.0);
         let mut ok_slots = Vec::with_capacity(images.len());

@@ -17,7 +17,7 @@ use image::{DynamicImage, RgbImage};
 use mozjpeg::{ColorSpace, Decompress, Marker};
 use mozjpeg_sys::{jpeg_common_struct, jpeg_error_mgr, jpeg_std_error};
 
-use crate::preprocess::PreprocessError;
+use crate::preprocess::{PreprocessError, jpeg_is_truncated};
 
 thread_local! {
     /// Warnings libjpeg emitted during the current decode on this thread.
@@ -61,7 +61,7 @@ pub enum Fast {
 
 /// Decode `bytes` (already sniffed as JPEG) into RGB8, reusing `buf`'s allocation. The size check
 /// against `max_pixels` uses only the header; a truncated file is refused before any decoding.
-pub fn decode(bytes: &[u8], max_pixels: u64, buf: Vec<u8>, truncated: impl Fn(&[u8]) -> bool) -> Result<Fast, PreprocessError> {
+pub fn decode(bytes: &[u8], max_pixels: u64, buf: Vec<u8>) -> Result<Fast, PreprocessError> {
     if memchr::memmem::find_iter(bytes, &[0xFF, 0xDA]).nth(MAX_SCANS).is_some() {
         return Ok(Fast::Fallback);
     }
@@ -78,7 +78,7 @@ pub fn decode(bytes: &[u8], max_pixels: u64, buf: Vec<u8>, truncated: impl Fn(&[
         if pixels == 0 {
             return Err(PreprocessError::ZeroSized { width, height });
         }
-        if truncated(bytes) {
+        if jpeg_is_truncated(bytes) {
             return Err(PreprocessError::Truncated { format: "JPEG" });
         }
         if !matches!(header.color_space(), ColorSpace::JCS_YCbCr | ColorSpace::JCS_GRAYSCALE | ColorSpace::JCS_RGB) {
@@ -120,7 +120,7 @@ mod tests {
     }
 
     fn fast(bytes: &[u8]) -> Result<Fast, PreprocessError> {
-        decode(bytes, u64::MAX, Vec::new(), |_| false)
+        decode(bytes, u64::MAX, Vec::new())
     }
 
     fn gradient() -> DynamicImage {
@@ -172,11 +172,11 @@ mod tests {
     #[test]
     fn size_checks_come_from_the_header_and_damage_falls_back() {
         let jpeg = encode_jpeg(&gradient());
-        match decode(&jpeg, 100, Vec::new(), |_| false) {
+        match decode(&jpeg, 100, Vec::new()) {
             Err(PreprocessError::TooLarge { width: 40, height: 24, pixels: 960, limit: 100 }) => {}
             _ => panic!("expected TooLarge from the header"),
         }
-        assert!(matches!(decode(&jpeg, u64::MAX, Vec::new(), |_| true), Err(PreprocessError::Truncated { .. })));
+        assert!(matches!(fast(&jpeg[..jpeg.len() - 2]), Err(PreprocessError::Truncated { .. })), "EOI cut off");
         // Garbage entropy-coded data: libjpeg warns (or fails); never an image from the fast path.
         let sos = jpeg.windows(2).rposition(|w| w == [0xFF, 0xDA]).unwrap();
         let mut bad = jpeg.clone();

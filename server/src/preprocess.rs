@@ -67,7 +67,7 @@ fn format_name(f: ImageFormat) -> &'static str {
 
 /// A JPEG whose last scan is not followed by an EOI marker was cut short. (0xFF 0xD9 cannot occur
 /// inside entropy-coded data, which stuffs every 0xFF with 0x00.)
-fn jpeg_is_truncated(bytes: &[u8]) -> bool {
+pub(crate) fn jpeg_is_truncated(bytes: &[u8]) -> bool {
     // Searched from the end: the EOI of a whole file is in its last bytes, so this reads almost
     // nothing for a good file (it runs on every upload).
     let has_scan = |b: &[u8]| b.windows(2).any(|w| w == [0xFF, 0xDA]);
@@ -87,7 +87,7 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, PreprocessE
 pub fn decode_reusing(bytes: &[u8], max_pixels: u64, buf: Vec<u8>) -> Result<DynamicImage, PreprocessError> {
     let format = sniff(bytes)?;
     if format == ImageFormat::Jpeg
-        && let jpeg::Fast::Image(img) = jpeg::decode(bytes, max_pixels, buf, jpeg_is_truncated)?
+        && let jpeg::Fast::Image(img) = jpeg::decode(bytes, max_pixels, buf)?
     {
         return Ok(img);
     }
@@ -438,11 +438,7 @@ impl Preprocessor {
         Preprocessor { spec, resizer: TriangleResizer::default(), lut, luma: Vec::new(), pixels: Vec::new(), decoded: Vec::new() }
     }
 
-    pub fn spec(&self) -> &ModelSpec {
-        &self.spec
-    }
-
-    pub fn spec_arc(&self) -> &Arc<ModelSpec> {
+    pub fn spec(&self) -> &Arc<ModelSpec> {
         &self.spec
     }
 
@@ -551,11 +547,6 @@ pub fn resize_gray(img: &DynamicImage, spec: &ModelSpec) -> GrayImage {
 /// model's layout: `(pixel * scale - mean[c]) / std[c]`.
 pub fn fill_tensor(img: &DynamicImage, spec: &ModelSpec, out: &mut [f32]) {
     Preprocessor::new(Arc::new(spec.clone())).fill_tensor(img, out);
-}
-
-/// Decode and preprocess in one step (a fresh [`Preprocessor`]; workers keep theirs).
-pub fn preprocess(bytes: &[u8], spec: &ModelSpec, max_pixels: u64, out: &mut [f32]) -> Result<(), PreprocessError> {
-    Preprocessor::new(Arc::new(spec.clone())).run(bytes, max_pixels, out)
 }
 
 #[cfg(test)]
