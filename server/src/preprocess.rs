@@ -236,7 +236,8 @@ impl AxisPlan {
 /// that it vectorises: for non-negative `t` below 256, `t - floor(t)` is exact in f32.
 #[inline(always)]
 fn round_u8(t: f32) -> u8 {
-    let t = t.max(0.0).min(255.0); // f32::max/min return the number when one side is NaN
+    #[allow(clippy::manual_clamp)] // clamp would keep a NaN; max/min return the number, which the unchecked cast needs
+    let t = t.max(0.0).min(255.0);
     // SAFETY: `t` is a number within 0..=255 here, so it fits an i32.
     let i = unsafe { t.to_int_unchecked::<i32>() };
     (i + i32::from(t - i as f32 >= 0.5)) as u8
