@@ -10,18 +10,30 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
     let image = args.first().cloned().unwrap_or_else(|| {
-        let dataset = std::env::var("CELESTIAL_DATASET").unwrap_or_else(|_| root.join("../shared/dataset").display().to_string());
-        let split = std::fs::read_to_string(root.join("model/validation-split.txt")).expect("validation split");
+        let dataset = std::env::var("CELESTIAL_DATASET")
+            .unwrap_or_else(|_| root.join("../shared/dataset").display().to_string());
+        let split = std::fs::read_to_string(root.join("model/validation-split.txt"))
+            .expect("validation split");
         format!("{dataset}/raw/{}", split.lines().next().unwrap())
     });
     let seconds: f64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(10.0);
-    let bytes = Bytes::from(std::fs::read(&image).unwrap_or_else(|e| panic!("cannot read {image}: {e}")));
+    let bytes =
+        Bytes::from(std::fs::read(&image).unwrap_or_else(|e| panic!("cannot read {image}: {e}")));
     let config = celestial_server::Config::from_args(["--workers", "1"]).unwrap();
     let engine = celestial_server::load_engine(&config).unwrap_or_else(|e| panic!("{e}"));
-    println!("image: {image} ({} bytes); {seconds} s per run", bytes.len());
+    println!(
+        "image: {image} ({} bytes); {seconds} s per run",
+        bytes.len()
+    );
     for threads in [1usize, 2] {
         let deadline = Instant::now() + Duration::from_secs_f64(seconds);
         let results: Vec<(u64, Duration, Duration, Vec<f64>)> = std::thread::scope(|s| {
@@ -30,16 +42,22 @@ fn main() {
                     let engine = &engine;
                     let bytes = bytes.clone();
                     s.spawn(move || {
-                        let mut session = engine.new_worker(celestial_server::model::EMBEDDED_MODEL, 1).unwrap();
+                        let mut session = engine
+                            .new_worker(celestial_server::model::EMBEDDED_MODEL, 1)
+                            .unwrap();
                         // Warm-up.
                         for _ in 0..50 {
-                            engine.predict_blocking(std::slice::from_ref(&bytes), &mut session).unwrap();
+                            engine
+                                .predict_blocking(std::slice::from_ref(&bytes), &mut session)
+                                .unwrap();
                         }
                         let (mut n, mut pre, mut inf) = (0u64, Duration::ZERO, Duration::ZERO);
                         let mut lat = Vec::with_capacity(200_000);
                         while Instant::now() < deadline {
                             let t = Instant::now();
-                            let out = engine.predict_blocking(std::slice::from_ref(&bytes), &mut session).unwrap();
+                            let out = engine
+                                .predict_blocking(std::slice::from_ref(&bytes), &mut session)
+                                .unwrap();
                             lat.push(t.elapsed().as_secs_f64() * 1000.0);
                             assert!(out.results[0].is_ok());
                             pre += out.preprocess;

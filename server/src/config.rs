@@ -31,7 +31,11 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct HealthcheckArgs {
     /// Address of the server to probe (host:port).
-    #[arg(long = "address", env = "CELESTIAL_HEALTHCHECK_ADDRESS", default_value = "127.0.0.1:3000")]
+    #[arg(
+        long = "address",
+        env = "CELESTIAL_HEALTHCHECK_ADDRESS",
+        default_value = "127.0.0.1:3000"
+    )]
     pub address: String,
     /// Give up after this long (e.g. `2s`, `500ms`).
     #[arg(long = "timeout", env = "CELESTIAL_HEALTHCHECK_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
@@ -166,7 +170,11 @@ pub struct Config {
     pub drain_delay: Duration,
 
     /// Service name reported in /schema.json (what BentoML clients see).
-    #[arg(long, env = "CELESTIAL_SERVICE_NAME", default_value = "celestial_bodies_classifier")]
+    #[arg(
+        long,
+        env = "CELESTIAL_SERVICE_NAME",
+        default_value = "celestial_bodies_classifier"
+    )]
     pub service_name: String,
 
     /// Path prefix a reverse proxy or ingress serves this app under, stripping it before forwarding
@@ -269,23 +277,34 @@ impl Config {
         I: IntoIterator<Item = S>,
         S: Into<std::ffi::OsString> + Clone,
     {
-        let argv = std::iter::once(std::ffi::OsString::from("celestial-server")).chain(args.into_iter().map(Into::into));
+        let argv = std::iter::once(std::ffi::OsString::from("celestial-server"))
+            .chain(args.into_iter().map(Into::into));
         Cli::try_parse_from(argv).map(|cli| cli.config)
     }
 
     /// Number of inference workers after resolving `0 = one per core`.
     pub fn effective_workers(&self) -> usize {
-        if self.workers > 0 { self.workers } else { cores() }
+        if self.workers > 0 {
+            self.workers
+        } else {
+            cores()
+        }
     }
 
     /// Number of HTTP runtime threads after resolving `0 = one per 4 cores, at least one`.
     pub fn effective_http_threads(&self) -> usize {
-        if self.http_threads > 0 { self.http_threads } else { cores().div_ceil(4) }
+        if self.http_threads > 0 {
+            self.http_threads
+        } else {
+            cores().div_ceil(4)
+        }
     }
 }
 
 fn cores() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 /// Parse `30s`, `1500ms`, `2m`, `1.5s` or a bare number of seconds.
@@ -295,13 +314,19 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         Some(i) => (&s[..i], s[i..].trim()),
         None => (s, "s"),
     };
-    let value: f64 = num.parse().map_err(|_| format!("invalid duration `{s}` (use e.g. 30s, 500ms, 2m)"))?;
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration `{s}` (use e.g. 30s, 500ms, 2m)"))?;
     let seconds = match unit {
         "ms" => value / 1000.0,
         "s" | "sec" => value,
         "m" | "min" => value * 60.0,
         "h" => value * 3600.0,
-        _ => return Err(format!("invalid duration unit in `{s}` (use ms, s, m or h)")),
+        _ => {
+            return Err(format!(
+                "invalid duration unit in `{s}` (use ms, s, m or h)"
+            ));
+        }
     };
     if !seconds.is_finite() || !(0.0..=1e9).contains(&seconds) {
         return Err(format!("duration `{s}` is out of range"));
@@ -326,8 +351,16 @@ mod tests {
             if arg.is_positional() || ["help", "version"].contains(&arg.get_id().as_str()) {
                 continue;
             }
-            assert!(arg.get_env().is_some(), "flag --{} has no env var", arg.get_id());
-            assert!(arg.get_help().is_some(), "flag --{} has no help", arg.get_id());
+            assert!(
+                arg.get_env().is_some(),
+                "flag --{} has no env var",
+                arg.get_id()
+            );
+            assert!(
+                arg.get_help().is_some(),
+                "flag --{} has no help",
+                arg.get_id()
+            );
         }
     }
 
@@ -338,13 +371,19 @@ mod tests {
         assert_eq!(auto.effective_http_threads(), cores().div_ceil(4));
         assert!(auto.effective_http_threads() >= 1);
         let set = Config::from_args(["--workers", "3", "--http-threads", "2"]).unwrap();
-        assert_eq!((set.effective_workers(), set.effective_http_threads()), (3, 2));
+        assert_eq!(
+            (set.effective_workers(), set.effective_http_threads()),
+            (3, 2)
+        );
     }
 
     #[test]
     fn durations_parse() {
         assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_duration("1500ms").unwrap(), Duration::from_millis(1500));
+        assert_eq!(
+            parse_duration("1500ms").unwrap(),
+            Duration::from_millis(1500)
+        );
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("0.5").unwrap(), Duration::from_millis(500));
         assert!(parse_duration("soon").is_err());
@@ -354,8 +393,21 @@ mod tests {
 
     #[test]
     fn overrides_parse() {
-        let c = Config::from_args(["--labels", "a,b,c", "--input-layout", "NHWC", "--color-mode", "grayscale", "--port", "0"]).unwrap();
-        assert_eq!(c.model_overrides.labels.as_deref().unwrap(), ["a", "b", "c"]);
+        let c = Config::from_args([
+            "--labels",
+            "a,b,c",
+            "--input-layout",
+            "NHWC",
+            "--color-mode",
+            "grayscale",
+            "--port",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.model_overrides.labels.as_deref().unwrap(),
+            ["a", "b", "c"]
+        );
         assert_eq!(c.model_overrides.input_layout, Some(Layout::Nhwc));
         assert_eq!(c.model_overrides.color_mode, Some(ColorMode::Grayscale));
         assert!(c.effective_workers() >= 1);

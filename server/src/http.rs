@@ -103,7 +103,9 @@ impl ErrorCode {
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::BodyTooLarge | ErrorCode::TooManyImages => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::UnsupportedMediaType | ErrorCode::UnsupportedImageFormat => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::UnsupportedMediaType | ErrorCode::UnsupportedImageFormat => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
             ErrorCode::ImageTooLarge => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::Overloaded => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::NotReady | ErrorCode::Draining => StatusCode::SERVICE_UNAVAILABLE,
@@ -125,9 +127,15 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "Method GET is not allowed on /predict.",
             ErrorCode::BodyTooLarge => "The request body is over the limit of 16777216 bytes.",
             ErrorCode::TooManyImages => "The batch has more than 64 images.",
-            ErrorCode::UnsupportedMediaType => "Content type text/plain is not supported; send multipart/form-data with an `image` part or a raw image.",
-            ErrorCode::UnsupportedImageFormat => "Unsupported image format; send JPEG, PNG, WebP, GIF or BMP.",
-            ErrorCode::ImageTooLarge => "The image is 10000x10000 = 100000000 pixels, more than the limit of 40000000 pixels.",
+            ErrorCode::UnsupportedMediaType => {
+                "Content type text/plain is not supported; send multipart/form-data with an `image` part or a raw image."
+            }
+            ErrorCode::UnsupportedImageFormat => {
+                "Unsupported image format; send JPEG, PNG, WebP, GIF or BMP."
+            }
+            ErrorCode::ImageTooLarge => {
+                "The image is 10000x10000 = 100000000 pixels, more than the limit of 40000000 pixels."
+            }
             ErrorCode::Overloaded => "Too many requests in progress; retry later.",
             ErrorCode::NotReady => "The model is not loaded yet.",
             ErrorCode::Draining => "The server is shutting down.",
@@ -158,7 +166,9 @@ pub enum ApiError {
     BodyTooLarge { limit: usize },
     #[error("The batch has more than {limit} images.")]
     TooManyImages { limit: usize },
-    #[error("Content type {0} is not supported; send multipart/form-data with an `image` part or a raw image.")]
+    #[error(
+        "Content type {0} is not supported; send multipart/form-data with an `image` part or a raw image."
+    )]
     UnsupportedMediaType(String),
     #[error("Too many requests in progress; retry later.")]
     Overloaded { retry_after: u64 },
@@ -204,7 +214,9 @@ fn image_code(e: &PreprocessError) -> ErrorCode {
         PreprocessError::UnsupportedFormat(_) => ErrorCode::UnsupportedImageFormat,
         PreprocessError::TooLarge { .. } => ErrorCode::ImageTooLarge,
         PreprocessError::Truncated { .. } => ErrorCode::TruncatedImage,
-        PreprocessError::ZeroSized { .. } | PreprocessError::Undecodable { .. } => ErrorCode::InvalidImage,
+        PreprocessError::ZeroSized { .. } | PreprocessError::Undecodable { .. } => {
+            ErrorCode::InvalidImage
+        }
     }
 }
 
@@ -229,16 +241,21 @@ impl From<&ApiError> for ErrorBody {
                 }
             }
         };
-        ErrorBody { error, code: e.code().as_str() }
+        ErrorBody {
+            error,
+            code: e.code().as_str(),
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut resp = (self.status(), Json(ErrorBody::from(&self))).into_response();
-        resp.extensions_mut().insert(Rejection(self.code().as_str()));
+        resp.extensions_mut()
+            .insert(Rejection(self.code().as_str()));
         if let ApiError::Overloaded { retry_after } = self {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         }
         resp
     }
@@ -285,7 +302,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/predict/batch", post(predict_batch))
         .route("/", get(swagger_index))
         .route("/docs", get(swagger_index))
-        .route("/docs/", get(|| async { axum::response::Redirect::permanent("/docs") }))
+        .route(
+            "/docs/",
+            get(|| async { axum::response::Redirect::permanent("/docs") }),
+        )
         .route("/docs.json", get(openapi_json))
         .route("/schema.json", get(schema_json))
         .route("/livez", get(livez))
@@ -295,7 +315,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/model", get(model_info))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), observe))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            observe,
+        ))
         .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
 }
@@ -310,15 +333,24 @@ fn new_request_id() -> String {
     let seed = *SEED.get_or_init(|| {
         use std::hash::{BuildHasher, Hasher};
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
         h.finish()
     });
-    format!("{seed:016x}-{:08x}", REQUEST_SEQ.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{seed:016x}-{:08x}",
+        REQUEST_SEQ.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 fn valid_request_id(v: &HeaderValue) -> Option<String> {
     let s = v.to_str().ok()?;
-    (!s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic())).then(|| s.to_string())
+    (!s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()))
+        .then(|| s.to_string())
 }
 
 fn route_label(path: &str) -> &'static str {
@@ -353,11 +385,17 @@ fn method_label(m: &Method) -> &'static str {
 
 async fn observe(State(state): Shared, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let request_id = req.headers().get("x-request-id").and_then(valid_request_id).unwrap_or_else(new_request_id);
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(valid_request_id)
+        .unwrap_or_else(new_request_id);
     let method = method_label(req.method());
     let mut route = route_label(req.uri().path());
-    let header_value = HeaderValue::from_str(&request_id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-    req.headers_mut().insert("x-request-id", header_value.clone());
+    let header_value =
+        HeaderValue::from_str(&request_id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    req.headers_mut()
+        .insert("x-request-id", header_value.clone());
     state.metrics.request_started();
     let span = tracing::info_span!("request", request_id = %request_id);
     let timeout = state.limits.request_timeout;
@@ -373,10 +411,15 @@ async fn observe(State(state): Shared, mut req: Request, next: Next) -> Response
     if let Some(Rejection(reason)) = resp.extensions().get::<Rejection>() {
         state.metrics.rejected(reason);
     }
-    state.metrics.request_finished(method, route, status.as_u16(), elapsed);
+    state
+        .metrics
+        .request_finished(method, route, status.as_u16(), elapsed);
     resp.headers_mut().insert("x-request-id", header_value);
     let latency_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3;
-    if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE && status != StatusCode::GATEWAY_TIMEOUT {
+    if status.is_server_error()
+        && status != StatusCode::SERVICE_UNAVAILABLE
+        && status != StatusCode::GATEWAY_TIMEOUT
+    {
         warn!(method, route, status = status.as_u16(), latency_ms, request_id = %request_id, "request");
     } else {
         info!(method, route, status = status.as_u16(), latency_ms, request_id = %request_id, "request");
@@ -407,7 +450,10 @@ impl Serialize for PredictionBody<'_> {
         }
         let mut m = s.serialize_map(Some(2))?;
         m.serialize_entry("prediction", &self.labels[self.prediction.best])?;
-        m.serialize_entry("probabilities", &Probs(self.labels, &self.prediction.probabilities))?;
+        m.serialize_entry(
+            "probabilities",
+            &Probs(self.labels, &self.prediction.probabilities),
+        )?;
         m.end()
     }
 }
@@ -420,7 +466,11 @@ fn admit(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError
     if !state.ready.load(Ordering::SeqCst) {
         return Err(ApiError::NotReady);
     }
-    Arc::clone(&state.limiter).try_acquire_owned().map_err(|_| ApiError::Overloaded { retry_after: state.limits.retry_after_seconds })
+    Arc::clone(&state.limiter)
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Overloaded {
+            retry_after: state.limits.retry_after_seconds,
+        })
 }
 
 enum BodyKind {
@@ -429,28 +479,54 @@ enum BodyKind {
 }
 
 fn body_kind(headers: &HeaderMap) -> Result<BodyKind, ApiError> {
-    let Some(ct) = headers.get(header::CONTENT_TYPE) else { return Ok(BodyKind::Raw) };
-    let ct = ct.to_str().map_err(|_| ApiError::UnsupportedMediaType("(not ASCII)".into()))?;
-    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let Some(ct) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(BodyKind::Raw);
+    };
+    let ct = ct
+        .to_str()
+        .map_err(|_| ApiError::UnsupportedMediaType("(not ASCII)".into()))?;
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match essence.as_str() {
-        "multipart/form-data" => multer::parse_boundary(ct).map(BodyKind::Multipart).map_err(|_| ApiError::MissingBoundary),
-        "image/jpeg" | "image/jpg" | "image/pjpeg" | "image/png" | "image/webp" | "image/gif" | "image/bmp" | "image/x-bmp"
-        | "image/x-ms-bmp" | "application/octet-stream" => Ok(BodyKind::Raw),
+        "multipart/form-data" => multer::parse_boundary(ct)
+            .map(BodyKind::Multipart)
+            .map_err(|_| ApiError::MissingBoundary),
+        "image/jpeg"
+        | "image/jpg"
+        | "image/pjpeg"
+        | "image/png"
+        | "image/webp"
+        | "image/gif"
+        | "image/bmp"
+        | "image/x-bmp"
+        | "image/x-ms-bmp"
+        | "application/octet-stream" => Ok(BodyKind::Raw),
         "" => Ok(BodyKind::Raw),
         _ => Err(ApiError::UnsupportedMediaType(essence)),
     }
 }
 
 async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
-    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
         && len > limit as u64
     {
         return Err(ApiError::BodyTooLarge { limit });
     }
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::BodyTooLarge { limit }),
-        Err(e) => Err(ApiError::InvalidMultipart(format!("the request body could not be read ({e})"))),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::BodyTooLarge { limit })
+        }
+        Err(e) => Err(ApiError::InvalidMultipart(format!(
+            "the request body could not be read ({e})"
+        ))),
     }
 }
 
@@ -475,7 +551,12 @@ async fn image_parts(body: Bytes, boundary: String, max: usize) -> Result<Vec<By
         if images.len() == max {
             return Err(ApiError::TooManyImages { limit: max });
         }
-        images.push(field.bytes().await.map_err(|e| ApiError::InvalidMultipart(multipart_reason(&e)))?);
+        images.push(
+            field
+                .bytes()
+                .await
+                .map_err(|e| ApiError::InvalidMultipart(multipart_reason(&e)))?,
+        );
     }
     if images.is_empty() {
         return Err(ApiError::MissingImagePart);
@@ -493,7 +574,11 @@ fn multipart_reason(e: &multer::Error) -> String {
     }
 }
 
-async fn extract_images(state: &AppState, req: Request, max: usize) -> Result<Vec<Bytes>, ApiError> {
+async fn extract_images(
+    state: &AppState,
+    req: Request,
+    max: usize,
+) -> Result<Vec<Bytes>, ApiError> {
     let (parts, body) = req.into_parts();
     let kind = body_kind(&parts.headers)?;
     let bytes = read_body(body, &parts.headers, state.limits.max_body_bytes).await?;
@@ -509,7 +594,10 @@ async fn extract_images(state: &AppState, req: Request, max: usize) -> Result<Ve
     }
 }
 
-async fn run_job(state: &AppState, images: Vec<Bytes>) -> Result<Vec<Result<Prediction, PreprocessError>>, ApiError> {
+async fn run_job(
+    state: &AppState,
+    images: Vec<Bytes>,
+) -> Result<Vec<Result<Prediction, PreprocessError>>, ApiError> {
     let out = state.engine.predict(images).await.map_err(|e| match e {
         InferenceError::WorkersGone => ApiError::Draining,
         other => ApiError::Internal(other.to_string()),
@@ -530,9 +618,16 @@ async fn predict(State(state): Shared, req: Request) -> Result<Response, ApiErro
     }
     let images = extract_images(&state, req, 1).await?;
     let mut results = run_job(&state, images).await?;
-    let prediction = results.pop().ok_or_else(|| ApiError::Internal("no result".into()))?.map_err(ApiError::Image)?;
+    let prediction = results
+        .pop()
+        .ok_or_else(|| ApiError::Internal("no result".into()))?
+        .map_err(ApiError::Image)?;
     let labels = &state.engine.spec().labels;
-    Ok(Json(PredictionBody { labels, prediction: &prediction }).into_response())
+    Ok(Json(PredictionBody {
+        labels,
+        prediction: &prediction,
+    })
+    .into_response())
 }
 
 async fn predict_batch(State(state): Shared, req: Request) -> Result<Response, ApiError> {
@@ -550,8 +645,13 @@ async fn predict_batch(State(state): Shared, req: Request) -> Result<Response, A
     let items: Vec<serde_json::Value> = results
         .iter()
         .map(|r| match r {
-            Ok(p) => serde_json::to_value(PredictionBody { labels, prediction: p }).unwrap_or(serde_json::Value::Null),
-            Err(e) => serde_json::to_value(ErrorBody::from(&ApiError::Image(e.clone()))).unwrap_or(serde_json::Value::Null),
+            Ok(p) => serde_json::to_value(PredictionBody {
+                labels,
+                prediction: p,
+            })
+            .unwrap_or(serde_json::Value::Null),
+            Err(e) => serde_json::to_value(ErrorBody::from(&ApiError::Image(e.clone())))
+                .unwrap_or(serde_json::Value::Null),
         })
         .collect();
     Ok(Json(serde_json::json!({ "results": items })).into_response())
@@ -577,16 +677,26 @@ async fn model_info(State(state): Shared) -> Response {
 }
 
 fn swagger_file(state: &AppState, path: &str) -> Option<Response> {
-    let file = utoipa_swagger_ui::serve(path, Arc::clone(&state.swagger)).ok().flatten()?;
-    let mut resp = (StatusCode::OK, [(header::CONTENT_TYPE, file.content_type)], file.bytes.into_owned()).into_response();
+    let file = utoipa_swagger_ui::serve(path, Arc::clone(&state.swagger))
+        .ok()
+        .flatten()?;
+    let mut resp = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, file.content_type)],
+        file.bytes.into_owned(),
+    )
+        .into_response();
     if file.gzpipped {
-        resp.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        resp.headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
     Some(resp)
 }
 
 async fn swagger_index(State(state): Shared) -> Response {
-    swagger_file(&state, "index.html").unwrap_or_else(|| ApiError::Internal("Swagger UI assets are missing".into()).into_response())
+    swagger_file(&state, "index.html").unwrap_or_else(|| {
+        ApiError::Internal("Swagger UI assets are missing".into()).into_response()
+    })
 }
 
 #[derive(Serialize)]
@@ -610,7 +720,14 @@ async fn readyz(State(state): Shared) -> Response {
 
 async fn metrics(State(state): Shared) -> Response {
     let ready = state.ready.load(Ordering::SeqCst) && !state.draining.load(Ordering::SeqCst);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render(ready)).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(ready),
+    )
+        .into_response()
 }
 
 async fn fallback(State(state): Shared, method: Method, uri: axum::http::Uri) -> Response {
@@ -620,11 +737,19 @@ async fn fallback(State(state): Shared, method: Method, uri: axum::http::Uri) ->
         resp.extensions_mut().insert(SwaggerAsset);
         return resp;
     }
-    ApiError::NotFound { method: method.to_string(), path: uri.path().to_string() }.into_response()
+    ApiError::NotFound {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+    }
+    .into_response()
 }
 
 async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> Response {
-    ApiError::MethodNotAllowed { method: method.to_string(), path: uri.path().to_string() }.into_response()
+    ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+    }
+    .into_response()
 }
 
 /// The `/model` document.
@@ -658,12 +783,24 @@ pub fn model_document(engine: &Engine) -> serde_json::Value {
 }
 
 /// Serialized documents, computed once at start-up.
-pub fn documents(engine: &Engine, service_name: &str, max_body_bytes: usize, max_image_pixels: u64, max_batch: usize) -> (Bytes, Bytes, Bytes) {
+pub fn documents(
+    engine: &Engine,
+    service_name: &str,
+    max_body_bytes: usize,
+    max_image_pixels: u64,
+    max_batch: usize,
+) -> (Bytes, Bytes, Bytes) {
     let openapi = docs::openapi(engine.spec(), max_body_bytes, max_image_pixels, max_batch);
-    let openapi = openapi.to_json().unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    let openapi = openapi
+        .to_json()
+        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
     let schema = docs::bentoml_schema(service_name).to_string();
     let model = model_document(engine).to_string();
-    (Bytes::from(openapi), Bytes::from(schema), Bytes::from(model))
+    (
+        Bytes::from(openapi),
+        Bytes::from(schema),
+        Bytes::from(model),
+    )
 }
 
 #[cfg(test)]
@@ -690,17 +827,30 @@ mod tests {
             m.insert(header::CONTENT_TYPE, HeaderValue::from_str(v).unwrap());
             m
         };
-        assert!(matches!(body_kind(&h("multipart/form-data; boundary=abc")), Ok(BodyKind::Multipart(b)) if b == "abc"));
-        assert!(matches!(body_kind(&h("multipart/form-data")), Err(ApiError::MissingBoundary)));
+        assert!(
+            matches!(body_kind(&h("multipart/form-data; boundary=abc")), Ok(BodyKind::Multipart(b)) if b == "abc")
+        );
+        assert!(matches!(
+            body_kind(&h("multipart/form-data")),
+            Err(ApiError::MissingBoundary)
+        ));
         assert!(matches!(body_kind(&h("image/png")), Ok(BodyKind::Raw)));
-        assert!(matches!(body_kind(&h("Application/Octet-Stream")), Ok(BodyKind::Raw)));
-        assert!(matches!(body_kind(&h("text/plain")), Err(ApiError::UnsupportedMediaType(t)) if t == "text/plain"));
+        assert!(matches!(
+            body_kind(&h("Application/Octet-Stream")),
+            Ok(BodyKind::Raw)
+        ));
+        assert!(
+            matches!(body_kind(&h("text/plain")), Err(ApiError::UnsupportedMediaType(t)) if t == "text/plain")
+        );
         assert!(matches!(body_kind(&HeaderMap::new()), Ok(BodyKind::Raw)));
     }
 
     #[test]
     fn request_ids_are_validated_and_generated() {
-        assert_eq!(valid_request_id(&HeaderValue::from_static("abc-123")).as_deref(), Some("abc-123"));
+        assert_eq!(
+            valid_request_id(&HeaderValue::from_static("abc-123")).as_deref(),
+            Some("abc-123")
+        );
         assert!(valid_request_id(&HeaderValue::from_static("has space")).is_none());
         assert_ne!(new_request_id(), new_request_id());
     }
@@ -709,7 +859,10 @@ mod tests {
     fn error_messages_are_sentences() {
         let e = ApiError::Image(PreprocessError::Truncated { format: "JPEG" });
         let b = ErrorBody::from(&e);
-        assert_eq!((b.error.as_str(), b.code), ("The JPEG image is truncated.", "truncated_image"));
+        assert_eq!(
+            (b.error.as_str(), b.code),
+            ("The JPEG image is truncated.", "truncated_image")
+        );
         assert_eq!(e.status(), StatusCode::BAD_REQUEST);
         let b = ErrorBody::from(&ApiError::Image(PreprocessError::Empty));
         assert_eq!(b.code, "empty_body");

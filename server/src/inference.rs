@@ -25,7 +25,9 @@ pub const ORT_PINNED_VERSION: &str = "1.31.1";
 /// Failures of the inference layer.
 #[derive(Debug, thiserror::Error)]
 pub enum InferenceError {
-    #[error("ONNX Runtime library not found (looked for {looked}); run scripts/onnxruntime.sh to install it, or set ORT_DYLIB_PATH / --ort-dylib-path")]
+    #[error(
+        "ONNX Runtime library not found (looked for {looked}); run scripts/onnxruntime.sh to install it, or set ORT_DYLIB_PATH / --ort-dylib-path"
+    )]
     LibraryMissing { looked: String },
     #[error("cannot load ONNX Runtime from {path}: {reason}")]
     LibraryLoad { path: String, reason: String },
@@ -44,17 +46,27 @@ pub fn locate_library(explicit: Option<&Path>) -> Result<PathBuf, InferenceError
         return if p.is_file() {
             Ok(p.to_path_buf())
         } else {
-            Err(InferenceError::LibraryMissing { looked: format!("{} (from ORT_DYLIB_PATH/--ort-dylib-path)", p.display()) })
+            Err(InferenceError::LibraryMissing {
+                looked: format!("{} (from ORT_DYLIB_PATH/--ort-dylib-path)", p.display()),
+            })
         };
     }
     let mut looked = Vec::new();
-    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
         let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
             .into_iter()
             .flatten()
             .flatten()
             .map(|e| e.path())
-            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libonnxruntime.so")) && p.is_file())
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("libonnxruntime.so"))
+                    && p.is_file()
+            })
             .collect();
         found.sort();
         if let Some(p) = found.pop() {
@@ -67,16 +79,22 @@ pub fn locate_library(explicit: Option<&Path>) -> Result<PathBuf, InferenceError
         return Ok(default);
     }
     looked.push(default.display().to_string());
-    Err(InferenceError::LibraryMissing { looked: looked.join(", ") })
+    Err(InferenceError::LibraryMissing {
+        looked: looked.join(", "),
+    })
 }
 
 /// `${CELESTIAL_CACHE:-~/.cache/celestial}/onnxruntime/<pinned>/libonnxruntime.so.<pinned>`.
 pub fn default_library_path() -> PathBuf {
     let cache = match std::env::var_os("CELESTIAL_CACHE").filter(|v| !v.is_empty()) {
         Some(c) => PathBuf::from(c),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache/celestial"),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+            .join(".cache/celestial"),
     };
-    cache.join("onnxruntime").join(ORT_PINNED_VERSION).join(format!("libonnxruntime.so.{ORT_PINNED_VERSION}"))
+    cache
+        .join("onnxruntime")
+        .join(ORT_PINNED_VERSION)
+        .join(format!("libonnxruntime.so.{ORT_PINNED_VERSION}"))
 }
 
 struct Runtime {
@@ -89,25 +107,46 @@ static RUNTIME: OnceLock<Result<Runtime, String>> = OnceLock::new();
 /// Load ONNX Runtime once per process (a second server in the same process reuses it).
 fn runtime(explicit: Option<&Path>) -> Result<&'static Runtime, InferenceError> {
     if let Some(r) = RUNTIME.get() {
-        return r.as_ref().map_err(|e| InferenceError::LibraryLoad { path: "(earlier attempt)".into(), reason: e.clone() });
+        return r.as_ref().map_err(|e| InferenceError::LibraryLoad {
+            path: "(earlier attempt)".into(),
+            reason: e.clone(),
+        });
     }
     let path = locate_library(explicit)?;
     let r = RUNTIME.get_or_init(|| {
         let builder = ort::init_from(&path).map_err(|e| e.to_string())?;
-        let env = builder.with_name("celestial-server").with_telemetry(false).build().map_err(|e| e.to_string())?;
-        Ok(Runtime { env, version: detect_version(&path) })
+        let env = builder
+            .with_name("celestial-server")
+            .with_telemetry(false)
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Runtime {
+            env,
+            version: detect_version(&path),
+        })
     });
-    r.as_ref().map_err(|e| InferenceError::LibraryLoad { path: path.display().to_string(), reason: e.clone() })
+    r.as_ref().map_err(|e| InferenceError::LibraryLoad {
+        path: path.display().to_string(),
+        reason: e.clone(),
+    })
 }
 
 fn detect_version(path: &Path) -> String {
     // The build info string reads like "ORT Build Info: git-branch=rel-1.31.1, ...".
     let info = ort::info();
-    if let Some(v) = info.split("rel-").nth(1).map(|s| s.split([',', ' ']).next().unwrap_or("").to_string()).filter(|v| !v.is_empty()) {
+    if let Some(v) = info
+        .split("rel-")
+        .nth(1)
+        .map(|s| s.split([',', ' ']).next().unwrap_or("").to_string())
+        .filter(|v| !v.is_empty())
+    {
         return v;
     }
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    name.strip_prefix("libonnxruntime.so.").filter(|v| !v.is_empty()).map(str::to_string).unwrap_or_else(|| "unknown".into())
+    name.strip_prefix("libonnxruntime.so.")
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// Options for [`Engine::start`].
@@ -155,12 +194,20 @@ pub struct Engine {
 
 impl Engine {
     /// Load the model, resolve its spec, check it with a warm-up run, and start the workers.
-    pub fn start(model_bytes: &[u8], overrides: &crate::config::ModelOverrides, opts: &EngineOptions) -> Result<Engine, InferenceError> {
+    pub fn start(
+        model_bytes: &[u8],
+        overrides: &crate::config::ModelOverrides,
+        opts: &EngineOptions,
+    ) -> Result<Engine, InferenceError> {
         let rt = runtime(opts.ort_dylib_path.as_deref())?;
         let workers = opts.workers.max(1);
         let mut sessions = Vec::with_capacity(workers);
         for _ in 0..workers {
-            sessions.push(new_session(&rt.env, model_bytes, opts.intra_op_threads.max(1))?);
+            sessions.push(new_session(
+                &rt.env,
+                model_bytes,
+                opts.intra_op_threads.max(1),
+            )?);
         }
         let spec = Arc::new(read_spec(&sessions[0], overrides)?);
         // Warm-up: proves the input is accepted and the output has one value per label.
@@ -180,7 +227,13 @@ impl Engine {
                 .map_err(|e| InferenceError::Run(format!("cannot start worker thread: {e}")))?;
             threads.push(handle);
         }
-        Ok(Engine { spec, jobs: Mutex::new(Some(tx)), threads: Mutex::new(threads), ort_version: rt.version.clone(), workers })
+        Ok(Engine {
+            spec,
+            jobs: Mutex::new(Some(tx)),
+            threads: Mutex::new(threads),
+            ort_version: rt.version.clone(),
+            workers,
+        })
     }
 
     pub fn spec(&self) -> &Arc<ModelSpec> {
@@ -201,7 +254,12 @@ impl Engine {
         {
             let jobs = self.jobs.lock().map_err(|_| InferenceError::WorkersGone)?;
             let tx = jobs.as_ref().ok_or(InferenceError::WorkersGone)?;
-            tx.send(Job { images, reply, enqueued: Instant::now() }).map_err(|_| InferenceError::WorkersGone)?;
+            tx.send(Job {
+                images,
+                reply,
+                enqueued: Instant::now(),
+            })
+            .map_err(|_| InferenceError::WorkersGone)?;
         }
         rx.await.map_err(|_| InferenceError::WorkersGone)?
     }
@@ -222,15 +280,26 @@ impl Engine {
     }
 
     /// The same work on the calling thread with a caller-owned worker state (for benchmarks and tests).
-    pub fn predict_blocking(&self, images: &[Bytes], worker: &mut WorkerState) -> Result<JobOutput, InferenceError> {
+    pub fn predict_blocking(
+        &self,
+        images: &[Bytes],
+        worker: &mut WorkerState,
+    ) -> Result<JobOutput, InferenceError> {
         worker.process(images, u64::MAX, Instant::now())
     }
 
     /// A fresh session of `model_bytes` (which must be the served model) with its own
     /// preprocessing state, like one worker's (for benchmarks and tests).
-    pub fn new_worker(&self, model_bytes: &[u8], intra_op_threads: usize) -> Result<WorkerState, InferenceError> {
+    pub fn new_worker(
+        &self,
+        model_bytes: &[u8],
+        intra_op_threads: usize,
+    ) -> Result<WorkerState, InferenceError> {
         let rt = runtime(None)?;
-        Ok(WorkerState::new(new_session(&rt.env, model_bytes, intra_op_threads)?, Arc::clone(&self.spec)))
+        Ok(WorkerState::new(
+            new_session(&rt.env, model_bytes, intra_op_threads)?,
+            Arc::clone(&self.spec),
+        ))
     }
 }
 
@@ -242,7 +311,11 @@ pub struct WorkerState {
     input: Vec<f32>,
 }
 
-fn new_session(env: &Environment, model_bytes: &[u8], intra: usize) -> Result<Session, InferenceError> {
+fn new_session(
+    env: &Environment,
+    model_bytes: &[u8],
+    intra: usize,
+) -> Result<Session, InferenceError> {
     let load = |e: String| InferenceError::Model(ModelError::Load(e));
     Session::builder(env)
         .map_err(|e| load(e.to_string()))?
@@ -262,17 +335,31 @@ fn first_line(s: &str) -> String {
 
 fn tensor_info(name: &str, dtype: &ValueType) -> TensorInfo {
     match dtype {
-        ValueType::Tensor { ty, shape, .. } => {
-            TensorInfo { name: name.to_string(), shape: Some(shape.iter().copied().collect()), is_f32: *ty == TensorElementType::Float32 }
-        }
-        _ => TensorInfo { name: name.to_string(), shape: None, is_f32: false },
+        ValueType::Tensor { ty, shape, .. } => TensorInfo {
+            name: name.to_string(),
+            shape: Some(shape.iter().copied().collect()),
+            is_f32: *ty == TensorElementType::Float32,
+        },
+        _ => TensorInfo {
+            name: name.to_string(),
+            shape: None,
+            is_f32: false,
+        },
     }
 }
 
-fn read_spec(session: &Session, overrides: &crate::config::ModelOverrides) -> Result<ModelSpec, InferenceError> {
-    let meta = session.metadata().map_err(|e| ModelError::Load(e.to_string()))?;
+fn read_spec(
+    session: &Session,
+    overrides: &crate::config::ModelOverrides,
+) -> Result<ModelSpec, InferenceError> {
+    let meta = session
+        .metadata()
+        .map_err(|e| ModelError::Load(e.to_string()))?;
     let mut map = HashMap::new();
-    for key in meta.custom_keys().map_err(|e| ModelError::Load(e.to_string()))? {
+    for key in meta
+        .custom_keys()
+        .map_err(|e| ModelError::Load(e.to_string()))?
+    {
         if let Some(v) = meta.custom(&key) {
             map.insert(key, v);
         }
@@ -280,29 +367,58 @@ fn read_spec(session: &Session, overrides: &crate::config::ModelOverrides) -> Re
     if let Some(d) = meta.description().filter(|d| !d.trim().is_empty()) {
         map.entry("celestial.description".to_string()).or_insert(d);
     }
-    let inputs: Vec<TensorInfo> = session.inputs().iter().map(|o| tensor_info(o.name(), o.dtype())).collect();
-    let outputs: Vec<TensorInfo> = session.outputs().iter().map(|o| tensor_info(o.name(), o.dtype())).collect();
+    let inputs: Vec<TensorInfo> = session
+        .inputs()
+        .iter()
+        .map(|o| tensor_info(o.name(), o.dtype()))
+        .collect();
+    let outputs: Vec<TensorInfo> = session
+        .outputs()
+        .iter()
+        .map(|o| tensor_info(o.name(), o.dtype()))
+        .collect();
     Ok(ModelSpec::resolve(&map, overrides, &inputs, &outputs)?)
 }
 
 fn warm_up(session: &mut Session, spec: &ModelSpec) -> Result<(), InferenceError> {
     let input = vec![0f32; spec.tensor_len()];
-    let rows = run(session, spec, 1, &input).map_err(|e| ModelError::Invalid(format!("the model does not run on a blank input: {e}")))?;
+    let rows = run(session, spec, 1, &input).map_err(|e| {
+        ModelError::Invalid(format!("the model does not run on a blank input: {e}"))
+    })?;
     if rows.len() != spec.labels.len() {
-        return Err(ModelError::LabelCount { outputs: rows.len(), labels: spec.labels.len() }.into());
+        return Err(ModelError::LabelCount {
+            outputs: rows.len(),
+            labels: spec.labels.len(),
+        }
+        .into());
     }
     Ok(())
 }
 
 /// Run `n` images (contiguous in `input`) and return the flat output (n x labels).
-fn run(session: &mut Session, spec: &ModelSpec, n: usize, input: &[f32]) -> Result<Vec<f32>, String> {
-    let tensor = TensorRef::from_array_view((spec.input_shape(n), input)).map_err(|e| e.to_string())?;
-    let outputs = session.run(ort::inputs![spec.input_name.as_str() => tensor]).map_err(|e| e.to_string())?;
-    let value = outputs.get(&spec.output_name).ok_or_else(|| format!("no output `{}`", spec.output_name))?;
-    let (shape, data) = value.try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
+fn run(
+    session: &mut Session,
+    spec: &ModelSpec,
+    n: usize,
+    input: &[f32],
+) -> Result<Vec<f32>, String> {
+    let tensor =
+        TensorRef::from_array_view((spec.input_shape(n), input)).map_err(|e| e.to_string())?;
+    let outputs = session
+        .run(ort::inputs![spec.input_name.as_str() => tensor])
+        .map_err(|e| e.to_string())?;
+    let value = outputs
+        .get(&spec.output_name)
+        .ok_or_else(|| format!("no output `{}`", spec.output_name))?;
+    let (shape, data) = value
+        .try_extract_tensor::<f32>()
+        .map_err(|e| e.to_string())?;
     let expected = n * spec.labels.len();
     if data.len() != expected || shape.first().copied() != Some(n as i64) {
-        return Err(format!("output shape {shape} does not fit {n} images x {} labels", spec.labels.len()));
+        return Err(format!(
+            "output shape {shape} does not fit {n} images x {} labels",
+            spec.labels.len()
+        ));
     }
     Ok(data.to_vec())
 }
@@ -319,8 +435,10 @@ fn worker(mut state: WorkerState, rx: Arc<Mutex<mpsc::Receiver<Job>>>, max_pixel
         if job.reply.is_closed() {
             continue; // the client gave up (timeout or disconnect): skip the work
         }
-        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| state.process(&job.images, max_pixels, job.enqueued)))
-            .unwrap_or_else(|_| Err(InferenceError::Run("inference panicked".into())));
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            state.process(&job.images, max_pixels, job.enqueued)
+        }))
+        .unwrap_or_else(|_| Err(InferenceError::Run("inference panicked".into())));
         let _ = job.reply.send(out);
         // Between jobs, let the threads this answer just woke (the HTTP runtime; a co-located client)
         // run now rather than when the scheduler next preempts this CPU-bound thread: with as many
@@ -332,30 +450,52 @@ fn worker(mut state: WorkerState, rx: Arc<Mutex<mpsc::Receiver<Job>>>, max_pixel
 
 impl WorkerState {
     fn new(session: Session, spec: Arc<ModelSpec>) -> WorkerState {
-        WorkerState { session, prep: preprocess::Preprocessor::new(spec), input: Vec::new() }
+        WorkerState {
+            session,
+            prep: preprocess::Preprocessor::new(spec),
+            input: Vec::new(),
+        }
     }
 
-    fn process(&mut self, images: &[Bytes], max_pixels: u64, enqueued: Instant) -> Result<JobOutput, InferenceError> {
+    fn process(
+        &mut self,
+        images: &[Bytes],
+        max_pixels: u64,
+        enqueued: Instant,
+    ) -> Result<JobOutput, InferenceError> {
         let started = Instant::now();
-        let WorkerState { session, prep, input } = self;
+        let WorkerState {
+            session,
+            prep,
+            input,
+        } = self;
         let spec = Arc::clone(prep.spec());
         let len = spec.tensor_len();
         input.resize(len * images.len(), 0.0);
         let mut ok_slots = Vec::with_capacity(images.len());
-        let mut results: Vec<Result<Prediction, PreprocessError>> = Vec::with_capacity(images.len());
+        let mut results: Vec<Result<Prediction, PreprocessError>> =
+            Vec::with_capacity(images.len());
         for bytes in images {
             let slot = ok_slots.len();
             // A decoder bug must not take the worker (and its session) down: treat a panic as an
             // undecodable image (and start the next image with fresh preprocessing state).
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| prep.run(bytes, max_pixels, &mut input[slot * len..(slot + 1) * len])))
-                .unwrap_or_else(|_| {
-                    *prep = preprocess::Preprocessor::new(Arc::clone(&spec));
-                    Err(PreprocessError::Undecodable { format: "uploaded", reason: "the decoder failed on this input".into() })
-                });
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                prep.run(bytes, max_pixels, &mut input[slot * len..(slot + 1) * len])
+            }))
+            .unwrap_or_else(|_| {
+                *prep = preprocess::Preprocessor::new(Arc::clone(&spec));
+                Err(PreprocessError::Undecodable {
+                    format: "uploaded",
+                    reason: "the decoder failed on this input".into(),
+                })
+            });
             match outcome {
                 Ok(()) => {
                     ok_slots.push(results.len());
-                    results.push(Ok(Prediction { best: 0, probabilities: Vec::new() }));
+                    results.push(Ok(Prediction {
+                        best: 0,
+                        probabilities: Vec::new(),
+                    }));
                 }
                 Err(e) => results.push(Err(e)),
             }
@@ -368,7 +508,10 @@ impl WorkerState {
             } else {
                 let mut all = Vec::with_capacity(n * spec.labels.len());
                 for i in 0..n {
-                    all.extend(run(session, &spec, 1, &input[i * len..(i + 1) * len]).map_err(InferenceError::Run)?);
+                    all.extend(
+                        run(session, &spec, 1, &input[i * len..(i + 1) * len])
+                            .map_err(InferenceError::Run)?,
+                    );
                 }
                 all
             };
@@ -377,7 +520,12 @@ impl WorkerState {
             }
         }
         let done = Instant::now();
-        Ok(JobOutput { results, queue_wait: started.saturating_duration_since(enqueued), preprocess: preprocessed - started, inference: done - preprocessed })
+        Ok(JobOutput {
+            results,
+            queue_wait: started.saturating_duration_since(enqueued),
+            preprocess: preprocessed - started,
+            inference: done - preprocessed,
+        })
     }
 }
 
@@ -387,8 +535,17 @@ pub fn to_prediction(row: &[f32], kind: OutputKind) -> Prediction {
         OutputKind::Probabilities => row.to_vec(),
         OutputKind::Logits => softmax(row),
     };
-    let best = probabilities.iter().enumerate().fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) }).0;
-    Prediction { best, probabilities }
+    let best = probabilities
+        .iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
+            if v > bv { (i, v) } else { (bi, bv) }
+        })
+        .0;
+    Prediction {
+        best,
+        probabilities,
+    }
 }
 
 /// Numerically stable softmax.
@@ -417,12 +574,20 @@ mod tests {
     fn missing_explicit_library_says_what_to_run() {
         let e = locate_library(Some(Path::new("/nonexistent/libonnxruntime.so"))).unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("scripts/onnxruntime.sh") && msg.contains("/nonexistent/libonnxruntime.so"), "{msg}");
+        assert!(
+            msg.contains("scripts/onnxruntime.sh")
+                && msg.contains("/nonexistent/libonnxruntime.so"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn default_library_path_follows_celestial_cache() {
         let p = default_library_path();
-        assert!(p.ends_with("onnxruntime/1.31.1/libonnxruntime.so.1.31.1"), "{}", p.display());
+        assert!(
+            p.ends_with("onnxruntime/1.31.1/libonnxruntime.so.1.31.1"),
+            "{}",
+            p.display()
+        );
     }
 }

@@ -62,18 +62,29 @@ pub enum Fast {
 /// Decode `bytes` (already sniffed as JPEG) into RGB8, reusing `buf`'s allocation. The size check
 /// against `max_pixels` uses only the header; a truncated file is refused before any decoding.
 pub fn decode(bytes: &[u8], max_pixels: u64, buf: Vec<u8>) -> Result<Fast, PreprocessError> {
-    if memchr::memmem::find_iter(bytes, &[0xFF, 0xDA]).nth(MAX_SCANS).is_some() {
+    if memchr::memmem::find_iter(bytes, &[0xFF, 0xDA])
+        .nth(MAX_SCANS)
+        .is_some()
+    {
         return Ok(Fast::Fallback);
     }
     WARNINGS.with(|w| w.set(0));
     let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<Fast, PreprocessError> {
-        let Ok(header) = Decompress::with_err(error_manager()).with_markers(&[Marker::APP(1)]).from_mem(bytes) else {
+        let Ok(header) = Decompress::with_err(error_manager())
+            .with_markers(&[Marker::APP(1)])
+            .from_mem(bytes)
+        else {
             return Ok(Fast::Fallback);
         };
         let (width, height) = (header.width() as u32, header.height() as u32);
         let pixels = u64::from(width) * u64::from(height);
         if pixels > max_pixels {
-            return Err(PreprocessError::TooLarge { width, height, pixels, limit: max_pixels });
+            return Err(PreprocessError::TooLarge {
+                width,
+                height,
+                pixels,
+                limit: max_pixels,
+            });
         }
         if pixels == 0 {
             return Err(PreprocessError::ZeroSized { width, height });
@@ -81,11 +92,17 @@ pub fn decode(bytes: &[u8], max_pixels: u64, buf: Vec<u8>) -> Result<Fast, Prepr
         if jpeg_is_truncated(bytes) {
             return Err(PreprocessError::Truncated { format: "JPEG" });
         }
-        if !matches!(header.color_space(), ColorSpace::JCS_YCbCr | ColorSpace::JCS_GRAYSCALE | ColorSpace::JCS_RGB) {
+        if !matches!(
+            header.color_space(),
+            ColorSpace::JCS_YCbCr | ColorSpace::JCS_GRAYSCALE | ColorSpace::JCS_RGB
+        ) {
             return Ok(Fast::Fallback);
         }
-        let orientation =
-            header.markers().filter_map(|m| m.data.strip_prefix(b"Exif\0\0")).find_map(Orientation::from_exif_chunk).unwrap_or(Orientation::NoTransforms);
+        let orientation = header
+            .markers()
+            .filter_map(|m| m.data.strip_prefix(b"Exif\0\0"))
+            .find_map(Orientation::from_exif_chunk)
+            .unwrap_or(Orientation::NoTransforms);
         let Ok(mut started) = header.rgb() else {
             return Ok(Fast::Fallback);
         };
@@ -124,21 +141,36 @@ mod tests {
     }
 
     fn gradient() -> DynamicImage {
-        DynamicImage::ImageRgb8(RgbImage::from_fn(40, 24, |x, y| image::Rgb([(x * 6) as u8, (y * 10) as u8, ((x + y) * 3) as u8])))
+        DynamicImage::ImageRgb8(RgbImage::from_fn(40, 24, |x, y| {
+            image::Rgb([(x * 6) as u8, (y * 10) as u8, ((x + y) * 3) as u8])
+        }))
     }
 
     #[test]
     fn decodes_rgb_and_grayscale_close_to_the_pure_rust_decoder() {
         for img in [gradient(), DynamicImage::ImageLuma8(gradient().to_luma8())] {
             let jpeg = encode_jpeg(&img);
-            let Ok(Fast::Image(ours)) = fast(&jpeg) else { panic!("the fast path must take a plain JPEG") };
-            let reference = image::load_from_memory_with_format(&jpeg, ImageFormat::Jpeg).unwrap().to_rgb8();
+            let Ok(Fast::Image(ours)) = fast(&jpeg) else {
+                panic!("the fast path must take a plain JPEG")
+            };
+            let reference = image::load_from_memory_with_format(&jpeg, ImageFormat::Jpeg)
+                .unwrap()
+                .to_rgb8();
             assert_eq!(ours.dimensions(), reference.dimensions());
             let ours = ours.as_rgb8().expect("RGB8 output");
-            let max = ours.as_raw().iter().zip(reference.as_raw()).map(|(a, b)| a.abs_diff(*b)).max().unwrap();
+            let max = ours
+                .as_raw()
+                .iter()
+                .zip(reference.as_raw())
+                .map(|(a, b)| a.abs_diff(*b))
+                .max()
+                .unwrap();
             assert!(max <= 3, "fast path and image-rs differ by {max}");
             if img.color() == image::ColorType::L8 {
-                assert!(ours.pixels().all(|p| p[0] == p[1] && p[1] == p[2]), "grayscale is expanded to R=G=B");
+                assert!(
+                    ours.pixels().all(|p| p[0] == p[1] && p[1] == p[2]),
+                    "grayscale is expanded to R=G=B"
+                );
             }
         }
     }
@@ -155,7 +187,8 @@ mod tests {
         marked.extend_from_slice(&comment);
         marked.extend_from_slice(&jpeg[2..]);
         assert!(matches!(fast(&marked), Ok(Fast::Fallback)));
-        let img = crate::preprocess::decode(&marked, u64::MAX).expect("image-rs decodes it (it counts real scans)");
+        let img = crate::preprocess::decode(&marked, u64::MAX)
+            .expect("image-rs decodes it (it counts real scans)");
         assert_eq!(img.dimensions(), (40, 24));
     }
 
@@ -173,10 +206,21 @@ mod tests {
     fn size_checks_come_from_the_header_and_damage_falls_back() {
         let jpeg = encode_jpeg(&gradient());
         match decode(&jpeg, 100, Vec::new()) {
-            Err(PreprocessError::TooLarge { width: 40, height: 24, pixels: 960, limit: 100 }) => {}
+            Err(PreprocessError::TooLarge {
+                width: 40,
+                height: 24,
+                pixels: 960,
+                limit: 100,
+            }) => {}
             _ => panic!("expected TooLarge from the header"),
         }
-        assert!(matches!(fast(&jpeg[..jpeg.len() - 2]), Err(PreprocessError::Truncated { .. })), "EOI cut off");
+        assert!(
+            matches!(
+                fast(&jpeg[..jpeg.len() - 2]),
+                Err(PreprocessError::Truncated { .. })
+            ),
+            "EOI cut off"
+        );
         // Garbage entropy-coded data: libjpeg warns (or fails); never an image from the fast path.
         let sos = jpeg.windows(2).rposition(|w| w == [0xFF, 0xDA]).unwrap();
         let mut bad = jpeg.clone();
@@ -184,6 +228,9 @@ mod tests {
             *b = 0xFF;
         }
         assert!(matches!(fast(&bad), Ok(Fast::Fallback)));
-        assert!(matches!(fast(&jpeg[..sos]), Ok(Fast::Fallback)), "no scan at all");
+        assert!(
+            matches!(fast(&jpeg[..sos]), Ok(Fast::Fallback)),
+            "no scan at all"
+        );
     }
 }

@@ -44,7 +44,10 @@ pub fn model_bytes(config: &Config) -> Result<std::borrow::Cow<'static, [u8]>, M
     match &config.model {
         Some(path) => std::fs::read(path)
             .map(std::borrow::Cow::Owned)
-            .map_err(|source| ModelError::Read { path: path.display().to_string(), source }),
+            .map_err(|source| ModelError::Read {
+                path: path.display().to_string(),
+                source,
+            }),
         None => Ok(std::borrow::Cow::Borrowed(model::EMBEDDED_MODEL)),
     }
 }
@@ -52,10 +55,14 @@ pub fn model_bytes(config: &Config) -> Result<std::borrow::Cow<'static, [u8]>, M
 /// Load the model and start the inference workers (blocking; call from a blocking context).
 pub fn load_engine(config: &Config) -> Result<Engine, ServerError> {
     if config.max_concurrency == 0 {
-        return Err(ServerError::Config("--max-concurrency must be at least 1".into()));
+        return Err(ServerError::Config(
+            "--max-concurrency must be at least 1".into(),
+        ));
     }
     if config.max_batch_images == 0 {
-        return Err(ServerError::Config("--max-batch-images must be at least 1".into()));
+        return Err(ServerError::Config(
+            "--max-batch-images must be at least 1".into(),
+        ));
     }
     let bytes = model_bytes(config)?;
     let opts = EngineOptions {
@@ -70,16 +77,30 @@ pub fn load_engine(config: &Config) -> Result<Engine, ServerError> {
 /// Serve on `listener` until `shutdown` resolves, then drain: `/readyz` answers 503 at once, the
 /// listener closes (after `--drain-delay`), in-flight requests get up to `--shutdown-timeout` to
 /// finish, and `run` returns `Ok(())`.
-pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
     let started = std::time::Instant::now();
     let cfg = config.clone();
     let engine = tokio::task::spawn_blocking(move || load_engine(&cfg))
         .await
         .map_err(|e| ServerError::Config(format!("model loading panicked: {e}")))??;
     let spec = Arc::clone(engine.spec());
-    let (openapi_json, schema_json, model_json) =
-        http::documents(&engine, &config.service_name, config.max_body_bytes, config.max_image_pixels, config.max_batch_images);
-    let metrics = metrics::Metrics::new(&spec.labels, &spec.name, &spec.version, engine.ort_version());
+    let (openapi_json, schema_json, model_json) = http::documents(
+        &engine,
+        &config.service_name,
+        config.max_body_bytes,
+        config.max_image_pixels,
+        config.max_batch_images,
+    );
+    let metrics = metrics::Metrics::new(
+        &spec.labels,
+        &spec.name,
+        &spec.version,
+        engine.ort_version(),
+    );
     let swagger = Arc::new(
         utoipa_swagger_ui::Config::new(["./docs.json"])
             .try_it_out_enabled(true)
@@ -114,8 +135,10 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         model_json,
         swagger,
     });
-    let app = http::router(Arc::clone(&state))
-        .layer(axum::middleware::from_fn_with_state(Arc::<str>::from(config.root_path.as_str()), root_path::middleware));
+    let app = http::router(Arc::clone(&state)).layer(axum::middleware::from_fn_with_state(
+        Arc::<str>::from(config.root_path.as_str()),
+        root_path::middleware,
+    ));
     let addr = listener.local_addr()?;
     info!(%addr, "listening");
 
@@ -127,7 +150,10 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
         shutdown.await;
         drain_state.draining.store(true, Ordering::SeqCst);
         drain_signalled.notify_one();
-        info!(drain_delay_ms = drain_delay.as_millis() as u64, "shutdown requested: draining");
+        info!(
+            drain_delay_ms = drain_delay.as_millis() as u64,
+            "shutdown requested: draining"
+        );
         if !drain_delay.is_zero() {
             tokio::time::sleep(drain_delay).await;
         }
@@ -140,7 +166,9 @@ pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Ou
             warn!("cannot set TCP_NODELAY: {e}");
         }
     });
-    let serve = axum::serve(listener, app).with_graceful_shutdown(graceful).into_future();
+    let serve = axum::serve(listener, app)
+        .with_graceful_shutdown(graceful)
+        .into_future();
     let shutdown_timeout = config.shutdown_timeout;
     let deadline = async move {
         signalled.notified().await;
@@ -186,15 +214,26 @@ pub fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 's
 pub fn healthcheck(address: &str, timeout: std::time::Duration) -> Result<bool, String> {
     use std::io::{Read, Write};
     use std::net::ToSocketAddrs;
-    let addr = address.to_socket_addrs().map_err(|e| format!("cannot resolve {address}: {e}"))?.next().ok_or_else(|| format!("cannot resolve {address}"))?;
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    let addr = address
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {address}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("cannot resolve {address}"))?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    stream
+        .set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
     write!(stream, "GET /readyz HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nUser-Agent: celestial-healthcheck\r\n\r\n").map_err(|e| format!("cannot send request: {e}"))?;
     let mut buf = [0u8; 64];
     let mut got = Vec::new();
     while got.len() < 12 {
-        let n = stream.read(&mut buf).map_err(|e| format!("cannot read response: {e}"))?;
+        let n = stream
+            .read(&mut buf)
+            .map_err(|e| format!("cannot read response: {e}"))?;
         if n == 0 {
             break;
         }

@@ -2,9 +2,9 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use celestial_server::config::LogFormat;
 use celestial_server::{Cli, Command};
+use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -12,7 +12,10 @@ fn main() -> ExitCode {
         return match celestial_server::healthcheck(&args.address, args.timeout) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => {
-                eprintln!("celestial-server healthcheck: {} is not ready", args.address);
+                eprintln!(
+                    "celestial-server healthcheck: {} is not ready",
+                    args.address
+                );
                 ExitCode::FAILURE
             }
             Err(e) => {
@@ -31,9 +34,14 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         let addr = std::net::SocketAddr::new(config.host, config.port);
-        let signal = celestial_server::shutdown_signal().map_err(|e| format!("cannot install signal handlers: {e}"))?;
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-        celestial_server::run(config, listener, signal).await.map_err(|e| e.to_string())
+        let signal = celestial_server::shutdown_signal()
+            .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        celestial_server::run(config, listener, signal)
+            .await
+            .map_err(|e| e.to_string())
     });
     // Do not wait for worker threads blocked on the job queue.
     runtime.shutdown_background();
@@ -49,10 +57,17 @@ fn fail(message: &str) -> ExitCode {
 }
 
 fn init_tracing(format: LogFormat, filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
     }
 }

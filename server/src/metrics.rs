@@ -8,7 +8,10 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Histogram bucket upper bounds in seconds: 100 us .. 10 s.
-pub const BUCKETS: [f64; 16] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+pub const BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
 
 /// A fixed-bucket histogram.
 #[derive(Default)]
@@ -26,7 +29,10 @@ impl Histogram {
             self.counts[i].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_ns.fetch_add(d.as_nanos().min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
+        self.sum_ns.fetch_add(
+            d.as_nanos().min(u128::from(u64::MAX)) as u64,
+            Ordering::Relaxed,
+        );
     }
 
     fn render(&self, out: &mut String, name: &str, labels: &str) {
@@ -39,7 +45,11 @@ impl Histogram {
         let count = self.count.load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
         let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
-        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
         let _ = writeln!(out, "{name}_sum{braces} {sum}");
         let _ = writeln!(out, "{name}_count{braces} {count}");
     }
@@ -60,7 +70,12 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(labels: &[String], model_name: &str, model_version: &str, ort_version: &str) -> Metrics {
+    pub fn new(
+        labels: &[String],
+        model_name: &str,
+        model_version: &str,
+        ort_version: &str,
+    ) -> Metrics {
         Metrics {
             requests: Mutex::new(BTreeMap::new()),
             latency: Mutex::new(BTreeMap::new()),
@@ -86,7 +101,13 @@ impl Metrics {
     }
 
     /// Count a finished request (route is the matched route template, or "unmatched").
-    pub fn request_finished(&self, method: &'static str, route: &'static str, status: u16, elapsed: Duration) {
+    pub fn request_finished(
+        &self,
+        method: &'static str,
+        route: &'static str,
+        status: u16,
+        elapsed: Duration,
+    ) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         if let Ok(mut m) = self.requests.lock() {
             *m.entry((route, method, status)).or_default() += 1;
@@ -114,29 +135,59 @@ impl Metrics {
     /// The text exposition format.
     pub fn render(&self, ready: bool) -> String {
         let mut out = String::with_capacity(8192);
-        out.push_str("# HELP celestial_http_requests_total HTTP requests by route, method and status.\n");
+        out.push_str(
+            "# HELP celestial_http_requests_total HTTP requests by route, method and status.\n",
+        );
         out.push_str("# TYPE celestial_http_requests_total counter\n");
         if let Ok(m) = self.requests.lock() {
             for ((route, method, status), n) in m.iter() {
-                let _ = writeln!(out, "celestial_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {n}");
+                let _ = writeln!(
+                    out,
+                    "celestial_http_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {n}"
+                );
             }
         }
-        out.push_str("# HELP celestial_http_request_duration_seconds HTTP request latency by route.\n");
+        out.push_str(
+            "# HELP celestial_http_request_duration_seconds HTTP request latency by route.\n",
+        );
         out.push_str("# TYPE celestial_http_request_duration_seconds histogram\n");
         let hs: Vec<(&'static str, std::sync::Arc<Histogram>)> = match self.latency.lock() {
-            Ok(m) => m.iter().map(|(k, v)| (*k, std::sync::Arc::clone(v))).collect(),
+            Ok(m) => m
+                .iter()
+                .map(|(k, v)| (*k, std::sync::Arc::clone(v)))
+                .collect(),
             Err(_) => Vec::new(),
         };
         for (route, h) in hs {
-            h.render(&mut out, "celestial_http_request_duration_seconds", &format!("route=\"{route}\""));
+            h.render(
+                &mut out,
+                "celestial_http_request_duration_seconds",
+                &format!("route=\"{route}\""),
+            );
         }
         out.push_str("# HELP celestial_http_requests_in_flight HTTP requests being served now.\n");
         out.push_str("# TYPE celestial_http_requests_in_flight gauge\n");
-        let _ = writeln!(out, "celestial_http_requests_in_flight {}", self.in_flight.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "celestial_http_requests_in_flight {}",
+            self.in_flight.load(Ordering::Relaxed)
+        );
         for (name, help, h) in [
-            ("celestial_queue_wait_seconds", "Time prediction jobs waited for a free inference worker.", &self.queue_wait),
-            ("celestial_preprocess_seconds", "Time spent decoding and preprocessing the images of one job.", &self.preprocess),
-            ("celestial_inference_seconds", "Time spent in ONNX Runtime for one job.", &self.inference),
+            (
+                "celestial_queue_wait_seconds",
+                "Time prediction jobs waited for a free inference worker.",
+                &self.queue_wait,
+            ),
+            (
+                "celestial_preprocess_seconds",
+                "Time spent decoding and preprocessing the images of one job.",
+                &self.preprocess,
+            ),
+            (
+                "celestial_inference_seconds",
+                "Time spent in ONNX Runtime for one job.",
+                &self.inference,
+            ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
             h.render(&mut out, name, "");
@@ -144,7 +195,12 @@ impl Metrics {
         out.push_str("# HELP celestial_predictions_total Predictions by predicted label.\n");
         out.push_str("# TYPE celestial_predictions_total counter\n");
         for (label, c) in self.labels.iter().zip(&self.predictions) {
-            let _ = writeln!(out, "celestial_predictions_total{{label=\"{}\"}} {}", esc(label), c.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "celestial_predictions_total{{label=\"{}\"}} {}",
+                esc(label),
+                c.load(Ordering::Relaxed)
+            );
         }
         out.push_str("# HELP celestial_rejections_total Refused requests and images by reason (error code).\n");
         out.push_str("# TYPE celestial_rejections_total counter\n");
@@ -162,7 +218,9 @@ impl Metrics {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -179,10 +237,21 @@ mod tests {
         m.predicted(1);
         m.rejected("invalid_image");
         let text = m.render(true);
-        assert!(text.contains("celestial_http_requests_total{route=\"/predict\",method=\"POST\",status=\"200\"} 1"), "{text}");
-        assert!(text.contains("celestial_http_request_duration_seconds_bucket{route=\"/predict\",le=\"0.0005\"} 1"));
-        assert!(text.contains("celestial_http_request_duration_seconds_bucket{route=\"/predict\",le=\"0.025\"} 2"));
-        assert!(text.contains("celestial_http_request_duration_seconds_bucket{route=\"/predict\",le=\"+Inf\"} 2"));
+        assert!(
+            text.contains(
+                "celestial_http_requests_total{route=\"/predict\",method=\"POST\",status=\"200\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            "celestial_http_request_duration_seconds_bucket{route=\"/predict\",le=\"0.0005\"} 1"
+        ));
+        assert!(text.contains(
+            "celestial_http_request_duration_seconds_bucket{route=\"/predict\",le=\"0.025\"} 2"
+        ));
+        assert!(text.contains(
+            "celestial_http_request_duration_seconds_bucket{route=\"/predict\",le=\"+Inf\"} 2"
+        ));
         assert!(text.contains("celestial_http_requests_in_flight 0"));
         assert!(text.contains("celestial_predictions_total{label=\"Mars\"} 1"));
         assert!(text.contains("celestial_rejections_total{reason=\"invalid_image\"} 1"));

@@ -14,7 +14,10 @@ pub static EMBEDDED_MODEL: &[u8] = include_bytes!("../../model/celestial-bodies.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     #[error("cannot read model file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("ONNX Runtime cannot load the model: {0}")]
     Load(String),
     #[error("model has no input named `{0}`")]
@@ -32,7 +35,11 @@ pub enum ModelError {
     #[error("model has no labels: it lacks `celestial.labels` metadata, pass --labels")]
     NoLabels,
     #[error("invalid metadata `{key}` = {value:?}: {reason}")]
-    BadMetadata { key: String, value: String, reason: String },
+    BadMetadata {
+        key: String,
+        value: String,
+        reason: String,
+    },
     #[error("model outputs {outputs} classes but {labels} labels are configured")]
     LabelCount { outputs: usize, labels: usize },
     #[error("{0}")]
@@ -104,34 +111,60 @@ impl ModelSpec {
         inputs: &[TensorInfo],
         outputs: &[TensorInfo],
     ) -> Result<ModelSpec, ModelError> {
-        let m = |key: &str| meta.get(&format!("celestial.{key}")).map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+        let m = |key: &str| {
+            meta.get(&format!("celestial.{key}"))
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        };
 
         // Input and output selection.
         let input_name = over.input_name.clone().or_else(|| m("input_name"));
         let input = match input_name {
-            Some(name) => inputs.iter().find(|i| i.name == name).ok_or(ModelError::NoSuchInput(name))?,
+            Some(name) => inputs
+                .iter()
+                .find(|i| i.name == name)
+                .ok_or(ModelError::NoSuchInput(name))?,
             None if inputs.len() == 1 => &inputs[0],
             None => return Err(ModelError::AmbiguousInput(inputs.len())),
         };
         let output = match over.output_name.clone().or_else(|| m("output_name")) {
-            Some(name) => outputs.iter().find(|o| o.name == name).ok_or(ModelError::NoSuchOutput(name))?,
+            Some(name) => outputs
+                .iter()
+                .find(|o| o.name == name)
+                .ok_or(ModelError::NoSuchOutput(name))?,
             None => outputs.first().ok_or(ModelError::NoOutputs)?,
         };
-        let unsupported_in = |reason: String| ModelError::UnsupportedInput { name: input.name.clone(), reason };
-        let in_shape = input.shape.clone().ok_or_else(|| unsupported_in("it is not a tensor".into()))?;
+        let unsupported_in = |reason: String| ModelError::UnsupportedInput {
+            name: input.name.clone(),
+            reason,
+        };
+        let in_shape = input
+            .shape
+            .clone()
+            .ok_or_else(|| unsupported_in("it is not a tensor".into()))?;
         if !input.is_f32 {
             return Err(unsupported_in("only float32 inputs are supported".into()));
         }
         if in_shape.len() != 4 {
-            return Err(unsupported_in(format!("expected a rank-4 image tensor, got shape {in_shape:?}")));
+            return Err(unsupported_in(format!(
+                "expected a rank-4 image tensor, got shape {in_shape:?}"
+            )));
         }
-        let unsupported_out = |reason: String| ModelError::UnsupportedOutput { name: output.name.clone(), reason };
-        let out_shape = output.shape.clone().ok_or_else(|| unsupported_out("it is not a tensor".into()))?;
+        let unsupported_out = |reason: String| ModelError::UnsupportedOutput {
+            name: output.name.clone(),
+            reason,
+        };
+        let out_shape = output
+            .shape
+            .clone()
+            .ok_or_else(|| unsupported_out("it is not a tensor".into()))?;
         if !output.is_f32 {
             return Err(unsupported_out("only float32 outputs are supported".into()));
         }
         if out_shape.len() != 2 {
-            return Err(unsupported_out(format!("expected shape [batch, classes], got {out_shape:?}")));
+            return Err(unsupported_out(format!(
+                "expected shape [batch, classes], got {out_shape:?}"
+            )));
         }
 
         // Labels.
@@ -139,11 +172,15 @@ impl ModelSpec {
             Some(l) => l.iter().map(|s| s.trim().to_string()).collect(),
             None => {
                 let raw = m("labels").ok_or(ModelError::NoLabels)?;
-                serde_json::from_str::<Vec<String>>(&raw).map_err(|e| bad("labels", &raw, &format!("not a JSON array of strings: {e}")))?
+                serde_json::from_str::<Vec<String>>(&raw).map_err(|e| {
+                    bad("labels", &raw, &format!("not a JSON array of strings: {e}"))
+                })?
             }
         };
         if labels.is_empty() || labels.iter().any(|l| l.is_empty()) {
-            return Err(ModelError::Invalid("labels must be a non-empty list of non-empty names".into()));
+            return Err(ModelError::Invalid(
+                "labels must be a non-empty list of non-empty names".into(),
+            ));
         }
         {
             let mut seen = std::collections::HashSet::new();
@@ -152,7 +189,10 @@ impl ModelSpec {
             }
         }
         if out_shape[1] > 0 && out_shape[1] as usize != labels.len() {
-            return Err(ModelError::LabelCount { outputs: out_shape[1] as usize, labels: labels.len() });
+            return Err(ModelError::LabelCount {
+                outputs: out_shape[1] as usize,
+                labels: labels.len(),
+            });
         }
 
         // Layout: explicit, else inferred from where a 1- or 3-sized dimension sits.
@@ -186,7 +226,9 @@ impl ModelSpec {
             let v = match over {
                 Some(v) => v,
                 None => match m(key) {
-                    Some(s) => s.parse::<u32>().map_err(|_| bad(key, &s, "expected a positive integer"))?,
+                    Some(s) => s
+                        .parse::<u32>()
+                        .map_err(|_| bad(key, &s, "expected a positive integer"))?,
                     None if from_shape > 0 => from_shape as u32,
                     None => {
                         return Err(unsupported_in(format!(
@@ -197,10 +239,14 @@ impl ModelSpec {
                 },
             };
             if v == 0 || v > 4096 {
-                return Err(unsupported_in(format!("{key} {v} is out of range 1..=4096")));
+                return Err(unsupported_in(format!(
+                    "{key} {v} is out of range 1..=4096"
+                )));
             }
             if from_shape > 0 && from_shape as u32 != v {
-                return Err(unsupported_in(format!("{key} is {v} but the model input has {from_shape}")));
+                return Err(unsupported_in(format!(
+                    "{key} is {v} but the model input has {from_shape}"
+                )));
             }
             Ok(v)
         };
@@ -218,7 +264,11 @@ impl ModelSpec {
                 None => match c_dim {
                     1 => ColorMode::Grayscale,
                     3 => ColorMode::Rgb,
-                    _ => return Err(unsupported_in("channel count unknown; pass --color-mode".into())),
+                    _ => {
+                        return Err(unsupported_in(
+                            "channel count unknown; pass --color-mode".into(),
+                        ));
+                    }
                 },
             },
         };
@@ -230,9 +280,12 @@ impl ModelSpec {
         }
 
         let grayscale_coefficients = match &over.grayscale_coefficients {
-            Some(v) => three(v).ok_or_else(|| ModelError::Invalid("--grayscale-coefficients needs 3 numbers".into()))?,
+            Some(v) => three(v).ok_or_else(|| {
+                ModelError::Invalid("--grayscale-coefficients needs 3 numbers".into())
+            })?,
             None => match m("grayscale_coefficients") {
-                Some(s) => three(&floats("grayscale_coefficients", &s)?).ok_or_else(|| bad("grayscale_coefficients", &s, "expected 3 numbers"))?,
+                Some(s) => three(&floats("grayscale_coefficients", &s)?)
+                    .ok_or_else(|| bad("grayscale_coefficients", &s, "expected 3 numbers"))?,
                 None => [0.299, 0.587, 0.114],
             },
         };
@@ -248,36 +301,55 @@ impl ModelSpec {
                     "nearest" => ResizeFilter::Nearest,
                     "catmull_rom" | "catmullrom" | "bicubic" => ResizeFilter::CatmullRom,
                     "lanczos3" | "lanczos" => ResizeFilter::Lanczos3,
-                    _ => return Err(bad("resize_filter", &v, "expected triangle, nearest, catmull_rom or lanczos3")),
+                    _ => {
+                        return Err(bad(
+                            "resize_filter",
+                            &v,
+                            "expected triangle, nearest, catmull_rom or lanczos3",
+                        ));
+                    }
                 },
                 None => ResizeFilter::Triangle,
             },
         };
         let resize_mode = m("resize_mode").unwrap_or_else(|| "stretch".into());
         if resize_mode != "stretch" {
-            return Err(bad("resize_mode", &resize_mode, "only stretch is supported"));
+            return Err(bad(
+                "resize_mode",
+                &resize_mode,
+                "only stretch is supported",
+            ));
         }
         let scale = match over.scale {
             Some(s) => s,
             None => match m("scale") {
-                Some(s) => s.parse::<f32>().map_err(|_| bad("scale", &s, "expected a number"))?,
+                Some(s) => s
+                    .parse::<f32>()
+                    .map_err(|_| bad("scale", &s, "expected a number"))?,
                 None => 1.0 / 255.0,
             },
         };
-        let per_channel = |over: &Option<Vec<f32>>, key: &str, default: f32| -> Result<Vec<f32>, ModelError> {
-            let v = match over {
-                Some(v) => v.clone(),
-                None => match m(key) {
-                    Some(s) => floats(key, &s)?,
-                    None => vec![default; channels as usize],
-                },
+        let per_channel =
+            |over: &Option<Vec<f32>>, key: &str, default: f32| -> Result<Vec<f32>, ModelError> {
+                let v = match over {
+                    Some(v) => v.clone(),
+                    None => match m(key) {
+                        Some(s) => floats(key, &s)?,
+                        None => vec![default; channels as usize],
+                    },
+                };
+                let v = if v.len() == 1 {
+                    vec![v[0]; channels as usize]
+                } else {
+                    v
+                };
+                if v.len() != channels as usize || v.iter().any(|x| !x.is_finite()) {
+                    return Err(ModelError::Invalid(format!(
+                        "{key} needs {channels} finite value(s), got {v:?}"
+                    )));
+                }
+                Ok(v)
             };
-            let v = if v.len() == 1 { vec![v[0]; channels as usize] } else { v };
-            if v.len() != channels as usize || v.iter().any(|x| !x.is_finite()) {
-                return Err(ModelError::Invalid(format!("{key} needs {channels} finite value(s), got {v:?}")));
-            }
-            Ok(v)
-        };
         let mean = per_channel(&over.mean, "mean", 0.0)?;
         let std = per_channel(&over.std, "std", 1.0)?;
         if std.contains(&0.0) {
@@ -298,13 +370,24 @@ impl ModelSpec {
             },
         };
         let validation_accuracy = match m("validation_accuracy") {
-            Some(s) => Some(s.parse::<f64>().map_err(|_| bad("validation_accuracy", &s, "expected a number"))?),
+            Some(s) => Some(
+                s.parse::<f64>()
+                    .map_err(|_| bad("validation_accuracy", &s, "expected a number"))?,
+            ),
             None => None,
         };
 
         Ok(ModelSpec {
-            name: over.model_name.clone().or_else(|| m("model_name")).unwrap_or_else(|| "celestial-bodies".into()),
-            version: over.model_version.clone().or_else(|| m("model_version")).unwrap_or_else(|| "unknown".into()),
+            name: over
+                .model_name
+                .clone()
+                .or_else(|| m("model_name"))
+                .unwrap_or_else(|| "celestial-bodies".into()),
+            version: over
+                .model_version
+                .clone()
+                .or_else(|| m("model_version"))
+                .unwrap_or_else(|| "unknown".into()),
             labels,
             input_name: input.name.clone(),
             output_name: output.name.clone(),
@@ -329,11 +412,21 @@ impl ModelSpec {
 }
 
 fn bad(key: &str, value: &str, reason: &str) -> ModelError {
-    ModelError::BadMetadata { key: format!("celestial.{key}"), value: value.to_string(), reason: reason.to_string() }
+    ModelError::BadMetadata {
+        key: format!("celestial.{key}"),
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
 }
 
 fn floats(key: &str, s: &str) -> Result<Vec<f32>, ModelError> {
-    s.split(',').map(|x| x.trim().parse::<f32>().map_err(|_| bad(key, s, "expected comma-separated numbers"))).collect()
+    s.split(',')
+        .map(|x| {
+            x.trim()
+                .parse::<f32>()
+                .map_err(|_| bad(key, s, "expected comma-separated numbers"))
+        })
+        .collect()
 }
 
 fn three(v: &[f32]) -> Option<[f32; 3]> {
@@ -345,7 +438,11 @@ mod tests {
     use super::*;
 
     fn t(name: &str, shape: &[i64]) -> TensorInfo {
-        TensorInfo { name: name.into(), shape: Some(shape.to_vec()), is_f32: true }
+        TensorInfo {
+            name: name.into(),
+            shape: Some(shape.to_vec()),
+            is_f32: true,
+        }
     }
 
     fn meta() -> HashMap<String, String> {
@@ -366,9 +463,18 @@ mod tests {
 
     #[test]
     fn resolves_from_metadata() {
-        let s = ModelSpec::resolve(&meta(), &ModelOverrides::default(), &[t("input", &[-1, 3, 64, 64])], &[t("logits", &[-1, 3])]).unwrap();
+        let s = ModelSpec::resolve(
+            &meta(),
+            &ModelOverrides::default(),
+            &[t("input", &[-1, 3, 64, 64])],
+            &[t("logits", &[-1, 3])],
+        )
+        .unwrap();
         assert_eq!(s.labels, ["a", "b", "c"]);
-        assert_eq!((s.layout, s.height, s.width, s.color_mode), (Layout::Nchw, 64, 64, ColorMode::Rgb));
+        assert_eq!(
+            (s.layout, s.height, s.width, s.color_mode),
+            (Layout::Nchw, 64, 64, ColorMode::Rgb)
+        );
         assert_eq!(s.input_shape(2), [2, 3, 64, 64]);
         assert_eq!(s.version, "1.2.3");
         assert_eq!(s.validation_accuracy, Some(0.9933));
@@ -378,9 +484,21 @@ mod tests {
 
     #[test]
     fn guide_model_from_flags_and_shape() {
-        let over = ModelOverrides { labels: Some((0..10).map(|i| format!("l{i}")).collect()), ..Default::default() };
-        let s = ModelSpec::resolve(&HashMap::new(), &over, &[t("input", &[-1, 32, 32, 1])], &[t("logits", &[-1, 10])]).unwrap();
-        assert_eq!((s.layout, s.height, s.width, s.color_mode), (Layout::Nhwc, 32, 32, ColorMode::Grayscale));
+        let over = ModelOverrides {
+            labels: Some((0..10).map(|i| format!("l{i}")).collect()),
+            ..Default::default()
+        };
+        let s = ModelSpec::resolve(
+            &HashMap::new(),
+            &over,
+            &[t("input", &[-1, 32, 32, 1])],
+            &[t("logits", &[-1, 10])],
+        )
+        .unwrap();
+        assert_eq!(
+            (s.layout, s.height, s.width, s.color_mode),
+            (Layout::Nhwc, 32, 32, ColorMode::Grayscale)
+        );
         assert_eq!(s.input_shape(1), [1, 32, 32, 1]);
         assert_eq!(s.tensor_len(), 1024);
     }
@@ -391,21 +509,44 @@ mod tests {
         let inputs = [t("input", &[-1, 3, 64, 64])];
         assert!(matches!(
             ModelSpec::resolve(&meta(), &none, &inputs, &[t("logits", &[-1, 10])]),
-            Err(ModelError::LabelCount { outputs: 10, labels: 3 })
+            Err(ModelError::LabelCount {
+                outputs: 10,
+                labels: 3
+            })
         ));
-        assert!(matches!(ModelSpec::resolve(&HashMap::new(), &none, &inputs, &[t("o", &[-1, 3])]), Err(ModelError::NoLabels)));
         assert!(matches!(
-            ModelSpec::resolve(&meta(), &none, &[t("input", &[-1, 64])], &[t("o", &[-1, 3])]),
+            ModelSpec::resolve(&HashMap::new(), &none, &inputs, &[t("o", &[-1, 3])]),
+            Err(ModelError::NoLabels)
+        ));
+        assert!(matches!(
+            ModelSpec::resolve(
+                &meta(),
+                &none,
+                &[t("input", &[-1, 64])],
+                &[t("o", &[-1, 3])]
+            ),
             Err(ModelError::UnsupportedInput { .. })
         ));
         let mut m = meta();
         m.insert("celestial.input_height".into(), "32".into());
-        assert!(matches!(ModelSpec::resolve(&m, &none, &inputs, &[t("o", &[-1, 3])]), Err(ModelError::UnsupportedInput { .. })));
-        let over = ModelOverrides { input_name: Some("nope".into()), ..Default::default() };
-        assert!(matches!(ModelSpec::resolve(&meta(), &over, &inputs, &[t("o", &[-1, 3])]), Err(ModelError::NoSuchInput(_))));
+        assert!(matches!(
+            ModelSpec::resolve(&m, &none, &inputs, &[t("o", &[-1, 3])]),
+            Err(ModelError::UnsupportedInput { .. })
+        ));
+        let over = ModelOverrides {
+            input_name: Some("nope".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            ModelSpec::resolve(&meta(), &over, &inputs, &[t("o", &[-1, 3])]),
+            Err(ModelError::NoSuchInput(_))
+        ));
         let mut m = meta();
         m.insert("celestial.labels".into(), "Earth,Mars".into());
-        assert!(matches!(ModelSpec::resolve(&m, &none, &inputs, &[t("o", &[-1, 3])]), Err(ModelError::BadMetadata { .. })));
+        assert!(matches!(
+            ModelSpec::resolve(&m, &none, &inputs, &[t("o", &[-1, 3])]),
+            Err(ModelError::BadMetadata { .. })
+        ));
     }
 
     #[test]
@@ -416,7 +557,13 @@ mod tests {
             mean: Some(vec![0.5]),
             ..Default::default()
         };
-        let s = ModelSpec::resolve(&meta(), &over, &[t("input", &[-1, 3, 64, 64])], &[t("logits", &[-1, 3])]).unwrap();
+        let s = ModelSpec::resolve(
+            &meta(),
+            &over,
+            &[t("input", &[-1, 3, 64, 64])],
+            &[t("logits", &[-1, 3])],
+        )
+        .unwrap();
         assert_eq!(s.labels, ["x", "y", "z"]);
         assert_eq!(s.version, "9");
         assert_eq!(s.mean, [0.5; 3]);

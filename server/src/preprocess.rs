@@ -6,7 +6,9 @@ use std::io::Cursor;
 use std::sync::Arc;
 
 use image::imageops::FilterType;
-use image::{DynamicImage, GenericImageView, GrayImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
+use image::{
+    DynamicImage, GenericImageView, GrayImage, ImageDecoder, ImageFormat, ImageReader, RgbImage,
+};
 
 use crate::config::{ColorMode, Layout, ResizeFilter};
 use crate::jpeg;
@@ -19,18 +21,34 @@ pub enum PreprocessError {
     Empty,
     #[error("unsupported image format{0}; send JPEG, PNG, WebP, GIF or BMP")]
     UnsupportedFormat(String),
-    #[error("the image is {width}x{height} = {pixels} pixels, more than the limit of {limit} pixels")]
-    TooLarge { width: u32, height: u32, pixels: u64, limit: u64 },
+    #[error(
+        "the image is {width}x{height} = {pixels} pixels, more than the limit of {limit} pixels"
+    )]
+    TooLarge {
+        width: u32,
+        height: u32,
+        pixels: u64,
+        limit: u64,
+    },
     #[error("the image has no pixels ({width}x{height})")]
     ZeroSized { width: u32, height: u32 },
     #[error("the {format} image is truncated")]
     Truncated { format: &'static str },
     #[error("the {format} image cannot be decoded: {reason}")]
-    Undecodable { format: &'static str, reason: String },
+    Undecodable {
+        format: &'static str,
+        reason: String,
+    },
 }
 
 /// Formats the server decodes.
-pub const SUPPORTED: [ImageFormat; 5] = [ImageFormat::Jpeg, ImageFormat::Png, ImageFormat::WebP, ImageFormat::Gif, ImageFormat::Bmp];
+pub const SUPPORTED: [ImageFormat; 5] = [
+    ImageFormat::Jpeg,
+    ImageFormat::Png,
+    ImageFormat::WebP,
+    ImageFormat::Gif,
+    ImageFormat::Bmp,
+];
 
 /// Format from the magic bytes, if it is one we decode.
 pub fn sniff(bytes: &[u8]) -> Result<ImageFormat, PreprocessError> {
@@ -39,7 +57,10 @@ pub fn sniff(bytes: &[u8]) -> Result<ImageFormat, PreprocessError> {
     }
     match image::guess_format(bytes) {
         Ok(f) if SUPPORTED.contains(&f) => Ok(f),
-        Ok(f) => Err(PreprocessError::UnsupportedFormat(format!(" ({})", format_name(f)))),
+        Ok(f) => Err(PreprocessError::UnsupportedFormat(format!(
+            " ({})",
+            format_name(f)
+        ))),
         Err(_) => Err(PreprocessError::UnsupportedFormat(String::new())),
     }
 }
@@ -73,7 +94,7 @@ pub(crate) fn jpeg_is_truncated(bytes: &[u8]) -> bool {
     let has_scan = |b: &[u8]| b.windows(2).any(|w| w == [0xFF, 0xDA]);
     match bytes.windows(2).rposition(|w| w == [0xFF, 0xD9]) {
         Some(eoi) => has_scan(&bytes[eoi + 2..]), // a scan after the last EOI
-        None => has_scan(bytes),                  // no EOI: truncated if there is a scan at all (else the decoder reports it)
+        None => has_scan(bytes), // no EOI: truncated if there is a scan at all (else the decoder reports it)
     }
 }
 
@@ -84,7 +105,11 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, PreprocessE
 }
 
 /// [`decode`], with `buf`'s allocation reused for the pixels where the decoder allows it.
-pub fn decode_reusing(bytes: &[u8], max_pixels: u64, buf: Vec<u8>) -> Result<DynamicImage, PreprocessError> {
+pub fn decode_reusing(
+    bytes: &[u8],
+    max_pixels: u64,
+    buf: Vec<u8>,
+) -> Result<DynamicImage, PreprocessError> {
     let format = sniff(bytes)?;
     if format == ImageFormat::Jpeg
         && let jpeg::Fast::Image(img) = jpeg::decode(bytes, max_pixels, buf)?
@@ -95,7 +120,11 @@ pub fn decode_reusing(bytes: &[u8], max_pixels: u64, buf: Vec<u8>) -> Result<Dyn
 }
 
 /// Any supported format through image-rs.
-fn decode_general(bytes: &[u8], format: ImageFormat, max_pixels: u64) -> Result<DynamicImage, PreprocessError> {
+fn decode_general(
+    bytes: &[u8],
+    format: ImageFormat,
+    max_pixels: u64,
+) -> Result<DynamicImage, PreprocessError> {
     let name = format_name(format);
     let mut reader = ImageReader::new(Cursor::new(bytes));
     reader.set_format(format);
@@ -108,7 +137,12 @@ fn decode_general(bytes: &[u8], format: ImageFormat, max_pixels: u64) -> Result<
     let (width, height) = decoder.dimensions();
     let pixels = u64::from(width) * u64::from(height);
     if pixels > max_pixels {
-        return Err(PreprocessError::TooLarge { width, height, pixels, limit: max_pixels });
+        return Err(PreprocessError::TooLarge {
+            width,
+            height,
+            pixels,
+            limit: max_pixels,
+        });
     }
     if pixels == 0 {
         return Err(PreprocessError::ZeroSized { width, height });
@@ -116,7 +150,9 @@ fn decode_general(bytes: &[u8], format: ImageFormat, max_pixels: u64) -> Result<
     if format == ImageFormat::Jpeg && jpeg_is_truncated(bytes) {
         return Err(PreprocessError::Truncated { format: name });
     }
-    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder).map_err(map_err)?;
     img.apply_orientation(orientation);
     Ok(img)
@@ -125,16 +161,28 @@ fn decode_general(bytes: &[u8], format: ImageFormat, max_pixels: u64) -> Result<
 fn classify(e: image::ImageError, name: &'static str) -> PreprocessError {
     use image::ImageError as E;
     match e {
-        E::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => PreprocessError::Truncated { format: name },
+        E::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            PreprocessError::Truncated { format: name }
+        }
         E::Unsupported(u) => PreprocessError::UnsupportedFormat(format!(" ({name}: {u})")),
-        E::Limits(l) => PreprocessError::Undecodable { format: name, reason: format!("decoder limit exceeded: {l}") },
+        E::Limits(l) => PreprocessError::Undecodable {
+            format: name,
+            reason: format!("decoder limit exceeded: {l}"),
+        },
         other => {
             let reason = other.to_string();
             let lower = reason.to_ascii_lowercase();
-            if lower.contains("eof") || lower.contains("end of file") || lower.contains("truncated") || lower.contains("unexpected end") {
+            if lower.contains("eof")
+                || lower.contains("end of file")
+                || lower.contains("truncated")
+                || lower.contains("unexpected end")
+            {
                 PreprocessError::Truncated { format: name }
             } else {
-                PreprocessError::Undecodable { format: name, reason }
+                PreprocessError::Undecodable {
+                    format: name,
+                    reason,
+                }
             }
         }
     }
@@ -172,7 +220,8 @@ fn rgb8_on_black(img: &DynamicImage) -> Cow<'_, [u8]> {
 /// RGB8 with any alpha composited onto black (`c * a / 255`, rounded).
 pub fn to_rgb8_on_black(img: &DynamicImage) -> RgbImage {
     let (w, h) = img.dimensions();
-    RgbImage::from_raw(w, h, rgb8_on_black(img).into_owned()).unwrap_or_else(|| unreachable!("buffer size matches dimensions"))
+    RgbImage::from_raw(w, h, rgb8_on_black(img).into_owned())
+        .unwrap_or_else(|| unreachable!("buffer size matches dimensions"))
 }
 
 /// Luma of interleaved RGB8 with the model's coefficients; with the default ones exactly Pillow's
@@ -180,9 +229,16 @@ pub fn to_rgb8_on_black(img: &DynamicImage) -> RgbImage {
 fn luma(rgb: &[u8], [kr, kg, kb]: [f32; 3], out: &mut Vec<u8>) {
     out.clear();
     if [kr, kg, kb] == [0.299, 0.587, 0.114] {
-        out.extend(rgb.chunks_exact(3).map(|p| ((19595 * u32::from(p[0]) + 38470 * u32::from(p[1]) + 7471 * u32::from(p[2]) + 32768) >> 16) as u8));
+        out.extend(rgb.chunks_exact(3).map(|p| {
+            ((19595 * u32::from(p[0]) + 38470 * u32::from(p[1]) + 7471 * u32::from(p[2]) + 32768)
+                >> 16) as u8
+        }));
     } else {
-        out.extend(rgb.chunks_exact(3).map(|p| (kr * f32::from(p[0]) + kg * f32::from(p[1]) + kb * f32::from(p[2])).round().clamp(0.0, 255.0) as u8));
+        out.extend(rgb.chunks_exact(3).map(|p| {
+            (kr * f32::from(p[0]) + kg * f32::from(p[1]) + kb * f32::from(p[2]))
+                .round()
+                .clamp(0.0, 255.0) as u8
+        }));
     }
 }
 
@@ -222,7 +278,12 @@ impl AxisPlan {
             }
             taps.push((left as usize, offset, (right - left) as usize));
         }
-        AxisPlan { src, dst, taps, weights }
+        AxisPlan {
+            src,
+            dst,
+            taps,
+            weights,
+        }
     }
 
     #[inline]
@@ -236,7 +297,8 @@ impl AxisPlan {
 /// that it vectorises: for non-negative `t` below 256, `t - floor(t)` is exact in f32.
 #[inline(always)]
 fn round_u8(t: f32) -> u8 {
-    #[allow(clippy::manual_clamp)] // clamp would keep a NaN; max/min return the number, which the unchecked cast needs
+    #[allow(clippy::manual_clamp)]
+    // clamp would keep a NaN; max/min return the number, which the unchecked cast needs
     let t = t.max(0.0).min(255.0);
     // SAFETY: `t` is a number within 0..=255 here, so it fits an i32.
     let i = unsafe { t.to_int_unchecked::<i32>() };
@@ -265,7 +327,14 @@ impl TriangleResizer {
     /// pass, clamp, round). Faster because the weights are computed once per size and both passes
     /// run over contiguous memory (the vertical pass stores its rows transposed, so the horizontal
     /// pass is the same row-combining loop), which the compiler vectorises (AVX2 where available).
-    fn resize(&mut self, src: &[u8], (w, h): (u32, u32), channels: usize, (nw, nh): (u32, u32), out: &mut Vec<u8>) {
+    fn resize(
+        &mut self,
+        src: &[u8],
+        (w, h): (u32, u32),
+        channels: usize,
+        (nw, nh): (u32, u32),
+        out: &mut Vec<u8>,
+    ) {
         debug_assert_eq!(src.len(), w as usize * h as usize * channels);
         out.clear();
         if (w, h) == (nw, nh) || w == 0 || h == 0 {
@@ -280,7 +349,9 @@ impl TriangleResizer {
         if fresh {
             self.plans = Some((AxisPlan::new(w, nw), AxisPlan::new(h, nh)));
         }
-        let Some((cols, rows)) = &self.plans else { unreachable!("set above") };
+        let Some((cols, rows)) = &self.plans else {
+            unreachable!("set above")
+        };
         let column = nh as usize * channels;
         // Every value of the scratch planes is written before it is read: no clearing needed.
         let scratch = |v: &mut Vec<f32>, len: usize| v.resize(len, 0.0);
@@ -289,7 +360,16 @@ impl TriangleResizer {
         scratch(&mut self.out_t, nw as usize * column);
         self.out_t8.resize(nw as usize * column, 0);
         out.resize(nw as usize * column, 0);
-        let bufs = Passes { src, rows, cols, acc: &mut self.acc, cols_t: &mut self.cols_t, out_t: &mut self.out_t, out_t8: &mut self.out_t8, out };
+        let bufs = Passes {
+            src,
+            rows,
+            cols,
+            acc: &mut self.acc,
+            cols_t: &mut self.cols_t,
+            out_t: &mut self.out_t,
+            out_t8: &mut self.out_t8,
+            out,
+        };
         match channels {
             1 => bufs.dispatch::<1>(),
             3 => bufs.dispatch::<3>(),
@@ -331,14 +411,27 @@ impl Passes<'_> {
 
     #[inline(always)]
     fn run<const CH: usize>(self) {
-        let Passes { src, rows, cols, acc, cols_t, out_t, out_t8, out } = self;
+        let Passes {
+            src,
+            rows,
+            cols,
+            acc,
+            cols_t,
+            out_t,
+            out_t8,
+            out,
+        } = self;
         let (nh, nw) = (rows.dst as usize, cols.dst as usize);
         let stride = acc.len();
         let column = nh * CH;
         // Vertical pass: one output row at a time over contiguous source rows, stored transposed.
         for oy in 0..nh {
             let (top, ws) = rows.get(oy);
-            combine(|k| &src[(top + k) * stride..(top + k + 1) * stride], ws, acc);
+            combine(
+                |k| &src[(top + k) * stride..(top + k + 1) * stride],
+                ws,
+                acc,
+            );
             for (col, px) in cols_t.chunks_exact_mut(column).zip(acc.chunks_exact(CH)) {
                 let px: &[f32; CH] = px.try_into().unwrap_or_else(|_| unreachable!());
                 col[oy * CH..(oy + 1) * CH].copy_from_slice(px);
@@ -347,7 +440,11 @@ impl Passes<'_> {
         // Horizontal pass: the same combination over the transposed columns.
         for (ox, dst) in out_t.chunks_exact_mut(column).enumerate() {
             let (left, ws) = cols.get(ox);
-            combine(|k| &cols_t[(left + k) * column..(left + k + 1) * column], ws, dst);
+            combine(
+                |k| &cols_t[(left + k) * column..(left + k + 1) * column],
+                ws,
+                dst,
+            );
         }
         // Clamp and round (contiguous, vectorised), then transpose back to interleaved rows.
         for (o, v) in out_t8.iter_mut().zip(out_t.iter()) {
@@ -370,8 +467,11 @@ where
     f32: From<T>,
 {
     #[inline(always)]
-    fn taps<'a, T: Copy + 'a, const N: usize>(line: impl Fn(usize) -> &'a [T], ws: &[f32], out: &mut [f32])
-    where
+    fn taps<'a, T: Copy + 'a, const N: usize>(
+        line: impl Fn(usize) -> &'a [T],
+        ws: &[f32],
+        out: &mut [f32],
+    ) where
         f32: From<T>,
     {
         let lines: [&[T]; N] = std::array::from_fn(|k| &line(k)[..out.len()]);
@@ -404,9 +504,22 @@ where
 
 /// Antialiased triangle-filter resize of interleaved 8-bit pixels (1, 3 or 4 channels),
 /// bit-identical to image-rs's `imageops::resize(.., FilterType::Triangle)`.
-pub fn resize_triangle(src: &[u8], width: u32, height: u32, channels: usize, new_width: u32, new_height: u32) -> Vec<u8> {
+pub fn resize_triangle(
+    src: &[u8],
+    width: u32,
+    height: u32,
+    channels: usize,
+    new_width: u32,
+    new_height: u32,
+) -> Vec<u8> {
     let mut out = Vec::new();
-    TriangleResizer::default().resize(src, (width, height), channels, (new_width, new_height), &mut out);
+    TriangleResizer::default().resize(
+        src,
+        (width, height),
+        channels,
+        (new_width, new_height),
+        &mut out,
+    );
     out
 }
 
@@ -436,7 +549,14 @@ impl Preprocessor {
                 lut[c * 256 + v] = (v as f32 * spec.scale - spec.mean[c]) / spec.std[c];
             }
         }
-        Preprocessor { spec, resizer: TriangleResizer::default(), lut, luma: Vec::new(), pixels: Vec::new(), decoded: Vec::new() }
+        Preprocessor {
+            spec,
+            resizer: TriangleResizer::default(),
+            lut,
+            luma: Vec::new(),
+            pixels: Vec::new(),
+            decoded: Vec::new(),
+        }
     }
 
     pub fn spec(&self) -> &Arc<ModelSpec> {
@@ -444,7 +564,12 @@ impl Preprocessor {
     }
 
     /// Decode `bytes` and write the model input into `out` (length `spec.tensor_len()`).
-    pub fn run(&mut self, bytes: &[u8], max_pixels: u64, out: &mut [f32]) -> Result<(), PreprocessError> {
+    pub fn run(
+        &mut self,
+        bytes: &[u8],
+        max_pixels: u64,
+        out: &mut [f32],
+    ) -> Result<(), PreprocessError> {
         let img = decode_reusing(bytes, max_pixels, std::mem::take(&mut self.decoded))?;
         self.fill_tensor(&img, out);
         if let DynamicImage::ImageRgb8(rgb) = img {
@@ -484,12 +609,25 @@ impl Preprocessor {
             }
         };
         if spec.resize_filter == ResizeFilter::Triangle {
-            self.resizer.resize(src, (w, h), channels, (nw, nh), &mut self.pixels);
+            self.resizer
+                .resize(src, (w, h), channels, (nw, nh), &mut self.pixels);
         } else {
             let f = filter(spec.resize_filter);
             self.pixels = match channels {
-                3 => image::imageops::resize(&RgbImage::from_raw(w, h, src.to_vec()).unwrap_or_else(|| unreachable!()), nw, nh, f).into_raw(),
-                _ => image::imageops::resize(&GrayImage::from_raw(w, h, src.to_vec()).unwrap_or_else(|| unreachable!()), nw, nh, f).into_raw(),
+                3 => image::imageops::resize(
+                    &RgbImage::from_raw(w, h, src.to_vec()).unwrap_or_else(|| unreachable!()),
+                    nw,
+                    nh,
+                    f,
+                )
+                .into_raw(),
+                _ => image::imageops::resize(
+                    &GrayImage::from_raw(w, h, src.to_vec()).unwrap_or_else(|| unreachable!()),
+                    nw,
+                    nh,
+                    f,
+                )
+                .into_raw(),
             };
         }
         &self.pixels
@@ -509,7 +647,10 @@ impl Preprocessor {
                 }
             }
             (Layout::Nhwc, _) => {
-                for (o, px) in out.chunks_exact_mut(channels).zip(raw.chunks_exact(channels)) {
+                for (o, px) in out
+                    .chunks_exact_mut(channels)
+                    .zip(raw.chunks_exact(channels))
+                {
                     for c in 0..channels {
                         o[c] = lut[c * 256 + usize::from(px[c])];
                     }
@@ -531,17 +672,27 @@ impl Preprocessor {
 /// The resized RGB8 pixels the model sees (before scaling), for RGB models. This is what the golden
 /// fixtures' `pixels_rgb8_base64` holds.
 pub fn resize_rgb(img: &DynamicImage, spec: &ModelSpec) -> RgbImage {
-    let mut p = Preprocessor::new(Arc::new(ModelSpec { color_mode: ColorMode::Rgb, ..spec.clone() }));
+    let mut p = Preprocessor::new(Arc::new(ModelSpec {
+        color_mode: ColorMode::Rgb,
+        ..spec.clone()
+    }));
     let px = p.pixels(img).to_vec();
-    RgbImage::from_raw(spec.width, spec.height, px).unwrap_or_else(|| unreachable!("buffer size matches dimensions"))
+    RgbImage::from_raw(spec.width, spec.height, px)
+        .unwrap_or_else(|| unreachable!("buffer size matches dimensions"))
 }
 
 /// The resized single-channel pixels for grayscale models: luma of the composited RGB8 image (with the
 /// default coefficients exactly Pillow's `convert("L")`), then resized.
 pub fn resize_gray(img: &DynamicImage, spec: &ModelSpec) -> GrayImage {
-    let mut p = Preprocessor::new(Arc::new(ModelSpec { color_mode: ColorMode::Grayscale, mean: vec![0.0], std: vec![1.0], ..spec.clone() }));
+    let mut p = Preprocessor::new(Arc::new(ModelSpec {
+        color_mode: ColorMode::Grayscale,
+        mean: vec![0.0],
+        std: vec![1.0],
+        ..spec.clone()
+    }));
     let px = p.pixels(img).to_vec();
-    GrayImage::from_raw(spec.width, spec.height, px).unwrap_or_else(|| unreachable!("buffer size matches dimensions"))
+    GrayImage::from_raw(spec.width, spec.height, px)
+        .unwrap_or_else(|| unreachable!("buffer size matches dimensions"))
 }
 
 /// Write the model input for one decoded image into `out` (length `spec.tensor_len()`), in the
@@ -599,11 +750,23 @@ mod tests {
         for f in [ImageFormat::Png, ImageFormat::Bmp, ImageFormat::Gif] {
             assert_eq!(sniff(&encode(&img, f)).unwrap(), f);
         }
-        assert_eq!(sniff(&encode(&DynamicImage::ImageRgb8(img.to_rgb8()), ImageFormat::Jpeg)).unwrap(), ImageFormat::Jpeg);
+        assert_eq!(
+            sniff(&encode(
+                &DynamicImage::ImageRgb8(img.to_rgb8()),
+                ImageFormat::Jpeg
+            ))
+            .unwrap(),
+            ImageFormat::Jpeg
+        );
         assert_eq!(sniff(b""), Err(PreprocessError::Empty));
-        assert!(matches!(sniff(b"hello world, not an image"), Err(PreprocessError::UnsupportedFormat(_))));
+        assert!(matches!(
+            sniff(b"hello world, not an image"),
+            Err(PreprocessError::UnsupportedFormat(_))
+        ));
         // TIFF magic: recognised but not served.
-        assert!(matches!(sniff(b"II*\0\x08\0\0\0rest"), Err(PreprocessError::UnsupportedFormat(s)) if s.contains("TIFF")));
+        assert!(
+            matches!(sniff(b"II*\0\x08\0\0\0rest"), Err(PreprocessError::UnsupportedFormat(s)) if s.contains("TIFF"))
+        );
     }
 
     #[test]
@@ -615,17 +778,32 @@ mod tests {
             seed ^= seed << 5;
             (seed >> 24) as u8
         };
-        for (w, h, nw, nh) in
-            [(128, 128, 64, 64), (128, 128, 32, 32), (100, 37, 64, 64), (3, 5, 64, 64), (640, 480, 64, 64), (64, 64, 64, 64), (1, 1, 64, 64), (200, 1, 32, 32)]
-        {
+        for (w, h, nw, nh) in [
+            (128, 128, 64, 64),
+            (128, 128, 32, 32),
+            (100, 37, 64, 64),
+            (3, 5, 64, 64),
+            (640, 480, 64, 64),
+            (64, 64, 64, 64),
+            (1, 1, 64, 64),
+            (200, 1, 32, 32),
+        ] {
             let rgb: Vec<u8> = (0..w * h * 3).map(|_| next()).collect();
             let img = RgbImage::from_raw(w, h, rgb.clone()).unwrap();
             let want = image::imageops::resize(&img, nw, nh, FilterType::Triangle).into_raw();
-            assert_eq!(resize_triangle(&rgb, w, h, 3, nw, nh), want, "rgb {w}x{h} -> {nw}x{nh}");
+            assert_eq!(
+                resize_triangle(&rgb, w, h, 3, nw, nh),
+                want,
+                "rgb {w}x{h} -> {nw}x{nh}"
+            );
             let gray: Vec<u8> = (0..w * h).map(|_| next()).collect();
             let img = GrayImage::from_raw(w, h, gray.clone()).unwrap();
             let want = image::imageops::resize(&img, nw, nh, FilterType::Triangle).into_raw();
-            assert_eq!(resize_triangle(&gray, w, h, 1, nw, nh), want, "gray {w}x{h} -> {nw}x{nh}");
+            assert_eq!(
+                resize_triangle(&gray, w, h, 1, nw, nh),
+                want,
+                "gray {w}x{h} -> {nw}x{nh}"
+            );
         }
     }
 
@@ -633,7 +811,9 @@ mod tests {
     fn mutated_images_never_panic() {
         // Deterministic corruption of valid files in every format: each must decode or fail with an
         // error, never panic (the workers also catch panics, but a panic is a bug).
-        let img = DynamicImage::ImageRgba8(RgbaImage::from_fn(48, 40, |x, y| Rgba([x as u8 * 5, y as u8 * 6, (x ^ y) as u8, 200])));
+        let img = DynamicImage::ImageRgba8(RgbaImage::from_fn(48, 40, |x, y| {
+            Rgba([x as u8 * 5, y as u8 * 6, (x ^ y) as u8, 200])
+        }));
         let mut seed = 0x9E37_79B9u32;
         let mut next = move || {
             seed ^= seed << 13;
@@ -641,8 +821,18 @@ mod tests {
             seed ^= seed << 5;
             seed
         };
-        for f in [ImageFormat::Png, ImageFormat::Gif, ImageFormat::Bmp, ImageFormat::WebP, ImageFormat::Jpeg] {
-            let src = if f == ImageFormat::Jpeg { DynamicImage::ImageRgb8(img.to_rgb8()) } else { img.clone() };
+        for f in [
+            ImageFormat::Png,
+            ImageFormat::Gif,
+            ImageFormat::Bmp,
+            ImageFormat::WebP,
+            ImageFormat::Jpeg,
+        ] {
+            let src = if f == ImageFormat::Jpeg {
+                DynamicImage::ImageRgb8(img.to_rgb8())
+            } else {
+                img.clone()
+            };
             let good = encode(&src, f);
             for _ in 0..150 {
                 let mut bad = good.clone();
@@ -703,7 +893,10 @@ mod tests {
         png.extend_from_slice(&ihdr);
         png.extend_from_slice(&crc32(&ihdr).to_be_bytes());
         // A small IDAT (a real bomb would hold a few KB of highly compressible zlib data) and IEND.
-        for (kind, data) in [(&b"IDAT"[..], &[0x78u8, 0x9c, 0x63, 0, 0, 0, 1, 0, 1][..]), (&b"IEND"[..], &[][..])] {
+        for (kind, data) in [
+            (&b"IDAT"[..], &[0x78u8, 0x9c, 0x63, 0, 0, 0, 1, 0, 1][..]),
+            (&b"IEND"[..], &[][..]),
+        ] {
             let mut chunk = kind.to_vec();
             chunk.extend_from_slice(data);
             png.extend_from_slice(&(data.len() as u32).to_be_bytes());
@@ -711,7 +904,11 @@ mod tests {
             png.extend_from_slice(&crc32(&chunk).to_be_bytes());
         }
         match decode(&png, 40_000_000) {
-            Err(PreprocessError::TooLarge { width: 100_000, height: 100_000, .. }) => {}
+            Err(PreprocessError::TooLarge {
+                width: 100_000,
+                height: 100_000,
+                ..
+            }) => {}
             other => panic!("expected TooLarge, got {other:?}"),
         }
     }
@@ -721,7 +918,11 @@ mod tests {
         for b in data {
             crc ^= u32::from(*b);
             for _ in 0..8 {
-                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
             }
         }
         !crc
@@ -732,24 +933,43 @@ mod tests {
         let s = Arc::new(spec(ColorMode::Rgb, Layout::Nchw));
         let mut p = Preprocessor::new(Arc::clone(&s));
         let mut out = vec![0f32; s.tensor_len()];
-        let small = encode(&DynamicImage::ImageRgb8(RgbImage::from_pixel(32, 32, image::Rgb([1, 2, 3]))), ImageFormat::Jpeg);
+        let small = encode(
+            &DynamicImage::ImageRgb8(RgbImage::from_pixel(32, 32, image::Rgb([1, 2, 3]))),
+            ImageFormat::Jpeg,
+        );
         p.run(&small, u64::MAX, &mut out).unwrap();
-        assert_eq!(p.decoded.capacity(), 32 * 32 * 3, "a small image's buffer is kept for the next one");
-        let big = encode(&DynamicImage::ImageRgb8(RgbImage::from_pixel(1400, 1100, image::Rgb([1, 2, 3]))), ImageFormat::Jpeg);
+        assert_eq!(
+            p.decoded.capacity(),
+            32 * 32 * 3,
+            "a small image's buffer is kept for the next one"
+        );
+        let big = encode(
+            &DynamicImage::ImageRgb8(RgbImage::from_pixel(1400, 1100, image::Rgb([1, 2, 3]))),
+            ImageFormat::Jpeg,
+        );
         p.run(&big, u64::MAX, &mut out).unwrap();
         assert_eq!(p.decoded.capacity(), 0, "a 4.6 MB buffer is released");
-        assert!(p.resizer.cols_t.capacity() * 4 <= KEEP_BYTES && p.resizer.acc.capacity() * 4 <= KEEP_BYTES);
+        assert!(
+            p.resizer.cols_t.capacity() * 4 <= KEEP_BYTES
+                && p.resizer.acc.capacity() * 4 <= KEEP_BYTES
+        );
     }
 
     #[test]
     fn jpeg_truncation_is_a_scan_without_a_following_eoi() {
-        let jpeg = encode(&DynamicImage::ImageRgb8(RgbImage::from_pixel(16, 16, image::Rgb([9, 99, 199]))), ImageFormat::Jpeg);
+        let jpeg = encode(
+            &DynamicImage::ImageRgb8(RgbImage::from_pixel(16, 16, image::Rgb([9, 99, 199]))),
+            ImageFormat::Jpeg,
+        );
         assert!(!jpeg_is_truncated(&jpeg));
         assert!(jpeg_is_truncated(&jpeg[..jpeg.len() - 2]), "EOI cut off");
         let sos = jpeg.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
         let mid_scan = sos + (jpeg.len() - sos) / 2;
         assert!(jpeg_is_truncated(&jpeg[..mid_scan]), "cut in the scan");
-        assert!(!jpeg_is_truncated(&jpeg[..sos]), "no scan at all: left to the decoder");
+        assert!(
+            !jpeg_is_truncated(&jpeg[..sos]),
+            "no scan at all: left to the decoder"
+        );
         let mut twice = jpeg.clone();
         twice.extend_from_slice(&jpeg[..mid_scan]); // a second image cut short after the first
         assert!(jpeg_is_truncated(&twice));
@@ -757,13 +977,26 @@ mod tests {
 
     #[test]
     fn truncated_and_garbage_are_rejected() {
-        let img = DynamicImage::ImageRgb8(RgbImage::from_fn(64, 64, |x, y| image::Rgb([x as u8 * 4, y as u8 * 4, 7])));
-        for f in [ImageFormat::Jpeg, ImageFormat::Png, ImageFormat::Gif, ImageFormat::Bmp] {
+        let img = DynamicImage::ImageRgb8(RgbImage::from_fn(64, 64, |x, y| {
+            image::Rgb([x as u8 * 4, y as u8 * 4, 7])
+        }));
+        for f in [
+            ImageFormat::Jpeg,
+            ImageFormat::Png,
+            ImageFormat::Gif,
+            ImageFormat::Bmp,
+        ] {
             let bytes = encode(&img, f);
             assert!(decode(&bytes, 1 << 30).is_ok(), "{f:?} should decode");
             let cut = &bytes[..bytes.len() / 2];
             let err = decode(cut, 1 << 30).expect_err(&format!("truncated {f:?} must fail"));
-            assert!(matches!(err, PreprocessError::Truncated { .. } | PreprocessError::Undecodable { .. }), "{f:?}: {err:?}");
+            assert!(
+                matches!(
+                    err,
+                    PreprocessError::Truncated { .. } | PreprocessError::Undecodable { .. }
+                ),
+                "{f:?}: {err:?}"
+            );
         }
         let mut bad = encode(&img, ImageFormat::Png);
         for b in bad.iter_mut().skip(60) {
@@ -774,14 +1007,21 @@ mod tests {
 
     #[test]
     fn sixteen_bit_grayscale_and_palette_png() {
-        let g16 = DynamicImage::ImageLuma16(image::ImageBuffer::from_pixel(5, 5, image::Luma([65535u16])));
+        let g16 = DynamicImage::ImageLuma16(image::ImageBuffer::from_pixel(
+            5,
+            5,
+            image::Luma([65535u16]),
+        ));
         let img = decode(&encode(&g16, ImageFormat::Png), 1 << 20).unwrap();
         assert_eq!(to_rgb8_on_black(&img).get_pixel(0, 0).0, [255, 255, 255]);
         // Palette PNG via the png encoder directly.
         let mut buf = Vec::new();
         {
             let enc = png_palette_encoder(&mut buf);
-            enc.write_header().unwrap().write_image_data(&[0, 1, 1, 0]).unwrap();
+            enc.write_header()
+                .unwrap()
+                .write_image_data(&[0, 1, 1, 0])
+                .unwrap();
         }
         let img = decode(&buf, 1 << 20).unwrap();
         assert_eq!(to_rgb8_on_black(&img).get_pixel(1, 0).0, [0, 0, 255]);
@@ -798,7 +1038,13 @@ mod tests {
     #[test]
     fn exif_orientation_is_applied() {
         // 2x1 JPEG (red | blue) with EXIF orientation 6 (rotate 90 CW) -> 1x2 (red on top).
-        let img = DynamicImage::ImageRgb8(RgbImage::from_fn(16, 8, |x, _| if x < 8 { image::Rgb([255, 0, 0]) } else { image::Rgb([0, 0, 255]) }));
+        let img = DynamicImage::ImageRgb8(RgbImage::from_fn(16, 8, |x, _| {
+            if x < 8 {
+                image::Rgb([255, 0, 0])
+            } else {
+                image::Rgb([0, 0, 255])
+            }
+        }));
         let jpeg = encode(&img, ImageFormat::Jpeg);
         let exif: Vec<u8> = {
             let mut e = b"Exif\0\0".to_vec();
@@ -819,7 +1065,15 @@ mod tests {
         let out = decode(&with_exif, 1 << 20).unwrap();
         assert_eq!((out.width(), out.height()), (8, 16));
         let rgb = out.to_rgb8();
-        assert!(rgb.get_pixel(4, 2)[0] > 200, "top should be red: {:?}", rgb.get_pixel(4, 2));
-        assert!(rgb.get_pixel(4, 13)[2] > 200, "bottom should be blue: {:?}", rgb.get_pixel(4, 13));
+        assert!(
+            rgb.get_pixel(4, 2)[0] > 200,
+            "top should be red: {:?}",
+            rgb.get_pixel(4, 2)
+        );
+        assert!(
+            rgb.get_pixel(4, 13)[2] > 200,
+            "bottom should be blue: {:?}",
+            rgb.get_pixel(4, 13)
+        );
     }
 }

@@ -53,11 +53,17 @@ pub fn parse(s: &str) -> Result<String, RootPathError> {
     if !s.starts_with('/') {
         return Err(RootPathError::NotAbsolute(s.to_string()));
     }
-    if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-._~%".contains(&b)) {
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/-._~%".contains(&b))
+    {
         return Err(RootPathError::InvalidCharacter(s.to_string()));
     }
     let trimmed = s.strip_suffix('/').unwrap_or(s);
-    if trimmed[1..].split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..") {
+    if trimmed[1..]
+        .split('/')
+        .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
         return Err(RootPathError::InvalidSegment(s.to_string()));
     }
     Ok(trimmed.to_string())
@@ -92,13 +98,17 @@ pub async fn middleware(State(configured): State<Arc<str>>, req: Request, next: 
     let is_doc = req.method() == Method::GET && req.uri().path() == "/docs.json";
     let mut resp = next.run(req).await;
     if is_doc {
-        resp.headers_mut().append(header::VARY, HeaderValue::from_static("X-Forwarded-Prefix"));
+        resp.headers_mut()
+            .append(header::VARY, HeaderValue::from_static("X-Forwarded-Prefix"));
     }
     if prefix.is_empty() {
         return resp;
     }
     if resp.status().is_redirection()
-        && let Some(location) = resp.headers().get(header::LOCATION).and_then(|l| l.to_str().ok())
+        && let Some(location) = resp
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|l| l.to_str().ok())
         && location.starts_with('/')
         && !location.starts_with("//")
         && let Ok(prefixed) = HeaderValue::from_str(&format!("{prefix}{location}"))
@@ -144,14 +154,38 @@ mod tests {
 
     #[test]
     fn bad_prefixes_are_refused() {
-        assert_eq!(parse("celestial"), Err(RootPathError::NotAbsolute("celestial".into())));
-        assert!(matches!(parse("/a\"b"), Err(RootPathError::InvalidCharacter(_))));
-        assert!(matches!(parse("/a<script>"), Err(RootPathError::InvalidCharacter(_))));
-        assert!(matches!(parse("/a b"), Err(RootPathError::InvalidCharacter(_))));
-        assert!(matches!(parse("//evil.example"), Err(RootPathError::InvalidSegment(_))));
-        assert!(matches!(parse("/a/../b"), Err(RootPathError::InvalidSegment(_))));
-        assert!(matches!(parse("/a/./b"), Err(RootPathError::InvalidSegment(_))));
-        assert!(matches!(parse(&format!("/{}", "a".repeat(MAX_LEN))), Err(RootPathError::TooLong(_))));
+        assert_eq!(
+            parse("celestial"),
+            Err(RootPathError::NotAbsolute("celestial".into()))
+        );
+        assert!(matches!(
+            parse("/a\"b"),
+            Err(RootPathError::InvalidCharacter(_))
+        ));
+        assert!(matches!(
+            parse("/a<script>"),
+            Err(RootPathError::InvalidCharacter(_))
+        ));
+        assert!(matches!(
+            parse("/a b"),
+            Err(RootPathError::InvalidCharacter(_))
+        ));
+        assert!(matches!(
+            parse("//evil.example"),
+            Err(RootPathError::InvalidSegment(_))
+        ));
+        assert!(matches!(
+            parse("/a/../b"),
+            Err(RootPathError::InvalidSegment(_))
+        ));
+        assert!(matches!(
+            parse("/a/./b"),
+            Err(RootPathError::InvalidSegment(_))
+        ));
+        assert!(matches!(
+            parse(&format!("/{}", "a".repeat(MAX_LEN))),
+            Err(RootPathError::TooLong(_))
+        ));
     }
 
     #[test]
@@ -168,10 +202,22 @@ mod tests {
 
     fn app(configured: &str) -> Router {
         Router::new()
-            .route("/docs.json", get(|| async { axum::Json(serde_json::json!({"openapi": "3.1.0", "paths": {}})) }))
-            .route("/docs/", get(|| async { axum::response::Redirect::permanent("/docs") }))
-            .route("/away", get(|| async { axum::response::Redirect::temporary("https://example.invalid/x") }))
-            .layer(axum::middleware::from_fn_with_state(Arc::<str>::from(configured), middleware))
+            .route(
+                "/docs.json",
+                get(|| async { axum::Json(serde_json::json!({"openapi": "3.1.0", "paths": {}})) }),
+            )
+            .route(
+                "/docs/",
+                get(|| async { axum::response::Redirect::permanent("/docs") }),
+            )
+            .route(
+                "/away",
+                get(|| async { axum::response::Redirect::temporary("https://example.invalid/x") }),
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::<str>::from(configured),
+                middleware,
+            ))
     }
 
     async fn call(app: Router, path: &str, prefix_header: Option<&'static str>) -> Response {
@@ -185,7 +231,9 @@ mod tests {
     async fn doc(resp: Response) -> serde_json::Value {
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(resp.headers()[header::VARY], "X-Forwarded-Prefix");
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
         serde_json::from_slice(&bytes).unwrap()
     }
 

@@ -8,10 +8,15 @@ use common::{TestServer, error_of, fixture, multipart_image, synthetic};
 use image::ImageFormat;
 use serde_json::Value;
 
-const LABELS: [&str; 10] = ["Earth", "Jupiter", "Mars", "Mercury", "Moon", "Neptune", "Pluto", "Saturn", "Uranus", "Venus"];
+const LABELS: [&str; 10] = [
+    "Earth", "Jupiter", "Mars", "Mercury", "Moon", "Neptune", "Pluto", "Saturn", "Uranus", "Venus",
+];
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap()
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
 }
 
 fn assert_prediction(v: &Value) -> String {
@@ -21,7 +26,11 @@ fn assert_prediction(v: &Value) -> String {
     assert_eq!(keys, LABELS, "every label, in output order");
     let sum: f64 = probs.values().map(|p| p.as_f64().unwrap()).sum();
     assert!((sum - 1.0).abs() < 1e-3, "probabilities sum to {sum}");
-    let best = probs.iter().max_by(|a, b| a.1.as_f64().partial_cmp(&b.1.as_f64()).unwrap()).unwrap().0;
+    let best = probs
+        .iter()
+        .max_by(|a, b| a.1.as_f64().partial_cmp(&b.1.as_f64()).unwrap())
+        .unwrap()
+        .0;
     assert_eq!(best, &label);
     label
 }
@@ -33,7 +42,12 @@ async fn predict_multipart_and_raw_bodies() {
     let saturn = fixture("saturn-progressive.jpg");
 
     // Multipart, as the BentoML client and Swagger UI send it.
-    let r = c.post(s.url("/predict")).multipart(multipart_image(saturn.clone(), "saturn.jpg", "image/jpeg")).send().await.unwrap();
+    let r = c
+        .post(s.url("/predict"))
+        .multipart(multipart_image(saturn.clone(), "saturn.jpg", "image/jpeg"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["content-type"], "application/json");
     assert_eq!(assert_prediction(&r.json().await.unwrap()), "Saturn");
@@ -46,26 +60,61 @@ async fn predict_multipart_and_raw_bodies() {
         ("saturn-lossless.webp", "application/octet-stream"),
         ("saturn-exif-rotated.jpg", "image/jpeg"),
     ] {
-        let r = c.post(s.url("/predict")).header("content-type", ct).body(fixture(name)).send().await.unwrap();
+        let r = c
+            .post(s.url("/predict"))
+            .header("content-type", ct)
+            .body(fixture(name))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200, "{name}");
-        assert_eq!(assert_prediction(&r.json().await.unwrap()), "Saturn", "{name}");
+        assert_eq!(
+            assert_prediction(&r.json().await.unwrap()),
+            "Saturn",
+            "{name}"
+        );
     }
-    let r = c.post(s.url("/predict")).body(saturn.clone()).send().await.unwrap();
+    let r = c
+        .post(s.url("/predict"))
+        .body(saturn.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "no content type: sniffed");
 
     // Formats the server decodes (synthetic pictures: any label is fine, the point is 200).
-    for (f, ct) in [(ImageFormat::Png, "image/png"), (ImageFormat::Gif, "image/gif"), (ImageFormat::Bmp, "image/bmp"), (ImageFormat::Jpeg, "image/jpeg")] {
-        let r = c.post(s.url("/predict")).header("content-type", ct).body(synthetic(f)).send().await.unwrap();
+    for (f, ct) in [
+        (ImageFormat::Png, "image/png"),
+        (ImageFormat::Gif, "image/gif"),
+        (ImageFormat::Bmp, "image/bmp"),
+        (ImageFormat::Jpeg, "image/jpeg"),
+    ] {
+        let r = c
+            .post(s.url("/predict"))
+            .header("content-type", ct)
+            .body(synthetic(f))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200, "{f:?}");
         assert_prediction(&r.json().await.unwrap());
     }
     // 16-bit PNG with alpha, grayscale, palette.
-    let rgba16 = image::DynamicImage::ImageRgba16(image::ImageBuffer::from_fn(40, 30, |x, y| image::Rgba([x as u16 * 1000, y as u16 * 2000, 30000, 40000])));
-    let gray = image::DynamicImage::ImageLuma8(image::GrayImage::from_fn(40, 30, |x, _| image::Luma([x as u8 * 6])));
+    let rgba16 = image::DynamicImage::ImageRgba16(image::ImageBuffer::from_fn(40, 30, |x, y| {
+        image::Rgba([x as u16 * 1000, y as u16 * 2000, 30000, 40000])
+    }));
+    let gray = image::DynamicImage::ImageLuma8(image::GrayImage::from_fn(40, 30, |x, _| {
+        image::Luma([x as u8 * 6])
+    }));
     for img in [rgba16, gray] {
         let mut buf = std::io::Cursor::new(Vec::new());
         img.write_to(&mut buf, ImageFormat::Png).unwrap();
-        let r = c.post(s.url("/predict")).multipart(multipart_image(buf.into_inner(), "x.png", "image/png")).send().await.unwrap();
+        let r = c
+            .post(s.url("/predict"))
+            .multipart(multipart_image(buf.into_inner(), "x.png", "image/png"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
     }
     s.stop().await.unwrap();
@@ -73,7 +122,15 @@ async fn predict_multipart_and_raw_bodies() {
 
 #[tokio::test]
 async fn every_client_error_status() {
-    let s = TestServer::start(&["--max-body-bytes", "200000", "--max-image-pixels", "16384", "--max-batch-images", "3"]).await;
+    let s = TestServer::start(&[
+        "--max-body-bytes",
+        "200000",
+        "--max-image-pixels",
+        "16384",
+        "--max-batch-images",
+        "3",
+    ])
+    .await;
     let c = client();
     let jpeg = fixture("saturn-progressive.jpg");
     let post = |ct: Option<&str>, body: Vec<u8>| {
@@ -85,48 +142,181 @@ async fn every_client_error_status() {
     };
 
     let cases: Vec<(reqwest::Response, u16, &str)> = vec![
-        (post(Some("image/jpeg"), vec![]).await.unwrap(), 400, "empty_body"),
+        (
+            post(Some("image/jpeg"), vec![]).await.unwrap(),
+            400,
+            "empty_body",
+        ),
         (post(None, vec![]).await.unwrap(), 400, "empty_body"),
-        (post(Some("image/jpeg"), b"\xFF\xD8\xFF\xE0garbage that is not a jpeg".to_vec()).await.unwrap(), 400, "invalid_image"),
-        (post(Some("image/jpeg"), jpeg[..jpeg.len() / 2].to_vec()).await.unwrap(), 400, "truncated_image"),
-        (post(Some("multipart/form-data"), b"--x\r\n".to_vec()).await.unwrap(), 400, "missing_boundary"),
-        (post(Some("multipart/form-data; boundary=XYZ"), b"--XYZ\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\nabc".to_vec()).await.unwrap(), 400, "invalid_multipart"),
-        (c.post(s.url("/predict")).multipart(reqwest::multipart::Form::new().text("file", "x")).send().await.unwrap(), 400, "missing_image_part"),
-        (c.post(s.url("/predict")).multipart(multipart_image(vec![], "e.jpg", "image/jpeg")).send().await.unwrap(), 400, "empty_body"),
-        (c.get(s.url("/nope")).send().await.unwrap(), 404, "not_found"),
-        (c.get(s.url("/predict")).send().await.unwrap(), 405, "method_not_allowed"),
-        (c.delete(s.url("/readyz")).send().await.unwrap(), 405, "method_not_allowed"),
-        (post(Some("image/jpeg"), vec![0u8; 300_000]).await.unwrap(), 413, "body_too_large"),
-        (post(Some("text/plain"), b"hello".to_vec()).await.unwrap(), 415, "unsupported_media_type"),
-        (post(Some("image/tiff"), b"II*\0\x08\0\0\0".to_vec()).await.unwrap(), 415, "unsupported_media_type"),
-        (post(Some("application/octet-stream"), b"II*\0\x08\0\0\0more".to_vec()).await.unwrap(), 415, "unsupported_image_format"),
-        (post(Some("application/octet-stream"), b"just some text".to_vec()).await.unwrap(), 415, "unsupported_image_format"),
-        (post(Some("image/jpeg"), common::synthetic_sized(129, 128, ImageFormat::Png)).await.unwrap(), 422, "image_too_large"),
+        (
+            post(
+                Some("image/jpeg"),
+                b"\xFF\xD8\xFF\xE0garbage that is not a jpeg".to_vec(),
+            )
+            .await
+            .unwrap(),
+            400,
+            "invalid_image",
+        ),
+        (
+            post(Some("image/jpeg"), jpeg[..jpeg.len() / 2].to_vec())
+                .await
+                .unwrap(),
+            400,
+            "truncated_image",
+        ),
+        (
+            post(Some("multipart/form-data"), b"--x\r\n".to_vec())
+                .await
+                .unwrap(),
+            400,
+            "missing_boundary",
+        ),
+        (
+            post(
+                Some("multipart/form-data; boundary=XYZ"),
+                b"--XYZ\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\nabc".to_vec(),
+            )
+            .await
+            .unwrap(),
+            400,
+            "invalid_multipart",
+        ),
+        (
+            c.post(s.url("/predict"))
+                .multipart(reqwest::multipart::Form::new().text("file", "x"))
+                .send()
+                .await
+                .unwrap(),
+            400,
+            "missing_image_part",
+        ),
+        (
+            c.post(s.url("/predict"))
+                .multipart(multipart_image(vec![], "e.jpg", "image/jpeg"))
+                .send()
+                .await
+                .unwrap(),
+            400,
+            "empty_body",
+        ),
+        (
+            c.get(s.url("/nope")).send().await.unwrap(),
+            404,
+            "not_found",
+        ),
+        (
+            c.get(s.url("/predict")).send().await.unwrap(),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            c.delete(s.url("/readyz")).send().await.unwrap(),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            post(Some("image/jpeg"), vec![0u8; 300_000]).await.unwrap(),
+            413,
+            "body_too_large",
+        ),
+        (
+            post(Some("text/plain"), b"hello".to_vec()).await.unwrap(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            post(Some("image/tiff"), b"II*\0\x08\0\0\0".to_vec())
+                .await
+                .unwrap(),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            post(
+                Some("application/octet-stream"),
+                b"II*\0\x08\0\0\0more".to_vec(),
+            )
+            .await
+            .unwrap(),
+            415,
+            "unsupported_image_format",
+        ),
+        (
+            post(Some("application/octet-stream"), b"just some text".to_vec())
+                .await
+                .unwrap(),
+            415,
+            "unsupported_image_format",
+        ),
+        (
+            post(
+                Some("image/jpeg"),
+                common::synthetic_sized(129, 128, ImageFormat::Png),
+            )
+            .await
+            .unwrap(),
+            422,
+            "image_too_large",
+        ),
     ];
     for (resp, status, code) in cases {
         let (got_status, got_code, msg) = error_of(resp).await;
         assert_eq!((got_status, got_code.as_str()), (status, code), "{msg}");
-        assert!(msg.ends_with('.') && msg.chars().next().unwrap().is_uppercase(), "sentence: {msg}");
+        assert!(
+            msg.ends_with('.') && msg.chars().next().unwrap().is_uppercase(),
+            "sentence: {msg}"
+        );
     }
 
     // Chunked body over the limit (no Content-Length): still 413.
-    let chunks = futures_util::stream::iter((0..40).map(|_| Ok::<_, std::io::Error>(vec![0u8; 10_000])));
-    let r = c.post(s.url("/predict")).header("content-type", "image/jpeg").body(reqwest::Body::wrap_stream(chunks)).send().await.unwrap();
+    let chunks =
+        futures_util::stream::iter((0..40).map(|_| Ok::<_, std::io::Error>(vec![0u8; 10_000])));
+    let r = c
+        .post(s.url("/predict"))
+        .header("content-type", "image/jpeg")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_of(r).await.1, "body_too_large");
 
     // Batch: too many images.
     let mut form = reqwest::multipart::Form::new();
     for _ in 0..4 {
-        form = form.part("image", reqwest::multipart::Part::bytes(jpeg.clone()).file_name("a.jpg"));
+        form = form.part(
+            "image",
+            reqwest::multipart::Part::bytes(jpeg.clone()).file_name("a.jpg"),
+        );
     }
-    let r = c.post(s.url("/predict/batch")).multipart(form).send().await.unwrap();
+    let r = c
+        .post(s.url("/predict/batch"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_of(r).await.1, "too_many_images");
 
     // The server still works, and rejections are counted.
-    let r = c.post(s.url("/predict")).body(jpeg.clone()).send().await.unwrap();
+    let r = c
+        .post(s.url("/predict"))
+        .body(jpeg.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let m = c.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(m.contains("celestial_rejections_total{reason=\"truncated_image\"} 1"), "{m}");
+    let m = c
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("celestial_rejections_total{reason=\"truncated_image\"} 1"),
+        "{m}"
+    );
     assert!(m.contains("celestial_rejections_total{reason=\"image_too_large\"} 1"));
     s.stop().await.unwrap();
 }
@@ -136,11 +326,25 @@ async fn batch_keeps_order_and_reports_per_image_errors() {
     let s = TestServer::start(&[]).await;
     let c = client();
     let form = reqwest::multipart::Form::new()
-        .part("image", reqwest::multipart::Part::bytes(fixture("saturn-progressive.jpg")).file_name("1.jpg"))
-        .part("image", reqwest::multipart::Part::bytes(b"not an image".to_vec()).file_name("2.txt"))
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(fixture("saturn-progressive.jpg")).file_name("1.jpg"),
+        )
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(b"not an image".to_vec()).file_name("2.txt"),
+        )
         .text("comment", "ignored")
-        .part("image", reqwest::multipart::Part::bytes(fixture("saturn.webp")).file_name("3.webp"));
-    let r = c.post(s.url("/predict/batch")).multipart(form).send().await.unwrap();
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(fixture("saturn.webp")).file_name("3.webp"),
+        );
+    let r = c
+        .post(s.url("/predict/batch"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     let results = v["results"].as_array().unwrap();
@@ -148,7 +352,12 @@ async fn batch_keeps_order_and_reports_per_image_errors() {
     assert_eq!(assert_prediction(&results[0]), "Saturn");
     assert_eq!(results[1]["code"], "unsupported_image_format");
     assert_eq!(assert_prediction(&results[2]), "Saturn");
-    let r = c.post(s.url("/predict/batch")).multipart(reqwest::multipart::Form::new().text("x", "y")).send().await.unwrap();
+    let r = c
+        .post(s.url("/predict/batch"))
+        .multipart(reqwest::multipart::Form::new().text("x", "y"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_of(r).await.1, "missing_image_part");
     s.stop().await.unwrap();
 }
@@ -161,63 +370,152 @@ async fn docs_schema_health_metrics_model_and_request_ids() {
     for path in ["/", "/docs"] {
         let r = c.get(s.url(path)).send().await.unwrap();
         assert_eq!(r.status(), 200, "{path}");
-        assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
         assert!(r.text().await.unwrap().contains("swagger-ui"));
     }
-    let init = c.get(s.url("/swagger-initializer.js")).send().await.unwrap().text().await.unwrap();
+    let init = c
+        .get(s.url("/swagger-initializer.js"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(init.contains("./docs.json"), "{init}");
-    assert_eq!(c.get(s.url("/swagger-ui-bundle.js")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        c.get(s.url("/swagger-ui-bundle.js"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 
-    let doc: Value = c.get(s.url("/docs.json")).send().await.unwrap().json().await.unwrap();
+    let doc: Value = c
+        .get(s.url("/docs.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     assert_eq!(doc["info"]["version"], "1.0.0");
     for label in LABELS {
         assert!(doc["info"]["description"].as_str().unwrap().contains(label));
     }
-    for path in ["/predict", "/predict/batch", "/livez", "/readyz", "/healthz", "/metrics", "/model", "/schema.json", "/docs.json"] {
+    for path in [
+        "/predict",
+        "/predict/batch",
+        "/livez",
+        "/readyz",
+        "/healthz",
+        "/metrics",
+        "/model",
+        "/schema.json",
+        "/docs.json",
+    ] {
         assert!(doc["paths"][path].is_object(), "{path} documented");
     }
     let predict = &doc["paths"]["/predict"]["post"];
     for status in ["200", "400", "413", "415", "422", "429", "503", "504"] {
-        assert!(predict["responses"][status].is_object(), "/predict documents {status}");
+        assert!(
+            predict["responses"][status].is_object(),
+            "/predict documents {status}"
+        );
     }
     assert!(predict["requestBody"]["content"]["multipart/form-data"].is_object());
     assert!(predict["requestBody"]["content"]["image/png"].is_object());
     assert!(predict["responses"]["429"]["headers"]["Retry-After"].is_object());
-    assert_eq!(doc["components"]["schemas"]["Prediction"]["properties"]["probabilities"]["required"].as_array().unwrap().len(), 10);
+    assert_eq!(
+        doc["components"]["schemas"]["Prediction"]["properties"]["probabilities"]["required"]
+            .as_array()
+            .unwrap()
+            .len(),
+        10
+    );
 
     // BentoML's client contract (see /work/shared/reference/bentoml-schema.json).
-    let schema: Value = c.get(s.url("/schema.json")).send().await.unwrap().json().await.unwrap();
+    let schema: Value = c
+        .get(s.url("/schema.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(schema["type"], "service");
     assert_eq!(schema["name"], "celestial_bodies_classifier");
     let route = &schema["routes"][0];
-    assert_eq!((route["name"].as_str(), route["route"].as_str(), route["is_task"].as_bool()), (Some("predict"), Some("/predict"), Some(false)));
+    assert_eq!(
+        (
+            route["name"].as_str(),
+            route["route"].as_str(),
+            route["is_task"].as_bool()
+        ),
+        (Some("predict"), Some("/predict"), Some(false))
+    );
     assert_eq!(route["input"]["properties"]["image"]["type"], "file");
     assert_eq!(route["input"]["properties"]["image"]["format"], "image");
     assert_eq!(route["input"]["required"], serde_json::json!(["image"]));
-    assert_eq!(route["output"], serde_json::json!({"type": "string", "media_type": "application/json"}));
+    assert_eq!(
+        route["output"],
+        serde_json::json!({"type": "string", "media_type": "application/json"})
+    );
 
     for path in ["/livez", "/readyz", "/healthz"] {
         let r = c.get(s.url(path)).send().await.unwrap();
         assert_eq!(r.status(), 200, "{path}");
     }
 
-    let model: Value = c.get(s.url("/model")).send().await.unwrap().json().await.unwrap();
+    let model: Value = c
+        .get(s.url("/model"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(model["name"], "celestial-bodies");
     assert_eq!(model["labels"], serde_json::json!(LABELS));
     assert_eq!(model["input"]["layout"], "NCHW");
-    assert_eq!((model["input"]["height"].as_u64(), model["input"]["width"].as_u64()), (Some(64), Some(64)));
+    assert_eq!(
+        (
+            model["input"]["height"].as_u64(),
+            model["input"]["width"].as_u64()
+        ),
+        (Some(64), Some(64))
+    );
     assert_eq!(model["onnxruntime_version"], "1.31.1");
 
     // Request ids: echoed when valid, generated otherwise.
-    let r = c.get(s.url("/livez")).header("x-request-id", "test-123").send().await.unwrap();
+    let r = c
+        .get(s.url("/livez"))
+        .header("x-request-id", "test-123")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.headers()["x-request-id"], "test-123");
     let r = c.get(s.url("/livez")).send().await.unwrap();
     assert!(!r.headers()["x-request-id"].is_empty());
 
-    c.post(s.url("/predict")).body(fixture("saturn.webp")).send().await.unwrap();
+    c.post(s.url("/predict"))
+        .body(fixture("saturn.webp"))
+        .send()
+        .await
+        .unwrap();
     let m = c.get(s.url("/metrics")).send().await.unwrap();
-    assert!(m.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(
+        m.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
     let m = m.text().await.unwrap();
     for needle in [
         "celestial_http_requests_total{route=\"/predict\",method=\"POST\",status=\"200\"} 1",
@@ -237,15 +535,36 @@ async fn docs_schema_health_metrics_model_and_request_ids() {
 
 #[tokio::test]
 async fn overload_gets_429_with_retry_after_and_slow_requests_get_504() {
-    let s = TestServer::start(&["--max-concurrency", "1", "--test-delay", "1500ms", "--retry-after-seconds", "3"]).await;
+    let s = TestServer::start(&[
+        "--max-concurrency",
+        "1",
+        "--test-delay",
+        "1500ms",
+        "--retry-after-seconds",
+        "3",
+    ])
+    .await;
     let c = client();
     let jpeg = fixture("saturn.webp");
     let slow = tokio::spawn({
         let (c, url, body) = (c.clone(), s.url("/predict"), jpeg.clone());
-        async move { c.post(url).body(body).send().await.unwrap().status().as_u16() }
+        async move {
+            c.post(url)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
     });
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let r = c.post(s.url("/predict")).body(jpeg.clone()).send().await.unwrap();
+    let r = c
+        .post(s.url("/predict"))
+        .body(jpeg.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.headers()["retry-after"], "3");
     assert_eq!(error_of(r).await.1, "overloaded");
     // Health checks are not subject to the limit.
@@ -262,7 +581,15 @@ async fn overload_gets_429_with_retry_after_and_slow_requests_get_504() {
 
 #[tokio::test]
 async fn drain_answers_503_while_in_flight_requests_finish() {
-    let mut s = TestServer::start(&["--test-delay", "2s", "--drain-delay", "1s", "--shutdown-timeout", "10s"]).await;
+    let mut s = TestServer::start(&[
+        "--test-delay",
+        "2s",
+        "--drain-delay",
+        "1s",
+        "--shutdown-timeout",
+        "10s",
+    ])
+    .await;
     let c = client();
     let slow = tokio::spawn({
         let (c, url, body) = (c.clone(), s.url("/predict"), fixture("saturn.webp"));
@@ -275,15 +602,30 @@ async fn drain_answers_503_while_in_flight_requests_finish() {
     s.signal();
     tokio::time::sleep(Duration::from_millis(200)).await;
     // During the drain delay: still accepting connections, but not ready and refusing new work.
-    let fresh = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let (status, code, _) = error_of(fresh.get(s.url("/readyz")).send().await.unwrap()).await;
     assert_eq!((status, code.as_str()), (503, "draining"));
-    let (status, code, _) = error_of(fresh.post(s.url("/predict")).body(fixture("saturn.webp")).send().await.unwrap()).await;
+    let (status, code, _) = error_of(
+        fresh
+            .post(s.url("/predict"))
+            .body(fixture("saturn.webp"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!((status, code.as_str()), (503, "draining"));
     let (status, body) = slow.await.unwrap();
     assert_eq!(status, 200, "in-flight request completes");
     assert_eq!(body["prediction"], "Saturn");
-    tokio::time::timeout(Duration::from_secs(10), s.handle).await.expect("run returns").unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), s.handle)
+        .await
+        .expect("run returns")
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test]
@@ -297,9 +639,19 @@ async fn concurrent_clients_all_succeed() {
         tasks.push(tokio::spawn(async move {
             let mut labels = Vec::new();
             for _ in 0..5 {
-                let r = c.post(&url).multipart(multipart_image(body.clone(), "s.jpg", "image/jpeg")).send().await.unwrap();
+                let r = c
+                    .post(&url)
+                    .multipart(multipart_image(body.clone(), "s.jpg", "image/jpeg"))
+                    .send()
+                    .await
+                    .unwrap();
                 assert_eq!(r.status(), 200);
-                labels.push(r.json::<Value>().await.unwrap()["prediction"].as_str().unwrap().to_string());
+                labels.push(
+                    r.json::<Value>().await.unwrap()["prediction"]
+                        .as_str()
+                        .unwrap()
+                        .to_string(),
+                );
             }
             labels
         }));

@@ -11,7 +11,11 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_celestial-server");
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn http(port: u16, request: &str, body: &[u8]) -> std::io::Result<(u16, String)> {
@@ -26,11 +30,20 @@ fn http(port: u16, request: &str, body: &[u8]) -> std::io::Result<(u16, String)>
 }
 
 fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    http(port, &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"), b"")
+    http(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        b"",
+    )
 }
 
 fn spawn(args: &[&str]) -> Child {
-    Command::new(BIN).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn server")
+    Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn server")
 }
 
 fn wait_ready(port: u16, child: &mut Child) -> Duration {
@@ -41,7 +54,12 @@ fn wait_ready(port: u16, child: &mut Child) -> Duration {
         }
         if let Some(status) = child.try_wait().unwrap() {
             let mut err = String::new();
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
             panic!("server exited with {status}: {err}");
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -65,12 +83,26 @@ fn unservable_model_fails_with_one_line_and_non_zero_exit() {
         let lines: Vec<&str> = err.lines().collect();
         assert_eq!(lines.len(), 1, "{args:?}: one line, got:\n{err}");
         assert!(lines[0].starts_with("celestial-server: error: "), "{err}");
-        assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("backtrace"),
+            "{err}"
+        );
     }
-    let out = Command::new(BIN).args(["--ort-dylib-path", "/nonexistent/libonnxruntime.so", "--log-filter", "off"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args([
+            "--ort-dylib-path",
+            "/nonexistent/libonnxruntime.so",
+            "--log-filter",
+            "off",
+        ])
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("scripts/onnxruntime.sh"));
     // A bad flag value is a usage error (clap), also without a panic.
-    let out = Command::new(BIN).args(["--request-timeout", "soon"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["--request-timeout", "soon"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -78,13 +110,34 @@ fn unservable_model_fails_with_one_line_and_non_zero_exit() {
 fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let port = free_port();
     let p = port.to_string();
-    let mut child = spawn(&["--port", &p, "--host", "127.0.0.1", "--test-delay", "2s", "--drain-delay", "1s", "--log-format", "json"]);
+    let mut child = spawn(&[
+        "--port",
+        &p,
+        "--host",
+        "127.0.0.1",
+        "--test-delay",
+        "2s",
+        "--drain-delay",
+        "1s",
+        "--log-format",
+        "json",
+    ]);
     wait_ready(port, &mut child);
-    assert_eq!(Command::new(BIN).args(["healthcheck", "--address", &format!("127.0.0.1:{port}")]).status().unwrap().code(), Some(0));
+    assert_eq!(
+        Command::new(BIN)
+            .args(["healthcheck", "--address", &format!("127.0.0.1:{port}")])
+            .status()
+            .unwrap()
+            .code(),
+        Some(0)
+    );
 
     let body = common::fixture("saturn.webp");
     let slow = std::thread::spawn(move || {
-        let req = format!("POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/webp\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+        let req = format!(
+            "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/webp\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
         http(port, &req, &body).unwrap()
     });
     std::thread::sleep(Duration::from_millis(500));
@@ -96,7 +149,15 @@ fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let (status, text) = get(port, "/readyz").unwrap();
     assert_eq!(status, 503, "{text}");
     assert!(text.contains("\"draining\""));
-    assert_eq!(Command::new(BIN).args(["healthcheck", "--address", &format!("127.0.0.1:{port}")]).stderr(Stdio::null()).status().unwrap().code(), Some(1));
+    assert_eq!(
+        Command::new(BIN)
+            .args(["healthcheck", "--address", &format!("127.0.0.1:{port}")])
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .code(),
+        Some(1)
+    );
 
     let (status, text) = slow.join().unwrap();
     assert_eq!(status, 200, "{text}");
@@ -109,8 +170,16 @@ fn sigterm_drains_in_flight_requests_and_exits_zero() {
 
     // JSON logs: one line per request with method, route, status, latency and request id.
     let mut logs = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut logs).unwrap();
-    let predict_line = logs.lines().find(|l| l.contains("\"route\":\"/predict\"")).expect("request log line");
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    let predict_line = logs
+        .lines()
+        .find(|l| l.contains("\"route\":\"/predict\""))
+        .expect("request log line");
     let v: serde_json::Value = serde_json::from_str(predict_line).expect("JSON log line");
     assert_eq!(v["method"], "POST");
     assert_eq!(v["status"], 200);
@@ -142,8 +211,22 @@ fn sigterm_with_no_drain_delay_stops_listening_at_once() {
 fn help_documents_every_flag_with_its_env_var() {
     let out = Command::new(BIN).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--model", "--max-body-bytes", "--max-image-pixels", "--max-concurrency", "--request-timeout", "--shutdown-timeout", "--log-format", "--labels", "--workers", "--intra-op-threads"] {
+    for flag in [
+        "--model",
+        "--max-body-bytes",
+        "--max-image-pixels",
+        "--max-concurrency",
+        "--request-timeout",
+        "--shutdown-timeout",
+        "--log-format",
+        "--labels",
+        "--workers",
+        "--intra-op-threads",
+    ] {
         assert!(help.contains(flag), "{flag} in --help");
     }
-    assert!(help.contains("[env: CELESTIAL_MODEL=]") && help.contains("[env: ORT_DYLIB_PATH"), "{help}");
+    assert!(
+        help.contains("[env: CELESTIAL_MODEL=]") && help.contains("[env: ORT_DYLIB_PATH"),
+        "{help}"
+    );
 }

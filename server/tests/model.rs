@@ -36,55 +36,107 @@ fn tensor_sha256(t: &[f32]) -> String {
 
 /// Pixels within tolerance, bit-identical tensor from the golden pixels, identical prediction.
 fn check_golden(golden_path: &std::path::Path, args: &[&str], gray: bool) {
-    let Some(dataset) = common::dataset("golden fixtures") else { return };
+    let Some(dataset) = common::dataset("golden fixtures") else {
+        return;
+    };
     let golden = load_json(golden_path);
     let spec = engine_spec(args);
     let tol = &golden["tolerance"];
     let max_abs = tol["pixel_max_abs"].as_f64().unwrap();
     let mean_abs = tol["pixel_mean_abs"].as_f64().unwrap();
-    let labels: Vec<String> = golden["labels"].as_array().unwrap().iter().map(|l| l.as_str().unwrap().to_string()).collect();
+    let labels: Vec<String> = golden["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_string())
+        .collect();
     assert_eq!(spec.labels, labels);
     let images = golden["images"].as_array().unwrap();
     assert!(!images.is_empty());
     let config = celestial_server::Config::from_args(args.iter().copied()).unwrap();
     let engine = celestial_server::load_engine(&config).unwrap();
-    let mut session = engine.new_worker(&celestial_server::model_bytes(&config).unwrap(), 1).unwrap();
+    let mut session = engine
+        .new_worker(&celestial_server::model_bytes(&config).unwrap(), 1)
+        .unwrap();
     for case in images {
         let name = case["image"].as_str().unwrap();
         let bytes = std::fs::read(dataset.join(name)).unwrap();
         let img = preprocess::decode(&bytes, u64::MAX).unwrap();
-        let ours: Vec<u8> = if gray { preprocess::resize_gray(&img, &spec).into_raw() } else { preprocess::resize_rgb(&img, &spec).into_raw() };
-        let key = if gray { "pixels_gray8_base64" } else { "pixels_rgb8_base64" };
-        let theirs = base64::engine::general_purpose::STANDARD.decode(case[key].as_str().unwrap()).unwrap();
+        let ours: Vec<u8> = if gray {
+            preprocess::resize_gray(&img, &spec).into_raw()
+        } else {
+            preprocess::resize_rgb(&img, &spec).into_raw()
+        };
+        let key = if gray {
+            "pixels_gray8_base64"
+        } else {
+            "pixels_rgb8_base64"
+        };
+        let theirs = base64::engine::general_purpose::STANDARD
+            .decode(case[key].as_str().unwrap())
+            .unwrap();
         assert_eq!(ours.len(), theirs.len(), "{name}: pixel count");
-        let diffs: Vec<f64> = ours.iter().zip(&theirs).map(|(a, b)| (f64::from(*a) - f64::from(*b)).abs()).collect();
+        let diffs: Vec<f64> = ours
+            .iter()
+            .zip(&theirs)
+            .map(|(a, b)| (f64::from(*a) - f64::from(*b)).abs())
+            .collect();
         let max = diffs.iter().copied().fold(0.0, f64::max);
         let mean = diffs.iter().sum::<f64>() / diffs.len() as f64;
-        assert!(max <= max_abs && mean <= mean_abs, "{name}: pixel diff max {max} mean {mean} over tolerance {max_abs}/{mean_abs}");
+        assert!(
+            max <= max_abs && mean <= mean_abs,
+            "{name}: pixel diff max {max} mean {mean} over tolerance {max_abs}/{mean_abs}"
+        );
         // JPEGs are decoded by libjpeg-turbo with Pillow's defaults, as the fixtures were: only the
         // resize's last-bit rounding may differ (measured: max 1, mean 0.03-0.13 over both fixture sets).
-        assert!(max <= 1.0, "{name}: decoded like Pillow, the pixels differ by at most 1 (got {max})");
+        assert!(
+            max <= 1.0,
+            "{name}: decoded like Pillow, the pixels differ by at most 1 (got {max})"
+        );
 
         // The tensor from exactly the golden pixels is bit-identical.
         let golden_img = if gray {
-            image::DynamicImage::ImageLuma8(image::GrayImage::from_raw(spec.width, spec.height, theirs.clone()).unwrap())
+            image::DynamicImage::ImageLuma8(
+                image::GrayImage::from_raw(spec.width, spec.height, theirs.clone()).unwrap(),
+            )
         } else {
-            image::DynamicImage::ImageRgb8(image::RgbImage::from_raw(spec.width, spec.height, theirs.clone()).unwrap())
+            image::DynamicImage::ImageRgb8(
+                image::RgbImage::from_raw(spec.width, spec.height, theirs.clone()).unwrap(),
+            )
         };
         let mut tensor = vec![0f32; spec.tensor_len()];
         preprocess::fill_tensor(&golden_img, &spec, &mut tensor);
         if !gray {
             // (The guide fixture's tensor is p/255, which differs from p*(1/255) in the last bit.)
-            assert_eq!(tensor_sha256(&tensor), case["tensor_sha256"].as_str().unwrap(), "{name}: tensor");
+            assert_eq!(
+                tensor_sha256(&tensor),
+                case["tensor_sha256"].as_str().unwrap(),
+                "{name}: tensor"
+            );
         }
 
         // Prediction from our own decoding is identical; logits close.
-        let out = engine.predict_blocking(&[bytes.into()], &mut session).unwrap();
+        let out = engine
+            .predict_blocking(&[bytes.into()], &mut session)
+            .unwrap();
         let p = out.results[0].as_ref().unwrap();
-        assert_eq!(spec.labels[p.best], case["prediction"].as_str().unwrap(), "{name}: prediction");
-        let want: Vec<f64> = case["probabilities"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert_eq!(
+            spec.labels[p.best],
+            case["prediction"].as_str().unwrap(),
+            "{name}: prediction"
+        );
+        let want: Vec<f64> = case["probabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
         for (a, b) in p.probabilities.iter().zip(&want) {
-            assert!((f64::from(*a) - b).abs() < 0.05, "{name}: probabilities {:?} vs {want:?}", p.probabilities);
+            assert!(
+                (f64::from(*a) - b).abs() < 0.05,
+                "{name}: probabilities {:?} vs {want:?}",
+                p.probabilities
+            );
         }
     }
 }
@@ -94,10 +146,21 @@ fn golden_fixtures_of_the_served_model() {
     check_golden(&model_dir().join("golden.json"), &[], false);
 }
 
-const GUIDE_FLAGS: [&str; 4] = ["--labels", "Earth,Jupiter,Mars,Mercury,Moon,Neptune,Pluto,Saturn,Uranus,Venus", "--model-name", "guide-recipe"];
+const GUIDE_FLAGS: [&str; 4] = [
+    "--labels",
+    "Earth,Jupiter,Mars,Mercury,Moon,Neptune,Pluto,Saturn,Uranus,Venus",
+    "--model-name",
+    "guide-recipe",
+];
 
 fn guide_args() -> Vec<String> {
-    let mut a = vec!["--model".to_string(), model_dir().join("testdata/guide-recipe.onnx").display().to_string()];
+    let mut a = vec![
+        "--model".to_string(),
+        model_dir()
+            .join("testdata/guide-recipe.onnx")
+            .display()
+            .to_string(),
+    ];
     a.extend(GUIDE_FLAGS.iter().map(|s| s.to_string()));
     a
 }
@@ -109,7 +172,11 @@ fn golden_fixtures_of_the_guide_recipe_model_served_with_flags() {
     let spec = engine_spec(&args);
     assert_eq!((spec.height, spec.width, spec.channels()), (32, 32, 1));
     assert_eq!(spec.layout, celestial_server::config::Layout::Nhwc);
-    check_golden(&model_dir().join("testdata/guide-recipe-golden.json"), &args, true);
+    check_golden(
+        &model_dir().join("testdata/guide-recipe-golden.json"),
+        &args,
+        true,
+    );
 }
 
 #[tokio::test]
@@ -118,11 +185,23 @@ async fn guide_recipe_model_over_http() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let s = TestServer::start(&args).await;
     let c = reqwest::Client::new();
-    let model: Value = c.get(s.url("/model")).send().await.unwrap().json().await.unwrap();
+    let model: Value = c
+        .get(s.url("/model"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(model["name"], "guide-recipe");
     assert_eq!(model["input"]["color_mode"], "grayscale");
     assert_eq!(model["input"]["layout"], "NHWC");
-    let r = c.post(s.url("/predict")).body(common::fixture("saturn-progressive.jpg")).send().await.unwrap();
+    let r = c
+        .post(s.url("/predict"))
+        .body(common::fixture("saturn-progressive.jpg"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["probabilities"].as_object().unwrap().len(), 10);
@@ -134,22 +213,43 @@ fn unservable_models_are_refused_with_a_reason() {
     // No metadata and no --labels.
     let path = model_dir().join("testdata/guide-recipe.onnx");
     let c = celestial_server::Config::from_args(["--model", path.to_str().unwrap()]).unwrap();
-    let e = celestial_server::load_engine(&c).err().expect("refused").to_string();
+    let e = celestial_server::load_engine(&c)
+        .err()
+        .expect("refused")
+        .to_string();
     assert!(e.contains("--labels"), "{e}");
     // Wrong label count.
-    let c = celestial_server::Config::from_args(["--model", path.to_str().unwrap(), "--labels", "a,b,c"]).unwrap();
-    let e = celestial_server::load_engine(&c).err().expect("refused").to_string();
+    let c = celestial_server::Config::from_args([
+        "--model",
+        path.to_str().unwrap(),
+        "--labels",
+        "a,b,c",
+    ])
+    .unwrap();
+    let e = celestial_server::load_engine(&c)
+        .err()
+        .expect("refused")
+        .to_string();
     assert!(e.contains("10 classes") && e.contains("3 labels"), "{e}");
     // Not a model at all / missing file.
     let junk = std::env::temp_dir().join(format!("celestial-junk-{}.onnx", std::process::id()));
     std::fs::write(&junk, b"not an onnx model").unwrap();
     let c = celestial_server::Config::from_args(["--model", junk.to_str().unwrap()]).unwrap();
-    let e = celestial_server::load_engine(&c).err().expect("refused").to_string();
+    let e = celestial_server::load_engine(&c)
+        .err()
+        .expect("refused")
+        .to_string();
     assert!(e.contains("cannot load the model"), "{e}");
     let _ = std::fs::remove_file(&junk);
     let c = celestial_server::Config::from_args(["--model", "/nonexistent/model.onnx"]).unwrap();
-    let e = celestial_server::load_engine(&c).err().expect("refused").to_string();
-    assert!(e.contains("cannot read model file /nonexistent/model.onnx"), "{e}");
+    let e = celestial_server::load_engine(&c)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        e.contains("cannot read model file /nonexistent/model.onnx"),
+        "{e}"
+    );
     // Flags that contradict the model.
     let c = celestial_server::Config::from_args(["--input-height", "32"]).unwrap();
     assert!(celestial_server::load_engine(&c).is_err());
@@ -160,19 +260,42 @@ fn unservable_models_are_refused_with_a_reason() {
 /// (`celestial.validation_accuracy`), within one image.
 #[tokio::test]
 async fn validation_accuracy_over_http() {
-    let Some(dataset) = common::dataset("validation_accuracy_over_http") else { return };
+    let Some(dataset) = common::dataset("validation_accuracy_over_http") else {
+        return;
+    };
     let split = std::fs::read_to_string(model_dir().join("validation-split.txt")).unwrap();
-    let paths: Vec<&str> = split.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let paths: Vec<&str> = split
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
     let s = TestServer::start(&[]).await;
-    let c = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
-    let model: Value = c.get(s.url("/model")).send().await.unwrap().json().await.unwrap();
-    let card = model["validation_accuracy"].as_f64().expect("model card accuracy in metadata");
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let model: Value = c
+        .get(s.url("/model"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let card = model["validation_accuracy"]
+        .as_f64()
+        .expect("model card accuracy in metadata");
     let mut correct = 0usize;
     for rel in &paths {
         let label = rel.split('/').next().unwrap();
         let bytes = std::fs::read(dataset.join(rel)).unwrap();
         let form = common::multipart_image(bytes, rel.rsplit('/').next().unwrap(), "image/jpeg");
-        let r = c.post(s.url("/predict")).multipart(form).send().await.unwrap();
+        let r = c
+            .post(s.url("/predict"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200, "{rel}");
         let v: Value = r.json().await.unwrap();
         if v["prediction"] == label {
@@ -180,7 +303,13 @@ async fn validation_accuracy_over_http() {
         }
     }
     let accuracy = correct as f64 / paths.len() as f64;
-    eprintln!("validation accuracy over HTTP: {correct}/{} = {accuracy:.4} (model card {card:.4})", paths.len());
-    assert!((accuracy - card).abs() <= 1.0 / paths.len() as f64 + 1e-9, "accuracy {accuracy} vs model card {card}");
+    eprintln!(
+        "validation accuracy over HTTP: {correct}/{} = {accuracy:.4} (model card {card:.4})",
+        paths.len()
+    );
+    assert!(
+        (accuracy - card).abs() <= 1.0 / paths.len() as f64 + 1e-9,
+        "accuracy {accuracy} vs model card {card}"
+    );
     s.stop().await.unwrap();
 }

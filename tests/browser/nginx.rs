@@ -14,18 +14,32 @@ use crate::webdriver::{GroupChild, free_loopback_port, require_executable, wait_
 const TEMPLATE: &str = include_str!("nginx.conf.template");
 
 pub fn nginx_path() -> anyhow::Result<PathBuf> {
-    require_executable("nginx", "CELESTIAL_NGINX", &["/usr/sbin/nginx", "/usr/bin/nginx"])
+    require_executable(
+        "nginx",
+        "CELESTIAL_NGINX",
+        &["/usr/sbin/nginx", "/usr/bin/nginx"],
+    )
 }
 
 /// Fill the template's placeholders.
-pub fn render_config(dir: &Path, listen_port: u16, upstream_port: u16, prefix: &str, forward_prefix_header: bool) -> String {
+pub fn render_config(
+    dir: &Path,
+    listen_port: u16,
+    upstream_port: u16,
+    prefix: &str,
+    forward_prefix_header: bool,
+) -> String {
     let mut conf = TEMPLATE
         .replace("@DIR@", &dir.display().to_string())
         .replace("@LISTEN_PORT@", &listen_port.to_string())
         .replace("@UPSTREAM_PORT@", &upstream_port.to_string())
         .replace("@PREFIX@", prefix);
     if !forward_prefix_header {
-        conf = conf.lines().filter(|l| !l.contains("X-Forwarded-Prefix")).collect::<Vec<_>>().join("\n");
+        conf = conf
+            .lines()
+            .filter(|l| !l.contains("X-Forwarded-Prefix"))
+            .collect::<Vec<_>>()
+            .join("\n");
     }
     conf
 }
@@ -40,12 +54,25 @@ pub struct Nginx {
 impl Nginx {
     /// Start nginx proxying `prefix` (e.g. `/celestial`) to `upstream_port`; with
     /// `forward_prefix_header` it sends `X-Forwarded-Prefix: <prefix>` upstream.
-    pub async fn start(upstream_port: u16, prefix: &str, forward_prefix_header: bool) -> anyhow::Result<Self> {
+    pub async fn start(
+        upstream_port: u16,
+        prefix: &str,
+        forward_prefix_header: bool,
+    ) -> anyhow::Result<Self> {
         let nginx = nginx_path()?;
-        let dir = tempfile::Builder::new().prefix("celestial-nginx-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("celestial-nginx-")
+            .tempdir()?;
         // nginx workers drop root privileges (to `nobody`) and must reach their temp paths.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
-        for sub in ["tmp", "tmp/client_body", "tmp/proxy", "tmp/fastcgi", "tmp/uwsgi", "tmp/scgi"] {
+        for sub in [
+            "tmp",
+            "tmp/client_body",
+            "tmp/proxy",
+            "tmp/fastcgi",
+            "tmp/uwsgi",
+            "tmp/scgi",
+        ] {
             let p = dir.path().join(sub);
             std::fs::create_dir_all(&p)?;
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777))?;
@@ -54,19 +81,32 @@ impl Nginx {
         let mut last_err = None;
         for _attempt in 0..3 {
             let port = free_loopback_port();
-            std::fs::write(&conf_path, render_config(dir.path(), port, upstream_port, prefix, forward_prefix_header))?;
+            std::fs::write(
+                &conf_path,
+                render_config(
+                    dir.path(),
+                    port,
+                    upstream_port,
+                    prefix,
+                    forward_prefix_header,
+                ),
+            )?;
             let mut cmd = tokio::process::Command::new(&nginx);
             // -e: the error log before the config is read (nginx otherwise opens /var/log/nginx).
-            cmd.arg("-p").arg(dir.path())
-                .arg("-e").arg(dir.path().join("error.log"))
-                .arg("-c").arg(&conf_path)
+            cmd.arg("-p")
+                .arg(dir.path())
+                .arg("-e")
+                .arg(dir.path().join("error.log"))
+                .arg("-c")
+                .arg(&conf_path)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
             let mut process = GroupChild::spawn("nginx", cmd)?;
             match wait_for_port(&mut process, port, Duration::from_secs(10)).await {
                 Ok(()) => return Ok(Self { port, process, dir }),
                 Err(e) => {
-                    let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
+                    let log =
+                        std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
                     last_err = Some(e.context(format!("nginx error.log:\n{log}")));
                     process.stop().await;
                 }
@@ -86,8 +126,14 @@ impl Nginx {
     /// Stop nginx, copying its logs into `tests/artifacts/<name>-nginx-*.log`.
     pub async fn stop(self, name: &str) -> anyhow::Result<()> {
         let artifacts = crate::webdriver::artifacts_dir();
-        std::fs::write(artifacts.join(format!("{name}-nginx-access.log")), self.access_log())?;
-        std::fs::write(artifacts.join(format!("{name}-nginx-error.log")), self.error_log())?;
+        std::fs::write(
+            artifacts.join(format!("{name}-nginx-access.log")),
+            self.access_log(),
+        )?;
+        std::fs::write(
+            artifacts.join(format!("{name}-nginx-error.log")),
+            self.error_log(),
+        )?;
         self.process.stop().await;
         Ok(())
     }

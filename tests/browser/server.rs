@@ -37,9 +37,16 @@ impl Server {
             if let Ok(r) = reqwest::get(&url).await
                 && r.status() == 200
             {
-                return Ok(Self { port, stop: Some(stop), task });
+                return Ok(Self {
+                    port,
+                    stop: Some(stop),
+                    task,
+                });
             }
-            ensure!(Instant::now() < deadline, "the server was not ready within 60 s");
+            ensure!(
+                Instant::now() < deadline,
+                "the server was not ready within 60 s"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -56,4 +63,3 @@ impl Server {
         Ok(())
     }
 }
-

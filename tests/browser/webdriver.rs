@@ -40,13 +40,20 @@ pub fn artifacts_dir() -> PathBuf {
 }
 
 /// Find a required executable: `$env_var` if set, else the first of `candidates` that exists.
-pub fn require_executable(what: &str, env_var: &str, candidates: &[&str]) -> anyhow::Result<PathBuf> {
+pub fn require_executable(
+    what: &str,
+    env_var: &str,
+    candidates: &[&str],
+) -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os(env_var) {
         let p = PathBuf::from(p);
         if p.is_file() {
             return Ok(p);
         }
-        bail!("{env_var}={} does not exist; unset it or point it at {what}", p.display());
+        bail!(
+            "{env_var}={} does not exist; unset it or point it at {what}",
+            p.display()
+        );
     }
     for c in candidates {
         let p = Path::new(c);
@@ -63,11 +70,19 @@ pub fn require_executable(what: &str, env_var: &str, candidates: &[&str]) -> any
 }
 
 pub fn chromium_path() -> anyhow::Result<PathBuf> {
-    require_executable("Chromium", "CELESTIAL_CHROMIUM", &["/usr/bin/chromium", "/usr/lib/chromium/chromium"])
+    require_executable(
+        "Chromium",
+        "CELESTIAL_CHROMIUM",
+        &["/usr/bin/chromium", "/usr/lib/chromium/chromium"],
+    )
 }
 
 pub fn chromedriver_path() -> anyhow::Result<PathBuf> {
-    require_executable("chromedriver", "CELESTIAL_CHROMEDRIVER", &["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"])
+    require_executable(
+        "chromedriver",
+        "CELESTIAL_CHROMEDRIVER",
+        &["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"],
+    )
 }
 
 /// A loopback port that was free a moment ago (for programs that cannot report the port they
@@ -124,15 +139,25 @@ impl Drop for GroupChild {
 }
 
 /// Wait until something accepts TCP connections on `127.0.0.1:port`.
-pub async fn wait_for_port(child: &mut GroupChild, port: u16, timeout: Duration) -> anyhow::Result<()> {
+pub async fn wait_for_port(
+    child: &mut GroupChild,
+    port: u16,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         child.check_running()?;
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("{} did not listen on 127.0.0.1:{port} within {timeout:?}", child.name);
+            bail!(
+                "{} did not listen on 127.0.0.1:{port} within {timeout:?}",
+                child.name
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -152,7 +177,9 @@ impl Browser {
     pub async fn start(name: &str) -> anyhow::Result<Self> {
         let chromium = chromium_path()?;
         let chromedriver = chromedriver_path()?;
-        let profile = tempfile::Builder::new().prefix("celestial-chromium-").tempdir()?;
+        let profile = tempfile::Builder::new()
+            .prefix("celestial-chromium-")
+            .tempdir()?;
         let log = artifacts_dir().join(format!("{name}-chromedriver.log"));
 
         let mut last_err = None;
@@ -175,14 +202,26 @@ impl Browser {
                 "browserName": "chrome",
                 "goog:chromeOptions": { "binary": chromium, "args": args },
             });
-            let serde_json::Value::Object(caps) = caps else { unreachable!() };
+            let serde_json::Value::Object(caps) = caps else {
+                unreachable!()
+            };
             let connector = hyper_util::client::legacy::connect::HttpConnector::new();
             let client = ClientBuilder::new(connector)
                 .capabilities(caps)
                 .connect(&format!("http://127.0.0.1:{port}"))
                 .await
-                .with_context(|| format!("open a Chromium session (chromedriver log: {})", log.display()))?;
-            return Ok(Self { client, driver, _profile: profile, name: name.to_string() });
+                .with_context(|| {
+                    format!(
+                        "open a Chromium session (chromedriver log: {})",
+                        log.display()
+                    )
+                })?;
+            return Ok(Self {
+                client,
+                driver,
+                _profile: profile,
+                name: name.to_string(),
+            });
         }
         Err(last_err.unwrap()).context("start chromedriver")
     }
@@ -205,10 +244,19 @@ impl Browser {
 
     /// Evaluate `script` (a function body; `arguments[i]` are `args`) until it returns something
     /// truthy, and return that. On timeout, screenshot the page and fail naming `what`.
-    pub async fn wait_js(&self, what: &str, script: &str, args: Vec<Value>) -> anyhow::Result<Value> {
+    pub async fn wait_js(
+        &self,
+        what: &str,
+        script: &str,
+        args: Vec<Value>,
+    ) -> anyhow::Result<Value> {
         let deadline = Instant::now() + DEFAULT_TIMEOUT;
         loop {
-            let v = self.client.execute(script, args.clone()).await.with_context(|| format!("evaluate JS for: {what}"))?;
+            let v = self
+                .client
+                .execute(script, args.clone())
+                .await
+                .with_context(|| format!("evaluate JS for: {what}"))?;
             let truthy = match &v {
                 Value::Null => false,
                 Value::Bool(b) => *b,
@@ -221,7 +269,9 @@ impl Browser {
             }
             if Instant::now() > deadline {
                 let shot = self.screenshot("timeout").await.ok();
-                bail!("timed out after {DEFAULT_TIMEOUT:?} waiting for: {what} (last value {v}; screenshot {shot:?})");
+                bail!(
+                    "timed out after {DEFAULT_TIMEOUT:?} waiting for: {what} (last value {v}; screenshot {shot:?})"
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -238,7 +288,9 @@ impl Browser {
             }
             if Instant::now() > deadline {
                 let shot = self.screenshot("timeout").await.ok();
-                bail!("timed out after {DEFAULT_TIMEOUT:?} waiting for {what} (`{css}`; screenshot {shot:?})");
+                bail!(
+                    "timed out after {DEFAULT_TIMEOUT:?} waiting for {what} (`{css}`; screenshot {shot:?})"
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

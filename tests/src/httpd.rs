@@ -67,11 +67,22 @@ async fn handle(State(root): State<PathBuf>, method: Method, uri: Uri) -> Respon
     }
     match tokio::fs::read(&path).await {
         Ok(bytes) => {
-            let mut r = Response::new(if method == Method::HEAD { Body::empty() } else { Body::from(bytes) });
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(&path)));
+            let mut r = Response::new(if method == Method::HEAD {
+                Body::empty()
+            } else {
+                Body::from(bytes)
+            });
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(content_type(&path)),
+            );
             r
         }
-        Err(e) => (StatusCode::FORBIDDEN, format!("cannot read: {}\n", e.kind())).into_response(),
+        Err(e) => (
+            StatusCode::FORBIDDEN,
+            format!("cannot read: {}\n", e.kind()),
+        )
+            .into_response(),
     }
 }
 
@@ -82,7 +93,9 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), HttpdError> {
     let app = Router::new().fallback(handle).with_state(root);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
     Ok(())
 }
 
@@ -93,7 +106,10 @@ mod tests {
     #[test]
     fn resolve_stays_below_root() {
         let root = Path::new("/srv/www");
-        assert_eq!(resolve(root, "/a/b.txt").unwrap(), Path::new("/srv/www/a/b.txt"));
+        assert_eq!(
+            resolve(root, "/a/b.txt").unwrap(),
+            Path::new("/srv/www/a/b.txt")
+        );
         assert_eq!(resolve(root, "/").unwrap(), Path::new("/srv/www"));
         assert_eq!(resolve(root, "/./x").unwrap(), Path::new("/srv/www/x"));
         assert!(resolve(root, "/../etc/passwd").is_none());
@@ -102,7 +118,10 @@ mod tests {
 
     #[test]
     fn content_types() {
-        assert_eq!(content_type(Path::new("i.html")), "text/html; charset=utf-8");
+        assert_eq!(
+            content_type(Path::new("i.html")),
+            "text/html; charset=utf-8"
+        );
         assert_eq!(content_type(Path::new("x.bin")), "application/octet-stream");
     }
 }

@@ -67,14 +67,19 @@ pub type Backends = BTreeMap<u16, SocketAddr>;
 
 /// Parses [`BACKEND_ANNOTATION`] for a Service whose TCP ports are `ports`.
 pub fn parse_backends(value: &str, ports: &[u16]) -> Result<Backends, LbError> {
-    let bad = |reason: String| LbError::BadBackend { value: value.to_owned(), reason };
+    let bad = |reason: String| LbError::BadBackend {
+        value: value.to_owned(),
+        reason,
+    };
     let value = value.trim();
     if value.is_empty() {
         return Err(bad("empty".into()));
     }
     let mut out = Backends::new();
     if !value.contains('=') {
-        let addr: SocketAddr = value.parse().map_err(|e| bad(format!("{e} (expected HOST:PORT, e.g. 127.0.0.1:38080)")))?;
+        let addr: SocketAddr = value
+            .parse()
+            .map_err(|e| bad(format!("{e} (expected HOST:PORT, e.g. 127.0.0.1:38080)")))?;
         for p in ports {
             out.insert(*p, addr);
         }
@@ -84,8 +89,14 @@ pub fn parse_backends(value: &str, ports: &[u16]) -> Result<Backends, LbError> {
         let (port, addr) = part
             .split_once('=')
             .ok_or_else(|| bad(format!("{part:?} is not PORT=HOST:PORT")))?;
-        let port: u16 = port.trim().parse().map_err(|e| bad(format!("port {port:?}: {e}")))?;
-        let addr: SocketAddr = addr.trim().parse().map_err(|e| bad(format!("{addr:?}: {e}")))?;
+        let port: u16 = port
+            .trim()
+            .parse()
+            .map_err(|e| bad(format!("port {port:?}: {e}")))?;
+        let addr: SocketAddr = addr
+            .trim()
+            .parse()
+            .map_err(|e| bad(format!("{addr:?}: {e}")))?;
         if !ports.contains(&port) {
             return Err(bad(format!("the Service has no TCP port {port}")));
         }
@@ -116,7 +127,9 @@ fn desired(svc: &Service) -> Option<Result<Desired, LbError>> {
         .filter_map(|p| u16::try_from(p.port).ok())
         .collect();
     let ann = svc.annotations();
-    let pending = ann.get(PENDING_ANNOTATION).is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    let pending = ann
+        .get(PENDING_ANNOTATION)
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
     let backends = match ann.get(BACKEND_ANNOTATION) {
         Some(v) => match parse_backends(v, &ports) {
             Ok(b) => b,
@@ -132,7 +145,11 @@ fn desired(svc: &Service) -> Option<Result<Desired, LbError>> {
         .and_then(|i| i.first())
         .and_then(|i| i.ip.as_deref())
         .and_then(|ip| ip.parse().ok());
-    Some(Ok(Desired { pending, backends, status_ip }))
+    Some(Ok(Desired {
+        pending,
+        backends,
+        status_ip,
+    }))
 }
 
 /// A running listener on `ADDRESS:port`; the backend can be swapped without rebinding.
@@ -207,35 +224,62 @@ async fn proxy(front: SocketAddr, listener: TcpListener, backend: Arc<RwLock<Soc
                 Ok(mut outbound) => {
                     let _ = inbound.set_nodelay(true);
                     let _ = outbound.set_nodelay(true);
-                    if let Err(e) = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await {
+                    if let Err(e) = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await
+                    {
                         tracing::debug!(%front, %peer, backend = %to, error = %e, "connection ended with an error");
                     }
                 }
-                Err(e) => tracing::warn!(%front, %peer, backend = %to, error = %e, "backend unreachable; closing the connection"),
+                Err(e) => {
+                    tracing::warn!(%front, %peer, backend = %to, error = %e, "backend unreachable; closing the connection")
+                }
             }
         });
     }
 }
 
-async fn patch_status(api: &Api<Service>, name: &str, fm: &str, ip: Option<Ipv4Addr>) -> Result<(), kube::Error> {
+async fn patch_status(
+    api: &Api<Service>,
+    name: &str,
+    fm: &str,
+    ip: Option<Ipv4Addr>,
+) -> Result<(), kube::Error> {
     let ingress = match ip {
         Some(ip) => serde_json::json!([{ "ip": ip.to_string(), "ipMode": "VIP" }]),
         None => serde_json::Value::Null,
     };
     let patch = serde_json::json!({ "status": { "loadBalancer": { "ingress": ingress } } });
-    let pp = PatchParams { field_manager: Some(fm.to_owned()), ..Default::default() };
-    api.patch_status(name, &pp, &Patch::Merge(&patch)).await.map(|_| ())
+    let pp = PatchParams {
+        field_manager: Some(fm.to_owned()),
+        ..Default::default()
+    };
+    api.patch_status(name, &pp, &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
 }
 
 async fn record(recorder: &Recorder, svc: &Service, type_: EventType, reason: &str, note: String) {
-    let ev = Event { type_, reason: reason.into(), note: Some(note), action: "SyncLoadBalancer".into(), secondary: None };
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "SyncLoadBalancer".into(),
+        secondary: None,
+    };
     if let Err(e) = recorder.publish(&ev, &svc.object_ref(&())).await {
         tracing::warn!(error = %e, reason, "could not record an event");
     }
 }
 
-async fn reconcile(client: &Client, recorder: &Recorder, cfg: &LbConfig, state: &mut State, svc: &Service) {
-    let (Some(ns), name) = (svc.namespace(), svc.name_any()) else { return };
+async fn reconcile(
+    client: &Client,
+    recorder: &Recorder,
+    cfg: &LbConfig,
+    state: &mut State,
+    svc: &Service,
+) {
+    let (Some(ns), name) = (svc.namespace(), svc.name_any()) else {
+        return;
+    };
     let key = format!("{ns}/{name}");
     let api: Api<Service> = Api::namespaced(client.clone(), &ns);
     let want = match desired(svc) {
@@ -247,10 +291,24 @@ async fn reconcile(client: &Client, recorder: &Recorder, cfg: &LbConfig, state: 
             let msg = e.to_string();
             if state.bad_backend.get(&key) != Some(&msg) {
                 tracing::warn!(service = %key, error = %e, "ignoring the backend annotation");
-                record(recorder, svc, EventType::Warning, "SyncLoadBalancerFailed", format!("load-balancer stand-in: {msg}")).await;
+                record(
+                    recorder,
+                    svc,
+                    EventType::Warning,
+                    "SyncLoadBalancerFailed",
+                    format!("load-balancer stand-in: {msg}"),
+                )
+                .await;
                 state.bad_backend.insert(key.clone(), msg);
             }
-            Desired { pending: svc.annotations().get(PENDING_ANNOTATION).is_some_and(|v| v == "true"), backends: Backends::new(), status_ip: None }
+            Desired {
+                pending: svc
+                    .annotations()
+                    .get(PENDING_ANNOTATION)
+                    .is_some_and(|v| v == "true"),
+                backends: Backends::new(),
+                status_ip: None,
+            }
         }
         Some(Ok(d)) => {
             state.bad_backend.remove(&key);
@@ -277,7 +335,14 @@ async fn reconcile(client: &Client, recorder: &Recorder, cfg: &LbConfig, state: 
         Ok(ip) => ip,
         Err(e) => {
             tracing::error!(service = %key, error = %e, "cannot assign an address");
-            record(recorder, svc, EventType::Warning, "SyncLoadBalancerFailed", format!("load-balancer stand-in: {e}")).await;
+            record(
+                recorder,
+                svc,
+                EventType::Warning,
+                "SyncLoadBalancerFailed",
+                format!("load-balancer stand-in: {e}"),
+            )
+            .await;
             return;
         }
     };
@@ -289,13 +354,18 @@ async fn reconcile(client: &Client, recorder: &Recorder, cfg: &LbConfig, state: 
                     "load-balancer stand-in: assigned {ip} (loopback; forwards to the {BACKEND_ANNOTATION} annotation's backend)"
                 )).await;
             }
-            Err(e) => tracing::warn!(service = %key, %ip, error = %e, "could not write the status; will retry on the next event"),
+            Err(e) => {
+                tracing::warn!(service = %key, %ip, error = %e, "could not write the status; will retry on the next event")
+            }
         }
     }
     // listeners: one per TCP port with a backend
     let current = state.listeners.entry(key.clone()).or_default();
-    let fronts: HashMap<SocketAddr, SocketAddr> =
-        want.backends.iter().map(|(port, to)| (SocketAddr::new(IpAddr::V4(ip), *port), *to)).collect();
+    let fronts: HashMap<SocketAddr, SocketAddr> = want
+        .backends
+        .iter()
+        .map(|(port, to)| (SocketAddr::new(IpAddr::V4(ip), *port), *to))
+        .collect();
     current.retain(|front, _| {
         let keep = fronts.contains_key(front);
         if !keep {
@@ -321,9 +391,14 @@ async fn reconcile(client: &Client, recorder: &Recorder, cfg: &LbConfig, state: 
             }
             Err(e) => {
                 tracing::error!(service = %key, %front, error = %e, "cannot listen on the load-balancer address");
-                record(recorder, svc, EventType::Warning, "SyncLoadBalancerFailed", format!(
-                    "load-balancer stand-in: cannot listen on {front}: {e}"
-                )).await;
+                record(
+                    recorder,
+                    svc,
+                    EventType::Warning,
+                    "SyncLoadBalancerFailed",
+                    format!("load-balancer stand-in: cannot listen on {front}: {e}"),
+                )
+                .await;
             }
         }
     }
@@ -349,7 +424,13 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), LbError> {
     let api: Api<Service> = Api::all(client.clone());
-    let recorder = Recorder::new(client.clone(), Reporter { controller: "testenv-lb".into(), instance: None });
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "testenv-lb".into(),
+            instance: None,
+        },
+    );
     let mut state = State::default();
     // Services seen during a (re)list, to drop the ones that disappeared meanwhile.
     let mut relisting: Option<Vec<String>> = None;
@@ -375,14 +456,22 @@ pub async fn run(
             watcher::Event::Init => relisting = Some(Vec::new()),
             watcher::Event::InitApply(svc) => {
                 if let Some(seen) = relisting.as_mut() {
-                    seen.push(format!("{}/{}", svc.namespace().unwrap_or_default(), svc.name_any()));
+                    seen.push(format!(
+                        "{}/{}",
+                        svc.namespace().unwrap_or_default(),
+                        svc.name_any()
+                    ));
                 }
                 reconcile(&client, &recorder, &cfg, &mut state, &svc).await;
             }
             watcher::Event::InitDone => {
                 if let Some(seen) = relisting.take() {
-                    let gone: Vec<String> =
-                        state.addresses.keys().filter(|k| !seen.contains(k)).cloned().collect();
+                    let gone: Vec<String> = state
+                        .addresses
+                        .keys()
+                        .filter(|k| !seen.contains(k))
+                        .cloned()
+                        .collect();
                     for k in gone {
                         release(&mut state, &k);
                     }
@@ -392,10 +481,13 @@ pub async fn run(
                     announced = true;
                 }
             }
-            watcher::Event::Apply(svc) => reconcile(&client, &recorder, &cfg, &mut state, &svc).await,
-            watcher::Event::Delete(svc) => {
-                release(&mut state, &format!("{}/{}", svc.namespace().unwrap_or_default(), svc.name_any()))
+            watcher::Event::Apply(svc) => {
+                reconcile(&client, &recorder, &cfg, &mut state, &svc).await
             }
+            watcher::Event::Delete(svc) => release(
+                &mut state,
+                &format!("{}/{}", svc.namespace().unwrap_or_default(), svc.name_any()),
+            ),
         }
     }
 }
@@ -423,7 +515,9 @@ mod tests {
     fn backend_errors_name_the_problem() {
         let e = parse_backends("localhost", &[80]).unwrap_err().to_string();
         assert!(e.contains("HOST:PORT"), "{e}");
-        let e = parse_backends("81=127.0.0.1:1", &[80]).unwrap_err().to_string();
+        let e = parse_backends("81=127.0.0.1:1", &[80])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no TCP port 81"), "{e}");
         assert!(parse_backends(" ", &[80]).is_err());
     }
@@ -437,14 +531,22 @@ mod tests {
         assert_eq!(a, Ipv4Addr::new(127, 0, 1, 1));
         assert_eq!(s.allocate("ns/a", None).unwrap(), a);
         // adopt an address already in a status, unless taken or outside the pool
-        let c = s.allocate("ns/c", Some("127.0.3.7".parse().unwrap())).unwrap();
+        let c = s
+            .allocate("ns/c", Some("127.0.3.7".parse().unwrap()))
+            .unwrap();
         assert_eq!(c, Ipv4Addr::new(127, 0, 3, 7));
         let d = s.allocate("ns/d", Some(IpAddr::V4(a))).unwrap();
         assert_ne!(d, a);
-        let e = s.allocate("ns/e", Some("10.0.0.1".parse().unwrap())).unwrap();
+        let e = s
+            .allocate("ns/e", Some("10.0.0.1".parse().unwrap()))
+            .unwrap();
         assert!(in_pool(e));
         release(&mut s, "ns/a");
-        assert_eq!(s.allocate("ns/f", None).unwrap(), a, "a released address is reused");
+        assert_eq!(
+            s.allocate("ns/f", None).unwrap(),
+            a,
+            "a released address is reused"
+        );
     }
 
     #[test]

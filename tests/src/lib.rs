@@ -36,7 +36,10 @@ pub enum EnvError {
     Up(String),
     /// A kubeconfig problem.
     #[error("kubeconfig {path}: {source}")]
-    Kubeconfig { path: PathBuf, source: kube::config::KubeconfigError },
+    Kubeconfig {
+        path: PathBuf,
+        source: kube::config::KubeconfigError,
+    },
     /// A Kubernetes API call failed.
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
@@ -109,7 +112,10 @@ pub struct BaseImages {
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// The `testenv` script.
@@ -118,7 +124,8 @@ pub fn testenv_script() -> PathBuf {
 }
 
 fn state_dir() -> PathBuf {
-    std::env::var_os("TESTENV_STATE").map_or_else(|| PathBuf::from("/tmp/celestial-testenv"), PathBuf::from)
+    std::env::var_os("TESTENV_STATE")
+        .map_or_else(|| PathBuf::from("/tmp/celestial-testenv"), PathBuf::from)
 }
 
 static UP: OnceLock<Result<EnvInfo, String>> = OnceLock::new();
@@ -149,9 +156,13 @@ fn up_once() -> Result<EnvInfo, String> {
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    eprintln!("celestial-e2e: test environment ready in {:.1}s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "celestial-e2e: test environment ready in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
     let path = state_dir().join("env.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -184,8 +195,11 @@ impl TestEnv {
     /// it was made on).
     pub async fn client(&self) -> Result<kube::Client, EnvError> {
         let path = self.info.kubeconfig.clone();
-        let kc = kube::config::Kubeconfig::read_from(&path)
-            .map_err(|source| EnvError::Kubeconfig { path: path.clone(), source })?;
+        let kc =
+            kube::config::Kubeconfig::read_from(&path).map_err(|source| EnvError::Kubeconfig {
+                path: path.clone(),
+                source,
+            })?;
         let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
             .await
             .map_err(|source| EnvError::Kubeconfig { path, source })?;
@@ -199,18 +213,26 @@ impl TestEnv {
 
     /// The htpasswd registry, `127.0.0.1:5001`, with its (user, password).
     pub fn registry_auth(&self) -> (&str, &str, &str) {
-        (&self.info.registry_auth, &self.info.registry_auth_username, &self.info.registry_auth_password)
+        (
+            &self.info.registry_auth,
+            &self.info.registry_auth_username,
+            &self.info.registry_auth_password,
+        )
     }
 
     /// podman configured for the environment.
     pub fn podman(&self) -> Podman {
-        Podman::new(&self.info.containers_conf, &self.info.containers_registries_conf)
+        Podman::new(
+            &self.info.containers_conf,
+            &self.info.containers_registries_conf,
+        )
     }
 
     /// kubectl for the test cluster (`--kubeconfig` set).
     pub fn kubectl(&self) -> Command {
         let mut c = Command::new(&self.info.kubectl);
-        c.arg(format!("--kubeconfig={}", self.info.kubeconfig.display())).stdin(Stdio::null());
+        c.arg(format!("--kubeconfig={}", self.info.kubeconfig.display()))
+            .stdin(Stdio::null());
         c
     }
 
@@ -218,8 +240,13 @@ impl TestEnv {
     /// the files or directories to validate.
     pub fn kubeconform(&self) -> Command {
         let mut c = Command::new(&self.info.kubeconform);
-        c.args(["-strict", "-summary", "-schema-location", &self.info.kubeconform_schema_location])
-            .stdin(Stdio::null());
+        c.args([
+            "-strict",
+            "-summary",
+            "-schema-location",
+            &self.info.kubeconform_schema_location,
+        ])
+        .stdin(Stdio::null());
         c
     }
 
@@ -235,34 +262,79 @@ impl TestEnv {
             ..Default::default()
         };
         let created = api.create(&PostParams::default(), &ns).await?;
-        let name = created.metadata.name.expect("the apiserver names a generateName namespace");
-        Ok(TestNamespace { name, kubectl: self.info.kubectl.clone(), kubeconfig: self.info.kubeconfig.clone() })
+        let name = created
+            .metadata
+            .name
+            .expect("the apiserver names a generateName namespace");
+        Ok(TestNamespace {
+            name,
+            kubectl: self.info.kubectl.clone(),
+            kubeconfig: self.info.kubeconfig.clone(),
+        })
     }
 
     /// Points the load-balancer stand-in at a real backend for every port of a Service
     /// (annotation [`lb::BACKEND_ANNOTATION`], server-side applied with field manager
     /// [`FIELD_MANAGER`]).
-    pub async fn set_lb_backend(&self, namespace: &str, service: &str, backend: SocketAddr) -> Result<(), EnvError> {
-        self.annotate_service(namespace, service, lb::BACKEND_ANNOTATION, &backend.to_string()).await
+    pub async fn set_lb_backend(
+        &self,
+        namespace: &str,
+        service: &str,
+        backend: SocketAddr,
+    ) -> Result<(), EnvError> {
+        self.annotate_service(
+            namespace,
+            service,
+            lb::BACKEND_ANNOTATION,
+            &backend.to_string(),
+        )
+        .await
     }
 
     /// Keeps a LoadBalancer Service pending (no address) or lets it get one again.
-    pub async fn set_lb_pending(&self, namespace: &str, service: &str, pending: bool) -> Result<(), EnvError> {
-        self.annotate_service(namespace, service, lb::PENDING_ANNOTATION, if pending { "true" } else { "false" }).await
+    pub async fn set_lb_pending(
+        &self,
+        namespace: &str,
+        service: &str,
+        pending: bool,
+    ) -> Result<(), EnvError> {
+        self.annotate_service(
+            namespace,
+            service,
+            lb::PENDING_ANNOTATION,
+            if pending { "true" } else { "false" },
+        )
+        .await
     }
 
-    async fn annotate_service(&self, namespace: &str, service: &str, key: &str, value: &str) -> Result<(), EnvError> {
+    async fn annotate_service(
+        &self,
+        namespace: &str,
+        service: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<(), EnvError> {
         let api: Api<Service> = Api::namespaced(self.client().await?, namespace);
         let patch = serde_json::json!({
             "apiVersion": "v1", "kind": "Service",
             "metadata": { "name": service, "annotations": { key: value } }
         });
-        api.patch(service, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+        api.patch(
+            service,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
         Ok(())
     }
 
     /// Waits until the Service has a load-balancer ingress IP.
-    pub async fn wait_lb_address(&self, namespace: &str, service: &str, timeout: Duration) -> Result<IpAddr, EnvError> {
+    pub async fn wait_lb_address(
+        &self,
+        namespace: &str,
+        service: &str,
+        timeout: Duration,
+    ) -> Result<IpAddr, EnvError> {
         let api: Api<Service> = Api::namespaced(self.client().await?, namespace);
         let start = Instant::now();
         loop {
@@ -278,7 +350,10 @@ impl TestEnv {
                 return Ok(ip);
             }
             if start.elapsed() > timeout {
-                return Err(EnvError::Timeout { what: format!("an address for Service {namespace}/{service}"), secs: timeout.as_secs() });
+                return Err(EnvError::Timeout {
+                    what: format!("an address for Service {namespace}/{service}"),
+                    secs: timeout.as_secs(),
+                });
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -286,7 +361,12 @@ impl TestEnv {
 
     /// Waits until a Deployment's rollout is complete: observed generation caught up and
     /// updated = available = ready = desired replicas.
-    pub async fn wait_deployment_available(&self, namespace: &str, name: &str, timeout: Duration) -> Result<Deployment, EnvError> {
+    pub async fn wait_deployment_available(
+        &self,
+        namespace: &str,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<Deployment, EnvError> {
         let api: Api<Deployment> = Api::namespaced(self.client().await?, namespace);
         let start = Instant::now();
         loop {
@@ -304,7 +384,10 @@ impl TestEnv {
             }
             if start.elapsed() > timeout {
                 return Err(EnvError::Timeout {
-                    what: format!("Deployment {namespace}/{name} to become available (status: {:?})", d.status),
+                    what: format!(
+                        "Deployment {namespace}/{name} to become available (status: {:?})",
+                        d.status
+                    ),
                     secs: timeout.as_secs(),
                 });
             }
@@ -328,7 +411,8 @@ pub fn repo_binary(package: &str, bin: &str) -> Result<PathBuf, EnvError> {
             String::from_utf8_lossy(&out.stderr)
         )));
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo_root().join("target"), PathBuf::from);
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| repo_root().join("target"), PathBuf::from);
     Ok(target.join("debug").join(bin))
 }
 
@@ -351,7 +435,13 @@ impl Drop for TestNamespace {
     fn drop(&mut self) {
         let _ = Command::new(&self.kubectl)
             .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
-            .args(["delete", "namespace", &self.name, "--wait=false", "--ignore-not-found"])
+            .args([
+                "delete",
+                "namespace",
+                &self.name,
+                "--wait=false",
+                "--ignore-not-found",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

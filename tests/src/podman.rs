@@ -18,10 +18,19 @@ pub enum PodmanError {
     Spawn(#[from] std::io::Error),
     /// podman ran and failed.
     #[error("`podman {args}` failed ({status}): {stderr}")]
-    Failed { args: String, status: String, stderr: String },
+    Failed {
+        args: String,
+        status: String,
+        stderr: String,
+    },
     /// The container did not start listening in time.
     #[error("container {name} did not listen on {addr} within {secs}s; logs:\n{logs}")]
-    NotListening { name: String, addr: SocketAddr, secs: u64, logs: String },
+    NotListening {
+        name: String,
+        addr: SocketAddr,
+        secs: u64,
+        logs: String,
+    },
 }
 
 /// podman with the environment's `containers.conf` and `registries.conf`.
@@ -34,7 +43,10 @@ pub struct Podman {
 impl Podman {
     /// podman using the given configuration files.
     pub fn new(containers_conf: impl Into<PathBuf>, registries_conf: impl Into<PathBuf>) -> Self {
-        Self { containers_conf: containers_conf.into(), registries_conf: registries_conf.into() }
+        Self {
+            containers_conf: containers_conf.into(),
+            registries_conf: registries_conf.into(),
+        }
     }
 
     /// A `podman` command with the environment's configuration.
@@ -53,7 +65,11 @@ impl Podman {
             Ok(out)
         } else {
             Err(PodmanError::Failed {
-                args: args.iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect::<Vec<_>>().join(" "),
+                args: args
+                    .iter()
+                    .map(|a| a.as_ref().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join(" "),
                 status: out.status.to_string(),
                 stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
             })
@@ -61,15 +77,37 @@ impl Podman {
     }
 
     /// `podman build --network host -t TAG -f CONTAINERFILE CONTEXT` plus `extra` arguments.
-    pub fn build(&self, context: &Path, containerfile: &Path, tag: &str, extra: &[&str]) -> Result<(), PodmanError> {
-        let mut args: Vec<std::ffi::OsString> = vec!["build".into(), "-q".into(), "--network".into(), "host".into()];
+    pub fn build(
+        &self,
+        context: &Path,
+        containerfile: &Path,
+        tag: &str,
+        extra: &[&str],
+    ) -> Result<(), PodmanError> {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "build".into(),
+            "-q".into(),
+            "--network".into(),
+            "host".into(),
+        ];
         args.extend(extra.iter().map(Into::into));
-        args.extend(["-t".into(), tag.into(), "-f".into(), containerfile.into(), context.into()]);
+        args.extend([
+            "-t".into(),
+            tag.into(),
+            "-f".into(),
+            containerfile.into(),
+            context.into(),
+        ]);
         self.run(&args).map(|_| ())
     }
 
     /// Pushes a local image to `dest` (plain HTTP on loopback), optionally with credentials.
-    pub fn push(&self, local: &str, dest: &str, creds: Option<(&str, &str)>) -> Result<(), PodmanError> {
+    pub fn push(
+        &self,
+        local: &str,
+        dest: &str,
+        creds: Option<(&str, &str)>,
+    ) -> Result<(), PodmanError> {
         let mut args = vec!["push".to_owned(), "-q".into(), "--tls-verify=false".into()];
         if let Some((u, p)) = creds {
             args.push(format!("--creds={u}:{p}"));
@@ -80,7 +118,8 @@ impl Podman {
 
     /// Pulls `image` (plain HTTP on loopback).
     pub fn pull(&self, image: &str) -> Result<(), PodmanError> {
-        self.run(&["pull", "-q", "--tls-verify=false", image]).map(|_| ())
+        self.run(&["pull", "-q", "--tls-verify=false", image])
+            .map(|_| ())
     }
 
     /// Removes a local image (ignores a missing one).
@@ -91,15 +130,38 @@ impl Podman {
     /// Starts `image` detached on the host network with `args` (podman run options before the
     /// image, `cmd` after it) and waits until something listens on 127.0.0.1:`port`. The
     /// container is removed when the returned handle drops.
-    pub fn start(&self, image: &str, port: u16, args: &[&str], cmd: &[&str]) -> Result<Container, PodmanError> {
+    pub fn start(
+        &self,
+        image: &str,
+        port: u16,
+        args: &[&str],
+        cmd: &[&str],
+    ) -> Result<Container, PodmanError> {
         static SEQ: AtomicU32 = AtomicU32::new(0);
-        let name = format!("celestial-e2e-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
-        let mut full: Vec<&str> = vec!["run", "-d", "--name", &name, "--label", CONTAINER_LABEL, "--network", "host"];
+        let name = format!(
+            "celestial-e2e-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut full: Vec<&str> = vec![
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--label",
+            CONTAINER_LABEL,
+            "--network",
+            "host",
+        ];
         full.extend_from_slice(args);
         full.push(image);
         full.extend_from_slice(cmd);
         self.run(&full)?;
-        let c = Container { name, podman: self.clone(), addr: SocketAddr::from(([127, 0, 0, 1], port)) };
+        let c = Container {
+            name,
+            podman: self.clone(),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        };
         c.wait_listening(Duration::from_secs(60))?;
         Ok(c)
     }
@@ -127,19 +189,26 @@ impl Container {
     /// The container's output so far.
     pub fn logs(&self) -> String {
         match self.podman.command().args(["logs", &self.name]).output() {
-            Ok(o) => format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
+            Ok(o) => format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
             Err(e) => format!("(no logs: {e})"),
         }
     }
 
     /// `podman inspect --format FORMAT` of the container.
     pub fn inspect(&self, format: &str) -> Result<String, PodmanError> {
-        let out = self.podman.run(&["inspect", "--format", format, &self.name])?;
+        let out = self
+            .podman
+            .run(&["inspect", "--format", format, &self.name])?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
     fn running(&self) -> bool {
-        self.inspect("{{.State.Running}}").is_ok_and(|s| s == "true")
+        self.inspect("{{.State.Running}}")
+            .is_ok_and(|s| s == "true")
     }
 
     fn wait_listening(&self, timeout: Duration) -> Result<(), PodmanError> {
@@ -163,6 +232,10 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let _ = self.podman.command().args(["rm", "-f", "-t", "2", &self.name]).output();
+        let _ = self
+            .podman
+            .command()
+            .args(["rm", "-f", "-t", "2", &self.name])
+            .output();
     }
 }

@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use celestial_e2e::{repo_binary, repo_root, TestEnv};
+use celestial_e2e::{TestEnv, repo_binary, repo_root};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, ListParams};
@@ -23,7 +23,8 @@ const SERVICE: &str = "celestial-bodies-classifier-service";
 /// The `deployer` binary, built once per test process.
 fn deployer() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| repo_binary("deployer", "deployer").expect("building deployer")).clone()
+    BIN.get_or_init(|| repo_binary("deployer", "deployer").expect("building deployer"))
+        .clone()
 }
 
 /// A finished `deployer` run.
@@ -36,10 +37,18 @@ struct Run {
 
 impl Run {
     fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
     }
     fn describe(&self) -> String {
-        format!("exit {} after {:.1}s\n--- stdout\n{}\n--- stderr\n{}", self.code, self.seconds, self.stdout, self.stderr)
+        format!(
+            "exit {} after {:.1}s\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.seconds, self.stdout, self.stderr
+        )
     }
 }
 
@@ -52,7 +61,11 @@ async fn run(args: Vec<String>, stdin: Option<String>) -> Run {
         cmd.current_dir(repo_root())
             .args(&args)
             .env_remove("DOCKER_CONFIG")
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("running deployer");
@@ -83,7 +96,8 @@ impl Scratch {
     fn new(name: &str) -> Scratch {
         static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!("deployer-e2e-{}-{name}-{n}", std::process::id()));
+        let p =
+            std::env::temp_dir().join(format!("deployer-e2e-{}-{name}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
         Scratch(p)
@@ -105,38 +119,77 @@ fn manifests_with(edit: impl Fn(&str) -> String) -> Scratch {
     for e in std::fs::read_dir(repo_root().join("kubernetes")).unwrap() {
         let p = e.unwrap().path();
         let text = std::fs::read_to_string(&p).unwrap();
-        let text = if p.file_name().unwrap() == "deployment.yaml" { edit(&text) } else { text };
+        let text = if p.file_name().unwrap() == "deployment.yaml" {
+            edit(&text)
+        } else {
+            text
+        };
         std::fs::write(s.path().join(p.file_name().unwrap()), text).unwrap();
     }
     s
 }
 
 fn cluster_args(env: &TestEnv, ns: &str) -> Vec<String> {
-    args(&["--kubeconfig", env.kubeconfig().to_str().unwrap(), "--namespace", ns])
+    args(&[
+        "--kubeconfig",
+        env.kubeconfig().to_str().unwrap(),
+        "--namespace",
+        ns,
+    ])
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
-
 
 /// `deployer build` of `server` + `ort` on `base` to a repository nothing should ever reach.
 fn never_build(env: &TestEnv, base: &str, server: &Path, ort: &Path) -> Vec<String> {
     let image = format!("{}/celestial-e2e/never:1", env.registry());
     let (server, ort) = (server.to_str().unwrap(), ort.to_str().unwrap());
-    args(&["build", "--image", &image, "--base", base, "--server-binary", server, "--onnxruntime", ort])
+    args(&[
+        "build",
+        "--image",
+        &image,
+        "--base",
+        base,
+        "--server-binary",
+        server,
+        "--onnxruntime",
+        ort,
+    ])
 }
 /// A fake but well-formed image reference (kwok does not pull images).
 fn fake_image(env: &TestEnv, n: u8) -> String {
-    format!("{}/celestial-e2e/fake@sha256:{}", env.registry(), format!("{n:02x}").repeat(32))
+    format!(
+        "{}/celestial-e2e/fake@sha256:{}",
+        env.registry(),
+        format!("{n:02x}").repeat(32)
+    )
 }
 
 async fn deployment(env: &TestEnv, ns: &str) -> Deployment {
-    Api::<Deployment>::namespaced(env.client().await.unwrap(), ns).get(DEPLOYMENT).await.unwrap()
+    Api::<Deployment>::namespaced(env.client().await.unwrap(), ns)
+        .get(DEPLOYMENT)
+        .await
+        .unwrap()
 }
 
 fn image_of(d: &Deployment) -> String {
-    d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].image.clone().unwrap()
+    d.spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .image
+        .clone()
+        .unwrap()
 }
 
 async fn replica_sets(env: &TestEnv, ns: &str) -> Vec<ReplicaSet> {
@@ -155,19 +208,41 @@ async fn deployer_apply_rolls_out_gets_an_address_is_idempotent_rolls_new_images
     let img1 = fake_image(&env, 1);
 
     // 1. First apply: everything created, rollout complete on the kwok nodes, URL printed.
-    let mut a = args(&["apply", "--image", &img1, "--smoke=false", "--timeout", "120s", "--lb-timeout", "60s"]);
+    let mut a = args(&[
+        "apply",
+        "--image",
+        &img1,
+        "--smoke=false",
+        "--timeout",
+        "120s",
+        "--lb-timeout",
+        "60s",
+    ]);
     a.extend(c.clone());
     let r = run(a.clone(), None).await;
     assert_eq!(r.code, 0, "{}", r.describe());
-    let url_line = r.stdout.lines().find(|l| l.starts_with("URL: http://")).unwrap_or_else(|| panic!("no URL line: {}", r.describe()));
-    let ip = env.wait_lb_address(ns.name(), SERVICE, Duration::from_secs(5)).await.unwrap();
+    let url_line = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("URL: http://"))
+        .unwrap_or_else(|| panic!("no URL line: {}", r.describe()));
+    let ip = env
+        .wait_lb_address(ns.name(), SERVICE, Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(url_line, format!("URL: http://{ip}:80/"));
     assert!(r.stderr.contains("rolled out"), "{}", r.describe());
     let d = deployment(&env, ns.name()).await;
     assert_eq!(image_of(&d), img1);
     let st = d.status.clone().unwrap();
-    assert_eq!((st.replicas, st.updated_replicas, st.available_replicas), (Some(2), Some(2), Some(2)));
-    eprintln!("measured: first apply + rollout + LB address: {:.2}s", r.seconds);
+    assert_eq!(
+        (st.replicas, st.updated_replicas, st.available_replicas),
+        (Some(2), Some(2), Some(2))
+    );
+    eprintln!(
+        "measured: first apply + rollout + LB address: {:.2}s",
+        r.seconds
+    );
 
     // 2. Second apply of the same input: a no-op (nothing changed, no new ReplicaSet), JSON for CI.
     let generation = d.metadata.generation;
@@ -178,15 +253,35 @@ async fn deployer_apply_rolls_out_gets_an_address_is_idempotent_rolls_new_images
     let j = r.json();
     assert_eq!(j["ok"], true);
     assert_eq!(j["changed"], 0, "{}", r.describe());
-    assert!(j["objects"].as_array().unwrap().iter().all(|o| o["action"] == "unchanged"), "{}", r.describe());
+    assert!(
+        j["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["action"] == "unchanged"),
+        "{}",
+        r.describe()
+    );
     assert_eq!(j["url"], format!("http://{ip}:80/"));
-    assert_eq!(deployment(&env, ns.name()).await.metadata.generation, generation);
+    assert_eq!(
+        deployment(&env, ns.name()).await.metadata.generation,
+        generation
+    );
     assert_eq!(replica_sets(&env, ns.name()).await.len(), 1);
     eprintln!("measured: no-op apply: {:.2}s", r.seconds);
 
     // 3. A new image rolls out a new ReplicaSet; the old one is scaled to zero.
     let img2 = fake_image(&env, 2);
-    let mut a3 = args(&["apply", "--image", &img2, "--smoke=false", "--timeout", "120s", "-o", "json"]);
+    let mut a3 = args(&[
+        "apply",
+        "--image",
+        &img2,
+        "--smoke=false",
+        "--timeout",
+        "120s",
+        "-o",
+        "json",
+    ]);
     a3.extend(c.clone());
     let r = run(a3, None).await;
     assert_eq!(r.code, 0, "{}", r.describe());
@@ -196,12 +291,31 @@ async fn deployer_apply_rolls_out_gets_an_address_is_idempotent_rolls_new_images
     let image_replicas: Vec<(String, i32)> = rss
         .iter()
         .map(|rs| {
-            let img = rs.spec.as_ref().unwrap().template.as_ref().unwrap().spec.as_ref().unwrap().containers[0].image.clone().unwrap();
+            let img = rs
+                .spec
+                .as_ref()
+                .unwrap()
+                .template
+                .as_ref()
+                .unwrap()
+                .spec
+                .as_ref()
+                .unwrap()
+                .containers[0]
+                .image
+                .clone()
+                .unwrap();
             (img, rs.spec.as_ref().unwrap().replicas.unwrap())
         })
         .collect();
-    assert!(image_replicas.contains(&(img2.clone(), 2)), "{image_replicas:?}");
-    assert!(image_replicas.contains(&(img1.clone(), 0)), "{image_replicas:?}");
+    assert!(
+        image_replicas.contains(&(img2.clone(), 2)),
+        "{image_replicas:?}"
+    );
+    assert!(
+        image_replicas.contains(&(img1.clone(), 0)),
+        "{image_replicas:?}"
+    );
     eprintln!("measured: new-image rollout: {:.2}s", r.seconds);
 
     // 4. status shows it.
@@ -209,7 +323,13 @@ async fn deployer_apply_rolls_out_gets_an_address_is_idempotent_rolls_new_images
     s.extend(c.clone());
     let r = run(s, None).await;
     assert_eq!(r.code, 0, "{}", r.describe());
-    assert!(r.stdout.contains(&img2) && r.stdout.contains("rollout complete") && r.stdout.contains(&format!("http://{ip}:80/")), "{}", r.describe());
+    assert!(
+        r.stdout.contains(&img2)
+            && r.stdout.contains("rollout complete")
+            && r.stdout.contains(&format!("http://{ip}:80/")),
+        "{}",
+        r.describe()
+    );
 
     // 5. delete removes everything apply created and waits until it is gone.
     let mut del = args(&["delete", "--timeout", "120s"]);
@@ -217,10 +337,32 @@ async fn deployer_apply_rolls_out_gets_an_address_is_idempotent_rolls_new_images
     let r = run(del, None).await;
     assert_eq!(r.code, 0, "{}", r.describe());
     let client = env.client().await.unwrap();
-    assert!(Api::<Deployment>::namespaced(client.clone(), ns.name()).get_opt(DEPLOYMENT).await.unwrap().is_none());
-    assert!(Api::<Service>::namespaced(client.clone(), ns.name()).get_opt(SERVICE).await.unwrap().is_none());
-    let pods = Api::<Pod>::namespaced(client.clone(), ns.name()).list(&ListParams::default()).await.unwrap();
-    assert!(pods.items.is_empty(), "pods left: {:?}", pods.items.iter().map(|p| p.metadata.name.clone()).collect::<Vec<_>>());
+    assert!(
+        Api::<Deployment>::namespaced(client.clone(), ns.name())
+            .get_opt(DEPLOYMENT)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        Api::<Service>::namespaced(client.clone(), ns.name())
+            .get_opt(SERVICE)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let pods = Api::<Pod>::namespaced(client.clone(), ns.name())
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert!(
+        pods.items.is_empty(),
+        "pods left: {:?}",
+        pods.items
+            .iter()
+            .map(|p| p.metadata.name.clone())
+            .collect::<Vec<_>>()
+    );
     assert!(replica_sets(&env, ns.name()).await.is_empty());
     eprintln!("measured: delete and wait: {:.2}s", r.seconds);
     // Deleting again is fine: nothing left.
@@ -243,14 +385,34 @@ async fn deployer_reports_unschedulable_and_failing_pods_and_rolls_back() {
     assert_eq!(r.code, 0, "{}", r.describe());
 
     // A request no kwok node can hold (they have 8 CPUs): the rollout fails fast with the reason.
-    let huge = manifests_with(|t| t.replace("cpu: 500m", "cpu: \"64\"").replace("cpu: \"1\"", "cpu: \"64\""));
+    let huge = manifests_with(|t| {
+        t.replace("cpu: 500m", "cpu: \"64\"")
+            .replace("cpu: \"1\"", "cpu: \"64\"")
+    });
     let bad = fake_image(&env, 4);
-    let mut a = args(&["apply", "-f", huge.path().to_str().unwrap(), "--image", &bad, "--smoke=false", "--timeout", "120s"]);
+    let mut a = args(&[
+        "apply",
+        "-f",
+        huge.path().to_str().unwrap(),
+        "--image",
+        &bad,
+        "--smoke=false",
+        "--timeout",
+        "120s",
+    ]);
     a.extend(c.clone());
     let r = run(a.clone(), None).await;
     assert_eq!(r.code, 4, "{}", r.describe());
-    assert!(r.stderr.contains("Unschedulable") && r.stderr.contains("Insufficient cpu"), "{}", r.describe());
-    assert!(r.seconds < 100.0, "failed fast, not by the timeout: {}", r.describe());
+    assert!(
+        r.stderr.contains("Unschedulable") && r.stderr.contains("Insufficient cpu"),
+        "{}",
+        r.describe()
+    );
+    assert!(
+        r.seconds < 100.0,
+        "failed fast, not by the timeout: {}",
+        r.describe()
+    );
     eprintln!("measured: unschedulable detected after {:.2}s", r.seconds);
     // maxUnavailable 0: the old pods kept serving.
     let d = deployment(&env, ns.name()).await;
@@ -269,12 +431,29 @@ async fn deployer_reports_unschedulable_and_failing_pods_and_rolls_back() {
     let d = deployment(&env, ns.name()).await;
     assert_eq!(image_of(&d), good);
     let st = d.status.clone().unwrap();
-    assert_eq!((st.updated_replicas, st.available_replicas, st.replicas), (Some(2), Some(2), Some(2)), "{st:?}");
+    assert_eq!(
+        (st.updated_replicas, st.available_replicas, st.replicas),
+        (Some(2), Some(2), Some(2)),
+        "{st:?}"
+    );
 
     // A failing apply straight after a good one, with --rollback-on-failure: the spec from before
     // this apply comes back.
-    let huge2 = manifests_with(|t| t.replace("cpu: 500m", "cpu: \"32\"").replace("cpu: \"1\"", "cpu: \"32\""));
-    let mut a = args(&["apply", "-f", huge2.path().to_str().unwrap(), "--image", &fake_image(&env, 9), "--smoke=false", "--rollback-on-failure", "-o", "json"]);
+    let huge2 = manifests_with(|t| {
+        t.replace("cpu: 500m", "cpu: \"32\"")
+            .replace("cpu: \"1\"", "cpu: \"32\"")
+    });
+    let mut a = args(&[
+        "apply",
+        "-f",
+        huge2.path().to_str().unwrap(),
+        "--image",
+        &fake_image(&env, 9),
+        "--smoke=false",
+        "--rollback-on-failure",
+        "-o",
+        "json",
+    ]);
     a.extend(c.clone());
     let r = run(a, None).await;
     assert_eq!(r.code, 4, "{}", r.describe());
@@ -289,11 +468,24 @@ async fn deployer_reports_unschedulable_and_failing_pods_and_rolls_back() {
             1,
         )
     });
-    let mut a = args(&["apply", "-f", failing.path().to_str().unwrap(), "--image", &fake_image(&env, 5), "--smoke=false", "--timeout", "120s"]);
+    let mut a = args(&[
+        "apply",
+        "-f",
+        failing.path().to_str().unwrap(),
+        "--image",
+        &fake_image(&env, 5),
+        "--smoke=false",
+        "--timeout",
+        "120s",
+    ]);
     a.extend(c.clone());
     let r = run(a, None).await;
     assert_eq!(r.code, 4, "{}", r.describe());
-    assert!(r.stderr.contains("PodFailed") && r.stderr.contains("exited with code"), "{}", r.describe());
+    assert!(
+        r.stderr.contains("PodFailed") && r.stderr.contains("exited with code"),
+        "{}",
+        r.describe()
+    );
 }
 
 #[tokio::test]
@@ -302,17 +494,40 @@ async fn deployer_explains_a_pending_load_balancer_and_times_out() {
     let ns = env.namespace("deployer-lb").await.unwrap();
     let c = cluster_args(&env, ns.name());
     // Create the Service first and keep it pending, as a cloud that cannot provision would.
-    let mut a = args(&["apply", "--image", &fake_image(&env, 6), "--smoke=false", "--no-wait-lb"]);
+    let mut a = args(&[
+        "apply",
+        "--image",
+        &fake_image(&env, 6),
+        "--smoke=false",
+        "--no-wait-lb",
+    ]);
     a.extend(c.clone());
     assert_eq!(run(a, None).await.code, 0);
     env.set_lb_pending(ns.name(), SERVICE, true).await.unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let mut a = args(&["apply", "--image", &fake_image(&env, 6), "--smoke=false", "--lb-timeout", "8s"]);
+    let mut a = args(&[
+        "apply",
+        "--image",
+        &fake_image(&env, 6),
+        "--smoke=false",
+        "--lb-timeout",
+        "8s",
+    ]);
     a.extend(c);
     let r = run(a, None).await;
     assert_eq!(r.code, 5, "{}", r.describe());
-    assert!(r.stderr.contains("load-balancer address of Service/celestial-bodies-classifier-service"), "{}", r.describe());
-    assert!(r.stderr.contains("no load-balancer controller has set status.loadBalancer.ingress"), "{}", r.describe());
+    assert!(
+        r.stderr
+            .contains("load-balancer address of Service/celestial-bodies-classifier-service"),
+        "{}",
+        r.describe()
+    );
+    assert!(
+        r.stderr
+            .contains("no load-balancer controller has set status.loadBalancer.ingress"),
+        "{}",
+        r.describe()
+    );
 }
 
 #[tokio::test]
@@ -324,34 +539,90 @@ async fn deployer_diff_shows_changes_without_applying() {
     d.extend(c.clone());
     let r = run(d, None).await;
     assert_eq!(r.code, 0, "{}", r.describe());
-    assert!(r.stdout.contains("Deployment/celestial-bodies-classifier-deployment: would be created"), "{}", r.describe());
+    assert!(
+        r.stdout
+            .contains("Deployment/celestial-bodies-classifier-deployment: would be created"),
+        "{}",
+        r.describe()
+    );
     let client = env.client().await.unwrap();
-    assert!(Api::<Deployment>::namespaced(client, ns.name()).get_opt(DEPLOYMENT).await.unwrap().is_none(), "diff applied something");
+    assert!(
+        Api::<Deployment>::namespaced(client, ns.name())
+            .get_opt(DEPLOYMENT)
+            .await
+            .unwrap()
+            .is_none(),
+        "diff applied something"
+    );
 
-    let mut a = args(&["apply", "--image", &fake_image(&env, 7), "--smoke=false", "--no-wait-lb"]);
+    let mut a = args(&[
+        "apply",
+        "--image",
+        &fake_image(&env, 7),
+        "--smoke=false",
+        "--no-wait-lb",
+    ]);
     a.extend(c.clone());
     assert_eq!(run(a, None).await.code, 0);
     let mut d = args(&["apply", "--dry-run", "--image", &fake_image(&env, 8)]);
     d.extend(c);
     let r = run(d, None).await;
     assert_eq!(r.code, 0, "{}", r.describe());
-    assert!(r.stdout.contains(&format!("-        image: {}", fake_image(&env, 7))), "{}", r.describe());
-    assert!(r.stdout.contains(&format!("+        image: {}", fake_image(&env, 8))), "{}", r.describe());
-    assert!(r.stdout.contains("1 of 4 object(s) would change"), "{}", r.describe());
-    assert_eq!(image_of(&deployment(&env, ns.name()).await), fake_image(&env, 7));
+    assert!(
+        r.stdout
+            .contains(&format!("-        image: {}", fake_image(&env, 7))),
+        "{}",
+        r.describe()
+    );
+    assert!(
+        r.stdout
+            .contains(&format!("+        image: {}", fake_image(&env, 8))),
+        "{}",
+        r.describe()
+    );
+    assert!(
+        r.stdout.contains("1 of 4 object(s) would change"),
+        "{}",
+        r.describe()
+    );
+    assert_eq!(
+        image_of(&deployment(&env, ns.name()).await),
+        fake_image(&env, 7)
+    );
 }
 
 #[tokio::test]
 async fn deployer_reports_a_malformed_manifest_with_file_and_field() {
     let bad = manifests_with(|t| t.replace("replicas: 2", "replicas: two"));
-    let r = run(args(&["apply", "-f", bad.path().to_str().unwrap(), "--kubeconfig", "/nonexistent"]), None).await;
+    let r = run(
+        args(&[
+            "apply",
+            "-f",
+            bad.path().to_str().unwrap(),
+            "--kubeconfig",
+            "/nonexistent",
+        ]),
+        None,
+    )
+    .await;
     assert_eq!(r.code, 2, "{}", r.describe());
     let file = bad.path().join("deployment.yaml");
-    assert!(r.stderr.contains(&format!("{} (document 1): field `spec.replicas`", file.display())), "{}", r.describe());
+    assert!(
+        r.stderr.contains(&format!(
+            "{} (document 1): field `spec.replicas`",
+            file.display()
+        )),
+        "{}",
+        r.describe()
+    );
     let yaml = manifests_with(|t| t.replace("  replicas: 2", "  replicas: [2"));
     let r = run(args(&["diff", "-f", yaml.path().to_str().unwrap()]), None).await;
     assert_eq!(r.code, 2, "{}", r.describe());
-    assert!(r.stderr.contains("deployment.yaml: invalid YAML at line"), "{}", r.describe());
+    assert!(
+        r.stderr.contains("deployment.yaml: invalid YAML at line"),
+        "{}",
+        r.describe()
+    );
 }
 
 #[tokio::test]
@@ -366,13 +637,32 @@ async fn deployer_says_clearly_when_the_api_server_is_unreachable() {
         ),
     )
     .unwrap();
-    let r = run(args(&["apply", "--kubeconfig", kc.to_str().unwrap(), "-o", "json"]), None).await;
+    let r = run(
+        args(&["apply", "--kubeconfig", kc.to_str().unwrap(), "-o", "json"]),
+        None,
+    )
+    .await;
     assert_eq!(r.code, 3, "{}", r.describe());
     let j = r.json();
     assert_eq!(j["exit_code"], 3);
     let e = j["error"].as_str().unwrap();
-    assert!(e.contains(&format!("cannot reach the Kubernetes API server at https://127.0.0.1:{port}")) && e.contains("Connection refused"), "{e}");
-    let r = run(args(&["status", "--kubeconfig", kc.to_str().unwrap(), "--context", "missing"]), None).await;
+    assert!(
+        e.contains(&format!(
+            "cannot reach the Kubernetes API server at https://127.0.0.1:{port}"
+        )) && e.contains("Connection refused"),
+        "{e}"
+    );
+    let r = run(
+        args(&[
+            "status",
+            "--kubeconfig",
+            kc.to_str().unwrap(),
+            "--context",
+            "missing",
+        ]),
+        None,
+    )
+    .await;
     assert_eq!(r.code, 2, "{}", r.describe());
     assert!(r.stderr.contains("missing"), "{}", r.describe());
 }
@@ -381,13 +671,28 @@ async fn deployer_says_clearly_when_the_api_server_is_unreachable() {
 fn docker_save_archive(dir: &Path) -> PathBuf {
     let root = dir.join("img");
     std::fs::create_dir_all(root.join("layer")).unwrap();
-    std::fs::write(root.join("layer/hello.txt"), format!("hello from {}\n", std::process::id())).unwrap();
+    std::fs::write(
+        root.join("layer/hello.txt"),
+        format!("hello from {}\n", std::process::id()),
+    )
+    .unwrap();
     let layer_tar = root.join("layer.tar");
-    let ok = Command::new("tar").args(["--sort=name", "--mtime=@0", "--owner=0", "--group=0", "-cf"]).arg(&layer_tar).arg("-C").arg(root.join("layer")).arg(".").status().unwrap();
+    let ok = Command::new("tar")
+        .args(["--sort=name", "--mtime=@0", "--owner=0", "--group=0", "-cf"])
+        .arg(&layer_tar)
+        .arg("-C")
+        .arg(root.join("layer"))
+        .arg(".")
+        .status()
+        .unwrap();
     assert!(ok.success());
     let sha = |p: &Path| {
         let out = Command::new("sha256sum").arg(p).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string()
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
     };
     let diff_id = sha(&layer_tar);
     std::fs::create_dir_all(root.join("out/abc")).unwrap();
@@ -397,9 +702,20 @@ fn docker_save_archive(dir: &Path) -> PathBuf {
         format!(r#"{{"architecture":"amd64","os":"linux","config":{{}},"rootfs":{{"type":"layers","diff_ids":["sha256:{diff_id}"]}}}}"#),
     )
     .unwrap();
-    std::fs::write(root.join("out/manifest.json"), r#"[{"Config":"config.json","RepoTags":["e2e:1"],"Layers":["abc/layer.tar"]}]"#).unwrap();
+    std::fs::write(
+        root.join("out/manifest.json"),
+        r#"[{"Config":"config.json","RepoTags":["e2e:1"],"Layers":["abc/layer.tar"]}]"#,
+    )
+    .unwrap();
     let archive = dir.join("image.tar");
-    let ok = Command::new("tar").arg("-cf").arg(&archive).arg("-C").arg(root.join("out")).args(["manifest.json", "config.json", "abc/layer.tar"]).status().unwrap();
+    let ok = Command::new("tar")
+        .arg("-cf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(root.join("out"))
+        .args(["manifest.json", "config.json", "abc/layer.tar"])
+        .status()
+        .unwrap();
     assert!(ok.success());
     archive
 }
@@ -411,55 +727,115 @@ async fn deployer_push_uses_credentials_and_refuses_wrong_ones_clearly() {
     let s = Scratch::new("push");
     let archive = docker_save_archive(s.path());
     let target = format!("{registry}/celestial-e2e/pushed:{}", std::process::id());
-    let base = args(&["push", "--archive", archive.to_str().unwrap(), "--image", &target]);
+    let base = args(&[
+        "push",
+        "--archive",
+        archive.to_str().unwrap(),
+        "--image",
+        &target,
+    ]);
 
     // Wrong password on stdin: a clear refusal, exit 7, the password never printed.
     let mut a = base.clone();
-    a.extend(args(&["--registry-username", user, "--registry-password-stdin"]));
+    a.extend(args(&[
+        "--registry-username",
+        user,
+        "--registry-password-stdin",
+    ]));
     let r = run(a.clone(), Some("definitely-wrong-password\n".into())).await;
     assert_eq!(r.code, 7, "{}", r.describe());
-    assert!(r.stderr.contains(&format!("the registry {registry} refused the credentials (--registry-username {user})")), "{}", r.describe());
-    assert!(!r.stderr.contains("definitely-wrong-password") && !r.stdout.contains("definitely-wrong-password"));
+    assert!(
+        r.stderr.contains(&format!(
+            "the registry {registry} refused the credentials (--registry-username {user})"
+        )),
+        "{}",
+        r.describe()
+    );
+    assert!(
+        !r.stderr.contains("definitely-wrong-password")
+            && !r.stdout.contains("definitely-wrong-password")
+    );
     // No credentials at all: refused too.
     let r = run(base.clone(), None).await;
     assert_eq!(r.code, 7, "{}", r.describe());
-    assert!(r.stderr.contains("refused the credentials (anonymous)"), "{}", r.describe());
+    assert!(
+        r.stderr.contains("refused the credentials (anonymous)"),
+        "{}",
+        r.describe()
+    );
 
     // The right password on stdin works and prints the digest reference.
     let r = run(a, Some(format!("{password}\n"))).await;
     assert_eq!(r.code, 0, "{}", r.describe());
     let pushed = r.stdout.trim().to_string();
-    assert!(pushed.starts_with(&format!("{registry}/celestial-e2e/pushed@sha256:")), "{}", r.describe());
+    assert!(
+        pushed.starts_with(&format!("{registry}/celestial-e2e/pushed@sha256:")),
+        "{}",
+        r.describe()
+    );
     assert!(!r.stderr.contains(password) && !r.stdout.contains(password));
 
     // The Docker way: credentials from DOCKER_CONFIG's config.json `auths`.
     let cfg = s.path().join("docker");
     std::fs::create_dir_all(&cfg).unwrap();
     let auth = {
-        let out = Command::new("base64").arg("-w0").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        let out = Command::new("base64")
+            .arg("-w0")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
         use std::io::Write;
         let mut child = out;
-        child.stdin.take().unwrap().write_all(format!("{user}:{password}").as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{user}:{password}").as_bytes())
+            .unwrap();
         String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
     };
-    std::fs::write(cfg.join("config.json"), format!(r#"{{"auths":{{"{registry}":{{"auth":"{auth}"}}}}}}"#)).unwrap();
+    std::fs::write(
+        cfg.join("config.json"),
+        format!(r#"{{"auths":{{"{registry}":{{"auth":"{auth}"}}}}}}"#),
+    )
+    .unwrap();
     let mut a = base.clone();
-    a.extend(args(&["--docker-config", cfg.to_str().unwrap(), "-o", "json"]));
+    a.extend(args(&[
+        "--docker-config",
+        cfg.to_str().unwrap(),
+        "-o",
+        "json",
+    ]));
     let r = run(a, None).await;
     assert_eq!(r.code, 0, "{}", r.describe());
     let j = r.json();
-    assert_eq!(j["image"]["image"], pushed.as_str(), "same archive, same digest");
-    assert_eq!(j["image"]["blobs_uploaded"], 0, "everything was already there: {}", r.describe());
+    assert_eq!(
+        j["image"]["image"],
+        pushed.as_str(),
+        "same archive, same digest"
+    );
+    assert_eq!(
+        j["image"]["blobs_uploaded"],
+        0,
+        "everything was already there: {}",
+        r.describe()
+    );
 }
 
 /// The dataset image for the smoke test when the shared dataset is there (else deployer's own).
 fn smoke_image() -> Option<PathBuf> {
-    let root = std::env::var_os("CELESTIAL_DATASET").map(PathBuf::from).unwrap_or_else(|| repo_root().join("../shared/dataset"));
+    let root = std::env::var_os("CELESTIAL_DATASET")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared/dataset"));
     let p = root.join("raw/Earth/Earth_0.jpg");
     if p.is_file() {
         Some(p)
     } else {
-        eprintln!("SKIP (partly): dataset image {} absent; the smoke test uses deployer's generated image", p.display());
+        eprintln!(
+            "SKIP (partly): dataset image {} absent; the smoke test uses deployer's generated image",
+            p.display()
+        );
         None
     }
 }
@@ -469,8 +845,11 @@ async fn deployer_build_is_reproducible_runs_in_podman_and_serves_a_prediction_t
     let env = TestEnv::get().await.expect("test environment");
     // The server binary of this workspace (debug profile: what `cargo test` already built) and the
     // pinned ONNX Runtime library; the base is the synthesized distroless-cc in the local registry.
-    let server = repo_binary("celestial-server", "celestial-server").expect("building celestial-server");
-    let ort = Command::new(repo_root().join("scripts/onnxruntime.sh")).output().unwrap();
+    let server =
+        repo_binary("celestial-server", "celestial-server").expect("building celestial-server");
+    let ort = Command::new(repo_root().join("scripts/onnxruntime.sh"))
+        .output()
+        .unwrap();
     assert!(ort.status.success(), "scripts/onnxruntime.sh failed");
     let ort = String::from_utf8(ort.stdout).unwrap().trim().to_string();
     // Snapshot the inputs: the shared working tree's binary or model may be rebuilt meanwhile.
@@ -482,8 +861,15 @@ async fn deployer_build_is_reproducible_runs_in_podman_and_serves_a_prediction_t
     };
     let server = copy(&server, "celestial-server");
     let ort = copy(Path::new(&ort), "libonnxruntime.so.1.31.1");
-    let model = copy(&repo_root().join("model/celestial-bodies.onnx"), "celestial-bodies.onnx");
-    let image = format!("{}/celestial-e2e/server:{}", env.registry(), std::process::id());
+    let model = copy(
+        &repo_root().join("model/celestial-bodies.onnx"),
+        "celestial-bodies.onnx",
+    );
+    let image = format!(
+        "{}/celestial-e2e/server:{}",
+        env.registry(),
+        std::process::id()
+    );
     let build = args(&[
         "build",
         "--image",
@@ -521,8 +907,15 @@ async fn deployer_build_is_reproducible_runs_in_podman_and_serves_a_prediction_t
     assert_eq!(r2.code, 0, "{}", r2.describe());
     let j2 = r2.json();
     assert_eq!(j2["command"], "release");
-    assert_eq!(digest_ref, j2["pushed"]["image"].as_str().unwrap(), "two builds of the same inputs differ");
-    assert_eq!(j2["pushed"]["blobs_uploaded"], 0, "the second build uploaded blobs again");
+    assert_eq!(
+        digest_ref,
+        j2["pushed"]["image"].as_str().unwrap(),
+        "two builds of the same inputs differ"
+    );
+    assert_eq!(
+        j2["pushed"]["blobs_uploaded"], 0,
+        "the second build uploaded blobs again"
+    );
     assert_eq!(image_of(&deployment(&env, ns.name()).await), digest_ref);
     eprintln!(
         "measured: build+push {:.1}s; release (rebuild, identical digest, + apply) {:.1}s; layer {} bytes; {digest_ref}",
@@ -534,28 +927,54 @@ async fn deployer_build_is_reproducible_runs_in_podman_and_serves_a_prediction_t
     let port = free_port();
     let port_env = format!("CELESTIAL_PORT={port}");
     let container = podman
-        .start(&digest_ref, port, &["--pull=always", "--read-only", "-e", &port_env], &[])
+        .start(
+            &digest_ref,
+            port,
+            &["--pull=always", "--read-only", "-e", &port_env],
+            &[],
+        )
         .unwrap_or_else(|e| panic!("podman could not run {digest_ref}: {e}"));
     let user = container.inspect("{{.Config.User}}").unwrap();
     assert_eq!(user, "65532:65532");
 
     // The LB stand-in forwards the Service address to the container; the smoke test gets a real
     // prediction through the "public" URL.
-    env.set_lb_backend(ns.name(), SERVICE, container.addr()).await.unwrap();
-    let mut a = args(&["apply", "--image", &digest_ref, "--smoke-timeout", "30s", "-o", "json"]);
+    env.set_lb_backend(ns.name(), SERVICE, container.addr())
+        .await
+        .unwrap();
+    let mut a = args(&[
+        "apply",
+        "--image",
+        &digest_ref,
+        "--smoke-timeout",
+        "30s",
+        "-o",
+        "json",
+    ]);
     if let Some(img) = smoke_image() {
         a.extend(args(&["--smoke-image", img.to_str().unwrap()]));
     }
     a.extend(c.clone());
     let r = run(a, None).await;
-    assert_eq!(r.code, 0, "{}\ncontainer logs:\n{}", r.describe(), container.logs());
+    assert_eq!(
+        r.code,
+        0,
+        "{}\ncontainer logs:\n{}",
+        r.describe(),
+        container.logs()
+    );
     let j = r.json();
     let smoke = &j["smoke"];
     assert_eq!(smoke["labels"], 10, "{}", r.describe());
     if smoke_image().is_some() {
         assert_eq!(smoke["prediction"], "Earth", "{}", r.describe());
     }
-    eprintln!("measured: smoke prediction {} in {:.1} ms through {}", smoke["prediction"], smoke["latency_ms"].as_f64().unwrap_or(0.0), j["url"]);
+    eprintln!(
+        "measured: smoke prediction {} in {:.1} ms through {}",
+        smoke["prediction"],
+        smoke["latency_ms"].as_f64().unwrap_or(0.0),
+        j["url"]
+    );
 
     // A smoke test that cannot succeed (the backend stops) fails with exit code 6.
     drop(container);
@@ -563,7 +982,11 @@ async fn deployer_build_is_reproducible_runs_in_podman_and_serves_a_prediction_t
     a.extend(c.clone());
     let r = run(a, None).await;
     assert_eq!(r.code, 6, "{}", r.describe());
-    assert!(r.stderr.contains("readyz did not answer 200"), "{}", r.describe());
+    assert!(
+        r.stderr.contains("readyz did not answer 200"),
+        "{}",
+        r.describe()
+    );
     let mut del = args(&["delete"]);
     del.extend(c);
     assert_eq!(run(del, None).await.code, 0);
@@ -580,40 +1003,77 @@ async fn deployer_build_refuses_a_binary_the_base_cannot_run() {
     let base = &env.info().base_images.distroless_cc_registry;
     let r = run(never_build(&env, base, &script, &ort), None).await;
     assert_eq!(r.code, 2, "{}", r.describe());
-    assert!(r.stderr.contains("not an ELF executable"), "{}", r.describe());
+    assert!(
+        r.stderr.contains("not an ELF executable"),
+        "{}",
+        r.describe()
+    );
     // A real ELF binary that needs a newer glibc than the base has: deployer's own binary with its
     // GLIBC_2.xx version needs renamed to GLIBC_9.99 (same length, the ELF stays valid).
     let mut elf = std::fs::read(deployer()).unwrap();
     let mut patched = 0;
     let mut i = 0;
-    while let Some(pos) = elf[i..].windows(8).position(|w| w == b"GLIBC_2.").map(|p| p + i) {
-        let end = pos + 8 + elf[pos + 8..].iter().take_while(|b| b.is_ascii_digit() || **b == b'.').count();
+    while let Some(pos) = elf[i..]
+        .windows(8)
+        .position(|w| w == b"GLIBC_2.")
+        .map(|p| p + i)
+    {
+        let end = pos
+            + 8
+            + elf[pos + 8..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit() || **b == b'.')
+                .count();
         if elf[end] == 0 && end - pos == 10 {
             elf[pos + 6..end].copy_from_slice(b"9.99");
             patched += 1;
         }
         i = end;
     }
-    assert!(patched > 0, "no GLIBC_2.xx version need found in the deployer binary");
+    assert!(
+        patched > 0,
+        "no GLIBC_2.xx version need found in the deployer binary"
+    );
     let new_glibc = s.path().join("celestial-server-new-glibc");
     std::fs::write(&new_glibc, &elf).unwrap();
     let r = run(never_build(&env, base, &new_glibc, &ort), None).await;
     assert_eq!(r.code, 7, "{}", r.describe());
-    assert!(r.stderr.contains("the server binary needs GLIBC_9.99 but the base image"), "{}", r.describe());
-    assert!(r.stderr.contains("provides glibc up to GLIBC_2."), "{}", r.describe());
+    assert!(
+        r.stderr
+            .contains("the server binary needs GLIBC_9.99 but the base image"),
+        "{}",
+        r.describe()
+    );
+    assert!(
+        r.stderr.contains("provides glibc up to GLIBC_2."),
+        "{}",
+        r.describe()
+    );
 
     // A base that does not exist: a clear registry error.
     let missing = format!("{}/no/such-base:1", env.registry());
     let r = run(never_build(&env, &missing, &deployer(), &ort), None).await; // any real ELF executable
     assert_eq!(r.code, 7, "{}", r.describe());
-    assert!(r.stderr.contains("not found in the registry"), "{}", r.describe());
+    assert!(
+        r.stderr.contains("not found in the registry"),
+        "{}",
+        r.describe()
+    );
 }
 
 #[tokio::test]
 async fn deployer_manifests_pass_kubeconform() {
     let env = TestEnv::get().await.expect("test environment");
-    let out = env.kubeconform().arg(repo_root().join("kubernetes")).output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = env
+        .kubeconform()
+        .arg(repo_root().join("kubernetes"))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "kubeconform failed:\n{text}");
     assert!(text.contains("Valid: 4"), "{text}");
 }
@@ -623,7 +1083,13 @@ async fn deployer_explains_field_conflicts_and_takes_over_with_force_conflicts()
     let env = TestEnv::get().await.expect("test environment");
     let ns = env.namespace("deployer-conflict").await.unwrap();
     let c = cluster_args(&env, ns.name());
-    let mut a = args(&["apply", "--image", &fake_image(&env, 10), "--smoke=false", "--no-wait-lb"]);
+    let mut a = args(&[
+        "apply",
+        "--image",
+        &fake_image(&env, 10),
+        "--smoke=false",
+        "--no-wait-lb",
+    ]);
     a.extend(c.clone());
     assert_eq!(run(a.clone(), None).await.code, 0);
 
@@ -633,26 +1099,51 @@ async fn deployer_explains_field_conflicts_and_takes_over_with_force_conflicts()
         ns.name()
     );
     let mut k = env.kubectl();
-    k.args(["apply", "--server-side", "--field-manager=someone-else", "--force-conflicts", "-f", "-"]).stdin(Stdio::piped());
+    k.args([
+        "apply",
+        "--server-side",
+        "--field-manager=someone-else",
+        "--force-conflicts",
+        "-f",
+        "-",
+    ])
+    .stdin(Stdio::piped());
     let mut child = k.stdout(Stdio::null()).spawn().unwrap();
     {
         use std::io::Write;
-        child.stdin.take().unwrap().write_all(other.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(other.as_bytes())
+            .unwrap();
     }
     assert!(child.wait().unwrap().success());
 
     // deployer's apply now conflicts: exit 3, the field and the other manager named, the way out given.
     let r = run(a.clone(), None).await;
     assert_eq!(r.code, 3, "{}", r.describe());
-    assert!(r.stderr.contains("someone-else") && r.stderr.contains("targetPort") && r.stderr.contains("--force-conflicts"), "{}", r.describe());
+    assert!(
+        r.stderr.contains("someone-else")
+            && r.stderr.contains("targetPort")
+            && r.stderr.contains("--force-conflicts"),
+        "{}",
+        r.describe()
+    );
     // --force-conflicts takes the field back.
     let mut f = a.clone();
     f.push("--force-conflicts".into());
     let r = run(f, None).await;
     assert_eq!(r.code, 0, "{}", r.describe());
-    let svc = Api::<Service>::namespaced(env.client().await.unwrap(), ns.name()).get(SERVICE).await.unwrap();
+    let svc = Api::<Service>::namespaced(env.client().await.unwrap(), ns.name())
+        .get(SERVICE)
+        .await
+        .unwrap();
     let port = &svc.spec.unwrap().ports.unwrap()[0];
-    assert_eq!(port.target_port, Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(3000)));
+    assert_eq!(
+        port.target_port,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(3000))
+    );
 }
 
 #[tokio::test]
@@ -660,13 +1151,38 @@ async fn deployer_leaves_the_replica_count_to_the_autoscaler() {
     let env = TestEnv::get().await.expect("test environment");
     let ns = env.namespace("deployer-hpa").await.unwrap();
     let c = cluster_args(&env, ns.name());
-    let mut a = args(&["apply", "--image", &fake_image(&env, 11), "--smoke=false", "--no-wait-lb", "-o", "json"]);
+    let mut a = args(&[
+        "apply",
+        "--image",
+        &fake_image(&env, 11),
+        "--smoke=false",
+        "--no-wait-lb",
+        "-o",
+        "json",
+    ]);
     a.extend(c.clone());
     assert_eq!(run(a.clone(), None).await.code, 0);
     // The autoscaler (here: a person, through the same scale subresource) sets 3 replicas.
-    let out = env.kubectl().args(["-n", ns.name(), "scale", "deployment", DEPLOYMENT, "--replicas=3"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    env.wait_deployment_available(ns.name(), DEPLOYMENT, Duration::from_secs(60)).await.unwrap();
+    let out = env
+        .kubectl()
+        .args([
+            "-n",
+            ns.name(),
+            "scale",
+            "deployment",
+            DEPLOYMENT,
+            "--replicas=3",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.wait_deployment_available(ns.name(), DEPLOYMENT, Duration::from_secs(60))
+        .await
+        .unwrap();
     // Re-applying the manifests (replicas: 2) keeps the 3 replicas and reports no change.
     let r = run(a, None).await;
     assert_eq!(r.code, 0, "{}", r.describe());

@@ -16,13 +16,20 @@ use serde_json::Value;
 /// Resolve a local `$ref` (`#/components/...`).
 fn resolve<'a>(doc: &'a Value, v: &'a Value) -> &'a Value {
     match v.get("$ref").and_then(Value::as_str) {
-        Some(r) => r.strip_prefix('#').and_then(|p| doc.pointer(p)).unwrap_or(&Value::Null),
+        Some(r) => r
+            .strip_prefix('#')
+            .and_then(|p| doc.pointer(p))
+            .unwrap_or(&Value::Null),
         None => v,
     }
 }
 
 fn strings(v: &Value) -> BTreeSet<String> {
-    v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_string)).collect()
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect()
 }
 
 /// Everything the issue asks of the document, for a model with these `name`, `version` and
@@ -32,13 +39,23 @@ fn problems(doc: &Value, name: &str, version: &str, labels: &[String]) -> Vec<St
     let label_set: BTreeSet<String> = labels.iter().cloned().collect();
 
     // Title, version, description with the model and its labels.
-    if doc.pointer("/info/title").and_then(Value::as_str).is_none_or(str::is_empty) {
+    if doc
+        .pointer("/info/title")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
         p.push("info.title is missing".into());
     }
     if doc.pointer("/info/version").and_then(Value::as_str) != Some(version) {
-        p.push(format!("info.version is {}, the model's version is {version:?}", doc["info"]["version"]));
+        p.push(format!(
+            "info.version is {}, the model's version is {version:?}",
+            doc["info"]["version"]
+        ));
     }
-    let description = doc.pointer("/info/description").and_then(Value::as_str).unwrap_or_default();
+    let description = doc
+        .pointer("/info/description")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     if !description.contains(name) {
         p.push(format!("info.description does not name the model {name:?}"));
     }
@@ -66,21 +83,35 @@ fn problems(doc: &Value, name: &str, version: &str, labels: &[String]) -> Vec<St
 
     // Example response: a label of this model and every label's probability; the schema names the labels.
     let ok = &predict["responses"]["200"]["content"]["application/json"];
-    let example = ok.get("example").or_else(|| resolve(doc, &ok["schema"]).get("example")).cloned().unwrap_or(Value::Null);
+    let example = ok
+        .get("example")
+        .or_else(|| resolve(doc, &ok["schema"]).get("example"))
+        .cloned()
+        .unwrap_or(Value::Null);
     match example["prediction"].as_str() {
         Some(l) if label_set.contains(l) => {}
-        other => p.push(format!("the 200 example's prediction {other:?} is not one of the labels")),
+        other => p.push(format!(
+            "the 200 example's prediction {other:?} is not one of the labels"
+        )),
     }
-    let example_labels: BTreeSet<String> = example["probabilities"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+    let example_labels: BTreeSet<String> = example["probabilities"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
     if example_labels != label_set {
-        p.push(format!("the 200 example's probabilities cover {example_labels:?}, not the labels"));
+        p.push(format!(
+            "the 200 example's probabilities cover {example_labels:?}, not the labels"
+        ));
     }
     let prediction_schema = resolve(doc, &ok["schema"]);
     if strings(&prediction_schema["properties"]["probabilities"]["required"]) != label_set {
         p.push("the 200 schema's probabilities do not require exactly the labels".into());
     }
     let schema_text = prediction_schema["properties"]["prediction"].to_string();
-    if !labels.iter().all(|l| schema_text.contains(&format!("\"{l}\""))) {
+    if !labels
+        .iter()
+        .all(|l| schema_text.contains(&format!("\"{l}\"")))
+    {
         p.push("the 200 schema's prediction does not enumerate the labels".into());
     }
 
@@ -105,7 +136,12 @@ fn problems(doc: &Value, name: &str, version: &str, labels: &[String]) -> Vec<St
                     p.push(format!("{what}: schema does not require error and code"));
                 }
                 let known = error_codes(schema);
-                let mut examples: Vec<&Value> = media["examples"].as_object().into_iter().flatten().map(|(_, e)| &e["value"]).collect();
+                let mut examples: Vec<&Value> = media["examples"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(_, e)| &e["value"])
+                    .collect();
                 if let Some(e) = media.get("example") {
                     examples.push(e);
                 }
@@ -126,17 +162,30 @@ fn problems(doc: &Value, name: &str, version: &str, labels: &[String]) -> Vec<St
             p.push(format!("POST /predict does not document {status}"));
         }
     }
-    if predict.pointer("/responses/429/headers/Retry-After").is_none() {
+    if predict
+        .pointer("/responses/429/headers/Retry-After")
+        .is_none()
+    {
         p.push("POST /predict 429 does not document the Retry-After header".into());
     }
     p
 }
 
 async fn check(server: &server::Server) -> anyhow::Result<(String, Vec<String>)> {
-    let doc: Value = reqwest::get(server.url("/docs.json")).await?.error_for_status()?.json().await?;
-    let model: Value = reqwest::get(server.url("/model")).await?.error_for_status()?.json().await?;
+    let doc: Value = reqwest::get(server.url("/docs.json"))
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let model: Value = reqwest::get(server.url("/model"))
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
     let name = model["name"].as_str().context("GET /model has no name")?;
-    let version = model["version"].as_str().context("GET /model has no version")?;
+    let version = model["version"]
+        .as_str()
+        .context("GET /model has no version")?;
     let labels: Vec<String> = strings(&model["labels"]).into_iter().collect();
     ensure!(!labels.is_empty(), "GET /model lists no labels");
     Ok((name.to_string(), problems(&doc, name, version, &labels)))
@@ -147,7 +196,11 @@ async fn document_describes_the_embedded_model() -> anyhow::Result<()> {
     let server = server::Server::start(&[]).await?;
     let (name, problems) = check(&server).await?;
     server.stop().await?;
-    ensure!(problems.is_empty(), "the OpenAPI document of {name} is incomplete:\n- {}", problems.join("\n- "));
+    ensure!(
+        problems.is_empty(),
+        "the OpenAPI document of {name} is incomplete:\n- {}",
+        problems.join("\n- ")
+    );
     Ok(())
 }
 
@@ -175,10 +228,21 @@ async fn document_follows_the_served_model() -> anyhow::Result<()> {
     let doc: Value = reqwest::get(server.url("/docs.json")).await?.json().await?;
     server.stop().await?;
     ensure!(name == "guide-recipe-fixture", "GET /model names {name:?}");
-    ensure!(doc["info"]["version"] == "0.0.7-test", "info.version is {}", doc["info"]["version"]);
+    ensure!(
+        doc["info"]["version"] == "0.0.7-test",
+        "info.version is {}",
+        doc["info"]["version"]
+    );
     for l in labels.split(',') {
-        ensure!(doc.to_string().contains(l), "the document never mentions the label {l}");
+        ensure!(
+            doc.to_string().contains(l),
+            "the document never mentions the label {l}"
+        );
     }
-    ensure!(problems.is_empty(), "the OpenAPI document of {name} is incomplete:\n- {}", problems.join("\n- "));
+    ensure!(
+        problems.is_empty(),
+        "the OpenAPI document of {name} is incomplete:\n- {}",
+        problems.join("\n- ")
+    );
     Ok(())
 }

@@ -52,10 +52,19 @@ fn dataset_image(dataset: &Path) -> anyhow::Result<(PathBuf, String)> {
     let split = Path::new(env!("CARGO_MANIFEST_DIR")).join("../model/validation-split.txt");
     let rel = std::fs::read_to_string(&split)
         .ok()
-        .and_then(|s| s.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string))
+        .and_then(|s| {
+            s.lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| "Earth/Earth_0.jpg".to_string());
     let path = dataset.join("raw").join(&rel);
-    ensure!(path.is_file(), "dataset image {} is missing", path.display());
+    ensure!(
+        path.is_file(),
+        "dataset image {} is missing",
+        path.display()
+    );
     let class = rel.split('/').next().unwrap_or_default().to_string();
     Ok((path, class))
 }
@@ -63,7 +72,10 @@ fn dataset_image(dataset: &Path) -> anyhow::Result<(PathBuf, String)> {
 /// Files a person might pick by mistake: a text file, and a `.jpg` that is not a JPEG inside.
 fn bad_files(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     let text = dir.join("notes.txt");
-    std::fs::write(&text, "These are my notes about Saturn, not a picture of it.\n")?;
+    std::fs::write(
+        &text,
+        "These are my notes about Saturn, not a picture of it.\n",
+    )?;
     let fake = dir.join("holiday-photo.jpg");
     // A JPEG start-of-image marker followed by text: sniffs as JPEG, cannot be decoded.
     let mut bytes = vec![0xFF, 0xD8, 0xFF, 0xE0];
@@ -74,12 +86,20 @@ fn bad_files(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
 
 /// Labels of the served model, from `GET /model`.
 async fn labels(base: &str) -> anyhow::Result<Vec<String>> {
-    let model: Value = reqwest::get(format!("{base}model")).await?.error_for_status()?.json().await?;
+    let model: Value = reqwest::get(format!("{base}model"))
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
     let labels = model["labels"]
         .as_array()
         .context("GET /model has no labels")?
         .iter()
-        .map(|l| l.as_str().map(str::to_string).context("label is not a string"))
+        .map(|l| {
+            l.as_str()
+                .map(str::to_string)
+                .context("label is not a string")
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     ensure!(!labels.is_empty(), "the model has no labels");
     Ok(labels)
@@ -88,32 +108,68 @@ async fn labels(base: &str) -> anyhow::Result<Vec<String>> {
 /// What `POST /predict` answers for `image` when sent without the browser (multipart `image`).
 async fn api_prediction(base: &str, image: &Path) -> anyhow::Result<Value> {
     let bytes = std::fs::read(image)?;
-    let part = reqwest::multipart::Part::bytes(bytes).file_name("image.jpg").mime_str("image/jpeg")?;
+    let part = reqwest::multipart::Part::bytes(bytes)
+        .file_name("image.jpg")
+        .mime_str("image/jpeg")?;
     let form = reqwest::multipart::Form::new().part("image", part);
-    let r = reqwest::Client::new().post(format!("{base}predict")).multipart(form).send().await?;
-    ensure!(r.status() == 200, "POST /predict without the browser answered {}", r.status());
+    let r = reqwest::Client::new()
+        .post(format!("{base}predict"))
+        .multipart(form)
+        .send()
+        .await?;
+    ensure!(
+        r.status() == 200,
+        "POST /predict without the browser answered {}",
+        r.status()
+    );
     Ok(r.json().await?)
 }
 
 /// The prediction shown is a real answer for this model: a label, every label's probability,
 /// the label is the most probable one, and it is what the API answers without the browser.
-fn check_prediction(outcome: &swagger::Outcome, labels: &[String], api: &Value) -> anyhow::Result<String> {
-    ensure!(outcome.status == 200, "Try it out with a dataset image showed {} {}", outcome.status, outcome.body);
+fn check_prediction(
+    outcome: &swagger::Outcome,
+    labels: &[String],
+    api: &Value,
+) -> anyhow::Result<String> {
+    ensure!(
+        outcome.status == 200,
+        "Try it out with a dataset image showed {} {}",
+        outcome.status,
+        outcome.body
+    );
     let body = &outcome.body;
-    let label = body["prediction"].as_str().with_context(|| format!("no prediction in {body}"))?;
-    ensure!(labels.iter().any(|l| l == label), "predicted {label:?} is not one of the model's labels {labels:?}");
-    let probs = body["probabilities"].as_object().with_context(|| format!("no probabilities in {body}"))?;
+    let label = body["prediction"]
+        .as_str()
+        .with_context(|| format!("no prediction in {body}"))?;
+    ensure!(
+        labels.iter().any(|l| l == label),
+        "predicted {label:?} is not one of the model's labels {labels:?}"
+    );
+    let probs = body["probabilities"]
+        .as_object()
+        .with_context(|| format!("no probabilities in {body}"))?;
     let shown: BTreeSet<&str> = probs.keys().map(String::as_str).collect();
     let expected: BTreeSet<&str> = labels.iter().map(String::as_str).collect();
-    ensure!(shown == expected, "probabilities cover {shown:?}, the model's labels are {expected:?}");
+    ensure!(
+        shown == expected,
+        "probabilities cover {shown:?}, the model's labels are {expected:?}"
+    );
     let sum: f64 = probs.values().filter_map(Value::as_f64).sum();
     ensure!((sum - 1.0).abs() < 1e-3, "probabilities sum to {sum}");
     let best = probs
         .iter()
-        .max_by(|a, b| a.1.as_f64().unwrap_or(0.0).total_cmp(&b.1.as_f64().unwrap_or(0.0)))
+        .max_by(|a, b| {
+            a.1.as_f64()
+                .unwrap_or(0.0)
+                .total_cmp(&b.1.as_f64().unwrap_or(0.0))
+        })
         .map(|(k, _)| k.as_str())
         .unwrap_or_default();
-    ensure!(best == label, "the page shows prediction {label:?} but the most probable label is {best:?}");
+    ensure!(
+        best == label,
+        "the page shows prediction {label:?} but the most probable label is {best:?}"
+    );
     ensure!(
         api["prediction"] == body["prediction"],
         "the browser got {label:?}, the API answers {} for the same image",
@@ -128,14 +184,26 @@ fn check_documented_error(outcome: &swagger::Outcome, doc: &Value) -> anyhow::Re
     let status = outcome.status.to_string();
     let response = doc
         .pointer(&format!("/paths/~1predict/post/responses/{status}"))
-        .with_context(|| format!("the page showed {status}, which the document does not list for POST /predict"))?;
-    let media = response.pointer("/content/application~1json").context("documented error has no application/json body")?;
+        .with_context(|| {
+            format!("the page showed {status}, which the document does not list for POST /predict")
+        })?;
+    let media = response
+        .pointer("/content/application~1json")
+        .context("documented error has no application/json body")?;
     let schema = swagger::resolve(doc, &media["schema"]);
-    let body = outcome.body.as_object().with_context(|| format!("error body {} is not an object", outcome.body))?;
-    for field in schema["required"].as_array().context("error schema lists no required fields")? {
+    let body = outcome
+        .body
+        .as_object()
+        .with_context(|| format!("error body {} is not an object", outcome.body))?;
+    for field in schema["required"]
+        .as_array()
+        .context("error schema lists no required fields")?
+    {
         let field = field.as_str().unwrap_or_default();
         ensure!(
-            body.get(field).and_then(Value::as_str).is_some_and(|s| !s.is_empty()),
+            body.get(field)
+                .and_then(Value::as_str)
+                .is_some_and(|s| !s.is_empty()),
             "error body {} lacks the documented field {field:?}",
             outcome.body
         );
@@ -143,7 +211,11 @@ fn check_documented_error(outcome: &swagger::Outcome, doc: &Value) -> anyhow::Re
     let code = body["code"].as_str().unwrap_or_default();
     let mut documented: Vec<&str> = media["examples"]
         .as_object()
-        .map(|ex| ex.values().filter_map(|e| e.pointer("/value/code").and_then(Value::as_str)).collect())
+        .map(|ex| {
+            ex.values()
+                .filter_map(|e| e.pointer("/value/code").and_then(Value::as_str))
+                .collect()
+        })
         .unwrap_or_default();
     if let Some(c) = media.pointer("/example/code").and_then(Value::as_str) {
         documented.push(c);
@@ -159,7 +231,11 @@ fn check_documented_error(outcome: &swagger::Outcome, doc: &Value) -> anyhow::Re
 /// served at (with a trailing slash).
 async fn fetch_doc(base: &str) -> anyhow::Result<Value> {
     let r = reqwest::get(format!("{base}docs.json")).await?;
-    ensure!(r.status() == 200, "GET {base}docs.json answered {}", r.status());
+    ensure!(
+        r.status() == 200,
+        "GET {base}docs.json answered {}",
+        r.status()
+    );
     Ok(r.json().await?)
 }
 
@@ -175,8 +251,11 @@ fn report(name: &str, what: &str, o: &swagger::Outcome) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn swagger_page_classifies_a_dataset_image_and_shows_documented_errors() -> anyhow::Result<()> {
-    let Some(dataset) = dataset_dir() else { return Ok(()) };
+async fn swagger_page_classifies_a_dataset_image_and_shows_documented_errors() -> anyhow::Result<()>
+{
+    let Some(dataset) = dataset_dir() else {
+        return Ok(());
+    };
     let _one = ONE_BROWSER_AT_A_TIME.lock().await;
     let name = "direct";
     let t0 = Instant::now();
@@ -194,11 +273,19 @@ async fn swagger_page_classifies_a_dataset_image_and_shows_documented_errors() -
     let result = async {
         let t = Instant::now();
         let (title, shot) = swagger::open_page(&browser, &base, &doc).await?;
-        println!("[{name}] page {base}: {title:?}, {} routes, in {} ms ({})", swagger::operations(&doc).len(), t.elapsed().as_millis(), shot.display());
+        println!(
+            "[{name}] page {base}: {title:?}, {} routes, in {} ms ({})",
+            swagger::operations(&doc).len(),
+            t.elapsed().as_millis(),
+            shot.display()
+        );
         // A person reads which labels the model knows.
         let description = swagger::description_text(&browser).await?;
         for l in &labels {
-            ensure!(description.contains(l.as_str()), "the page's description does not show the label {l:?}:\n{description}");
+            ensure!(
+                description.contains(l.as_str()),
+                "the page's description does not show the label {l:?}:\n{description}"
+            );
         }
         // The same page is also served at /docs.
         let (_, _) = swagger::open_page(&browser, &server.url("/docs"), &doc).await?;
@@ -208,23 +295,40 @@ async fn swagger_page_classifies_a_dataset_image_and_shows_documented_errors() -
         report(name, "dataset image", &ok);
         let label = check_prediction(&ok, &labels, &api)?;
         println!("[{name}] {} (class {class}) -> {label}", image.display());
-        ensure!(ok.request_url == format!("{base}predict"), "Try it out sent the request to {:?}", ok.request_url);
+        ensure!(
+            ok.request_url == format!("{base}predict"),
+            "Try it out sent the request to {:?}",
+            ok.request_url
+        );
 
         let bad = swagger::execute_with_file(&browser, &fake_jpeg, "bad-jpeg").await?;
         report(name, "not a JPEG", &bad);
-        ensure!(bad.status == 400, "a .jpg that is not a JPEG showed {} {}, expected 400", bad.status, bad.body);
+        ensure!(
+            bad.status == 400,
+            "a .jpg that is not a JPEG showed {} {}, expected 400",
+            bad.status,
+            bad.body
+        );
         check_documented_error(&bad, &doc)?;
 
         let txt = swagger::execute_with_file(&browser, &text, "text-file").await?;
         report(name, "text file", &txt);
-        ensure!((400..500).contains(&txt.status), "a text file showed {} {}, expected a 4xx", txt.status, txt.body);
+        ensure!(
+            (400..500).contains(&txt.status),
+            "a text file showed {} {}, expected a 4xx",
+            txt.status,
+            txt.body
+        );
         check_documented_error(&txt, &doc)?;
         anyhow::Ok(())
     }
     .await;
     browser.close().await;
     server.stop().await?;
-    println!("[{name}] browser start {started_ms} ms, whole test {} ms", t0.elapsed().as_millis());
+    println!(
+        "[{name}] browser start {started_ms} ms, whole test {} ms",
+        t0.elapsed().as_millis()
+    );
     result
 }
 
@@ -233,10 +337,16 @@ async fn swagger_page_classifies_a_dataset_image_and_shows_documented_errors() -
 /// the server is told the prefix by `--root-path` (nginx sends no header), otherwise nginx sends
 /// `X-Forwarded-Prefix`.
 async fn behind_proxy(name: &str, root_path_flag: bool) -> anyhow::Result<()> {
-    let Some(dataset) = dataset_dir() else { return Ok(()) };
+    let Some(dataset) = dataset_dir() else {
+        return Ok(());
+    };
     let _one = ONE_BROWSER_AT_A_TIME.lock().await;
     let t0 = Instant::now();
-    let server = if root_path_flag { server::Server::start(&["--root-path", PREFIX]).await? } else { server::Server::start(&[]).await? };
+    let server = if root_path_flag {
+        server::Server::start(&["--root-path", PREFIX]).await?
+    } else {
+        server::Server::start(&[]).await?
+    };
     let proxy = nginx::Nginx::start(server.port, PREFIX, !root_path_flag).await?;
     let base = format!("http://127.0.0.1:{}{PREFIX}/", proxy.port);
     let doc = fetch_doc(&base).await?;
@@ -246,9 +356,16 @@ async fn behind_proxy(name: &str, root_path_flag: bool) -> anyhow::Result<()> {
         "behind {PREFIX}/ the document's servers are {servers:?}, expected [{{\"url\": \"{PREFIX}\"}}]"
     );
     // The /docs alias: `/docs/` redirects to `/docs` under the prefix, not out of it.
-    let no_follow = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+    let no_follow = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
     let r = no_follow.get(format!("{base}docs/")).send().await?;
-    let location = r.headers().get("location").and_then(|l| l.to_str().ok()).unwrap_or_default().to_string();
+    let location = r
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
     ensure!(
         r.status().is_redirection() && location == format!("{PREFIX}/docs"),
         "GET {base}docs/ answered {} to {location:?}, expected a redirect to {PREFIX}/docs",
@@ -264,26 +381,50 @@ async fn behind_proxy(name: &str, root_path_flag: bool) -> anyhow::Result<()> {
     let result = async {
         let t = Instant::now();
         let (title, shot) = swagger::open_page(&browser, &base, &doc).await?;
-        println!("[{name}] page {base}: {title:?} in {} ms ({})", t.elapsed().as_millis(), shot.display());
+        println!(
+            "[{name}] page {base}: {title:?} in {} ms ({})",
+            t.elapsed().as_millis(),
+            shot.display()
+        );
         // Also from the /docs alias, where the document's URL resolves differently.
         swagger::open_page(&browser, &format!("{base}docs"), &doc).await?;
         swagger::try_out_predict(&browser).await?;
         let ok = swagger::execute_with_file(&browser, &image, "predict").await?;
         report(name, "dataset image", &ok);
         check_prediction(&ok, &labels, &api)?;
-        ensure!(ok.request_url == format!("{base}predict"), "behind the proxy, Try it out sent the request to {:?}", ok.request_url);
+        ensure!(
+            ok.request_url == format!("{base}predict"),
+            "behind the proxy, Try it out sent the request to {:?}",
+            ok.request_url
+        );
         let bad = swagger::execute_with_file(&browser, &fake_jpeg, "bad-jpeg").await?;
         report(name, "not a JPEG", &bad);
-        ensure!(bad.status == 400, "a .jpg that is not a JPEG showed {} {}, expected 400", bad.status, bad.body);
+        ensure!(
+            bad.status == 400,
+            "a .jpg that is not a JPEG showed {} {}, expected 400",
+            bad.status,
+            bad.body
+        );
         check_documented_error(&bad, &doc)?;
 
         // The browser's requests really went through the prefix: the page, its document, the predictions.
         let log = proxy.access_log();
-        for needle in [format!("GET {PREFIX}/ "), format!("GET {PREFIX}/docs "), format!("GET {PREFIX}/docs.json "), format!("POST {PREFIX}/predict ")] {
-            ensure!(log.contains(&needle), "nginx access log has no {needle:?}:\n{log}");
+        for needle in [
+            format!("GET {PREFIX}/ "),
+            format!("GET {PREFIX}/docs "),
+            format!("GET {PREFIX}/docs.json "),
+            format!("POST {PREFIX}/predict "),
+        ] {
+            ensure!(
+                log.contains(&needle),
+                "nginx access log has no {needle:?}:\n{log}"
+            );
         }
         // And nothing escaped it (the proxy answers 404 outside the prefix).
-        ensure!(!log.contains("\" 404 "), "a request missed the prefix:\n{log}");
+        ensure!(
+            !log.contains("\" 404 "),
+            "a request missed the prefix:\n{log}"
+        );
         anyhow::Ok(())
     }
     .await;

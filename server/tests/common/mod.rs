@@ -23,13 +23,20 @@ impl TestServer {
     }
 
     pub async fn start_with(config: Config) -> TestServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(celestial_server::run(config, listener, async move {
             let _ = rx.await;
         }));
-        let server = TestServer { addr, base: format!("http://{addr}"), stop: Some(tx), handle };
+        let server = TestServer {
+            addr,
+            base: format!("http://{addr}"),
+            stop: Some(tx),
+            handle,
+        };
         server.wait_ready().await;
         server
     }
@@ -69,7 +76,10 @@ impl TestServer {
 }
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 pub fn model_dir() -> PathBuf {
@@ -77,7 +87,12 @@ pub fn model_dir() -> PathBuf {
 }
 
 pub fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)).expect("fixture")
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name),
+    )
+    .expect("fixture")
 }
 
 /// `$CELESTIAL_DATASET` or `../shared/dataset` next to the repository; `None` (and a printed
@@ -90,7 +105,10 @@ pub fn dataset(test: &str) -> Option<PathBuf> {
     if dir.join("raw").is_dir() {
         Some(dir.join("raw"))
     } else {
-        eprintln!("SKIP {test}: dataset not found at {} (set CELESTIAL_DATASET)", dir.display());
+        eprintln!(
+            "SKIP {test}: dataset not found at {} (set CELESTIAL_DATASET)",
+            dir.display()
+        );
         None
     }
 }
@@ -101,7 +119,10 @@ pub fn dataset_image(test: &str, rel: &str) -> Option<Vec<u8>> {
 }
 
 pub fn multipart_image(bytes: Vec<u8>, file_name: &str, mime: &str) -> reqwest::multipart::Form {
-    let part = reqwest::multipart::Part::bytes(bytes).file_name(file_name.to_string()).mime_str(mime).unwrap();
+    let part = reqwest::multipart::Part::bytes(bytes)
+        .file_name(file_name.to_string())
+        .mime_str(mime)
+        .unwrap();
     reqwest::multipart::Form::new().part("image", part)
 }
 
@@ -112,7 +133,9 @@ pub fn synthetic(format: image::ImageFormat) -> Vec<u8> {
 
 /// A `w` x `h` gradient picture encoded in `format`.
 pub fn synthetic_sized(w: u32, h: u32, format: image::ImageFormat) -> Vec<u8> {
-    let img = image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 2) as u8, (y * 2) as u8, 128])));
+    let img = image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x * 2) as u8, (y * 2) as u8, 128])
+    }));
     let mut out = std::io::Cursor::new(Vec::new());
     img.write_to(&mut out, format).unwrap();
     out.into_inner()
@@ -121,5 +144,9 @@ pub fn synthetic_sized(w: u32, h: u32, format: image::ImageFormat) -> Vec<u8> {
 pub async fn error_of(resp: reqwest::Response) -> (u16, String, String) {
     let status = resp.status().as_u16();
     let v: serde_json::Value = resp.json().await.expect("JSON error body");
-    (status, v["code"].as_str().unwrap_or("").to_string(), v["error"].as_str().unwrap_or("").to_string())
+    (
+        status,
+        v["code"].as_str().unwrap_or("").to_string(),
+        v["error"].as_str().unwrap_or("").to_string(),
+    )
 }

@@ -17,11 +17,17 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let listener = tokio::net::TcpListener::bind(args.listen).await
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
-    eprintln!("testenv-httpd: serving {} on http://{}", args.root.display(), args.listen);
+    eprintln!(
+        "testenv-httpd: serving {} on http://{}",
+        args.root.display(),
+        args.listen
+    );
     let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
     };
     celestial_e2e::httpd::run(args.root, listener, shutdown).await?;

@@ -21,15 +21,26 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt().with_env_filter(args.log.as_str()).with_ansi(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(args.log.as_str())
+        .with_ansi(false)
+        .init();
     let kubeconfig = kube::config::Kubeconfig::read_from(&args.kubeconfig)?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
     let client = kube::Client::try_from(config)?;
     let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
         tracing::info!("shutting down");
     };
-    celestial_e2e::lb::run(client, celestial_e2e::lb::LbConfig { field_manager: args.field_manager }, shutdown).await?;
+    celestial_e2e::lb::run(
+        client,
+        celestial_e2e::lb::LbConfig {
+            field_manager: args.field_manager,
+        },
+        shutdown,
+    )
+    .await?;
     Ok(())
 }

@@ -18,7 +18,12 @@ struct Stats {
 
 impl Stats {
     fn new() -> Self {
-        Stats { hist: [0; 256], per_image_max: [0; 256], sum: 0, count: 0 }
+        Stats {
+            hist: [0; 256],
+            per_image_max: [0; 256],
+            sum: 0,
+            count: 0,
+        }
     }
     fn add(&mut self, a: &[u8], b: &[u8]) {
         let mut m = 0u8;
@@ -65,16 +70,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (iw, ih) = img.dimensions();
         let luma: Vec<u8> = img
             .pixels()
-            .map(|p| (0.299f32 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2])).round().clamp(0.0, 255.0) as u8)
+            .map(|p| {
+                (0.299f32 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2]))
+                    .round()
+                    .clamp(0.0, 255.0) as u8
+            })
             .collect();
-        let luma: ImageBuffer<image::Luma<u8>, Vec<u8>> = ImageBuffer::from_raw(iw, ih, luma).ok_or("size")?;
+        let luma: ImageBuffer<image::Luma<u8>, Vec<u8>> =
+            ImageBuffer::from_raw(iw, ih, luma).ok_or("size")?;
         let g32 = image::imageops::resize(&luma, 32, 32, FilterType::Triangle);
         gray.add(g32.as_raw(), &refgray[i * 1024..(i + 1) * 1024]);
         outgray.extend_from_slice(g32.as_raw());
         if !ref128.is_empty() && img.dimensions() == (128, 128) {
             let r128 = &ref128[i * n128..(i + 1) * n128];
             decode.add(img.as_raw(), r128);
-            let same: ImageBuffer<Rgb<u8>, Vec<u8>> = ImageBuffer::from_raw(128, 128, r128.to_vec()).ok_or("size")?;
+            let same: ImageBuffer<Rgb<u8>, Vec<u8>> =
+                ImageBuffer::from_raw(128, 128, r128.to_vec()).ok_or("size")?;
             let resized = image::imageops::resize(&same, w, h, FilterType::Triangle);
             resize.add(resized.as_raw(), &refrs[i * n..(i + 1) * n]);
         }
