@@ -31,7 +31,7 @@ fn tensor_sha256(t: &[f32]) -> String {
     for v in t {
         h.update(v.to_le_bytes());
     }
-    format!("{:x}", h.finalize())
+    hex::encode(h.finalize())
 }
 
 /// Pixels within tolerance, bit-identical tensor from the golden pixels, identical prediction.
