@@ -8,6 +8,7 @@
 //! Tests that use it live in files named `env_*.rs` (and `deploy_*`/`container_*` of other parts);
 //! they run in CI through `scripts/test`, which brings the environment up before and down after.
 
+pub mod browser;
 pub mod httpd;
 pub mod lb;
 pub mod podman;

@@ -4,9 +4,7 @@
 //! served with `--model` (the guide-recipe fixture, described by flags), so nothing can be
 //! hard-coded to one model.
 
-#[path = "../browser/server.rs"]
-mod server;
-
+use celestial_e2e::browser::server;
 use std::collections::BTreeSet;
 use std::path::Path;
 

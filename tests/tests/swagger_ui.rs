@@ -7,15 +7,7 @@
 //! `CELESTIAL_DATASET`; skipped with a message when absent). Screenshots and the chromedriver and
 //! nginx logs land in `tests/artifacts/`.
 
-#[path = "../browser/nginx.rs"]
-mod nginx;
-#[path = "../browser/server.rs"]
-mod server;
-#[path = "../browser/swagger.rs"]
-mod swagger;
-#[path = "../browser/webdriver.rs"]
-mod webdriver;
-
+use celestial_e2e::browser::{nginx, server, swagger, webdriver};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;

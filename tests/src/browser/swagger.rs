@@ -7,7 +7,7 @@ use anyhow::{Context, ensure};
 use fantoccini::Locator;
 use serde_json::{Value, json};
 
-use crate::webdriver::Browser;
+use super::webdriver::Browser;
 
 /// What the page showed after one Execute of `POST /predict`.
 #[derive(Debug)]

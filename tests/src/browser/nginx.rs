@@ -1,5 +1,5 @@
 //! A real nginx reverse proxy on loopback for the path-prefix browser test: Debian's nginx run
-//! in the foreground with a config generated from `tests/browser/nginx.conf.template` in a fresh
+//! in the foreground with a config generated from `tests/src/browser/nginx.conf.template` in a fresh
 //! temporary directory.
 
 use std::os::unix::fs::PermissionsExt;
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::webdriver::{GroupChild, free_loopback_port, require_executable, wait_for_port};
+use super::webdriver::{GroupChild, free_loopback_port, require_executable, wait_for_port};
 
 const TEMPLATE: &str = include_str!("nginx.conf.template");
 
@@ -125,7 +125,7 @@ impl Nginx {
 
     /// Stop nginx, copying its logs into `tests/artifacts/<name>-nginx-*.log`.
     pub async fn stop(self, name: &str) -> anyhow::Result<()> {
-        let artifacts = crate::webdriver::artifacts_dir();
+        let artifacts = super::webdriver::artifacts_dir();
         std::fs::write(
             artifacts.join(format!("{name}-nginx-access.log")),
             self.access_log(),
