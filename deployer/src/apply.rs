@@ -7,9 +7,9 @@ use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::{ApiCapabilities, Scope};
 use serde_json::Value;
 
-use crate::cluster::{Cluster, error_chain};
-use crate::error::ExitCode;
+use crate::cluster::Cluster;
 use crate::manifests::Manifest;
+use crate::support::error_chain;
 
 /// The field manager name `deployer` applies with.
 pub const FIELD_MANAGER: &str = "deployer";
@@ -49,16 +49,6 @@ Remove them from the manifest, or re-run with --force-conflicts to take them ove
     },
     #[error("timed out after {seconds}s waiting for {what} to be deleted")]
     DeleteTimeout { what: String, seconds: u64 },
-}
-
-impl ApplyError {
-    /// Exit code: a timeout is a timeout; everything else is an apply error.
-    pub fn exit_code(&self) -> ExitCode {
-        match self {
-            ApplyError::DeleteTimeout { .. } => ExitCode::Timeout,
-            _ => ExitCode::Apply,
-        }
-    }
 }
 
 /// What an apply did (or would do) to one object.
@@ -437,6 +427,6 @@ mod tests {
             text.contains(".spec.replicas") && text.contains("--force-conflicts"),
             "{text}"
         );
-        assert_eq!(e.exit_code(), ExitCode::Apply);
+        assert!(matches!(e, ApplyError::Conflict { .. }));
     }
 }

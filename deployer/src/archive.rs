@@ -7,12 +7,12 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::cli::RegistryArgs;
 use crate::image::{
     DOCKER_CONFIG, DOCKER_LAYER_GZIP, DOCKER_LIST, DOCKER_MANIFEST, ImageError, OCI_INDEX,
     OCI_MANIFEST, Pushed, Say, by_digest, canonical_json, deterministic_gzip, push_blobs,
     push_manifest, sha256_digest,
 };
+use crate::options::RegistryOptions;
 use crate::registry::{self, CredentialSource};
 
 /// An image read from an archive, ready to push.
@@ -239,13 +239,13 @@ pub async fn push_archive(
     path: &Path,
     image: &str,
     platform: &str,
-    reg: &RegistryArgs,
+    reg: &RegistryOptions,
     creds: &CredentialSource,
     say: Say<'_>,
 ) -> Result<Pushed, ImageError> {
     let target = registry::parse_reference(image)?;
     let archive = read_archive(path, platform)?;
-    let insecure = &reg.insecure_registry;
+    let insecure = &reg.insecure;
     let client = registry::client_for(&[target.resolve_registry()], insecure);
     let target_creds = creds.for_registry(target.resolve_registry(), true)?;
     client
@@ -334,6 +334,11 @@ mod tests {
         assert_eq!(img.blobs[0].0, sha256_digest(&config));
         let m: Value = serde_json::from_slice(&img.manifest).unwrap();
         assert_eq!(m["layers"][0]["digest"], json!(img.blobs[1].0));
+        // The bytes the archive push produced before manifests became typed.
+        assert_eq!(
+            sha256_digest(&img.manifest),
+            "sha256:87da2937aa029af2b1ea7ace5a3fe7eb3ebaecc602dc7dbe649f229b6c04a19c"
+        );
         // Reading twice gives the same manifest (deterministic gzip).
         assert_eq!(
             read_archive(&p, "linux/amd64").unwrap().manifest,

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::options;
+
 pub const EXIT_CODES: &str = "\
 Exit codes:
   0  success
@@ -97,7 +99,7 @@ pub struct RegistryArgs {
 
 /// How the image is built.
 #[derive(Debug, Clone, Args)]
-pub struct BuildOptions {
+pub struct ImageBuildArgs {
     /// Base image; its libc must be at least as new as the binary requires.
     #[arg(
         long,
@@ -157,7 +159,7 @@ pub struct BuildArgs {
     pub image: String,
 
     #[command(flatten)]
-    pub build: BuildOptions,
+    pub build: ImageBuildArgs,
 
     #[command(flatten)]
     pub registry: RegistryArgs,
@@ -214,17 +216,6 @@ pub struct ManifestArgs {
     /// or the one named `celestial-server`).
     #[arg(long, env = "DEPLOYER_CONTAINER")]
     pub container: Option<String>,
-}
-
-impl ManifestArgs {
-    /// The files to read: the given ones, or `kubernetes/`.
-    pub fn paths(&self) -> Vec<PathBuf> {
-        if self.files.is_empty() {
-            vec![PathBuf::from("kubernetes")]
-        } else {
-            self.files.clone()
-        }
-    }
 }
 
 /// How `apply` waits and checks.
@@ -298,7 +289,7 @@ pub struct ReleaseArgs {
     pub force_conflicts: bool,
 
     #[command(flatten)]
-    pub build: BuildOptions,
+    pub build: ImageBuildArgs,
 
     #[command(flatten)]
     pub registry: RegistryArgs,
@@ -351,48 +342,196 @@ pub struct DeleteArgs {
     pub manifests: ManifestArgs,
 }
 
-/// Parses `90`, `90s`, `500ms`, `5m`, `1h` or combinations such as `1m30s`.
+impl Cli {
+    /// The command as plain options (what the rest of the crate takes).
+    pub fn into_command(self) -> options::Command {
+        match self.command {
+            Command::Build(a) => options::Command::Build(a.into()),
+            Command::Push(a) => options::Command::Push(options::PushCommand {
+                archive: a.archive,
+                image: a.image,
+                platform: a.platform,
+                registry: a.registry.into(),
+            }),
+            Command::Apply(a) => options::Command::Apply(a.into()),
+            Command::Release(a) => options::Command::Release(Box::new(a.into())),
+            Command::Diff(a) => options::Command::Diff(options::DiffCommand {
+                image: a.image,
+                cluster: a.cluster.into(),
+                manifests: a.manifests.into(),
+            }),
+            Command::Status(a) => options::Command::Status(options::StatusCommand {
+                cluster: a.cluster.into(),
+                manifests: a.manifests.into(),
+            }),
+            Command::Delete(a) => options::Command::Delete(options::DeleteCommand {
+                timeout: a.timeout,
+                cluster: a.cluster.into(),
+                manifests: a.manifests.into(),
+            }),
+        }
+    }
+}
+
+impl From<RegistryArgs> for options::RegistryOptions {
+    fn from(a: RegistryArgs) -> Self {
+        options::RegistryOptions {
+            username: a.registry_username,
+            password_stdin: a.registry_password_stdin,
+            insecure: a.insecure_registry,
+            docker_config: a.docker_config,
+        }
+    }
+}
+
+impl From<ImageBuildArgs> for options::BuildOptions {
+    fn from(a: ImageBuildArgs) -> Self {
+        options::BuildOptions {
+            base: a.base,
+            server_binary: a.server_binary,
+            onnxruntime: a.onnxruntime,
+            model: a.model,
+            platform: a.platform,
+            source_url: a.source_url,
+            revision: a.revision,
+            image_version: a.image_version,
+            source_date_epoch: a.source_date_epoch,
+        }
+    }
+}
+
+impl From<ClusterArgs> for options::ClusterOptions {
+    fn from(a: ClusterArgs) -> Self {
+        options::ClusterOptions {
+            kubeconfig: a.kubeconfig,
+            context: a.context,
+            namespace: a.namespace,
+        }
+    }
+}
+
+impl From<ManifestArgs> for options::ManifestOptions {
+    fn from(a: ManifestArgs) -> Self {
+        options::ManifestOptions {
+            files: a.files,
+            container: a.container,
+        }
+    }
+}
+
+impl From<WaitArgs> for options::WaitOptions {
+    fn from(a: WaitArgs) -> Self {
+        options::WaitOptions {
+            timeout: a.timeout,
+            lb_timeout: a.lb_timeout,
+            smoke: a.smoke,
+            smoke_image: a.smoke_image,
+            smoke_timeout: a.smoke_timeout,
+            rollback_on_failure: a.rollback_on_failure,
+            no_wait_lb: a.no_wait_lb,
+        }
+    }
+}
+
+impl From<BuildArgs> for options::BuildCommand {
+    fn from(a: BuildArgs) -> Self {
+        options::BuildCommand {
+            image: a.image,
+            build: a.build.into(),
+            registry: a.registry.into(),
+        }
+    }
+}
+
+impl From<ApplyArgs> for options::ApplyCommand {
+    fn from(a: ApplyArgs) -> Self {
+        options::ApplyCommand {
+            image: a.image,
+            force_conflicts: a.force_conflicts,
+            dry_run: a.dry_run,
+            cluster: a.cluster.into(),
+            manifests: a.manifests.into(),
+            wait: a.wait.into(),
+        }
+    }
+}
+
+impl From<ReleaseArgs> for options::ReleaseCommand {
+    fn from(a: ReleaseArgs) -> Self {
+        options::ReleaseCommand {
+            build: options::BuildCommand {
+                image: a.image,
+                build: a.build.into(),
+                registry: a.registry.into(),
+            },
+            apply: options::ApplyCommand {
+                image: None,
+                force_conflicts: a.force_conflicts,
+                dry_run: false,
+                cluster: a.cluster.into(),
+                manifests: a.manifests.into(),
+                wait: a.wait.into(),
+            },
+        }
+    }
+}
+
+/// Parses a duration: a bare number of seconds (`90`, `1.5`), or numbers with units `ms`, `s`,
+/// `m`, `h`, also combined (`500ms`, `1.5s`, `90s`, `5m`, `1h`, `1m30s`, `1h2m3.5s`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    const EXPECTED: &str = "expected e.g. 90, 1.5s, 500ms, 5m, 1h or 1m30s";
     let s = s.trim();
     if s.is_empty() {
-        return Err("empty duration".into());
+        return Err(format!("empty duration: {EXPECTED}"));
     }
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
+    if let Ok(secs) = s.parse::<f64>()
+        && s.starts_with(|c: char| c.is_ascii_digit() || c == '.')
+    {
+        return seconds(s, secs, 1.0);
     }
     let mut total = Duration::ZERO;
     let mut rest = s;
     while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(format!(
-                "invalid duration {s:?}: expected e.g. 90s, 5m, 1m30s"
-            ));
-        }
-        let n: u64 = rest[..digits]
+        let unit_len = rest[number_len..]
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len() - number_len);
+        let (number, unit) = (
+            &rest[..number_len],
+            &rest[number_len..number_len + unit_len],
+        );
+        rest = &rest[number_len + unit_len..];
+        let n: f64 = number
             .parse()
-            .map_err(|_| format!("invalid duration {s:?}"))?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        total += match unit {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n * 60),
-            "h" => Duration::from_secs(n * 3600),
+            .map_err(|_| format!("invalid duration {s:?}: {EXPECTED}"))?;
+        let scale = match unit {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "" => {
+                return Err(format!(
+                    "invalid duration {s:?}: {number} has no unit (ms, s, m, h)"
+                ));
+            }
             _ => {
                 return Err(format!(
                     "invalid duration {s:?}: unknown unit {unit:?} (use ms, s, m, h)"
                 ));
             }
         };
+        total = total
+            .checked_add(seconds(s, n, scale)?)
+            .ok_or_else(|| format!("invalid duration {s:?}: too long"))?;
     }
     Ok(total)
+}
+
+/// `n * scale` seconds as a Duration, or a clear error.
+fn seconds(s: &str, n: f64, scale: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(n * scale).map_err(|_| format!("invalid duration {s:?}: too long"))
 }
 
 #[cfg(test)]
@@ -421,13 +560,43 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
-        assert!(parse_duration("5 minutes").is_err());
-        assert!(parse_duration("m").is_err());
-        assert!(parse_duration("").is_err());
+        let ok = |s: &str| parse_duration(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+        assert_eq!(ok("90"), Duration::from_secs(90));
+        assert_eq!(ok(" 1.5 "), Duration::from_millis(1500));
+        assert_eq!(ok("0"), Duration::ZERO);
+        assert_eq!(ok("500ms"), Duration::from_millis(500));
+        assert_eq!(ok("1.5s"), Duration::from_millis(1500));
+        assert_eq!(ok("90s"), Duration::from_secs(90));
+        assert_eq!(ok("5m"), Duration::from_secs(300));
+        assert_eq!(ok("2h"), Duration::from_secs(7200));
+        assert_eq!(ok("1m30s"), Duration::from_secs(90));
+        assert_eq!(ok("1h2m3.5s"), Duration::from_millis(3_723_500));
+        assert_eq!(ok("1s250ms"), Duration::from_millis(1250));
+        let err = |s: &str| parse_duration(s).unwrap_err();
+        assert!(err("").contains("empty duration"));
+        assert!(
+            err("5 minutes").contains("unknown unit"),
+            "{}",
+            err("5 minutes")
+        );
+        assert!(err("5d").contains("unknown unit \"d\""));
+        assert!(err("m").contains("invalid duration"));
+        assert!(err("1m30").contains("30 has no unit"));
+        assert!(err("1.2.3s").contains("invalid duration"));
+        assert!(err("-5s").contains("invalid duration"));
+        assert!(err("1e400").contains("invalid duration"));
+        assert!(err("99999999999999999999h").contains("too long"));
+    }
+
+    #[test]
+    fn exit_codes_are_in_help() {
+        for c in crate::exit::ExitCode::ALL {
+            assert!(
+                EXIT_CODES.contains(&format!("\n  {}  ", c.code())),
+                "exit code {} not in --help",
+                c.code()
+            );
+        }
     }
 
     #[test]

@@ -3,8 +3,8 @@
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
-use crate::cli::ClusterArgs;
-use crate::error::ExitCode;
+use crate::options::ClusterOptions;
+use crate::support::{error_chain, install_crypto_provider};
 
 /// Could not set up or reach the cluster.
 #[derive(Debug, thiserror::Error)]
@@ -23,18 +23,6 @@ pub enum ClusterError {
     Unauthorized { url: String, message: String },
 }
 
-impl ClusterError {
-    /// Configuration problems are usage errors; an unreachable cluster is an API error.
-    pub fn exit_code(&self) -> ExitCode {
-        match self {
-            ClusterError::Kubeconfig { .. }
-            | ClusterError::NoConfig(_)
-            | ClusterError::Client(_) => ExitCode::Usage,
-            ClusterError::Unreachable { .. } | ClusterError::Unauthorized { .. } => ExitCode::Apply,
-        }
-    }
-}
-
 /// A connected client and the namespace for objects that set none.
 #[derive(Clone)]
 pub struct Cluster {
@@ -45,8 +33,8 @@ pub struct Cluster {
 
 impl Cluster {
     /// Builds the client from the flags and checks that the API server answers.
-    pub async fn connect(args: &ClusterArgs) -> Result<Cluster, ClusterError> {
-        crate::install_crypto_provider();
+    pub async fn connect(args: &ClusterOptions) -> Result<Cluster, ClusterError> {
+        install_crypto_provider();
         let options = KubeConfigOptions {
             context: args.context.clone(),
             cluster: None,
@@ -102,18 +90,4 @@ impl Cluster {
             url,
         })
     }
-}
-
-/// An error and its sources on one line (`a: b: c`), without repeating identical messages.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let m = s.to_string();
-        if !parts.iter().any(|p| p.contains(&m)) {
-            parts.push(m);
-        }
-        cur = s.source();
-    }
-    parts.join(": ")
 }

@@ -1,39 +1,11 @@
-//! The top-level error and the documented process exit codes.
+//! The top-level error and THE error mapper: every layer has its own error enum, and this is the
+//! one place that decides which exit code each of them ends the process with, so that CI can tell
+//! an apply error from a rollout failure, a timeout or a failed smoke test.
 //!
-//! Every layer has its own error enum; this module maps each of them to one exit code so that CI can
-//! tell an apply error from a rollout failure, a timeout or a failed smoke test.
+//! The layers do not import this module (they return their own errors); it imports them.
 
+use crate::exit::ExitCode;
 use crate::{apply, cluster, image, manifests, registry, rollout, smoke};
-
-/// Process exit codes (documented in the README's deploy section and in `deployer --help`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ExitCode {
-    /// Everything worked.
-    Success = 0,
-    /// An unexpected internal error (a bug, or an I/O error outside the categories below).
-    Internal = 1,
-    /// Bad flags, an unreadable or malformed manifest, a bad kubeconfig or registry configuration.
-    Usage = 2,
-    /// The Kubernetes API refused or could not be reached: apply, diff, status or delete failed.
-    Apply = 3,
-    /// The rollout failed (a pod's reason such as ImagePullBackOff, Unschedulable, CrashLoopBackOff,
-    /// or ProgressDeadlineExceeded), whether or not it was rolled back.
-    Rollout = 4,
-    /// A wait (rollout, load-balancer address, deletion) ran out of time.
-    Timeout = 5,
-    /// The deployment is up but the smoke test through its public URL failed.
-    Smoke = 6,
-    /// Building, pulling or pushing an image failed (registry unreachable, credentials refused, glibc too old).
-    Image = 7,
-}
-
-impl ExitCode {
-    /// The numeric process exit status.
-    pub fn code(self) -> u8 {
-        self as u8
-    }
-}
 
 /// Any failure of a `deployer` command.
 #[derive(Debug, thiserror::Error)]
@@ -63,44 +35,65 @@ impl Error {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             Error::Usage(_) | Error::Manifest(_) => ExitCode::Usage,
-            Error::Cluster(e) => e.exit_code(),
-            Error::Apply(e) => e.exit_code(),
-            Error::Rollout(e) => e.exit_code(),
+            Error::Cluster(e) => cluster_code(e),
+            Error::Apply(e) => apply_code(e),
+            Error::Rollout(e) => rollout_code(e),
             Error::Smoke(_) => ExitCode::Smoke,
-            Error::Image(e) => e.exit_code(),
-            Error::Registry(e) => e.exit_code(),
+            Error::Image(e) => image_code(e),
+            Error::Registry(e) => registry_code(e),
             Error::Internal(_) => ExitCode::Internal,
         }
+    }
+}
+
+/// Configuration problems are usage errors; an unreachable cluster is an API error.
+fn cluster_code(e: &cluster::ClusterError) -> ExitCode {
+    use cluster::ClusterError as E;
+    match e {
+        E::Kubeconfig { .. } | E::NoConfig(_) | E::Client(_) => ExitCode::Usage,
+        E::Unreachable { .. } | E::Unauthorized { .. } => ExitCode::Apply,
+    }
+}
+
+/// A deletion that ran out of time is a timeout; everything else the API refused is an apply error.
+fn apply_code(e: &apply::ApplyError) -> ExitCode {
+    match e {
+        apply::ApplyError::DeleteTimeout { .. } => ExitCode::Timeout,
+        _ => ExitCode::Apply,
+    }
+}
+
+fn rollout_code(e: &rollout::RolloutError) -> ExitCode {
+    use rollout::RolloutError as E;
+    match e {
+        E::Failed { .. } | E::Gone(_) => ExitCode::Rollout,
+        E::Timeout { .. } | E::LoadBalancerTimeout { .. } => ExitCode::Timeout,
+        E::Api(e) => apply_code(e),
+    }
+}
+
+/// Unreadable inputs are usage errors; the rest of a build is an image error.
+fn image_code(e: &image::ImageError) -> ExitCode {
+    use image::ImageError as E;
+    match e {
+        E::Input { .. } | E::Archive { .. } => ExitCode::Usage,
+        E::Registry(e) => registry_code(e),
+        _ => ExitCode::Image,
+    }
+}
+
+/// A bad reference or Docker config is a usage error; the registry's answers are image errors.
+fn registry_code(e: &registry::RegistryError) -> ExitCode {
+    use registry::RegistryError as E;
+    match e {
+        E::Reference { .. } | E::Config { .. } | E::Stdin(_) => ExitCode::Usage,
+        _ => ExitCode::Image,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn exit_codes_are_distinct_and_documented() {
-        let all = [
-            ExitCode::Success,
-            ExitCode::Internal,
-            ExitCode::Usage,
-            ExitCode::Apply,
-            ExitCode::Rollout,
-            ExitCode::Timeout,
-            ExitCode::Smoke,
-            ExitCode::Image,
-        ];
-        let mut codes: Vec<u8> = all.iter().map(|c| c.code()).collect();
-        codes.dedup();
-        assert_eq!(codes, vec![0, 1, 2, 3, 4, 5, 6, 7]);
-        let help = crate::cli::EXIT_CODES;
-        for c in codes {
-            assert!(
-                help.contains(&format!("\n  {c}  ")) || help.contains(&format!("  {c}  ")),
-                "exit code {c} not in --help"
-            );
-        }
-    }
 
     #[test]
     fn errors_map_to_their_exit_codes() {
@@ -118,6 +111,12 @@ mod tests {
             message: "m".into(),
         };
         assert_eq!(Error::from(conflict).exit_code(), ExitCode::Apply);
+        let conflict = apply::ApplyError::Conflict {
+            object: "o".into(),
+            message: "m".into(),
+        };
+        let wrapped = rollout::RolloutError::Api(conflict);
+        assert_eq!(Error::from(wrapped).exit_code(), ExitCode::Apply);
         let gone = apply::ApplyError::DeleteTimeout {
             what: "w".into(),
             seconds: 1,

@@ -14,9 +14,8 @@ use oci_client::{Client, Reference};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::cli::BuildOptions;
-use crate::error::ExitCode;
 use crate::glibc;
+use crate::options::{BuildOptions, RegistryOptions};
 use crate::registry::{self, CredentialSource, Credentials, RegistryError, classify};
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -74,16 +73,6 @@ fn join(v: &[glibc::GlibcVersion]) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-impl ImageError {
-    pub fn exit_code(&self) -> ExitCode {
-        match self {
-            ImageError::Input { .. } | ImageError::Archive { .. } => ExitCode::Usage,
-            ImageError::Registry(e) => e.exit_code(),
-            _ => ExitCode::Image,
-        }
-    }
 }
 
 /// `sha256:<hex>` of bytes.
@@ -803,7 +792,7 @@ pub fn by_digest(target: &Reference, digest: &str) -> String {
 pub async fn build_and_push(
     image: &str,
     opts: &BuildOptions,
-    reg: &crate::cli::RegistryArgs,
+    reg: &RegistryOptions,
     creds: &CredentialSource,
     say: Say<'_>,
 ) -> Result<Pushed, ImageError> {
@@ -817,7 +806,7 @@ pub async fn build_and_push(
         message: m,
     })?;
     let meta = Metadata::resolve(opts);
-    let insecure = &reg.insecure_registry;
+    let insecure = &reg.insecure;
     let client = registry::client_for(
         &[target.resolve_registry(), base_ref.resolve_registry()],
         insecure,
@@ -1113,6 +1102,25 @@ mod tests {
         let m: Value = serde_json::from_slice(&d.manifest).unwrap();
         assert_eq!(m["mediaType"], DOCKER_MANIFEST);
         assert_eq!(m["layers"][1]["mediaType"], DOCKER_LAYER_GZIP);
+    }
+
+    /// The digests the build produced before manifests became typed: the pushed bytes must not
+    /// change (deterministic builds; published digests stay reproducible).
+    #[test]
+    fn assembled_bytes_are_stable() {
+        let oci = assemble(&base(false), &inputs(), &meta());
+        let docker = assemble(&base(true), &inputs(), &meta());
+        let config = "sha256:90d30ce320c9ec4466ad9dae1d31a2a8502a776439888ac5e155ed35b58ccb5c";
+        assert_eq!(oci.config_digest, config);
+        assert_eq!(docker.config_digest, config);
+        assert_eq!(
+            oci.manifest_digest,
+            "sha256:2941b8b27d5e37a74ed591a74f6987b3af1fb8a9b964d6043be2dd446a49732c"
+        );
+        assert_eq!(
+            docker.manifest_digest,
+            "sha256:9c101c869bc910442fe4d733b08107c547d2f4c99ce13c579c2b0e8de867aa9d"
+        );
     }
 
     #[test]

@@ -11,13 +11,16 @@ pub mod archive;
 pub mod cli;
 pub mod cluster;
 pub mod error;
+pub mod exit;
 pub mod glibc;
 pub mod image;
 pub mod manifests;
+pub mod options;
 pub mod progress;
 pub mod registry;
 pub mod rollout;
 pub mod smoke;
+pub mod support;
 
 use std::time::Instant;
 
@@ -27,16 +30,13 @@ use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
 
 use crate::apply::{Action, Applied};
-use crate::cli::{ApplyArgs, Cli, ClusterArgs, Command, ManifestArgs, OutputFormat, WaitArgs};
+use crate::cli::{Cli, OutputFormat};
 use crate::cluster::Cluster;
-use crate::error::{Error, ExitCode};
+use crate::error::Error;
+use crate::exit::ExitCode;
+use crate::options::{ApplyCommand, ClusterOptions, Command, ManifestOptions};
 use crate::progress::Progress;
 use crate::registry::CredentialSource;
-
-/// Installs rustls' ring crypto provider as the process default (idempotent).
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
 
 /// A command's result: the text for humans and the JSON for CI.
 #[derive(Debug)]
@@ -66,7 +66,7 @@ pub fn main_with(cli: Cli) -> std::process::ExitCode {
         }
     };
     let output = cli.output;
-    let result = runtime.block_on(run(cli));
+    let result = runtime.block_on(run(cli.into_command()));
     match result {
         Ok(report) => {
             match output {
@@ -111,10 +111,10 @@ pub fn main_with(cli: Cli) -> std::process::ExitCode {
 }
 
 /// Runs one command.
-pub async fn run(cli: Cli) -> Result<Report, Error> {
-    match cli.command {
+pub async fn run(command: Command) -> Result<Report, Error> {
+    match command {
         Command::Build(a) => {
-            let creds = CredentialSource::from_args(&a.registry)?;
+            let creds = CredentialSource::from_options(&a.registry)?;
             let mut p = Progress::new();
             let pushed =
                 image::build_and_push(&a.image, &a.build, &a.registry, &creds, &mut |m| p.set(m))
@@ -126,7 +126,7 @@ pub async fn run(cli: Cli) -> Result<Report, Error> {
             })
         }
         Command::Push(a) => {
-            let creds = CredentialSource::from_args(&a.registry)?;
+            let creds = CredentialSource::from_options(&a.registry)?;
             let mut p = Progress::new();
             let pushed = archive::push_archive(
                 &a.archive,
@@ -143,45 +143,25 @@ pub async fn run(cli: Cli) -> Result<Report, Error> {
                 json: json!({"command": "push", "image": pushed}),
             })
         }
-        Command::Apply(a) => apply_command(&a, a.image.clone(), None).await,
+        Command::Apply(a) => apply_command(&a, None).await,
         Command::Release(a) => {
-            let creds = CredentialSource::from_args(&a.registry)?;
+            let b = &a.build;
+            let creds = CredentialSource::from_options(&b.registry)?;
             let mut p = Progress::new();
             let pushed =
-                image::build_and_push(&a.image, &a.build, &a.registry, &creds, &mut |m| p.set(m))
+                image::build_and_push(&b.image, &b.build, &b.registry, &creds, &mut |m| p.set(m))
                     .await?;
             p.line(&format!("pushed {}", pushed.image));
             drop(p);
-            let apply = ApplyArgs {
-                image: Some(pushed.image.clone()),
-                force_conflicts: a.force_conflicts,
-                dry_run: false,
-                cluster: a.cluster.clone(),
-                manifests: a.manifests.clone(),
-                wait: a.wait.clone(),
-            };
-            let mut r = apply_command(&apply, apply.image.clone(), Some(&pushed)).await?;
+            let mut apply = a.apply.clone();
+            apply.image = Some(pushed.image.clone());
+            let mut r = apply_command(&apply, Some(&pushed)).await?;
             r.json["command"] = json!("release");
             Ok(r)
         }
         Command::Diff(a) => {
-            let apply = ApplyArgs {
-                image: a.image.clone(),
-                force_conflicts: false,
-                dry_run: true,
-                cluster: a.cluster.clone(),
-                manifests: a.manifests.clone(),
-                wait: WaitArgs {
-                    timeout: Default::default(),
-                    lb_timeout: Default::default(),
-                    smoke: false,
-                    smoke_image: None,
-                    smoke_timeout: Default::default(),
-                    rollback_on_failure: false,
-                    no_wait_lb: true,
-                },
-            };
-            let mut r = apply_command(&apply, a.image.clone(), None).await?;
+            let (manifests, _) = load_manifests(&a.manifests, a.image.as_deref())?;
+            let mut r = diff_command(&a.cluster, &manifests, false).await?;
             r.json["command"] = json!("diff");
             Ok(r)
         }
@@ -215,17 +195,61 @@ fn object_json(a: &Applied) -> Value {
     json!({"kind": a.kind, "name": a.name, "namespace": a.namespace, "action": a.action})
 }
 
-/// `apply` (and the apply half of `release`, and `diff` as a dry run).
-async fn apply_command(
-    a: &ApplyArgs,
-    image: Option<String>,
-    pushed: Option<&image::Pushed>,
-) -> Result<Report, Error> {
-    let mut manifests = manifests::load(&a.manifests.paths())?;
-    if let Some(img) = &image {
-        manifests::set_image(&mut manifests, img, a.manifests.container.as_deref())?;
+/// The server image the manifests will run, after setting `image` (when given) in them.
+fn load_manifests(
+    m: &ManifestOptions,
+    image: Option<&str>,
+) -> Result<(Vec<manifests::Manifest>, Option<String>), manifests::ManifestError> {
+    let mut manifests = manifests::load(&m.paths())?;
+    if let Some(img) = image {
+        manifests::set_image(&mut manifests, img, m.container.as_deref())?;
     }
-    let server_image = manifests::current_image(&manifests, a.manifests.container.as_deref());
+    let server_image = manifests::current_image(&manifests, m.container.as_deref());
+    Ok((manifests, server_image))
+}
+
+/// `diff` and `apply --dry-run`: a server-side dry run of every manifest and its diff.
+async fn diff_command(
+    c: &ClusterOptions,
+    manifests: &[manifests::Manifest],
+    force: bool,
+) -> Result<Report, Error> {
+    let cluster = Cluster::connect(c).await?;
+    let applied = apply::apply_all(&cluster, manifests, force, true, |_| {}).await?;
+    let mut text = String::new();
+    let mut objects = Vec::new();
+    for o in &applied {
+        let diff = apply::diff_text(&o.display_name(), o.before.as_ref(), &o.after);
+        let verb = match o.action {
+            Action::Created => "would be created",
+            Action::Configured => "would change",
+            Action::Unchanged => "unchanged",
+        };
+        text.push_str(&format!("{}: {verb}\n", o.display_name()));
+        if o.action != Action::Unchanged {
+            text.push_str(&diff);
+        }
+        let mut j = object_json(o);
+        j["diff"] = json!(diff);
+        objects.push(j);
+    }
+    let changes = applied
+        .iter()
+        .filter(|o| o.action != Action::Unchanged)
+        .count();
+    text.push_str(&format!(
+        "{changes} of {} object(s) would change (server-side dry run; nothing was applied)\n",
+        applied.len()
+    ));
+    Ok(Report {
+        text,
+        json: json!({"command": "apply", "dry_run": true, "namespace": cluster.namespace, "changes": changes, "objects": objects}),
+    })
+}
+
+/// `apply` (and the apply half of `release`, and `diff` as a dry run).
+async fn apply_command(a: &ApplyCommand, pushed: Option<&image::Pushed>) -> Result<Report, Error> {
+    let (manifests, server_image) = load_manifests(&a.manifests, a.image.as_deref())?;
     if let Some(s) = &a.wait.smoke_image
         && !s.is_file()
     {
@@ -234,45 +258,12 @@ async fn apply_command(
             s.display()
         )));
     }
+    if a.dry_run {
+        return diff_command(&a.cluster, &manifests, a.force_conflicts).await;
+    }
     let cluster = Cluster::connect(&a.cluster).await?;
     let start = Instant::now();
     let mut p = Progress::new();
-
-    if a.dry_run {
-        let applied =
-            apply::apply_all(&cluster, &manifests, a.force_conflicts, true, |_| {}).await?;
-        drop(p);
-        let mut text = String::new();
-        let mut objects = Vec::new();
-        for o in &applied {
-            let diff = apply::diff_text(&o.display_name(), o.before.as_ref(), &o.after);
-            let verb = match o.action {
-                Action::Created => "would be created",
-                Action::Configured => "would change",
-                Action::Unchanged => "unchanged",
-            };
-            text.push_str(&format!("{}: {verb}\n", o.display_name()));
-            if o.action != Action::Unchanged {
-                text.push_str(&diff);
-            }
-            let mut j = object_json(o);
-            j["diff"] = json!(diff);
-            objects.push(j);
-        }
-        let changes = applied
-            .iter()
-            .filter(|o| o.action != Action::Unchanged)
-            .count();
-        text.push_str(&format!(
-            "{changes} of {} object(s) would change (server-side dry run; nothing was applied)\n",
-            applied.len()
-        ));
-        return Ok(Report {
-            text,
-            json: json!({"command": "apply", "dry_run": true, "namespace": cluster.namespace, "changes": changes, "objects": objects}),
-        });
-    }
-
     let applied = apply::apply_all(&cluster, &manifests, a.force_conflicts, false, |o| {
         let verb = match o.action {
             Action::Created => "created",
@@ -431,7 +422,7 @@ fn pod_state(pod: &Pod) -> (String, bool, i32, Option<String>) {
 }
 
 /// `status`: the deployed image, replicas, pods and the URL.
-async fn status_command(c: &ClusterArgs, m: &ManifestArgs) -> Result<Report, Error> {
+async fn status_command(c: &ClusterOptions, m: &ManifestOptions) -> Result<Report, Error> {
     let manifests = manifests::load(&m.paths())?;
     let cluster = Cluster::connect(c).await?;
     let mut text = String::new();

@@ -16,8 +16,8 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use serde::Deserialize;
 
-use crate::cli::RegistryArgs;
-use crate::error::ExitCode;
+use crate::options::RegistryOptions;
+use crate::support::{error_chain, install_crypto_provider};
 
 /// A registry problem.
 #[derive(Debug, thiserror::Error)]
@@ -53,17 +53,6 @@ pub enum RegistryError {
     NotFound { reference: String, message: String },
     #[error("registry {registry}: {message}")]
     Protocol { registry: String, message: String },
-}
-
-impl RegistryError {
-    pub fn exit_code(&self) -> ExitCode {
-        match self {
-            RegistryError::Reference { .. }
-            | RegistryError::Config { .. }
-            | RegistryError::Stdin(_) => ExitCode::Usage,
-            _ => ExitCode::Image,
-        }
-    }
 }
 
 /// Credentials for one registry, with where they came from (for messages; never the secret).
@@ -111,7 +100,7 @@ pub fn is_loopback(registry: &str) -> bool {
 
 /// The oci-client configuration: HTTPS except loopback registries and the `--insecure-registry` ones.
 pub fn client_for(registries: &[&str], insecure: &[String]) -> Client {
-    crate::install_crypto_provider();
+    install_crypto_provider();
     let mut plain: Vec<String> = registries
         .iter()
         .filter(|r| is_loopback(r))
@@ -366,8 +355,8 @@ pub struct CredentialSource {
 
 impl CredentialSource {
     /// From the command line; reads stdin now if --registry-password-stdin is set.
-    pub fn from_args(args: &RegistryArgs) -> Result<Self, RegistryError> {
-        let explicit = match (&args.registry_username, args.registry_password_stdin) {
+    pub fn from_options(args: &RegistryOptions) -> Result<Self, RegistryError> {
+        let explicit = match (&args.username, args.password_stdin) {
             (Some(u), true) => Some((u.clone(), read_password_stdin()?)),
             _ => None,
         };
@@ -406,7 +395,7 @@ pub fn classify(
     insecure: &[String],
 ) -> RegistryError {
     let registry = reference.resolve_registry().to_string();
-    let text = crate::cluster::error_chain(&e);
+    let text = error_chain(&e);
     match &e {
         OciDistributionError::UnauthorizedError { .. }
         | OciDistributionError::AuthenticationFailure(_) => RegistryError::Unauthorized {

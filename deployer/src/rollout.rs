@@ -12,7 +12,6 @@ use tokio::time::Instant;
 
 use crate::apply::{ApplyError, FIELD_MANAGER, api_error};
 use crate::cluster::Cluster;
-use crate::error::ExitCode;
 use crate::progress::Progress;
 
 const POLL: Duration = Duration::from_millis(400);
@@ -77,16 +76,6 @@ fn rollback_note(r: &Option<Rollback>) -> String {
 }
 
 impl RolloutError {
-    pub fn exit_code(&self) -> ExitCode {
-        match self {
-            RolloutError::Failed { .. } | RolloutError::Gone(_) => ExitCode::Rollout,
-            RolloutError::Timeout { .. } | RolloutError::LoadBalancerTimeout { .. } => {
-                ExitCode::Timeout
-            }
-            RolloutError::Api(e) => e.exit_code(),
-        }
-    }
-
     /// Attach the outcome of a rollback to a rollout failure.
     pub fn with_rollback(self, r: Rollback) -> Self {
         match self {

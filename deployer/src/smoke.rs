@@ -7,6 +7,8 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use crate::support::{error_chain, install_crypto_provider};
+
 /// The deployment answers, but not correctly (or not at all).
 #[derive(Debug, thiserror::Error)]
 pub enum SmokeError {
@@ -96,7 +98,7 @@ pub async fn smoke(
     image: Option<&Path>,
     timeout: Duration,
 ) -> Result<SmokeReport, SmokeError> {
-    crate::install_crypto_provider();
+    install_crypto_provider();
     let (bytes, name, mime) = match image {
         Some(p) => (
             std::fs::read(p).map_err(|source| SmokeError::Image {
@@ -123,7 +125,7 @@ pub async fn smoke(
         let last = match client.get(format!("{url}readyz")).send().await {
             Ok(r) if r.status().is_success() => break,
             Ok(r) => format!("HTTP {}", r.status()),
-            Err(e) => crate::cluster::error_chain(&e),
+            Err(e) => error_chain(&e),
         };
         if Instant::now() >= deadline {
             return Err(SmokeError::NotReady {
@@ -149,7 +151,7 @@ pub async fn smoke(
         .multipart(form)
         .send()
         .await
-        .map_err(|e| err(crate::cluster::error_chain(&e)))?;
+        .map_err(|e| err(error_chain(&e)))?;
     let status = resp.status();
     let body = resp.text().await.map_err(|e| err(e.to_string()))?;
     let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
