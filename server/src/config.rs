@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::model::ModelOverrides;
+
 /// BentoML-compatible prediction server for the celestial-bodies classifier (axum + ONNX Runtime).
 #[derive(Debug, Clone, Parser)]
 #[command(name = "celestial-server", version, about, long_about = None)]
@@ -49,54 +51,6 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
-}
-
-/// Tensor layout of the model input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
-pub enum Layout {
-    /// [N, C, H, W]
-    #[value(name = "NCHW", alias = "nchw")]
-    #[serde(rename = "NCHW")]
-    Nchw,
-    /// [N, H, W, C]
-    #[value(name = "NHWC", alias = "nhwc")]
-    #[serde(rename = "NHWC")]
-    Nhwc,
-}
-
-/// Colour mode of the model input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ColorMode {
-    /// Three channels, R, G, B.
-    Rgb,
-    /// One channel: a weighted sum of R, G, B (`--grayscale-coefficients`).
-    Grayscale,
-}
-
-/// Resize filter (image-rs names; `triangle` is antialiased bilinear, like PIL's BILINEAR).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ResizeFilter {
-    /// Nearest neighbour.
-    Nearest,
-    /// Antialiased bilinear.
-    Triangle,
-    /// Catmull-Rom bicubic.
-    #[value(name = "catmull_rom", alias = "catmull-rom")]
-    CatmullRom,
-    /// Lanczos with a window of 3.
-    Lanczos3,
-}
-
-/// What the model outputs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OutputKind {
-    /// Unnormalised scores; the server applies softmax.
-    Logits,
-    /// Already probabilities; served as they are.
-    Probabilities,
 }
 
 /// Server configuration (flags and environment variables).
@@ -190,76 +144,6 @@ pub struct Config {
     /// Log filter (tracing EnvFilter syntax, e.g. `info` or `celestial_server=debug`).
     #[arg(long, env = "CELESTIAL_LOG", default_value = "info")]
     pub log_filter: String,
-
-    /// FOR TESTING ONLY: sleep this long inside every prediction request (after admission), to make
-    /// overload, timeouts and graceful drain observable. Keep 0 in production.
-    #[arg(long, env = "CELESTIAL_TEST_DELAY", default_value = "0s", value_parser = parse_duration)]
-    pub test_delay: Duration,
-}
-
-/// Model description flags: they fill in (and override) the model's `celestial.*` metadata, so a model
-/// without metadata (e.g. the guide's own export) can be served.
-#[derive(Debug, Clone, Default, Args)]
-pub struct ModelOverrides {
-    /// Class labels in output order, comma-separated (overrides `celestial.labels`).
-    #[arg(long, env = "CELESTIAL_LABELS", value_delimiter = ',')]
-    pub labels: Option<Vec<String>>,
-
-    /// Name of the model input to feed (overrides `celestial.input_name`; default: the only input).
-    #[arg(long, env = "CELESTIAL_INPUT_NAME")]
-    pub input_name: Option<String>,
-
-    /// Name of the model output to read (overrides `celestial.output_name`; default: the first output).
-    #[arg(long, env = "CELESTIAL_OUTPUT_NAME")]
-    pub output_name: Option<String>,
-
-    /// Input tensor layout (overrides `celestial.input_layout`; default: inferred from the input shape).
-    #[arg(long, env = "CELESTIAL_INPUT_LAYOUT", value_enum)]
-    pub input_layout: Option<Layout>,
-
-    /// Input height in pixels (overrides `celestial.input_height`; default: from the input shape).
-    #[arg(long, env = "CELESTIAL_INPUT_HEIGHT")]
-    pub input_height: Option<u32>,
-
-    /// Input width in pixels (overrides `celestial.input_width`; default: from the input shape).
-    #[arg(long, env = "CELESTIAL_INPUT_WIDTH")]
-    pub input_width: Option<u32>,
-
-    /// Colour mode (overrides `celestial.color_mode`; default: from the channel count).
-    #[arg(long, env = "CELESTIAL_COLOR_MODE", value_enum)]
-    pub color_mode: Option<ColorMode>,
-
-    /// R,G,B weights for grayscale models (overrides `celestial.grayscale_coefficients`; default 0.299,0.587,0.114).
-    #[arg(long, env = "CELESTIAL_GRAYSCALE_COEFFICIENTS", value_delimiter = ',')]
-    pub grayscale_coefficients: Option<Vec<f32>>,
-
-    /// Resize filter (overrides `celestial.resize_filter`; default triangle).
-    #[arg(long, env = "CELESTIAL_RESIZE_FILTER", value_enum)]
-    pub resize_filter: Option<ResizeFilter>,
-
-    /// Multiplier applied to 0..255 pixel values (overrides `celestial.scale`; default 1/255).
-    #[arg(long, env = "CELESTIAL_SCALE")]
-    pub scale: Option<f32>,
-
-    /// Per-channel mean subtracted after scaling, comma-separated (overrides `celestial.mean`; default 0).
-    #[arg(long, env = "CELESTIAL_MEAN", value_delimiter = ',')]
-    pub mean: Option<Vec<f32>>,
-
-    /// Per-channel standard deviation divided by after the mean, comma-separated (overrides `celestial.std`; default 1).
-    #[arg(long, env = "CELESTIAL_STD", value_delimiter = ',')]
-    pub std: Option<Vec<f32>>,
-
-    /// Whether the output holds logits or probabilities (overrides `celestial.output_kind`; default logits).
-    #[arg(long, env = "CELESTIAL_OUTPUT_KIND", value_enum)]
-    pub output_kind: Option<OutputKind>,
-
-    /// Model name reported by /model and the docs (overrides `celestial.model_name`).
-    #[arg(long, env = "CELESTIAL_MODEL_NAME")]
-    pub model_name: Option<String>,
-
-    /// Model version reported by /model and the docs (overrides `celestial.model_version`).
-    #[arg(long, env = "CELESTIAL_MODEL_VERSION")]
-    pub model_version: Option<String>,
 }
 
 impl Config {
@@ -337,6 +221,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{ColorMode, Layout};
     use clap::CommandFactory;
 
     #[test]

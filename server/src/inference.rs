@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use ort::environment::Environment;
@@ -15,8 +15,8 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::value::{TensorElementType, TensorRef, ValueType};
 use tokio::sync::oneshot;
 
-use crate::config::OutputKind;
-use crate::model::{ModelError, ModelSpec, TensorInfo};
+use crate::classifier::{Classification, Classifier, ClassifyError, JobOutput, Prediction};
+use crate::model::{ModelError, ModelOverrides, ModelSpec, OutputKind, TensorInfo};
 use crate::preprocess::{self, PreprocessError};
 
 /// ONNX Runtime version this build pins (scripts/onnxruntime.sh installs it).
@@ -158,24 +158,6 @@ pub struct EngineOptions {
     pub ort_dylib_path: Option<PathBuf>,
 }
 
-/// One image's answer.
-#[derive(Debug, Clone)]
-pub struct Prediction {
-    /// Index of the most probable label.
-    pub best: usize,
-    /// One probability per label, in label order.
-    pub probabilities: Vec<f32>,
-}
-
-/// A finished job: one result per image, plus where the time went.
-#[derive(Debug)]
-pub struct JobOutput {
-    pub results: Vec<Result<Prediction, PreprocessError>>,
-    pub queue_wait: Duration,
-    pub preprocess: Duration,
-    pub inference: Duration,
-}
-
 struct Job {
     images: Vec<Bytes>,
     reply: oneshot::Sender<Result<JobOutput, InferenceError>>,
@@ -185,7 +167,7 @@ struct Job {
 /// The loaded model and its workers.
 pub struct Engine {
     spec: Arc<ModelSpec>,
-    /// `None` once [`Engine::close`] ran.
+    /// `None` once [`Classifier::close`] ran.
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     ort_version: String,
@@ -196,7 +178,7 @@ impl Engine {
     /// Load the model, resolve its spec, check it with a warm-up run, and start the workers.
     pub fn start(
         model_bytes: &[u8],
-        overrides: &crate::config::ModelOverrides,
+        overrides: &ModelOverrides,
         opts: &EngineOptions,
     ) -> Result<Engine, InferenceError> {
         let rt = runtime(opts.ort_dylib_path.as_deref())?;
@@ -236,20 +218,8 @@ impl Engine {
         })
     }
 
-    pub fn spec(&self) -> &Arc<ModelSpec> {
-        &self.spec
-    }
-
-    pub fn ort_version(&self) -> &str {
-        &self.ort_version
-    }
-
-    pub fn workers(&self) -> usize {
-        self.workers
-    }
-
     /// Decode, preprocess and classify `images` on a worker thread.
-    pub async fn predict(&self, images: Vec<Bytes>) -> Result<JobOutput, InferenceError> {
+    async fn predict(&self, images: Vec<Bytes>) -> Result<JobOutput, InferenceError> {
         let (reply, rx) = oneshot::channel();
         {
             let jobs = self.jobs.lock().map_err(|_| InferenceError::WorkersGone)?;
@@ -266,7 +236,7 @@ impl Engine {
 
     /// Stop taking jobs and wait for the workers to finish the queued ones and exit (blocking), so
     /// no inference is running when the process exits. Jobs whose client is gone are skipped.
-    pub fn close(&self) {
+    fn shut_down(&self) {
         if let Ok(mut jobs) = self.jobs.lock() {
             jobs.take();
         }
@@ -300,6 +270,33 @@ impl Engine {
             new_session(&rt.env, model_bytes, intra_op_threads)?,
             Arc::clone(&self.spec),
         ))
+    }
+}
+
+impl Classifier for Engine {
+    fn spec(&self) -> &Arc<ModelSpec> {
+        &self.spec
+    }
+
+    fn runtime_version(&self) -> &str {
+        &self.ort_version
+    }
+
+    fn workers(&self) -> usize {
+        self.workers
+    }
+
+    fn classify(&self, images: Vec<Bytes>) -> Classification<'_> {
+        Box::pin(async move {
+            self.predict(images).await.map_err(|e| match e {
+                InferenceError::WorkersGone => ClassifyError::Closed,
+                other => ClassifyError::Failed(other.to_string()),
+            })
+        })
+    }
+
+    fn close(&self) {
+        self.shut_down();
     }
 }
 
@@ -348,10 +345,7 @@ fn tensor_info(name: &str, dtype: &ValueType) -> TensorInfo {
     }
 }
 
-fn read_spec(
-    session: &Session,
-    overrides: &crate::config::ModelOverrides,
-) -> Result<ModelSpec, InferenceError> {
+fn read_spec(session: &Session, overrides: &ModelOverrides) -> Result<ModelSpec, InferenceError> {
     let meta = session
         .metadata()
         .map_err(|e| ModelError::Load(e.to_string()))?;

@@ -95,7 +95,7 @@ pub fn with_servers(doc: &[u8], prefix: &str) -> Option<Vec<u8>> {
 /// The middleware (`axum::middleware::from_fn_with_state(configured_prefix, root_path::middleware)`).
 pub async fn middleware(State(configured): State<Arc<str>>, req: Request, next: Next) -> Response {
     let prefix = effective(req.headers(), &configured);
-    let is_doc = req.method() == Method::GET && req.uri().path() == "/docs.json";
+    let is_doc = req.method() == Method::GET && req.uri().path() == crate::routes::DOCS_JSON;
     let mut resp = next.run(req).await;
     if is_doc {
         resp.headers_mut()

@@ -7,10 +7,11 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine as _;
-use celestial_server::config::ModelOverrides;
+use celestial_server::Classifier;
+use celestial_server::model::ModelOverrides;
 use celestial_server::model::ModelSpec;
 use celestial_server::preprocess;
-use common::{TestServer, model_dir};
+use common::model_dir;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -171,7 +172,7 @@ fn golden_fixtures_of_the_guide_recipe_model_served_with_flags() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let spec = engine_spec(&args);
     assert_eq!((spec.height, spec.width, spec.channels()), (32, 32, 1));
-    assert_eq!(spec.layout, celestial_server::config::Layout::Nhwc);
+    assert_eq!(spec.layout, celestial_server::model::Layout::Nhwc);
     check_golden(
         &model_dir().join("testdata/guide-recipe-golden.json"),
         &args,
@@ -183,7 +184,7 @@ fn golden_fixtures_of_the_guide_recipe_model_served_with_flags() {
 async fn guide_recipe_model_over_http() {
     let args = guide_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let s = TestServer::start(&args).await;
+    let s = common::start(&args).await;
     let c = reqwest::Client::new();
     let model: Value = c
         .get(s.url("/model"))
@@ -269,7 +270,7 @@ async fn validation_accuracy_over_http() {
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect();
-    let s = TestServer::start(&[]).await;
+    let s = common::start(&[]).await;
     let c = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()

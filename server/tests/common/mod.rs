@@ -1,78 +1,25 @@
-//! Helpers shared by the integration tests: start the real server in-process on port 0, locate
-//! the repository's model files and the dataset.
+//! Helpers shared by the integration tests: start the server in-process on port 0 (with the
+//! library's [`TestServer`]), locate the repository's model files and the dataset.
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use celestial_server::Config;
-use tokio::sync::oneshot;
+use celestial_server::{Classifier, Config};
 
-pub struct TestServer {
-    pub addr: SocketAddr,
-    pub base: String,
-    stop: Option<oneshot::Sender<()>>,
-    pub handle: tokio::task::JoinHandle<Result<(), celestial_server::ServerError>>,
+pub use celestial_server::testing::TestServer;
+
+/// The real server (ONNX Runtime, the model the flags name) in-process, started with `args`.
+pub async fn start(args: &[&str]) -> TestServer {
+    start_with(args, None).await
 }
 
-impl TestServer {
-    /// Start with the given flags (besides --port).
-    pub async fn start(args: &[&str]) -> TestServer {
-        let config = Config::from_args(args.iter().copied()).expect("valid test flags");
-        Self::start_with(config).await
-    }
-
-    pub async fn start_with(config: Config) -> TestServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(celestial_server::run(config, listener, async move {
-            let _ = rx.await;
-        }));
-        let server = TestServer {
-            addr,
-            base: format!("http://{addr}"),
-            stop: Some(tx),
-            handle,
-        };
-        server.wait_ready().await;
-        server
-    }
-
-    async fn wait_ready(&self) {
-        let client = reqwest::Client::new();
-        for _ in 0..600 {
-            if let Ok(r) = client.get(self.url("/readyz")).send().await
-                && r.status() == 200
-            {
-                return;
-            }
-            if self.handle.is_finished() {
-                panic!("server exited during start-up");
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        panic!("server not ready after 30 s");
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
-    }
-
-    /// Send the shutdown signal (like SIGTERM) without waiting.
-    pub fn signal(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-    }
-
-    /// Signal and wait for `run` to return.
-    pub async fn stop(mut self) -> Result<(), celestial_server::ServerError> {
-        self.signal();
-        self.handle.await.expect("server task")
-    }
+/// `classifier` (the real model when `None`) served in-process with `args`.
+pub async fn start_with(args: &[&str], classifier: Option<Arc<dyn Classifier>>) -> TestServer {
+    let config = Config::from_args(args.iter().copied()).expect("valid test flags");
+    TestServer::start(config, classifier)
+        .await
+        .unwrap_or_else(|e| panic!("the test server did not start: {e}"))
 }
 
 pub fn repo_root() -> PathBuf {

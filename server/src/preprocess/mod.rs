@@ -1,192 +1,24 @@
-//! Image bytes -> model input: format sniffing, header-only size check (before any pixel is decoded),
-//! decoding, EXIF orientation, alpha compositing onto black, colour conversion, resize and scaling.
+//! Image bytes -> model input: decoding (`decode`, with the JPEG fast path in `jpeg`), alpha
+//! compositing onto black, colour conversion, resize and scaling ([`Preprocessor`]).
+//!
+//! Inside: `error` (a leaf), `jpeg` (imports `error`), `decode` (imports `error` and `jpeg`);
+//! this file imports them and the model description. A new image format goes into
+//! `decode::SUPPORTED` (and `crate::routes::RAW_IMAGE_TYPES` for its media type).
+
+mod decode;
+mod error;
+mod jpeg;
 
 use std::borrow::Cow;
-use std::io::Cursor;
 use std::sync::Arc;
 
 use image::imageops::FilterType;
-use image::{
-    DynamicImage, GenericImageView, GrayImage, ImageDecoder, ImageFormat, ImageReader, RgbImage,
-};
+use image::{DynamicImage, GenericImageView, GrayImage, RgbImage};
 
-use crate::config::{ColorMode, Layout, ResizeFilter};
-use crate::jpeg;
-use crate::model::ModelSpec;
+pub use decode::{SUPPORTED, decode, decode_reusing, sniff};
+pub use error::PreprocessError;
 
-/// Why an uploaded image cannot be used.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum PreprocessError {
-    #[error("the image is empty (0 bytes)")]
-    Empty,
-    #[error("unsupported image format{0}; send JPEG, PNG, WebP, GIF or BMP")]
-    UnsupportedFormat(String),
-    #[error(
-        "the image is {width}x{height} = {pixels} pixels, more than the limit of {limit} pixels"
-    )]
-    TooLarge {
-        width: u32,
-        height: u32,
-        pixels: u64,
-        limit: u64,
-    },
-    #[error("the image has no pixels ({width}x{height})")]
-    ZeroSized { width: u32, height: u32 },
-    #[error("the {format} image is truncated")]
-    Truncated { format: &'static str },
-    #[error("the {format} image cannot be decoded: {reason}")]
-    Undecodable {
-        format: &'static str,
-        reason: String,
-    },
-}
-
-/// Formats the server decodes.
-pub const SUPPORTED: [ImageFormat; 5] = [
-    ImageFormat::Jpeg,
-    ImageFormat::Png,
-    ImageFormat::WebP,
-    ImageFormat::Gif,
-    ImageFormat::Bmp,
-];
-
-/// Format from the magic bytes, if it is one we decode.
-pub fn sniff(bytes: &[u8]) -> Result<ImageFormat, PreprocessError> {
-    if bytes.is_empty() {
-        return Err(PreprocessError::Empty);
-    }
-    match image::guess_format(bytes) {
-        Ok(f) if SUPPORTED.contains(&f) => Ok(f),
-        Ok(f) => Err(PreprocessError::UnsupportedFormat(format!(
-            " ({})",
-            format_name(f)
-        ))),
-        Err(_) => Err(PreprocessError::UnsupportedFormat(String::new())),
-    }
-}
-
-fn format_name(f: ImageFormat) -> &'static str {
-    match f {
-        ImageFormat::Jpeg => "JPEG",
-        ImageFormat::Png => "PNG",
-        ImageFormat::WebP => "WebP",
-        ImageFormat::Gif => "GIF",
-        ImageFormat::Bmp => "BMP",
-        ImageFormat::Tiff => "TIFF",
-        ImageFormat::Ico => "ICO",
-        ImageFormat::Avif => "AVIF",
-        ImageFormat::Hdr => "HDR",
-        ImageFormat::OpenExr => "OpenEXR",
-        ImageFormat::Pnm => "PNM",
-        ImageFormat::Tga => "TGA",
-        ImageFormat::Qoi => "QOI",
-        ImageFormat::Dds => "DDS",
-        ImageFormat::Farbfeld => "farbfeld",
-        _ => "unknown",
-    }
-}
-
-/// A JPEG whose last scan is not followed by an EOI marker was cut short. (0xFF 0xD9 cannot occur
-/// inside entropy-coded data, which stuffs every 0xFF with 0x00.)
-pub(crate) fn jpeg_is_truncated(bytes: &[u8]) -> bool {
-    // Searched from the end: the EOI of a whole file is in its last bytes, so this reads almost
-    // nothing for a good file (it runs on every upload).
-    let has_scan = |b: &[u8]| b.windows(2).any(|w| w == [0xFF, 0xDA]);
-    match bytes.windows(2).rposition(|w| w == [0xFF, 0xD9]) {
-        Some(eoi) => has_scan(&bytes[eoi + 2..]), // a scan after the last EOI
-        None => has_scan(bytes), // no EOI: truncated if there is a scan at all (else the decoder reports it)
-    }
-}
-
-/// Decode an image: sniff the format, read only the header to check the size against
-/// `max_pixels`, then decode and apply the EXIF orientation.
-pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, PreprocessError> {
-    decode_reusing(bytes, max_pixels, Vec::new())
-}
-
-/// [`decode`], with `buf`'s allocation reused for the pixels where the decoder allows it.
-pub fn decode_reusing(
-    bytes: &[u8],
-    max_pixels: u64,
-    buf: Vec<u8>,
-) -> Result<DynamicImage, PreprocessError> {
-    let format = sniff(bytes)?;
-    if format == ImageFormat::Jpeg
-        && let jpeg::Fast::Image(img) = jpeg::decode(bytes, max_pixels, buf)?
-    {
-        return Ok(img);
-    }
-    decode_general(bytes, format, max_pixels)
-}
-
-/// Any supported format through image-rs.
-fn decode_general(
-    bytes: &[u8],
-    format: ImageFormat,
-    max_pixels: u64,
-) -> Result<DynamicImage, PreprocessError> {
-    let name = format_name(format);
-    let mut reader = ImageReader::new(Cursor::new(bytes));
-    reader.set_format(format);
-    let mut limits = image::Limits::default();
-    // 16-bit RGBA is 8 bytes per pixel; leave room for decoder scratch space.
-    limits.max_alloc = Some(max_pixels.saturating_mul(8).saturating_add(64 << 20));
-    reader.limits(limits);
-    let map_err = |e: image::ImageError| classify(e, name);
-    let mut decoder = reader.into_decoder().map_err(map_err)?;
-    let (width, height) = decoder.dimensions();
-    let pixels = u64::from(width) * u64::from(height);
-    if pixels > max_pixels {
-        return Err(PreprocessError::TooLarge {
-            width,
-            height,
-            pixels,
-            limit: max_pixels,
-        });
-    }
-    if pixels == 0 {
-        return Err(PreprocessError::ZeroSized { width, height });
-    }
-    if format == ImageFormat::Jpeg && jpeg_is_truncated(bytes) {
-        return Err(PreprocessError::Truncated { format: name });
-    }
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img = DynamicImage::from_decoder(decoder).map_err(map_err)?;
-    img.apply_orientation(orientation);
-    Ok(img)
-}
-
-fn classify(e: image::ImageError, name: &'static str) -> PreprocessError {
-    use image::ImageError as E;
-    match e {
-        E::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
-            PreprocessError::Truncated { format: name }
-        }
-        E::Unsupported(u) => PreprocessError::UnsupportedFormat(format!(" ({name}: {u})")),
-        E::Limits(l) => PreprocessError::Undecodable {
-            format: name,
-            reason: format!("decoder limit exceeded: {l}"),
-        },
-        other => {
-            let reason = other.to_string();
-            let lower = reason.to_ascii_lowercase();
-            if lower.contains("eof")
-                || lower.contains("end of file")
-                || lower.contains("truncated")
-                || lower.contains("unexpected end")
-            {
-                PreprocessError::Truncated { format: name }
-            } else {
-                PreprocessError::Undecodable {
-                    format: name,
-                    reason,
-                }
-            }
-        }
-    }
-}
+use crate::model::{ColorMode, Layout, ModelSpec, ResizeFilter};
 
 fn filter(f: ResizeFilter) -> FilterType {
     match f {
@@ -583,7 +415,7 @@ impl Preprocessor {
     /// between images, so one 40-megapixel upload does not pin 120 MB for the process's lifetime.
     fn trim(&mut self) {
         fn cap<T>(v: &mut Vec<T>) {
-            if v.capacity() * std::mem::size_of::<T>() > KEEP_BYTES {
+            if v.capacity() * size_of::<T>() > KEEP_BYTES {
                 *v = Vec::new();
             }
         }
@@ -703,9 +535,12 @@ pub fn fill_tensor(img: &DynamicImage, spec: &ModelSpec, out: &mut [f32]) {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Cursor;
+
+    use image::{ImageFormat, Rgba, RgbaImage};
+
     use super::*;
-    use crate::config::OutputKind;
-    use image::{Rgba, RgbaImage};
+    use crate::model::OutputKind;
 
     fn spec(color: ColorMode, layout: Layout) -> ModelSpec {
         let ch = if color == ColorMode::Rgb { 3 } else { 1 };
@@ -961,18 +796,18 @@ mod tests {
             &DynamicImage::ImageRgb8(RgbImage::from_pixel(16, 16, image::Rgb([9, 99, 199]))),
             ImageFormat::Jpeg,
         );
-        assert!(!jpeg_is_truncated(&jpeg));
-        assert!(jpeg_is_truncated(&jpeg[..jpeg.len() - 2]), "EOI cut off");
+        assert!(!jpeg::is_truncated(&jpeg));
+        assert!(jpeg::is_truncated(&jpeg[..jpeg.len() - 2]), "EOI cut off");
         let sos = jpeg.windows(2).position(|w| w == [0xFF, 0xDA]).unwrap();
         let mid_scan = sos + (jpeg.len() - sos) / 2;
-        assert!(jpeg_is_truncated(&jpeg[..mid_scan]), "cut in the scan");
+        assert!(jpeg::is_truncated(&jpeg[..mid_scan]), "cut in the scan");
         assert!(
-            !jpeg_is_truncated(&jpeg[..sos]),
+            !jpeg::is_truncated(&jpeg[..sos]),
             "no scan at all: left to the decoder"
         );
         let mut twice = jpeg.clone();
         twice.extend_from_slice(&jpeg[..mid_scan]); // a second image cut short after the first
-        assert!(jpeg_is_truncated(&twice));
+        assert!(jpeg::is_truncated(&twice));
     }
 
     #[test]

@@ -1,0 +1,62 @@
+//! The seam between HTTP and inference: the HTTP layer sees a [`Classifier`], never ONNX Runtime.
+//! [`crate::inference::Engine`] implements it with ONNX Runtime sessions on worker threads;
+//! [`crate::testing::FakeClassifier`] implements it without, so the router is tested in-process.
+//!
+//! Imports only the model description and the image error.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::model::ModelSpec;
+use crate::preprocess::PreprocessError;
+
+/// One image's answer.
+#[derive(Debug, Clone)]
+pub struct Prediction {
+    /// Index of the most probable label.
+    pub best: usize,
+    /// One probability per label, in label order.
+    pub probabilities: Vec<f32>,
+}
+
+/// A finished job: one result per image, plus where the time went.
+#[derive(Debug)]
+pub struct JobOutput {
+    pub results: Vec<Result<Prediction, PreprocessError>>,
+    pub queue_wait: Duration,
+    pub preprocess: Duration,
+    pub inference: Duration,
+}
+
+/// Why a job got no answer (an image's own failure is a [`PreprocessError`] in its slot instead).
+#[derive(Debug, thiserror::Error)]
+pub enum ClassifyError {
+    /// The classifier was closed (the server is shutting down).
+    #[error("the inference workers are gone")]
+    Closed,
+    /// A server fault (e.g. ONNX Runtime failed).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The answer of [`Classifier::classify`], boxed so the trait can be used as `dyn Classifier`.
+pub type Classification<'a> =
+    Pin<Box<dyn Future<Output = Result<JobOutput, ClassifyError>> + Send + 'a>>;
+
+/// What the HTTP layer needs from a model: its description and a way to classify images.
+pub trait Classifier: Send + Sync {
+    /// The served model (labels, input spec, name and version).
+    fn spec(&self) -> &Arc<ModelSpec>;
+    /// The inference runtime's version (`/model`, `/metrics`).
+    fn runtime_version(&self) -> &str;
+    /// Number of inference workers (`/model`).
+    fn workers(&self) -> usize;
+    /// Decode, preprocess and classify `images` (one result per image, in order).
+    fn classify(&self, images: Vec<Bytes>) -> Classification<'_>;
+    /// Stop taking jobs and wait for the running ones (blocking; called once, at shutdown).
+    fn close(&self);
+}

@@ -1,0 +1,93 @@
+//! One function per component schema of the OpenAPI document.
+
+use serde_json::{Value, json};
+use utoipa::openapi::{Components, ComponentsBuilder, Schema};
+
+use super::common::{error_example, schema};
+use crate::errors::ErrorCode;
+use crate::model::ModelSpec;
+
+/// `Prediction`: the answer of `POST /predict`, with every label of `spec`.
+fn prediction(spec: &ModelSpec, example: &Value) -> Schema {
+    let label_enum = json!({"type": "string", "enum": spec.labels});
+    let probs_props: serde_json::Map<String, Value> = spec
+        .labels
+        .iter()
+        .map(|l| {
+            (
+                l.clone(),
+                json!({"type": "number", "minimum": 0, "maximum": 1}),
+            )
+        })
+        .collect();
+    schema(json!({
+        "type": "object", "required": ["prediction", "probabilities"],
+        "properties": {
+            "prediction": {"description": "The most probable label.", "allOf": [label_enum]},
+            "probabilities": {"type": "object", "description": "Probability of every label (they sum to 1).",
+                "required": spec.labels, "properties": probs_props, "additionalProperties": false}
+        },
+        "example": example
+    }))
+}
+
+/// `Error`: every error body, with the list of stable codes.
+fn error() -> Schema {
+    let codes: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+    schema(json!({
+        "type": "object", "required": ["error", "code"],
+        "properties": {
+            "error": {"type": "string", "description": "What went wrong, as a sentence."},
+            "code": {"type": "string", "enum": codes, "description": "Stable machine-readable code."}
+        },
+        "example": error_example(ErrorCode::InvalidImage)
+    }))
+}
+
+/// `BatchResponse`: a prediction or an error per image.
+fn batch_response() -> Schema {
+    schema(json!({
+        "type": "object", "required": ["results"],
+        "properties": {"results": {"type": "array", "items": {"oneOf": [
+            {"$ref": "#/components/schemas/Prediction"}, {"$ref": "#/components/schemas/Error"}
+        ]}}}
+    }))
+}
+
+/// `Health`: the 200 answer of the health routes (a 503 is an `Error`).
+fn health() -> Schema {
+    schema(json!({
+        "type": "object", "required": ["status"],
+        "properties": {"status": {"type": "string", "enum": ["ok"]}}
+    }))
+}
+
+/// `ModelInfo`: the answer of `GET /model`.
+fn model_info() -> Schema {
+    schema(json!({
+        "type": "object",
+        "required": ["name", "version", "labels", "input", "onnxruntime_version"],
+        "properties": {
+            "name": {"type": "string"}, "version": {"type": "string"},
+            "labels": {"type": "array", "items": {"type": "string"}},
+            "input": {"type": "object", "description": "Tensor name, layout, size, colour mode and preprocessing."},
+            "output": {"type": "object"},
+            "trained_at": {"type": ["string", "null"]},
+            "validation_accuracy": {"type": ["number", "null"]},
+            "onnxruntime_version": {"type": "string"},
+            "server_version": {"type": "string"},
+            "workers": {"type": "integer"}
+        }
+    }))
+}
+
+/// Every component schema.
+pub fn components(spec: &ModelSpec, example: &Value) -> Components {
+    ComponentsBuilder::new()
+        .schema("Prediction", prediction(spec, example))
+        .schema("Error", error())
+        .schema("BatchResponse", batch_response())
+        .schema("Health", health())
+        .schema("ModelInfo", model_info())
+        .build()
+}

@@ -1,0 +1,101 @@
+//! The documents the server answers with, rendered once at start-up ([`documents`]): the OpenAPI
+//! 3.1 document (`/docs.json`, [`openapi`]), the BentoML service description (`/schema.json`)
+//! that `bentoml.SyncHTTPClient` reads, and the model description (`/model`).
+//!
+//! Inside: `common` (schema helpers, a leaf), `operations` (one function per route),
+//! `components` (one function per schema), `openapi` (assembles them). Imports the classifier's
+//! description of the model, the error codes and the routes; never the HTTP layer.
+
+mod common;
+mod components;
+mod openapi;
+mod operations;
+
+use axum::body::Bytes;
+use serde_json::{Value, json};
+
+pub use common::example_prediction;
+pub use openapi::{DocLimits, openapi};
+
+use crate::classifier::Classifier;
+use crate::routes;
+
+/// The serialized documents.
+#[derive(Debug, Clone)]
+pub struct Documents {
+    pub openapi: Bytes,
+    pub schema: Bytes,
+    pub model: Bytes,
+}
+
+/// Render every document for `classifier`'s model.
+pub fn documents(classifier: &dyn Classifier, service_name: &str, limits: &DocLimits) -> Documents {
+    let openapi = openapi(classifier.spec(), limits)
+        .to_json()
+        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    Documents {
+        openapi: Bytes::from(openapi),
+        schema: Bytes::from(bentoml_schema(service_name).to_string()),
+        model: Bytes::from(model_document(classifier).to_string()),
+    }
+}
+
+/// The `/model` document.
+pub fn model_document(classifier: &dyn Classifier) -> Value {
+    let s = classifier.spec();
+    json!({
+        "name": s.name,
+        "version": s.version,
+        "labels": s.labels,
+        "input": {
+            "name": s.input_name,
+            "layout": s.layout,
+            "height": s.height,
+            "width": s.width,
+            "color_mode": s.color_mode,
+            "grayscale_coefficients": (s.channels() == 1).then_some(s.grayscale_coefficients),
+            "alpha": s.alpha,
+            "resize_filter": s.resize_filter,
+            "resize_mode": s.resize_mode,
+            "scale": s.scale,
+            "mean": s.mean,
+            "std": s.std,
+        },
+        "output": {"name": s.output_name, "kind": s.output_kind},
+        "trained_at": s.trained_at,
+        "validation_accuracy": s.validation_accuracy,
+        "onnxruntime_version": classifier.runtime_version(),
+        "server_version": env!("CARGO_PKG_VERSION"),
+        "workers": classifier.workers(),
+    })
+}
+
+/// The service description BentoML's client reads (`GET /schema.json`).
+pub fn bentoml_schema(service_name: &str) -> Value {
+    json!({
+        "name": service_name,
+        "type": "service",
+        "routes": [{
+            "name": "predict",
+            "route": routes::PREDICT,
+            "batchable": false,
+            "input": {
+                "properties": {
+                    "image": {
+                        "description": "Planet image to analyze",
+                        "format": "image",
+                        "pil": true,
+                        "title": "Image",
+                        "type": "file"
+                    }
+                },
+                "required": ["image"],
+                "title": "Input",
+                "type": "object"
+            },
+            "output": {"type": "string", "media_type": "application/json"},
+            "is_task": false
+        }],
+        "paths": {(routes::PREDICT): {"mounted": false}}
+    })
+}

@@ -1,0 +1,106 @@
+//! The OpenAPI 3.1 document of `/docs.json`, generated from the served model with utoipa's
+//! builders: the description, then one path per documented route ([`super::operations`]) and the
+//! component schemas ([`super::components`]).
+
+use utoipa::openapi::path::{HttpMethod, PathItem};
+use utoipa::openapi::{InfoBuilder, OpenApi, OpenApiBuilder, PathsBuilder, Tag};
+
+use super::common::example_prediction;
+use super::components::components;
+use super::operations;
+use crate::model::ModelSpec;
+use crate::routes;
+
+/// The limits the document states.
+#[derive(Debug, Clone, Copy)]
+pub struct DocLimits {
+    pub max_body_bytes: usize,
+    pub max_image_pixels: u64,
+    pub max_batch: usize,
+}
+
+/// The labels as Markdown code, comma-separated.
+fn labels_md(spec: &ModelSpec) -> String {
+    spec.labels
+        .iter()
+        .map(|l| format!("`{l}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The document's description: what the service does, the model and the limits.
+fn description(spec: &ModelSpec, labels_md: &str, limits: &DocLimits) -> String {
+    let DocLimits {
+        max_body_bytes,
+        max_image_pixels,
+        max_batch,
+    } = *limits;
+    let accuracy = spec
+        .validation_accuracy
+        .map(|a| format!(" Validation accuracy: {:.2}%.", a * 100.0))
+        .unwrap_or_default();
+    format!(
+        "Classifies a picture of a celestial body into one of {n} classes: {labels_md}.\n\n\
+         Send an image (JPEG, PNG, WebP, GIF or BMP) to `POST /predict`, either as the multipart/form-data part `image` \
+         (what the BentoML client and the Try-it-out button send) or as the raw request body. The answer names the most \
+         probable class and the probability of every class.\n\n\
+         Model `{name}` version `{version}`: input {h}x{w} {color}, {layout}.{accuracy}{extra}\n\n\
+         Limits: bodies up to {max_body_bytes} bytes, images up to {max_image_pixels} pixels, {max_batch} images per batch. \
+         Every error is JSON `{{\"error\": \"<sentence>\", \"code\": \"<stable_code>\"}}`.",
+        n = spec.labels.len(),
+        name = spec.name,
+        version = spec.version,
+        h = spec.height,
+        w = spec.width,
+        color = if spec.channels() == 3 {
+            "RGB"
+        } else {
+            "grayscale"
+        },
+        layout = spec.layout.name(),
+        extra = spec
+            .description
+            .as_deref()
+            .map(|d| format!("\n\n{d}"))
+            .unwrap_or_default(),
+    )
+}
+
+/// Build the OpenAPI document for the served model.
+pub fn openapi(spec: &ModelSpec, limits: &DocLimits) -> OpenApi {
+    let labels_md = labels_md(spec);
+    let example = example_prediction(spec);
+    let get = |op| PathItem::new(HttpMethod::Get, op);
+    let paths = PathsBuilder::new()
+        .path(
+            routes::PREDICT,
+            PathItem::new(HttpMethod::Post, operations::predict(&labels_md, &example)),
+        )
+        .path(
+            routes::PREDICT_BATCH,
+            PathItem::new(
+                HttpMethod::Post,
+                operations::predict_batch(limits.max_batch, &example),
+            ),
+        )
+        .path(routes::LIVEZ, get(operations::livez()))
+        .path(routes::READYZ, get(operations::readyz()))
+        .path(routes::HEALTHZ, get(operations::healthz()))
+        .path(routes::METRICS, get(operations::metrics()))
+        .path(routes::MODEL, get(operations::model()))
+        .path(routes::SCHEMA_JSON, get(operations::schema_json()))
+        .path(routes::DOCS_JSON, get(operations::docs_json()))
+        .path(routes::DOCS, get(operations::docs_ui()));
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("Celestial bodies classifier")
+                .version(spec.version.clone())
+                .description(Some(description(spec, &labels_md, limits)))
+                .build(),
+        )
+        .paths(paths.build())
+        .components(Some(components(spec, &example)))
+        .tags(Some(operations::TAGS.map(Tag::new)))
+        .build()
+}

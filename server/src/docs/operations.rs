@@ -1,0 +1,313 @@
+//! One function per documented operation (and its request body), in the order of the document.
+
+use serde_json::{Value, json};
+use utoipa::openapi::path::{Operation, OperationBuilder};
+use utoipa::openapi::request_body::{RequestBody, RequestBodyBuilder};
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::{ContentBuilder, HeaderBuilder, Required, Response};
+
+use super::common::{error_example, error_response, json_response, schema, schema_ref};
+use crate::errors::ErrorCode;
+use crate::routes;
+
+const SERVICE_APIS: &str = "Service APIs";
+const INFRASTRUCTURE: &str = "Infrastructure";
+
+/// The tags the operations use, in the document's order.
+pub const TAGS: [&str; 2] = [SERVICE_APIS, INFRASTRUCTURE];
+
+/// The schema of one uploaded image part.
+fn image_part() -> Value {
+    json!({
+        "type": "string", "format": "binary", "contentMediaType": "application/octet-stream",
+        "description": "Planet image to analyze (JPEG, PNG, WebP, GIF or BMP)"
+    })
+}
+
+/// `POST /predict`'s body: the multipart part `image`, or a raw body of any accepted media type.
+fn predict_body() -> RequestBody {
+    let mut body = RequestBodyBuilder::new()
+        .description(Some(
+            "The image, as the multipart part `image` or as the raw body.",
+        ))
+        .required(Some(Required::True))
+        .content(
+            "multipart/form-data",
+            ContentBuilder::new()
+                .schema(Some(schema(json!({
+                    "type": "object", "title": "Input", "required": ["image"],
+                    "properties": {"image": image_part()}
+                }))))
+                .build(),
+        );
+    for t in routes::RAW_IMAGE_TYPES {
+        body = body.content(
+            t,
+            ContentBuilder::new()
+                .schema(Some(schema(json!({"type": "string", "format": "binary"}))))
+                .build(),
+        );
+    }
+    body.build()
+}
+
+/// `POST /predict/batch`'s body: several `image` parts.
+fn batch_body(max_batch: usize) -> RequestBody {
+    RequestBodyBuilder::new()
+        .required(Some(Required::True))
+        .content(
+            "multipart/form-data",
+            ContentBuilder::new()
+                .schema(Some(schema(json!({
+                    "type": "object", "required": ["image"],
+                    "properties": {"image": {"type": "array", "maxItems": max_batch, "items": image_part()}}
+                }))))
+                .build(),
+        )
+        .build()
+}
+
+/// The 429 answer, with its `Retry-After` header.
+fn overload_response() -> Response {
+    let mut r = error_response(
+        "Too many predictions in progress (over --max-concurrency); retry after the given seconds.",
+        &[ErrorCode::Overloaded],
+    );
+    r.headers.insert(
+        "Retry-After".into(),
+        HeaderBuilder::new()
+            .schema(Some(schema(json!({"type": "integer", "minimum": 0}))))
+            .description(Some("Seconds to wait before retrying."))
+            .build()
+            .into(),
+    );
+    r
+}
+
+/// The error answers of both prediction routes (`batch`: per-image errors are in the 200 answer,
+/// and the batch can be too long).
+fn prediction_errors(op: OperationBuilder, batch: bool) -> OperationBuilder {
+    let mut bad_request = vec![
+        ErrorCode::EmptyBody,
+        ErrorCode::MissingImagePart,
+        ErrorCode::MissingBoundary,
+        ErrorCode::InvalidMultipart,
+    ];
+    let mut too_large = vec![ErrorCode::BodyTooLarge];
+    if batch {
+        too_large.push(ErrorCode::TooManyImages);
+    } else {
+        bad_request.extend([ErrorCode::InvalidImage, ErrorCode::TruncatedImage]);
+    }
+    let unsupported = [
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::UnsupportedImageFormat,
+    ];
+    let mut op = op
+        .response(
+            "400",
+            error_response("The request or the image is malformed.", &bad_request),
+        )
+        .response(
+            "413",
+            error_response(
+                "The body is over --max-body-bytes (or too many images).",
+                &too_large,
+            ),
+        )
+        .response(
+            "415",
+            error_response("Unsupported content type or image format.", &unsupported),
+        );
+    if !batch {
+        op = op.response(
+            "422",
+            error_response(
+                "The image is over --max-image-pixels (checked from its header).",
+                &[ErrorCode::ImageTooLarge],
+            ),
+        );
+    }
+    op.response("429", overload_response())
+        .response(
+            "503",
+            error_response("The server is shutting down.", &[ErrorCode::Draining]),
+        )
+        .response(
+            "504",
+            error_response(
+                "The request took longer than --request-timeout.",
+                &[ErrorCode::Timeout],
+            ),
+        )
+}
+
+/// `POST /predict`.
+pub fn predict(labels_md: &str, example: &Value) -> Operation {
+    let ok = json_response(
+        "The predicted label and the probability of every label.",
+        schema_ref("Prediction"),
+        Some(example.clone()),
+    );
+    let op = OperationBuilder::new()
+        .tag(SERVICE_APIS)
+        .operation_id(Some("predict"))
+        .summary(Some("Classify one image"))
+        .description(Some(format!(
+            "Returns the most probable of {labels_md} and every label's probability."
+        )))
+        .request_body(Some(predict_body()))
+        .response("200", ok);
+    prediction_errors(op, false).build()
+}
+
+/// `POST /predict/batch`.
+pub fn predict_batch(max_batch: usize, example: &Value) -> Operation {
+    let batch_example = json!({"results": [example, error_example(ErrorCode::InvalidImage)]});
+    let op = OperationBuilder::new()
+        .tag(SERVICE_APIS)
+        .operation_id(Some("predict_batch"))
+        .summary(Some("Classify several images"))
+        .description(Some(format!(
+            "Several `image` parts (at most {max_batch}). The results are in the order of the parts; each is a prediction \
+             or, for an image that cannot be used, an error object."
+        )))
+        .request_body(Some(batch_body(max_batch)))
+        .response(
+            "200",
+            json_response(
+                "One result per image, in order.",
+                schema_ref("BatchResponse"),
+                Some(batch_example),
+            ),
+        );
+    prediction_errors(op, true).build()
+}
+
+/// An infrastructure operation answering `ok` with 200.
+fn infra(id: &str, summary: &str, description: &str, ok: Response) -> OperationBuilder {
+    OperationBuilder::new()
+        .tag(INFRASTRUCTURE)
+        .operation_id(Some(id))
+        .summary(Some(summary))
+        .description(Some(description))
+        .response("200", ok)
+}
+
+/// The 200 answer of the health routes.
+fn health_ok(what: &str) -> Response {
+    json_response(what, schema_ref("Health"), Some(json!({"status": "ok"})))
+}
+
+/// A text answer of `media` type.
+fn text(description: &str, media: &str) -> Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            media,
+            ContentBuilder::new()
+                .schema(Some(schema(json!({"type": "string"}))))
+                .build(),
+        )
+        .build()
+}
+
+/// A JSON object answer.
+fn json_object(description: &str) -> Response {
+    json_response(description, schema(json!({"type": "object"})).into(), None)
+}
+
+/// The 503 of the readiness routes.
+fn not_ready() -> Response {
+    error_response("Not ready: shutting down.", &[ErrorCode::Draining])
+}
+
+/// `GET /readyz`.
+pub fn readyz() -> Operation {
+    infra(
+        "readyz",
+        "Readiness",
+        "200 when the model is loaded and the server is not draining, 503 otherwise.",
+        health_ok("Ready."),
+    )
+    .response("503", not_ready())
+    .build()
+}
+
+/// `GET /healthz`.
+pub fn healthz() -> Operation {
+    infra(
+        "healthz",
+        "Health (same as /readyz)",
+        "Same as `/readyz`.",
+        health_ok("Ready."),
+    )
+    .response("503", not_ready())
+    .build()
+}
+
+/// `GET /livez`.
+pub fn livez() -> Operation {
+    infra(
+        "livez",
+        "Liveness",
+        "200 while the process is alive.",
+        health_ok("Alive."),
+    )
+    .build()
+}
+
+/// `GET /metrics`.
+pub fn metrics() -> Operation {
+    infra(
+        "metrics",
+        "Prometheus metrics",
+        "Requests by route and status, latency histograms, in-flight requests, preprocessing and inference time, predictions by label, rejections by reason, build info.",
+        text("Prometheus text format.", "text/plain; version=0.0.4"),
+    )
+    .build()
+}
+
+/// `GET /model`.
+pub fn model() -> Operation {
+    infra(
+        "model",
+        "Model information",
+        "Name, version, labels, input spec and ONNX Runtime version.",
+        json_response("The served model.", schema_ref("ModelInfo"), None),
+    )
+    .build()
+}
+
+/// `GET /schema.json`.
+pub fn schema_json() -> Operation {
+    infra(
+        "schema",
+        "BentoML service description",
+        "What BentoML's Python client (`bentoml.SyncHTTPClient`) reads to discover the `predict` route.",
+        json_object("Service description."),
+    )
+    .build()
+}
+
+/// `GET /docs.json`.
+pub fn docs_json() -> Operation {
+    infra(
+        "openapi",
+        "This OpenAPI document",
+        "The OpenAPI 3.1 description of this service.",
+        json_object("OpenAPI document."),
+    )
+    .build()
+}
+
+/// `GET /docs`.
+pub fn docs_ui() -> Operation {
+    infra(
+        "docs",
+        "Swagger UI",
+        "The interactive documentation (also served at `/`).",
+        text("HTML page.", "text/html"),
+    )
+    .build()
+}

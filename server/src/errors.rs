@@ -1,0 +1,280 @@
+//! Everything a request can fail with ([`ApiError`]), its stable code ([`ErrorCode`]), the one
+//! mapping from code to HTTP status ([`ErrorCode::status`]) and the JSON error body.
+//!
+//! Imports only [`crate::preprocess::PreprocessError`] (an image's own failure).
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::preprocess::PreprocessError;
+
+/// Stable error codes (the `code` field of every error body).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    EmptyBody,
+    InvalidImage,
+    TruncatedImage,
+    MissingImagePart,
+    MissingBoundary,
+    InvalidMultipart,
+    NotFound,
+    MethodNotAllowed,
+    BodyTooLarge,
+    TooManyImages,
+    UnsupportedMediaType,
+    UnsupportedImageFormat,
+    ImageTooLarge,
+    Overloaded,
+    Draining,
+    Timeout,
+    Internal,
+}
+
+impl ErrorCode {
+    pub const ALL: [ErrorCode; 17] = [
+        ErrorCode::EmptyBody,
+        ErrorCode::InvalidImage,
+        ErrorCode::TruncatedImage,
+        ErrorCode::MissingImagePart,
+        ErrorCode::MissingBoundary,
+        ErrorCode::InvalidMultipart,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::BodyTooLarge,
+        ErrorCode::TooManyImages,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::UnsupportedImageFormat,
+        ErrorCode::ImageTooLarge,
+        ErrorCode::Overloaded,
+        ErrorCode::Draining,
+        ErrorCode::Timeout,
+        ErrorCode::Internal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::EmptyBody => "empty_body",
+            ErrorCode::InvalidImage => "invalid_image",
+            ErrorCode::TruncatedImage => "truncated_image",
+            ErrorCode::MissingImagePart => "missing_image_part",
+            ErrorCode::MissingBoundary => "missing_boundary",
+            ErrorCode::InvalidMultipart => "invalid_multipart",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::BodyTooLarge => "body_too_large",
+            ErrorCode::TooManyImages => "too_many_images",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::UnsupportedImageFormat => "unsupported_image_format",
+            ErrorCode::ImageTooLarge => "image_too_large",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::Draining => "draining",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::Internal => "internal_error",
+        }
+    }
+
+    /// The HTTP status of each code: the single mapping used by every response.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::EmptyBody
+            | ErrorCode::InvalidImage
+            | ErrorCode::TruncatedImage
+            | ErrorCode::MissingImagePart
+            | ErrorCode::MissingBoundary
+            | ErrorCode::InvalidMultipart => StatusCode::BAD_REQUEST,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::BodyTooLarge | ErrorCode::TooManyImages => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::UnsupportedMediaType | ErrorCode::UnsupportedImageFormat => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            ErrorCode::ImageTooLarge => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::Overloaded => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A representative message, for the documentation.
+    pub fn example_message(self) -> &'static str {
+        match self {
+            ErrorCode::EmptyBody => "The request body is empty; send an image.",
+            ErrorCode::InvalidImage => "The JPEG image cannot be decoded: invalid marker.",
+            ErrorCode::TruncatedImage => "The JPEG image is truncated.",
+            ErrorCode::MissingImagePart => "The multipart body has no part named `image`.",
+            ErrorCode::MissingBoundary => "The multipart/form-data content type has no boundary.",
+            ErrorCode::InvalidMultipart => "The multipart body is malformed: incomplete stream.",
+            ErrorCode::NotFound => "No route GET /nope; see /docs.",
+            ErrorCode::MethodNotAllowed => "Method GET is not allowed on /predict.",
+            ErrorCode::BodyTooLarge => "The request body is over the limit of 16777216 bytes.",
+            ErrorCode::TooManyImages => "The batch has more than 64 images.",
+            ErrorCode::UnsupportedMediaType => {
+                "Content type text/plain is not supported; send multipart/form-data with an `image` part or a raw image."
+            }
+            ErrorCode::UnsupportedImageFormat => {
+                "Unsupported image format; send JPEG, PNG, WebP, GIF or BMP."
+            }
+            ErrorCode::ImageTooLarge => {
+                "The image is 10000x10000 = 100000000 pixels, more than the limit of 40000000 pixels."
+            }
+            ErrorCode::Overloaded => "Too many requests in progress; retry later.",
+            ErrorCode::Draining => "The server is shutting down.",
+            ErrorCode::Timeout => "The request took longer than 30s.",
+            ErrorCode::Internal => "Internal error.",
+        }
+    }
+}
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("The request body is empty; send an image.")]
+    EmptyBody,
+    #[error("{0}.")]
+    Image(PreprocessError),
+    #[error("The multipart body has no part named `image`.")]
+    MissingImagePart,
+    #[error("The multipart/form-data content type has no boundary.")]
+    MissingBoundary,
+    #[error("The multipart body is malformed: {0}.")]
+    InvalidMultipart(String),
+    #[error("No route {method} {path}; see /docs.")]
+    NotFound { method: String, path: String },
+    #[error("Method {method} is not allowed on {path}.")]
+    MethodNotAllowed { method: String, path: String },
+    #[error("The request body is over the limit of {limit} bytes.")]
+    BodyTooLarge { limit: usize },
+    #[error("The batch has more than {limit} images.")]
+    TooManyImages { limit: usize },
+    #[error(
+        "Content type {0} is not supported; send multipart/form-data with an `image` part or a raw image."
+    )]
+    UnsupportedMediaType(String),
+    #[error("Too many requests in progress; retry later.")]
+    Overloaded { retry_after: u64 },
+    #[error("The server is shutting down.")]
+    Draining,
+    #[error("The request took longer than {0:?}.")]
+    Timeout(Duration),
+    #[error("Internal error: {0}.")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ApiError::EmptyBody => ErrorCode::EmptyBody,
+            ApiError::Image(e) => image_code(e),
+            ApiError::MissingImagePart => ErrorCode::MissingImagePart,
+            ApiError::MissingBoundary => ErrorCode::MissingBoundary,
+            ApiError::InvalidMultipart(_) => ErrorCode::InvalidMultipart,
+            ApiError::NotFound { .. } => ErrorCode::NotFound,
+            ApiError::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
+            ApiError::BodyTooLarge { .. } => ErrorCode::BodyTooLarge,
+            ApiError::TooManyImages { .. } => ErrorCode::TooManyImages,
+            ApiError::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
+            ApiError::Overloaded { .. } => ErrorCode::Overloaded,
+            ApiError::Draining => ErrorCode::Draining,
+            ApiError::Timeout(_) => ErrorCode::Timeout,
+            ApiError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.code().status()
+    }
+}
+
+/// The code of an image that cannot be used.
+pub fn image_code(e: &PreprocessError) -> ErrorCode {
+    match e {
+        PreprocessError::Empty => ErrorCode::EmptyBody,
+        PreprocessError::UnsupportedFormat(_) => ErrorCode::UnsupportedImageFormat,
+        PreprocessError::TooLarge { .. } => ErrorCode::ImageTooLarge,
+        PreprocessError::Truncated { .. } => ErrorCode::TruncatedImage,
+        PreprocessError::ZeroSized { .. } | PreprocessError::Undecodable { .. } => {
+            ErrorCode::InvalidImage
+        }
+    }
+}
+
+/// The JSON error body.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub code: &'static str,
+}
+
+impl From<&ApiError> for ErrorBody {
+    fn from(e: &ApiError) -> Self {
+        let error = match e {
+            ApiError::Image(PreprocessError::Empty) => ApiError::EmptyBody.to_string(),
+            other => {
+                let s = other.to_string();
+                // Messages from lower layers start lower-case; make every message a sentence.
+                let mut c = s.chars();
+                match c.next() {
+                    Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
+                    None => s,
+                }
+            }
+        };
+        ErrorBody {
+            error,
+            code: e.code().as_str(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status(), Json(ErrorBody::from(&self))).into_response();
+        resp.extensions_mut()
+            .insert(Rejection(self.code().as_str()));
+        if let ApiError::Overloaded { retry_after } = self {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        }
+        resp
+    }
+}
+
+/// Marks a response as a rejection, for the metrics middleware (`reason` is the error code).
+#[derive(Clone, Copy)]
+pub struct Rejection(pub &'static str);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_a_distinct_name_and_client_codes_are_not_500() {
+        let mut names: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), ErrorCode::ALL.len());
+        for c in ErrorCode::ALL {
+            if c != ErrorCode::Internal {
+                assert_ne!(c.status(), StatusCode::INTERNAL_SERVER_ERROR, "{c:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn error_messages_are_sentences() {
+        let e = ApiError::Image(PreprocessError::Truncated { format: "JPEG" });
+        let b = ErrorBody::from(&e);
+        assert_eq!(
+            (b.error.as_str(), b.code),
+            ("The JPEG image is truncated.", "truncated_image")
+        );
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        let b = ErrorBody::from(&ApiError::Image(PreprocessError::Empty));
+        assert_eq!(b.code, "empty_body");
+    }
+}

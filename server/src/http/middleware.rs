@@ -1,0 +1,122 @@
+//! The middleware around every route: request id, time limit, one log line, metrics.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tracing::{Instrument, info, warn};
+
+use super::state::AppState;
+use crate::errors::{ApiError, Rejection};
+use crate::routes;
+
+/// Marks a response as a Swagger UI asset, for the metrics route label.
+#[derive(Clone, Copy)]
+pub struct SwaggerAsset;
+
+/// The metrics label of Swagger UI assets (served by the fallback, so they have no route).
+const SWAGGER_ASSET_LABEL: &str = "/{swagger-asset}";
+
+static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
+
+fn new_request_id() -> String {
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        h.finish()
+    });
+    format!(
+        "{seed:016x}-{:08x}",
+        REQUEST_SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn valid_request_id(v: &HeaderValue) -> Option<String> {
+    let s = v.to_str().ok()?;
+    (!s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()))
+        .then(|| s.to_string())
+}
+
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+/// Request id (echoed or generated), `--request-timeout`, metrics and the request's log line.
+pub async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(valid_request_id)
+        .unwrap_or_else(new_request_id);
+    let method = method_label(req.method());
+    let mut route = routes::label(req.uri().path());
+    let header_value =
+        HeaderValue::from_str(&request_id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    req.headers_mut()
+        .insert("x-request-id", header_value.clone());
+    state.metrics.request_started();
+    let span = tracing::info_span!("request", request_id = %request_id);
+    let timeout = state.limits.request_timeout;
+    let mut resp = match tokio::time::timeout(timeout, next.run(req).instrument(span)).await {
+        Ok(r) => r,
+        Err(_) => ApiError::Timeout(timeout).into_response(),
+    };
+    let elapsed = start.elapsed();
+    let status = resp.status();
+    if resp.extensions().get::<SwaggerAsset>().is_some() {
+        route = SWAGGER_ASSET_LABEL;
+    }
+    if let Some(Rejection(reason)) = resp.extensions().get::<Rejection>() {
+        state.metrics.rejected(reason);
+    }
+    state
+        .metrics
+        .request_finished(method, route, status.as_u16(), elapsed);
+    resp.headers_mut().insert("x-request-id", header_value);
+    let latency_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3;
+    if status.is_server_error()
+        && status != StatusCode::SERVICE_UNAVAILABLE
+        && status != StatusCode::GATEWAY_TIMEOUT
+    {
+        warn!(method, route, status = status.as_u16(), latency_ms, request_id = %request_id, "request");
+    } else {
+        info!(method, route, status = status.as_u16(), latency_ms, request_id = %request_id, "request");
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_validated_and_generated() {
+        assert_eq!(
+            valid_request_id(&HeaderValue::from_static("abc-123")).as_deref(),
+            Some("abc-123")
+        );
+        assert!(valid_request_id(&HeaderValue::from_static("has space")).is_none());
+        assert_ne!(new_request_id(), new_request_id());
+    }
+}

@@ -1,0 +1,51 @@
+//! HTTP layer: the router ([`router`]) over a [`Classifier`](crate::classifier::Classifier) held in
+//! [`AppState`]. Paths come from [`crate::routes`], errors and their statuses from
+//! [`crate::errors`]; nothing here knows about ONNX Runtime.
+//!
+//! Inside: `state` (shared state, a leaf), `middleware` (request id, timeout, log, metrics),
+//! `predict` (the prediction routes) and `pages` (every other route); each imports only `state`
+//! and `middleware` of its siblings, and this file only assembles them.
+
+mod middleware;
+mod pages;
+mod predict;
+mod state;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+pub use state::{AppState, Limits};
+
+use crate::routes;
+
+/// The application router.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(routes::PREDICT, post(predict::predict))
+        .route(routes::PREDICT_BATCH, post(predict::predict_batch))
+        .route(routes::ROOT, get(pages::swagger_index))
+        .route(routes::DOCS, get(pages::swagger_index))
+        .route(
+            routes::DOCS_SLASH,
+            get(|| async { axum::response::Redirect::permanent(routes::DOCS) }),
+        )
+        .route(routes::DOCS_JSON, get(pages::openapi_json))
+        .route(routes::SCHEMA_JSON, get(pages::schema_json))
+        .route(routes::LIVEZ, get(pages::livez))
+        .route(routes::READYZ, get(pages::readyz))
+        .route(routes::HEALTHZ, get(pages::readyz))
+        .route(routes::METRICS, get(pages::metrics))
+        .route(routes::MODEL, get(pages::model_info))
+        .fallback(pages::fallback)
+        .method_not_allowed_fallback(pages::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            middleware::observe,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(state)
+}

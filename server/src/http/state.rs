@@ -1,0 +1,82 @@
+//! The state every handler shares: the classifier, metrics, admission control, limits and the
+//! documents rendered once at start-up.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use tokio::sync::Semaphore;
+
+use crate::classifier::Classifier;
+use crate::docs::Documents;
+use crate::metrics::Metrics;
+
+/// Shared state of a running server.
+pub struct AppState {
+    pub classifier: Arc<dyn Classifier>,
+    pub metrics: Metrics,
+    /// Set once shutdown starts: `/readyz` and new predictions answer 503 `draining`.
+    pub draining: AtomicBool,
+    pub limiter: Arc<Semaphore>,
+    pub limits: Limits,
+    pub openapi_json: Bytes,
+    pub schema_json: Bytes,
+    pub model_json: Bytes,
+    pub swagger: Arc<utoipa_swagger_ui::Config<'static>>,
+}
+
+/// Request limits.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_batch_images: usize,
+    /// Predictions in progress at once; more get 429.
+    pub max_concurrency: usize,
+    pub request_timeout: Duration,
+    pub retry_after_seconds: u64,
+}
+
+impl AppState {
+    /// The state for `classifier` under `limits`, with its documents and fresh metrics.
+    pub fn new(classifier: Arc<dyn Classifier>, limits: Limits, documents: Documents) -> AppState {
+        let spec = classifier.spec();
+        let metrics = Metrics::new(
+            &spec.labels,
+            &spec.name,
+            &spec.version,
+            classifier.runtime_version(),
+        );
+        let swagger = Arc::new(
+            utoipa_swagger_ui::Config::new(["./docs.json"])
+                .try_it_out_enabled(true)
+                .display_request_duration(true)
+                .default_models_expand_depth(1),
+        );
+        AppState {
+            metrics,
+            draining: AtomicBool::new(false),
+            limiter: Arc::new(Semaphore::new(limits.max_concurrency)),
+            limits,
+            openapi_json: documents.openapi,
+            schema_json: documents.schema,
+            model_json: documents.model,
+            swagger,
+            classifier,
+        }
+    }
+
+    /// Whether shutdown has started.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Start draining: `/readyz` and new predictions answer 503 from now on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The state as handlers extract it.
+pub type Shared = State<Arc<AppState>>;

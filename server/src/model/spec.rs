@@ -1,0 +1,102 @@
+//! What the served model expects and returns ([`ModelSpec`]), and why a model cannot be served
+//! ([`ModelError`]).
+
+use serde::Serialize;
+
+use super::kinds::{ColorMode, Layout, OutputKind, ResizeFilter};
+
+/// The model bundled into the binary (`model/celestial-bodies.onnx`).
+pub static EMBEDDED_MODEL: &[u8] = include_bytes!("../../../model/celestial-bodies.onnx");
+
+/// Why a model cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("cannot read model file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("ONNX Runtime cannot load the model: {0}")]
+    Load(String),
+    #[error("model has no input named `{0}`")]
+    NoSuchInput(String),
+    #[error("model has no output named `{0}`")]
+    NoSuchOutput(String),
+    #[error("model has {0} inputs; pass --input-name to choose one")]
+    AmbiguousInput(usize),
+    #[error("model has no outputs")]
+    NoOutputs,
+    #[error("unsupported model input `{name}`: {reason}")]
+    UnsupportedInput { name: String, reason: String },
+    #[error("unsupported model output `{name}`: {reason}")]
+    UnsupportedOutput { name: String, reason: String },
+    #[error("model has no labels: it lacks `celestial.labels` metadata, pass --labels")]
+    NoLabels,
+    #[error("invalid metadata `{key}` = {value:?}: {reason}")]
+    BadMetadata {
+        key: String,
+        value: String,
+        reason: String,
+    },
+    #[error("model outputs {outputs} classes but {labels} labels are configured")]
+    LabelCount { outputs: usize, labels: usize },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A tensor's element type and shape (-1 for dynamic dimensions), as far as the spec needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorInfo {
+    pub name: String,
+    /// `None` when the value is not a tensor.
+    pub shape: Option<Vec<i64>>,
+    pub is_f32: bool,
+}
+
+/// Everything the server needs to know to feed the model and read its answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelSpec {
+    pub name: String,
+    pub version: String,
+    pub labels: Vec<String>,
+    pub input_name: String,
+    pub output_name: String,
+    pub layout: Layout,
+    pub height: u32,
+    pub width: u32,
+    pub color_mode: ColorMode,
+    pub grayscale_coefficients: [f32; 3],
+    pub alpha: String,
+    pub resize_filter: ResizeFilter,
+    pub resize_mode: String,
+    pub scale: f32,
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+    pub output_kind: OutputKind,
+    /// Whether the batch dimension is dynamic (several images per run).
+    pub dynamic_batch: bool,
+    pub trained_at: Option<String>,
+    pub validation_accuracy: Option<f64>,
+    pub description: Option<String>,
+}
+
+impl ModelSpec {
+    /// Number of input channels (3 for RGB, 1 for grayscale).
+    pub fn channels(&self) -> usize {
+        self.color_mode.channels()
+    }
+
+    /// Number of f32 values of one image's tensor.
+    pub fn tensor_len(&self) -> usize {
+        self.channels() * self.height as usize * self.width as usize
+    }
+
+    /// Input shape for a batch of `n` images.
+    pub fn input_shape(&self, n: usize) -> [usize; 4] {
+        let (c, h, w) = (self.channels(), self.height as usize, self.width as usize);
+        match self.layout {
+            Layout::Nchw => [n, c, h, w],
+            Layout::Nhwc => [n, h, w, c],
+        }
+    }
+}
