@@ -10,8 +10,6 @@ mod middleware;
 mod pages;
 mod predict;
 mod state;
-#[cfg(test)]
-mod tests;
 
 use std::sync::Arc;
 

@@ -1,5 +1,6 @@
-//! The router in-process (`tower::ServiceExt::oneshot`, no port, no ONNX Runtime): every route,
-//! every error code a request can get, the limits, the documents and the metrics labels.
+//! The router in-process (`tower::ServiceExt::oneshot`, no port, no ONNX Runtime: the classifier
+//! is `testing::FakeClassifier`): every route, every error code a request can get, the limits,
+//! the documents and the metrics labels.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,12 +11,12 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
 
-use super::{AppState, Limits, router};
-use crate::classifier::Classifier;
-use crate::docs::{DocLimits, documents};
-use crate::errors::ErrorCode;
-use crate::routes;
-use crate::testing::{FakeClassifier, LABELS};
+use celestial_server::Classifier;
+use celestial_server::docs::{DocLimits, documents};
+use celestial_server::errors::ErrorCode;
+use celestial_server::http::{AppState, Limits, router};
+use celestial_server::routes;
+use celestial_server::testing::{FakeClassifier, LABELS};
 
 const BOUNDARY: &str = "celestial-test-boundary";
 
