@@ -8,6 +8,7 @@
 pub mod classifier;
 pub mod config;
 pub mod docs;
+pub mod duration;
 pub mod errors;
 pub mod http;
 pub mod inference;
