@@ -5,7 +5,8 @@
 //! The layers do not import this module (they return their own errors); it imports them.
 
 use crate::exit::ExitCode;
-use crate::{apply, cluster, image, manifests, registry, rollout, smoke};
+use crate::oci::{error as image, registry};
+use crate::{apply, cluster, manifests, rollout, smoke};
 
 /// Any failure of a `deployer` command.
 #[derive(Debug, thiserror::Error)]

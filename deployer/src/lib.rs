@@ -7,17 +7,14 @@
 //! (image side). Each layer has its own error enum; [`error::Error`] maps them to exit codes.
 
 pub mod apply;
-pub mod archive;
 pub mod cli;
 pub mod cluster;
 pub mod error;
 pub mod exit;
-pub mod glibc;
-pub mod image;
 pub mod manifests;
+pub mod oci;
 pub mod options;
 pub mod progress;
-pub mod registry;
 pub mod rollout;
 pub mod smoke;
 pub mod support;
@@ -34,9 +31,10 @@ use crate::cli::{Cli, OutputFormat};
 use crate::cluster::Cluster;
 use crate::error::Error;
 use crate::exit::ExitCode;
+use crate::oci::publish::Pushed;
+use crate::oci::registry::CredentialSource;
 use crate::options::{ApplyCommand, ClusterOptions, Command, ManifestOptions};
-use crate::progress::Progress;
-use crate::registry::CredentialSource;
+use crate::progress::{Progress, Terminal};
 
 /// A command's result: the text for humans and the JSON for CI.
 #[derive(Debug)]
@@ -115,9 +113,9 @@ pub async fn run(command: Command) -> Result<Report, Error> {
     match command {
         Command::Build(a) => {
             let creds = CredentialSource::from_options(&a.registry)?;
-            let mut p = Progress::new();
+            let mut p = Terminal::new();
             let pushed =
-                image::build_and_push(&a.image, &a.build, &a.registry, &creds, &mut |m| p.set(m))
+                oci::publish::build_and_push(&a.image, &a.build, &a.registry, &creds, &mut p)
                     .await?;
             drop(p);
             Ok(Report {
@@ -127,14 +125,14 @@ pub async fn run(command: Command) -> Result<Report, Error> {
         }
         Command::Push(a) => {
             let creds = CredentialSource::from_options(&a.registry)?;
-            let mut p = Progress::new();
-            let pushed = archive::push_archive(
+            let mut p = Terminal::new();
+            let pushed = oci::archive::push_archive(
                 &a.archive,
                 &a.image,
                 &a.platform,
                 &a.registry,
                 &creds,
-                &mut |m| p.set(m),
+                &mut p,
             )
             .await?;
             drop(p);
@@ -147,9 +145,9 @@ pub async fn run(command: Command) -> Result<Report, Error> {
         Command::Release(a) => {
             let b = &a.build;
             let creds = CredentialSource::from_options(&b.registry)?;
-            let mut p = Progress::new();
+            let mut p = Terminal::new();
             let pushed =
-                image::build_and_push(&b.image, &b.build, &b.registry, &creds, &mut |m| p.set(m))
+                oci::publish::build_and_push(&b.image, &b.build, &b.registry, &creds, &mut p)
                     .await?;
             p.line(&format!("pushed {}", pushed.image));
             drop(p);
@@ -170,7 +168,7 @@ pub async fn run(command: Command) -> Result<Report, Error> {
             let manifests = manifests::load(&a.manifests.paths())?;
             let cluster = Cluster::connect(&a.cluster).await?;
             let start = Instant::now();
-            let mut p = Progress::new();
+            let mut p = Terminal::new();
             let deleted = apply::delete_all(&cluster, &manifests, a.timeout, |m| p.line(m)).await?;
             drop(p);
             let secs = start.elapsed().as_secs_f64();
@@ -248,7 +246,7 @@ async fn diff_command(
 }
 
 /// `apply` (and the apply half of `release`, and `diff` as a dry run).
-async fn apply_command(a: &ApplyCommand, pushed: Option<&image::Pushed>) -> Result<Report, Error> {
+async fn apply_command(a: &ApplyCommand, pushed: Option<&Pushed>) -> Result<Report, Error> {
     let (manifests, server_image) = load_manifests(&a.manifests, a.image.as_deref())?;
     if let Some(s) = &a.wait.smoke_image
         && !s.is_file()
@@ -263,7 +261,7 @@ async fn apply_command(a: &ApplyCommand, pushed: Option<&image::Pushed>) -> Resu
     }
     let cluster = Cluster::connect(&a.cluster).await?;
     let start = Instant::now();
-    let mut p = Progress::new();
+    let mut p = Terminal::new();
     let applied = apply::apply_all(&cluster, &manifests, a.force_conflicts, false, |o| {
         let verb = match o.action {
             Action::Created => "created",

@@ -317,7 +317,7 @@ pub async fn wait_rollout(
     ns: &str,
     name: &str,
     timeout: Duration,
-    progress: &mut Progress,
+    progress: &mut dyn Progress,
 ) -> Result<RolloutReport, RolloutError> {
     let start = Instant::now();
     let deadline = start + timeout;
@@ -436,7 +436,7 @@ pub async fn wait_load_balancer(
     ns: &str,
     name: &str,
     timeout: Duration,
-    progress: &mut Progress,
+    progress: &mut dyn Progress,
 ) -> Result<String, RolloutError> {
     let start = Instant::now();
     let api: Api<Service> = Api::namespaced(cluster.client.clone(), ns);
@@ -563,7 +563,7 @@ pub async fn rollback(
     name: &str,
     spec: &Value,
     timeout: Duration,
-    progress: &mut Progress,
+    progress: &mut dyn Progress,
 ) -> Rollback {
     let image = first_image(spec);
     let body = serde_json::json!({

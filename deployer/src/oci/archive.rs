@@ -5,15 +5,22 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 
-use serde_json::{Value, json};
+use oci_client::manifest::{OciImageIndex, OciImageManifest};
+use serde::de::DeserializeOwned;
 
-use crate::image::{
-    DOCKER_CONFIG, DOCKER_LAYER_GZIP, DOCKER_LIST, DOCKER_MANIFEST, ImageError, OCI_INDEX,
-    OCI_MANIFEST, Pushed, Say, by_digest, canonical_json, deterministic_gzip, push_blobs,
-    push_manifest, sha256_digest,
+use super::error::ImageError;
+use super::layout::deterministic_gzip;
+use super::media::{
+    DOCKER_CONFIG, DOCKER_LAYER_GZIP, DOCKER_MANIFEST, OCI_MANIFEST, descriptor, is_index,
+    manifest_bytes, select_platform, sha256_digest,
 };
+use super::publish::{Image, Pushed, Target, push_image};
+use super::registry::{self, CredentialSource};
 use crate::options::RegistryOptions;
-use crate::registry::{self, CredentialSource};
+use crate::progress::Progress;
+
+/// The files of an archive by path.
+type Files = HashMap<String, Vec<u8>>;
 
 /// An image read from an archive, ready to push.
 #[derive(Debug)]
@@ -25,7 +32,7 @@ pub struct ArchiveImage {
 }
 
 /// Reads every file of a (possibly gzip-compressed) tarball.
-fn read_tar(path: &Path) -> Result<HashMap<String, Vec<u8>>, ImageError> {
+fn read_tar(path: &Path) -> Result<Files, ImageError> {
     let err = |message: String| ImageError::Archive {
         path: path.into(),
         message,
@@ -76,162 +83,153 @@ pub fn read_archive(path: &Path, platform: &str) -> Result<ArchiveImage, ImageEr
         message,
     };
     if files.contains_key("index.json") && files.contains_key("oci-layout") {
-        let json = |name: &str| -> Result<Value, ImageError> {
-            let b = files
-                .get(name)
-                .ok_or_else(|| err(format!("missing {name}")))?;
-            serde_json::from_slice(b).map_err(|e| err(format!("{name} is not JSON: {e}")))
-        };
-        let mut node = json("index.json")?;
-        let mut manifest_bytes = Vec::new();
-        let mut media = OCI_INDEX.to_string();
-        // Descend through indexes to one image manifest (choosing the platform when several).
-        for _ in 0..4 {
-            if media != OCI_INDEX && media != DOCKER_LIST {
-                break;
-            }
-            let entries = node["manifests"].as_array().cloned().unwrap_or_default();
-            let (os, arch) = platform.split_once('/').unwrap_or(("linux", "amd64"));
-            let pick = if entries.len() == 1 {
-                entries[0].clone()
-            } else {
-                entries
-                    .iter()
-                    .find(|m| {
-                        m["platform"]["os"] == os
-                            && m["platform"]["architecture"]
-                                == arch.split('/').next().unwrap_or(arch)
-                    })
-                    .cloned()
-                    .ok_or_else(|| {
-                        err(format!(
-                            "{} manifests in the index and none for {platform}",
-                            entries.len()
-                        ))
-                    })?
-            };
-            let d = pick["digest"]
-                .as_str()
-                .ok_or_else(|| err("index entry without digest".into()))?;
-            manifest_bytes = files
-                .get(&blob_path(d))
-                .cloned()
-                .ok_or_else(|| err(format!("missing blob {d}")))?;
-            if sha256_digest(&manifest_bytes) != d {
-                return Err(err(format!("blob {d} does not match its digest")));
-            }
-            node = serde_json::from_slice(&manifest_bytes)
-                .map_err(|e| err(format!("manifest {d} is not JSON: {e}")))?;
-            media = pick["mediaType"]
-                .as_str()
-                .or(node["mediaType"].as_str())
-                .unwrap_or(OCI_MANIFEST)
-                .to_string();
-        }
-        let media_type = match media.as_str() {
-            OCI_MANIFEST => OCI_MANIFEST,
-            DOCKER_MANIFEST => DOCKER_MANIFEST,
-            other => return Err(err(format!("unsupported manifest media type {other}"))),
-        };
-        let mut blobs = Vec::new();
-        let descriptors = std::iter::once(node["config"].clone())
-            .chain(node["layers"].as_array().cloned().unwrap_or_default());
-        for d in descriptors {
-            let digest = d["digest"]
-                .as_str()
-                .ok_or_else(|| err("descriptor without digest".into()))?
-                .to_string();
-            let data = files
-                .get(&blob_path(&digest))
-                .cloned()
-                .ok_or_else(|| err(format!("missing blob {digest}")))?;
-            if sha256_digest(&data) != digest {
-                return Err(err(format!("blob {digest} does not match its digest")));
-            }
-            blobs.push((digest, data));
-        }
-        return Ok(ArchiveImage {
-            blobs,
-            manifest: manifest_bytes,
-            media_type,
-        });
+        return read_oci_layout(&files, platform).map_err(err);
     }
-    if let Some(m) = files.get("manifest.json") {
-        let list: Value = serde_json::from_slice(m)
-            .map_err(|e| err(format!("manifest.json is not JSON: {e}")))?;
-        let entry = list
-            .as_array()
-            .and_then(|a| a.first())
-            .ok_or_else(|| err("manifest.json lists no image".into()))?;
-        let config_name = entry["Config"]
-            .as_str()
-            .ok_or_else(|| err("manifest.json entry has no Config".into()))?;
-        let config = files
-            .get(config_name)
-            .cloned()
-            .ok_or_else(|| err(format!("missing {config_name}")))?;
-        let config_json: Value = serde_json::from_slice(&config)
-            .map_err(|e| err(format!("{config_name} is not JSON: {e}")))?;
-        let diff_ids: Vec<String> = config_json["rootfs"]["diff_ids"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect();
-        let layer_names: Vec<&str> = entry["Layers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
-        if layer_names.len() != diff_ids.len() {
-            return Err(err(format!(
-                "{} layers but the config lists {} diff_ids",
-                layer_names.len(),
-                diff_ids.len()
-            )));
-        }
-        let config_digest = sha256_digest(&config);
-        let mut blobs = vec![(config_digest.clone(), config.clone())];
-        let mut layers = Vec::new();
-        for (name, diff_id) in layer_names.iter().zip(&diff_ids) {
-            let raw = files
-                .get(*name)
-                .ok_or_else(|| err(format!("missing layer {name}")))?;
-            let (tar, gz) = if raw.starts_with(&[0x1f, 0x8b]) {
-                let mut t = Vec::new();
-                flate2::read::GzDecoder::new(raw.as_slice())
-                    .read_to_end(&mut t)
-                    .map_err(|e| err(format!("layer {name}: {e}")))?;
-                (t, raw.clone())
-            } else {
-                (raw.clone(), deterministic_gzip(raw))
-            };
-            if sha256_digest(&tar) != *diff_id {
-                return Err(err(format!(
-                    "layer {name} does not match its diff_id {diff_id}"
-                )));
-            }
-            let digest = sha256_digest(&gz);
-            layers
-                .push(json!({"mediaType": DOCKER_LAYER_GZIP, "digest": digest, "size": gz.len()}));
-            blobs.push((digest, gz));
-        }
-        let manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": DOCKER_MANIFEST,
-            "config": {"mediaType": DOCKER_CONFIG, "digest": config_digest, "size": config.len()},
-            "layers": layers,
-        });
-        return Ok(ArchiveImage {
-            blobs,
-            manifest: canonical_json(&manifest),
-            media_type: DOCKER_MANIFEST,
-        });
+    if files.contains_key("manifest.json") {
+        return read_docker_save(&files).map_err(err);
     }
     Err(err(
         "neither an OCI layout (index.json + oci-layout) nor a `docker save` archive (manifest.json)".into(),
     ))
+}
+
+/// A file of the archive, parsed as JSON of type `T`.
+fn json_file<T: DeserializeOwned>(files: &Files, name: &str) -> Result<T, String> {
+    let b = files.get(name).ok_or_else(|| format!("missing {name}"))?;
+    serde_json::from_slice(b).map_err(|e| format!("{name} is not valid: {e}"))
+}
+
+/// A blob of an OCI layout, checked against its digest.
+fn blob<'a>(files: &'a Files, digest: &str) -> Result<&'a Vec<u8>, String> {
+    let data = files
+        .get(&blob_path(digest))
+        .ok_or_else(|| format!("missing blob {digest}"))?;
+    if sha256_digest(data) != digest {
+        return Err(format!("blob {digest} does not match its digest"));
+    }
+    Ok(data)
+}
+
+/// An OCI layout: from `index.json` down through indexes to one image manifest (choosing the
+/// platform when there are several), then its config and layers.
+fn read_oci_layout(files: &Files, platform: &str) -> Result<ArchiveImage, String> {
+    let mut index: OciImageIndex = json_file(files, "index.json")?;
+    // An index may point at another index (a multi-platform image): at most a few levels.
+    for _ in 0..4 {
+        let entries = &index.manifests;
+        let pick = select_platform(entries, platform).ok_or_else(|| {
+            format!(
+                "{} manifests in the index and none for {platform}",
+                entries.len()
+            )
+        })?;
+        let manifest = blob(files, &pick.digest)?.clone();
+        if is_index(&pick.media_type) {
+            index = serde_json::from_slice(&manifest)
+                .map_err(|e| format!("index {} is not valid: {e}", pick.digest))?;
+            continue;
+        }
+        let media_type = match pick.media_type.as_str() {
+            OCI_MANIFEST => OCI_MANIFEST,
+            DOCKER_MANIFEST => DOCKER_MANIFEST,
+            other => return Err(format!("unsupported manifest media type {other}")),
+        };
+        let parsed: OciImageManifest = serde_json::from_slice(&manifest)
+            .map_err(|e| format!("manifest {} is not valid: {e}", pick.digest))?;
+        let mut blobs = Vec::new();
+        for d in std::iter::once(&parsed.config).chain(&parsed.layers) {
+            blobs.push((d.digest.clone(), blob(files, &d.digest)?.clone()));
+        }
+        return Ok(ArchiveImage {
+            blobs,
+            manifest,
+            media_type,
+        });
+    }
+    Err("indexes nested too deep".into())
+}
+
+/// One image of a `docker save` archive's `manifest.json`.
+#[derive(serde::Deserialize)]
+struct DockerSaveEntry {
+    #[serde(rename = "Config")]
+    config: String,
+    #[serde(rename = "Layers", default)]
+    layers: Vec<String>,
+}
+
+/// The part of an image config that lists the layers' uncompressed digests.
+#[derive(serde::Deserialize)]
+struct RootFs {
+    rootfs: DiffIds,
+}
+
+#[derive(serde::Deserialize)]
+struct DiffIds {
+    #[serde(default)]
+    diff_ids: Vec<String>,
+}
+
+/// A `docker save` archive: the first image's config and layers (gzipped deterministically when
+/// stored plain), under a Docker v2 schema 2 manifest made here.
+fn read_docker_save(files: &Files) -> Result<ArchiveImage, String> {
+    let list: Vec<DockerSaveEntry> = json_file(files, "manifest.json")?;
+    let entry = list.first().ok_or("manifest.json lists no image")?;
+    let config = files
+        .get(&entry.config)
+        .cloned()
+        .ok_or_else(|| format!("missing {}", entry.config))?;
+    let diff_ids = json_file::<RootFs>(files, &entry.config)?.rootfs.diff_ids;
+    if entry.layers.len() != diff_ids.len() {
+        return Err(format!(
+            "{} layers but the config lists {} diff_ids",
+            entry.layers.len(),
+            diff_ids.len()
+        ));
+    }
+    let config_digest = sha256_digest(&config);
+    let mut layers = Vec::new();
+    let mut blobs = vec![(config_digest.clone(), config.clone())];
+    for (name, diff_id) in entry.layers.iter().zip(&diff_ids) {
+        let gz = gzipped_layer(files, name, diff_id)?;
+        let digest = sha256_digest(&gz);
+        layers.push(descriptor(DOCKER_LAYER_GZIP, &digest, gz.len()));
+        blobs.push((digest, gz));
+    }
+    let manifest = OciImageManifest {
+        schema_version: 2,
+        media_type: Some(DOCKER_MANIFEST.to_string()),
+        config: descriptor(DOCKER_CONFIG, &config_digest, config.len()),
+        layers,
+        subject: None,
+        artifact_type: None,
+        annotations: None,
+    };
+    Ok(ArchiveImage {
+        blobs,
+        manifest: manifest_bytes(&manifest),
+        media_type: DOCKER_MANIFEST,
+    })
+}
+
+/// A `docker save` layer, gzipped, after checking its tar against the config's diff_id.
+fn gzipped_layer(files: &Files, name: &str, diff_id: &str) -> Result<Vec<u8>, String> {
+    let raw = files
+        .get(name)
+        .ok_or_else(|| format!("missing layer {name}"))?;
+    let (tar, gz) = if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut t = Vec::new();
+        flate2::read::GzDecoder::new(raw.as_slice())
+            .read_to_end(&mut t)
+            .map_err(|e| format!("layer {name}: {e}"))?;
+        (t, raw.clone())
+    } else {
+        (raw.clone(), deterministic_gzip(raw))
+    };
+    if sha256_digest(&tar) != diff_id {
+        return Err(format!("layer {name} does not match its diff_id {diff_id}"));
+    }
+    Ok(gz)
 }
 
 /// `deployer push --archive`.
@@ -241,55 +239,43 @@ pub async fn push_archive(
     platform: &str,
     reg: &RegistryOptions,
     creds: &CredentialSource,
-    say: Say<'_>,
+    progress: &mut dyn Progress,
 ) -> Result<Pushed, ImageError> {
     let target = registry::parse_reference(image)?;
     let archive = read_archive(path, platform)?;
     let insecure = &reg.insecure;
     let client = registry::client_for(&[target.resolve_registry()], insecure);
     let target_creds = creds.for_registry(target.resolve_registry(), true)?;
-    client
-        .store_auth_if_needed(target.resolve_registry(), &target_creds.auth)
-        .await;
-    let blobs: Vec<(String, Option<Vec<u8>>)> = archive
-        .blobs
-        .iter()
-        .map(|(d, b)| (d.clone(), Some(b.clone())))
-        .collect();
-    let (uploaded, present) =
-        push_blobs(&client, &target, &blobs, &target_creds, insecure, say).await?;
-    let tag = target.tag().unwrap_or("latest").to_string();
-    push_manifest(
-        &client,
-        &target,
-        &tag,
-        &archive.manifest,
-        archive.media_type,
-        &target_creds,
+    let t = Target {
+        client: &client,
+        reference: &target,
+        creds: &target_creds,
         insecure,
-    )
-    .await?;
+    };
     let digest = sha256_digest(&archive.manifest);
-    let last = archive
-        .blobs
-        .last()
-        .map(|(d, b)| (d.clone(), b.len()))
-        .unwrap_or_default();
-    Ok(Pushed {
-        image: by_digest(&target, &digest),
-        digest,
-        tag,
-        layer_digest: last.0,
-        layer_bytes: last.1,
-        blobs_uploaded: uploaded,
-        blobs_present: present,
-    })
+    let image = Image {
+        blobs: archive
+            .blobs
+            .iter()
+            .map(|(d, b)| (d.clone(), b.as_slice()))
+            .collect(),
+        manifest: &archive.manifest,
+        manifest_digest: &digest,
+        media_type: archive.media_type,
+        layer: archive
+            .blobs
+            .last()
+            .map(|(d, b)| (d.clone(), b.len()))
+            .unwrap_or_default(),
+    };
+    Ok(push_image(&t, &image, progress).await?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::{Entry, deterministic_tar};
+    use crate::oci::layout::{Entry, canonical_json, deterministic_tar};
+    use serde_json::{Value, json};
     use std::collections::BTreeMap;
 
     fn tarball(files: &[(&str, Vec<u8>)]) -> Vec<u8> {

@@ -1,0 +1,26 @@
+//! The image side: everything OCI. Imports `options`, `progress` and `support`, never `kube/`.
+//!
+//! - [`media`]: media types, digests, descriptors, platform selection (leaf)
+//! - [`layout`]: deterministic tar/gzip/JSON bytes (leaf)
+//! - [`build`]: the pure build: layer files, config and manifest from the base and the inputs
+//! - [`inputs`]: reading the build's inputs (binary, ONNX Runtime, model, labels)
+//! - [`registry`]: credentials, transport, and explaining registry errors
+//! - [`pull`]: the base image's manifest and config, blobs through a digest-checked cache
+//! - [`glibc`]: does the binary run on the base (architecture, glibc symbol versions)
+//! - [`publish`]: `build` end to end, and the push every image goes through
+//! - [`archive`]: images built elsewhere (`docker save`, OCI layout)
+//! - [`error`]: the side's error type
+//!
+//! A new image format (a new archive kind, zstd layers) goes in `archive.rs` or `layout.rs`, its
+//! media types in `media.rs`; pushing stays in `publish.rs`.
+
+pub mod archive;
+pub mod build;
+pub mod error;
+pub mod glibc;
+pub mod inputs;
+pub mod layout;
+pub mod media;
+pub mod publish;
+pub mod pull;
+pub mod registry;
