@@ -135,6 +135,18 @@ impl Metrics {
     /// The text exposition format.
     pub fn render(&self, ready: bool) -> String {
         let mut out = String::with_capacity(8192);
+        self.render_http(&mut out);
+        self.render_jobs(&mut out);
+        self.render_outcomes(&mut out);
+        out.push_str("# HELP celestial_ready Whether the server accepts predictions (1) or not (0).\n# TYPE celestial_ready gauge\n");
+        let _ = writeln!(out, "celestial_ready {}", u8::from(ready));
+        out.push_str("# HELP celestial_build_info Build and model information.\n# TYPE celestial_build_info gauge\n");
+        let _ = writeln!(out, "celestial_build_info{{{}}} 1", self.build_info);
+        out
+    }
+
+    /// Requests by route, method and status; latency by route; requests in flight.
+    fn render_http(&self, out: &mut String) {
         out.push_str(
             "# HELP celestial_http_requests_total HTTP requests by route, method and status.\n",
         );
@@ -160,7 +172,7 @@ impl Metrics {
         };
         for (route, h) in hs {
             h.render(
-                &mut out,
+                out,
                 "celestial_http_request_duration_seconds",
                 &format!("route=\"{route}\""),
             );
@@ -172,6 +184,10 @@ impl Metrics {
             "celestial_http_requests_in_flight {}",
             self.in_flight.load(Ordering::Relaxed)
         );
+    }
+
+    /// Where the time of prediction jobs went.
+    fn render_jobs(&self, out: &mut String) {
         for (name, help, h) in [
             (
                 "celestial_queue_wait_seconds",
@@ -190,8 +206,12 @@ impl Metrics {
             ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-            h.render(&mut out, name, "");
+            h.render(out, name, "");
         }
+    }
+
+    /// Predictions by label and rejections by reason.
+    fn render_outcomes(&self, out: &mut String) {
         out.push_str("# HELP celestial_predictions_total Predictions by predicted label.\n");
         out.push_str("# TYPE celestial_predictions_total counter\n");
         for (label, c) in self.labels.iter().zip(&self.predictions) {
@@ -209,11 +229,6 @@ impl Metrics {
                 let _ = writeln!(out, "celestial_rejections_total{{reason=\"{reason}\"}} {n}");
             }
         }
-        out.push_str("# HELP celestial_ready Whether the server accepts predictions (1) or not (0).\n# TYPE celestial_ready gauge\n");
-        let _ = writeln!(out, "celestial_ready {}", u8::from(ready));
-        out.push_str("# HELP celestial_build_info Build and model information.\n# TYPE celestial_build_info gauge\n");
-        let _ = writeln!(out, "celestial_build_info{{{}}} 1", self.build_info);
-        out
     }
 }
 
