@@ -69,25 +69,26 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 mod tests {
     use super::*;
 
-    fn ok(s: &str) -> Duration {
-        parse_duration(s).unwrap_or_else(|e| panic!("{s}: {e}"))
-    }
-
     #[test]
     fn numbers_units_and_compounds_parse() {
-        assert_eq!(ok("30s"), Duration::from_secs(30));
-        assert_eq!(ok("1500ms"), Duration::from_millis(1500));
-        assert_eq!(ok("2m"), Duration::from_secs(120));
-        assert_eq!(ok("1h"), Duration::from_secs(3600));
-        assert_eq!(ok("1.5s"), Duration::from_millis(1500));
-        assert_eq!(ok("0.5"), Duration::from_millis(500));
-        assert_eq!(ok("30"), Duration::from_secs(30));
-        assert_eq!(ok("0s"), Duration::ZERO);
-        assert_eq!(ok("1m30s"), Duration::from_secs(90));
-        assert_eq!(ok("1h2m3.5s"), Duration::from_millis(3_723_500));
-        assert_eq!(ok("2m500ms"), Duration::from_millis(120_500));
-        assert_eq!(ok(" 30 s "), Duration::from_secs(30));
-        assert_eq!(ok("1min 30sec"), Duration::from_secs(90));
+        for (input, millis) in [
+            ("30s", 30_000),
+            ("1500ms", 1_500),
+            ("2m", 120_000),
+            ("1h", 3_600_000),
+            ("1.5s", 1_500),
+            ("0.5", 500),
+            ("30", 30_000),
+            ("0s", 0),
+            ("1m30s", 90_000),
+            ("1h2m3.5s", 3_723_500),
+            ("2m500ms", 120_500),
+            (" 30 s ", 30_000),
+            ("1min 30sec", 90_000),
+        ] {
+            let parsed = parse_duration(input).unwrap_or_else(|e| panic!("{input}: {e}"));
+            assert_eq!(parsed, Duration::from_millis(millis), "{input}");
+        }
     }
 
     #[test]

@@ -52,16 +52,56 @@ pub enum OutputKind {
     Probabilities,
 }
 
-impl Layout {
-    /// The layout a `celestial.input_layout` value names.
-    pub fn from_metadata(v: &str) -> Option<Layout> {
-        match v.to_ascii_uppercase().as_str() {
-            "NCHW" => Some(Layout::Nchw),
-            "NHWC" => Some(Layout::Nhwc),
-            _ => None,
-        }
-    }
+/// A kind whose `celestial.*` metadata value is one of a few names (any case).
+pub trait MetadataName: Copy + 'static {
+    /// Each variant with its accepted names (space-separated).
+    const NAMES: &'static [(&'static str, Self)];
+    /// What a refused value is told it should be.
+    const EXPECTED: &'static str;
 
+    /// The kind `v` names, if any.
+    fn from_metadata(v: &str) -> Option<Self> {
+        Self::NAMES
+            .iter()
+            .find(|(names, _)| names.split(' ').any(|n| n.eq_ignore_ascii_case(v)))
+            .map(|(_, kind)| *kind)
+    }
+}
+
+impl MetadataName for Layout {
+    const NAMES: &'static [(&'static str, Self)] =
+        &[("NCHW", Layout::Nchw), ("NHWC", Layout::Nhwc)];
+    const EXPECTED: &'static str = "expected NCHW or NHWC";
+}
+
+impl MetadataName for ColorMode {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("rgb", ColorMode::Rgb),
+        ("grayscale gray l", ColorMode::Grayscale),
+    ];
+    const EXPECTED: &'static str = "expected rgb or grayscale";
+}
+
+/// image-rs and PIL names.
+impl MetadataName for ResizeFilter {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("triangle bilinear", ResizeFilter::Triangle),
+        ("nearest", ResizeFilter::Nearest),
+        ("catmull_rom catmullrom bicubic", ResizeFilter::CatmullRom),
+        ("lanczos3 lanczos", ResizeFilter::Lanczos3),
+    ];
+    const EXPECTED: &'static str = "expected triangle, nearest, catmull_rom or lanczos3";
+}
+
+impl MetadataName for OutputKind {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("logits", OutputKind::Logits),
+        ("probabilities probs softmax", OutputKind::Probabilities),
+    ];
+    const EXPECTED: &'static str = "expected logits or probabilities";
+}
+
+impl Layout {
     /// `NCHW` or `NHWC`.
     pub fn name(self) -> &'static str {
         match self {
@@ -72,44 +112,11 @@ impl Layout {
 }
 
 impl ColorMode {
-    /// The colour mode a `celestial.color_mode` value names.
-    pub fn from_metadata(v: &str) -> Option<ColorMode> {
-        match v.to_ascii_lowercase().as_str() {
-            "rgb" => Some(ColorMode::Rgb),
-            "grayscale" | "gray" | "l" => Some(ColorMode::Grayscale),
-            _ => None,
-        }
-    }
-
     /// Number of input channels.
     pub fn channels(self) -> usize {
         match self {
             ColorMode::Rgb => 3,
             ColorMode::Grayscale => 1,
-        }
-    }
-}
-
-impl ResizeFilter {
-    /// The filter a `celestial.resize_filter` value names (image-rs and PIL names).
-    pub fn from_metadata(v: &str) -> Option<ResizeFilter> {
-        match v.to_ascii_lowercase().as_str() {
-            "triangle" | "bilinear" => Some(ResizeFilter::Triangle),
-            "nearest" => Some(ResizeFilter::Nearest),
-            "catmull_rom" | "catmullrom" | "bicubic" => Some(ResizeFilter::CatmullRom),
-            "lanczos3" | "lanczos" => Some(ResizeFilter::Lanczos3),
-            _ => None,
-        }
-    }
-}
-
-impl OutputKind {
-    /// The kind a `celestial.output_kind` value names.
-    pub fn from_metadata(v: &str) -> Option<OutputKind> {
-        match v.to_ascii_lowercase().as_str() {
-            "logits" => Some(OutputKind::Logits),
-            "probabilities" | "probs" | "softmax" => Some(OutputKind::Probabilities),
-            _ => None,
         }
     }
 }

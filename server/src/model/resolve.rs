@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 
-use super::kinds::{ColorMode, Layout, OutputKind, ResizeFilter};
+use super::kinds::{ColorMode, Layout, MetadataName, OutputKind, ResizeFilter};
 use super::overrides::ModelOverrides;
 use super::spec::{ModelError, ModelSpec, TensorInfo};
 
@@ -46,12 +46,9 @@ fn number<T: FromStr>(expected: &'static str) -> impl FnOnce(&str, &str) -> Resu
     move |key, v| v.parse().map_err(|_| bad(key, v, expected))
 }
 
-/// A metadata value that names one of `T`'s variants, else "`expected`".
-fn kind<T>(
-    from: fn(&str) -> Option<T>,
-    expected: &'static str,
-) -> impl FnOnce(&str, &str) -> Result<T, ModelError> {
-    move |key, v| from(v).ok_or_else(|| bad(key, v, expected))
+/// A metadata value that names one of `T`'s variants.
+fn kind<T: MetadataName>(key: &str, v: &str) -> Result<T, ModelError> {
+    T::from_metadata(v).ok_or_else(|| bad(key, v, T::EXPECTED))
 }
 
 fn bad(key: &str, value: &str, reason: &str) -> ModelError {
@@ -196,8 +193,7 @@ fn layout(
     over: &ModelOverrides,
     sig: &Signature<'_>,
 ) -> Result<Layout, ModelError> {
-    let parse = kind(Layout::from_metadata, "expected NCHW or NHWC");
-    if let Some(layout) = meta.ladder(over.input_layout, "input_layout", parse)? {
+    if let Some(layout) = meta.ladder(over.input_layout, "input_layout", kind)? {
         return Ok(layout);
     }
     let s = &sig.in_shape;
@@ -247,8 +243,7 @@ fn color_mode(
     c_dim: i64,
     sig: &Signature<'_>,
 ) -> Result<ColorMode, ModelError> {
-    let parse = kind(ColorMode::from_metadata, "expected rgb or grayscale");
-    let color_mode = match meta.ladder(over.color_mode, "color_mode", parse)? {
+    let color_mode = match meta.ladder(over.color_mode, "color_mode", kind)? {
         Some(c) => c,
         None => match c_dim {
             1 => ColorMode::Grayscale,
@@ -330,14 +325,7 @@ fn pixels(meta: &Meta<'_>, over: &ModelOverrides, channels: usize) -> Result<Pix
         .unwrap_or([0.299, 0.587, 0.114]);
     let alpha = only(meta, "alpha", "composite_black")?;
     let resize_filter = meta
-        .ladder(
-            over.resize_filter,
-            "resize_filter",
-            kind(
-                ResizeFilter::from_metadata,
-                "expected triangle, nearest, catmull_rom or lanczos3",
-            ),
-        )?
+        .ladder(over.resize_filter, "resize_filter", kind)?
         .unwrap_or(ResizeFilter::Triangle);
     let resize_mode = only(meta, "resize_mode", "stretch")?;
     let scale = meta
@@ -384,14 +372,7 @@ impl ModelSpec {
         let color_mode = color_mode(&meta, over, c_dim, &sig)?;
         let px = pixels(&meta, over, color_mode.channels())?;
         let output_kind = meta
-            .ladder(
-                over.output_kind,
-                "output_kind",
-                kind(
-                    OutputKind::from_metadata,
-                    "expected logits or probabilities",
-                ),
-            )?
+            .ladder(over.output_kind, "output_kind", kind)?
             .unwrap_or(OutputKind::Logits);
         let validation_accuracy =
             meta.ladder(None, "validation_accuracy", number("expected a number"))?;

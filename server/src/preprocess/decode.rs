@@ -90,18 +90,7 @@ fn decode_general(
     let map_err = |e: image::ImageError| classify(e, name);
     let mut decoder = reader.into_decoder().map_err(map_err)?;
     let (width, height) = decoder.dimensions();
-    let pixels = u64::from(width) * u64::from(height);
-    if pixels > max_pixels {
-        return Err(PreprocessError::TooLarge {
-            width,
-            height,
-            pixels,
-            limit: max_pixels,
-        });
-    }
-    if pixels == 0 {
-        return Err(PreprocessError::ZeroSized { width, height });
-    }
+    PreprocessError::check_size(width, height, max_pixels)?;
     if format == ImageFormat::Jpeg && jpeg::is_truncated(bytes) {
         return Err(PreprocessError::Truncated { format: name });
     }

@@ -26,3 +26,23 @@ pub enum PreprocessError {
         reason: String,
     },
 }
+
+impl PreprocessError {
+    /// The size check both decoders make from the header alone, before any pixel is decoded:
+    /// at most `max_pixels`, and not empty.
+    pub fn check_size(width: u32, height: u32, max_pixels: u64) -> Result<(), PreprocessError> {
+        let pixels = u64::from(width) * u64::from(height);
+        if pixels > max_pixels {
+            return Err(PreprocessError::TooLarge {
+                width,
+                height,
+                pixels,
+                limit: max_pixels,
+            });
+        }
+        if pixels == 0 {
+            return Err(PreprocessError::ZeroSized { width, height });
+        }
+        Ok(())
+    }
+}

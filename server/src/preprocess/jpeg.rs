@@ -89,18 +89,7 @@ pub fn decode(bytes: &[u8], max_pixels: u64, buf: Vec<u8>) -> Result<Fast, Prepr
             return Ok(Fast::Fallback);
         };
         let (width, height) = (header.width() as u32, header.height() as u32);
-        let pixels = u64::from(width) * u64::from(height);
-        if pixels > max_pixels {
-            return Err(PreprocessError::TooLarge {
-                width,
-                height,
-                pixels,
-                limit: max_pixels,
-            });
-        }
-        if pixels == 0 {
-            return Err(PreprocessError::ZeroSized { width, height });
-        }
+        PreprocessError::check_size(width, height, max_pixels)?;
         if is_truncated(bytes) {
             return Err(PreprocessError::Truncated { format: "JPEG" });
         }
