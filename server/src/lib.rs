@@ -1,9 +1,51 @@
 //! celestial-server: a BentoML-compatible HTTP prediction server for the celestial-bodies
 //! classifier, on axum + tokio with ONNX Runtime (via `ort`).
 //!
-//! The binary is a thin wrapper around [`run`]: parse a [`Config`], bind a listener, and call
-//! `run(config, listener, shutdown_signal)`. [`serve`] does the same with a ready
-//! [`Classifier`] (tests serve a [`testing::FakeClassifier`] that needs no ONNX Runtime).
+//! The binary (`main.rs`) is a thin wrapper around [`run`]: parse a [`Config`], bind a listener,
+//! and call `run(config, listener, shutdown_signal)`. [`serve`] does the same with a ready
+//! [`Classifier`]; tests serve a [`testing::FakeClassifier`], which needs no ONNX Runtime.
+//!
+//! # Layers
+//!
+//! From the bottom up; a module imports only from the modules above it in this list (checked:
+//! no import cycle between modules, nor between the files of a folder). This file only declares
+//! and re-exports.
+//!
+//! | module | what | may import |
+//! |---|---|---|
+//! | [`routes`] | every path, the metrics route label, the raw media types | nothing |
+//! | [`duration`] | the duration syntax of the flags | nothing |
+//! | [`metrics`] | Prometheus counters and histograms | nothing |
+//! | [`model`] | the model's kinds, override flags and resolved [`ModelSpec`] | nothing |
+//! | [`preprocess`] | image bytes -> pixels -> input tensor (the hot path) | `model` |
+//! | [`classifier`] | the seam: the [`Classifier`] trait and its answers | `model`, `preprocess` (its error) |
+//! | [`errors`] | [`errors::ApiError`], stable codes, the one code -> status map | `preprocess` (its error) |
+//! | [`docs`] | `/docs.json` (one function per operation), `/schema.json`, `/model` | `classifier`, `errors`, `model`, `routes` |
+//! | [`inference`] | ONNX Runtime: library lookup, sessions, worker threads ([`Engine`]) | `classifier`, `model`, `preprocess` |
+//! | [`http`] | router, middleware, handlers over `Arc<dyn Classifier>` | `classifier`, `docs`, `errors`, `metrics`, `preprocess` (its error), `routes` |
+//! | [`root_path`] | the reverse-proxy prefix middleware | `routes` |
+//! | [`config`] | the command line (clap) | `duration`, `model` (its flags), `root_path` (its parser) |
+//! | [`server`] | [`run`], [`serve`], drain and shutdown, `healthcheck` | all of the above |
+//! | [`testing`] | test support: the fake classifier, the in-process [`testing::TestServer`] | `server` and below |
+//!
+//! Only [`inference`] knows ONNX Runtime and only [`http`] (with [`root_path`]) knows axum's
+//! routing; the HTTP tests (`server/tests/router.rs`) drive the router with
+//! `tower::ServiceExt::oneshot` over the fake classifier.
+//!
+//! # Where a change goes
+//!
+//! - **A new route**: its path in [`routes`] (and in [`routes::ALL`]), its handler in
+//!   `http/pages.rs` (or a new file beside it) and one `.route(..)` in [`http::router`], its
+//!   operation in `docs/operations.rs` and one `.path(..)` in `docs/openapi.rs`. The router tests
+//!   check that every route answers and that every documented path is a route.
+//! - **A new image format**: the `image` crate feature in `server/Cargo.toml`, the format in
+//!   [`preprocess::SUPPORTED`] (and its name in `preprocess/decode.rs`), its media types in
+//!   [`routes::RAW_IMAGE_TYPES`] (the handler and the OpenAPI document follow), and the format
+//!   lists in the messages of [`preprocess::PreprocessError::UnsupportedFormat`] and the docs.
+//! - **A new model output**: a variant of [`model::OutputKind`] (with its metadata names in
+//!   `model/kinds.rs`) and how a row becomes a [`classifier::Prediction`] in
+//!   [`inference::to_prediction`]; if the answer's shape changes, `PredictionBody` in
+//!   `http/predict.rs` and the `Prediction` schema in `docs/components.rs`.
 
 pub mod classifier;
 pub mod config;
