@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::options;
+use crate::exit::ExitCode;
+use crate::render::{Format, render};
+use crate::{commands, options};
 
 pub const EXIT_CODES: &str = "\
 Exit codes:
@@ -342,6 +344,42 @@ pub struct DeleteArgs {
     pub manifests: ManifestArgs,
 }
 
+/// Runs the parsed command line: logging, the async runtime, the command, its output. Returns
+/// the process exit code.
+pub fn main_with(cli: Cli) -> std::process::ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG));
+    // Err: a subscriber is already set (only when called twice in one process, as tests may).
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .try_init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(ExitCode::Internal.code());
+        }
+    };
+    let format = match cli.output {
+        OutputFormat::Text => Format::Text,
+        OutputFormat::Json => Format::Json,
+    };
+    let result = runtime.block_on(commands::run(cli.into_command()));
+    let out = render(&result, format);
+    if let Some(s) = out.stdout {
+        println!("{s}");
+    }
+    if let Some(s) = out.stderr {
+        eprintln!("{s}");
+    }
+    std::process::ExitCode::from(out.code.code())
+}
+
 impl Cli {
     /// The command as plain options (what the rest of the crate takes).
     pub fn into_command(self) -> options::Command {
@@ -590,7 +628,7 @@ mod tests {
 
     #[test]
     fn exit_codes_are_in_help() {
-        for c in crate::exit::ExitCode::ALL {
+        for c in ExitCode::ALL {
             assert!(
                 EXIT_CODES.contains(&format!("\n  {}  ", c.code())),
                 "exit code {} not in --help",

@@ -5,8 +5,9 @@
 //! The layers do not import this module (they return their own errors); it imports them.
 
 use crate::exit::ExitCode;
+use crate::kube::{apply, cluster, manifests, rollout};
 use crate::oci::{error as image, registry};
-use crate::{apply, cluster, manifests, rollout, smoke};
+use crate::smoke;
 
 /// Any failure of a `deployer` command.
 #[derive(Debug, thiserror::Error)]

@@ -7,8 +7,9 @@ use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::{ApiCapabilities, Scope};
 use serde_json::Value;
 
-use crate::cluster::Cluster;
-use crate::manifests::Manifest;
+use super::cluster::Cluster;
+use super::manifests::Manifest;
+use crate::progress::Progress;
 use crate::support::error_chain;
 
 /// The field manager name `deployer` applies with.
@@ -58,6 +59,26 @@ pub enum Action {
     Created,
     Configured,
     Unchanged,
+}
+
+impl Action {
+    /// What happened, as `apply` reports it.
+    pub fn past(self) -> &'static str {
+        match self {
+            Action::Created => "created",
+            Action::Configured => "configured",
+            Action::Unchanged => "unchanged",
+        }
+    }
+
+    /// What would happen, as a dry run reports it.
+    pub fn conditional(self) -> &'static str {
+        match self {
+            Action::Created => "would be created",
+            Action::Configured => "would change",
+            Action::Unchanged => "unchanged",
+        }
+    }
 }
 
 /// The result for one object.
@@ -206,7 +227,7 @@ pub async fn apply_all(
     manifests: &[Manifest],
     force: bool,
     dry_run: bool,
-    mut on_object: impl FnMut(&Applied),
+    progress: &mut dyn Progress,
 ) -> Result<Vec<Applied>, ApplyError> {
     let mut resolver = Resolver::new();
     let mut out = Vec::new();
@@ -267,7 +288,11 @@ pub async fn apply_all(
             before,
             after,
         };
-        on_object(&applied);
+        progress.line(&format!(
+            "{}: {}",
+            applied.display_name(),
+            applied.action.past()
+        ));
         out.push(applied);
     }
     Ok(out)
@@ -320,7 +345,7 @@ pub async fn delete_all(
     cluster: &Cluster,
     manifests: &[Manifest],
     timeout: std::time::Duration,
-    mut progress: impl FnMut(&str),
+    progress: &mut dyn Progress,
 ) -> Result<Vec<(String, bool)>, ApplyError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut resolver = Resolver::new();
@@ -334,12 +359,12 @@ pub async fn delete_all(
         let (api, _) = resolver.api(cluster, m).await?;
         match api.delete(&m.name, &dp).await {
             Ok(_) => {
-                progress(&format!("{}: deleting", m.display_name()));
+                progress.line(&format!("{}: deleting", m.display_name()));
                 pending.push((api, m));
                 out.push((m.display_name(), true));
             }
             Err(kube::Error::Api(s)) if s.code == 404 => {
-                progress(&format!("{}: already absent", m.display_name()));
+                progress.line(&format!("{}: already absent", m.display_name()));
                 out.push((m.display_name(), false));
             }
             Err(e) => {
@@ -356,7 +381,7 @@ pub async fn delete_all(
         loop {
             match api.get_opt(&m.name).await {
                 Ok(None) => {
-                    progress(&format!("{}: deleted", m.display_name()));
+                    progress.line(&format!("{}: deleted", m.display_name()));
                     break;
                 }
                 Ok(Some(_)) => {}

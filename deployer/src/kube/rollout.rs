@@ -1,20 +1,19 @@
-//! Waiting: a Deployment's rollout (failing fast with the pod's own reason), a LoadBalancer's
-//! address, and rolling a failed rollout back to the previous spec.
+//! A Deployment's rollout: its state, the pod reasons that make it hopeless, and waiting for it
+//! (failing fast with the pod's own reason).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Event, Pod, Service};
-use kube::api::{Api, ListParams, Patch, PatchParams};
-use serde_json::Value;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams};
 use tokio::time::Instant;
 
-use crate::apply::{ApplyError, FIELD_MANAGER, api_error};
-use crate::cluster::Cluster;
+use super::apply::{ApplyError, api_error};
+use super::cluster::Cluster;
 use crate::progress::Progress;
 
-const POLL: Duration = Duration::from_millis(400);
+pub const POLL: Duration = Duration::from_millis(400);
 
 /// Waiting reasons of a container that mean the rollout cannot succeed without a change.
 pub const FATAL_WAITING_REASONS: &[&str] = &[
@@ -258,7 +257,7 @@ pub fn pod_failure(pod: &Pod) -> Option<(String, String)> {
     None
 }
 
-fn selector_string(labels: &BTreeMap<String, String>) -> String {
+pub fn selector_string(labels: &BTreeMap<String, String>) -> String {
     labels
         .iter()
         .map(|(k, v)| format!("{k}={v}"))
@@ -386,227 +385,6 @@ pub async fn wait_rollout(
     }
 }
 
-/// The address a LoadBalancer Service is reachable at, formatted for a URL host.
-pub fn lb_address(svc: &Service) -> Option<String> {
-    let ing = svc
-        .status
-        .as_ref()?
-        .load_balancer
-        .as_ref()?
-        .ingress
-        .as_ref()?
-        .first()?;
-    match (&ing.ip, &ing.hostname) {
-        (Some(ip), _) if ip.contains(':') => Some(format!("[{ip}]")),
-        (Some(ip), _) => Some(ip.clone()),
-        (None, Some(h)) => Some(h.clone()),
-        _ => None,
-    }
-}
-
-/// The public URL of a LoadBalancer Service (first port), once it has an address.
-pub fn service_url(svc: &Service) -> Option<String> {
-    let addr = lb_address(svc)?;
-    let port = svc.spec.as_ref()?.ports.as_ref()?.first()?.port;
-    Some(format!("http://{addr}:{port}/"))
-}
-
-async fn latest_event(cluster: &Cluster, ns: &str, name: &str) -> Option<String> {
-    let events: Api<Event> = Api::namespaced(cluster.client.clone(), ns);
-    let lp = ListParams::default().fields(&format!(
-        "involvedObject.kind=Service,involvedObject.name={name}"
-    ));
-    let mut items = events.list(&lp).await.ok()?.items;
-    items.sort_by_key(|e| e.last_timestamp.clone().map(|t| t.0));
-    items.last().map(|e| {
-        format!(
-            "{}: {}",
-            e.reason.clone().unwrap_or_default(),
-            e.message.clone().unwrap_or_default()
-        )
-    })
-}
-
-const PENDING_HINT: &str = "no load-balancer controller has set status.loadBalancer.ingress yet. A cloud provider usually \
-takes 1-3 minutes; a local cluster needs one (MetalLB, `minikube tunnel`, k3s servicelb), otherwise it stays pending forever";
-
-/// Waits for a LoadBalancer Service's address and returns its URL; explains while pending.
-pub async fn wait_load_balancer(
-    cluster: &Cluster,
-    ns: &str,
-    name: &str,
-    timeout: Duration,
-    progress: &mut dyn Progress,
-) -> Result<String, RolloutError> {
-    let start = Instant::now();
-    let api: Api<Service> = Api::namespaced(cluster.client.clone(), ns);
-    let object = format!("Service/{name}");
-    let mut next_event_check = start;
-    let mut event: Option<String> = None;
-    loop {
-        let svc = api
-            .get(name)
-            .await
-            .map_err(|e| api_error(&object, "get", e, ""))?;
-        if let Some(url) = service_url(&svc) {
-            return Ok(url);
-        }
-        let waited = start.elapsed();
-        if Instant::now() >= next_event_check {
-            event = latest_event(cluster, ns, name).await;
-            next_event_check = Instant::now() + Duration::from_secs(5);
-        }
-        let mut msg = format!(
-            "{object}: waiting for the load-balancer address ({}s)",
-            waited.as_secs()
-        );
-        if waited >= Duration::from_secs(5) {
-            msg.push_str(&format!(": {PENDING_HINT}"));
-        }
-        if let Some(e) = &event {
-            msg.push_str(&format!("; latest event: {e}"));
-        }
-        progress.set(&msg);
-        if waited >= timeout {
-            let mut hint = PENDING_HINT.to_string();
-            if let Some(e) = event {
-                hint.push_str(&format!("; latest event: {e}"));
-            }
-            return Err(RolloutError::LoadBalancerTimeout {
-                service: name.into(),
-                seconds: timeout.as_secs(),
-                hint,
-            });
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-/// The server container image of a Deployment object (JSON), for messages.
-pub fn first_image(spec: &Value) -> Option<String> {
-    spec.pointer("/template/spec/containers/0/image")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-}
-
-/// The spec to roll back to: the live spec before this apply when this apply changed the pod
-/// template; otherwise (the failing template was already live, e.g. from an earlier apply) the
-/// template of the previous revision's ReplicaSet, as `kubectl rollout undo` does. None when there
-/// is no earlier revision.
-pub async fn rollback_spec(
-    cluster: &Cluster,
-    ns: &str,
-    name: &str,
-    before: Option<&Value>,
-    after: &Value,
-) -> Result<Option<Value>, RolloutError> {
-    let Some(before) = before else {
-        return Ok(None);
-    };
-    if before.pointer("/spec/template") != after.pointer("/spec/template") {
-        return Ok(before.get("spec").cloned());
-    }
-    let object = format!("Deployment/{name}");
-    let api: Api<Deployment> = Api::namespaced(cluster.client.clone(), ns);
-    let d = api
-        .get(name)
-        .await
-        .map_err(|e| api_error(&object, "get", e, ""))?;
-    let revision = |annotations: &Option<BTreeMap<String, String>>| -> Option<u64> {
-        annotations
-            .as_ref()?
-            .get("deployment.kubernetes.io/revision")?
-            .parse()
-            .ok()
-    };
-    let current = revision(&d.metadata.annotations).unwrap_or(u64::MAX);
-    let rss: Api<ReplicaSet> = Api::namespaced(cluster.client.clone(), ns);
-    let uid = d.metadata.uid.clone();
-    let previous = rss
-        .list(&ListParams::default())
-        .await
-        .map_err(|e| api_error(&object, "list replicasets", e, ""))?
-        .items
-        .into_iter()
-        .filter(|rs| owned_by(rs, uid.as_deref()))
-        .filter_map(|rs| {
-            revision(&rs.metadata.annotations)
-                .filter(|r| *r < current)
-                .map(|r| (r, rs))
-        })
-        .max_by_key(|(r, _)| *r);
-    let Some((_, rs)) = previous else {
-        return Ok(None);
-    };
-    let Some(mut template) = rs
-        .spec
-        .and_then(|s| s.template)
-        .map(|t| serde_json::to_value(t).expect("serializes"))
-    else {
-        return Ok(None);
-    };
-    if let Some(labels) = template
-        .pointer_mut("/metadata/labels")
-        .and_then(Value::as_object_mut)
-    {
-        labels.remove("pod-template-hash");
-    }
-    let mut spec = after.get("spec").cloned().unwrap_or_default();
-    spec["template"] = template;
-    Ok(Some(spec))
-}
-
-/// Applies `spec` (from [`rollback_spec`]) and waits for it to be available again.
-pub async fn rollback(
-    cluster: &Cluster,
-    ns: &str,
-    name: &str,
-    spec: &Value,
-    timeout: Duration,
-    progress: &mut dyn Progress,
-) -> Rollback {
-    let image = first_image(spec);
-    let body = serde_json::json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": spec,
-    });
-    let api: Api<Deployment> = Api::namespaced(cluster.client.clone(), ns);
-    let pp = PatchParams::apply(FIELD_MANAGER).force();
-    progress.line(&format!(
-        "rolling Deployment/{name} back to the previous spec (image {})",
-        image.as_deref().unwrap_or("?")
-    ));
-    if let Err(e) = api.patch(name, &pp, &Patch::Apply(&body)).await {
-        return Rollback {
-            restored: false,
-            image,
-            message: format!(
-                "restoring the previous spec failed: {}",
-                api_error(name, "apply", e, "")
-            ),
-        };
-    }
-    match wait_rollout(cluster, ns, name, timeout, progress).await {
-        Ok(r) => Rollback {
-            restored: true,
-            image: image.clone(),
-            message: format!(
-                "restored the previous spec (image {}); it is available again ({} replicas, {:.1}s)",
-                image.as_deref().unwrap_or("?"),
-                r.replicas,
-                r.seconds
-            ),
-        },
-        Err(e) => Rollback {
-            restored: false,
-            image,
-            message: format!("restored the previous spec but it did not become available: {e}"),
-        },
-    }
-}
-
 /// The Deployment's spec generation and the generation its controller has observed (0 when unset).
 fn generations(d: &Deployment) -> (i64, i64) {
     let observed = d
@@ -618,7 +396,7 @@ fn generations(d: &Deployment) -> (i64, i64) {
 }
 
 /// Whether `rs` is owned by the object with `uid` (a Deployment's ReplicaSets, not a namesake's).
-fn owned_by(rs: &ReplicaSet, uid: Option<&str>) -> bool {
+pub fn owned_by(rs: &ReplicaSet, uid: Option<&str>) -> bool {
     rs.metadata
         .owner_references
         .iter()
@@ -629,6 +407,7 @@ fn owned_by(rs: &ReplicaSet, uid: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
     use serde_json::json;
 
     fn deploy(v: Value) -> Deployment {
@@ -683,31 +462,5 @@ mod tests {
         )
         .unwrap();
         assert!(pod_failure(&ok).is_none());
-    }
-
-    #[test]
-    fn urls() {
-        let s: Service = serde_json::from_value(
-            json!({"metadata": {"name": "s"}, "spec": {"ports": [{"port": 80}]},
-            "status": {"loadBalancer": {"ingress": [{"ip": "127.0.0.2"}]}}}),
-        )
-        .unwrap();
-        assert_eq!(service_url(&s).unwrap(), "http://127.0.0.2:80/");
-        let s: Service = serde_json::from_value(
-            json!({"metadata": {"name": "s"}, "spec": {"ports": [{"port": 8080}]},
-            "status": {"loadBalancer": {"ingress": [{"hostname": "lb.example.invalid"}]}}}),
-        )
-        .unwrap();
-        assert_eq!(service_url(&s).unwrap(), "http://lb.example.invalid:8080/");
-        let s: Service = serde_json::from_value(
-            json!({"metadata": {"name": "s"}, "spec": {"ports": [{"port": 80}]},
-            "status": {"loadBalancer": {"ingress": [{"ip": "fd00::1"}]}}}),
-        )
-        .unwrap();
-        assert_eq!(service_url(&s).unwrap(), "http://[fd00::1]:80/");
-        let pending: Service =
-            serde_json::from_value(json!({"metadata": {"name": "s"}, "spec": {"ports": [{"port": 80}]}, "status": {"loadBalancer": {}}}))
-                .unwrap();
-        assert!(service_url(&pending).is_none());
     }
 }

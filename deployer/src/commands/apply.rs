@@ -1,0 +1,231 @@
+//! `apply` and `release`: server-side apply, wait for each rollout (rolling back on request) and
+//! each load balancer's address, smoke-test the public URL.
+
+use std::time::Instant;
+
+use serde_json::Value;
+
+use super::diff::{self, DiffReport, ObjectReport, load_manifests};
+use super::image::build_and_push;
+use crate::error::Error;
+use crate::kube::apply::{self, Action, Applied};
+use crate::kube::cluster::Cluster;
+use crate::kube::rollout::{self, Rollback, RolloutError, RolloutReport};
+use crate::kube::{rollback, service};
+use crate::oci::publish::Pushed;
+use crate::options::{ApplyCommand, ReleaseCommand, WaitOptions};
+use crate::progress::{Progress, Terminal};
+use crate::smoke::{self, SmokeReport};
+
+/// What `apply` and `release` report.
+#[derive(Debug, serde::Serialize)]
+pub struct ApplyReport {
+    pub command: &'static str,
+    pub namespace: String,
+    /// The server image the manifests run.
+    pub image: Option<String>,
+    /// The image `release` built and pushed.
+    pub pushed: Option<Pushed>,
+    pub objects: Vec<ObjectReport>,
+    pub changed: usize,
+    pub rollouts: Vec<RolloutReport>,
+    pub url: Option<String>,
+    pub urls: Vec<String>,
+    pub smoke: Option<SmokeReport>,
+    pub apply_seconds: f64,
+    pub seconds: f64,
+}
+
+/// What `apply` did: applied and waited, or (`--dry-run`) only showed what would change.
+#[derive(Debug)]
+pub enum Outcome {
+    Done(Box<ApplyReport>),
+    DryRun(DiffReport),
+}
+
+impl ApplyReport {
+    pub fn text(&self) -> String {
+        let mut text = format!(
+            "applied {} object(s) to namespace {} ({} changed) in {:.1}s; ready after {:.1}s\n",
+            self.objects.len(),
+            self.namespace,
+            self.changed,
+            self.apply_seconds,
+            self.seconds
+        );
+        if let Some(img) = &self.image {
+            text.push_str(&format!("image: {img}\n"));
+        }
+        if let Some(r) = &self.smoke {
+            text.push_str(&format!(
+                "smoke: {} (p={:.3})\n",
+                r.prediction, r.probability
+            ));
+        }
+        for u in &self.urls {
+            text.push_str(&format!("URL: {u}\n"));
+        }
+        text
+    }
+}
+
+/// `deployer release`: build and push, then apply with the pushed digest.
+pub async fn release(c: &ReleaseCommand) -> Result<Outcome, Error> {
+    let mut progress = Terminal::new();
+    let pushed = build_and_push(&c.build, &mut progress).await?;
+    progress.line(&format!("pushed {}", pushed.image));
+    drop(progress);
+    let mut apply = c.apply.clone();
+    apply.image = Some(pushed.image.clone());
+    run(&apply, Some(pushed), "release").await
+}
+
+/// `deployer apply` (a dry run reports like `diff`).
+pub async fn run(
+    c: &ApplyCommand,
+    pushed: Option<Pushed>,
+    command: &'static str,
+) -> Result<Outcome, Error> {
+    let (manifests, server_image) = load_manifests(&c.manifests, c.image.as_deref())?;
+    if let Some(s) = &c.wait.smoke_image
+        && !s.is_file()
+    {
+        return Err(Error::Usage(format!(
+            "--smoke-image {}: no such file",
+            s.display()
+        )));
+    }
+    if c.dry_run {
+        let r = diff::dry_run(&c.cluster, &manifests, c.force_conflicts, command).await?;
+        return Ok(Outcome::DryRun(r));
+    }
+    let cluster = Cluster::connect(&c.cluster).await?;
+    let start = Instant::now();
+    let mut p = Terminal::new();
+    let applied = apply::apply_all(&cluster, &manifests, c.force_conflicts, false, &mut p).await?;
+    let apply_seconds = start.elapsed().as_secs_f64();
+    let rollouts = wait_rollouts(&cluster, &applied, &c.wait, &mut p).await?;
+    let urls = wait_urls(&cluster, &applied, &c.wait, &mut p).await?;
+    let smoke = smoke_test(urls.first(), &c.wait, &mut p).await?;
+    drop(p);
+    Ok(Outcome::Done(Box::new(ApplyReport {
+        command,
+        namespace: cluster.namespace,
+        image: server_image,
+        pushed,
+        objects: applied.iter().map(|o| ObjectReport::new(o, None)).collect(),
+        changed: applied
+            .iter()
+            .filter(|o| o.action != Action::Unchanged)
+            .count(),
+        rollouts,
+        url: urls.first().cloned(),
+        urls,
+        smoke,
+        apply_seconds,
+        seconds: start.elapsed().as_secs_f64(),
+    })))
+}
+
+/// The namespace an applied object lives in.
+fn namespace_of(cluster: &Cluster, o: &Applied) -> String {
+    o.namespace
+        .clone()
+        .unwrap_or_else(|| cluster.namespace.clone())
+}
+
+/// Waits for every applied Deployment's rollout; on a failure, rolls back when asked to.
+async fn wait_rollouts(
+    cluster: &Cluster,
+    applied: &[Applied],
+    wait: &WaitOptions,
+    p: &mut dyn Progress,
+) -> Result<Vec<RolloutReport>, Error> {
+    let mut rollouts = Vec::new();
+    for o in applied.iter().filter(|o| o.kind == "Deployment") {
+        let ns = namespace_of(cluster, o);
+        match rollout::wait_rollout(cluster, &ns, &o.name, wait.timeout, p).await {
+            Ok(r) => {
+                p.line(&format!(
+                    "Deployment/{}: rolled out (revision {}, {} replicas, {:.1}s)",
+                    o.name,
+                    r.revision.as_deref().unwrap_or("?"),
+                    r.replicas,
+                    r.seconds
+                ));
+                rollouts.push(r);
+            }
+            Err(e) if e.is_rollout_failure() && wait.rollback_on_failure => {
+                p.line(&format!("Deployment/{}: rollout failed: {e}", o.name));
+                let rb = roll_back(cluster, &ns, o, wait, p).await;
+                p.line(&format!("rollback: {}", rb.message));
+                return Err(e.with_rollback(rb).into());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(rollouts)
+}
+
+/// Restores the Deployment's previous spec, and says what came of it.
+async fn roll_back(
+    cluster: &Cluster,
+    ns: &str,
+    o: &Applied,
+    wait: &WaitOptions,
+    p: &mut dyn Progress,
+) -> Rollback {
+    let not_restored = |message: String| Rollback {
+        restored: false,
+        image: None,
+        message,
+    };
+    match rollback::rollback_spec(cluster, ns, &o.name, o.before.as_ref(), &o.after).await {
+        Ok(Some(spec)) => rollback::rollback(cluster, ns, &o.name, &spec, wait.timeout, p).await,
+        Ok(None) => not_restored(
+            "nothing to roll back to: no earlier revision of the Deployment (delete it with `deployer delete`)".into(),
+        ),
+        Err(e) => not_restored(format!("cannot find the previous revision: {e}")),
+    }
+}
+
+/// Waits for every applied LoadBalancer Service's address; returns their URLs.
+async fn wait_urls(
+    cluster: &Cluster,
+    applied: &[Applied],
+    wait: &WaitOptions,
+    p: &mut dyn Progress,
+) -> Result<Vec<String>, RolloutError> {
+    let mut urls = Vec::new();
+    if wait.no_wait_lb {
+        return Ok(urls);
+    }
+    for o in applied.iter().filter(|o| o.kind == "Service") {
+        if o.after.pointer("/spec/type").and_then(Value::as_str) != Some("LoadBalancer") {
+            continue;
+        }
+        let ns = namespace_of(cluster, o);
+        let url = service::wait_load_balancer(cluster, &ns, &o.name, wait.lb_timeout, p).await?;
+        p.line(&format!("Service/{}: {url}", o.name));
+        urls.push(url);
+    }
+    Ok(urls)
+}
+
+/// The smoke test through the first URL, unless it is switched off.
+async fn smoke_test(
+    url: Option<&String>,
+    wait: &WaitOptions,
+    p: &mut dyn Progress,
+) -> Result<Option<SmokeReport>, Error> {
+    let Some(url) = url.filter(|_| wait.smoke && !wait.no_wait_lb) else {
+        return Ok(None);
+    };
+    p.set(&format!("smoke test: {url}readyz and one prediction"));
+    let r = smoke::smoke(url, wait.smoke_image.as_deref(), wait.smoke_timeout).await?;
+    p.line(&format!(
+        "smoke test passed: prediction {} (p={:.3}) in {:.0} ms",
+        r.prediction, r.probability, r.latency_ms
+    ));
+    Ok(Some(r))
+}

@@ -1,0 +1,226 @@
+//! `status`: the deployed image, replicas, each pod's state and reason, the URL.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, ListParams};
+
+use crate::error::Error;
+use crate::kube::apply::{ApplyError, api_error};
+use crate::kube::cluster::Cluster;
+use crate::kube::manifests::{self, Manifest};
+use crate::kube::rollout::{self, Counts};
+use crate::kube::service::service_url;
+use crate::options::StatusCommand;
+
+/// What `status` reports.
+#[derive(Debug, serde::Serialize)]
+pub struct StatusReport {
+    pub command: &'static str,
+    pub namespace: String,
+    pub deployments: Vec<DeploymentStatus>,
+    pub services: Vec<ServiceStatus>,
+}
+
+/// A Deployment of the manifests, and what the cluster runs for it.
+#[derive(Debug, serde::Serialize)]
+pub struct DeploymentStatus {
+    pub name: String,
+    pub namespace: String,
+    pub deployed: bool,
+    #[serde(flatten)]
+    pub live: Option<LiveDeployment>,
+}
+
+/// A deployed Deployment.
+#[derive(Debug, serde::Serialize)]
+pub struct LiveDeployment {
+    pub images: Vec<String>,
+    pub replicas: Counts,
+    pub rollout: String,
+    pub pods: Vec<PodStatus>,
+}
+
+/// One pod: `NAME PHASE`, readiness, restarts, the reason it is not running (when any).
+#[derive(Debug, serde::Serialize)]
+pub struct PodStatus {
+    pub pod: String,
+    pub ready: bool,
+    pub restarts: i32,
+    pub reason: Option<String>,
+    pub node: Option<String>,
+}
+
+/// A Service of the manifests, and its URL once it has an address.
+#[derive(Debug, serde::Serialize)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub deployed: bool,
+    #[serde(flatten)]
+    pub live: Option<LiveService>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct LiveService {
+    pub url: Option<String>,
+}
+
+impl StatusReport {
+    pub fn text(&self) -> String {
+        let mut text = String::new();
+        for d in &self.deployments {
+            let Some(live) = &d.live else {
+                text.push_str(&format!(
+                    "Deployment/{}: not deployed in namespace {}\n",
+                    d.name, d.namespace
+                ));
+                continue;
+            };
+            let c = &live.replicas;
+            text.push_str(&format!(
+                "Deployment/{} ({}): image {}\n  replicas: desired {} / updated {} / ready {} / available {} (total {}); rollout {}\n",
+                d.name, d.namespace, live.images.join(", "), c.desired, c.updated, c.ready, c.available, c.current, live.rollout
+            ));
+            for pod in &live.pods {
+                text.push_str(&format!(
+                    "  pod {}{} restarts {}{}\n",
+                    pod.pod,
+                    if pod.ready { " ready" } else { " not-ready" },
+                    pod.restarts,
+                    pod.reason
+                        .as_ref()
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+        for s in &self.services {
+            let state = match &s.live {
+                None => "not deployed".to_string(),
+                Some(LiveService { url: Some(u) }) => format!("URL: {u}"),
+                Some(LiveService { url: None }) => "no load-balancer address (yet)".to_string(),
+            };
+            text.push_str(&format!("Service/{}: {state}\n", s.name));
+        }
+        text
+    }
+}
+
+/// `deployer status`.
+pub async fn run(c: &StatusCommand) -> Result<StatusReport, Error> {
+    let manifests = manifests::load(&c.manifests.paths())?;
+    let cluster = Cluster::connect(&c.cluster).await?;
+    let mut deployments = Vec::new();
+    for d in manifests.iter().filter(|x| x.kind == "Deployment") {
+        deployments.push(deployment_status(&cluster, d).await?);
+    }
+    let mut services = Vec::new();
+    for s in manifests.iter().filter(|x| x.kind == "Service") {
+        let ns = s.namespace.as_deref().unwrap_or(&cluster.namespace);
+        let api: Api<Service> = Api::namespaced(cluster.client.clone(), ns);
+        let live = api
+            .get_opt(&s.name)
+            .await
+            .map_err(|e| api_error(&s.display_name(), "get", e, ""))?;
+        services.push(ServiceStatus {
+            name: s.name.clone(),
+            deployed: live.is_some(),
+            live: live.map(|svc| LiveService {
+                url: service_url(&svc),
+            }),
+        });
+    }
+    Ok(StatusReport {
+        command: "status",
+        namespace: cluster.namespace,
+        deployments,
+        services,
+    })
+}
+
+async fn deployment_status(
+    cluster: &Cluster,
+    d: &Manifest,
+) -> Result<DeploymentStatus, ApplyError> {
+    let ns = d
+        .namespace
+        .clone()
+        .unwrap_or_else(|| cluster.namespace.clone());
+    let api: Api<Deployment> = Api::namespaced(cluster.client.clone(), &ns);
+    let live = api
+        .get_opt(&d.name)
+        .await
+        .map_err(|e| api_error(&d.display_name(), "get", e, ""))?;
+    let live = match live {
+        None => None,
+        Some(live) => Some(live_deployment(cluster, &ns, d, &live).await?),
+    };
+    Ok(DeploymentStatus {
+        name: d.name.clone(),
+        namespace: ns,
+        deployed: live.is_some(),
+        live,
+    })
+}
+
+async fn live_deployment(
+    cluster: &Cluster,
+    ns: &str,
+    d: &Manifest,
+    live: &Deployment,
+) -> Result<LiveDeployment, ApplyError> {
+    let (state, desc) = rollout::rollout_state(live);
+    let spec = live.spec.as_ref();
+    let images = spec
+        .iter()
+        .flat_map(|s| s.template.spec.iter())
+        .flat_map(|p| p.containers.iter().filter_map(|c| c.image.clone()))
+        .collect();
+    let mut pods = Vec::new();
+    if let Some(labels) = spec.and_then(|s| s.selector.match_labels.as_ref()) {
+        let api: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
+        let lp = ListParams::default().labels(&rollout::selector_string(labels));
+        let list = api
+            .list(&lp)
+            .await
+            .map_err(|e| api_error(&d.display_name(), "list pods", e, ""))?;
+        pods = list.items.iter().map(pod_status).collect();
+    }
+    Ok(LiveDeployment {
+        images,
+        replicas: rollout::counts(live),
+        rollout: match state {
+            Ok(true) => "complete".to_string(),
+            Ok(false) => format!("in progress: {desc}"),
+            Err((r, m)) => format!("failed: {r}: {m}"),
+        },
+        pods,
+    })
+}
+
+fn pod_status(pod: &Pod) -> PodStatus {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let status = pod.status.clone().unwrap_or_default();
+    let containers = status.container_statuses.iter().flatten();
+    let ready = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    let reason = rollout::pod_failure(pod).map(|(r, _)| r).or_else(|| {
+        containers
+            .clone()
+            .find_map(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone())
+    });
+    let phase = if pod.metadata.deletion_timestamp.is_some() {
+        "Terminating".to_string()
+    } else {
+        status.phase.clone().unwrap_or_else(|| "Unknown".into())
+    };
+    PodStatus {
+        pod: format!("{name} {phase}"),
+        ready,
+        restarts: containers.map(|c| c.restart_count).sum(),
+        reason,
+        node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+    }
+}

@@ -1,0 +1,141 @@
+//! A LoadBalancer Service's address: its public URL, and waiting for it while explaining why it
+//! is still pending.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Event, Service};
+use kube::api::{Api, ListParams};
+use tokio::time::Instant;
+
+use super::apply::api_error;
+use super::cluster::Cluster;
+use super::rollout::{POLL, RolloutError};
+use crate::progress::Progress;
+
+/// The address a LoadBalancer Service is reachable at, formatted for a URL host.
+pub fn lb_address(svc: &Service) -> Option<String> {
+    let ing = svc
+        .status
+        .as_ref()?
+        .load_balancer
+        .as_ref()?
+        .ingress
+        .as_ref()?
+        .first()?;
+    match (&ing.ip, &ing.hostname) {
+        (Some(ip), _) if ip.contains(':') => Some(format!("[{ip}]")),
+        (Some(ip), _) => Some(ip.clone()),
+        (None, Some(h)) => Some(h.clone()),
+        _ => None,
+    }
+}
+
+/// The public URL of a LoadBalancer Service (first port), once it has an address.
+pub fn service_url(svc: &Service) -> Option<String> {
+    let addr = lb_address(svc)?;
+    let port = svc.spec.as_ref()?.ports.as_ref()?.first()?.port;
+    Some(format!("http://{addr}:{port}/"))
+}
+
+async fn latest_event(cluster: &Cluster, ns: &str, name: &str) -> Option<String> {
+    let events: Api<Event> = Api::namespaced(cluster.client.clone(), ns);
+    let lp = ListParams::default().fields(&format!(
+        "involvedObject.kind=Service,involvedObject.name={name}"
+    ));
+    let mut items = events.list(&lp).await.ok()?.items;
+    items.sort_by_key(|e| e.last_timestamp.clone().map(|t| t.0));
+    items.last().map(|e| {
+        format!(
+            "{}: {}",
+            e.reason.clone().unwrap_or_default(),
+            e.message.clone().unwrap_or_default()
+        )
+    })
+}
+
+const PENDING_HINT: &str = "no load-balancer controller has set status.loadBalancer.ingress yet. A cloud provider usually \
+takes 1-3 minutes; a local cluster needs one (MetalLB, `minikube tunnel`, k3s servicelb), otherwise it stays pending forever";
+
+/// Waits for a LoadBalancer Service's address and returns its URL; explains while pending.
+pub async fn wait_load_balancer(
+    cluster: &Cluster,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+    progress: &mut dyn Progress,
+) -> Result<String, RolloutError> {
+    let start = Instant::now();
+    let api: Api<Service> = Api::namespaced(cluster.client.clone(), ns);
+    let object = format!("Service/{name}");
+    let mut next_event_check = start;
+    let mut event: Option<String> = None;
+    loop {
+        let svc = api
+            .get(name)
+            .await
+            .map_err(|e| api_error(&object, "get", e, ""))?;
+        if let Some(url) = service_url(&svc) {
+            return Ok(url);
+        }
+        let waited = start.elapsed();
+        if Instant::now() >= next_event_check {
+            event = latest_event(cluster, ns, name).await;
+            next_event_check = Instant::now() + Duration::from_secs(5);
+        }
+        let mut msg = format!(
+            "{object}: waiting for the load-balancer address ({}s)",
+            waited.as_secs()
+        );
+        if waited >= Duration::from_secs(5) {
+            msg.push_str(&format!(": {PENDING_HINT}"));
+        }
+        if let Some(e) = &event {
+            msg.push_str(&format!("; latest event: {e}"));
+        }
+        progress.set(&msg);
+        if waited >= timeout {
+            let mut hint = PENDING_HINT.to_string();
+            if let Some(e) = event {
+                hint.push_str(&format!("; latest event: {e}"));
+            }
+            return Err(RolloutError::LoadBalancerTimeout {
+                service: name.into(),
+                seconds: timeout.as_secs(),
+                hint,
+            });
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn urls() {
+        let s: Service = serde_json::from_value(
+            json!({"metadata": {"name": "s"}, "spec": {"ports": [{"port": 80}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "127.0.0.2"}]}}}),
+        )
+        .unwrap();
+        assert_eq!(service_url(&s).unwrap(), "http://127.0.0.2:80/");
+        let s: Service = serde_json::from_value(
+            json!({"metadata": {"name": "s"}, "spec": {"ports": [{"port": 8080}]},
+            "status": {"loadBalancer": {"ingress": [{"hostname": "lb.example.invalid"}]}}}),
+        )
+        .unwrap();
+        assert_eq!(service_url(&s).unwrap(), "http://lb.example.invalid:8080/");
+        let s: Service = serde_json::from_value(
+            json!({"metadata": {"name": "s"}, "spec": {"ports": [{"port": 80}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "fd00::1"}]}}}),
+        )
+        .unwrap();
+        assert_eq!(service_url(&s).unwrap(), "http://[fd00::1]:80/");
+        let pending: Service =
+            serde_json::from_value(json!({"metadata": {"name": "s"}, "spec": {"ports": [{"port": 80}]}, "status": {"loadBalancer": {}}}))
+                .unwrap();
+        assert!(service_url(&pending).is_none());
+    }
+}
