@@ -90,7 +90,7 @@ async fn handle(State(root): State<PathBuf>, method: Method, uri: Uri) -> Respon
 pub async fn run(
     root: PathBuf,
     listener: TcpListener,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), HttpdError> {
     let app = Router::new().fallback(handle).with_state(root);
     axum::serve(listener, app)

@@ -198,13 +198,13 @@ impl Browser {
             }
             let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|s| s.to_string()).collect();
             args.push(format!("--user-data-dir={}", profile.path().display()));
-            let caps = json!({
-                "browserName": "chrome",
-                "goog:chromeOptions": { "binary": chromium, "args": args },
-            });
-            let serde_json::Value::Object(caps) = caps else {
-                unreachable!()
-            };
+            let caps = serde_json::Map::from_iter([
+                ("browserName".to_string(), json!("chrome")),
+                (
+                    "goog:chromeOptions".to_string(),
+                    json!({ "binary": chromium, "args": args }),
+                ),
+            ]);
             let connector = hyper_util::client::legacy::connect::HttpConnector::new();
             let client = ClientBuilder::new(connector)
                 .capabilities(caps)
@@ -281,10 +281,10 @@ impl Browser {
     pub async fn wait_css(&self, what: &str, css: &str) -> anyhow::Result<Element> {
         let deadline = Instant::now() + DEFAULT_TIMEOUT;
         loop {
-            if let Ok(el) = self.client.find(Locator::Css(css)).await {
-                if el.is_displayed().await.unwrap_or(false) {
-                    return Ok(el);
-                }
+            if let Ok(el) = self.client.find(Locator::Css(css)).await
+                && el.is_displayed().await.unwrap_or(false)
+            {
+                return Ok(el);
             }
             if Instant::now() > deadline {
                 let shot = self.screenshot("timeout").await.ok();
