@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::duration::parse_duration;
 use crate::model::ModelOverrides;
+use celestial_common::parse_duration;
 
 /// BentoML-compatible prediction server for the celestial-bodies classifier (axum + ONNX Runtime).
 #[derive(Debug, Clone, Parser)]

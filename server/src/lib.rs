@@ -14,7 +14,6 @@
 //! | module | what | may import |
 //! |---|---|---|
 //! | [`routes`] | every path, the metrics route label, the raw media types | nothing |
-//! | [`duration`] | the duration syntax of the flags | nothing |
 //! | [`metrics`] | Prometheus counters and histograms | nothing |
 //! | [`model`] | the model's kinds, override flags and resolved [`ModelSpec`] | nothing |
 //! | [`preprocess`] | image bytes -> pixels -> input tensor (the hot path) | `model` |
@@ -24,7 +23,7 @@
 //! | [`inference`] | ONNX Runtime: library lookup, sessions, worker threads ([`Engine`]) | `classifier`, `model`, `preprocess` |
 //! | [`http`] | router, middleware, handlers over `Arc<dyn Classifier>` | `classifier`, `docs`, `errors`, `metrics`, `preprocess` (its error), `routes` |
 //! | [`root_path`] | the reverse-proxy prefix middleware | `routes` |
-//! | [`config`] | the command line (clap) | `duration`, `model` (its flags), `root_path` (its parser) |
+//! | [`config`] | the command line (clap) | `model` (its flags), `root_path` (its parser); the duration syntax from `celestial-common` |
 //! | [`server`] | [`run`], [`serve`], drain and shutdown, `healthcheck` | all of the above |
 //! | [`testing`] | test support: the fake classifier, the in-process [`testing::TestServer`] | `server` and below |
 //!
@@ -50,7 +49,6 @@
 pub mod classifier;
 pub mod config;
 pub mod docs;
-pub mod duration;
 pub mod errors;
 pub mod http;
 pub mod inference;

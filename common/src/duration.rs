@@ -1,6 +1,6 @@
 //! The duration syntax of the flags (`--request-timeout`, `--drain-delay`, ...): a bare number of
 //! seconds (`30`, `0.5`), or numbers with units `ms`, `s`, `m`, `h` (also `sec`, `min`), several
-//! of them adding up (`1m30s`, `1h2m3.5s`). The deployer accepts the same. A leaf module.
+//! of them adding up (`1m30s`, `1h2m3.5s`). Both binaries take their duration flags through it.
 
 use std::time::Duration;
 
