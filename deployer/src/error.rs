@@ -5,7 +5,8 @@
 //! The layers do not import this module (they return their own errors); it imports them.
 
 use crate::exit::ExitCode;
-use crate::kube::{apply, cluster, manifests, rollout};
+use crate::kube::error as apply;
+use crate::kube::{cluster, manifests, rollout};
 use crate::oci::{error as image, registry};
 use crate::smoke;
 

@@ -5,8 +5,8 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, ListParams};
 
 use crate::error::Error;
-use crate::kube::apply::{ApplyError, api_error};
 use crate::kube::cluster::Cluster;
+use crate::kube::error::{ApplyError, api_error};
 use crate::kube::manifests::{self, Manifest};
 use crate::kube::rollout::{self, Counts};
 use crate::kube::service::service_url;

@@ -5,52 +5,18 @@ use std::collections::HashMap;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PropagationPolicy};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::{ApiCapabilities, Scope};
+use kube::runtime::wait::conditions;
 use serde_json::Value;
 
 use super::cluster::Cluster;
+use super::error::{ApplyError, api_error};
 use super::manifests::Manifest;
+use super::watch;
 use crate::progress::Progress;
 use crate::support::error_chain;
 
 /// The field manager name `deployer` applies with.
 pub const FIELD_MANAGER: &str = "deployer";
-
-/// The API server refused or failed an apply, diff, get or delete.
-#[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
-    #[error("{object}: the cluster does not serve {api_version} {kind}: {message}")]
-    UnknownKind {
-        object: String,
-        api_version: String,
-        kind: String,
-        message: String,
-    },
-    #[error(
-        "{object}: {message}\n  Another field manager owns these fields (a person with kubectl edit/scale, another tool, a controller). \
-Remove them from the manifest, or re-run with --force-conflicts to take them over (the other manager's values are overwritten)."
-    )]
-    Conflict { object: String, message: String },
-    #[error("{object} ({origin}): the API server rejected it: {message}")]
-    Invalid {
-        object: String,
-        origin: String,
-        message: String,
-    },
-    #[error("{object}: {action} forbidden: {message}")]
-    Forbidden {
-        object: String,
-        action: &'static str,
-        message: String,
-    },
-    #[error("{object}: {action} failed: {message}")]
-    Api {
-        object: String,
-        action: &'static str,
-        message: String,
-    },
-    #[error("timed out after {seconds}s waiting for {what} to be deleted")]
-    DeleteTimeout { what: String, seconds: u64 },
-}
 
 /// What an apply did (or would do) to one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -157,38 +123,6 @@ impl Resolver {
                 )
             }
         })
-    }
-}
-
-/// Maps a kube error for one object to the right ApplyError.
-pub fn api_error(object: &str, action: &'static str, e: kube::Error, origin: &str) -> ApplyError {
-    match e {
-        kube::Error::Api(s) => match s.code {
-            409 if s.reason == "Conflict" && action == "apply" => ApplyError::Conflict {
-                object: object.into(),
-                message: s.message.clone(),
-            },
-            400 | 422 => ApplyError::Invalid {
-                object: object.into(),
-                origin: origin.into(),
-                message: s.message.clone(),
-            },
-            401 | 403 => ApplyError::Forbidden {
-                object: object.into(),
-                action,
-                message: s.message.clone(),
-            },
-            _ => ApplyError::Api {
-                object: object.into(),
-                action,
-                message: format!("{} (HTTP {})", s.message, s.code),
-            },
-        },
-        other => ApplyError::Api {
-            object: object.into(),
-            action,
-            message: error_chain(&other),
-        },
     }
 }
 
@@ -358,9 +292,11 @@ pub async fn delete_all(
     for m in manifests.iter().rev() {
         let (api, _) = resolver.api(cluster, m).await?;
         match api.delete(&m.name, &dp).await {
-            Ok(_) => {
+            Ok(deleting) => {
                 progress.line(&format!("{}: deleting", m.display_name()));
-                pending.push((api, m));
+                // Right: deleted at once; Left: still there (finalizers, foreground deletion).
+                let uid = deleting.left().and_then(|o| o.metadata.uid);
+                pending.push((api, m, uid));
                 out.push((m.display_name(), true));
             }
             Err(kube::Error::Api(s)) if s.code == 404 => {
@@ -377,31 +313,22 @@ pub async fn delete_all(
             }
         }
     }
-    for (api, m) in pending {
-        loop {
-            match api.get_opt(&m.name).await {
-                Ok(None) => {
-                    progress.line(&format!("{}: deleted", m.display_name()));
-                    break;
-                }
-                Ok(Some(_)) => {}
-                Err(e) => {
-                    return Err(api_error(
-                        &m.display_name(),
-                        "get",
-                        e,
-                        &m.origin.to_string(),
-                    ));
-                }
+    for (api, m, uid) in pending {
+        let gone = match uid {
+            Some(uid) => {
+                let object = m.display_name();
+                let cond = conditions::is_deleted(&uid);
+                watch::until(api, &m.name, &object, cond, deadline, progress).await?
             }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(ApplyError::DeleteTimeout {
-                    what: m.display_name(),
-                    seconds: timeout.as_secs(),
-                });
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            None => true,
+        };
+        if !gone {
+            return Err(ApplyError::DeleteTimeout {
+                what: m.display_name(),
+                seconds: timeout.as_secs(),
+            });
         }
+        progress.line(&format!("{}: deleted", m.display_name()));
     }
     Ok(out)
 }
@@ -430,28 +357,5 @@ mod tests {
             "{d}"
         );
         assert!(diff_text("Deployment/x", Some(&a), &a).is_empty());
-    }
-
-    #[test]
-    fn conflicts_are_explained() {
-        let s = kube::core::Status {
-            code: 409,
-            reason: "Conflict".into(),
-            message: "Apply failed with 1 conflict: conflict with \"kubectl\": .spec.replicas"
-                .into(),
-            ..Default::default()
-        };
-        let e = api_error(
-            "Deployment/x",
-            "apply",
-            kube::Error::Api(Box::new(s)),
-            "f (document 1)",
-        );
-        let text = e.to_string();
-        assert!(
-            text.contains(".spec.replicas") && text.contains("--force-conflicts"),
-            "{text}"
-        );
-        assert!(matches!(e, ApplyError::Conflict { .. }));
     }
 }

@@ -2,6 +2,8 @@
 //!
 //! - [`manifests`]: reading and checking the manifests, setting the server image (leaf)
 //! - [`cluster`]: connecting to the cluster (kubeconfig, context, namespace)
+//! - [`error`]: what the API server refused, per object
+//! - [`watch`]: following objects through watches that re-establish themselves
 //! - [`apply`]: server-side apply, dry runs and diffs, deletion
 //! - [`rollout`]: a Deployment's rollout state, pod failure reasons, waiting for it
 //! - [`rollback`]: restoring the previous spec after a failed rollout
@@ -11,7 +13,9 @@
 
 pub mod apply;
 pub mod cluster;
+pub mod error;
 pub mod manifests;
 pub mod rollback;
 pub mod rollout;
 pub mod service;
+pub mod watch;

@@ -8,8 +8,9 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::Value;
 
-use super::apply::{FIELD_MANAGER, api_error};
+use super::apply::FIELD_MANAGER;
 use super::cluster::Cluster;
+use super::error::api_error;
 use super::rollout::{Rollback, RolloutError, owned_by, wait_rollout};
 use crate::progress::Progress;
 

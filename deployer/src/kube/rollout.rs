@@ -2,18 +2,20 @@
 //! (failing fast with the pod's own reason).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
+use kube::runtime::{reflector, watcher};
 use tokio::time::Instant;
 
-use super::apply::{ApplyError, api_error};
 use super::cluster::Cluster;
+use super::error::{ApplyError, api_error};
+use super::watch;
 use crate::progress::Progress;
-
-pub const POLL: Duration = Duration::from_millis(400);
 
 /// Waiting reasons of a container that mean the rollout cannot succeed without a change.
 pub const FATAL_WAITING_REASONS: &[&str] = &[
@@ -265,52 +267,83 @@ pub fn selector_string(labels: &BTreeMap<String, String>) -> String {
         .join(",")
 }
 
-/// The pods of the Deployment's newest ReplicaSet (or all its pods when that is not known yet).
-async fn new_pods(cluster: &Cluster, ns: &str, d: &Deployment) -> Result<Vec<Pod>, kube::Error> {
-    let Some(labels) = d
-        .spec
-        .as_ref()
-        .and_then(|s| s.selector.match_labels.clone())
-    else {
-        return Ok(vec![]);
-    };
-    let sel = selector_string(&labels);
+const REVISION: &str = "deployment.kubernetes.io/revision";
+
+/// The pods of the Deployment's newest ReplicaSet (all of `pods` when that is not known yet), from
+/// the Deployment's ReplicaSets and pods (what its selector matches).
+pub fn new_pods<'a>(
+    d: &Deployment,
+    sets: &[Arc<ReplicaSet>],
+    pods: &'a [Arc<Pod>],
+) -> Vec<&'a Pod> {
     let revision = d
         .metadata
         .annotations
         .as_ref()
-        .and_then(|a| a.get("deployment.kubernetes.io/revision"))
-        .cloned();
-    let rss: Api<ReplicaSet> = Api::namespaced(cluster.client.clone(), ns);
-    let uid = d.metadata.uid.clone();
-    let hash = rss
-        .list(&ListParams::default().labels(&sel))
-        .await?
-        .items
-        .into_iter()
-        .filter(|rs| owned_by(rs, uid.as_deref()))
+        .and_then(|a| a.get(REVISION));
+    let uid = d.metadata.uid.as_deref();
+    let hash = sets
+        .iter()
+        .filter(|rs| owned_by(rs, uid))
         .find(|rs| {
             rs.metadata
                 .annotations
                 .as_ref()
-                .and_then(|a| a.get("deployment.kubernetes.io/revision"))
-                == revision.as_ref()
+                .and_then(|a| a.get(REVISION))
+                == revision
         })
-        .and_then(|rs| {
-            rs.metadata
-                .labels
-                .and_then(|l| l.get("pod-template-hash").cloned())
-        });
-    let sel = match hash {
-        Some(h) => format!("{sel},pod-template-hash={h}"),
-        None => sel,
-    };
-    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), ns);
-    Ok(pods.list(&ListParams::default().labels(&sel)).await?.items)
+        .and_then(|rs| rs.metadata.labels.as_ref()?.get("pod-template-hash"));
+    pods.iter()
+        .map(AsRef::as_ref)
+        .filter(|p: &&Pod| {
+            hash.is_none_or(|h| {
+                p.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("pod-template-hash"))
+                    == Some(h)
+            })
+        })
+        .collect()
+}
+
+/// Where a rollout stands: done, hopeless, or still going (with a description).
+#[derive(Debug, PartialEq)]
+pub enum Progressing {
+    Done,
+    Failed(String, String),
+    Going(String),
+}
+
+/// The rollout's state from the Deployment and its ReplicaSets and pods.
+pub fn assess(d: &Deployment, sets: &[Arc<ReplicaSet>], pods: &[Arc<Pod>]) -> Progressing {
+    let (state, desc) = rollout_state(d);
+    match state {
+        Ok(true) => return Progressing::Done,
+        Err((reason, message)) => return Progressing::Failed(reason, message),
+        Ok(false) => {}
+    }
+    // Pod reasons count only once the controller has seen the current spec: right after a
+    // change (or a rollback) the revision annotation still names the previous ReplicaSet.
+    let (generation, observed) = generations(d);
+    if observed >= generation
+        && let Some((reason, message)) = new_pods(d, sets, pods).into_iter().find_map(pod_failure)
+    {
+        return Progressing::Failed(reason, message);
+    }
+    Progressing::Going(desc)
+}
+
+/// What changed: the Deployment (or its absence), or one of its ReplicaSets or pods.
+enum Change {
+    /// Boxed: a Deployment is large, and most changes are of pods.
+    Deployment(Box<Option<Deployment>>),
+    Owned,
 }
 
 /// Waits until the Deployment's rollout is complete: generation observed, updated = available =
 /// desired, no old replicas. Fails fast on a pod's fatal reason or ProgressDeadlineExceeded.
+/// Follows the Deployment, its ReplicaSets and its pods through watches (see [`super::watch`]).
 pub async fn wait_rollout(
     cluster: &Cluster,
     ns: &str,
@@ -319,32 +352,28 @@ pub async fn wait_rollout(
     progress: &mut dyn Progress,
 ) -> Result<RolloutReport, RolloutError> {
     let start = Instant::now();
-    let deadline = start + timeout;
-    let api: Api<Deployment> = Api::namespaced(cluster.client.clone(), ns);
     let object = format!("Deployment/{name}");
+    let api: Api<Deployment> = Api::namespaced(cluster.client.clone(), ns);
+    let d = api
+        .get_opt(name)
+        .await
+        .map_err(|e| api_error(&object, "get", e, ""))?
+        .ok_or_else(|| RolloutError::Gone(name.into()))?;
+    let (sets, sets_writer) = reflector::store::<ReplicaSet>();
+    let (pods, pods_writer) = reflector::store::<Pod>();
+    let mut changes = futures::stream::select_all([
+        watch::object(api, name)
+            .map(|r| r.map(|d| Change::Deployment(Box::new(d))))
+            .boxed(),
+        owned_changes(cluster, ns, &d, sets_writer),
+        owned_changes(cluster, ns, &d, pods_writer),
+    ]);
+    let mut latest = d;
+    let deadline = start + timeout;
     loop {
-        let d = match api.get_opt(name).await {
-            Ok(Some(d)) => d,
-            Ok(None) => return Err(RolloutError::Gone(name.into())),
-            Err(e) => return Err(api_error(&object, "get", e, "").into()),
-        };
-        let (state, desc) = rollout_state(&d);
-        match state {
-            Ok(true) => {
-                let c = counts(&d);
-                return Ok(RolloutReport {
-                    deployment: name.into(),
-                    revision: d
-                        .metadata
-                        .annotations
-                        .as_ref()
-                        .and_then(|a| a.get("deployment.kubernetes.io/revision"))
-                        .cloned(),
-                    replicas: c.desired,
-                    seconds: start.elapsed().as_secs_f64(),
-                });
-            }
-            Err((reason, message)) => {
+        let desc = match assess(&latest, &sets.state(), &pods.state()) {
+            Progressing::Done => return Ok(report(name, &latest, start)),
+            Progressing::Failed(reason, message) => {
                 return Err(RolloutError::Failed {
                     deployment: name.into(),
                     reason,
@@ -352,36 +381,72 @@ pub async fn wait_rollout(
                     rollback: None,
                 });
             }
-            Ok(false) => {}
-        }
-        // Pod reasons count only once the controller has seen the current spec: right after a
-        // change (or a rollback) the revision annotation still names the previous ReplicaSet.
-        let (generation, observed) = generations(&d);
-        let pods = if observed < generation {
-            Vec::new()
-        } else {
-            new_pods(cluster, ns, &d)
-                .await
-                .map_err(|e| api_error(&object, "list pods", e, ""))?
+            Progressing::Going(desc) => desc,
         };
-        if let Some((reason, message)) = pods.iter().find_map(pod_failure) {
-            return Err(RolloutError::Failed {
-                deployment: name.into(),
-                reason,
-                message,
-                rollback: None,
-            });
-        }
         progress.set(&format!("{object}: {desc}"));
-        if Instant::now() >= deadline {
+        let Ok(next) = tokio::time::timeout_at(deadline, changes.next()).await else {
             return Err(RolloutError::Timeout {
                 deployment: name.into(),
                 seconds: timeout.as_secs(),
                 state: desc,
                 rollback: None,
             });
+        };
+        match next.expect("a watch does not end") {
+            Ok(Change::Deployment(d)) => match *d {
+                Some(d) => latest = d,
+                None => return Err(RolloutError::Gone(name.into())),
+            },
+            Ok(Change::Owned) => {}
+            Err(e) => progress.set(&watch::check(e, &object)?),
         }
-        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Changes of the ReplicaSets or pods the Deployment's selector matches (none without one).
+fn owned_changes<K>(
+    cluster: &Cluster,
+    ns: &str,
+    d: &Deployment,
+    writer: reflector::store::Writer<K>,
+) -> futures::stream::BoxStream<'static, Result<Change, watcher::Error>>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let labels = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.as_ref());
+    match labels {
+        Some(labels) => {
+            let api: Api<K> = Api::namespaced(cluster.client.clone(), ns);
+            watch::changes(api, &selector_string(labels), writer)
+                .map(|r| r.map(|()| Change::Owned))
+                .boxed()
+        }
+        None => futures::stream::pending().boxed(),
+    }
+}
+
+/// The finished rollout of `d`.
+fn report(name: &str, d: &Deployment, start: Instant) -> RolloutReport {
+    RolloutReport {
+        deployment: name.into(),
+        revision: d
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(REVISION))
+            .cloned(),
+        replicas: counts(d).desired,
+        seconds: start.elapsed().as_secs_f64(),
     }
 }
 
@@ -462,5 +527,63 @@ mod tests {
         )
         .unwrap();
         assert!(pod_failure(&ok).is_none());
+    }
+
+    fn arc<T: serde::de::DeserializeOwned>(v: Value) -> Arc<T> {
+        Arc::new(serde_json::from_value(v).unwrap())
+    }
+
+    /// A pod of the ReplicaSet with `hash`, its container waiting for `reason`.
+    fn pod(name: &str, hash: &str, reason: &str) -> Arc<Pod> {
+        arc(
+            json!({"metadata": {"name": name, "labels": {"app": "a", "pod-template-hash": hash}},
+            "status": {"containerStatuses": [{"name": "server", "image": "x", "imageID": "", "ready": false,
+                "restartCount": 0, "state": {"waiting": {"reason": reason}}}]}}),
+        )
+    }
+
+    #[test]
+    fn only_the_new_replica_sets_pods_decide_a_rollout() {
+        let d = |generation: i64| {
+            deploy(
+                json!({"metadata": {"name": "d", "uid": "u1", "generation": generation,
+                    "annotations": {"deployment.kubernetes.io/revision": "2"}},
+                "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "a"}}, "template": {}},
+                "status": {"observedGeneration": 2, "replicas": 2, "updatedReplicas": 1, "availableReplicas": 1}}),
+            )
+        };
+        let rs = |hash: &str, revision: &str| -> Arc<ReplicaSet> {
+            arc(
+                json!({"metadata": {"name": format!("d-{hash}"), "labels": {"pod-template-hash": hash},
+                "annotations": {"deployment.kubernetes.io/revision": revision},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "d", "uid": "u1"}]},
+                "spec": {"selector": {}}}),
+            )
+        };
+        let sets = vec![rs("h1", "1"), rs("h2", "2")];
+        let old_crashing = vec![
+            pod("old", "h1", "CrashLoopBackOff"),
+            pod("new", "h2", "ContainerCreating"),
+        ];
+        assert!(matches!(
+            assess(&d(2), &sets, &old_crashing),
+            Progressing::Going(_)
+        ));
+        assert_eq!(new_pods(&d(2), &sets, &old_crashing).len(), 1);
+        let new_failing = vec![
+            pod("old", "h1", "ContainerCreating"),
+            pod("new", "h2", "ImagePullBackOff"),
+        ];
+        assert!(matches!(
+            assess(&d(2), &sets, &new_failing),
+            Progressing::Failed(reason, message) if reason == "ImagePullBackOff" && message.starts_with("pod new")
+        ));
+        // Before the controller has seen the new spec, pod reasons do not count yet.
+        assert!(matches!(
+            assess(&d(3), &sets, &new_failing),
+            Progressing::Going(_)
+        ));
+        // Without the ReplicaSets (not listed yet), every pod of the selector counts.
+        assert_eq!(new_pods(&d(2), &[], &new_failing).len(), 2);
     }
 }

@@ -3,13 +3,15 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Event, Service};
 use kube::api::{Api, ListParams};
 use tokio::time::Instant;
 
-use super::apply::api_error;
 use super::cluster::Cluster;
-use super::rollout::{POLL, RolloutError};
+use super::error::ApplyError;
+use super::rollout::RolloutError;
+use super::watch;
 use crate::progress::Progress;
 
 /// The address a LoadBalancer Service is reachable at, formatted for a URL host.
@@ -56,7 +58,9 @@ async fn latest_event(cluster: &Cluster, ns: &str, name: &str) -> Option<String>
 const PENDING_HINT: &str = "no load-balancer controller has set status.loadBalancer.ingress yet. A cloud provider usually \
 takes 1-3 minutes; a local cluster needs one (MetalLB, `minikube tunnel`, k3s servicelb), otherwise it stays pending forever";
 
-/// Waits for a LoadBalancer Service's address and returns its URL; explains while pending.
+/// Waits for a LoadBalancer Service's address and returns its URL; explains while pending. The
+/// Service is followed through a watch; the progress line counts the seconds and shows the
+/// Service's latest event (looked up every 5 s).
 pub async fn wait_load_balancer(
     cluster: &Cluster,
     ns: &str,
@@ -67,21 +71,43 @@ pub async fn wait_load_balancer(
     let start = Instant::now();
     let api: Api<Service> = Api::namespaced(cluster.client.clone(), ns);
     let object = format!("Service/{name}");
+    let mut states = std::pin::pin!(watch::object(api, name));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut next_event_check = start;
     let mut event: Option<String> = None;
     loop {
-        let svc = api
-            .get(name)
-            .await
-            .map_err(|e| api_error(&object, "get", e, ""))?;
-        if let Some(url) = service_url(&svc) {
-            return Ok(url);
+        tokio::select! {
+            next = states.next() => match next.expect("a watch does not end") {
+                Ok(Some(svc)) => match service_url(&svc) {
+                    Some(url) => return Ok(url),
+                    None => continue,
+                },
+                Ok(None) => {
+                    return Err(RolloutError::Api(ApplyError::Api {
+                        object,
+                        action: "watch",
+                        message: "the Service does not exist (any more)".into(),
+                    }));
+                }
+                Err(e) => {
+                    progress.set(&watch::check(e, &object)?);
+                    continue;
+                }
+            },
+            _ = tick.tick() => {}
+            _ = tokio::time::sleep_until(start + timeout) => {
+                return Err(RolloutError::LoadBalancerTimeout {
+                    service: name.into(),
+                    seconds: timeout.as_secs(),
+                    hint: with_event(PENDING_HINT.to_string(), &event),
+                });
+            }
         }
-        let waited = start.elapsed();
         if Instant::now() >= next_event_check {
             event = latest_event(cluster, ns, name).await;
             next_event_check = Instant::now() + Duration::from_secs(5);
         }
+        let waited = start.elapsed();
         let mut msg = format!(
             "{object}: waiting for the load-balancer address ({}s)",
             waited.as_secs()
@@ -89,23 +115,16 @@ pub async fn wait_load_balancer(
         if waited >= Duration::from_secs(5) {
             msg.push_str(&format!(": {PENDING_HINT}"));
         }
-        if let Some(e) = &event {
-            msg.push_str(&format!("; latest event: {e}"));
-        }
-        progress.set(&msg);
-        if waited >= timeout {
-            let mut hint = PENDING_HINT.to_string();
-            if let Some(e) = event {
-                hint.push_str(&format!("; latest event: {e}"));
-            }
-            return Err(RolloutError::LoadBalancerTimeout {
-                service: name.into(),
-                seconds: timeout.as_secs(),
-                hint,
-            });
-        }
-        tokio::time::sleep(POLL).await;
+        progress.set(&with_event(msg, &event));
     }
+}
+
+/// `text`, followed by the latest event when there is one.
+fn with_event(mut text: String, event: &Option<String>) -> String {
+    if let Some(e) = event {
+        text.push_str(&format!("; latest event: {e}"));
+    }
+    text
 }
 
 #[cfg(test)]

@@ -1,0 +1,100 @@
+//! The Kubernetes side's error: the API server refused or failed a request about an object.
+
+use crate::support::error_chain;
+
+/// The API server refused or failed an apply, diff, get or delete.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("{object}: the cluster does not serve {api_version} {kind}: {message}")]
+    UnknownKind {
+        object: String,
+        api_version: String,
+        kind: String,
+        message: String,
+    },
+    #[error(
+        "{object}: {message}\n  Another field manager owns these fields (a person with kubectl edit/scale, another tool, a controller). \
+Remove them from the manifest, or re-run with --force-conflicts to take them over (the other manager's values are overwritten)."
+    )]
+    Conflict { object: String, message: String },
+    #[error("{object} ({origin}): the API server rejected it: {message}")]
+    Invalid {
+        object: String,
+        origin: String,
+        message: String,
+    },
+    #[error("{object}: {action} forbidden: {message}")]
+    Forbidden {
+        object: String,
+        action: &'static str,
+        message: String,
+    },
+    #[error("{object}: {action} failed: {message}")]
+    Api {
+        object: String,
+        action: &'static str,
+        message: String,
+    },
+    #[error("timed out after {seconds}s waiting for {what} to be deleted")]
+    DeleteTimeout { what: String, seconds: u64 },
+}
+
+/// Maps a kube error for one object to the right ApplyError.
+pub fn api_error(object: &str, action: &'static str, e: kube::Error, origin: &str) -> ApplyError {
+    match e {
+        kube::Error::Api(s) => match s.code {
+            409 if s.reason == "Conflict" && action == "apply" => ApplyError::Conflict {
+                object: object.into(),
+                message: s.message.clone(),
+            },
+            400 | 422 => ApplyError::Invalid {
+                object: object.into(),
+                origin: origin.into(),
+                message: s.message.clone(),
+            },
+            401 | 403 => ApplyError::Forbidden {
+                object: object.into(),
+                action,
+                message: s.message.clone(),
+            },
+            _ => ApplyError::Api {
+                object: object.into(),
+                action,
+                message: format!("{} (HTTP {})", s.message, s.code),
+            },
+        },
+        other => ApplyError::Api {
+            object: object.into(),
+            action,
+            message: error_chain(&other),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflicts_are_explained() {
+        let s = kube::core::Status {
+            code: 409,
+            reason: "Conflict".into(),
+            message: "Apply failed with 1 conflict: conflict with \"kubectl\": .spec.replicas"
+                .into(),
+            ..Default::default()
+        };
+        let e = api_error(
+            "Deployment/x",
+            "apply",
+            kube::Error::Api(Box::new(s)),
+            "f (document 1)",
+        );
+        let text = e.to_string();
+        assert!(
+            text.contains(".spec.replicas") && text.contains("--force-conflicts"),
+            "{text}"
+        );
+        assert!(matches!(e, ApplyError::Conflict { .. }));
+    }
+}
