@@ -1,6 +1,38 @@
 //! `deployer`: builds and pushes the celestial-server image without a Docker daemon, server-side
 //! applies the Kubernetes manifests, waits for the rollout and the load balancer, smoke-tests the
 //! public URL, and reports in text or JSON with documented exit codes (see [`exit::ExitCode`]).
+//!
+//! # Layers
+//!
+//! ```text
+//! main.rs ─> cli ─> commands/* ─> kube/*  (Kubernetes side)
+//!             │         │     └─> oci/*   (image side)
+//!             │         │     └─> smoke
+//!             └─> render (text or JSON, success or error; the one place output is shaped)
+//!             └─> error  (the one place each layer's error becomes an exit code)
+//! leaves: exit, options, progress, support (no crate imports)
+//! ```
+//!
+//! - [`cli`]: the only module that knows clap. It turns flags and environment variables into the
+//!   plain structs of [`options`], runs the command and prints what [`render`] makes of it.
+//! - [`commands`]: one module per command; each returns a typed, serializable report.
+//! - [`kube`] and [`oci`]: the two sides. Each has its own error type and never imports the other
+//!   side, [`commands`], [`error`] or [`render`]. Long steps report through
+//!   [`progress::Progress`].
+//! - [`error`] maps every side's error to an exit code; [`exit`] holds the codes.
+//!
+//! What a module may import: only modules below it in the picture, and the leaves. No module
+//! imports one that (directly or not) imports it back; `deployer/tests/structure.rs` checks this,
+//! and that no function outside the tests is longer than 80 lines.
+//!
+//! # Where things go
+//!
+//! - A new command: its flags in [`cli`], its options in [`options`], a module in [`commands`]
+//!   with its report type (and a variant in [`commands::Report`]); Kubernetes or OCI work it
+//!   needs goes in [`kube`] or [`oci`].
+//! - A new image format: media types in [`oci::media`], reading it in [`oci::archive`] (or
+//!   [`oci::layout`] for a layer encoding); pushing stays [`oci::publish`].
+//! - A new failure: a variant of the side's error type, and its exit code in [`error`].
 
 pub mod cli;
 pub mod commands;

@@ -104,8 +104,13 @@ pub async fn run(
     let mut p = Terminal::new();
     let applied = apply::apply_all(&cluster, &manifests, c.force_conflicts, false, &mut p).await?;
     let apply_seconds = start.elapsed().as_secs_f64();
-    let rollouts = wait_rollouts(&cluster, &applied, &c.wait, &mut p).await?;
-    let urls = wait_urls(&cluster, &applied, &c.wait, &mut p).await?;
+    let waiting = Waiting {
+        cluster: &cluster,
+        applied: &applied,
+        wait: &c.wait,
+    };
+    let rollouts = waiting.rollouts(&mut p).await?;
+    let urls = waiting.urls(&mut p).await?;
     let smoke = smoke_test(urls.first(), &c.wait, &mut p).await?;
     drop(p);
     Ok(Outcome::Done(Box::new(ApplyReport {
@@ -127,44 +132,70 @@ pub async fn run(
     })))
 }
 
-/// The namespace an applied object lives in.
-fn namespace_of(cluster: &Cluster, o: &Applied) -> String {
-    o.namespace
-        .clone()
-        .unwrap_or_else(|| cluster.namespace.clone())
+/// What `apply` waits for after applying: the objects, where, and how long.
+struct Waiting<'a> {
+    cluster: &'a Cluster,
+    applied: &'a [Applied],
+    wait: &'a WaitOptions,
 }
 
-/// Waits for every applied Deployment's rollout; on a failure, rolls back when asked to.
-async fn wait_rollouts(
-    cluster: &Cluster,
-    applied: &[Applied],
-    wait: &WaitOptions,
-    p: &mut dyn Progress,
-) -> Result<Vec<RolloutReport>, Error> {
-    let mut rollouts = Vec::new();
-    for o in applied.iter().filter(|o| o.kind == "Deployment") {
-        let ns = namespace_of(cluster, o);
-        match rollout::wait_rollout(cluster, &ns, &o.name, wait.timeout, p).await {
-            Ok(r) => {
-                p.line(&format!(
-                    "Deployment/{}: rolled out (revision {}, {} replicas, {:.1}s)",
-                    o.name,
-                    r.revision.as_deref().unwrap_or("?"),
-                    r.replicas,
-                    r.seconds
-                ));
-                rollouts.push(r);
-            }
-            Err(e) if e.is_rollout_failure() && wait.rollback_on_failure => {
-                p.line(&format!("Deployment/{}: rollout failed: {e}", o.name));
-                let rb = roll_back(cluster, &ns, o, wait, p).await;
-                p.line(&format!("rollback: {}", rb.message));
-                return Err(e.with_rollback(rb).into());
-            }
-            Err(e) => return Err(e.into()),
-        }
+impl Waiting<'_> {
+    /// The applied objects of `kind`, each with its namespace.
+    fn of_kind(&self, kind: &'static str) -> impl Iterator<Item = (&Applied, String)> {
+        self.applied
+            .iter()
+            .filter(move |o| o.kind == kind)
+            .map(|o| {
+                let ns = o.namespace.clone();
+                (o, ns.unwrap_or_else(|| self.cluster.namespace.clone()))
+            })
     }
-    Ok(rollouts)
+
+    /// Waits for every applied Deployment's rollout; on a failure, rolls back when asked to.
+    async fn rollouts(&self, p: &mut dyn Progress) -> Result<Vec<RolloutReport>, Error> {
+        let (cluster, wait) = (self.cluster, self.wait);
+        let mut rollouts = Vec::new();
+        for (o, ns) in self.of_kind("Deployment") {
+            match rollout::wait_rollout(cluster, &ns, &o.name, wait.timeout, p).await {
+                Ok(r) => {
+                    p.line(&format!(
+                        "Deployment/{}: rolled out (revision {}, {} replicas, {:.1}s)",
+                        o.name,
+                        r.revision.as_deref().unwrap_or("?"),
+                        r.replicas,
+                        r.seconds
+                    ));
+                    rollouts.push(r);
+                }
+                Err(e) if e.is_rollout_failure() && wait.rollback_on_failure => {
+                    p.line(&format!("Deployment/{}: rollout failed: {e}", o.name));
+                    let rb = roll_back(cluster, &ns, o, wait, p).await;
+                    p.line(&format!("rollback: {}", rb.message));
+                    return Err(e.with_rollback(rb).into());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(rollouts)
+    }
+
+    /// Waits for every applied LoadBalancer Service's address; returns their URLs.
+    async fn urls(&self, p: &mut dyn Progress) -> Result<Vec<String>, RolloutError> {
+        let mut urls = Vec::new();
+        if self.wait.no_wait_lb {
+            return Ok(urls);
+        }
+        for (o, ns) in self.of_kind("Service") {
+            if o.after.pointer("/spec/type").and_then(Value::as_str) != Some("LoadBalancer") {
+                continue;
+            }
+            let (cluster, timeout) = (self.cluster, self.wait.lb_timeout);
+            let url = service::wait_load_balancer(cluster, &ns, &o.name, timeout, p).await?;
+            p.line(&format!("Service/{}: {url}", o.name));
+            urls.push(url);
+        }
+        Ok(urls)
+    }
 }
 
 /// Restores the Deployment's previous spec, and says what came of it.
@@ -187,29 +218,6 @@ async fn roll_back(
         ),
         Err(e) => not_restored(format!("cannot find the previous revision: {e}")),
     }
-}
-
-/// Waits for every applied LoadBalancer Service's address; returns their URLs.
-async fn wait_urls(
-    cluster: &Cluster,
-    applied: &[Applied],
-    wait: &WaitOptions,
-    p: &mut dyn Progress,
-) -> Result<Vec<String>, RolloutError> {
-    let mut urls = Vec::new();
-    if wait.no_wait_lb {
-        return Ok(urls);
-    }
-    for o in applied.iter().filter(|o| o.kind == "Service") {
-        if o.after.pointer("/spec/type").and_then(Value::as_str) != Some("LoadBalancer") {
-            continue;
-        }
-        let ns = namespace_of(cluster, o);
-        let url = service::wait_load_balancer(cluster, &ns, &o.name, wait.lb_timeout, p).await?;
-        p.line(&format!("Service/{}: {url}", o.name));
-        urls.push(url);
-    }
-    Ok(urls)
 }
 
 /// The smoke test through the first URL, unless it is switched off.

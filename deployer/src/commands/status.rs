@@ -17,18 +17,21 @@ use crate::options::StatusCommand;
 pub struct StatusReport {
     pub command: &'static str,
     pub namespace: String,
-    pub deployments: Vec<DeploymentStatus>,
-    pub services: Vec<ServiceStatus>,
+    pub deployments: Vec<Deployed<LiveDeployment>>,
+    pub services: Vec<Deployed<LiveService>>,
 }
 
-/// A Deployment of the manifests, and what the cluster runs for it.
+/// An object of the manifests, and what the cluster runs for it (`live`: nothing when it is not
+/// deployed).
 #[derive(Debug, serde::Serialize)]
-pub struct DeploymentStatus {
+pub struct Deployed<L> {
     pub name: String,
-    pub namespace: String,
+    /// Deployments say their namespace; Services do not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
     pub deployed: bool,
     #[serde(flatten)]
-    pub live: Option<LiveDeployment>,
+    pub live: Option<L>,
 }
 
 /// A deployed Deployment.
@@ -50,15 +53,7 @@ pub struct PodStatus {
     pub node: Option<String>,
 }
 
-/// A Service of the manifests, and its URL once it has an address.
-#[derive(Debug, serde::Serialize)]
-pub struct ServiceStatus {
-    pub name: String,
-    pub deployed: bool,
-    #[serde(flatten)]
-    pub live: Option<LiveService>,
-}
-
+/// A deployed Service: its URL once it has an address.
 #[derive(Debug, serde::Serialize)]
 pub struct LiveService {
     pub url: Option<String>,
@@ -71,14 +66,15 @@ impl StatusReport {
             let Some(live) = &d.live else {
                 text.push_str(&format!(
                     "Deployment/{}: not deployed in namespace {}\n",
-                    d.name, d.namespace
+                    d.name,
+                    d.namespace.as_deref().unwrap_or_default()
                 ));
                 continue;
             };
             let c = &live.replicas;
             text.push_str(&format!(
                 "Deployment/{} ({}): image {}\n  replicas: desired {} / updated {} / ready {} / available {} (total {}); rollout {}\n",
-                d.name, d.namespace, live.images.join(", "), c.desired, c.updated, c.ready, c.available, c.current, live.rollout
+                d.name, d.namespace.as_deref().unwrap_or_default(), live.images.join(", "), c.desired, c.updated, c.ready, c.available, c.current, live.rollout
             ));
             for pod in &live.pods {
                 text.push_str(&format!(
@@ -121,8 +117,9 @@ pub async fn run(c: &StatusCommand) -> Result<StatusReport, Error> {
             .get_opt(&s.name)
             .await
             .map_err(|e| api_error(&s.display_name(), "get", e, ""))?;
-        services.push(ServiceStatus {
+        services.push(Deployed {
             name: s.name.clone(),
+            namespace: None,
             deployed: live.is_some(),
             live: live.map(|svc| LiveService {
                 url: service_url(&svc),
@@ -140,7 +137,7 @@ pub async fn run(c: &StatusCommand) -> Result<StatusReport, Error> {
 async fn deployment_status(
     cluster: &Cluster,
     d: &Manifest,
-) -> Result<DeploymentStatus, ApplyError> {
+) -> Result<Deployed<LiveDeployment>, ApplyError> {
     let ns = d
         .namespace
         .clone()
@@ -154,9 +151,9 @@ async fn deployment_status(
         None => None,
         Some(live) => Some(live_deployment(cluster, &ns, d, &live).await?),
     };
-    Ok(DeploymentStatus {
+    Ok(Deployed {
         name: d.name.clone(),
-        namespace: ns,
+        namespace: Some(ns),
         deployed: live.is_some(),
         live,
     })

@@ -297,17 +297,14 @@ fn check_deployment(origin: &Origin, object: &Value) -> Result<(), ManifestError
     let containers = object
         .pointer("/spec/template/spec/containers")
         .and_then(Value::as_array);
-    match containers {
-        Some(c) if !c.is_empty() => {}
-        _ => {
-            return Err(ManifestError::Field {
-                origin: origin.clone(),
-                field: "spec.template.spec.containers".into(),
-                message: "a Deployment needs at least one container".into(),
-            });
-        }
-    }
-    for (i, c) in containers.unwrap().iter().enumerate() {
+    let Some(containers) = containers.filter(|c| !c.is_empty()) else {
+        return Err(ManifestError::Field {
+            origin: origin.clone(),
+            field: "spec.template.spec.containers".into(),
+            message: "a Deployment needs at least one container".into(),
+        });
+    };
+    for (i, c) in containers.iter().enumerate() {
         for key in ["name", "image"] {
             required_str(
                 origin,

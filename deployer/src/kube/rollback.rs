@@ -73,7 +73,7 @@ pub async fn rollback_spec(
     let Some(mut template) = rs
         .spec
         .and_then(|s| s.template)
-        .map(|t| serde_json::to_value(t).expect("serializes"))
+        .map(|t| serde_json::to_value(t).expect("a pod template serializes to JSON"))
     else {
         return Ok(None);
     };

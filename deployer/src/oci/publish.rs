@@ -38,6 +38,22 @@ pub struct Target<'a> {
     pub insecure: &'a [String],
 }
 
+impl<'a> Target<'a> {
+    pub fn new(
+        client: &'a Client,
+        reference: &'a Reference,
+        creds: &'a Credentials,
+        insecure: &'a [String],
+    ) -> Self {
+        Target {
+            client,
+            reference,
+            creds,
+            insecure,
+        }
+    }
+}
+
 /// An image ready to push: its blobs (config and layers) and its manifest.
 pub struct Image<'a> {
     pub blobs: Vec<(String, &'a [u8])>,
@@ -137,23 +153,13 @@ pub async fn build_and_push(
     let same_registry = target.resolve_registry() == base_ref.resolve_registry();
     let base_creds = creds.for_registry(base_ref.resolve_registry(), same_registry)?;
     let target_creds = creds.for_registry(target.resolve_registry(), true)?;
-    let source = Target {
-        client: &client,
-        reference: &base_ref,
-        creds: &base_creds,
-        insecure,
-    };
+    let source = Target::new(&client, &base_ref, &base_creds, insecure);
     progress.set(&format!("pulling base {}", base_ref.whole()));
     let (base, base_layers) = pull_with_layers(&source, &opts.platform).await?;
     check_runs_on_base(&base, &inputs.binary, &base_layers)?;
     progress.set("assembling the layer (binary, ONNX Runtime, model)");
     let built = assemble(&base, &inputs, &meta);
-    let t = Target {
-        client: &client,
-        reference: &target,
-        creds: &target_creds,
-        insecure,
-    };
+    let t = Target::new(&client, &target, &target_creds, insecure);
     client
         .store_auth_if_needed(target.resolve_registry(), &target_creds.auth)
         .await;

@@ -39,6 +39,7 @@ pub async fn fetch_blob(
             message: format!("blob {digest} does not match its digest"),
         });
     }
+    // The cache is an optimisation: when it cannot be written, the next build pulls again.
     if let Some(p) = cache
         && let Some(dir) = p.parent()
     {

@@ -193,20 +193,17 @@ pub fn credentials_from_docker_config(
         auth: RegistryAuth::Anonymous,
         source: "anonymous".into(),
     };
+    let config_error = |message: String| RegistryError::Config {
+        path: path.into(),
+        message,
+    };
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(anonymous),
-        Err(e) => {
-            return Err(RegistryError::Config {
-                path: path.into(),
-                message: e.to_string(),
-            });
-        }
+        Err(e) => return Err(config_error(e.to_string())),
     };
-    let config: DockerConfig = serde_json::from_str(&text).map_err(|e| RegistryError::Config {
-        path: path.into(),
-        message: format!("invalid JSON: {e}"),
-    })?;
+    let config: DockerConfig =
+        serde_json::from_str(&text).map_err(|e| config_error(format!("invalid JSON: {e}")))?;
     let aliases = registry_aliases(registry);
     let helper = config
         .cred_helpers
@@ -224,48 +221,35 @@ pub fn credentials_from_docker_config(
             continue;
         }
         let source = format!("{} auths[{key}]", path.display());
-        if let Some(token) = &entry.registry_token {
-            return Ok(Credentials {
-                auth: RegistryAuth::Bearer(token.clone()),
-                source,
-            });
-        }
-        if let Some(b64) = entry.auth.as_deref().filter(|a| !a.is_empty()) {
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(b64.trim())
-                .map_err(|_| RegistryError::Config {
-                    path: path.into(),
-                    message: format!("auths[{key}].auth is not valid base64"),
-                })?;
-            let decoded = String::from_utf8(decoded).map_err(|_| RegistryError::Config {
-                path: path.into(),
-                message: format!("auths[{key}].auth is not UTF-8"),
-            })?;
-            let (user, pass) = decoded
-                .split_once(':')
-                .ok_or_else(|| RegistryError::Config {
-                    path: path.into(),
-                    message: format!("auths[{key}].auth must encode USER:PASSWORD"),
-                })?;
-            return Ok(Credentials {
-                auth: RegistryAuth::Basic(user.into(), pass.into()),
-                source,
-            });
-        }
-        if let (Some(u), Some(p)) = (&entry.username, &entry.password) {
-            return Ok(Credentials {
-                auth: RegistryAuth::Basic(u.clone(), p.clone()),
-                source,
-            });
-        }
-        if let Some(t) = &entry.identity_token {
-            return Ok(Credentials {
-                auth: RegistryAuth::Basic("<token>".into(), t.clone()),
-                source,
-            });
+        let auth = entry_auth(entry).map_err(|m| config_error(format!("auths[{key}].auth {m}")))?;
+        if let Some(auth) = auth {
+            return Ok(Credentials { auth, source });
         }
     }
     Ok(anonymous)
+}
+
+/// The credentials of one `auths` entry: a registry token, `auth` (base64 of USER:PASSWORD),
+/// username and password, or an identity token. Err says what is wrong with `auth`.
+fn entry_auth(entry: &AuthEntry) -> Result<Option<RegistryAuth>, &'static str> {
+    if let Some(token) = &entry.registry_token {
+        return Ok(Some(RegistryAuth::Bearer(token.clone())));
+    }
+    if let Some(b64) = entry.auth.as_deref().filter(|a| !a.is_empty()) {
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|_| "is not valid base64")?;
+        let decoded = String::from_utf8(decoded).map_err(|_| "is not UTF-8")?;
+        let (user, pass) = decoded.split_once(':').ok_or("must encode USER:PASSWORD")?;
+        return Ok(Some(RegistryAuth::Basic(user.into(), pass.into())));
+    }
+    if let (Some(u), Some(p)) = (&entry.username, &entry.password) {
+        return Ok(Some(RegistryAuth::Basic(u.clone(), p.clone())));
+    }
+    Ok(entry
+        .identity_token
+        .as_ref()
+        .map(|t| RegistryAuth::Basic("<token>".into(), t.clone())))
 }
 
 #[derive(Deserialize)]
@@ -386,6 +370,45 @@ impl CredentialSource {
     }
 }
 
+/// What an oci-client error means for the user.
+enum Failure {
+    Unauthorized,
+    NotFound,
+    Unreachable,
+    Other,
+}
+
+/// Sorts an oci-client error by what the user can do about it.
+fn failure(e: &OciDistributionError) -> Failure {
+    use oci_client::errors::OciErrorCode as Code;
+    let registry_says = |codes: &[Code]| match e {
+        OciDistributionError::RegistryError { envelope, .. } => {
+            envelope.errors.iter().any(|x| codes.contains(&x.code))
+        }
+        _ => false,
+    };
+    let status = match e {
+        OciDistributionError::ServerError { code, .. } => Some(*code),
+        OciDistributionError::RequestError(re) => re.status().map(|s| s.as_u16()),
+        _ => None,
+    };
+    match e {
+        OciDistributionError::UnauthorizedError { .. }
+        | OciDistributionError::AuthenticationFailure(_) => Failure::Unauthorized,
+        _ if matches!(status, Some(401 | 403)) => Failure::Unauthorized,
+        _ if registry_says(&[Code::Unauthorized, Code::Denied]) => Failure::Unauthorized,
+        OciDistributionError::ImageManifestNotFoundError(_) => Failure::NotFound,
+        _ if status == Some(404) => Failure::NotFound,
+        _ if registry_says(&[Code::ManifestUnknown, Code::NameUnknown]) => Failure::NotFound,
+        OciDistributionError::RequestError(re)
+            if re.is_connect() || re.is_timeout() || re.is_request() =>
+        {
+            Failure::Unreachable
+        }
+        _ => Failure::Other,
+    }
+}
+
 /// Turns an oci-client error into a clear RegistryError.
 pub fn classify(
     e: OciDistributionError,
@@ -395,87 +418,24 @@ pub fn classify(
     insecure: &[String],
 ) -> RegistryError {
     let registry = reference.resolve_registry().to_string();
-    let text = error_chain(&e);
-    match &e {
-        OciDistributionError::UnauthorizedError { .. }
-        | OciDistributionError::AuthenticationFailure(_) => RegistryError::Unauthorized {
+    let message = error_chain(&e);
+    match failure(&e) {
+        Failure::Unauthorized => RegistryError::Unauthorized {
             registry,
             reference: reference.whole(),
             operation,
             source_desc: creds.source.clone(),
         },
-        OciDistributionError::ServerError {
-            code: 401 | 403, ..
-        } => RegistryError::Unauthorized {
-            registry,
+        Failure::NotFound => RegistryError::NotFound {
             reference: reference.whole(),
-            operation,
-            source_desc: creds.source.clone(),
+            message,
         },
-        OciDistributionError::RegistryError { envelope, .. }
-            if envelope.errors.iter().any(|x| {
-                matches!(
-                    x.code,
-                    oci_client::errors::OciErrorCode::Unauthorized
-                        | oci_client::errors::OciErrorCode::Denied
-                )
-            }) =>
-        {
-            RegistryError::Unauthorized {
-                registry,
-                reference: reference.whole(),
-                operation,
-                source_desc: creds.source.clone(),
-            }
-        }
-        OciDistributionError::ImageManifestNotFoundError(_)
-        | OciDistributionError::ServerError { code: 404, .. } => RegistryError::NotFound {
-            reference: reference.whole(),
-            message: text,
-        },
-        OciDistributionError::RegistryError { envelope, .. }
-            if envelope.errors.iter().any(|x| {
-                matches!(
-                    x.code,
-                    oci_client::errors::OciErrorCode::ManifestUnknown
-                        | oci_client::errors::OciErrorCode::NameUnknown
-                )
-            }) =>
-        {
-            RegistryError::NotFound {
-                reference: reference.whole(),
-                message: text,
-            }
-        }
-        OciDistributionError::RequestError(re)
-            if matches!(re.status().map(|s| s.as_u16()), Some(401 | 403)) =>
-        {
-            RegistryError::Unauthorized {
-                registry,
-                reference: reference.whole(),
-                operation,
-                source_desc: creds.source.clone(),
-            }
-        }
-        OciDistributionError::RequestError(re) if re.status().map(|s| s.as_u16()) == Some(404) => {
-            RegistryError::NotFound {
-                reference: reference.whole(),
-                message: text,
-            }
-        }
-        OciDistributionError::RequestError(re)
-            if re.is_connect() || re.is_timeout() || re.is_request() =>
-        {
-            RegistryError::Unreachable {
-                url_scheme: scheme_for(&registry, insecure),
-                registry,
-                message: text,
-            }
-        }
-        _ => RegistryError::Protocol {
+        Failure::Unreachable => RegistryError::Unreachable {
+            url_scheme: scheme_for(&registry, insecure),
             registry,
-            message: text,
+            message,
         },
+        Failure::Other => RegistryError::Protocol { registry, message },
     }
 }
 
