@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Build the test environment's Go tools from the pinned modules in tests/env/tools/ and cache them.
+# Build the test environment's Go tools from the pinned modules in tests/env/tools/ and cache them:
+# the control plane (kube-apiserver, -controller-manager, -scheduler, kubectl), the real node's
+# kubelet + kube-proxy, etcd, kwok, kubeconform.
 #
 #   tests/env/build-tools.sh          build if needed; prints the bin directory on stdout
 #   tests/env/build-tools.sh --key    print the cache key only
@@ -40,7 +42,7 @@ cache_key() {
 KEY=$(cache_key)
 DEST=$CACHE_ROOT/$KEY
 if [ "${1:-}" = --key ]; then echo "$KEY"; exit 0; fi
-if [ -x "$DEST/bin/kube-apiserver" ] && [ -f "$DEST/.complete" ]; then
+if [ -x "$DEST/bin/kube-apiserver" ] && [ -x "$DEST/bin/kubelet" ] && [ -f "$DEST/.complete" ]; then
   echo "$DEST/bin"; exit 0
 fi
 
@@ -72,7 +74,12 @@ for m in k8s etcd kwok kubeconform; do (cd "$TOOLS/$m" && go mod download); done
 (cd "$TOOLS/k8s" && "${NICE[@]}" go build -trimpath -ldflags "$ldf $kv" -o "$TMP/bin/" \
   k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
   k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
-echo "build-tools: kubernetes done after $(( $(date +%s) - start ))s" >&2
+echo "build-tools: kubernetes control plane done after $(( $(date +%s) - start ))s" >&2
+# the real node's kubelet + kube-proxy (tests/env/node.sh): same module, flags and build cache
+t_node=$(date +%s)
+(cd "$TOOLS/k8s" && "${NICE[@]}" go build -trimpath -ldflags "$ldf $kv" -o "$TMP/bin/" \
+  k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy)
+echo "build-tools: kubelet + kube-proxy done after $(( $(date +%s) - t_node ))s" >&2
 (cd "$TOOLS/etcd" && "${NICE[@]}" go build -trimpath -ldflags "$ldf" -o "$TMP/bin/etcd" go.etcd.io/etcd/server/v3)
 (cd "$TOOLS/kwok" && "${NICE[@]}" go build -trimpath -ldflags "$ldf" -o "$TMP/bin/kwok" sigs.k8s.io/kwok/cmd/kwok)
 (cd "$TOOLS/kubeconform" && "${NICE[@]}" go build -trimpath -ldflags "$ldf" -o "$TMP/bin/kubeconform" \
