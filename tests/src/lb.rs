@@ -12,8 +12,13 @@
 //! * with the annotation [`BACKEND_ANNOTATION`]`: HOST:PORT` (or `PORT=HOST:PORT,...` per Service
 //!   port), it listens on `ADDRESS:servicePort` for every TCP port of the Service and forwards each
 //!   connection to that backend, e.g. a container listening on 127.0.0.1:38080. Kubernetes pods on
-//!   kwok nodes are not real processes, so the test names the real server to reach. Without the
-//!   annotation nothing listens on the address (connections are refused).
+//!   kwok nodes are not real processes, so the test names the real server to reach;
+//! * without that annotation, when the environment has a real node (`--node-netns`, see
+//!   `tests/env/node.sh`), it does what a cloud load balancer does: it forwards `ADDRESS:port` to
+//!   the Service's node port on the node's address (`--node-address`), where kube-proxy picks a
+//!   ready pod. The node lives in its own network namespace, so the connection is made from a
+//!   socket created inside it ([`netns`]). Without a real node nothing listens on the address
+//!   (connections are refused).
 //!
 //! Every change is logged and recorded as an Event on the Service, named like a cloud
 //! controller's (`EnsuringLoadBalancer`, `EnsuredLoadBalancer`, `SyncLoadBalancerFailed`), with the
@@ -21,7 +26,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Service;
@@ -60,10 +67,47 @@ pub enum LbError {
 pub struct LbConfig {
     /// Field manager for the status patches.
     pub field_manager: String,
+    /// The environment's real node, if it has one: Services without the backend annotation are
+    /// forwarded to their node ports there.
+    pub node: Option<NodeTarget>,
 }
 
-/// Where the connections to one Service port go.
+/// Where the real node's node ports are reachable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeTarget {
+    /// The node's network namespace, e.g. `/run/netns/celestial-testenv`.
+    pub netns: PathBuf,
+    /// The node's address inside it (its `InternalIP`).
+    pub address: IpAddr,
+}
+
+/// Where the connections to one Service port go, as the backend annotation names them.
 pub type Backends = BTreeMap<u16, SocketAddr>;
+
+/// Where the stand-in sends the connections of one Service port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    /// A server in the stand-in's own network namespace (the backend annotation).
+    Host(SocketAddr),
+    /// A node port of the real node, reached from a socket inside the node's namespace.
+    Node { netns: PathBuf, addr: SocketAddr },
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Host(a) => write!(f, "{a}"),
+            Self::Node { netns, addr } => write!(f, "node port {addr} in {}", netns.display()),
+        }
+    }
+}
+
+async fn connect(to: &Target) -> std::io::Result<TcpStream> {
+    match to {
+        Target::Host(a) => TcpStream::connect(a).await,
+        Target::Node { netns, addr } => netns::connect(netns, *addr, Duration::from_secs(5)).await,
+    }
+}
 
 /// Parses [`BACKEND_ANNOTATION`] for a Service whose TCP ports are `ports`.
 pub fn parse_backends(value: &str, ports: &[u16]) -> Result<Backends, LbError> {
@@ -109,12 +153,12 @@ pub fn parse_backends(value: &str, ports: &[u16]) -> Result<Backends, LbError> {
 #[derive(Debug, Clone, PartialEq)]
 struct Desired {
     pending: bool,
-    backends: Backends,
+    backends: BTreeMap<u16, Target>,
     /// IP currently in the Service status, if any.
     status_ip: Option<IpAddr>,
 }
 
-fn desired(svc: &Service) -> Option<Result<Desired, LbError>> {
+fn desired(svc: &Service, node: Option<&NodeTarget>) -> Option<Result<Desired, LbError>> {
     let spec = svc.spec.as_ref()?;
     if spec.type_.as_deref() != Some("LoadBalancer") || spec.load_balancer_class.is_some() {
         return None;
@@ -130,12 +174,30 @@ fn desired(svc: &Service) -> Option<Result<Desired, LbError>> {
     let pending = ann
         .get(PENDING_ANNOTATION)
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
-    let backends = match ann.get(BACKEND_ANNOTATION) {
-        Some(v) => match parse_backends(v, &ports) {
-            Ok(b) => b,
+    let backends = match (ann.get(BACKEND_ANNOTATION), node) {
+        (Some(v), _) => match parse_backends(v, &ports) {
+            Ok(b) => b.into_iter().map(|(p, a)| (p, Target::Host(a))).collect(),
             Err(e) => return Some(Err(e)),
         },
-        None => Backends::new(),
+        // like a cloud load balancer: every TCP port to its node port on the (real) node
+        (None, Some(node)) => spec
+            .ports
+            .iter()
+            .flatten()
+            .filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+            .filter_map(|p| {
+                Some((
+                    u16::try_from(p.port).ok()?,
+                    u16::try_from(p.node_port?).ok()?,
+                ))
+            })
+            .map(|(port, node_port)| {
+                let addr = SocketAddr::new(node.address, node_port);
+                let netns = node.netns.clone();
+                (port, Target::Node { netns, addr })
+            })
+            .collect(),
+        (None, None) => BTreeMap::new(),
     };
     let status_ip = svc
         .status
@@ -154,7 +216,7 @@ fn desired(svc: &Service) -> Option<Result<Desired, LbError>> {
 
 /// A running listener on `ADDRESS:port`; the backend can be swapped without rebinding.
 struct Listener {
-    backend: Arc<RwLock<SocketAddr>>,
+    backend: Arc<RwLock<Target>>,
     task: JoinHandle<()>,
 }
 
@@ -208,19 +270,19 @@ fn in_pool(ip: Ipv4Addr) -> bool {
     o[0] == 127 && o[1] == 0 && o[2] >= 1 && o[3] != 0 && o[3] != 255
 }
 
-async fn proxy(front: SocketAddr, listener: TcpListener, backend: Arc<RwLock<SocketAddr>>) {
+async fn proxy(front: SocketAddr, listener: TcpListener, backend: Arc<RwLock<Target>>) {
     loop {
         let (mut inbound, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(%front, error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
-        let to = *backend.read().expect("backend lock");
+        let to = backend.read().expect("backend lock").clone();
         tokio::spawn(async move {
-            match TcpStream::connect(to).await {
+            match connect(&to).await {
                 Ok(mut outbound) => {
                     let _ = inbound.set_nodelay(true);
                     let _ = outbound.set_nodelay(true);
@@ -282,7 +344,7 @@ async fn reconcile(
     };
     let key = format!("{ns}/{name}");
     let api: Api<Service> = Api::namespaced(client.clone(), &ns);
-    let want = match desired(svc) {
+    let want = match desired(svc, cfg.node.as_ref()) {
         None => {
             release(state, &key);
             return;
@@ -306,7 +368,7 @@ async fn reconcile(
                     .annotations()
                     .get(PENDING_ANNOTATION)
                     .is_some_and(|v| v == "true"),
-                backends: Backends::new(),
+                backends: BTreeMap::new(),
                 status_ip: None,
             }
         }
@@ -350,9 +412,21 @@ async fn reconcile(
         match patch_status(&api, &name, &cfg.field_manager, Some(ip)).await {
             Ok(()) => {
                 tracing::info!(service = %key, %ip, "assigned the load-balancer address");
-                record(recorder, svc, EventType::Normal, "EnsuredLoadBalancer", format!(
-                    "load-balancer stand-in: assigned {ip} (loopback; forwards to the {BACKEND_ANNOTATION} annotation's backend)"
-                )).await;
+                let to = if cfg.node.is_some() {
+                    format!(
+                        "the {BACKEND_ANNOTATION} annotation's backend, else to the Service's node ports on the real node"
+                    )
+                } else {
+                    format!("the {BACKEND_ANNOTATION} annotation's backend")
+                };
+                record(
+                    recorder,
+                    svc,
+                    EventType::Normal,
+                    "EnsuredLoadBalancer",
+                    format!("load-balancer stand-in: assigned {ip} (loopback; forwards to {to})"),
+                )
+                .await;
             }
             Err(e) => {
                 tracing::warn!(service = %key, %ip, error = %e, "could not write the status; will retry on the next event")
@@ -361,10 +435,10 @@ async fn reconcile(
     }
     // listeners: one per TCP port with a backend
     let current = state.listeners.entry(key.clone()).or_default();
-    let fronts: HashMap<SocketAddr, SocketAddr> = want
+    let fronts: HashMap<SocketAddr, Target> = want
         .backends
         .iter()
-        .map(|(port, to)| (SocketAddr::new(IpAddr::V4(ip), *port), *to))
+        .map(|(port, to)| (SocketAddr::new(IpAddr::V4(ip), *port), to.clone()))
         .collect();
     current.retain(|front, _| {
         let keep = fronts.contains_key(front);
@@ -384,10 +458,10 @@ async fn reconcile(
         }
         match TcpListener::bind(front).await {
             Ok(listener) => {
+                tracing::info!(service = %key, %front, backend = %to, "forwarding");
                 let backend = Arc::new(RwLock::new(to));
                 let task = tokio::spawn(proxy(front, listener, backend.clone()));
                 current.insert(front, Listener { backend, task });
-                tracing::info!(service = %key, %front, backend = %to, "forwarding");
             }
             Err(e) => {
                 tracing::error!(service = %key, %front, error = %e, "cannot listen on the load-balancer address");
@@ -421,7 +495,7 @@ fn release(state: &mut State, key: &str) {
 pub async fn run(
     client: Client,
     cfg: LbConfig,
-    shutdown: impl std::future::Future<Output = ()>,
+    shutdown: impl Future<Output = ()>,
 ) -> Result<(), LbError> {
     let api: Api<Service> = Api::all(client.clone());
     let recorder = Recorder::new(
@@ -448,7 +522,7 @@ pub async fn run(
             Err(e) => {
                 // the watcher re-lists by itself on the next poll; back off a little
                 tracing::warn!(error = %e, "watch error; retrying");
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
         };
@@ -492,8 +566,75 @@ pub async fn run(
     }
 }
 
+/// Sockets inside another network namespace (the real node's), made on a short-lived thread that
+/// joined it: `setns(2)` with `CLONE_NEWNET` moves only the calling thread, and a socket stays in
+/// the namespace it was created in, whichever thread uses it later. A fresh thread per socket
+/// keeps the runtime's threads in the process's own namespace and follows a namespace that was
+/// re-created under the same path.
+pub mod netns {
+    use std::io;
+    use std::net::SocketAddr;
+    use std::os::fd::AsRawFd;
+    use std::path::Path;
+    use std::time::Duration;
+
+    fn enter(path: &Path) -> io::Result<()> {
+        let ns = std::fs::File::open(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        // SAFETY: setns(2) on a file descriptor that stays open for the call; it changes the
+        // network namespace of this thread only, which ends after making one socket.
+        let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+        if rc != 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(
+                e.kind(),
+                format!("setns {}: {e}", path.display()),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn inside<T: Send + 'static>(
+        path: &Path,
+        f: impl FnOnce() -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let path = path.to_path_buf();
+        std::thread::Builder::new()
+            .name("netns".into())
+            .spawn(move || {
+                let _ = tx.send(enter(&path).and_then(|()| f()));
+            })?;
+        rx.await
+            .map_err(|_| io::Error::other("the network-namespace thread ended without an answer"))?
+    }
+
+    /// Connects to `addr` from inside the network namespace at `path` (e.g. `/run/netns/NAME`).
+    pub async fn connect(
+        path: &Path,
+        addr: SocketAddr,
+        timeout: Duration,
+    ) -> io::Result<tokio::net::TcpStream> {
+        let s = inside(path, move || {
+            std::net::TcpStream::connect_timeout(&addr, timeout)
+        })
+        .await?;
+        s.set_nonblocking(true)?;
+        tokio::net::TcpStream::from_std(s)
+    }
+
+    /// Listens on `addr` inside the network namespace at `path`.
+    pub async fn listen(path: &Path, addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
+        let l = inside(path, move || std::net::TcpListener::bind(addr)).await?;
+        l.set_nonblocking(true)?;
+        tokio::net::TcpListener::from_std(l)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     #[test]
@@ -546,6 +687,135 @@ mod tests {
             s.allocate("ns/f", None).unwrap(),
             a,
             "a released address is reused"
+        );
+    }
+
+    fn lb_service(backend: Option<&str>) -> Service {
+        let ann = backend.map_or_else(
+            || serde_json::json!({}),
+            |b| serde_json::json!({ BACKEND_ANNOTATION: b }),
+        );
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "s", "namespace": "n", "annotations": ann },
+            "spec": { "type": "LoadBalancer", "ports": [
+                { "name": "http", "port": 80, "nodePort": 30080 },
+                { "name": "dns", "port": 53, "protocol": "UDP", "nodePort": 30053 },
+                { "name": "none", "port": 81 }
+            ] }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn node_ports_of_the_real_node_unless_the_annotation_names_a_backend() {
+        let node = NodeTarget {
+            netns: "/state/node/netns".into(),
+            address: "10.250.0.1".parse().unwrap(),
+        };
+        let d = desired(&lb_service(None), Some(&node)).unwrap().unwrap();
+        // TCP ports with a node port only
+        assert_eq!(d.backends.len(), 1, "{:?}", d.backends);
+        assert_eq!(
+            d.backends[&80],
+            Target::Node {
+                netns: "/state/node/netns".into(),
+                addr: "10.250.0.1:30080".parse().unwrap()
+            }
+        );
+        assert!(
+            d.backends[&80]
+                .to_string()
+                .contains("node port 10.250.0.1:30080")
+        );
+        // without a real node nothing forwards
+        let d = desired(&lb_service(None), None).unwrap().unwrap();
+        assert!(d.backends.is_empty());
+        // the annotation wins
+        let d = desired(&lb_service(Some("127.0.0.1:9")), Some(&node))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            d.backends[&80],
+            Target::Host("127.0.0.1:9".parse().unwrap())
+        );
+    }
+
+    /// A network namespace of its own (a bind mount in a temporary directory), for as long as
+    /// the guard lives. Needs root, like the whole test environment.
+    struct Netns {
+        dir: tempfile::TempDir,
+    }
+
+    impl Netns {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("ns");
+            std::fs::write(&path, b"").unwrap();
+            let ok = std::process::Command::new("unshare")
+                .arg(format!("--net={}", path.display()))
+                .arg("true")
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "unshare --net failed (needs root)");
+            let ok = std::process::Command::new("nsenter")
+                .arg(format!("--net={}", path.display()))
+                .args(["ip", "link", "set", "lo", "up"])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok);
+            Self { dir }
+        }
+
+        fn path(&self) -> PathBuf {
+            self.dir.path().join("ns")
+        }
+    }
+
+    impl Drop for Netns {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg(self.path())
+                .status();
+        }
+    }
+
+    #[tokio::test]
+    async fn sockets_inside_another_network_namespace() {
+        let ns = Netns::new();
+        let listener = netns::listen(&ns.path(), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accept = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let (mut s, _) = listener.accept().await.unwrap();
+            s.write_all(b"inside").await.unwrap();
+        });
+        let mut conn = netns::connect(&ns.path(), addr, Duration::from_secs(2))
+            .await
+            .unwrap();
+        let mut got = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut conn, &mut got)
+            .await
+            .unwrap();
+        assert_eq!(got, "inside");
+        accept.await.unwrap();
+        // the namespace's loopback is not the process's: nothing listens there on the host side
+        // (the runtime's threads stayed in their own namespace)
+        let outside = TcpStream::connect(addr).await;
+        assert!(outside.is_err(), "{addr} answered outside the namespace");
+        let missing = netns::connect(
+            Path::new("/nonexistent/netns"),
+            addr,
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            missing.to_string().contains("/nonexistent/netns"),
+            "{missing}"
         );
     }
 

@@ -94,6 +94,42 @@ pub struct EnvInfo {
     pub base_images: BaseImages,
     /// Names of the fake (kwok) nodes.
     pub kwok_nodes: Vec<String>,
+    /// The real node, when the environment has one (`TESTENV_REAL_NODE=1 testenv up`, or
+    /// `testenv start node`; [`TestEnv::real_node`] adds it).
+    #[serde(default)]
+    pub real_node: Option<RealNode>,
+}
+
+/// The environment's real node: kubelet + containerd + CNI bridge + kube-proxy in a network
+/// namespace of their own (tests/env/node.sh). Only pods that tolerate the taint and select the
+/// label run there; everything else goes to the kwok nodes.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RealNode {
+    /// Node name.
+    pub name: String,
+    /// Label `LABEL=true` on the node (select it with a nodeSelector).
+    pub label: String,
+    /// Taint key, `KEY=true:NoSchedule` (tolerate it).
+    pub taint: String,
+    /// The node's InternalIP, inside its namespace.
+    pub address: String,
+    /// The namespace (a bind mount; `nsenter --net=PATH`).
+    pub netns: PathBuf,
+    /// Pod IP range of the node.
+    pub pod_cidr: String,
+    /// The kubelet's pod log directory (`NAMESPACE_POD_UID/CONTAINER/N.log`).
+    pub pod_logs: PathBuf,
+}
+
+impl RealNode {
+    /// A pod spec's `nodeSelector` and `tolerations` that put it on this node.
+    pub fn placement(&self) -> serde_json::Value {
+        serde_json::json!({
+            "nodeSelector": { &self.label: "true" },
+            "tolerations": [{ "key": &self.taint, "operator": "Equal", "value": "true",
+                              "effect": "NoSchedule" }],
+        })
+    }
 }
 
 /// Names of the synthesized base images.
@@ -130,10 +166,11 @@ fn state_dir() -> PathBuf {
 }
 
 static UP: OnceLock<Result<EnvInfo, String>> = OnceLock::new();
+static NODE: OnceLock<Result<EnvInfo, String>> = OnceLock::new();
 
-fn up_once() -> Result<EnvInfo, String> {
-    eprintln!("celestial-e2e: tests/env/testenv up (reuses a running environment)");
-    let t = Instant::now();
+/// `tests/env/testenv ARGS`, handed the LB stand-in (and the node forwarder next to it) that
+/// cargo already built for the running tests.
+fn testenv_command(args: &[&str]) -> Command {
     let mut cmd = Command::new(testenv_script());
     // cargo built the package's binaries before running its tests: hand testenv the LB stand-in
     // so it does not run cargo itself while `cargo test` holds the build directory
@@ -144,23 +181,49 @@ fn up_once() -> Result<EnvInfo, String> {
     {
         cmd.env("TESTENV_LB_BIN", lb);
     }
-    let out = cmd
-        .arg("up")
-        .stdin(Stdio::null())
+    cmd.args(args).stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `testenv ARGS`; its output in the error when it fails.
+pub fn run_testenv(args: &[&str]) -> Result<std::process::Output, String> {
+    let out = testenv_command(args)
         .output()
         .map_err(|e| format!("cannot run {}: {e}", testenv_script().display()))?;
     if !out.status.success() {
         return Err(format!(
-            "`tests/env/testenv up` exited with {}:\n{}{}",
+            "`tests/env/testenv {}` exited with {}:\n{}{}",
+            args.join(" "),
             out.status,
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         ));
     }
+    Ok(out)
+}
+
+fn up_once() -> Result<EnvInfo, String> {
+    eprintln!("celestial-e2e: tests/env/testenv up (reuses a running environment)");
+    let t = Instant::now();
+    run_testenv(&["up"])?;
     eprintln!(
         "celestial-e2e: test environment ready in {:.1}s",
         t.elapsed().as_secs_f64()
     );
+    read_env_json()
+}
+
+fn node_once() -> Result<EnvInfo, String> {
+    let t = Instant::now();
+    run_testenv(&["start", "node"])?;
+    eprintln!(
+        "celestial-e2e: real node ready in {:.1}s (testenv start node)",
+        t.elapsed().as_secs_f64()
+    );
+    read_env_json()
+}
+
+fn read_env_json() -> Result<EnvInfo, String> {
     let path = state_dir().join("env.json");
     let text = std::fs::read_to_string(&path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -180,6 +243,22 @@ impl TestEnv {
             .await
             .map_err(|e| EnvError::Up(format!("the start-up task failed: {e}")))?;
         r.map(|info| Self { info }).map_err(EnvError::Up)
+    }
+
+    /// The real node: added to the environment (`testenv start node`, once per process) when it
+    /// does not have it yet. Returns the handle with the refreshed `env.json`.
+    pub async fn real_node(&self) -> Result<(Self, RealNode), EnvError> {
+        if let Some(node) = self.info.real_node.clone() {
+            return Ok((self.clone(), node));
+        }
+        let r = tokio::task::spawn_blocking(|| NODE.get_or_init(node_once).clone())
+            .await
+            .map_err(|e| EnvError::Up(format!("the start-up task failed: {e}")))?;
+        let info = r.map_err(EnvError::Up)?;
+        let node = info.real_node.clone().ok_or_else(|| {
+            EnvError::Up("`testenv start node` succeeded but env.json names no real node".into())
+        })?;
+        Ok((Self { info }, node))
     }
 
     /// Everything `env.json` says.

@@ -142,9 +142,23 @@ async fn env_load_balancer_service_gets_a_loopback_address_or_stays_pending() {
     assert!(a.is_loopback() && b.is_loopback(), "{a} {b}");
     assert_ne!(a, b, "each Service gets its own address");
 
-    // nothing forwards without a backend: the address refuses connections
-    let refused = tokio::net::TcpStream::connect(SocketAddr::new(a, 80)).await;
-    assert!(refused.is_err(), "no backend was set, yet {a}:80 accepted");
+    // nothing answers without a backend: the address refuses connections, or, when the
+    // environment has a real node, the stand-in forwards to the Service's node port, where
+    // kube-proxy rejects the connection (no ready pod), and the stand-in closes it unanswered
+    if let Ok(mut conn) = tokio::net::TcpStream::connect(SocketAddr::new(a, 80)).await {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        assert!(
+            env.info().real_node.is_some(),
+            "no backend was set and there is no real node, yet {a}:80 accepted"
+        );
+        let _ = conn.write_all(b"GET / HTTP/1.0\r\n\r\n").await;
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut buf)).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "{a}:80 answered without a ready pod: {read:?} {buf:?}"
+        );
+    }
 
     // simulated "pending": the address is withdrawn, and comes back when allowed
     env.set_lb_pending(ns.name(), "b", true).await.unwrap();

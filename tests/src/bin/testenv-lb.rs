@@ -3,7 +3,8 @@
 
 use clap::Parser;
 
-/// Gives LoadBalancer Services an address on loopback and forwards it to a test-chosen backend.
+/// Gives LoadBalancer Services an address on loopback and forwards it to a test-chosen backend,
+/// or to the Service's node ports on the environment's real node.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
@@ -16,6 +17,13 @@ struct Args {
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     log: String,
+    /// Network namespace of the real node (e.g. /run/netns/celestial-testenv): Services without
+    /// the backend annotation are forwarded to their node ports there.
+    #[arg(long, requires = "node_address")]
+    node_netns: Option<std::path::PathBuf>,
+    /// The real node's address inside its namespace (its InternalIP).
+    #[arg(long, requires = "node_netns")]
+    node_address: Option<std::net::IpAddr>,
 }
 
 #[tokio::main]
@@ -38,6 +46,10 @@ async fn main() -> anyhow::Result<()> {
         client,
         celestial_e2e::lb::LbConfig {
             field_manager: args.field_manager,
+            node: args
+                .node_netns
+                .zip(args.node_address)
+                .map(|(netns, address)| celestial_e2e::lb::NodeTarget { netns, address }),
         },
         shutdown,
     )
