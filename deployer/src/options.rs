@@ -11,7 +11,7 @@ pub struct RegistryOptions {
     pub username: Option<String>,
     /// Read the password (or token) from standard input.
     pub password_stdin: bool,
-    /// Registries (host[:port]) that may be reached over plain HTTP (loopback always may).
+    /// Registries (`host[:port]`) that may be reached over plain HTTP (loopback always may).
     pub insecure: Vec<String>,
     /// Docker config directory; default $DOCKER_CONFIG, then ~/.docker.
     pub docker_config: Option<PathBuf>,
@@ -82,7 +82,7 @@ pub struct WaitOptions {
 /// `deployer build`.
 #[derive(Debug, Clone)]
 pub struct BuildCommand {
-    /// REGISTRY/REPO[:TAG] to push to.
+    /// `REGISTRY/REPO[:TAG]` to push to.
     pub image: String,
     pub build: BuildOptions,
     pub registry: RegistryOptions,
