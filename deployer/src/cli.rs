@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use celestial_common::parse_duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::exit::ExitCode;
@@ -514,64 +515,6 @@ impl From<ReleaseArgs> for options::ReleaseCommand {
     }
 }
 
-/// Parses a duration: a bare number of seconds (`90`, `1.5`), or numbers with units `ms`, `s`,
-/// `m`, `h`, also combined (`500ms`, `1.5s`, `90s`, `5m`, `1h`, `1m30s`, `1h2m3.5s`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    const EXPECTED: &str = "expected e.g. 90, 1.5s, 500ms, 5m, 1h or 1m30s";
-    let s = s.trim();
-    if s.is_empty() {
-        return Err(format!("empty duration: {EXPECTED}"));
-    }
-    if let Ok(secs) = s.parse::<f64>()
-        && s.starts_with(|c: char| c.is_ascii_digit() || c == '.')
-    {
-        return seconds(s, secs, 1.0);
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let unit_len = rest[number_len..]
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len() - number_len);
-        let (number, unit) = (
-            &rest[..number_len],
-            &rest[number_len..number_len + unit_len],
-        );
-        rest = &rest[number_len + unit_len..];
-        let n: f64 = number
-            .parse()
-            .map_err(|_| format!("invalid duration {s:?}: {EXPECTED}"))?;
-        let scale = match unit {
-            "ms" => 0.001,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            "" => {
-                return Err(format!(
-                    "invalid duration {s:?}: {number} has no unit (ms, s, m, h)"
-                ));
-            }
-            _ => {
-                return Err(format!(
-                    "invalid duration {s:?}: unknown unit {unit:?} (use ms, s, m, h)"
-                ));
-            }
-        };
-        total = total
-            .checked_add(seconds(s, n, scale)?)
-            .ok_or_else(|| format!("invalid duration {s:?}: too long"))?;
-    }
-    Ok(total)
-}
-
-/// `n * scale` seconds as a Duration, or a clear error.
-fn seconds(s: &str, n: f64, scale: f64) -> Result<Duration, String> {
-    Duration::try_from_secs_f64(n * scale).map_err(|_| format!("invalid duration {s:?}: too long"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -597,33 +540,29 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
-        let ok = |s: &str| parse_duration(s).unwrap_or_else(|e| panic!("{s}: {e}"));
-        assert_eq!(ok("90"), Duration::from_secs(90));
-        assert_eq!(ok(" 1.5 "), Duration::from_millis(1500));
-        assert_eq!(ok("0"), Duration::ZERO);
-        assert_eq!(ok("500ms"), Duration::from_millis(500));
-        assert_eq!(ok("1.5s"), Duration::from_millis(1500));
-        assert_eq!(ok("90s"), Duration::from_secs(90));
-        assert_eq!(ok("5m"), Duration::from_secs(300));
-        assert_eq!(ok("2h"), Duration::from_secs(7200));
-        assert_eq!(ok("1m30s"), Duration::from_secs(90));
-        assert_eq!(ok("1h2m3.5s"), Duration::from_millis(3_723_500));
-        assert_eq!(ok("1s250ms"), Duration::from_millis(1250));
-        let err = |s: &str| parse_duration(s).unwrap_err();
-        assert!(err("").contains("empty duration"));
+    fn duration_flags_take_the_shared_syntax() {
+        let c = Cli::try_parse_from([
+            "deployer",
+            "apply",
+            "--timeout",
+            "1m30s",
+            "--lb-timeout",
+            "1.5s",
+            "--smoke-timeout",
+            "90",
+        ])
+        .unwrap();
+        let Command::Apply(a) = c.command else {
+            panic!("not apply")
+        };
+        assert_eq!(a.wait.timeout, Duration::from_secs(90));
+        assert_eq!(a.wait.lb_timeout, Duration::from_millis(1500));
+        assert_eq!(a.wait.smoke_timeout, Duration::from_secs(90));
+        let e = Cli::try_parse_from(["deployer", "delete", "--timeout", "5 minutes"]).unwrap_err();
         assert!(
-            err("5 minutes").contains("unknown unit"),
-            "{}",
-            err("5 minutes")
+            e.to_string().contains("invalid duration unit `minutes`"),
+            "{e}"
         );
-        assert!(err("5d").contains("unknown unit \"d\""));
-        assert!(err("m").contains("invalid duration"));
-        assert!(err("1m30").contains("30 has no unit"));
-        assert!(err("1.2.3s").contains("invalid duration"));
-        assert!(err("-5s").contains("invalid duration"));
-        assert!(err("1e400").contains("invalid duration"));
-        assert!(err("99999999999999999999h").contains("too long"));
     }
 
     #[test]
