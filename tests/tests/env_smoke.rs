@@ -411,3 +411,28 @@ async fn env_kubeconform_validates_with_schemas_from_the_apiserver() {
     );
     assert!(Path::new(env.kubeconfig()).exists());
 }
+
+/// `testenv stop|start|restart COMPONENT`: unknown names are refused with the list of the known
+/// ones, and starting a running component changes nothing.
+#[tokio::test]
+async fn env_component_verbs_refuse_unknown_names_and_leave_running_ones_alone() {
+    let env = TestEnv::get().await.unwrap();
+    let err = celestial_e2e::run_testenv(&["stop", "frobnicator"]).unwrap_err();
+    assert!(
+        err.contains("unknown component 'frobnicator'")
+            && err.contains("kube-apiserver")
+            && err.contains("kubelet")
+            && err.contains("node"),
+        "{err}"
+    );
+    let err = celestial_e2e::run_testenv(&["restart"]).unwrap_err();
+    assert!(err.contains("usage:"), "{err}");
+    let pid = |c: &str| std::fs::read_to_string(env.info().state_dir.join(format!("{c}.pid")));
+    let before = pid("registry").unwrap();
+    let out = celestial_e2e::run_testenv(&["start", "registry"]).unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("registry is already running"),
+        "{out:?}"
+    );
+    assert_eq!(pid("registry").unwrap(), before);
+}
