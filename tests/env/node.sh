@@ -41,6 +41,10 @@ FWD_BIN_NAME=testenv-netns-fwd
 
 in_node() { nsenter --net="$NODE_NETNS" "$@"; }
 node_enabled() { [ -d "$NODE_DIR" ]; }
+node_healthy() { # enabled and every part running
+  node_enabled || return 1
+  local c; for c in "${NODE_COMPONENTS[@]}"; do pid_alive "$c" || return 1; done
+}
 # `up` adds the node when TESTENV_REAL_NODE=1
 node_wanted() { [ "${TESTENV_REAL_NODE:-0}" = 1 ]; }
 

@@ -245,12 +245,10 @@ impl TestEnv {
         r.map(|info| Self { info }).map_err(EnvError::Up)
     }
 
-    /// The real node: added to the environment (`testenv start node`, once per process) when it
-    /// does not have it yet. Returns the handle with the refreshed `env.json`.
+    /// The real node: `testenv start node` once per process, which adds it to the environment
+    /// when it does not have it yet, repairs it when a part of it is down, and does nothing when it
+    /// runs. Returns the handle with the refreshed `env.json`.
     pub async fn real_node(&self) -> Result<(Self, RealNode), EnvError> {
-        if let Some(node) = self.info.real_node.clone() {
-            return Ok((self.clone(), node));
-        }
         let r = tokio::task::spawn_blocking(|| NODE.get_or_init(node_once).clone())
             .await
             .map_err(|e| EnvError::Up(format!("the start-up task failed: {e}")))?;
