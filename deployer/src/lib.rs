@@ -22,8 +22,9 @@
 //! - [`error`] maps every side's error to an exit code; [`exit`] holds the codes.
 //!
 //! What a module may import: only modules below it in the picture, and the leaves. No module
-//! imports one that (directly or not) imports it back; `deployer/tests/structure.rs` checks this,
-//! and that no function outside the tests is longer than 80 lines.
+//! imports one that (directly or not) imports it back; `scripts/check-structure` (run by
+//! `scripts/test`) checks this, the leaves, the kube/oci separation, and that no function outside
+//! the tests is longer than 80 lines.
 //!
 //! # Where things go
 //!

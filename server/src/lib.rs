@@ -7,9 +7,9 @@
 //!
 //! # Layers
 //!
-//! From the bottom up; a module imports only from the modules above it in this list (checked:
-//! no import cycle between modules, nor between the files of a folder). This file only declares
-//! and re-exports.
+//! From the bottom up; a module imports only from the modules above it in this list
+//! (`scripts/check-structure`, run by `scripts/test`, checks that no import cycle exists and the
+//! main layer rules). This file only declares and re-exports.
 //!
 //! | module | what | may import |
 //! |---|---|---|
