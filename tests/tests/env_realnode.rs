@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use celestial_e2e::{RealNode, TestEnv};
+use celestial_e2e::{RealNode, TestEnv, httpd};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, ListParams, PostParams};
@@ -32,30 +32,9 @@ fn unique(prefix: &str) -> String {
 /// plain registry and removed from podman's storage (so only the registry has it).
 fn push_httpd_image(env: &TestEnv, token: &str) -> String {
     let podman = env.podman();
-    let ctx = tempfile::tempdir().unwrap();
-    let bin = ctx.path().join("testenv-httpd");
-    let st = std::process::Command::new("strip")
-        .args(["--strip-debug", "-o"])
-        .arg(&bin)
-        .arg(env!("CARGO_BIN_EXE_testenv-httpd"))
-        .status()
-        .unwrap();
-    assert!(st.success());
-    std::fs::create_dir(ctx.path().join("www")).unwrap();
-    std::fs::write(
-        ctx.path().join("www/index.html"),
-        format!("<p>{token}</p>\n"),
-    )
-    .unwrap();
     let base = &env.info().base_images.distroless_cc_registry;
-    std::fs::write(
-        ctx.path().join("Containerfile"),
-        format!(
-            "FROM {base}\nCOPY testenv-httpd /usr/local/bin/testenv-httpd\nCOPY www/ /srv/www/\n\
-             ENTRYPOINT [\"/usr/local/bin/testenv-httpd\"]\n"
-        ),
-    )
-    .unwrap();
+    let ctx =
+        httpd::image_context(Path::new(env!("CARGO_BIN_EXE_testenv-httpd")), base, token).unwrap();
     let local = format!("localhost/celestial-e2e/{}:1", unique("realnode"));
     podman
         .build(ctx.path(), &ctx.path().join("Containerfile"), &local, &[])

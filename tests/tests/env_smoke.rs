@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use celestial_e2e::TestEnv;
+use celestial_e2e::{TestEnv, httpd};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Pod, Service};
 use kube::api::{Api, ListParams, PostParams};
@@ -232,31 +232,9 @@ async fn env_image_from_registry_runs_in_podman_and_serves_through_the_lb_addres
     let podman = env.podman();
     let token = unique("hello-from-the-registry");
 
-    // build context: the stripped httpd binary + a page carrying a unique token
-    let ctx = tempfile::tempdir().unwrap();
-    let bin = ctx.path().join("testenv-httpd");
-    let st = std::process::Command::new("strip")
-        .args(["--strip-debug", "-o"])
-        .arg(&bin)
-        .arg(env!("CARGO_BIN_EXE_testenv-httpd"))
-        .status()
-        .unwrap();
-    assert!(st.success());
-    std::fs::create_dir(ctx.path().join("www")).unwrap();
-    std::fs::write(
-        ctx.path().join("www/index.html"),
-        format!("<p>{token}</p>\n"),
-    )
-    .unwrap();
     let base = &env.info().base_images.distroless_cc_registry;
-    std::fs::write(
-        ctx.path().join("Containerfile"),
-        format!(
-            "FROM {base}\nCOPY testenv-httpd /usr/local/bin/testenv-httpd\nCOPY www/ /srv/www/\n\
-             ENTRYPOINT [\"/usr/local/bin/testenv-httpd\"]\n"
-        ),
-    )
-    .unwrap();
+    let ctx =
+        httpd::image_context(Path::new(env!("CARGO_BIN_EXE_testenv-httpd")), base, &token).unwrap();
     let local = format!("localhost/celestial-e2e/{}:1", unique("httpd"));
     podman
         .build(
