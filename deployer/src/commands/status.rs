@@ -78,10 +78,14 @@ impl StatusReport {
             ));
             for pod in &live.pods {
                 text.push_str(&format!(
-                    "  pod {}{} restarts {}{}\n",
+                    "  pod {}{} restarts {}{}{}\n",
                     pod.pod,
                     if pod.ready { " ready" } else { " not-ready" },
                     pod.restarts,
+                    pod.node
+                        .as_ref()
+                        .map(|n| format!(" on {n}"))
+                        .unwrap_or_default(),
                     pod.reason
                         .as_ref()
                         .map(|r| format!(" ({r})"))
@@ -219,5 +223,56 @@ fn pod_status(pod: &Pod) -> PodStatus {
         restarts: containers.map(|c| c.restart_count).sum(),
         reason,
         node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_names_each_pods_node_and_reason() {
+        let pod = |name: &str, node: Option<&str>, reason: Option<&str>| PodStatus {
+            pod: format!("{name} Running"),
+            ready: reason.is_none(),
+            restarts: i32::from(reason.is_some()),
+            reason: reason.map(str::to_string),
+            node: node.map(str::to_string),
+        };
+        let report = StatusReport {
+            command: "status",
+            namespace: "ns".into(),
+            deployments: vec![Deployed {
+                name: "d".into(),
+                namespace: Some("ns".into()),
+                deployed: true,
+                live: Some(LiveDeployment {
+                    images: vec!["r/i@sha256:1".into()],
+                    replicas: Counts::default(),
+                    rollout: "complete".into(),
+                    pods: vec![
+                        pod("p1", Some("real-node"), None),
+                        pod("p2", Some("real-node"), Some("CrashLoopBackOff")),
+                        pod("p3", None, None),
+                    ],
+                }),
+            }],
+            services: vec![],
+        };
+        let text = report.text();
+        assert!(
+            text.contains("  pod p1 Running ready restarts 0 on real-node\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "  pod p2 Running not-ready restarts 1 on real-node (CrashLoopBackOff)\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("  pod p3 Running ready restarts 0\n"),
+            "{text}"
+        );
     }
 }
