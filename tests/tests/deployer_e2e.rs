@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use celestial_e2e::{TestEnv, repo_binary, repo_root};
+use celestial_e2e::{RealNode, TestEnv, repo_binary, repo_root};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, ListParams};
@@ -840,11 +840,11 @@ fn smoke_image() -> Option<PathBuf> {
     }
 }
 
-#[tokio::test]
-async fn deployer_build_is_reproducible_runs_in_podman_and_serves_a_prediction_through_the_lb() {
-    let env = TestEnv::get().await.expect("test environment");
-    // The server binary of this workspace (debug profile: what `cargo test` already built) and the
-    // pinned ONNX Runtime library; the base is the synthesized distroless-cc in the local registry.
+/// `deployer build` of the real server image to `image`: the server binary of this workspace (debug
+/// profile: what `cargo test` already built), the pinned ONNX Runtime library and the model,
+/// snapshotted into the returned scratch directory (the shared working tree's binary or model may
+/// be rebuilt meanwhile), on the synthesized distroless-cc base in the local registry.
+fn server_build(env: &TestEnv, image: &str) -> (Scratch, Vec<String>) {
     let server =
         repo_binary("celestial-server", "celestial-server").expect("building celestial-server");
     let ort = Command::new(repo_root().join("scripts/onnxruntime.sh"))
@@ -852,7 +852,6 @@ async fn deployer_build_is_reproducible_runs_in_podman_and_serves_a_prediction_t
         .unwrap();
     assert!(ort.status.success(), "scripts/onnxruntime.sh failed");
     let ort = String::from_utf8(ort.stdout).unwrap().trim().to_string();
-    // Snapshot the inputs: the shared working tree's binary or model may be rebuilt meanwhile.
     let inputs = Scratch::new("inputs");
     let copy = |from: &Path, name: &str| {
         let to = inputs.path().join(name);
@@ -865,15 +864,10 @@ async fn deployer_build_is_reproducible_runs_in_podman_and_serves_a_prediction_t
         &repo_root().join("model/celestial-bodies.onnx"),
         "celestial-bodies.onnx",
     );
-    let image = format!(
-        "{}/celestial-e2e/server:{}",
-        env.registry(),
-        std::process::id()
-    );
     let build = args(&[
         "build",
         "--image",
-        &image,
+        image,
         "--base",
         &env.info().base_images.distroless_cc_registry,
         "--server-binary",
@@ -889,6 +883,18 @@ async fn deployer_build_is_reproducible_runs_in_podman_and_serves_a_prediction_t
         "-o",
         "json",
     ]);
+    (inputs, build)
+}
+
+#[tokio::test]
+async fn deployer_build_is_reproducible_runs_in_podman_and_serves_a_prediction_through_the_lb() {
+    let env = TestEnv::get().await.expect("test environment");
+    let image = format!(
+        "{}/celestial-e2e/server:{}",
+        env.registry(),
+        std::process::id()
+    );
+    let (_inputs, build) = server_build(&env, &image);
     let r1 = run(build.clone(), None).await;
     assert_eq!(r1.code, 0, "{}", r1.describe());
     let j1 = r1.json();
@@ -1189,4 +1195,345 @@ async fn deployer_leaves_the_replica_count_to_the_autoscaler() {
     let d = deployment(&env, ns.name()).await;
     assert_eq!(d.spec.unwrap().replicas, Some(3), "{}", r.describe());
     assert_eq!(r.json()["rollouts"][0]["replicas"], 3, "{}", r.describe());
+}
+
+/// `edit` applied to a copy of deployment.yaml that puts the pods on the environment's real node
+/// (its toleration and nodeSelector, as [`RealNode::placement`] says) with a CPU request of 100m
+/// instead of 500m: the node has 2 CPUs, and two of these tests at once (3 pods each during a
+/// rollout) must still fit. Nothing else of the manifests changes.
+fn real_node_manifests(node: &RealNode, edit: impl Fn(&str) -> String) -> Scratch {
+    let placement = format!(
+        "      automountServiceAccountToken: false\n      nodeSelector:\n        {}: \"true\"\n      tolerations:\n        - key: {}\n          operator: Equal\n          value: \"true\"\n          effect: NoSchedule\n",
+        node.label, node.taint
+    );
+    manifests_with(|t| {
+        assert!(t.contains("automountServiceAccountToken: false\n") && t.contains("cpu: 500m"));
+        edit(
+            &t.replacen("      automountServiceAccountToken: false\n", &placement, 1)
+                .replacen("cpu: 500m", "cpu: 100m", 1),
+        )
+    })
+}
+
+/// A dataset image of `label` (raw/LABEL/LABEL_100.jpg) when the shared dataset is there.
+fn dataset_image(label: &str) -> Option<Vec<u8>> {
+    let root = std::env::var_os("CELESTIAL_DATASET")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared/dataset"));
+    std::fs::read(root.join(format!("raw/{label}/{label}_100.jpg"))).ok()
+}
+
+/// One prediction through the public URL (raw JPEG body): the answer's JSON, or why it failed.
+async fn predict(url: &str, jpeg: &[u8]) -> Result<Value, String> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let r = client
+        .post(format!("{url}predict"))
+        .header("content-type", "image/jpeg")
+        .body(jpeg.to_vec())
+        .send()
+        .await
+        .map_err(|e| format!("POST {url}predict: {e}"))?;
+    let status = r.status();
+    let text = r.text().await.map_err(|e| e.to_string())?;
+    if status != 200 {
+        return Err(format!("POST {url}predict: {status}: {text}"));
+    }
+    serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))
+}
+
+/// `n` predictions of `jpeg` through `url`, each must answer with `label` (any label when None).
+async fn assert_predictions(url: &str, jpeg: &[u8], label: Option<&str>, n: usize) {
+    for i in 0..n {
+        let j = predict(url, jpeg)
+            .await
+            .unwrap_or_else(|e| panic!("prediction {i} through {url}: {e}"));
+        let got = j["prediction"].as_str().unwrap_or_default();
+        assert!(
+            j["probabilities"].get(got).is_some(),
+            "prediction {i}: no label in {j}"
+        );
+        if let Some(label) = label {
+            assert_eq!(got, label, "prediction {i}: {j}");
+        }
+    }
+}
+
+/// The `[ 12.3s]` timestamp of deployer's first stderr line containing `needle`.
+fn stamp(stderr: &str, needle: &str) -> Option<f64> {
+    let line = stderr.lines().find(|l| l.contains(needle))?;
+    line.strip_prefix('[')?
+        .split_once("s]")?
+        .0
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The server's pods of the namespace.
+async fn server_pods(env: &TestEnv, ns: &str) -> Vec<Pod> {
+    Api::<Pod>::namespaced(env.client().await.unwrap(), ns)
+        .list(&ListParams::default().labels("app=celestial-bodies-classifier"))
+        .await
+        .unwrap()
+        .items
+}
+
+/// A failed apply with `--rollback-on-failure`: exit 4, one of `reasons` reported (in the JSON
+/// and its error text, naming a pod), the previous spec (`image`) restored and available again.
+/// Returns (seconds to the failure, seconds of the rollback) from deployer's own progress lines.
+fn assert_rolled_back(r: &Run, reasons: &[&str], image: &str) -> (f64, f64) {
+    assert_eq!(r.code, 4, "{}", r.describe());
+    let j = r.json();
+    let reason = j["reason"].as_str().unwrap_or_default();
+    assert!(reasons.contains(&reason), "{}", r.describe());
+    let error = j["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(reason) && error.contains("pod celestial-bodies-classifier-deployment-"),
+        "{}",
+        r.describe()
+    );
+    assert_eq!(j["rollback"]["restored"], true, "{}", r.describe());
+    assert_eq!(j["rollback"]["image"], image, "{}", r.describe());
+    let failed = stamp(&r.stderr, "rolling Deployment/")
+        .unwrap_or_else(|| panic!("no rollback line: {}", r.describe()));
+    (failed, r.seconds - failed)
+}
+
+#[tokio::test]
+async fn deployer_releases_to_real_pods_and_rolls_back_real_failures() {
+    let env = TestEnv::get().await.expect("test environment");
+    let (env, node) = env.real_node().await.expect("the real node");
+    let ns = env.namespace("deployer-real").await.unwrap();
+    let c = cluster_args(&env, ns.name());
+    let on_node = real_node_manifests(&node, str::to_string);
+    let f = on_node.path().to_str().unwrap().to_string();
+
+    // 1. release: build + push the real server image, apply with its digest, the pods run on the
+    // real node (containerd pulls the digest), and the smoke prediction goes through the LB
+    // address -> node port -> kube-proxy -> a pod. No backend annotation anywhere.
+    let image = format!(
+        "{}/celestial-e2e/realpods:{}",
+        env.registry(),
+        std::process::id()
+    );
+    let (_inputs, mut release) = server_build(&env, &image);
+    release[0] = "release".into();
+    release.extend(args(&[
+        "-f",
+        &f,
+        "--timeout",
+        "180s",
+        "--lb-timeout",
+        "60s",
+        "--smoke-timeout",
+        "60s",
+    ]));
+    if let Some(img) = smoke_image() {
+        release.extend(args(&["--smoke-image", img.to_str().unwrap()]));
+    }
+    release.extend(c.clone());
+    let r = run(release, None).await;
+    assert_eq!(r.code, 0, "{}", r.describe());
+    let j = r.json();
+    let digest_ref = j["pushed"]["image"].as_str().unwrap().to_string();
+    let url = j["url"].as_str().unwrap().to_string();
+    assert_eq!(j["smoke"]["labels"], 10, "{}", r.describe());
+    if smoke_image().is_some() {
+        assert_eq!(j["smoke"]["prediction"], "Earth", "{}", r.describe());
+    }
+    let rollout = j["rollouts"][0]["seconds"].as_f64().unwrap_or(f64::NAN);
+    eprintln!(
+        "measured: release to real pods {:.1}s (build+push {:.1}s, rollout on the real node {rollout:.1}s, smoke {:.0} ms)",
+        r.seconds,
+        stamp(&r.stderr, "pushed ").unwrap_or(f64::NAN),
+        j["smoke"]["latency_ms"].as_f64().unwrap_or(f64::NAN)
+    );
+    let svc = Api::<Service>::namespaced(env.client().await.unwrap(), ns.name())
+        .get(SERVICE)
+        .await
+        .unwrap();
+    let annotations = svc.metadata.annotations.unwrap_or_default();
+    assert!(
+        !annotations.contains_key(&env.info().lb_backend_annotation),
+        "{annotations:?}"
+    );
+
+    // The Kubernetes API: the pods run on the real node, their container started by containerd
+    // from the pushed digest, and ready.
+    let pods = server_pods(&env, ns.name()).await;
+    assert_eq!(pods.len(), 2, "{pods:?}");
+    let mut names = Vec::new();
+    for p in &pods {
+        let name = p.metadata.name.clone().unwrap();
+        assert_eq!(
+            p.spec.as_ref().unwrap().node_name.as_deref(),
+            Some(node.name.as_str()),
+            "{name}"
+        );
+        let st = p.status.as_ref().unwrap();
+        assert_eq!(st.phase.as_deref(), Some("Running"), "{name}: {st:?}");
+        let cs = &st.container_statuses.as_ref().unwrap()[0];
+        assert!(cs.ready && cs.restart_count == 0, "{name}: {cs:?}");
+        assert!(
+            cs.container_id
+                .as_deref()
+                .unwrap_or_default()
+                .starts_with("containerd://"),
+            "{name}: {cs:?}"
+        );
+        // the node pulled the pushed digest (containerd names the image by its config digest
+        // when it has no tag for it; the image ID is the reference pulled)
+        assert_eq!(
+            p.spec.as_ref().unwrap().containers[0].image.as_deref(),
+            Some(digest_ref.as_str())
+        );
+        assert_eq!(cs.image_id, digest_ref, "{name}: {cs:?}");
+        names.push(name);
+    }
+
+    // `deployer status` shows those pods, on the real node, ready, and the URL.
+    let mut s = args(&["status", "-f", &f]);
+    s.extend(c.clone());
+    let r = run(s.clone(), None).await;
+    assert_eq!(r.code, 0, "{}", r.describe());
+    for name in &names {
+        assert!(
+            r.stdout.contains(&format!(
+                "pod {name} Running ready restarts 0 on {}",
+                node.name
+            )),
+            "{}",
+            r.describe()
+        );
+    }
+    assert!(
+        r.stdout.contains(&digest_ref) && r.stdout.contains(&format!("URL: {url}")),
+        "{}",
+        r.describe()
+    );
+    s.extend(args(&["-o", "json"]));
+    let r = run(s, None).await;
+    assert_eq!(r.code, 0, "{}", r.describe());
+    let d = &r.json()["deployments"][0];
+    assert_eq!(d["rollout"], "complete", "{}", r.describe());
+    let listed = d["pods"].as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{}", r.describe());
+    for p in listed {
+        assert!(
+            names.iter().any(|n| p["pod"] == format!("{n} Running")),
+            "{}",
+            r.describe()
+        );
+        assert_eq!(p["node"], node.name.as_str(), "{}", r.describe());
+        assert_eq!(p["ready"], true, "{}", r.describe());
+    }
+
+    // A real prediction through the public URL.
+    let (jpeg, label) = match dataset_image("Saturn") {
+        Some(b) => (b, Some("Saturn")),
+        None => (
+            std::fs::read(repo_root().join("docs/swagger.png")).unwrap(),
+            None,
+        ),
+    };
+    assert_predictions(&url, &jpeg, label, 5).await;
+
+    // 2. A digest the registry does not have: the node's pull fails (ErrImagePull, then
+    // ImagePullBackOff), deployer says so and restores the working version.
+    let missing = format!(
+        "{}@sha256:{}",
+        image.rsplit_once(':').unwrap().0,
+        "0badc0de".repeat(8)
+    );
+    let mut a = args(&[
+        "apply",
+        "-f",
+        &f,
+        "--image",
+        &missing,
+        "--smoke=false",
+        "--timeout",
+        "60s",
+        "--rollback-on-failure",
+        "-o",
+        "json",
+    ]);
+    a.extend(c.clone());
+    let r = run(a, None).await;
+    let (failed, rollback) =
+        assert_rolled_back(&r, &["ErrImagePull", "ImagePullBackOff"], &digest_ref);
+    assert!(
+        r.json()["error"].as_str().unwrap().contains(&missing),
+        "{}",
+        r.describe()
+    );
+    eprintln!(
+        "measured: missing digest: {} reported after {failed:.1}s, rolled back in {rollback:.1}s",
+        r.json()["reason"]
+    );
+    assert_eq!(image_of(&deployment(&env, ns.name()).await), digest_ref);
+    assert_predictions(&url, &jpeg, label, 5).await;
+
+    // 3. A working image whose server exits at start (a model path that does not exist): the
+    // container restarts until the kubelet backs off (CrashLoopBackOff); rolled back the same way.
+    let crashing = real_node_manifests(&node, |t| {
+        t.replacen(
+            "            - name: CELESTIAL_WORKERS\n",
+            "            - name: CELESTIAL_MODEL\n              value: /nonexistent/model.onnx\n            - name: CELESTIAL_WORKERS\n",
+            1,
+        )
+    });
+    let mut a = args(&[
+        "apply",
+        "-f",
+        crashing.path().to_str().unwrap(),
+        "--image",
+        &digest_ref,
+        "--smoke=false",
+        "--timeout",
+        "90s",
+        "--rollback-on-failure",
+        "-o",
+        "json",
+    ]);
+    a.extend(c.clone());
+    let r = run(a, None).await;
+    let (failed, rollback) = assert_rolled_back(&r, &["CrashLoopBackOff"], &digest_ref);
+    eprintln!(
+        "measured: server exiting at start: CrashLoopBackOff reported after {failed:.1}s, rolled back in {rollback:.1}s"
+    );
+    let live = deployment(&env, ns.name()).await;
+    assert_eq!(image_of(&live), digest_ref);
+    let env_vars =
+        serde_json::to_string(&live.spec.unwrap().template.spec.unwrap().containers[0].env)
+            .unwrap();
+    assert!(!env_vars.contains("CELESTIAL_MODEL"), "{env_vars}");
+    assert_predictions(&url, &jpeg, label, 5).await;
+    // The pods serving now are the release's own (never replaced by a failed rollout).
+    let now: Vec<String> = server_pods(&env, ns.name())
+        .await
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| p.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(now.len(), 2, "{now:?}");
+    assert!(
+        now.iter().all(|n| names.contains(n)),
+        "{now:?} vs {names:?}"
+    );
+
+    // 4. delete: the real pods go first, then everything else.
+    let mut del = args(&["delete", "-f", &f, "--timeout", "120s"]);
+    del.extend(c);
+    let r = run(del, None).await;
+    assert_eq!(r.code, 0, "{}", r.describe());
+    assert!(server_pods(&env, ns.name()).await.is_empty());
+    eprintln!(
+        "measured: delete of the real pods and wait: {:.1}s",
+        r.seconds
+    );
 }
