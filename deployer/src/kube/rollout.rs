@@ -219,9 +219,10 @@ pub fn pod_failure(pod: &Pod) -> Option<(String, String)> {
             return Some((
                 r.to_string(),
                 format!(
-                    "pod {name} container {}: {}",
+                    "pod {name} container {}: {}{}",
                     cs.name,
-                    w.message.clone().unwrap_or_else(|| r.to_string())
+                    w.message.clone().unwrap_or_else(|| r.to_string()),
+                    last_exit(cs)
                 ),
             ));
         }
@@ -257,6 +258,32 @@ pub fn pod_failure(pod: &Pod) -> Option<(String, String)> {
         ));
     }
     None
+}
+
+/// How the container's previous run ended, when it failed (what a crash loop's waiting message
+/// does not say): `; last exit code 1 (Error): <termination message>`. The message is the
+/// container's termination log, or with `terminationMessagePolicy: FallbackToLogsOnError` the end
+/// of its output; only its last line is kept.
+fn last_exit(cs: &k8s_openapi::api::core::v1::ContainerStatus) -> String {
+    let Some(t) = cs
+        .last_state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .filter(|t| t.exit_code != 0)
+    else {
+        return String::new();
+    };
+    let message = t
+        .message
+        .as_deref()
+        .and_then(|m| m.lines().rev().find(|l| !l.trim().is_empty()))
+        .map(|l| format!(": {}", l.trim()))
+        .unwrap_or_default();
+    format!(
+        "; last exit code {} ({}){message}",
+        t.exit_code,
+        t.reason.as_deref().unwrap_or("Error")
+    )
 }
 
 pub fn selector_string(labels: &BTreeMap<String, String>) -> String {
@@ -527,6 +554,44 @@ mod tests {
         )
         .unwrap();
         assert!(pod_failure(&ok).is_none());
+        // A crash loop says how the last run ended (exit code, last line of the termination
+        // message), as a real kubelet reports it.
+        let p: Pod = serde_json::from_value(
+            json!({"metadata": {"name": "p4"}, "status": {"containerStatuses": [
+            {"name": "server", "image": "x", "imageID": "", "ready": false, "restartCount": 1,
+             "state": {"waiting": {"reason": "CrashLoopBackOff",
+                "message": "back-off 10s restarting failed container=server pod=p4_ns(u)"}},
+             "lastState": {"terminated": {"exitCode": 1, "reason": "Error",
+                "message": "starting\ncelestial-server: error: cannot read /m.onnx\n"}}}]}}),
+        )
+        .unwrap();
+        let (r, m) = pod_failure(&p).unwrap();
+        assert_eq!(r, "CrashLoopBackOff");
+        assert_eq!(
+            m,
+            "pod p4 container server: back-off 10s restarting failed container=server pod=p4_ns(u); last exit code 1 (Error): celestial-server: error: cannot read /m.onnx"
+        );
+        // Without a message: the exit code alone.
+        let mut p = p;
+        p.status
+            .as_mut()
+            .unwrap()
+            .container_statuses
+            .as_mut()
+            .unwrap()[0]
+            .last_state
+            .as_mut()
+            .unwrap()
+            .terminated
+            .as_mut()
+            .unwrap()
+            .message = None;
+        assert!(
+            pod_failure(&p)
+                .unwrap()
+                .1
+                .ends_with("; last exit code 1 (Error)")
+        );
     }
 
     fn arc<T: serde::de::DeserializeOwned>(v: Value) -> Arc<T> {
