@@ -1472,6 +1472,10 @@ async fn deployer_releases_to_real_pods_and_rolls_back_real_failures() {
         r.describe()
     );
     eprintln!(
+        "reported: {}",
+        r.json()["error"].as_str().unwrap().lines().next().unwrap()
+    );
+    eprintln!(
         "measured: missing digest: {} reported after {failed:.1}s, rolled back in {rollback:.1}s",
         r.json()["reason"]
     );
@@ -1503,6 +1507,16 @@ async fn deployer_releases_to_real_pods_and_rolls_back_real_failures() {
     a.extend(c.clone());
     let r = run(a, None).await;
     let (failed, rollback) = assert_rolled_back(&r, &["CrashLoopBackOff"], &digest_ref);
+    // how the server's last run ended: its exit code and its own start-up error line (the
+    // manifests' terminationMessagePolicy: FallbackToLogsOnError)
+    let error = r.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        error.contains("last exit code 1 (Error): celestial-server: error:")
+            && error.contains("/nonexistent/model.onnx"),
+        "{}",
+        r.describe()
+    );
+    eprintln!("reported: {}", error.lines().next().unwrap_or_default());
     eprintln!(
         "measured: server exiting at start: CrashLoopBackOff reported after {failed:.1}s, rolled back in {rollback:.1}s"
     );
