@@ -296,8 +296,11 @@ pub fn selector_string(labels: &BTreeMap<String, String>) -> String {
 
 const REVISION: &str = "deployment.kubernetes.io/revision";
 
-/// The pods of the Deployment's newest ReplicaSet (all of `pods` when that is not known yet), from
-/// the Deployment's ReplicaSets and pods (what its selector matches).
+/// The pods of the Deployment's newest ReplicaSet (the one of its revision), from the Deployment's
+/// ReplicaSets and pods (what its selector matches). None while that ReplicaSet is not known (not
+/// listed yet, or the store still has it with its previous revision, as right after a rollback
+/// bumps it): the failed ReplicaSet's pods are still there then and must not decide the rollback.
+/// The ReplicaSet's arrival is a change of its own, so the rollout is assessed again then.
 pub fn new_pods<'a>(
     d: &Deployment,
     sets: &[Arc<ReplicaSet>],
@@ -320,16 +323,17 @@ pub fn new_pods<'a>(
                 == revision
         })
         .and_then(|rs| rs.metadata.labels.as_ref()?.get("pod-template-hash"));
+    let Some(hash) = hash else {
+        return Vec::new();
+    };
     pods.iter()
         .map(AsRef::as_ref)
         .filter(|p: &&Pod| {
-            hash.is_none_or(|h| {
-                p.metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get("pod-template-hash"))
-                    == Some(h)
-            })
+            p.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("pod-template-hash"))
+                == Some(hash)
         })
         .collect()
 }
@@ -648,7 +652,27 @@ mod tests {
             assess(&d(3), &sets, &new_failing),
             Progressing::Going(_)
         ));
-        // Without the ReplicaSets (not listed yet), every pod of the selector counts.
-        assert_eq!(new_pods(&d(2), &[], &new_failing).len(), 2);
+        // Without the ReplicaSet of the Deployment's revision no pod counts yet: not listed yet,
+        // or (right after a rollback to revision 1's template, which the controller bumps to
+        // revision 2) the store still has it as revision 1 while the failed one's pods are there.
+        assert!(new_pods(&d(2), &[], &new_failing).is_empty());
+        let rolled_back = vec![rs("h1", "1")];
+        let failed_pod_left = vec![
+            pod("old", "h1", "ContainerCreating"),
+            pod("failed", "h3", "Unschedulable"),
+            pod("failed2", "h3", "ImagePullBackOff"),
+        ];
+        assert!(new_pods(&d(2), &rolled_back, &failed_pod_left).is_empty());
+        assert!(matches!(
+            assess(&d(2), &rolled_back, &failed_pod_left),
+            Progressing::Going(_)
+        ));
+        // Once the store has it as revision 2, its pods decide (and the failed ones do not).
+        let current = vec![rs("h1", "2"), rs("h3", "1")];
+        assert_eq!(new_pods(&d(2), &current, &failed_pod_left).len(), 1);
+        assert!(matches!(
+            assess(&d(2), &current, &failed_pod_left),
+            Progressing::Going(_)
+        ));
     }
 }
