@@ -1262,6 +1262,48 @@ async fn assert_predictions(url: &str, jpeg: &[u8], label: Option<&str>, n: usiz
     }
 }
 
+/// Predictions of `jpeg` through `url`, one after the other, until the returned flag is set; the
+/// task returns (answers, failures).
+fn keep_predicting(
+    url: &str,
+    jpeg: &[u8],
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tokio::task::JoinHandle<(usize, Vec<String>)>,
+) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (flag, url, jpeg) = (stop.clone(), url.to_string(), jpeg.to_vec());
+    let task = tokio::spawn(async move {
+        let (mut answers, mut failures) = (0, Vec::new());
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            match predict(&url, &jpeg).await {
+                Ok(_) => answers += 1,
+                Err(e) => failures.push(e),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        (answers, failures)
+    });
+    (stop, task)
+}
+
+/// Stops [`keep_predicting`]: every prediction during `what` was answered.
+async fn assert_kept_answering(
+    (stop, task): (
+        std::sync::Arc<std::sync::atomic::AtomicBool>,
+        tokio::task::JoinHandle<(usize, Vec<String>)>,
+    ),
+    what: &str,
+) {
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (answers, failures) = task.await.unwrap();
+    assert!(
+        failures.is_empty() && answers > 0,
+        "{what}: {answers} answered, failed: {failures:?}"
+    );
+    eprintln!("{what}: the URL answered all {answers} predictions meanwhile");
+}
+
 /// The `[ 12.3s]` timestamp of deployer's first stderr line containing `needle`.
 fn stamp(stderr: &str, needle: &str) -> Option<f64> {
     let line = stderr.lines().find(|l| l.contains(needle))?;
@@ -1463,7 +1505,9 @@ async fn deployer_releases_to_real_pods_and_rolls_back_real_failures() {
         "json",
     ]);
     a.extend(c.clone());
+    let serving = keep_predicting(&url, &jpeg);
     let r = run(a, None).await;
+    assert_kept_answering(serving, "missing digest").await;
     let (failed, rollback) =
         assert_rolled_back(&r, &["ErrImagePull", "ImagePullBackOff"], &digest_ref);
     assert!(
@@ -1505,7 +1549,9 @@ async fn deployer_releases_to_real_pods_and_rolls_back_real_failures() {
         "json",
     ]);
     a.extend(c.clone());
+    let serving = keep_predicting(&url, &jpeg);
     let r = run(a, None).await;
+    assert_kept_answering(serving, "crash loop").await;
     let (failed, rollback) = assert_rolled_back(&r, &["CrashLoopBackOff"], &digest_ref);
     // how the server's last run ended: its exit code and its own start-up error line (the
     // manifests' terminationMessagePolicy: FallbackToLogsOnError)
