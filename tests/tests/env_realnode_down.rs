@@ -23,6 +23,15 @@ fn node_processes(state: &Path) -> Vec<(i32, String)> {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
+        // A zombie is already dead (no memory, no files; it only waits for its parent, here often
+        // PID 1, to reap it): not a process left behind.
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        if stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z'))
+        {
+            continue;
+        }
         let cmd = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
         let cgroup = std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
