@@ -11,27 +11,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use celestial_e2e::podman::Container;
-use celestial_e2e::{TestEnv, repo_binary, repo_root};
+use celestial_e2e::{TestEnv, free_loopback_port, http_client, repo_binary, repo_root};
 use serde_json::Value;
 
 /// The uncompressed size the issue sets as the limit for the final image.
 const MAX_IMAGE_BYTES: u64 = 100 * 1000 * 1000;
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A dataset image and its class, or a generated PNG (no expected label) when the dataset is absent.
 fn sample_image() -> (Vec<u8>, &'static str, Option<&'static str>) {
@@ -67,7 +51,7 @@ struct Behaviour {
 }
 
 async fn behaviour(base: &str) -> Behaviour {
-    let c = http();
+    let c = http_client(Duration::from_secs(20));
     let mut statuses = Vec::new();
     for path in [
         "/livez",
@@ -151,7 +135,7 @@ fn inspect_image(env: &TestEnv, image: &str) -> Value {
 /// The image config of `repo@digest` as the registry serves it (podman's inspect drops the
 /// Docker `Healthcheck` field of OCI-format images, so it is read from the source).
 async fn registry_image_config(registry: &str, repo: &str, digest: &str) -> Value {
-    let c = http();
+    let c = http_client(Duration::from_secs(20));
     let manifest: Value = c
         .get(format!("http://{registry}/v2/{repo}/manifests/{digest}"))
         .header("accept", "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json")
@@ -272,7 +256,7 @@ async fn dockerfile_image_is_small_runs_read_only_as_non_root_and_behaves_like_d
     );
 
     // 2. podman run: read-only root filesystem, the image's own non-root user, all capabilities dropped.
-    let port = free_port();
+    let port = free_loopback_port();
     let port_env = format!("CELESTIAL_PORT={port}");
     let hc_env = format!("CELESTIAL_HEALTHCHECK_ADDRESS=127.0.0.1:{port}");
     let run_opts = [
@@ -289,7 +273,11 @@ async fn dockerfile_image_is_small_runs_read_only_as_non_root_and_behaves_like_d
         .start(&tag, port, &run_opts, &[])
         .unwrap_or_else(|e| panic!("podman run {tag}: {e}"));
     let base = format!("http://{}", dockerfile.addr());
-    let r = http().get(format!("{base}/readyz")).send().await.unwrap();
+    let r = http_client(Duration::from_secs(20))
+        .get(format!("{base}/readyz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "readyz: {}", dockerfile.logs());
     eprintln!(
         "measured: container listening and ready {:.2}s after podman run",
@@ -368,7 +356,7 @@ async fn dockerfile_image_is_small_runs_read_only_as_non_root_and_behaves_like_d
     );
     let j: Value = serde_json::from_slice(&out.stdout).unwrap();
     let digest_ref = j["image"]["image"].as_str().unwrap().to_string();
-    let port2 = free_port();
+    let port2 = free_loopback_port();
     let port_env2 = format!("CELESTIAL_PORT={port2}");
     let hc_env2 = format!("CELESTIAL_HEALTHCHECK_ADDRESS=127.0.0.1:{port2}");
     let run_opts2 = [

@@ -5,13 +5,12 @@
 //!
 //! Tests that need no environment (malformed manifest, unreachable API server) are plain tests.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use celestial_e2e::{RealNode, TestEnv, repo_binary, repo_root};
+use celestial_e2e::{RealNode, TestEnv, free_loopback_port, repo_binary, repo_root};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, ListParams};
@@ -136,14 +135,6 @@ fn cluster_args(env: &TestEnv, ns: &str) -> Vec<String> {
         "--namespace",
         ns,
     ])
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `deployer build` of `server` + `ort` on `base` to a repository nothing should ever reach.
@@ -628,7 +619,7 @@ async fn deployer_reports_a_malformed_manifest_with_file_and_field() {
 #[tokio::test]
 async fn deployer_says_clearly_when_the_api_server_is_unreachable() {
     let s = Scratch::new("kubeconfig");
-    let port = free_port(); // nothing listens there
+    let port = free_loopback_port(); // nothing listens there
     let kc = s.path().join("kubeconfig");
     std::fs::write(
         &kc,
@@ -930,7 +921,7 @@ async fn deployer_build_is_reproducible_runs_in_podman_and_serves_a_prediction_t
 
     // podman pulls the image by digest and runs it (read-only root, as in the Deployment).
     let podman = env.podman();
-    let port = free_port();
+    let port = free_loopback_port();
     let port_env = format!("CELESTIAL_PORT={port}");
     let container = podman
         .start(

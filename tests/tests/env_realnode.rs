@@ -7,26 +7,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use celestial_e2e::{RealNode, TestEnv, httpd};
+use celestial_e2e::{RealNode, TestEnv, http_client, httpd, unique_name};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, ListParams, PostParams};
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}-{}-{nanos}", std::process::id())
-}
 
 /// testenv-httpd on the synthesized distroless base, serving a page with `token`, pushed to the
 /// plain registry and removed from podman's storage (so only the registry has it).
@@ -35,7 +19,7 @@ fn push_httpd_image(env: &TestEnv, token: &str) -> String {
     let base = &env.info().base_images.distroless_cc_registry;
     let ctx =
         httpd::image_context(Path::new(env!("CARGO_BIN_EXE_testenv-httpd")), base, token).unwrap();
-    let local = format!("localhost/celestial-e2e/{}:1", unique("realnode"));
+    let local = format!("localhost/celestial-e2e/{}:1", unique_name("realnode"));
     podman
         .build(ctx.path(), &ctx.path().join("Containerfile"), &local, &[])
         .unwrap();
@@ -102,7 +86,7 @@ fn processes_of_pod(uid: &str, exe: &str) -> Vec<u32> {
 async fn env_real_node_runs_the_pushed_image_and_its_lb_address_answers_through_kube_proxy() {
     let env = TestEnv::get().await.unwrap();
     let (env, node) = env.real_node().await.unwrap();
-    let token = unique("served-by-a-real-pod");
+    let token = unique_name("served-by-a-real-pod");
     let image = push_httpd_image(&env, &token);
 
     let ns = env.namespace("realnode").await.unwrap();
@@ -184,7 +168,7 @@ async fn env_real_node_runs_the_pushed_image_and_its_lb_address_answers_through_
     let mut last = String::new();
     let mut answered = 0;
     for _ in 0..100 {
-        match http().get(&url).send().await {
+        match http_client(Duration::from_secs(10)).get(&url).send().await {
             Ok(r) if r.status() == 200 => {
                 let text = r.text().await.unwrap();
                 assert!(text.contains(&token), "{text}");

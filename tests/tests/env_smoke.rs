@@ -5,34 +5,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use celestial_e2e::{TestEnv, httpd};
+use celestial_e2e::{TestEnv, free_loopback_port, http_client, httpd, unique_name};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Pod, Service};
 use kube::api::{Api, ListParams, PostParams};
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}-{}-{nanos}", std::process::id())
-}
 
 fn deployment(name: &str, replicas: i32) -> Deployment {
     serde_json::from_value(serde_json::json!({
@@ -230,12 +206,12 @@ async fn env_load_balancer_service_gets_a_loopback_address_or_stays_pending() {
 async fn env_image_from_registry_runs_in_podman_and_serves_through_the_lb_address() {
     let env = TestEnv::get().await.unwrap();
     let podman = env.podman();
-    let token = unique("hello-from-the-registry");
+    let token = unique_name("hello-from-the-registry");
 
     let base = &env.info().base_images.distroless_cc_registry;
     let ctx =
         httpd::image_context(Path::new(env!("CARGO_BIN_EXE_testenv-httpd")), base, &token).unwrap();
-    let local = format!("localhost/celestial-e2e/{}:1", unique("httpd"));
+    let local = format!("localhost/celestial-e2e/{}:1", unique_name("httpd"));
     podman
         .build(
             ctx.path(),
@@ -262,12 +238,12 @@ async fn env_image_from_registry_runs_in_podman_and_serves_through_the_lb_addres
     podman.remove_image(&local).unwrap();
 
     // run: podman pulls from the registry (the image is not in local storage any more)
-    let port = free_port();
+    let port = free_loopback_port();
     let listen = format!("--listen=127.0.0.1:{port}");
     let container = podman
         .start(&remote, port, &["--pull=always", "--read-only"], &[&listen])
         .unwrap();
-    let body = http()
+    let body = http_client(Duration::from_secs(10))
         .get(format!("http://127.0.0.1:{port}/"))
         .send()
         .await
@@ -292,7 +268,7 @@ async fn env_image_from_registry_runs_in_podman_and_serves_through_the_lb_addres
     let url = format!("http://{ip}:80/");
     let mut last = String::new();
     for _ in 0..50 {
-        match http().get(&url).send().await {
+        match http_client(Duration::from_secs(10)).get(&url).send().await {
             Ok(r) if r.status() == 200 => {
                 let text = r.text().await.unwrap();
                 assert!(text.contains(&token), "{text}");
@@ -316,7 +292,11 @@ async fn env_htpasswd_registry_rejects_wrong_credentials() {
     let env = TestEnv::get().await.unwrap();
     let (addr, user, password) = env.registry_auth();
     let url = format!("http://{addr}/v2/");
-    let none = http().get(&url).send().await.unwrap();
+    let none = http_client(Duration::from_secs(10))
+        .get(&url)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(none.status(), 401);
     assert!(
         none.headers()
@@ -326,14 +306,14 @@ async fn env_htpasswd_registry_rejects_wrong_credentials() {
             .unwrap()
             .starts_with("Basic")
     );
-    let wrong = http()
+    let wrong = http_client(Duration::from_secs(10))
         .get(&url)
         .basic_auth(user, Some("not-the-password"))
         .send()
         .await
         .unwrap();
     assert_eq!(wrong.status(), 401);
-    let right = http()
+    let right = http_client(Duration::from_secs(10))
         .get(&url)
         .basic_auth(user, Some(password))
         .send()
@@ -344,7 +324,7 @@ async fn env_htpasswd_registry_rejects_wrong_credentials() {
     // the same through podman: a push with wrong credentials is refused, the right ones work
     let podman = env.podman();
     let image = &env.info().base_images.distroless_cc;
-    let dest = format!("{addr}/e2e/auth-check:{}", unique("t"));
+    let dest = format!("{addr}/e2e/auth-check:{}", unique_name("t"));
     let err = podman
         .push(image, &dest, Some((user, "not-the-password")))
         .unwrap_err()

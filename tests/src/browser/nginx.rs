@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::webdriver::{GroupChild, free_loopback_port, require_executable, wait_for_port};
+use super::webdriver::{GroupChild, require_executable, wait_for_port};
+use crate::free_loopback_port;
 
 const TEMPLATE: &str = include_str!("nginx.conf.template");
 

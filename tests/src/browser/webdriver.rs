@@ -85,15 +85,6 @@ pub fn chromedriver_path() -> anyhow::Result<PathBuf> {
     )
 }
 
-/// A loopback port that was free a moment ago (for programs that cannot report the port they
-/// bound themselves, like chromedriver and nginx). Callers retry on a lost race.
-pub fn free_loopback_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
-}
-
 /// A child process in its own process group, killed with its whole group on drop.
 pub struct GroupChild {
     child: tokio::process::Child,
@@ -184,7 +175,7 @@ impl Browser {
 
         let mut last_err = None;
         for _attempt in 0..3 {
-            let port = free_loopback_port();
+            let port = crate::free_loopback_port();
             let mut cmd = tokio::process::Command::new(&chromedriver);
             cmd.arg(format!("--port={port}"))
                 .arg(format!("--log-path={}", log.display()))
