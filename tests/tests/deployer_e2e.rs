@@ -183,12 +183,24 @@ fn image_of(d: &Deployment) -> String {
         .unwrap()
 }
 
-async fn replica_sets(env: &TestEnv, ns: &str) -> Vec<ReplicaSet> {
-    Api::<ReplicaSet>::namespaced(env.client().await.unwrap(), ns)
+/// The server's objects of kind `K` (ReplicaSets, Pods) in the namespace, by the app label.
+async fn server_objects<K>(env: &TestEnv, ns: &str) -> Vec<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    Api::<K>::namespaced(env.client().await.unwrap(), ns)
         .list(&ListParams::default().labels("app=celestial-bodies-classifier"))
         .await
         .unwrap()
         .items
+}
+
+async fn replica_sets(env: &TestEnv, ns: &str) -> Vec<ReplicaSet> {
+    server_objects(env, ns).await
 }
 
 #[tokio::test]
@@ -1308,11 +1320,7 @@ fn stamp(stderr: &str, needle: &str) -> Option<f64> {
 
 /// The server's pods of the namespace.
 async fn server_pods(env: &TestEnv, ns: &str) -> Vec<Pod> {
-    Api::<Pod>::namespaced(env.client().await.unwrap(), ns)
-        .list(&ListParams::default().labels("app=celestial-bodies-classifier"))
-        .await
-        .unwrap()
-        .items
+    server_objects(env, ns).await
 }
 
 /// A failed apply with `--rollback-on-failure`: exit 4, one of `reasons` reported (in the JSON
