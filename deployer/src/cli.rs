@@ -7,6 +7,7 @@ use celestial_common::parse_duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::exit::ExitCode;
+use crate::interrupt::Interrupt;
 use crate::render::{Format, render};
 use crate::{commands, options};
 
@@ -19,7 +20,10 @@ Exit codes:
   4  rollout failed (pod reason or ProgressDeadlineExceeded), rolled back or not
   5  timed out (rollout, load-balancer address, deletion)
   6  smoke test through the public URL failed
-  7  image build, pull or push failed (registry unreachable, credentials refused, base too old)";
+  7  image build, pull or push failed (registry unreachable after retries, credentials refused,
+       base too old)
+130  interrupted by SIGINT (Ctrl-C): stopped, printed the cluster's state and how to resume
+143  terminated by SIGTERM: the same";
 
 /// The default log filter: warnings, without the client libraries' own error lines.
 pub const DEFAULT_LOG: &str = "warn,kube_client=off,oci_client=off";
@@ -98,6 +102,11 @@ pub struct RegistryArgs {
     /// Docker config directory (holding config.json); default $DOCKER_CONFIG, then ~/.docker.
     #[arg(long, env = "DEPLOYER_DOCKER_CONFIG")]
     pub docker_config: Option<PathBuf>,
+
+    /// How long pulls and pushes retry a registry that cannot be reached or answers 429/5xx
+    /// (pauses 0.5 s, 1 s, 2 s, 4 s, then 5 s; blobs already pushed are not sent again); 0: no retry.
+    #[arg(long, env = "DEPLOYER_REGISTRY_RETRY_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub registry_retry_timeout: Duration,
 }
 
 /// How the image is built.
@@ -370,7 +379,12 @@ pub fn main_with(cli: Cli) -> std::process::ExitCode {
         OutputFormat::Text => Format::Text,
         OutputFormat::Json => Format::Json,
     };
-    let result = runtime.block_on(commands::run(cli.into_command()));
+    let command = cli.into_command();
+    let result = runtime.block_on(async {
+        let interrupt = Interrupt::install()
+            .map_err(|e| anyhow::anyhow!("cannot install the SIGINT/SIGTERM handlers: {e}"))?;
+        commands::run(command, &interrupt).await
+    });
     let out = render(&result, format);
     if let Some(s) = out.stdout {
         println!("{s}");
@@ -419,6 +433,7 @@ impl From<RegistryArgs> for options::RegistryOptions {
             password_stdin: a.registry_password_stdin,
             insecure: a.insecure_registry,
             docker_config: a.docker_config,
+            retry_timeout: a.registry_retry_timeout,
         }
     }
 }
@@ -569,7 +584,7 @@ mod tests {
     fn exit_codes_are_in_help() {
         for c in ExitCode::ALL {
             assert!(
-                EXIT_CODES.contains(&format!("\n  {}  ", c.code())),
+                EXIT_CODES.contains(&format!("\n{:>3}  ", c.code())),
                 "exit code {} not in --help",
                 c.code()
             );

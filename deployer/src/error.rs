@@ -5,6 +5,7 @@
 //! The layers do not import this module (they return their own errors); it imports them.
 
 use crate::exit::ExitCode;
+use crate::interrupt::Signal;
 use crate::kube::error as apply;
 use crate::kube::{cluster, manifests, rollout};
 use crate::oci::{error as image, registry};
@@ -30,7 +31,20 @@ pub enum Error {
     #[error(transparent)]
     Registry(#[from] registry::RegistryError),
     #[error(transparent)]
+    Interrupted(#[from] Interrupted),
+    #[error(transparent)]
     Internal(#[from] anyhow::Error),
+}
+
+/// A command stopped by SIGINT or SIGTERM: what it was doing, the state it left, how to resume.
+#[derive(Debug, thiserror::Error, serde::Serialize)]
+#[error("interrupted by {} while {during}\n{}\nto resume: {resume}", signal.name(), state.iter().map(|s| format!("  {s}")).collect::<Vec<_>>().join("\n"))]
+pub struct Interrupted {
+    pub signal: Signal,
+    pub during: String,
+    /// One line per object (or fact): what the cluster or registry holds now.
+    pub state: Vec<String>,
+    pub resume: String,
 }
 
 impl Error {
@@ -44,6 +58,10 @@ impl Error {
             Error::Smoke(_) => ExitCode::Smoke,
             Error::Image(e) => image_code(e),
             Error::Registry(e) => registry_code(e),
+            Error::Interrupted(i) => match i.signal {
+                Signal::Int => ExitCode::Interrupted,
+                Signal::Term => ExitCode::Terminated,
+            },
             Error::Internal(_) => ExitCode::Internal,
         }
     }
@@ -170,5 +188,16 @@ mod tests {
         };
         assert_eq!(Error::from(input).exit_code(), ExitCode::Usage);
         assert_eq!(Error::Usage("u".into()).exit_code(), ExitCode::Usage);
+        for signal in [Signal::Int, Signal::Term] {
+            let i = Interrupted {
+                signal,
+                during: "waiting".into(),
+                state: vec![],
+                resume: "again".into(),
+            };
+            // as shells report a process a signal ended: 128 + the signal's number
+            let code = Error::from(i).exit_code().code();
+            assert_eq!(code, 128 + signal.number());
+        }
     }
 }

@@ -25,11 +25,15 @@ pub enum ExitCode {
     Smoke = 6,
     /// Building, pulling or pushing an image failed (registry unreachable, credentials refused, glibc too old).
     Image = 7,
+    /// Interrupted by SIGINT (Ctrl-C): the command stopped and said what state it left.
+    Interrupted = 130,
+    /// Terminated by SIGTERM (e.g. a cancelled CI job): as for SIGINT.
+    Terminated = 143,
 }
 
 impl ExitCode {
     /// Every exit code, in numeric order.
-    pub const ALL: [ExitCode; 8] = [
+    pub const ALL: [ExitCode; 10] = [
         ExitCode::Success,
         ExitCode::Internal,
         ExitCode::Usage,
@@ -38,6 +42,8 @@ impl ExitCode {
         ExitCode::Timeout,
         ExitCode::Smoke,
         ExitCode::Image,
+        ExitCode::Interrupted,
+        ExitCode::Terminated,
     ];
 
     /// The numeric process exit status.
@@ -53,6 +59,6 @@ mod tests {
     #[test]
     fn exit_codes_are_distinct_and_in_order() {
         let codes: Vec<u8> = ExitCode::ALL.iter().map(|c| c.code()).collect();
-        assert_eq!(codes, vec![0, 1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(codes, vec![0, 1, 2, 3, 4, 5, 6, 7, 130, 143]);
     }
 }

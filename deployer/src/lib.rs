@@ -10,7 +10,7 @@
 //!             │         │     └─> smoke
 //!             └─> render (text or JSON, success or error; the one place output is shaped)
 //!             └─> error  (the one place each layer's error becomes an exit code)
-//! leaves: exit, options, progress, support (no crate imports)
+//! leaves: exit, interrupt, options, progress, support (no crate imports)
 //! ```
 //!
 //! - [`cli`]: the only module that knows clap. It turns flags and environment variables into the
@@ -39,6 +39,7 @@ pub mod cli;
 pub mod commands;
 pub mod error;
 pub mod exit;
+pub mod interrupt;
 pub mod kube;
 pub mod oci;
 pub mod options;

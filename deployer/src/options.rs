@@ -15,6 +15,8 @@ pub struct RegistryOptions {
     pub insecure: Vec<String>,
     /// Docker config directory; default $DOCKER_CONFIG, then ~/.docker.
     pub docker_config: Option<PathBuf>,
+    /// How long a pull or push keeps retrying an unreachable or failing (429, 5xx) registry.
+    pub retry_timeout: Duration,
 }
 
 /// How the image is built.

@@ -7,15 +7,20 @@ use serde_json::Value;
 
 use super::diff::{self, DiffReport, ObjectReport, load_manifests};
 use super::image::build_and_push;
-use crate::error::Error;
+use crate::error::{Error, Interrupted};
+use crate::interrupt::{Interrupt, Signal};
 use crate::kube::apply::{self, Action, Applied};
 use crate::kube::cluster::Cluster;
+use crate::kube::manifests::Manifest;
 use crate::kube::rollout::{self, Rollback, RolloutError, RolloutReport};
 use crate::kube::{rollback, service};
 use crate::oci::publish::Pushed;
 use crate::options::{ApplyCommand, ReleaseCommand, WaitOptions};
 use crate::progress::{Progress, Terminal};
 use crate::smoke::{self, SmokeReport};
+
+/// How long reading the cluster's state after a signal may take, per object.
+const STATE_READ: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What `apply` and `release` report.
 #[derive(Debug, serde::Serialize)]
@@ -70,21 +75,36 @@ impl ApplyReport {
 }
 
 /// `deployer release`: build and push, then apply with the pushed digest.
-pub async fn release(c: &ReleaseCommand) -> Result<Outcome, Error> {
+pub async fn release(c: &ReleaseCommand, interrupt: &Interrupt) -> Result<Outcome, Error> {
     let mut progress = Terminal::new();
-    let pushed = build_and_push(&c.build, &mut progress).await?;
+    let pushed = match interrupt.run(build_and_push(&c.build, &mut progress)).await {
+        Ok(pushed) => pushed?,
+        Err(signal) => {
+            return Err(Error::Interrupted(Interrupted {
+                signal,
+                during: "building and pushing the image".into(),
+                state: vec![
+                    "nothing was applied to the cluster".into(),
+                    "blobs already pushed stay in the registry".into(),
+                ],
+                resume: "run the same `deployer release` again: it sends only what the registry still lacks".into(),
+            }));
+        }
+    };
     progress.line(&format!("pushed {}", pushed.image));
     drop(progress);
     let mut apply = c.apply.clone();
     apply.image = Some(pushed.image.clone());
-    run(&apply, Some(pushed), "release").await
+    run(&apply, Some(pushed), "release", interrupt).await
 }
 
-/// `deployer apply` (a dry run reports like `diff`).
+/// `deployer apply` (a dry run reports like `diff`). A signal stops it where it stands: between or
+/// during the server-side applies, or while waiting; the error says what the cluster holds then.
 pub async fn run(
     c: &ApplyCommand,
     pushed: Option<Pushed>,
     command: &'static str,
+    interrupt: &Interrupt,
 ) -> Result<Outcome, Error> {
     let (manifests, server_image) = load_manifests(&c.manifests, c.image.as_deref())?;
     if let Some(s) = &c.wait.smoke_image
@@ -102,17 +122,33 @@ pub async fn run(
     let cluster = Cluster::connect(&c.cluster).await?;
     let start = Instant::now();
     let mut p = Terminal::new();
-    let applied = apply::apply_all(&cluster, &manifests, c.force_conflicts, false, &mut p).await?;
+    let applied = apply_step(&cluster, &manifests, c, &mut p, command, interrupt).await?;
     let apply_seconds = start.elapsed().as_secs_f64();
     let waiting = Waiting {
         cluster: &cluster,
         applied: &applied,
         wait: &c.wait,
     };
-    let rollouts = waiting.rollouts(&mut p).await?;
-    let urls = waiting.urls(&mut p).await?;
-    let smoke = smoke_test(urls.first(), &c.wait, &mut p).await?;
+    let step = std::cell::Cell::new("waiting for the rollout");
+    let waited = interrupt
+        .run(async {
+            let rollouts = waiting.rollouts(&mut p).await?;
+            step.set("waiting for the load balancer's address");
+            let urls = waiting.urls(&mut p).await?;
+            step.set("smoke-testing the public URL");
+            let smoke = smoke_test(urls.first(), &c.wait, &mut p).await?;
+            Ok::<_, Error>((rollouts, urls, smoke))
+        })
+        .await;
     drop(p);
+    let (rollouts, urls, smoke) = match waited {
+        Ok(done) => done?,
+        Err(signal) => {
+            let state = waiting.state().await;
+            let rollback = c.wait.rollback_on_failure;
+            return Err(interrupted_waiting(signal, step.get(), state, command, rollback).into());
+        }
+    };
     Ok(Outcome::Done(Box::new(ApplyReport {
         command,
         namespace: cluster.namespace,
@@ -179,6 +215,27 @@ impl Waiting<'_> {
         Ok(rollouts)
     }
 
+    /// The applied Deployments' rollout states and Services' addresses, read now (a line each;
+    /// bounded in time: this runs after a signal, when the user wants to be done).
+    async fn state(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for (o, ns) in self.of_kind("Deployment") {
+            let read = rollout::describe(self.cluster, &ns, &o.name);
+            lines.push(match tokio::time::timeout(STATE_READ, read).await {
+                Ok(line) => line,
+                Err(_) => format!("Deployment/{}: cannot read its state in time", o.name),
+            });
+        }
+        for (o, ns) in self.of_kind("Service") {
+            let read = service::describe(self.cluster, &ns, &o.name);
+            lines.push(match tokio::time::timeout(STATE_READ, read).await {
+                Ok(line) => line,
+                Err(_) => format!("Service/{}: cannot read its state in time", o.name),
+            });
+        }
+        lines
+    }
+
     /// Waits for every applied LoadBalancer Service's address; returns their URLs.
     async fn urls(&self, p: &mut dyn Progress) -> Result<Vec<String>, RolloutError> {
         let mut urls = Vec::new();
@@ -195,6 +252,78 @@ impl Waiting<'_> {
             urls.push(url);
         }
         Ok(urls)
+    }
+}
+
+/// Server-side applies the manifests, unless a signal comes first.
+async fn apply_step(
+    cluster: &Cluster,
+    manifests: &[Manifest],
+    c: &ApplyCommand,
+    p: &mut dyn Progress,
+    command: &str,
+    interrupt: &Interrupt,
+) -> Result<Vec<Applied>, Error> {
+    let mut applied = Vec::new();
+    let force = c.force_conflicts;
+    let applying = apply::apply_all(cluster, manifests, force, false, p, &mut applied);
+    match interrupt.run(applying).await {
+        Ok(r) => r.map(|()| applied).map_err(Error::from),
+        Err(signal) => Err(interrupted_applying(signal, manifests, &applied, command).into()),
+    }
+}
+
+/// A signal during the server-side applies: which objects were applied, which one may or may not
+/// have been (its request was in flight), which were not.
+fn interrupted_applying(
+    signal: Signal,
+    manifests: &[Manifest],
+    applied: &[Applied],
+    command: &str,
+) -> Interrupted {
+    let mut state: Vec<String> = applied
+        .iter()
+        .map(|o| format!("{}: {}", o.display_name(), o.action.past()))
+        .collect();
+    for (i, m) in manifests.iter().enumerate().skip(applied.len()) {
+        let what = if i == applied.len() {
+            "interrupted while being applied: it may or may not have been"
+        } else {
+            "not applied"
+        };
+        state.push(format!("{}: {what}", m.display_name()));
+    }
+    Interrupted {
+        signal,
+        during: "applying the manifests".into(),
+        state,
+        resume: format!(
+            "run the same `deployer {command}` again: server-side apply converges (objects already applied stay unchanged)"
+        ),
+    }
+}
+
+/// A signal while waiting: the objects are applied and the cluster goes on without deployer.
+fn interrupted_waiting(
+    signal: Signal,
+    during: &str,
+    state: Vec<String>,
+    command: &str,
+    rollback_on_failure: bool,
+) -> Interrupted {
+    let mut resume = format!(
+        "the objects are applied and the cluster goes on rolling them out without deployer; run the same `deployer {command}` again to wait for it (nothing is re-applied), or `deployer status` to look"
+    );
+    if rollback_on_failure {
+        resume.push_str(
+            "; no rollback was done (--rollback-on-failure acts on failures, not on interrupts)",
+        );
+    }
+    Interrupted {
+        signal,
+        during: during.into(),
+        state,
+        resume,
     }
 }
 

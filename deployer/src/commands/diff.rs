@@ -95,7 +95,8 @@ pub async fn dry_run(
     command: &'static str,
 ) -> Result<DiffReport, Error> {
     let cluster = Cluster::connect(c).await?;
-    let applied = apply::apply_all(&cluster, manifests, force, true, &mut Quiet).await?;
+    let mut applied = Vec::new();
+    apply::apply_all(&cluster, manifests, force, true, &mut Quiet, &mut applied).await?;
     let objects: Vec<ObjectReport> = applied
         .iter()
         .map(|o| {

@@ -11,7 +11,10 @@ pub mod diff;
 pub mod image;
 pub mod status;
 
-use crate::error::Error;
+use std::future::Future;
+
+use crate::error::{Error, Interrupted};
+use crate::interrupt::Interrupt;
 use crate::options::Command;
 
 /// What a command reports: its JSON document (`--output json`) and its text.
@@ -48,15 +51,52 @@ impl From<apply::Outcome> for Report {
     }
 }
 
-/// Runs one command.
-pub async fn run(command: Command) -> Result<Report, Error> {
+/// Runs one command; a signal (`interrupt`) stops it with what it left behind and how to resume.
+pub async fn run(command: Command, interrupt: &Interrupt) -> Result<Report, Error> {
+    const PUSH: &str = "blobs already pushed stay in the registry; no tag or manifest was written unless the push had finished";
+    const AGAIN: &str = "run the same command again: it sends only what the registry still lacks";
     Ok(match command {
-        Command::Build(c) => Report::Image(image::build(&c).await?),
-        Command::Push(c) => Report::Image(image::push(&c).await?),
-        Command::Apply(c) => apply::run(&c, None, "apply").await?.into(),
-        Command::Release(c) => apply::release(&c).await?.into(),
-        Command::Diff(c) => Report::Diff(diff::run(&c).await?),
-        Command::Status(c) => Report::Status(status::run(&c).await?),
-        Command::Delete(c) => Report::Delete(delete::run(&c).await?),
+        Command::Build(c) => {
+            let build = image::build(&c);
+            Report::Image(whole(interrupt, build, "building and pushing", PUSH, AGAIN).await?)
+        }
+        Command::Push(c) => {
+            let push = image::push(&c);
+            Report::Image(whole(interrupt, push, "pushing", PUSH, AGAIN).await?)
+        }
+        Command::Apply(c) => apply::run(&c, None, "apply", interrupt).await?.into(),
+        Command::Release(c) => apply::release(&c, interrupt).await?.into(),
+        Command::Diff(c) => {
+            let (state, again) = ("nothing was changed", "run it again");
+            Report::Diff(whole(interrupt, diff::run(&c), "diffing", state, again).await?)
+        }
+        Command::Status(c) => {
+            let (state, again) = ("nothing was changed", "run it again");
+            Report::Status(whole(interrupt, status::run(&c), "reading", state, again).await?)
+        }
+        Command::Delete(c) => {
+            let state =
+                "the objects deleted so far are gone or terminating; the others are untouched";
+            let again = "run the same `deployer delete` again: objects already gone are skipped";
+            Report::Delete(whole(interrupt, delete::run(&c), "deleting", state, again).await?)
+        }
     })
+}
+
+/// A command that is stopped as a whole by a signal, leaving `state`.
+async fn whole<T>(
+    interrupt: &Interrupt,
+    command: impl Future<Output = Result<T, Error>>,
+    during: &str,
+    state: &str,
+    resume: &str,
+) -> Result<T, Error> {
+    interrupt.run(command).await.map_err(|signal| {
+        Error::Interrupted(Interrupted {
+            signal,
+            during: during.into(),
+            state: vec![state.into()],
+            resume: resume.into(),
+        })
+    })?
 }

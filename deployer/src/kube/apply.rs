@@ -154,17 +154,18 @@ fn scaled_by_hpa(manifests: &[Manifest], deployment: &Manifest) -> bool {
     })
 }
 
-/// Server-side applies every manifest (in order) and reports what changed. With `dry_run` the API
-/// server computes the result (admission, defaults, validation) without persisting anything.
+/// Server-side applies every manifest (in order) and reports what changed, in `out` as each one
+/// is applied (so a caller that stops this midway knows what was). With `dry_run` the API server
+/// computes the result (admission, defaults, validation) without persisting anything.
 pub async fn apply_all(
     cluster: &Cluster,
     manifests: &[Manifest],
     force: bool,
     dry_run: bool,
     progress: &mut dyn Progress,
-) -> Result<Vec<Applied>, ApplyError> {
+    out: &mut Vec<Applied>,
+) -> Result<(), ApplyError> {
     let mut resolver = Resolver::new();
-    let mut out = Vec::new();
     for m in manifests {
         let (api, namespace) = resolver.api(cluster, m).await?;
         let before = get_opt(&api, m).await?;
@@ -229,7 +230,7 @@ pub async fn apply_all(
         ));
         out.push(applied);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// An object without the fields that change on every write or are not ours to compare.

@@ -189,6 +189,29 @@ pub fn rollout_state(d: &Deployment) -> (Result<bool, (String, String)>, String)
     (Ok(done), desc)
 }
 
+/// The Deployment's rollout now, with the image it runs (a line for a state report).
+pub async fn describe(cluster: &Cluster, ns: &str, name: &str) -> String {
+    let api: Api<Deployment> = Api::namespaced(cluster.client.clone(), ns);
+    let d = match api.get_opt(name).await {
+        Ok(Some(d)) => d,
+        Ok(None) => return format!("Deployment/{name}: does not exist"),
+        Err(e) => return format!("Deployment/{name}: cannot read it: {e}"),
+    };
+    let image = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default();
+    let state = match rollout_state(&d) {
+        (Ok(true), desc) => format!("rolled out ({desc})"),
+        (Ok(false), desc) => format!("rollout in progress: {desc}"),
+        (Err((reason, _)), desc) => format!("rollout failing: {reason} ({desc})"),
+    };
+    format!("Deployment/{name}: {state}; image {image}")
+}
+
 /// The first pod-level reason that makes the rollout hopeless: (reason, "pod NAME: message").
 pub fn pod_failure(pod: &Pod) -> Option<(String, String)> {
     let name = pod.metadata.name.clone().unwrap_or_default();

@@ -39,6 +39,19 @@ pub fn service_url(svc: &Service) -> Option<String> {
     Some(format!("http://{addr}:{port}/"))
 }
 
+/// The Service's public URL now, or that it has none yet (a line for a state report).
+pub async fn describe(cluster: &Cluster, ns: &str, name: &str) -> String {
+    let api: Api<Service> = Api::namespaced(cluster.client.clone(), ns);
+    match api.get_opt(name).await {
+        Ok(Some(svc)) => match service_url(&svc) {
+            Some(url) => format!("Service/{name}: {url}"),
+            None => format!("Service/{name}: no load-balancer address yet"),
+        },
+        Ok(None) => format!("Service/{name}: does not exist"),
+        Err(e) => format!("Service/{name}: cannot read it: {e}"),
+    }
+}
+
 async fn latest_event(cluster: &Cluster, ns: &str, name: &str) -> Option<String> {
     let events: Api<Event> = Api::namespaced(cluster.client.clone(), ns);
     let lp = ListParams::default().fields(&format!(

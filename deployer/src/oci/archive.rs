@@ -246,7 +246,7 @@ pub async fn push_archive(
     let insecure = &reg.insecure;
     let client = registry::client_for(&[target.resolve_registry()], insecure);
     let target_creds = creds.for_registry(target.resolve_registry(), true)?;
-    let t = Target::new(&client, &target, &target_creds, insecure);
+    let t = Target::new(&client, &target, &target_creds, reg);
     let digest = sha256_digest(&archive.manifest);
     let image = Image {
         blobs: archive

@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use super::registry::RegistryError;
+use std::time::Duration;
+
+use super::registry::{RegistryError, Retryable};
 
 /// An image build or push problem.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +38,18 @@ pub enum ImageError {
     Archive { path: PathBuf, message: String },
     #[error(transparent)]
     Registry(#[from] RegistryError),
+}
+
+impl Retryable for ImageError {
+    fn is_transient(&self) -> bool {
+        matches!(self, ImageError::Registry(e) if e.is_transient())
+    }
+    fn gave_up(self, attempts: u32, elapsed: Duration) -> Self {
+        match self {
+            ImageError::Registry(e) => ImageError::Registry(e.gave_up(attempts, elapsed)),
+            e => e,
+        }
+    }
 }
 
 fn join(v: &[String]) -> String {

@@ -1,6 +1,8 @@
 //! Publishing: `deployer build` (pull the base, check the binary runs on it, assemble, push) and
 //! the push every image goes through (blobs the registry lacks, then the manifest by tag).
 
+use std::cell::RefCell;
+
 use oci_client::{Client, Reference};
 
 use super::build::{Base, Inputs, Metadata, assemble};
@@ -8,9 +10,10 @@ use super::error::ImageError;
 use super::glibc::{binary_info, check_runs_on_base};
 use super::media::short;
 use super::pull::{fetch_blob, pull_base};
-use super::registry::{self, CredentialSource, Credentials, RegistryError, classify};
+use super::registry::{self, CredentialSource, Credentials, RegistryError, classify, retried};
 use crate::options::{BuildOptions, RegistryOptions};
 use crate::progress::Progress;
+use crate::support::Backoff;
 
 /// The result of a build or push.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -30,12 +33,14 @@ pub fn by_digest(target: &Reference, digest: &str) -> String {
     format!("{}/{}@{}", target.registry(), target.repository(), digest)
 }
 
-/// Where an image goes: the client, the reference and the credentials for it.
+/// Where an image goes: the client, the reference and the credentials for it, and how long to
+/// retry a registry that cannot be reached.
 pub struct Target<'a> {
     pub client: &'a Client,
     pub reference: &'a Reference,
     pub creds: &'a Credentials,
     pub insecure: &'a [String],
+    pub backoff: Backoff,
 }
 
 impl<'a> Target<'a> {
@@ -43,13 +48,14 @@ impl<'a> Target<'a> {
         client: &'a Client,
         reference: &'a Reference,
         creds: &'a Credentials,
-        insecure: &'a [String],
+        reg: &'a RegistryOptions,
     ) -> Self {
         Target {
             client,
             reference,
             creds,
-            insecure,
+            insecure: &reg.insecure,
+            backoff: Backoff::within(reg.retry_timeout),
         }
     }
 }
@@ -65,11 +71,24 @@ pub struct Image<'a> {
 }
 
 /// Pushes the blobs the registry lacks, then the manifest under the reference's tag (`latest`
-/// when it has none).
+/// when it has none); an unreachable or failing registry is retried within the target's backoff
+/// (each attempt sends only what the registry still lacks).
 pub async fn push_image(
     t: &Target<'_>,
     image: &Image<'_>,
     progress: &mut dyn Progress,
+) -> Result<Pushed, RegistryError> {
+    let what = format!("push {}", t.reference.whole());
+    let progress = RefCell::new(progress);
+    retried(t.backoff, &what, || push_image_once(t, image, &progress)).await
+}
+
+/// One attempt of [`push_image`] (`progress` is shared by the attempts, borrowed only between
+/// awaits).
+async fn push_image_once(
+    t: &Target<'_>,
+    image: &Image<'_>,
+    progress: &RefCell<&mut (dyn Progress + '_)>,
 ) -> Result<Pushed, RegistryError> {
     t.client
         .store_auth_if_needed(t.reference.resolve_registry(), &t.creds.auth)
@@ -102,7 +121,7 @@ pub async fn push_image(
 async fn push_blobs(
     t: &Target<'_>,
     blobs: &[(String, &[u8])],
-    progress: &mut dyn Progress,
+    progress: &RefCell<&mut (dyn Progress + '_)>,
 ) -> Result<(usize, usize), RegistryError> {
     let (mut uploaded, mut present) = (0, 0);
     for (digest, data) in blobs {
@@ -110,7 +129,8 @@ async fn push_blobs(
             present += 1;
             continue;
         }
-        progress.set(&format!("pushing {} ({} bytes)", short(digest), data.len()));
+        let pushing = format!("pushing {} ({} bytes)", short(digest), data.len());
+        progress.borrow_mut().set(&pushing);
         t.client
             .push_blob(t.reference, data.to_vec(), digest)
             .await
@@ -153,18 +173,24 @@ pub async fn build_and_push(
     let same_registry = target.resolve_registry() == base_ref.resolve_registry();
     let base_creds = creds.for_registry(base_ref.resolve_registry(), same_registry)?;
     let target_creds = creds.for_registry(target.resolve_registry(), true)?;
-    let source = Target::new(&client, &base_ref, &base_creds, insecure);
+    let source = Target::new(&client, &base_ref, &base_creds, reg);
     progress.set(&format!("pulling base {}", base_ref.whole()));
-    let (base, base_layers) = pull_with_layers(&source, &opts.platform).await?;
+    let what = format!("pull {}", base_ref.whole());
+    let (base, base_layers) = retried(source.backoff, &what, || {
+        pull_with_layers(&source, &opts.platform)
+    })
+    .await?;
     check_runs_on_base(&base, &inputs.binary, &base_layers)?;
     progress.set("assembling the layer (binary, ONNX Runtime, model)");
     let built = assemble(&base, &inputs, &meta);
-    let t = Target::new(&client, &target, &target_creds, insecure);
+    let t = Target::new(&client, &target, &target_creds, reg);
     client
         .store_auth_if_needed(target.resolve_registry(), &target_creds.auth)
         .await;
     if same_registry && target.repository() != base_ref.repository() {
-        mount_base_layers(&t, &base, progress).await?;
+        let what = format!("mount base layers into {}", target.whole());
+        let progress = RefCell::new(&mut *progress);
+        retried(t.backoff, &what, || mount_base_layers(&t, &base, &progress)).await?;
     }
     let mut blobs: Vec<(String, &[u8])> = base
         .layers()
@@ -208,7 +234,7 @@ async fn pull_with_layers(
 async fn mount_base_layers(
     t: &Target<'_>,
     base: &Base,
-    progress: &mut dyn Progress,
+    progress: &RefCell<&mut (dyn Progress + '_)>,
 ) -> Result<(), RegistryError> {
     for l in base.layers() {
         if !blob_exists(t, &l.digest).await?
@@ -217,7 +243,7 @@ async fn mount_base_layers(
                 .await
                 .is_ok()
         {
-            progress.set(&format!(
+            progress.borrow_mut().set(&format!(
                 "mounted {} from {}",
                 short(&l.digest),
                 base.reference.repository()

@@ -4,10 +4,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
 use std::io::{Read, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use base64::Engine;
 use oci_client::client::{ClientConfig, ClientProtocol};
@@ -15,9 +17,10 @@ use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use serde::Deserialize;
+use tracing::warn;
 
 use crate::options::RegistryOptions;
-use crate::support::{error_chain, install_crypto_provider};
+use crate::support::{Backoff, error_chain, install_crypto_provider, retry};
 
 /// A registry problem.
 #[derive(Debug, thiserror::Error)]
@@ -51,8 +54,76 @@ pub enum RegistryError {
     },
     #[error("{reference} not found in the registry: {message}")]
     NotFound { reference: String, message: String },
+    #[error("the registry {registry} is unavailable (HTTP {status}): {message}")]
+    Unavailable {
+        registry: String,
+        status: u16,
+        message: String,
+    },
     #[error("registry {registry}: {message}")]
     Protocol { registry: String, message: String },
+    #[error(
+        "{last} (gave up after {attempts} attempts over {seconds:.1}s; --registry-retry-timeout sets how long to retry)"
+    )]
+    GaveUp {
+        last: Box<RegistryError>,
+        attempts: u32,
+        seconds: f64,
+    },
+}
+
+impl RegistryError {
+    /// Worth retrying: the registry could not be reached, or said it is busy or failing (429, 5xx).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            RegistryError::Unreachable { .. } | RegistryError::Unavailable { .. }
+        )
+    }
+}
+
+/// An error a registry operation can end with, seen by [`retried`].
+pub trait Retryable: Sized + fmt::Display {
+    /// Whether another attempt may succeed.
+    fn is_transient(&self) -> bool;
+    /// The error after `attempts` attempts over `elapsed` (the last one's, saying so).
+    fn gave_up(self, attempts: u32, elapsed: Duration) -> Self;
+}
+
+impl Retryable for RegistryError {
+    fn is_transient(&self) -> bool {
+        RegistryError::is_transient(self)
+    }
+    fn gave_up(self, attempts: u32, elapsed: Duration) -> Self {
+        if attempts < 2 {
+            return self;
+        }
+        RegistryError::GaveUp {
+            last: Box::new(self),
+            attempts,
+            seconds: elapsed.as_secs_f64(),
+        }
+    }
+}
+
+/// Runs the registry operation `what` (a pull or a push, each attempt from its start: what is
+/// already in the registry is not sent again), retrying transient failures within `backoff`.
+pub async fn retried<T, E: Retryable, Fut>(
+    backoff: Backoff,
+    what: &str,
+    op: impl FnMut() -> Fut,
+) -> Result<T, E>
+where
+    Fut: Future<Output = Result<T, E>>,
+{
+    retry(backoff, op, E::is_transient, |e, attempt, pause| {
+        warn!(
+            "{what}: attempt {attempt} failed: {e}; retrying in {:.1}s",
+            pause.as_secs_f64()
+        )
+    })
+    .await
+    .map_err(|g| g.error.gave_up(g.attempts, g.elapsed))
 }
 
 /// Credentials for one registry, with where they came from (for messages; never the secret).
@@ -111,8 +182,8 @@ pub fn client_for(registries: &[&str], insecure: &[String]) -> Client {
     plain.dedup();
     Client::new(ClientConfig {
         protocol: ClientProtocol::HttpsExcept(plain),
-        connect_timeout: Some(std::time::Duration::from_secs(10)),
-        read_timeout: Some(std::time::Duration::from_secs(120)),
+        connect_timeout: Some(Duration::from_secs(10)),
+        read_timeout: Some(Duration::from_secs(120)),
         ..ClientConfig::default()
     })
 }
@@ -375,6 +446,8 @@ enum Failure {
     Unauthorized,
     NotFound,
     Unreachable,
+    /// 429 or 5xx: busy or failing, maybe not for long.
+    Unavailable(u16),
     Other,
 }
 
@@ -400,6 +473,7 @@ fn failure(e: &OciDistributionError) -> Failure {
         OciDistributionError::ImageManifestNotFoundError(_) => Failure::NotFound,
         _ if status == Some(404) => Failure::NotFound,
         _ if registry_says(&[Code::ManifestUnknown, Code::NameUnknown]) => Failure::NotFound,
+        _ if matches!(status, Some(429 | 500..=599)) => Failure::Unavailable(status.unwrap_or(0)),
         OciDistributionError::RequestError(re)
             if re.is_connect() || re.is_timeout() || re.is_request() =>
         {
@@ -433,6 +507,11 @@ pub fn classify(
         Failure::Unreachable => RegistryError::Unreachable {
             url_scheme: scheme_for(&registry, insecure),
             registry,
+            message,
+        },
+        Failure::Unavailable(status) => RegistryError::Unavailable {
+            registry,
+            status,
             message,
         },
         Failure::Other => RegistryError::Protocol { registry, message },
