@@ -252,33 +252,45 @@ async fn deployer_stops_on_sigint_says_where_the_cluster_is_and_a_rerun_converge
 /// Concurrent keep-alive clients of the zero-downtime test.
 const CLIENTS: usize = 4;
 
-/// Predictions through `url` from `clients` concurrent clients until stopped; (answered, failures).
-fn load(
-    url: &str,
-    jpeg: &[u8],
-    clients: usize,
-) -> (
-    Arc<AtomicBool>,
-    Vec<tokio::task::JoinHandle<(usize, Vec<String>)>>,
-) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let tasks = (0..clients)
-        .map(|_| {
-            let (stop, url, jpeg) = (stop.clone(), url.to_string(), jpeg.to_vec());
-            tokio::spawn(async move {
-                let (mut answered, mut failures) = (0, Vec::new());
-                let client = keep_alive_client();
-                while !stop.load(Ordering::Relaxed) {
-                    match predict_with(&client, &url, &jpeg).await {
-                        Ok(_) => answered += 1,
-                        Err(e) => failures.push(e),
+/// Predictions through a URL from concurrent keep-alive clients, until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<(usize, Vec<String>)>>,
+}
+
+impl Load {
+    fn start(url: &str, jpeg: &[u8], clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..clients)
+            .map(|_| {
+                let (stop, url, jpeg) = (stop.clone(), url.to_string(), jpeg.to_vec());
+                tokio::spawn(async move {
+                    let (mut answered, mut failures) = (0, Vec::new());
+                    let client = keep_alive_client();
+                    while !stop.load(Ordering::Relaxed) {
+                        match predict_with(&client, &url, &jpeg).await {
+                            Ok(_) => answered += 1,
+                            Err(e) => failures.push(e),
+                        }
                     }
-                }
-                (answered, failures)
+                    (answered, failures)
+                })
             })
-        })
-        .collect();
-    (stop, tasks)
+            .collect();
+        Load { stop, tasks }
+    }
+
+    /// (answered, failures).
+    async fn stop(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let (mut answered, mut failures) = (0, Vec::new());
+        for t in self.tasks {
+            let (a, f) = t.await.unwrap();
+            answered += a;
+            failures.extend(f);
+        }
+        (answered, failures)
+    }
 }
 
 /// Failures by message, most frequent first, with their counts (a short, readable line each).
@@ -288,29 +300,12 @@ fn summary(failures: &[String]) -> String {
         *counts.entry(f.as_str()).or_default() += 1;
     }
     let mut v: Vec<_> = counts.into_iter().collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1));
+    v.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
     v.iter()
         .take(5)
         .map(|(m, n)| format!("{n} x {}", m.chars().take(200).collect::<String>()))
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// Stops [`load`]: (answered, failures).
-async fn stop_load(
-    (stop, tasks): (
-        Arc<AtomicBool>,
-        Vec<tokio::task::JoinHandle<(usize, Vec<String>)>>,
-    ),
-) -> (usize, Vec<String>) {
-    stop.store(true, Ordering::Relaxed);
-    let (mut answered, mut failures) = (0, Vec::new());
-    for t in tasks {
-        let (a, f) = t.await.unwrap();
-        answered += a;
-        failures.extend(f);
-    }
-    (answered, failures)
 }
 
 #[tokio::test]
@@ -324,13 +319,13 @@ async fn a_rolling_release_and_a_scale_down_under_load_lose_no_request() {
     let clients = CLIENTS;
 
     // A rolling release: every old pod is drained and replaced while the load runs.
-    let traffic = load(&url, &jpeg, clients);
+    let traffic = Load::start(&url, &jpeg, clients);
     let r = run(
         apply_args(&env, ns.name(), &revision(&node, "2"), &image, &[]),
         None,
     )
     .await;
-    let (answered, failures) = stop_load(traffic).await;
+    let (answered, failures) = traffic.stop().await;
     assert_eq!(r.code, 0, "{}", r.describe());
     eprintln!(
         "measured: rolling release under load ({clients} clients, {:.1}s): {answered} predictions answered, {} failed",
@@ -345,7 +340,7 @@ async fn a_rolling_release_and_a_scale_down_under_load_lose_no_request() {
     );
 
     // A scale-down from 2 to 1: the removed pod drains while the load runs.
-    let traffic = load(&url, &jpeg, clients);
+    let traffic = Load::start(&url, &jpeg, clients);
     let t = Instant::now();
     let kubectl = run_testenv(&[
         "kubectl",
@@ -365,7 +360,7 @@ async fn a_rolling_release_and_a_scale_down_under_load_lose_no_request() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (answered, failures) = stop_load(traffic).await;
+    let (answered, failures) = traffic.stop().await;
     eprintln!(
         "measured: scale-down 2 -> 1 under load ({clients} clients, pod gone after {:.1}s): {answered} predictions answered, {} failed",
         t.elapsed().as_secs_f64(),
