@@ -301,6 +301,25 @@ async fn slow_predictions_get_504() {
 }
 
 #[tokio::test]
+async fn an_abandoned_request_leaves_the_in_flight_gauge_and_is_counted_as_cancelled() {
+    let s = state(FakeClassifier::slow(Duration::from_secs(30)), limits());
+    let pending = router(Arc::clone(&s)).oneshot(post_raw(None, png(3, 3)));
+    // The client goes away while the prediction runs: its future is dropped.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), pending)
+            .await
+            .is_err()
+    );
+    let m = String::from_utf8(call(&s, get(routes::METRICS)).await.body.to_vec()).unwrap();
+    for needle in [
+        "celestial_http_requests_in_flight 1\n", // the /metrics request itself
+        "celestial_http_requests_cancelled_total{route=\"/predict\",method=\"POST\"} 1",
+    ] {
+        assert!(m.contains(needle), "{needle} in\n{m}");
+    }
+}
+
+#[tokio::test]
 async fn the_documents_describe_the_routes_and_media_types_the_router_has() {
     let s = state(FakeClassifier::default(), limits());
     let doc = call(&s, get(routes::DOCS_JSON)).await.json();
