@@ -1,7 +1,8 @@
 //! Everything a request can fail with ([`ApiError`]), its stable code ([`ErrorCode`]), the one
 //! mapping from code to HTTP status ([`ErrorCode::status`]) and the JSON error body.
 //!
-//! Imports only [`crate::preprocess::PreprocessError`] (an image's own failure).
+//! Imports only [`crate::preprocess::PreprocessError`] (an image's own failure) and the paths of
+//! [`crate::routes`] (messages that point to another route).
 
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::preprocess::PreprocessError;
+use crate::routes;
 
 /// Stable error codes (the `code` field of every error body).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,10 +34,12 @@ pub enum ErrorCode {
     Draining,
     Timeout,
     Internal,
+    // Request handling (issue 13): several images on `/predict`.
+    MultipleImages,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::EmptyBody,
         ErrorCode::InvalidImage,
         ErrorCode::TruncatedImage,
@@ -53,6 +57,7 @@ impl ErrorCode {
         ErrorCode::Draining,
         ErrorCode::Timeout,
         ErrorCode::Internal,
+        ErrorCode::MultipleImages,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -74,6 +79,7 @@ impl ErrorCode {
             ErrorCode::Draining => "draining",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Internal => "internal_error",
+            ErrorCode::MultipleImages => "multiple_images",
         }
     }
 
@@ -85,7 +91,8 @@ impl ErrorCode {
             | ErrorCode::TruncatedImage
             | ErrorCode::MissingImagePart
             | ErrorCode::MissingBoundary
-            | ErrorCode::InvalidMultipart => StatusCode::BAD_REQUEST,
+            | ErrorCode::InvalidMultipart
+            | ErrorCode::MultipleImages => StatusCode::BAD_REQUEST,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::BodyTooLarge | ErrorCode::TooManyImages => StatusCode::PAYLOAD_TOO_LARGE,
@@ -101,8 +108,8 @@ impl ErrorCode {
     }
 
     /// A representative message, for the documentation.
-    pub fn example_message(self) -> &'static str {
-        match self {
+    pub fn example_message(self) -> String {
+        let message = match self {
             ErrorCode::EmptyBody => "The request body is empty; send an image.",
             ErrorCode::InvalidImage => "The JPEG image cannot be decoded: invalid marker.",
             ErrorCode::TruncatedImage => "The JPEG image is truncated.",
@@ -126,7 +133,9 @@ impl ErrorCode {
             ErrorCode::Draining => "The server is shutting down.",
             ErrorCode::Timeout => "The request took longer than 30s.",
             ErrorCode::Internal => "Internal error.",
-        }
+            ErrorCode::MultipleImages => return ApiError::MultipleImages.to_string(),
+        };
+        message.to_string()
     }
 }
 
@@ -163,6 +172,16 @@ pub enum ApiError {
     Timeout(Duration),
     #[error("Internal error: {0}.")]
     Internal(String),
+    #[error(
+        "POST {} classifies one image, and this body has more than one `image` part; send several images to POST {}.",
+        routes::PREDICT,
+        routes::PREDICT_BATCH
+    )]
+    MultipleImages,
+    #[error(
+        "Content type {value:?} is not a valid media type: {reason}; send multipart/form-data with an `image` part or a raw image."
+    )]
+    InvalidMediaType { value: String, reason: &'static str },
 }
 
 impl ApiError {
@@ -182,6 +201,8 @@ impl ApiError {
             ApiError::Draining => ErrorCode::Draining,
             ApiError::Timeout(_) => ErrorCode::Timeout,
             ApiError::Internal(_) => ErrorCode::Internal,
+            ApiError::MultipleImages => ErrorCode::MultipleImages,
+            ApiError::InvalidMediaType { .. } => ErrorCode::UnsupportedMediaType,
         }
     }
 
@@ -276,5 +297,20 @@ mod tests {
         assert_eq!(e.status(), StatusCode::BAD_REQUEST);
         let b = ErrorBody::from(&ApiError::Image(PreprocessError::Empty));
         assert_eq!(b.code, "empty_body");
+    }
+
+    #[test]
+    fn request_handling_errors_are_client_errors_with_their_statuses() {
+        assert_eq!(ApiError::MultipleImages.status(), StatusCode::BAD_REQUEST);
+        assert!(
+            ApiError::MultipleImages
+                .to_string()
+                .contains(routes::PREDICT_BATCH)
+        );
+        let malformed = ApiError::InvalidMediaType {
+            value: ";;;=;".into(),
+            reason: "it does not start with a type",
+        };
+        assert_eq!(malformed.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     }
 }

@@ -207,8 +207,24 @@ async fn client_errors_have_their_codes_and_statuses() {
             ErrorCode::UnsupportedMediaType,
         ),
         (
+            post_raw(Some(";;;=;"), ok.clone()),
+            ErrorCode::UnsupportedMediaType,
+        ),
+        (
+            post_raw(Some("image/png; charset"), ok.clone()),
+            ErrorCode::UnsupportedMediaType,
+        ),
+        (
             post_raw(Some("multipart/form-data"), ok.clone()),
             ErrorCode::MissingBoundary,
+        ),
+        (
+            post_raw(Some("multipart/form-data; boundary=\"\""), ok.clone()),
+            ErrorCode::MissingBoundary,
+        ),
+        (
+            post_multipart(routes::PREDICT, &[("image", &ok), ("image", &ok)]),
+            ErrorCode::MultipleImages,
         ),
         (
             post_multipart(routes::PREDICT, &[("file", &ok)]),

@@ -97,7 +97,11 @@ fn prediction_errors(op: OperationBuilder, batch: bool) -> OperationBuilder {
     if batch {
         too_large.push(ErrorCode::TooManyImages);
     } else {
-        bad_request.extend([ErrorCode::InvalidImage, ErrorCode::TruncatedImage]);
+        bad_request.extend([
+            ErrorCode::MultipleImages,
+            ErrorCode::InvalidImage,
+            ErrorCode::TruncatedImage,
+        ]);
     }
     let unsupported = [
         ErrorCode::UnsupportedMediaType,

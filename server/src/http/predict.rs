@@ -12,6 +12,7 @@ use http_body_util::BodyExt;
 use serde::Serialize;
 use serde::ser::SerializeMap;
 
+use super::media_type;
 use super::state::{AppState, Shared};
 use crate::classifier::{ClassifyError, Prediction};
 use crate::errors::{ApiError, ErrorBody, image_code};
@@ -65,25 +66,29 @@ enum BodyKind {
     Raw,
 }
 
+/// What the `Content-Type` says the body is, parsed strictly (a malformed value is 415).
 fn body_kind(headers: &HeaderMap) -> Result<BodyKind, ApiError> {
     let Some(ct) = headers.get(header::CONTENT_TYPE) else {
         return Ok(BodyKind::Raw);
     };
-    let ct = ct
-        .to_str()
-        .map_err(|_| ApiError::UnsupportedMediaType("(not ASCII)".into()))?;
-    let essence = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    match essence.as_str() {
-        "multipart/form-data" => multer::parse_boundary(ct)
-            .map(BodyKind::Multipart)
-            .map_err(|_| ApiError::MissingBoundary),
+    let ct = ct.to_str().map_err(|_| ApiError::InvalidMediaType {
+        value: String::from_utf8_lossy(ct.as_bytes()).into_owned(),
+        reason: "it is not ASCII",
+    })?;
+    if ct.trim().is_empty() {
+        return Ok(BodyKind::Raw);
+    }
+    let media = media_type::parse(ct).map_err(|reason| ApiError::InvalidMediaType {
+        value: ct.to_string(),
+        reason,
+    })?;
+    match media.essence.as_str() {
+        "multipart/form-data" => match media.param("boundary") {
+            Some(b) if !b.is_empty() => Ok(BodyKind::Multipart(b.to_string())),
+            _ => Err(ApiError::MissingBoundary),
+        },
         raw if routes::is_raw_image_type(raw) => Ok(BodyKind::Raw),
-        _ => Err(ApiError::UnsupportedMediaType(essence)),
+        _ => Err(ApiError::UnsupportedMediaType(media.essence)),
     }
 }
 
@@ -107,8 +112,21 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
     }
 }
 
-/// The `image` part(s) of a multipart body (at most `max` of them).
-async fn image_parts(body: Bytes, boundary: String, max: usize) -> Result<Vec<Bytes>, ApiError> {
+/// How many `image` parts a route takes.
+#[derive(Clone, Copy)]
+enum Expect {
+    /// `/predict`: exactly one.
+    One,
+    /// `/predict/batch`: one up to this many.
+    AtMost(usize),
+}
+
+/// The `image` part(s) of a multipart body.
+async fn image_parts(
+    body: Bytes,
+    boundary: String,
+    expect: Expect,
+) -> Result<Vec<Bytes>, ApiError> {
     let stream = futures_util::stream::once(async move { Ok::<Bytes, std::io::Error>(body) });
     let mut mp = multer::Multipart::new(stream, boundary);
     let mut images = Vec::new();
@@ -125,8 +143,12 @@ async fn image_parts(body: Bytes, boundary: String, max: usize) -> Result<Vec<By
             }
             continue;
         }
-        if images.len() == max {
-            return Err(ApiError::TooManyImages { limit: max });
+        match expect {
+            Expect::One if images.len() == 1 => return Err(ApiError::MultipleImages),
+            Expect::AtMost(max) if images.len() == max => {
+                return Err(ApiError::TooManyImages { limit: max });
+            }
+            _ => {}
         }
         images.push(
             field
@@ -154,7 +176,7 @@ fn multipart_reason(e: &multer::Error) -> String {
 async fn extract_images(
     state: &AppState,
     req: Request,
-    max: usize,
+    expect: Expect,
 ) -> Result<Vec<Bytes>, ApiError> {
     let (parts, body) = req.into_parts();
     let kind = body_kind(&parts.headers)?;
@@ -164,7 +186,7 @@ async fn extract_images(
             if bytes.is_empty() {
                 return Err(ApiError::EmptyBody);
             }
-            image_parts(bytes, boundary, max).await
+            image_parts(bytes, boundary, expect).await
         }
         BodyKind::Raw if bytes.is_empty() => Err(ApiError::EmptyBody),
         BodyKind::Raw => Ok(vec![bytes]),
@@ -194,7 +216,7 @@ async fn run_job(
 
 pub async fn predict(State(state): Shared, req: Request) -> Result<Response, ApiError> {
     let _permit = admit(&state)?;
-    let images = extract_images(&state, req, 1).await?;
+    let images = extract_images(&state, req, Expect::One).await?;
     let mut results = run_job(&state, images).await?;
     let prediction = results
         .pop()
@@ -210,7 +232,7 @@ pub async fn predict(State(state): Shared, req: Request) -> Result<Response, Api
 
 pub async fn predict_batch(State(state): Shared, req: Request) -> Result<Response, ApiError> {
     let _permit = admit(&state)?;
-    let images = extract_images(&state, req, state.limits.max_batch_images).await?;
+    let images = extract_images(&state, req, Expect::AtMost(state.limits.max_batch_images)).await?;
     let results = run_job(&state, images).await?;
     for e in results.iter().filter_map(|r| r.as_ref().err()) {
         // Per-image errors inside a 200 batch answer (a refused request is counted by the middleware).
@@ -265,5 +287,19 @@ mod tests {
             matches!(body_kind(&h("text/plain")), Err(ApiError::UnsupportedMediaType(t)) if t == "text/plain")
         );
         assert!(matches!(body_kind(&HeaderMap::new()), Ok(BodyKind::Raw)));
+        assert!(
+            matches!(body_kind(&h("multipart/form-data; boundary=\"a b\"")), Ok(BodyKind::Multipart(b)) if b == "a b")
+        );
+        for bad in [
+            ";;;=;",
+            "image/png;;;=;",
+            "image/png x",
+            "multipart/form-data; boundary",
+        ] {
+            assert!(
+                matches!(body_kind(&h(bad)), Err(ApiError::InvalidMediaType { ref value, .. }) if value == bad),
+                "{bad}"
+            );
+        }
     }
 }
