@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use tracing::{Instrument, info, warn};
 
 use super::state::AppState;
-use crate::errors::{ApiError, Rejection};
+use crate::errors::{ApiError, ClientGone, Rejection};
 use crate::routes;
 
 /// Marks a response as a Swagger UI asset, for the metrics route label.
@@ -107,7 +107,8 @@ impl Drop for InFlight {
     }
 }
 
-/// Request id (echoed or generated), `--request-timeout`, metrics and the request's log line.
+/// Request id (echoed or generated), `--request-timeout` (the prediction routes apply it
+/// themselves, from the end of the body), metrics and the request's log line.
 pub async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let request_id = req
         .headers()
@@ -123,13 +124,22 @@ pub async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next:
     let mut in_flight = InFlight::start(&state, method, route, &request_id);
     let span = tracing::info_span!("request", request_id = %request_id);
     let timeout = state.limits.request_timeout;
-    let mut resp = match tokio::time::timeout(timeout, next.run(req).instrument(span)).await {
-        Ok(r) => r,
-        Err(_) => ApiError::Timeout(timeout).into_response(),
+    let serving = next.run(req).instrument(span);
+    let mut resp = if routes::UPLOADS.contains(&route) {
+        serving.await
+    } else {
+        match tokio::time::timeout(timeout, serving).await {
+            Ok(r) => r,
+            Err(_) => ApiError::Timeout(timeout).into_response(),
+        }
     };
-    in_flight.answered = true;
     resp.headers_mut().insert("x-request-id", header_value);
-    record(&state, &in_flight, &resp);
+    // A client that went away in the middle of its body is cancelled (counted when `in_flight`
+    // drops), like one whose request future hyper dropped.
+    if resp.extensions().get::<ClientGone>().is_none() {
+        in_flight.answered = true;
+        record(&state, &in_flight, &resp);
+    }
     resp
 }
 
