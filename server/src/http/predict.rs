@@ -123,6 +123,32 @@ fn client_gone(e: &axum::Error) -> bool {
     false
 }
 
+/// A body as it arrives: the first chunk kept as is (most bodies come in one), later ones copied
+/// into one growing buffer (a body sent in many tiny chunks costs its bytes, not a record each).
+#[derive(Default)]
+struct BodyBuffer {
+    first: Option<Bytes>,
+    rest: BytesMut,
+}
+
+impl BodyBuffer {
+    fn push(&mut self, data: Bytes) {
+        match self.first.take() {
+            None if self.rest.is_empty() => self.first = Some(data),
+            None => self.rest.extend_from_slice(&data),
+            Some(first) => {
+                self.rest.reserve(first.len() + data.len());
+                self.rest.extend_from_slice(&first);
+                self.rest.extend_from_slice(&data);
+            }
+        }
+    }
+
+    fn finish(self) -> Bytes {
+        self.first.unwrap_or_else(|| self.rest.freeze())
+    }
+}
+
 /// Read the whole body, bounded by `--max-body-bytes` (413) and by the body's deadline (408).
 async fn read_body(
     mut body: Body,
@@ -139,7 +165,7 @@ async fn read_body(
         return Err(ApiError::BodyTooLarge { limit: max });
     }
     let start = tokio::time::Instant::now();
-    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut buffer = BodyBuffer::default();
     let mut received: u64 = 0;
     loop {
         let deadline = start + body_deadline(limits, received);
@@ -166,20 +192,10 @@ async fn read_body(
             if received > max as u64 {
                 return Err(ApiError::BodyTooLarge { limit: max });
             }
-            chunks.push(data);
+            buffer.push(data);
         }
     }
-    Ok(match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.swap_remove(0),
-        _ => {
-            let mut all = BytesMut::with_capacity(received as usize);
-            for c in &chunks {
-                all.extend_from_slice(c);
-            }
-            all.freeze()
-        }
-    })
+    Ok(buffer.finish())
 }
 
 /// How many `image` parts a route takes.
@@ -408,6 +424,21 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_body_buffer_keeps_one_chunk_and_joins_many() {
+        let one = Bytes::from_static(b"abc");
+        let mut b = BodyBuffer::default();
+        b.push(one.clone());
+        let got = b.finish();
+        assert_eq!(got.as_ptr(), one.as_ptr(), "one chunk is not copied");
+        let mut b = BodyBuffer::default();
+        for c in [&b"ab"[..], b"", b"c", b"de"] {
+            b.push(Bytes::copy_from_slice(c));
+        }
+        assert_eq!(&b.finish()[..], b"abcde");
+        assert!(BodyBuffer::default().finish().is_empty());
     }
 
     #[test]
