@@ -111,9 +111,27 @@ pub struct Config {
     #[arg(long, env = "CELESTIAL_MAX_BATCH_IMAGES", default_value_t = 64)]
     pub max_batch_images: usize,
 
-    /// Time limit for one request (e.g. `30s`, `1500ms`); slower requests get 504.
+    /// Time limit for one request (e.g. `30s`, `1500ms`); slower requests get 504. On the prediction
+    /// routes it counts from the end of the request body (receiving it is bounded by `--body-timeout`
+    /// and `--body-min-rate`), so a slow client is never a server timeout.
     #[arg(long, env = "CELESTIAL_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+
+    // Request bodies (issue 13): read before a prediction slot is taken, under these bounds.
+    /// How long any prediction body may take to arrive (e.g. `10s`); after that it must have arrived
+    /// at `--body-min-rate` or more on average, or the request gets 408 `body_timeout`.
+    #[arg(long, env = "CELESTIAL_BODY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+
+    /// Minimum average rate, in bytes per second, of a prediction body that takes longer than
+    /// `--body-timeout`; slower bodies get 408 `body_timeout`. 0: the whole body within `--body-timeout`.
+    #[arg(long, env = "CELESTIAL_BODY_MIN_RATE", default_value_t = 16 * 1024)]
+    pub body_min_rate: u64,
+
+    /// Most prediction bodies being received at once; more get 429. Separate from (and larger than)
+    /// `--max-concurrency`: a body that is still arriving holds no prediction slot.
+    #[arg(long, env = "CELESTIAL_MAX_UPLOADS", default_value_t = 256)]
+    pub max_uploads: usize,
 
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish before the server exits anyway.
     #[arg(long, env = "CELESTIAL_SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = parse_duration)]

@@ -1,7 +1,8 @@
 //! Everything a request can fail with ([`ApiError`]), its stable code ([`ErrorCode`]), the one
 //! mapping from code to HTTP status ([`ErrorCode::status`]) and the JSON error body.
 //!
-//! Imports only [`crate::preprocess::PreprocessError`] (an image's own failure).
+//! Imports only [`crate::preprocess::PreprocessError`] (an image's own failure) and the paths of
+//! [`crate::routes`] (messages that point to another route).
 
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::preprocess::PreprocessError;
+use crate::routes;
 
 /// Stable error codes (the `code` field of every error body).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,10 +34,14 @@ pub enum ErrorCode {
     Draining,
     Timeout,
     Internal,
+    // Request handling (issue 13): a body that stopped arriving, several images on `/predict`.
+    BodyTimeout,
+    MultipleImages,
+    IncompleteBody,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::EmptyBody,
         ErrorCode::InvalidImage,
         ErrorCode::TruncatedImage,
@@ -53,6 +59,9 @@ impl ErrorCode {
         ErrorCode::Draining,
         ErrorCode::Timeout,
         ErrorCode::Internal,
+        ErrorCode::BodyTimeout,
+        ErrorCode::MultipleImages,
+        ErrorCode::IncompleteBody,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -74,6 +83,9 @@ impl ErrorCode {
             ErrorCode::Draining => "draining",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Internal => "internal_error",
+            ErrorCode::BodyTimeout => "body_timeout",
+            ErrorCode::MultipleImages => "multiple_images",
+            ErrorCode::IncompleteBody => "incomplete_body",
         }
     }
 
@@ -85,7 +97,9 @@ impl ErrorCode {
             | ErrorCode::TruncatedImage
             | ErrorCode::MissingImagePart
             | ErrorCode::MissingBoundary
-            | ErrorCode::InvalidMultipart => StatusCode::BAD_REQUEST,
+            | ErrorCode::InvalidMultipart
+            | ErrorCode::MultipleImages
+            | ErrorCode::IncompleteBody => StatusCode::BAD_REQUEST,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::BodyTooLarge | ErrorCode::TooManyImages => StatusCode::PAYLOAD_TOO_LARGE,
@@ -97,12 +111,13 @@ impl ErrorCode {
             ErrorCode::Draining => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
     /// A representative message, for the documentation.
-    pub fn example_message(self) -> &'static str {
-        match self {
+    pub fn example_message(self) -> String {
+        let message = match self {
             ErrorCode::EmptyBody => "The request body is empty; send an image.",
             ErrorCode::InvalidImage => "The JPEG image cannot be decoded: invalid marker.",
             ErrorCode::TruncatedImage => "The JPEG image is truncated.",
@@ -126,7 +141,19 @@ impl ErrorCode {
             ErrorCode::Draining => "The server is shutting down.",
             ErrorCode::Timeout => "The request took longer than 30s.",
             ErrorCode::Internal => "Internal error.",
-        }
+            ErrorCode::BodyTimeout => {
+                return ApiError::BodyTimeout {
+                    received: 1024,
+                    waited: Duration::from_secs(10),
+                    timeout: Duration::from_secs(10),
+                    min_rate: 16384,
+                }
+                .to_string();
+            }
+            ErrorCode::MultipleImages => return ApiError::MultipleImages.to_string(),
+            ErrorCode::IncompleteBody => return ApiError::IncompleteBody.to_string(),
+        };
+        message.to_string()
     }
 }
 
@@ -163,6 +190,29 @@ pub enum ApiError {
     Timeout(Duration),
     #[error("Internal error: {0}.")]
     Internal(String),
+    #[error(
+        "The request body arrived too slowly: {received} bytes in {:.1} s; {}.",
+        .waited.as_secs_f64(),
+        body_rule(*.timeout, *.min_rate)
+    )]
+    BodyTimeout {
+        received: u64,
+        waited: Duration,
+        timeout: Duration,
+        min_rate: u64,
+    },
+    #[error(
+        "POST {} classifies one image, and this body has more than one `image` part; send several images to POST {}.",
+        routes::PREDICT,
+        routes::PREDICT_BATCH
+    )]
+    MultipleImages,
+    #[error(
+        "Content type {value:?} is not a valid media type: {reason}; send multipart/form-data with an `image` part or a raw image."
+    )]
+    InvalidMediaType { value: String, reason: &'static str },
+    #[error("The request body ended before it was complete: the client closed the connection.")]
+    IncompleteBody,
 }
 
 impl ApiError {
@@ -182,11 +232,26 @@ impl ApiError {
             ApiError::Draining => ErrorCode::Draining,
             ApiError::Timeout(_) => ErrorCode::Timeout,
             ApiError::Internal(_) => ErrorCode::Internal,
+            ApiError::BodyTimeout { .. } => ErrorCode::BodyTimeout,
+            ApiError::MultipleImages => ErrorCode::MultipleImages,
+            ApiError::InvalidMediaType { .. } => ErrorCode::UnsupportedMediaType,
+            ApiError::IncompleteBody => ErrorCode::IncompleteBody,
         }
     }
 
     pub fn status(&self) -> StatusCode {
         self.code().status()
+    }
+}
+
+/// The rule a request body must follow, in words (`min_rate` 0: no rate, only the time limit).
+fn body_rule(timeout: Duration, min_rate: u64) -> String {
+    if min_rate == 0 {
+        format!("the whole body must arrive within {timeout:?}")
+    } else {
+        format!(
+            "after {timeout:?} a body must have arrived at {min_rate} bytes/s or more on average"
+        )
     }
 }
 
@@ -240,9 +305,22 @@ impl IntoResponse for ApiError {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         }
+        if let ApiError::IncompleteBody = self {
+            resp.extensions_mut().insert(ClientGone);
+        }
+        if let ApiError::BodyTimeout { .. } = self {
+            // The rest of the body is never read: the connection cannot carry another request.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         resp
     }
 }
+
+/// Marks the answer to a request whose client went away before it was complete (the answer most
+/// likely reaches no one): the metrics middleware counts it as cancelled, not by status.
+#[derive(Clone, Copy)]
+pub struct ClientGone;
 
 /// Marks a response as a rejection, for the metrics middleware (`reason` is the error code).
 #[derive(Clone, Copy)]
@@ -276,5 +354,37 @@ mod tests {
         assert_eq!(e.status(), StatusCode::BAD_REQUEST);
         let b = ErrorBody::from(&ApiError::Image(PreprocessError::Empty));
         assert_eq!(b.code, "empty_body");
+    }
+
+    #[test]
+    fn request_handling_errors_are_client_errors_with_their_statuses() {
+        let slow = ApiError::BodyTimeout {
+            received: 1024,
+            waited: Duration::from_millis(2500),
+            timeout: Duration::from_secs(2),
+            min_rate: 16384,
+        };
+        assert_eq!(slow.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(
+            slow.to_string(),
+            "The request body arrived too slowly: 1024 bytes in 2.5 s; after 2s a body must have \
+             arrived at 16384 bytes/s or more on average."
+        );
+        let resp = slow.into_response();
+        assert_eq!(resp.headers()[header::CONNECTION], "close");
+        assert_eq!(ApiError::MultipleImages.status(), StatusCode::BAD_REQUEST);
+        assert!(
+            ApiError::MultipleImages
+                .to_string()
+                .contains(routes::PREDICT_BATCH)
+        );
+        let malformed = ApiError::InvalidMediaType {
+            value: ";;;=;".into(),
+            reason: "it does not start with a type",
+        };
+        assert_eq!(malformed.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let gone = ApiError::IncompleteBody.into_response();
+        assert_eq!(gone.status(), StatusCode::BAD_REQUEST);
+        assert!(gone.extensions().get::<ClientGone>().is_some());
     }
 }

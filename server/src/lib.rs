@@ -18,7 +18,7 @@
 //! | [`model`] | the model's kinds, override flags and resolved [`ModelSpec`] | nothing |
 //! | [`preprocess`] | image bytes -> pixels -> input tensor (the hot path) | `model` |
 //! | [`classifier`] | the seam: the [`Classifier`] trait and its answers | `model`, `preprocess` (its error) |
-//! | [`errors`] | [`errors::ApiError`], stable codes, the one code -> status map | `preprocess` (its error) |
+//! | [`errors`] | [`errors::ApiError`], stable codes, the one code -> status map | `preprocess` (its error), `routes` (paths in messages) |
 //! | [`docs`] | `/docs.json` (one function per operation), `/schema.json`, `/model` | `classifier`, `errors`, `model`, `routes` |
 //! | [`inference`] | ONNX Runtime: library lookup, sessions, worker threads ([`Engine`]) | `classifier`, `model`, `preprocess` |
 //! | [`http`] | router, middleware, handlers over `Arc<dyn Classifier>` | `classifier`, `docs`, `errors`, `metrics`, `preprocess` (its error), `routes` |

@@ -60,6 +60,7 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(&'static str, &'static str, u16), u64>>,
     latency: Mutex<BTreeMap<&'static str, std::sync::Arc<Histogram>>>,
     in_flight: AtomicI64,
+    cancelled: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     pub queue_wait: Histogram,
     pub preprocess: Histogram,
     pub inference: Histogram,
@@ -80,6 +81,7 @@ impl Metrics {
             requests: Mutex::new(BTreeMap::new()),
             latency: Mutex::new(BTreeMap::new()),
             in_flight: AtomicI64::new(0),
+            cancelled: Mutex::new(BTreeMap::new()),
             queue_wait: Histogram::default(),
             preprocess: Histogram::default(),
             inference: Histogram::default(),
@@ -96,11 +98,26 @@ impl Metrics {
         }
     }
 
+    /// A request is being served: the in-flight gauge goes up until [`Metrics::request_ended`].
     pub fn request_started(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Count a finished request (route is the matched route template, or "unmatched").
+    /// A request is over, answered or not: the in-flight gauge goes down. Called once per
+    /// [`Metrics::request_started`], from a drop guard, so a request the client abandons (its
+    /// future dropped) is not left counted.
+    pub fn request_ended(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Count a request the client abandoned (closed the connection) before it was answered.
+    pub fn request_cancelled(&self, method: &'static str, route: &'static str) {
+        if let Ok(mut m) = self.cancelled.lock() {
+            *m.entry((route, method)).or_default() += 1;
+        }
+    }
+
+    /// Count an answered request (route is the matched route template, or "unmatched").
     pub fn request_finished(
         &self,
         method: &'static str,
@@ -108,7 +125,6 @@ impl Metrics {
         status: u16,
         elapsed: Duration,
     ) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
         if let Ok(mut m) = self.requests.lock() {
             *m.entry((route, method, status)).or_default() += 1;
         }
@@ -184,6 +200,16 @@ impl Metrics {
             "celestial_http_requests_in_flight {}",
             self.in_flight.load(Ordering::Relaxed)
         );
+        out.push_str("# HELP celestial_http_requests_cancelled_total Requests the client abandoned (closed the connection) before the answer, by route and method.\n");
+        out.push_str("# TYPE celestial_http_requests_cancelled_total counter\n");
+        if let Ok(m) = self.cancelled.lock() {
+            for ((route, method), n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "celestial_http_requests_cancelled_total{{route=\"{route}\",method=\"{method}\"}} {n}"
+                );
+            }
+        }
     }
 
     /// Where the time of prediction jobs went.
@@ -247,8 +273,13 @@ mod tests {
         let m = Metrics::new(&["Earth".into(), "Mars".into()], "m", "1", "1.31.1");
         m.request_started();
         m.request_finished("POST", "/predict", 200, Duration::from_micros(300));
+        m.request_ended();
         m.request_started();
         m.request_finished("POST", "/predict", 400, Duration::from_millis(20));
+        m.request_ended();
+        m.request_started();
+        m.request_cancelled("POST", "/predict");
+        m.request_ended();
         m.predicted(1);
         m.rejected("invalid_image");
         let text = m.render(true);
@@ -268,6 +299,9 @@ mod tests {
             "celestial_http_request_duration_seconds_bucket{route=\"/predict\",le=\"+Inf\"} 2"
         ));
         assert!(text.contains("celestial_http_requests_in_flight 0"));
+        assert!(text.contains(
+            "celestial_http_requests_cancelled_total{route=\"/predict\",method=\"POST\"} 1"
+        ));
         assert!(text.contains("celestial_predictions_total{label=\"Mars\"} 1"));
         assert!(text.contains("celestial_rejections_total{reason=\"invalid_image\"} 1"));
         assert!(text.contains("onnxruntime_version=\"1.31.1\""));

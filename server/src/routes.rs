@@ -45,6 +45,11 @@ pub const ALL: [&str; 12] = [
     MODEL,
 ];
 
+/// The routes whose request body is an upload (an image): read under the body limits
+/// (`--body-timeout`, `--body-min-rate`, `--max-uploads`) before a prediction slot is taken, and
+/// `--request-timeout` counts from the end of the body, so a slow client is never a server timeout.
+pub const UPLOADS: [&str; 2] = [PREDICT, PREDICT_BATCH];
+
 /// The metrics label of a request path: its route, or `unmatched` (so a scan of random paths does
 /// not create one time series per path).
 pub fn label(path: &str) -> &'static str {
@@ -93,6 +98,9 @@ mod tests {
             assert!(ALL.contains(&label(r)), "{r}");
         }
         assert_eq!(label(DOCS_SLASH), DOCS);
+        for r in UPLOADS {
+            assert!(ALL.contains(&r), "{r}");
+        }
         assert_eq!(label("/predict/"), "unmatched");
         assert_eq!(label("/nope"), "unmatched");
     }

@@ -53,6 +53,11 @@ fn check_limits(config: &Config) -> Result<(), ServerError> {
             "--max-concurrency must be at least 1".into(),
         ));
     }
+    if config.max_uploads == 0 {
+        return Err(ServerError::Config(
+            "--max-uploads must be at least 1".into(),
+        ));
+    }
     if config.max_batch_images == 0 {
         return Err(ServerError::Config(
             "--max-batch-images must be at least 1".into(),
@@ -105,6 +110,8 @@ fn app_state(config: &Config, classifier: Arc<dyn Classifier>) -> AppState {
         max_body_bytes: config.max_body_bytes,
         max_image_pixels: config.max_image_pixels,
         max_batch: config.max_batch_images,
+        body_timeout: config.body_timeout,
+        body_min_rate: config.body_min_rate,
     };
     let documents = documents(classifier.as_ref(), &config.service_name, &doc_limits);
     let limits = Limits {
@@ -113,6 +120,9 @@ fn app_state(config: &Config, classifier: Arc<dyn Classifier>) -> AppState {
         max_concurrency: config.max_concurrency,
         request_timeout: config.request_timeout,
         retry_after_seconds: config.retry_after_seconds,
+        body_timeout: config.body_timeout,
+        body_min_rate: config.body_min_rate,
+        max_uploads: config.max_uploads,
     };
     AppState::new(classifier, limits, documents)
 }

@@ -421,7 +421,9 @@ async fn docs_schema_health_metrics_model_and_request_ids() {
         assert!(doc["paths"][path].is_object(), "{path} documented");
     }
     let predict = &doc["paths"]["/predict"]["post"];
-    for status in ["200", "400", "413", "415", "422", "429", "503", "504"] {
+    for status in [
+        "200", "400", "408", "413", "415", "422", "429", "503", "504",
+    ] {
         assert!(
             predict["responses"][status].is_object(),
             "/predict documents {status}"

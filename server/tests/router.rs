@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use futures_util::StreamExt;
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
@@ -27,6 +28,9 @@ fn limits() -> Limits {
         max_concurrency: 4,
         request_timeout: Duration::from_secs(10),
         retry_after_seconds: 7,
+        body_timeout: Duration::from_secs(10),
+        body_min_rate: 1024,
+        max_uploads: 8,
     }
 }
 
@@ -36,6 +40,8 @@ fn state(fake: FakeClassifier, limits: Limits) -> Arc<AppState> {
         max_body_bytes: limits.max_body_bytes,
         max_image_pixels: 1000,
         max_batch: limits.max_batch_images,
+        body_timeout: limits.body_timeout,
+        body_min_rate: limits.body_min_rate,
     };
     let docs = documents(classifier.as_ref(), "svc", &doc_limits);
     Arc::new(AppState::new(classifier, limits, docs))
@@ -207,8 +213,24 @@ async fn client_errors_have_their_codes_and_statuses() {
             ErrorCode::UnsupportedMediaType,
         ),
         (
+            post_raw(Some(";;;=;"), ok.clone()),
+            ErrorCode::UnsupportedMediaType,
+        ),
+        (
+            post_raw(Some("image/png; charset"), ok.clone()),
+            ErrorCode::UnsupportedMediaType,
+        ),
+        (
             post_raw(Some("multipart/form-data"), ok.clone()),
             ErrorCode::MissingBoundary,
+        ),
+        (
+            post_raw(Some("multipart/form-data; boundary=\"\""), ok.clone()),
+            ErrorCode::MissingBoundary,
+        ),
+        (
+            post_multipart(routes::PREDICT, &[("image", &ok), ("image", &ok)]),
+            ErrorCode::MultipleImages,
         ),
         (
             post_multipart(routes::PREDICT, &[("file", &ok)]),
@@ -298,6 +320,86 @@ async fn slow_predictions_get_504() {
     );
     let a = call(&s, post_raw(None, png(3, 3))).await;
     assert_eq!(a.error(), (504, "timeout".into()));
+}
+
+/// A body that sends `first` and then never another byte (nor its end).
+fn stalled_body(first: &'static [u8]) -> Body {
+    let chunks =
+        futures_util::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(first)) })
+            .chain(futures_util::stream::pending());
+    Body::from_stream(chunks)
+}
+
+#[tokio::test]
+async fn a_stalled_body_is_408_even_past_the_request_timeout_and_holds_no_prediction_slot() {
+    let s = state(
+        FakeClassifier::default(),
+        Limits {
+            body_timeout: Duration::from_millis(100),
+            body_min_rate: 0,
+            request_timeout: Duration::from_millis(20),
+            max_concurrency: 1,
+            ..limits()
+        },
+    );
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(routes::PREDICT)
+        .header(header::CONTENT_TYPE, "image/png")
+        .body(stalled_body(b"\x89PNG"))
+        .unwrap();
+    let stalled = tokio::spawn({
+        let s = Arc::clone(&s);
+        async move { call(&s, req).await }
+    });
+    // While that body is stalled, the only prediction slot is free.
+    assert_eq!(call(&s, post_raw(None, png(3, 3))).await.status, 200);
+    let a = stalled.await.unwrap();
+    assert_eq!(a.error(), (408, "body_timeout".into()));
+    assert_eq!(a.headers[header::CONNECTION], "close");
+    let m = String::from_utf8(call(&s, get(routes::METRICS)).await.body.to_vec()).unwrap();
+    for needle in [
+        "route=\"/predict\",method=\"POST\",status=\"408\"} 1",
+        "celestial_rejections_total{reason=\"body_timeout\"} 1",
+    ] {
+        assert!(m.contains(needle), "{needle} in\n{m}");
+    }
+    assert!(!m.contains("status=\"504\""), "{m}");
+}
+
+#[tokio::test]
+async fn uploads_over_max_uploads_get_429() {
+    let s = state(
+        FakeClassifier::default(),
+        Limits {
+            max_uploads: 1,
+            ..limits()
+        },
+    );
+    let held = Arc::clone(&s.uploads).try_acquire_owned().unwrap();
+    let a = call(&s, post_raw(None, png(3, 3))).await;
+    assert_eq!(a.error(), (429, "overloaded".into()));
+    drop(held);
+    assert_eq!(call(&s, post_raw(None, png(3, 3))).await.status, 200);
+}
+
+#[tokio::test]
+async fn an_abandoned_request_leaves_the_in_flight_gauge_and_is_counted_as_cancelled() {
+    let s = state(FakeClassifier::slow(Duration::from_secs(30)), limits());
+    let pending = router(Arc::clone(&s)).oneshot(post_raw(None, png(3, 3)));
+    // The client goes away while the prediction runs: its future is dropped.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), pending)
+            .await
+            .is_err()
+    );
+    let m = String::from_utf8(call(&s, get(routes::METRICS)).await.body.to_vec()).unwrap();
+    for needle in [
+        "celestial_http_requests_in_flight 1\n", // the /metrics request itself
+        "celestial_http_requests_cancelled_total{route=\"/predict\",method=\"POST\"} 1",
+    ] {
+        assert!(m.contains(needle), "{needle} in\n{m}");
+    }
 }
 
 #[tokio::test]

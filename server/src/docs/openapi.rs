@@ -17,6 +17,8 @@ pub struct DocLimits {
     pub max_body_bytes: usize,
     pub max_image_pixels: u64,
     pub max_batch: usize,
+    pub body_timeout: std::time::Duration,
+    pub body_min_rate: u64,
 }
 
 /// The labels as Markdown code, comma-separated.
@@ -34,7 +36,16 @@ fn description(spec: &ModelSpec, labels_md: &str, limits: &DocLimits) -> String 
         max_body_bytes,
         max_image_pixels,
         max_batch,
+        body_timeout,
+        body_min_rate,
     } = *limits;
+    let body_rule = if body_min_rate == 0 {
+        format!("a body must arrive within {body_timeout:?}")
+    } else {
+        format!(
+            "a body may take {body_timeout:?} to arrive, longer only at {body_min_rate} bytes/s or more on average"
+        )
+    };
     let accuracy = spec
         .validation_accuracy
         .map(|a| format!(" Validation accuracy: {:.2}%.", a * 100.0))
@@ -45,7 +56,8 @@ fn description(spec: &ModelSpec, labels_md: &str, limits: &DocLimits) -> String 
          (what the BentoML client and the Try-it-out button send) or as the raw request body. The answer names the most \
          probable class and the probability of every class.\n\n\
          Model `{name}` version `{version}`: input {h}x{w} {color}, {layout}.{accuracy}{extra}\n\n\
-         Limits: bodies up to {max_body_bytes} bytes, images up to {max_image_pixels} pixels, {max_batch} images per batch. \
+         Limits: bodies up to {max_body_bytes} bytes, images up to {max_image_pixels} pixels, {max_batch} images per batch; \
+         {body_rule} (else 408). \
          Every error is JSON `{{\"error\": \"<sentence>\", \"code\": \"<stable_code>\"}}`.",
         n = spec.labels.len(),
         name = spec.name,

@@ -70,7 +70,8 @@ fn batch_body(max_batch: usize) -> RequestBody {
 /// The 429 answer, with its `Retry-After` header.
 fn overload_response() -> Response {
     let mut r = error_response(
-        "Too many predictions in progress (over --max-concurrency); retry after the given seconds.",
+        "Too many predictions in progress (over --max-concurrency), or too many bodies being received \
+         (over --max-uploads); retry after the given seconds.",
         &[ErrorCode::Overloaded],
     );
     r.headers.insert(
@@ -92,12 +93,17 @@ fn prediction_errors(op: OperationBuilder, batch: bool) -> OperationBuilder {
         ErrorCode::MissingImagePart,
         ErrorCode::MissingBoundary,
         ErrorCode::InvalidMultipart,
+        ErrorCode::IncompleteBody,
     ];
     let mut too_large = vec![ErrorCode::BodyTooLarge];
     if batch {
         too_large.push(ErrorCode::TooManyImages);
     } else {
-        bad_request.extend([ErrorCode::InvalidImage, ErrorCode::TruncatedImage]);
+        bad_request.extend([
+            ErrorCode::MultipleImages,
+            ErrorCode::InvalidImage,
+            ErrorCode::TruncatedImage,
+        ]);
     }
     let unsupported = [
         ErrorCode::UnsupportedMediaType,
@@ -107,6 +113,14 @@ fn prediction_errors(op: OperationBuilder, batch: bool) -> OperationBuilder {
         .response(
             "400",
             error_response("The request or the image is malformed.", &bad_request),
+        )
+        .response(
+            "408",
+            error_response(
+                "The body arrived too slowly: it took over --body-timeout and came at less than \
+                 --body-min-rate bytes/s on average. The connection is closed.",
+                &[ErrorCode::BodyTimeout],
+            ),
         )
         .response(
             "413",
@@ -136,7 +150,7 @@ fn prediction_errors(op: OperationBuilder, batch: bool) -> OperationBuilder {
         .response(
             "504",
             error_response(
-                "The request took longer than --request-timeout.",
+                "The prediction took longer than --request-timeout, counted from the end of the body.",
                 &[ErrorCode::Timeout],
             ),
         )

@@ -1,4 +1,5 @@
-//! The middleware around every route: request id, time limit, one log line, metrics.
+//! The middleware around every route: request id, time limit, one log line, metrics (with a drop
+//! guard, so a request the client abandons leaves the in-flight gauge and is counted as cancelled).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use tracing::{Instrument, info, warn};
 
 use super::state::AppState;
-use crate::errors::{ApiError, Rejection};
+use crate::errors::{ApiError, ClientGone, Rejection};
 use crate::routes;
 
 /// Marks a response as a Swagger UI asset, for the metrics route label.
@@ -61,39 +62,103 @@ fn method_label(m: &Method) -> &'static str {
     }
 }
 
-/// Request id (echoed or generated), `--request-timeout`, metrics and the request's log line.
+/// One request's place in the in-flight gauge, from its start until it is dropped: answered, or
+/// abandoned by the client (hyper drops the request's future when the connection closes), which is
+/// counted and logged as cancelled. The gauge goes down on every path.
+struct InFlight {
+    state: Arc<AppState>,
+    method: &'static str,
+    route: &'static str,
+    start: Instant,
+    request_id: String,
+    answered: bool,
+}
+
+impl InFlight {
+    fn start(state: &Arc<AppState>, method: &'static str, route: &'static str, id: &str) -> Self {
+        state.metrics.request_started();
+        InFlight {
+            state: Arc::clone(state),
+            method,
+            route,
+            start: Instant::now(),
+            request_id: id.to_string(),
+            answered: false,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.state.metrics.request_ended();
+        if !self.answered {
+            self.state
+                .metrics
+                .request_cancelled(self.method, self.route);
+            let latency_ms = (self.start.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+            info!(
+                method = self.method,
+                route = self.route,
+                latency_ms,
+                request_id = %self.request_id,
+                "request cancelled by the client"
+            );
+        }
+    }
+}
+
+/// Request id (echoed or generated), `--request-timeout` (the prediction routes apply it
+/// themselves, from the end of the body), metrics and the request's log line.
 pub async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
-    let start = Instant::now();
     let request_id = req
         .headers()
         .get("x-request-id")
         .and_then(valid_request_id)
         .unwrap_or_else(new_request_id);
     let method = method_label(req.method());
-    let mut route = routes::label(req.uri().path());
+    let route = routes::label(req.uri().path());
     let header_value =
         HeaderValue::from_str(&request_id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
     req.headers_mut()
         .insert("x-request-id", header_value.clone());
-    state.metrics.request_started();
+    let mut in_flight = InFlight::start(&state, method, route, &request_id);
     let span = tracing::info_span!("request", request_id = %request_id);
     let timeout = state.limits.request_timeout;
-    let mut resp = match tokio::time::timeout(timeout, next.run(req).instrument(span)).await {
-        Ok(r) => r,
-        Err(_) => ApiError::Timeout(timeout).into_response(),
+    let serving = next.run(req).instrument(span);
+    let mut resp = if routes::UPLOADS.contains(&route) {
+        serving.await
+    } else {
+        match tokio::time::timeout(timeout, serving).await {
+            Ok(r) => r,
+            Err(_) => ApiError::Timeout(timeout).into_response(),
+        }
     };
-    let elapsed = start.elapsed();
-    let status = resp.status();
-    if resp.extensions().get::<SwaggerAsset>().is_some() {
-        route = SWAGGER_ASSET_LABEL;
+    resp.headers_mut().insert("x-request-id", header_value);
+    // A client that went away in the middle of its body is cancelled (counted when `in_flight`
+    // drops), like one whose request future hyper dropped.
+    if resp.extensions().get::<ClientGone>().is_none() {
+        in_flight.answered = true;
+        record(&state, &in_flight, &resp);
     }
+    resp
+}
+
+/// Count and log an answered request.
+fn record(state: &AppState, request: &InFlight, resp: &Response) {
+    let elapsed = request.start.elapsed();
+    let status = resp.status();
+    let (method, request_id) = (request.method, &request.request_id);
+    let route = if resp.extensions().get::<SwaggerAsset>().is_some() {
+        SWAGGER_ASSET_LABEL
+    } else {
+        request.route
+    };
     if let Some(Rejection(reason)) = resp.extensions().get::<Rejection>() {
         state.metrics.rejected(reason);
     }
     state
         .metrics
         .request_finished(method, route, status.as_u16(), elapsed);
-    resp.headers_mut().insert("x-request-id", header_value);
     let latency_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3;
     if status.is_server_error()
         && status != StatusCode::SERVICE_UNAVAILABLE
@@ -103,7 +168,6 @@ pub async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next:
     } else {
         info!(method, route, status = status.as_u16(), latency_ms, request_id = %request_id, "request");
     }
-    resp
 }
 
 #[cfg(test)]

@@ -2,10 +2,12 @@
 //! [`AppState`]. Paths come from [`crate::routes`], errors and their statuses from
 //! [`crate::errors`]; nothing here knows about ONNX Runtime.
 //!
-//! Inside: `state` (shared state, a leaf), `middleware` (request id, timeout, log, metrics),
-//! `predict` (the prediction routes) and `pages` (every other route); each imports only `state`
-//! and `middleware` of its siblings, and this file only assembles them.
+//! Inside: `state` (shared state, a leaf), `media_type` (the strict `Content-Type` parser, a
+//! leaf), `middleware` (request id, timeout, log, metrics), `predict` (the prediction routes) and
+//! `pages` (every other route); each imports only `state`, `media_type` and `middleware` of its
+//! siblings, and this file only assembles them.
 
+mod media_type;
 mod middleware;
 mod pages;
 mod predict;

@@ -19,7 +19,10 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Set once shutdown starts: `/readyz` and new predictions answer 503 `draining`.
     pub draining: AtomicBool,
+    /// Prediction slots (`--max-concurrency`), taken once the body has arrived.
     pub limiter: Arc<Semaphore>,
+    /// Upload slots (`--max-uploads`), held while a prediction body arrives.
+    pub uploads: Arc<Semaphore>,
     pub limits: Limits,
     pub openapi_json: Bytes,
     pub schema_json: Bytes,
@@ -34,8 +37,16 @@ pub struct Limits {
     pub max_batch_images: usize,
     /// Predictions in progress at once; more get 429.
     pub max_concurrency: usize,
+    /// For the prediction routes, counted from the end of the body.
     pub request_timeout: Duration,
     pub retry_after_seconds: u64,
+    /// Any prediction body may take this long to arrive...
+    pub body_timeout: Duration,
+    /// ... and after that must have arrived at this many bytes/s on average (0: no rate, only
+    /// `body_timeout`); else 408.
+    pub body_min_rate: u64,
+    /// Prediction bodies being received at once; more get 429.
+    pub max_uploads: usize,
 }
 
 impl AppState {
@@ -58,6 +69,7 @@ impl AppState {
             metrics,
             draining: AtomicBool::new(false),
             limiter: Arc::new(Semaphore::new(limits.max_concurrency)),
+            uploads: Arc::new(Semaphore::new(limits.max_uploads)),
             limits,
             openapi_json: documents.openapi,
             schema_json: documents.schema,
