@@ -31,11 +31,15 @@ pub enum ErrorCode {
     Overloaded,
     Draining,
     Timeout,
+    MalformedRequest,
+    UriTooLong,
+    HeadersTooLarge,
+    TooManyConnections,
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::EmptyBody,
         ErrorCode::InvalidImage,
         ErrorCode::TruncatedImage,
@@ -52,6 +56,10 @@ impl ErrorCode {
         ErrorCode::Overloaded,
         ErrorCode::Draining,
         ErrorCode::Timeout,
+        ErrorCode::MalformedRequest,
+        ErrorCode::UriTooLong,
+        ErrorCode::HeadersTooLarge,
+        ErrorCode::TooManyConnections,
         ErrorCode::Internal,
     ];
 
@@ -73,6 +81,10 @@ impl ErrorCode {
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::Draining => "draining",
             ErrorCode::Timeout => "timeout",
+            ErrorCode::MalformedRequest => "malformed_request",
+            ErrorCode::UriTooLong => "uri_too_long",
+            ErrorCode::HeadersTooLarge => "headers_too_large",
+            ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::Internal => "internal_error",
         }
     }
@@ -85,7 +97,8 @@ impl ErrorCode {
             | ErrorCode::TruncatedImage
             | ErrorCode::MissingImagePart
             | ErrorCode::MissingBoundary
-            | ErrorCode::InvalidMultipart => StatusCode::BAD_REQUEST,
+            | ErrorCode::InvalidMultipart
+            | ErrorCode::MalformedRequest => StatusCode::BAD_REQUEST,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::BodyTooLarge | ErrorCode::TooManyImages => StatusCode::PAYLOAD_TOO_LARGE,
@@ -94,7 +107,9 @@ impl ErrorCode {
             }
             ErrorCode::ImageTooLarge => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::Overloaded => StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Draining | ErrorCode::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::UriTooLong => StatusCode::URI_TOO_LONG,
+            ErrorCode::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -125,10 +140,19 @@ impl ErrorCode {
             ErrorCode::Overloaded => "Too many requests in progress; retry later.",
             ErrorCode::Draining => "The server is shutting down.",
             ErrorCode::Timeout => "The request took longer than 30s.",
+            ErrorCode::MalformedRequest => MALFORMED_REQUEST,
+            ErrorCode::UriTooLong => "The request URI is too long.",
+            ErrorCode::HeadersTooLarge => {
+                "The request head is over the limit of 32768 bytes or 100 header fields."
+            }
+            ErrorCode::TooManyConnections => "Too many open connections; retry later.",
             ErrorCode::Internal => "Internal error.",
         }
     }
 }
+
+/// The message of [`ErrorCode::MalformedRequest`]: HTTP/1 parsing cannot say more than that.
+const MALFORMED_REQUEST: &str = "The request line or a header is malformed (for example an invalid Content-Length, a control character in a header, or a path that is not ASCII).";
 
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +185,21 @@ pub enum ApiError {
     Draining,
     #[error("The request took longer than {0:?}.")]
     Timeout(Duration),
+    /// The HTTP/1 request line or a header does not parse (answered by the connection layer).
+    #[error("{MALFORMED_REQUEST}")]
+    MalformedRequest,
+    #[error("The request URI is too long.")]
+    UriTooLong,
+    #[error(
+        "The request head is over the limit of {max_bytes} bytes or {max_headers} header fields."
+    )]
+    HeadersTooLarge {
+        max_bytes: usize,
+        max_headers: usize,
+    },
+    /// Over `--max-connections` (answered by the connection layer, which then closes).
+    #[error("Too many open connections; retry later.")]
+    TooManyConnections { retry_after: u64 },
     #[error("Internal error: {0}.")]
     Internal(String),
 }
@@ -181,6 +220,10 @@ impl ApiError {
             ApiError::Overloaded { .. } => ErrorCode::Overloaded,
             ApiError::Draining => ErrorCode::Draining,
             ApiError::Timeout(_) => ErrorCode::Timeout,
+            ApiError::MalformedRequest => ErrorCode::MalformedRequest,
+            ApiError::UriTooLong => ErrorCode::UriTooLong,
+            ApiError::HeadersTooLarge { .. } => ErrorCode::HeadersTooLarge,
+            ApiError::TooManyConnections { .. } => ErrorCode::TooManyConnections,
             ApiError::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -236,7 +279,9 @@ impl IntoResponse for ApiError {
         let mut resp = (self.status(), Json(ErrorBody::from(&self))).into_response();
         resp.extensions_mut()
             .insert(Rejection(self.code().as_str()));
-        if let ApiError::Overloaded { retry_after } = self {
+        if let ApiError::Overloaded { retry_after } | ApiError::TooManyConnections { retry_after } =
+            self
+        {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         }
