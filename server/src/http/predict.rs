@@ -48,11 +48,9 @@ impl Serialize for PredictionBody<'_> {
     }
 }
 
-/// Admission: not draining, and under the concurrency limit.
+/// Admission: under the concurrency limit. (While draining, predictions are still served; the
+/// connection layer closes each connection after its answer.)
 fn admit(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-    if state.is_draining() {
-        return Err(ApiError::Draining);
-    }
     Arc::clone(&state.limiter)
         .try_acquire_owned()
         .map_err(|_| ApiError::Overloaded {

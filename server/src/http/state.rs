@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 pub struct AppState {
     pub classifier: Arc<dyn Classifier>,
     pub metrics: Metrics,
-    /// Set once shutdown starts: `/readyz` and new predictions answer 503 `draining`.
+    /// Set once shutdown starts: `/readyz` answers 503 `draining` (predictions are still served).
     pub draining: AtomicBool,
     pub limiter: Arc<Semaphore>,
     pub limits: Limits,
@@ -72,7 +72,7 @@ impl AppState {
         self.draining.load(Ordering::SeqCst)
     }
 
-    /// Start draining: `/readyz` and new predictions answer 503 from now on.
+    /// Start draining: `/readyz` answers 503 from now on.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
     }
