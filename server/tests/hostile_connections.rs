@@ -622,3 +622,89 @@ fn the_readme_states_the_connection_defaults() {
     }
     assert!(readme.contains(&format!("a reserve of {OVERFLOW_RESERVE} more")));
 }
+
+/// `GET path` over a new connection with a blocking socket: the status, or 0 when the connection
+/// closed without an answer.
+fn blocking_get(port: u16, path: &str) -> u16 {
+    use std::io::Write as _;
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return 0;
+    };
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    if s.write_all(request.as_bytes()).is_err() {
+        return 0;
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn a_low_open_file_limit_lowers_the_connection_limit_and_livez_still_answers() {
+    use std::os::unix::process::CommandExt;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_celestial-server"));
+    cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: only setrlimit (async-signal-safe) runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 256,
+                rlim_max: 256,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let started = Instant::now();
+    while blocking_get(port, "/readyz") != 200 {
+        assert!(started.elapsed() < Duration::from_secs(30), "not ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // More silent connections than the process has file descriptors.
+    let held: Vec<_> = (0..300)
+        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // Not unreachable: over-limit connections get an answer, and /livez answers once the reserve
+    // has room (its silent connections are cut after 2 s).
+    let t = Instant::now();
+    let mut livez = 0;
+    while livez != 200 && t.elapsed() < Duration::from_secs(5) {
+        livez = blocking_get(port, "/livez");
+    }
+    assert_eq!(
+        livez, 200,
+        "/livez with 300 connections on 256 file descriptors"
+    );
+    eprintln!(
+        "/livez 200 after {:?} with {} connections held",
+        t.elapsed(),
+        held.len()
+    );
+    drop(held);
+    // SAFETY: signalling our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    assert!(child.wait().unwrap().success());
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
+    assert!(logs.contains("does not fit the open-file limit"), "{logs}");
+    assert!(!logs.contains("cannot accept connections"), "{logs}");
+}
