@@ -128,6 +128,7 @@ fn app_state(config: &Config, classifier: Arc<dyn Classifier>) -> AppState {
         max_body_bytes: config.max_body_bytes,
         max_batch_images: config.max_batch_images,
         max_concurrency: config.max_concurrency,
+        max_queue_wait: config.max_queue_wait,
         request_timeout: config.request_timeout,
         retry_after_seconds: config.retry_after_seconds,
     };

@@ -48,14 +48,21 @@ impl Serialize for PredictionBody<'_> {
     }
 }
 
-/// Admission: under the concurrency limit. (While draining, predictions are still served; the
-/// connection layer closes each connection after its answer.)
-fn admit(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-    Arc::clone(&state.limiter)
-        .try_acquire_owned()
-        .map_err(|_| ApiError::Overloaded {
-            retry_after: state.limits.retry_after_seconds,
-        })
+/// Admission: a slot under the concurrency limit, waited for at most `max_queue_wait` (waiting
+/// costs no CPU; a refusal that a client retries at once does). While draining, predictions are
+/// still served; the connection layer closes each connection after its answer.
+async fn admit(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    let overloaded = || ApiError::Overloaded {
+        retry_after: state.limits.retry_after_seconds,
+    };
+    if let Ok(permit) = Arc::clone(&state.limiter).try_acquire_owned() {
+        return Ok(permit);
+    }
+    let wait = Arc::clone(&state.limiter).acquire_owned();
+    match tokio::time::timeout(state.limits.max_queue_wait, wait).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => Err(overloaded()),
+    }
 }
 
 enum BodyKind {
@@ -191,7 +198,7 @@ async fn run_job(
 }
 
 pub async fn predict(State(state): Shared, req: Request) -> Result<Response, ApiError> {
-    let _permit = admit(&state)?;
+    let _permit = admit(&state).await?;
     let images = extract_images(&state, req, 1).await?;
     let mut results = run_job(&state, images).await?;
     let prediction = results
@@ -207,7 +214,7 @@ pub async fn predict(State(state): Shared, req: Request) -> Result<Response, Api
 }
 
 pub async fn predict_batch(State(state): Shared, req: Request) -> Result<Response, ApiError> {
-    let _permit = admit(&state)?;
+    let _permit = admit(&state).await?;
     let images = extract_images(&state, req, state.limits.max_batch_images).await?;
     let results = run_job(&state, images).await?;
     for e in results.iter().filter_map(|r| r.as_ref().err()) {

@@ -32,8 +32,9 @@ pub struct AppState {
 pub struct Limits {
     pub max_body_bytes: usize,
     pub max_batch_images: usize,
-    /// Predictions in progress at once; more get 429.
+    /// Predictions in progress at once; more wait up to `max_queue_wait`, then get 429.
     pub max_concurrency: usize,
+    pub max_queue_wait: Duration,
     pub request_timeout: Duration,
     pub retry_after_seconds: u64,
 }
