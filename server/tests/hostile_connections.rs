@@ -630,7 +630,10 @@ fn the_readme_states_the_connection_defaults() {
         ("--idle-timeout", format!("{}s", d.idle_timeout.as_secs())),
         ("--max-header-bytes", d.max_header_bytes.to_string()),
         ("--max-headers", d.max_headers.to_string()),
-        ("--max-queue-wait", format!("{}ms", d.max_queue_wait.as_millis())),
+        (
+            "--max-queue-wait",
+            format!("{}ms", d.max_queue_wait.as_millis()),
+        ),
     ] {
         let row = readme
             .lines()

@@ -202,6 +202,9 @@ impl Connections {
         if slot.regular {
             tokio::spawn(Arc::clone(self).regular(stream, phase, slot));
         } else if self.overflow.fetch_add(1, Ordering::SeqCst) < OVERFLOW_RESERVE {
+            self.warn_rarely(
+                "over --max-connections: new connections get 503 too_many_connections",
+            );
             tokio::spawn(Arc::clone(self).over_limit(stream, slot));
         } else {
             self.overflow.fetch_sub(1, Ordering::SeqCst);
