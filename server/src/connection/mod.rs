@@ -3,15 +3,15 @@
 //! handler runs:
 //!
 //! - a header-read timeout (a new connection's first request head, and every head once its first
-//!   byte arrived) and an idle timeout between requests ([`progress`]), both ending the
+//!   byte arrived) and an idle timeout between requests (`progress.rs`), both ending the
 //!   connection gracefully (HTTP/2: GOAWAY);
 //! - at most `max_connections` open connections; above it a small reserve of connections
 //!   ([`OVERFLOW_RESERVE`]) is answered with a tiny 503 `too_many_connections` and closed, except
 //!   `GET /livez`, which the router still answers (a liveness probe never fails because of a
 //!   flood); beyond the reserve, connections are closed at once;
-//! - JSON answers instead of hyper's empty 400/414/431 for requests that do not parse ([`io`]);
+//! - JSON answers instead of hyper's empty 400/414/431 for requests that do not parse (`io.rs`);
 //! - early answers that keep the connection alive, and `Connection: close` while draining
-//!   ([`service`]);
+//!   (`service.rs`);
 //! - the drain ([`Phase`]): while `Draining`, HTTP/1 answers close their connection and HTTP/2
 //!   connections get GOAWAY after their first request (clients reconnect, through the load
 //!   balancer, elsewhere); at `Closing` the listener closes and every connection ends after its
