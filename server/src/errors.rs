@@ -33,6 +33,10 @@ pub enum ErrorCode {
     Overloaded,
     Draining,
     Timeout,
+    MalformedRequest,
+    UriTooLong,
+    HeadersTooLarge,
+    TooManyConnections,
     Internal,
     // Request handling (issue 13): a body that stopped arriving, several images on `/predict`.
     BodyTimeout,
@@ -41,7 +45,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::EmptyBody,
         ErrorCode::InvalidImage,
         ErrorCode::TruncatedImage,
@@ -58,6 +62,10 @@ impl ErrorCode {
         ErrorCode::Overloaded,
         ErrorCode::Draining,
         ErrorCode::Timeout,
+        ErrorCode::MalformedRequest,
+        ErrorCode::UriTooLong,
+        ErrorCode::HeadersTooLarge,
+        ErrorCode::TooManyConnections,
         ErrorCode::Internal,
         ErrorCode::BodyTimeout,
         ErrorCode::MultipleImages,
@@ -82,6 +90,10 @@ impl ErrorCode {
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::Draining => "draining",
             ErrorCode::Timeout => "timeout",
+            ErrorCode::MalformedRequest => "malformed_request",
+            ErrorCode::UriTooLong => "uri_too_long",
+            ErrorCode::HeadersTooLarge => "headers_too_large",
+            ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::Internal => "internal_error",
             ErrorCode::BodyTimeout => "body_timeout",
             ErrorCode::MultipleImages => "multiple_images",
@@ -99,7 +111,8 @@ impl ErrorCode {
             | ErrorCode::MissingBoundary
             | ErrorCode::InvalidMultipart
             | ErrorCode::MultipleImages
-            | ErrorCode::IncompleteBody => StatusCode::BAD_REQUEST,
+            | ErrorCode::IncompleteBody
+            | ErrorCode::MalformedRequest => StatusCode::BAD_REQUEST,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::BodyTooLarge | ErrorCode::TooManyImages => StatusCode::PAYLOAD_TOO_LARGE,
@@ -108,7 +121,9 @@ impl ErrorCode {
             }
             ErrorCode::ImageTooLarge => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::Overloaded => StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Draining | ErrorCode::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::UriTooLong => StatusCode::URI_TOO_LONG,
+            ErrorCode::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -140,6 +155,12 @@ impl ErrorCode {
             ErrorCode::Overloaded => "Too many requests in progress; retry later.",
             ErrorCode::Draining => "The server is shutting down.",
             ErrorCode::Timeout => "The request took longer than 30s.",
+            ErrorCode::MalformedRequest => MALFORMED_REQUEST,
+            ErrorCode::UriTooLong => "The request URI is too long.",
+            ErrorCode::HeadersTooLarge => {
+                "The request head is over the limit of 32768 bytes or 100 header fields."
+            }
+            ErrorCode::TooManyConnections => "Too many open connections; retry later.",
             ErrorCode::Internal => "Internal error.",
             ErrorCode::BodyTimeout => {
                 return ApiError::BodyTimeout {
@@ -156,6 +177,9 @@ impl ErrorCode {
         message.to_string()
     }
 }
+
+/// The message of [`ErrorCode::MalformedRequest`]: HTTP/1 parsing cannot say more than that.
+const MALFORMED_REQUEST: &str = "The request line or a header is malformed (for example an invalid Content-Length, a control character in a header, or a path that is not ASCII).";
 
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -188,6 +212,21 @@ pub enum ApiError {
     Draining,
     #[error("The request took longer than {0:?}.")]
     Timeout(Duration),
+    /// The HTTP/1 request line or a header does not parse (answered by the connection layer).
+    #[error("{MALFORMED_REQUEST}")]
+    MalformedRequest,
+    #[error("The request URI is too long.")]
+    UriTooLong,
+    #[error(
+        "The request head is over the limit of {max_bytes} bytes or {max_headers} header fields."
+    )]
+    HeadersTooLarge {
+        max_bytes: usize,
+        max_headers: usize,
+    },
+    /// Over `--max-connections` (answered by the connection layer, which then closes).
+    #[error("Too many open connections; retry later.")]
+    TooManyConnections { retry_after: u64 },
     #[error("Internal error: {0}.")]
     Internal(String),
     #[error(
@@ -231,6 +270,10 @@ impl ApiError {
             ApiError::Overloaded { .. } => ErrorCode::Overloaded,
             ApiError::Draining => ErrorCode::Draining,
             ApiError::Timeout(_) => ErrorCode::Timeout,
+            ApiError::MalformedRequest => ErrorCode::MalformedRequest,
+            ApiError::UriTooLong => ErrorCode::UriTooLong,
+            ApiError::HeadersTooLarge { .. } => ErrorCode::HeadersTooLarge,
+            ApiError::TooManyConnections { .. } => ErrorCode::TooManyConnections,
             ApiError::Internal(_) => ErrorCode::Internal,
             ApiError::BodyTimeout { .. } => ErrorCode::BodyTimeout,
             ApiError::MultipleImages => ErrorCode::MultipleImages,
@@ -301,7 +344,9 @@ impl IntoResponse for ApiError {
         let mut resp = (self.status(), Json(ErrorBody::from(&self))).into_response();
         resp.extensions_mut()
             .insert(Rejection(self.code().as_str()));
-        if let ApiError::Overloaded { retry_after } = self {
+        if let ApiError::Overloaded { retry_after } | ApiError::TooManyConnections { retry_after } =
+            self
+        {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         }

@@ -52,13 +52,22 @@ impl Serialize for PredictionBody<'_> {
     }
 }
 
-/// Admission to a prediction slot, once the body has arrived: under `--max-concurrency`.
-fn admit(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-    Arc::clone(&state.limiter)
-        .try_acquire_owned()
-        .map_err(|_| ApiError::Overloaded {
-            retry_after: state.limits.retry_after_seconds,
-        })
+/// Admission to a prediction slot, once the body has arrived: a slot under `--max-concurrency`,
+/// waited for at most `--max-queue-wait` (waiting costs no CPU; a refusal that a client retries at
+/// once does). While draining, predictions are still served; the connection layer closes each
+/// connection after its answer.
+async fn admit(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    let overloaded = || ApiError::Overloaded {
+        retry_after: state.limits.retry_after_seconds,
+    };
+    if let Ok(permit) = Arc::clone(&state.limiter).try_acquire_owned() {
+        return Ok(permit);
+    }
+    let wait = Arc::clone(&state.limiter).acquire_owned();
+    match tokio::time::timeout(state.limits.max_queue_wait, wait).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => Err(overloaded()),
+    }
 }
 
 enum BodyKind {
@@ -267,12 +276,9 @@ struct Received {
 
 /// Receive the body under an upload slot (`--max-uploads`; released when the body is in), before
 /// any prediction slot is taken: a client that sends slowly or stalls holds no prediction slot.
-/// A request that starts while the server drains is refused at once; one that started before is
-/// served even if its body arrives later.
+/// Requests are served while the server drains (only `/readyz` turns 503 then; the connection
+/// layer closes each connection after its answer).
 async fn receive(state: &AppState, req: Request) -> Result<Received, ApiError> {
-    if state.is_draining() {
-        return Err(ApiError::Draining);
-    }
     let (parts, body) = req.into_parts();
     let kind = body_kind(&parts.headers)?;
     let _upload = Arc::clone(&state.uploads)
@@ -331,7 +337,7 @@ pub async fn predict(State(state): Shared, req: Request) -> Result<Response, Api
     let body = receive(&state, req).await?;
     within_timeout(&state, async {
         let images = body.images(Expect::One).await?;
-        let _permit = admit(&state)?;
+        let _permit = admit(&state).await?;
         let mut results = run_job(&state, images).await?;
         let prediction = results
             .pop()
@@ -353,7 +359,7 @@ pub async fn predict_batch(State(state): Shared, req: Request) -> Result<Respons
         let images = body
             .images(Expect::AtMost(state.limits.max_batch_images))
             .await?;
-        let _permit = admit(&state)?;
+        let _permit = admit(&state).await?;
         run_job(&state, images).await
     })
     .await?;
@@ -447,6 +453,7 @@ mod tests {
             max_body_bytes: 1 << 20,
             max_batch_images: 1,
             max_concurrency: 1,
+            max_queue_wait: Duration::ZERO,
             request_timeout: Duration::from_secs(30),
             retry_after_seconds: 1,
             body_timeout: Duration::from_millis(timeout_ms),

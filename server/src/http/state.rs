@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 pub struct AppState {
     pub classifier: Arc<dyn Classifier>,
     pub metrics: Metrics,
-    /// Set once shutdown starts: `/readyz` and new predictions answer 503 `draining`.
+    /// Set once shutdown starts: `/readyz` answers 503 `draining` (predictions are still served).
     pub draining: AtomicBool,
     /// Prediction slots (`--max-concurrency`), taken once the body has arrived.
     pub limiter: Arc<Semaphore>,
@@ -35,8 +35,10 @@ pub struct AppState {
 pub struct Limits {
     pub max_body_bytes: usize,
     pub max_batch_images: usize,
-    /// Predictions in progress at once; more get 429.
+    /// Predictions in progress at once; more wait up to `max_queue_wait`, then get 429.
     pub max_concurrency: usize,
+    /// How long a prediction waits for a slot before its 429.
+    pub max_queue_wait: Duration,
     /// For the prediction routes, counted from the end of the body.
     pub request_timeout: Duration,
     pub retry_after_seconds: u64,
@@ -84,7 +86,7 @@ impl AppState {
         self.draining.load(Ordering::SeqCst)
     }
 
-    /// Start draining: `/readyz` and new predictions answer 503 from now on.
+    /// Start draining: `/readyz` answers 503 from now on.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
     }
