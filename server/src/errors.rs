@@ -28,6 +28,7 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     UnsupportedImageFormat,
     ImageTooLarge,
+    DecodeBudgetExceeded,
     Overloaded,
     Draining,
     Timeout,
@@ -35,7 +36,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::EmptyBody,
         ErrorCode::InvalidImage,
         ErrorCode::TruncatedImage,
@@ -49,6 +50,7 @@ impl ErrorCode {
         ErrorCode::UnsupportedMediaType,
         ErrorCode::UnsupportedImageFormat,
         ErrorCode::ImageTooLarge,
+        ErrorCode::DecodeBudgetExceeded,
         ErrorCode::Overloaded,
         ErrorCode::Draining,
         ErrorCode::Timeout,
@@ -70,6 +72,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::UnsupportedImageFormat => "unsupported_image_format",
             ErrorCode::ImageTooLarge => "image_too_large",
+            ErrorCode::DecodeBudgetExceeded => "decode_budget_exceeded",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::Draining => "draining",
             ErrorCode::Timeout => "timeout",
@@ -92,7 +95,9 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType | ErrorCode::UnsupportedImageFormat => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
-            ErrorCode::ImageTooLarge => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::ImageTooLarge | ErrorCode::DecodeBudgetExceeded => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ErrorCode::Overloaded => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Draining => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -121,6 +126,9 @@ impl ErrorCode {
             }
             ErrorCode::ImageTooLarge => {
                 "The image is 10000x10000 = 100000000 pixels, more than the limit of 40000000 pixels."
+            }
+            ErrorCode::DecodeBudgetExceeded => {
+                "Decoding this 9000x9000 progressive JPEG needs 166 MB of memory, more than the 68 MB allowed per image; send a smaller image (a baseline JPEG of the same size needs far less)."
             }
             ErrorCode::Overloaded => "Too many requests in progress; retry later.",
             ErrorCode::Draining => "The server is shutting down.",
@@ -196,7 +204,10 @@ pub fn image_code(e: &PreprocessError) -> ErrorCode {
         PreprocessError::Empty => ErrorCode::EmptyBody,
         PreprocessError::UnsupportedFormat(_) => ErrorCode::UnsupportedImageFormat,
         PreprocessError::TooLarge { .. } => ErrorCode::ImageTooLarge,
-        PreprocessError::Truncated { .. } => ErrorCode::TruncatedImage,
+        PreprocessError::Truncated { .. } | PreprocessError::ShortData { .. } => {
+            ErrorCode::TruncatedImage
+        }
+        PreprocessError::OverBudget { .. } => ErrorCode::DecodeBudgetExceeded,
         PreprocessError::ZeroSized { .. } | PreprocessError::Undecodable { .. } => {
             ErrorCode::InvalidImage
         }
