@@ -128,7 +128,7 @@ impl ErrorCode {
                 "The image is 10000x10000 = 100000000 pixels, more than the limit of 40000000 pixels."
             }
             ErrorCode::DecodeBudgetExceeded => {
-                "Decoding this 9000x9000 progressive JPEG needs 166 MB of memory, more than the 68 MB allowed per image; send a smaller image (a baseline JPEG of the same size needs far less)."
+                "Decoding this 6000x6000 progressive JPEG needs 105 MiB of memory, more than the 64 MiB allowed per image; send a smaller image (a baseline JPEG of the same size needs far less)."
             }
             ErrorCode::Overloaded => "Too many requests in progress; retry later.",
             ErrorCode::Draining => "The server is shutting down.",
@@ -274,6 +274,35 @@ mod tests {
                 assert_ne!(c.status(), StatusCode::INTERNAL_SERVER_ERROR, "{c:?}");
             }
         }
+    }
+
+    #[test]
+    fn over_the_decode_budget_is_422_with_the_memory_needed() {
+        let e = ApiError::Image(PreprocessError::OverBudget {
+            width: 6000,
+            height: 6000,
+            kind: "GIF",
+            needed: 546 << 20,
+            budget: 64 << 20,
+            hint: "",
+        });
+        let b = ErrorBody::from(&e);
+        assert_eq!(
+            (b.error.as_str(), b.code, e.status()),
+            (
+                "Decoding this 6000x6000 GIF needs 546 MiB of memory, more than the 64 MiB allowed per image; send a smaller image.",
+                "decode_budget_exceeded",
+                StatusCode::UNPROCESSABLE_ENTITY
+            )
+        );
+        let short = ApiError::Image(PreprocessError::ShortData {
+            format: "JPEG",
+            width: 6000,
+            height: 6000,
+            data_bytes: 5,
+            min_bytes: 421_875,
+        });
+        assert_eq!(short.code(), ErrorCode::TruncatedImage);
     }
 
     #[test]

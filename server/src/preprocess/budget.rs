@@ -50,7 +50,7 @@ pub trait RowSink {
     fn row(&mut self, rgb: &[u8]);
 }
 
-/// Megabytes (10^6 bytes, rounded up), for messages.
-pub fn megabytes(bytes: u64) -> u64 {
-    bytes.div_ceil(1_000_000)
+/// Mebibytes (2^20 bytes, rounded up), for messages.
+pub fn mebibytes(bytes: u64) -> u64 {
+    bytes.div_ceil(1 << 20)
 }

@@ -1,6 +1,6 @@
 //! Why an uploaded image cannot be used. Imports only `budget` (a leaf).
 
-use super::budget::megabytes;
+use super::budget::mebibytes;
 
 /// Why an uploaded image cannot be used.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -33,8 +33,8 @@ pub enum PreprocessError {
         min_bytes: u64,
     },
     #[error(
-        "decoding this {width}x{height} {kind} needs {} MB of memory, more than the {} MB allowed per image; send a smaller image{hint}",
-        megabytes(*.needed), megabytes(*.budget)
+        "decoding this {width}x{height} {kind} needs {} MiB of memory, more than the {} MiB allowed per image; send a smaller image{hint}",
+        mebibytes(*.needed), mebibytes(*.budget)
     )]
     OverBudget {
         width: u32,

@@ -170,20 +170,21 @@ impl Preprocessor {
             streamable.then_some(&mut sink as &mut dyn RowSink),
         );
         let orientation = sink.orientation;
-        match decoded? {
-            Decoded::Image(img) => {
+        let result = match decoded {
+            Ok(Decoded::Image(img)) => {
                 self.fill_tensor(&img, out);
                 if let DynamicImage::ImageRgb8(rgb) = img {
                     self.decoded = rgb.into_raw();
                 }
+                Ok(())
             }
-            Decoded::Streamed => {
-                self.finish_stream(orientation)?;
-                self.normalise(out);
-            }
-        }
+            Ok(Decoded::Streamed) => self
+                .finish_stream(orientation)
+                .map(|()| self.normalise(out)),
+            Err(e) => Err(e),
+        };
         self.trim();
-        Ok(())
+        result
     }
 
     /// The pixels of an image decoded row by row: resized while it arrived (to the model input's
@@ -206,8 +207,9 @@ impl Preprocessor {
         Ok(())
     }
 
-    /// Let go of buffers a large image grew: a worker keeps at most [`KEEP_BYTES`] per buffer
-    /// between images, so one 40-megapixel upload does not pin 120 MB for the process's lifetime.
+    /// Let go of buffers a large image grew: a worker keeps at most [`KEEP_BYTES`] per buffer (4
+    /// buffers) and 1 MiB of resize weights between images, so one 40-megapixel upload does not
+    /// pin 120 MB for the process's lifetime.
     fn trim(&mut self) {
         fn cap<T>(v: &mut Vec<T>) {
             if v.capacity() * size_of::<T>() > KEEP_BYTES {
@@ -216,8 +218,9 @@ impl Preprocessor {
         }
         cap(&mut self.decoded);
         cap(&mut self.luma);
-        cap(&mut self.resizer.acc);
-        cap(&mut self.resizer.cols_t);
+        self.resizer.trim(KEEP_BYTES);
+        // Nothing of a row-by-row decode is worth keeping (its buffers are sized per image).
+        self.stream = StreamResizer::default();
     }
 
     /// The resized 8-bit pixels the model sees, interleaved: RGB for RGB models (what the golden

@@ -82,6 +82,22 @@ pub struct TriangleResizer {
 }
 
 impl TriangleResizer {
+    /// Let go of scratch planes over `keep` bytes and of weights over 1 MiB (a very tall or wide
+    /// image's), so that a worker does not keep them until the next image.
+    pub fn trim(&mut self, keep: usize) {
+        fn cap(v: &mut Vec<f32>, keep: usize) {
+            if v.capacity() * size_of::<f32>() > keep {
+                *v = Vec::new();
+            }
+        }
+        cap(&mut self.acc, keep);
+        cap(&mut self.cols_t, keep);
+        let weights = |p: &AxisPlan| p.weights.capacity() * 4 + p.taps.capacity() * 24;
+        if matches!(&self.plans, Some((c, r)) if weights(c) + weights(r) > 1 << 20) {
+            self.plans = None;
+        }
+    }
+
     /// Most bytes one [`TriangleResizer::resize`] of a `w` x `h` image to `nw` x `nh` allocates:
     /// the plans and the scratch planes (the output included).
     pub fn bytes_needed((w, h): (u32, u32), channels: usize, (nw, nh): (u32, u32)) -> u64 {
