@@ -248,7 +248,13 @@ fn decode_jpeg_whole(
     buf: Vec<u8>,
     layout: Option<&JpegLayout>,
 ) -> Result<Decoded, PreprocessError> {
-    if let jpeg::Fast::Image(img) = jpeg::decode(bytes, limits.max_pixels, limits.max_bytes, buf)? {
+    // Markers parsed: truncation checked, scans counted (image-rs caps them), orientation read.
+    let checked = layout.map(|l| l.orientation);
+    let fast = match layout {
+        Some(l) if l.scans.len() > jpeg::MAX_SCANS => jpeg::Fast::Fallback,
+        _ => jpeg::decode(bytes, limits.max_pixels, limits.max_bytes, buf, checked)?,
+    };
+    if let jpeg::Fast::Image(img) = fast {
         return Ok(Decoded::Image(img));
     }
     // image-rs keeps a progressive file's coefficients too; without the layout, assume 2 bytes
@@ -486,7 +492,7 @@ mod tests {
         marked.extend_from_slice(&comment);
         marked.extend_from_slice(&jpeg[2..]);
         assert!(matches!(
-            jpeg::decode(&marked, u64::MAX, u64::MAX, Vec::new()),
+            jpeg::decode(&marked, u64::MAX, u64::MAX, Vec::new(), None),
             Ok(jpeg::Fast::Fallback)
         ));
         let img = decode(&marked, u64::MAX).expect("image-rs decodes it (it counts real scans)");

@@ -75,30 +75,39 @@ pub enum Fast {
 /// Decode `bytes` (already sniffed as JPEG) into RGB8, reusing `buf`'s allocation. The size check
 /// against `max_pixels` uses only the header; a truncated file is refused before any decoding, and
 /// one whose pixels would take more than `max_bytes` goes to the general decoder (which refuses it
-/// with the memory it needs).
+/// with the memory it needs). `checked`: the orientation, when the caller parsed the markers
+/// (`super::markers`) and so already knows the file has at most [`MAX_SCANS`] scans and is not
+/// truncated (neither is looked for again, and libjpeg keeps no Exif segment).
 pub fn decode(
     bytes: &[u8],
     max_pixels: u64,
     max_bytes: u64,
     buf: Vec<u8>,
+    checked: Option<Orientation>,
 ) -> Result<Fast, PreprocessError> {
-    if memchr::memmem::find_iter(bytes, &[0xFF, 0xDA])
-        .nth(MAX_SCANS)
-        .is_some()
+    if checked.is_none()
+        && memchr::memmem::find_iter(bytes, &[0xFF, 0xDA])
+            .nth(MAX_SCANS)
+            .is_some()
     {
         return Ok(Fast::Fallback);
     }
     WARNINGS.with(|w| w.set(0));
     let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<Fast, PreprocessError> {
+        let exif: &[Marker] = if checked.is_some() {
+            &[]
+        } else {
+            &[Marker::APP(1)]
+        };
         let Ok(header) = Decompress::with_err(error_manager())
-            .with_markers(&[Marker::APP(1)])
+            .with_markers(exif)
             .from_mem(bytes)
         else {
             return Ok(Fast::Fallback);
         };
         let (width, height) = (header.width() as u32, header.height() as u32);
         PreprocessError::check_size(width, height, max_pixels)?;
-        if is_truncated(bytes) {
+        if checked.is_none() && is_truncated(bytes) {
             return Err(PreprocessError::Truncated { format: "JPEG" });
         }
         if u64::from(width) * u64::from(height) * 3 > max_bytes {
@@ -110,11 +119,13 @@ pub fn decode(
         ) {
             return Ok(Fast::Fallback);
         }
-        let orientation = header
-            .markers()
-            .filter_map(|m| m.data.strip_prefix(b"Exif\0\0"))
-            .find_map(Orientation::from_exif_chunk)
-            .unwrap_or(Orientation::NoTransforms);
+        let orientation = checked.unwrap_or_else(|| {
+            header
+                .markers()
+                .filter_map(|m| m.data.strip_prefix(b"Exif\0\0"))
+                .find_map(Orientation::from_exif_chunk)
+                .unwrap_or(Orientation::NoTransforms)
+        });
         let Ok(mut started) = header.rgb() else {
             return Ok(Fast::Fallback);
         };
@@ -202,7 +213,7 @@ mod tests {
     }
 
     fn fast(bytes: &[u8]) -> Result<Fast, PreprocessError> {
-        decode(bytes, u64::MAX, u64::MAX, Vec::new())
+        decode(bytes, u64::MAX, u64::MAX, Vec::new(), None)
     }
 
     fn gradient() -> DynamicImage {
@@ -253,7 +264,7 @@ mod tests {
     #[test]
     fn size_checks_come_from_the_header_and_damage_falls_back() {
         let jpeg = encode_jpeg(&gradient());
-        match decode(&jpeg, 100, u64::MAX, Vec::new()) {
+        match decode(&jpeg, 100, u64::MAX, Vec::new(), None) {
             Err(PreprocessError::TooLarge {
                 width: 40,
                 height: 24,

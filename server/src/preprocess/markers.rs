@@ -49,7 +49,7 @@ pub struct JpegLayout {
     pub process: Process,
     pub components: Vec<Component>,
     pub scans: Vec<Scan>,
-    /// From the first Exif segment (APP1) that has one, as the fast path reads it.
+    /// From the first Exif segment (APP1) before the first scan that has one, as libjpeg reads it.
     pub orientation: Orientation,
 }
 
@@ -114,7 +114,10 @@ pub fn parse(bytes: &[u8]) -> Option<JpegLayout> {
                             break; // no EOI (a truncation the caller detects separately)
                         }
                     }
-                    0xE1 if orientation.is_none() => {
+                    // Before the first scan, as libjpeg's header reads them.
+                    0xE1 if orientation.is_none()
+                        && layout.as_ref().is_none_or(|l| l.scans.is_empty()) =>
+                    {
                         orientation = seg
                             .strip_prefix(b"Exif\0\0")
                             .and_then(Orientation::from_exif_chunk);
