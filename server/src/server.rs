@@ -91,6 +91,7 @@ pub fn load_engine(config: &Config) -> Result<Engine, ServerError> {
         workers: config.effective_workers(),
         intra_op_threads: config.intra_op_threads,
         max_image_pixels: config.max_image_pixels,
+        max_decode_bytes: config.max_decode_bytes,
         ort_dylib_path: config.ort_dylib_path.clone(),
     };
     Ok(Engine::start(&bytes, &config.model_overrides, &opts)?)
