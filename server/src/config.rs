@@ -148,6 +148,13 @@ pub struct Config {
     #[arg(long, env = "CELESTIAL_MAX_UPLOADS", default_value_t = 256)]
     pub max_uploads: usize,
 
+    /// Memory all prediction bodies together may hold, in bytes, from their first byte to their
+    /// answer (each body counts twice its size: its buffer grows by copying, and multipart parts are
+    /// extracted from it); a body that would go over gets 429. Bounds what bodies cost whatever the
+    /// number of clients; at least 2 x `--max-body-bytes`.
+    #[arg(long, env = "CELESTIAL_MAX_BODY_MEMORY", default_value_t = 256 * 1024 * 1024)]
+    pub max_body_memory: usize,
+
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish before the server exits anyway.
     #[arg(long, env = "CELESTIAL_SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,

@@ -59,6 +59,12 @@ fn check_limits(config: &Config) -> Result<(), ServerError> {
             "--max-uploads must be at least 1".into(),
         ));
     }
+    if config.max_body_memory < 2 * config.max_body_bytes {
+        return Err(ServerError::Config(format!(
+            "--max-body-memory ({}) must be at least 2 x --max-body-bytes ({}): each body counts twice its size",
+            config.max_body_memory, config.max_body_bytes
+        )));
+    }
     if config.max_connections == 0 {
         return Err(ServerError::Config(
             "--max-connections must be at least 1".into(),
@@ -142,6 +148,7 @@ fn app_state(config: &Config, classifier: Arc<dyn Classifier>) -> AppState {
         body_timeout: config.body_timeout,
         body_min_rate: config.body_min_rate,
         max_uploads: config.max_uploads,
+        max_body_memory: config.max_body_memory,
     };
     AppState::new(classifier, limits, documents)
 }
