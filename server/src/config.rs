@@ -114,6 +114,14 @@ pub struct Config {
     #[arg(long, env = "CELESTIAL_MAX_IMAGE_PIXELS", default_value_t = 40_000_000)]
     pub max_image_pixels: u64,
 
+    /// Memory in bytes one image may take to decode and resize, checked from its header before any
+    /// pixel is decoded (each worker decodes one image at a time). A larger image is decoded row by
+    /// row (JPEG scaled down while decoding) when its format allows, otherwise refused with 422.
+    /// Worst case: RSS <= baseline + workers x (this + 17 MiB) + bodies in flight (README).
+    #[arg(long, env = "CELESTIAL_MAX_DECODE_BYTES", default_value_t = 64 << 20,
+          value_parser = clap::value_parser!(u64).range(4 << 20..))]
+    pub max_decode_bytes: u64,
+
     /// Most `image` parts accepted by POST /predict/batch.
     #[arg(long, env = "CELESTIAL_MAX_BATCH_IMAGES", default_value_t = 64)]
     pub max_batch_images: usize,
@@ -139,6 +147,13 @@ pub struct Config {
     /// `--max-concurrency`: a body that is still arriving holds no prediction slot.
     #[arg(long, env = "CELESTIAL_MAX_UPLOADS", default_value_t = 256)]
     pub max_uploads: usize,
+
+    /// Memory all prediction bodies together may hold, in bytes, from their first byte to their
+    /// answer (each body counts twice its size: its buffer grows by copying, and multipart parts are
+    /// extracted from it); a body that would go over gets 429. Bounds what bodies cost whatever the
+    /// number of clients; at least 2 x `--max-body-bytes`.
+    #[arg(long, env = "CELESTIAL_MAX_BODY_MEMORY", default_value_t = 256 * 1024 * 1024)]
+    pub max_body_memory: usize,
 
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish before the server exits anyway.
     #[arg(long, env = "CELESTIAL_SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
@@ -305,6 +320,14 @@ mod tests {
             (set.effective_workers(), set.effective_http_threads()),
             (3, 2)
         );
+    }
+
+    #[test]
+    fn decode_budget_has_a_floor() {
+        assert_eq!(Config::with_defaults().max_decode_bytes, 64 << 20);
+        let set = Config::from_args(["--max-decode-bytes", "8388608"]).unwrap();
+        assert_eq!(set.max_decode_bytes, 8 << 20);
+        assert!(Config::from_args(["--max-decode-bytes", "1000"]).is_err());
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     UnsupportedImageFormat,
     ImageTooLarge,
+    DecodeBudgetExceeded,
     Overloaded,
     Draining,
     Timeout,
@@ -45,7 +46,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 24] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::EmptyBody,
         ErrorCode::InvalidImage,
         ErrorCode::TruncatedImage,
@@ -59,6 +60,7 @@ impl ErrorCode {
         ErrorCode::UnsupportedMediaType,
         ErrorCode::UnsupportedImageFormat,
         ErrorCode::ImageTooLarge,
+        ErrorCode::DecodeBudgetExceeded,
         ErrorCode::Overloaded,
         ErrorCode::Draining,
         ErrorCode::Timeout,
@@ -87,6 +89,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::UnsupportedImageFormat => "unsupported_image_format",
             ErrorCode::ImageTooLarge => "image_too_large",
+            ErrorCode::DecodeBudgetExceeded => "decode_budget_exceeded",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::Draining => "draining",
             ErrorCode::Timeout => "timeout",
@@ -119,7 +122,9 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType | ErrorCode::UnsupportedImageFormat => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
-            ErrorCode::ImageTooLarge => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::ImageTooLarge | ErrorCode::DecodeBudgetExceeded => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ErrorCode::Overloaded => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Draining | ErrorCode::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::UriTooLong => StatusCode::URI_TOO_LONG,
@@ -151,6 +156,9 @@ impl ErrorCode {
             }
             ErrorCode::ImageTooLarge => {
                 "The image is 10000x10000 = 100000000 pixels, more than the limit of 40000000 pixels."
+            }
+            ErrorCode::DecodeBudgetExceeded => {
+                "Decoding this 6000x6000 progressive JPEG needs 105 MiB of memory, more than the 64 MiB allowed per image; send a smaller image (a baseline JPEG of the same size needs far less)."
             }
             ErrorCode::Overloaded => "Too many requests in progress; retry later.",
             ErrorCode::Draining => "The server is shutting down.",
@@ -304,7 +312,10 @@ pub fn image_code(e: &PreprocessError) -> ErrorCode {
         PreprocessError::Empty => ErrorCode::EmptyBody,
         PreprocessError::UnsupportedFormat(_) => ErrorCode::UnsupportedImageFormat,
         PreprocessError::TooLarge { .. } => ErrorCode::ImageTooLarge,
-        PreprocessError::Truncated { .. } => ErrorCode::TruncatedImage,
+        PreprocessError::Truncated { .. } | PreprocessError::ShortData { .. } => {
+            ErrorCode::TruncatedImage
+        }
+        PreprocessError::OverBudget { .. } => ErrorCode::DecodeBudgetExceeded,
         PreprocessError::ZeroSized { .. } | PreprocessError::Undecodable { .. } => {
             ErrorCode::InvalidImage
         }
@@ -386,6 +397,35 @@ mod tests {
                 assert_ne!(c.status(), StatusCode::INTERNAL_SERVER_ERROR, "{c:?}");
             }
         }
+    }
+
+    #[test]
+    fn over_the_decode_budget_is_422_with_the_memory_needed() {
+        let e = ApiError::Image(PreprocessError::OverBudget {
+            width: 6000,
+            height: 6000,
+            kind: "GIF",
+            needed: 546 << 20,
+            budget: 64 << 20,
+            hint: "",
+        });
+        let b = ErrorBody::from(&e);
+        assert_eq!(
+            (b.error.as_str(), b.code, e.status()),
+            (
+                "Decoding this 6000x6000 GIF needs 546 MiB of memory, more than the 64 MiB allowed per image; send a smaller image.",
+                "decode_budget_exceeded",
+                StatusCode::UNPROCESSABLE_ENTITY
+            )
+        );
+        let short = ApiError::Image(PreprocessError::ShortData {
+            format: "JPEG",
+            width: 6000,
+            height: 6000,
+            data_bytes: 5,
+            min_bytes: 421_875,
+        });
+        assert_eq!(short.code(), ErrorCode::TruncatedImage);
     }
 
     #[test]

@@ -59,6 +59,12 @@ fn check_limits(config: &Config) -> Result<(), ServerError> {
             "--max-uploads must be at least 1".into(),
         ));
     }
+    if config.max_body_memory < 2 * config.max_body_bytes {
+        return Err(ServerError::Config(format!(
+            "--max-body-memory ({}) must be at least 2 x --max-body-bytes ({}): each body counts twice its size",
+            config.max_body_memory, config.max_body_bytes
+        )));
+    }
     if config.max_connections == 0 {
         return Err(ServerError::Config(
             "--max-connections must be at least 1".into(),
@@ -91,6 +97,7 @@ pub fn load_engine(config: &Config) -> Result<Engine, ServerError> {
         workers: config.effective_workers(),
         intra_op_threads: config.intra_op_threads,
         max_image_pixels: config.max_image_pixels,
+        max_decode_bytes: config.max_decode_bytes,
         ort_dylib_path: config.ort_dylib_path.clone(),
     };
     Ok(Engine::start(&bytes, &config.model_overrides, &opts)?)
@@ -141,6 +148,7 @@ fn app_state(config: &Config, classifier: Arc<dyn Classifier>) -> AppState {
         body_timeout: config.body_timeout,
         body_min_rate: config.body_min_rate,
         max_uploads: config.max_uploads,
+        max_body_memory: config.max_body_memory,
     };
     AppState::new(classifier, limits, documents)
 }

@@ -32,6 +32,7 @@ fn limits() -> Limits {
         body_timeout: Duration::from_secs(10),
         body_min_rate: 1024,
         max_uploads: 8,
+        max_body_memory: 1 << 26,
     }
 }
 
@@ -401,6 +402,36 @@ async fn uploads_over_max_uploads_get_429() {
     assert_eq!(a.error(), (429, "overloaded".into()));
     drop(held);
     assert_eq!(call(&s, post_raw(None, png(3, 3))).await.status, 200);
+}
+
+#[tokio::test]
+async fn bodies_over_the_body_memory_get_429_and_their_memory_comes_back() {
+    // room for two bodies of this size (each counted twice), not three
+    let body = png(64, 64);
+    let kib_each = (2 * body.len()).div_ceil(1024);
+    let s = state(
+        FakeClassifier::slow(Duration::from_millis(300)),
+        Limits {
+            max_body_memory: (2 * kib_each + kib_each / 2) * 1024,
+            ..limits()
+        },
+    );
+    let app = router(Arc::clone(&s));
+    let held: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(app.clone().oneshot(post_raw(None, body.clone()))))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let a = call(&s, post_raw(None, body.clone())).await;
+    assert_eq!(a.error(), (429, "overloaded".into()));
+    for h in held {
+        assert_eq!(h.await.unwrap().unwrap().status(), 200);
+    }
+    // every permit back once the answers are out
+    assert_eq!(
+        s.body_memory.available_permits(),
+        s.limits.max_body_memory / 1024
+    );
+    assert_eq!(call(&s, post_raw(None, body)).await.status, 200);
 }
 
 #[tokio::test]

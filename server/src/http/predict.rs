@@ -14,6 +14,7 @@ use bytes::BytesMut;
 use http_body_util::BodyExt;
 use serde::Serialize;
 use serde::ser::SerializeMap;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::media_type;
 use super::state::{AppState, Limits, Shared};
@@ -56,7 +57,7 @@ impl Serialize for PredictionBody<'_> {
 /// waited for at most `--max-queue-wait` (waiting costs no CPU; a refusal that a client retries at
 /// once does). While draining, predictions are still served; the connection layer closes each
 /// connection after its answer.
-async fn admit(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+async fn admit(state: &AppState) -> Result<OwnedSemaphorePermit, ApiError> {
     let overloaded = || ApiError::Overloaded {
         retry_after: state.limits.retry_after_seconds,
     };
@@ -163,7 +164,8 @@ async fn read_body(
     mut body: Body,
     headers: &HeaderMap,
     limits: &Limits,
-) -> Result<Bytes, ApiError> {
+    memory: &Arc<Semaphore>,
+) -> Result<(Bytes, OwnedSemaphorePermit), ApiError> {
     let max = limits.max_body_bytes;
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
@@ -176,6 +178,7 @@ async fn read_body(
     let start = tokio::time::Instant::now();
     let mut buffer = BodyBuffer::default();
     let mut received: u64 = 0;
+    let mut held = take_memory(memory, 0, limits)?;
     loop {
         let deadline = start + body_deadline(limits, received);
         let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
@@ -201,10 +204,26 @@ async fn read_body(
             if received > max as u64 {
                 return Err(ApiError::BodyTooLarge { limit: max });
             }
+            held.merge(take_memory(memory, data.len(), limits)?);
             buffer.push(data);
         }
     }
-    Ok(buffer.finish())
+    Ok((buffer.finish(), held))
+}
+
+/// `--max-body-memory` for `len` more body bytes (counted twice, in KiB); 429 when the bodies in
+/// flight already hold it.
+fn take_memory(
+    memory: &Arc<Semaphore>,
+    len: usize,
+    limits: &Limits,
+) -> Result<OwnedSemaphorePermit, ApiError> {
+    let kib = u32::try_from((2 * len).div_ceil(1024)).unwrap_or(u32::MAX);
+    Arc::clone(memory)
+        .try_acquire_many_owned(kib)
+        .map_err(|_| ApiError::Overloaded {
+            retry_after: limits.retry_after_seconds,
+        })
 }
 
 /// How many `image` parts a route takes.
@@ -278,7 +297,10 @@ struct Received {
 /// any prediction slot is taken: a client that sends slowly or stalls holds no prediction slot.
 /// Requests are served while the server drains (only `/readyz` turns 503 then; the connection
 /// layer closes each connection after its answer).
-async fn receive(state: &AppState, req: Request) -> Result<Received, ApiError> {
+async fn receive(
+    state: &AppState,
+    req: Request,
+) -> Result<(Received, OwnedSemaphorePermit), ApiError> {
     let (parts, body) = req.into_parts();
     let kind = body_kind(&parts.headers)?;
     let _upload = Arc::clone(&state.uploads)
@@ -286,8 +308,9 @@ async fn receive(state: &AppState, req: Request) -> Result<Received, ApiError> {
         .map_err(|_| ApiError::Overloaded {
             retry_after: state.limits.retry_after_seconds,
         })?;
-    let bytes = read_body(body, &parts.headers, &state.limits).await?;
-    Ok(Received { kind, bytes })
+    let (bytes, memory) =
+        read_body(body, &parts.headers, &state.limits, &state.body_memory).await?;
+    Ok((Received { kind, bytes }, memory))
 }
 
 impl Received {
@@ -334,7 +357,7 @@ async fn run_job(
 }
 
 pub async fn predict(State(state): Shared, req: Request) -> Result<Response, ApiError> {
-    let body = receive(&state, req).await?;
+    let (body, _memory) = receive(&state, req).await?;
     within_timeout(&state, async {
         let images = body.images(Expect::One).await?;
         let _permit = admit(&state).await?;
@@ -354,7 +377,7 @@ pub async fn predict(State(state): Shared, req: Request) -> Result<Response, Api
 }
 
 pub async fn predict_batch(State(state): Shared, req: Request) -> Result<Response, ApiError> {
-    let body = receive(&state, req).await?;
+    let (body, _memory) = receive(&state, req).await?;
     let results = within_timeout(&state, async {
         let images = body
             .images(Expect::AtMost(state.limits.max_batch_images))
@@ -459,6 +482,7 @@ mod tests {
             body_timeout: Duration::from_millis(timeout_ms),
             body_min_rate,
             max_uploads: 1,
+            max_body_memory: 1 << 24,
         };
         let l = limits(2000, 1000);
         assert_eq!(body_deadline(&l, 0), Duration::from_secs(2));

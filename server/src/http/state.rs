@@ -23,6 +23,8 @@ pub struct AppState {
     pub limiter: Arc<Semaphore>,
     /// Upload slots (`--max-uploads`), held while a prediction body arrives.
     pub uploads: Arc<Semaphore>,
+    /// Body memory (`--max-body-memory`) in KiB, held from a body's first byte to its answer.
+    pub body_memory: Arc<Semaphore>,
     pub limits: Limits,
     pub openapi_json: Bytes,
     pub schema_json: Bytes,
@@ -49,6 +51,8 @@ pub struct Limits {
     pub body_min_rate: u64,
     /// Prediction bodies being received at once; more get 429.
     pub max_uploads: usize,
+    /// Memory all prediction bodies together may hold (each counted twice its size).
+    pub max_body_memory: usize,
 }
 
 impl AppState {
@@ -72,6 +76,9 @@ impl AppState {
             draining: AtomicBool::new(false),
             limiter: Arc::new(Semaphore::new(limits.max_concurrency)),
             uploads: Arc::new(Semaphore::new(limits.max_uploads)),
+            body_memory: Arc::new(Semaphore::new(
+                (limits.max_body_memory / 1024).min(Semaphore::MAX_PERMITS),
+            )),
             limits,
             openapi_json: documents.openapi,
             schema_json: documents.schema,
