@@ -53,6 +53,7 @@ pub static STATE: LazyLock<Arc<AppState>> = LazyLock::new(|| {
         body_timeout: config.body_timeout,
         body_min_rate: config.body_min_rate,
         max_uploads: config.max_uploads,
+        max_body_memory: config.max_body_memory,
     };
     Arc::new(AppState::new(classifier, limits, docs))
 });
