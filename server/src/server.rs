@@ -128,8 +128,8 @@ pub async fn run(
     serve(config, Arc::new(engine), listener, shutdown).await
 }
 
-/// The shared state of a server with `config`'s limits.
-fn app_state(config: &Config, classifier: Arc<dyn Classifier>) -> AppState {
+/// The shared state of a server with `config`'s limits (also what the fuzz targets serve).
+pub fn app_state(config: &Config, classifier: Arc<dyn Classifier>) -> AppState {
     let doc_limits = DocLimits {
         max_body_bytes: config.max_body_bytes,
         max_image_pixels: config.max_image_pixels,

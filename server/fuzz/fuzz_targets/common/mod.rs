@@ -12,9 +12,9 @@ use axum::http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
-use celestial_server::docs::{DocLimits, documents};
 use celestial_server::errors::ErrorCode;
-use celestial_server::http::{AppState, Limits, router};
+use celestial_server::http::{AppState, router};
+use celestial_server::server::app_state;
 use celestial_server::testing::FakeClassifier;
 use celestial_server::{Classifier, Config, root_path};
 
@@ -30,32 +30,12 @@ pub static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
         .expect("a tokio runtime")
 });
 
-/// The shared state with the server's default limits, as `server::app_state` builds it.
+/// The shared state with the server's default limits, built by `server::app_state`.
 pub static STATE: LazyLock<Arc<AppState>> = LazyLock::new(|| {
     let config = &*CONFIG;
     let classifier: Arc<dyn Classifier> =
         Arc::new(FakeClassifier::default().with_max_image_pixels(config.max_image_pixels));
-    let doc_limits = DocLimits {
-        max_body_bytes: config.max_body_bytes,
-        max_image_pixels: config.max_image_pixels,
-        max_batch: config.max_batch_images,
-        body_timeout: config.body_timeout,
-        body_min_rate: config.body_min_rate,
-    };
-    let docs = documents(classifier.as_ref(), &config.service_name, &doc_limits);
-    let limits = Limits {
-        max_body_bytes: config.max_body_bytes,
-        max_batch_images: config.max_batch_images,
-        max_concurrency: config.max_concurrency,
-        max_queue_wait: config.max_queue_wait,
-        request_timeout: config.request_timeout,
-        retry_after_seconds: config.retry_after_seconds,
-        body_timeout: config.body_timeout,
-        body_min_rate: config.body_min_rate,
-        max_uploads: config.max_uploads,
-        max_body_memory: config.max_body_memory,
-    };
-    Arc::new(AppState::new(classifier, limits, docs))
+    Arc::new(app_state(config, classifier))
 });
 
 /// The application as `server::serve` assembles it: the router under the root-path middleware
