@@ -375,12 +375,10 @@ async fn deployer_release_works_through_exec_plugin_and_credential_helper_and_fa
     eprintln!("plugin fails, exit 2: {e}");
 }
 
-/// KNOWN ISSUE (ignored, so scripts/test cannot hang on it): when the exec plugin's refresh fails in
-/// the middle of a release, deployer exited 2 with the plugin's message in one run, and in another
-/// hung with an idle runtime (no timer left, past --timeout) after the failed refresh. Run it with
-/// `cargo test -p celestial-e2e --test ci_release_job -- --ignored` while fixing that.
+/// The plugin's refresh fails in the middle of a release. This once hung deployer past `--timeout`:
+/// the load-balancer wait looked up the Service's events while its watch was suspended holding
+/// kube's exec-credential lock. Both now run side by side (kube/service.rs).
 #[tokio::test]
-#[ignore = "deployer can hang when an exec-plugin refresh fails mid-release (known issue)"]
 async fn deployer_release_fails_clearly_when_the_exec_plugin_refresh_fails_mid_release() {
     let env = TestEnv::get().await.expect("test environment");
     let s = Scratch::new("auth-mid");
@@ -421,10 +419,12 @@ async fn deployer_release_fails_clearly_when_the_exec_plugin_refresh_fails_mid_r
     assert_eq!(r.code, 2, "{}", r.describe());
     let e = error_of(&r);
     assert!(e.contains("the login has expired"), "{e}\n{}", r.describe());
+    // Not a retry loop: the requests in flight when the login expired (the watch and an event
+    // lookup) each ran the plugin once, then deployer stopped.
     let calls = lines(&mid.join("plugin.log"));
-    assert_eq!(
-        calls.last().map(String::as_str),
-        Some("3 failed"),
+    let failed = calls.iter().filter(|c| c.ends_with(" failed")).count();
+    assert!(
+        calls.last().is_some_and(|c| c.ends_with(" failed")) && (1..=3).contains(&failed),
         "{calls:?}"
     );
 }

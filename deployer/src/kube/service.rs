@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Event, Service};
 use kube::api::{Api, ListParams};
 use tokio::time::Instant;
@@ -74,6 +75,11 @@ takes 1-3 minutes; a local cluster needs one (MetalLB, `minikube tunnel`, k3s se
 /// Waits for a LoadBalancer Service's address and returns its URL; explains while pending. The
 /// Service is followed through a watch; the progress line counts the seconds and shows the
 /// Service's latest event (looked up every 5 s).
+///
+/// The event lookup runs *inside* the `select!`, beside the watch, never between its polls: a
+/// watch request suspended mid-flight can hold kube's exec-credential lock (it is held across the
+/// plugin run), so awaiting another request of the same client while the watch is not polled
+/// waits for that lock forever. That hung a release whose exec plugin's refresh failed.
 pub async fn wait_load_balancer(
     cluster: &Cluster,
     ns: &str,
@@ -88,7 +94,11 @@ pub async fn wait_load_balancer(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut next_event_check = start;
     let mut event: Option<String> = None;
+    let mut lookup: Option<BoxFuture<'_, Option<String>>> = None;
     loop {
+        if lookup.is_none() && Instant::now() >= next_event_check {
+            lookup = Some(latest_event(cluster, ns, name).boxed());
+        }
         tokio::select! {
             next = states.next() => match next.expect("a watch does not end") {
                 Ok(Some(svc)) => match service_url(&svc) {
@@ -107,6 +117,13 @@ pub async fn wait_load_balancer(
                     continue;
                 }
             },
+            found = async { lookup.as_mut().expect("guarded by the branch condition").await },
+                if lookup.is_some() =>
+            {
+                event = found;
+                lookup = None;
+                next_event_check = Instant::now() + Duration::from_secs(5);
+            }
             _ = tick.tick() => {}
             _ = tokio::time::sleep_until(start + timeout) => {
                 return Err(RolloutError::LoadBalancerTimeout {
@@ -115,10 +132,6 @@ pub async fn wait_load_balancer(
                     hint: with_event(PENDING_HINT.to_string(), &event),
                 });
             }
-        }
-        if Instant::now() >= next_event_check {
-            event = latest_event(cluster, ns, name).await;
-            next_event_check = Instant::now() + Duration::from_secs(5);
         }
         let waited = start.elapsed();
         let mut msg = format!(
