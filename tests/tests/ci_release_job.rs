@@ -350,6 +350,12 @@ async fn deployer_release_works_through_exec_plugin_and_credential_helper_and_fa
         ) && e.contains("gcloud components install gke-gcloud-auth-plugin"),
         "{e}"
     );
+    // ... before building or pushing anything: the cluster is checked first.
+    assert!(
+        !r.stderr.contains("assembling the layer"),
+        "{}",
+        r.describe()
+    );
 
     // 5. The plugin fails: exit 2 with what it said.
     let fails = sp.join("fails");

@@ -74,8 +74,15 @@ impl ApplyReport {
     }
 }
 
-/// `deployer release`: build and push, then apply with the pushed digest.
+/// `deployer release`: build and push, then apply with the pushed digest. The manifests are read
+/// and the cluster is reached (its credentials checked) first, so a release that cannot apply
+/// says so before it spends a build and a push.
 pub async fn release(c: &ReleaseCommand, interrupt: &Interrupt) -> Result<Outcome, Error> {
+    load_manifests(&c.apply.manifests, Some(&c.build.image))?;
+    let cluster = match c.apply.dry_run {
+        true => None,
+        false => Some(Cluster::connect(&c.apply.cluster).await?),
+    };
     let mut progress = Terminal::new();
     let pushed = match interrupt.run(build_and_push(&c.build, &mut progress)).await {
         Ok(pushed) => pushed?,
@@ -95,14 +102,16 @@ pub async fn release(c: &ReleaseCommand, interrupt: &Interrupt) -> Result<Outcom
     drop(progress);
     let mut apply = c.apply.clone();
     apply.image = Some(pushed.image.clone());
-    run(&apply, Some(pushed), "release", interrupt).await
+    run(&apply, Some(pushed), cluster, "release", interrupt).await
 }
 
 /// `deployer apply` (a dry run reports like `diff`). A signal stops it where it stands: between or
 /// during the server-side applies, or while waiting; the error says what the cluster holds then.
+/// `cluster` is the connection when the caller has made it already.
 pub async fn run(
     c: &ApplyCommand,
     pushed: Option<Pushed>,
+    cluster: Option<Cluster>,
     command: &'static str,
     interrupt: &Interrupt,
 ) -> Result<Outcome, Error> {
@@ -119,7 +128,10 @@ pub async fn run(
         let r = diff::dry_run(&c.cluster, &manifests, c.force_conflicts, command).await?;
         return Ok(Outcome::DryRun(r));
     }
-    let cluster = Cluster::connect(&c.cluster).await?;
+    let cluster = match cluster {
+        Some(cluster) => cluster,
+        None => Cluster::connect(&c.cluster).await?,
+    };
     let start = Instant::now();
     let mut p = Terminal::new();
     let applied = apply_step(&cluster, &manifests, c, &mut p, command, interrupt).await?;

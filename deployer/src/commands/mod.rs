@@ -64,7 +64,7 @@ pub async fn run(command: Command, interrupt: &Interrupt) -> Result<Report, Erro
             let push = image::push(&c);
             Report::Image(whole(interrupt, push, "pushing", PUSH, AGAIN).await?)
         }
-        Command::Apply(c) => apply::run(&c, None, "apply", interrupt).await?.into(),
+        Command::Apply(c) => apply::run(&c, None, None, "apply", interrupt).await?.into(),
         Command::Release(c) => apply::release(&c, interrupt).await?.into(),
         Command::Diff(c) => {
             let (state, again) = ("nothing was changed", "run it again");
