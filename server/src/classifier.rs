@@ -30,6 +30,9 @@ pub struct JobOutput {
     pub queue_wait: Duration,
     pub preprocess: Duration,
     pub inference: Duration,
+    /// Images in the ONNX Runtime call that classified this job's (adaptive batching: other
+    /// requests' images included); 0 when none of this job's images could be decoded.
+    pub batch_images: usize,
 }
 
 /// Why a job got no answer (an image's own failure is a [`PreprocessError`] in its slot instead).

@@ -91,6 +91,17 @@ pub struct Config {
     #[arg(long, env = "CELESTIAL_INTRA_OP_THREADS", default_value_t = 1)]
     pub intra_op_threads: usize,
 
+    /// Adaptive batching: a worker that takes a job also takes the jobs already queued behind it,
+    /// up to this many images in one ONNX Runtime call (1 = every request alone). A request whose
+    /// images are more than this runs alone, whole.
+    #[arg(long, env = "CELESTIAL_MAX_BATCH_SIZE", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_batch_size: u32,
+
+    /// How long a worker holding a batch smaller than `--max-batch-size` waits for more jobs
+    /// before running it (0 = only what is already queued; never wait).
+    #[arg(long, env = "CELESTIAL_MAX_BATCH_DELAY", default_value = "0s", value_parser = parse_duration)]
+    pub max_batch_delay: Duration,
+
     /// Maximum number of prediction requests processed at once; more wait up to
     /// `--max-queue-wait` for a slot, then are refused with 429.
     #[arg(long, env = "CELESTIAL_MAX_CONCURRENCY", default_value_t = 64)]

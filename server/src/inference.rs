@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ort::environment::Environment;
@@ -158,6 +158,23 @@ pub struct EngineOptions {
     /// Memory one image may take to decode and resize (`--max-decode-bytes`).
     pub max_decode_bytes: u64,
     pub ort_dylib_path: Option<PathBuf>,
+    pub batching: Batching,
+}
+
+/// Adaptive batching (`--max-batch-size`, `--max-batch-delay`): how many queued images one ONNX
+/// Runtime call may take, and how long a worker waits for more before running a partial batch.
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    pub max_images: usize,
+    pub max_delay: Duration,
+}
+
+impl Batching {
+    /// Every job alone: one ONNX Runtime call per request.
+    pub const OFF: Batching = Batching {
+        max_images: 1,
+        max_delay: Duration::ZERO,
+    };
 }
 
 struct Job {
@@ -208,9 +225,10 @@ impl Engine {
                 max_pixels: opts.max_image_pixels,
                 max_bytes: opts.max_decode_bytes,
             };
+            let batching = opts.batching;
             let handle = std::thread::Builder::new()
                 .name(format!("celestial-worker-{i}"))
-                .spawn(move || worker(state, rx, limits))
+                .spawn(move || worker(state, rx, limits, batching))
                 .map_err(|e| InferenceError::Run(format!("cannot start worker thread: {e}")))?;
             threads.push(handle);
         }
@@ -422,29 +440,98 @@ fn run(
     Ok(data.to_vec())
 }
 
-fn worker(mut state: WorkerState, rx: Arc<Mutex<mpsc::Receiver<Job>>>, limits: DecodeLimits) {
+fn worker(
+    mut state: WorkerState,
+    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
+    limits: DecodeLimits,
+    batching: Batching,
+) {
+    // A job taken from the queue that did not fit the last batch: it leads the next one.
+    let mut carried: Option<Job> = None;
     loop {
-        let job = {
-            let Ok(guard) = rx.lock() else { return };
-            match guard.recv() {
-                Ok(job) => job,
-                Err(_) => return, // engine dropped
-            }
+        let Some(jobs) = next_batch(&rx, &mut carried, batching) else {
+            return; // engine dropped
         };
-        if job.reply.is_closed() {
-            continue; // the client gave up (timeout or disconnect): skip the work
+        let inputs: Vec<(&[Bytes], Instant)> = jobs
+            .iter()
+            .map(|j| (j.images.as_slice(), j.enqueued))
+            .collect();
+        let outputs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            state.process_jobs(&inputs, limits)
+        }));
+        match outputs {
+            Ok(outputs) => {
+                for (job, out) in jobs.into_iter().zip(outputs) {
+                    let _ = job.reply.send(out);
+                }
+            }
+            Err(_) => {
+                for job in jobs {
+                    let _ = job
+                        .reply
+                        .send(Err(InferenceError::Run("inference panicked".into())));
+                }
+            }
         }
-        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            state.process(&job.images, limits, job.enqueued)
-        }))
-        .unwrap_or_else(|_| Err(InferenceError::Run("inference panicked".into())));
-        let _ = job.reply.send(out);
         // Between jobs, let the threads this answer just woke (the HTTP runtime; a co-located client)
         // run now rather than when the scheduler next preempts this CPU-bound thread: with as many
         // workers as cores they would otherwise wait, and the answer with them. On 2 cores at c=32
         // this cut p99 from 10.0-11.3 ms to 7.2-8.9 ms at the same throughput (bench/README.md).
         std::thread::yield_now();
     }
+}
+
+/// The next jobs to run in one ONNX Runtime call: the carried job or the first one queued (waiting
+/// for it), then those queued behind it while their images fit `batching.max_images` (waiting up to
+/// `batching.max_delay` for more). Jobs whose client is gone are dropped unrun. `None` once the
+/// engine is gone and nothing is left.
+fn next_batch(
+    rx: &Mutex<mpsc::Receiver<Job>>,
+    carried: &mut Option<Job>,
+    batching: Batching,
+) -> Option<Vec<Job>> {
+    let Ok(queue) = rx.lock() else {
+        return carried.take().map(|j| vec![j]);
+    };
+    let first = match carried.take() {
+        Some(job) => job,
+        None => loop {
+            match queue.recv() {
+                Ok(job) if job.reply.is_closed() => continue, // the client gave up: skip the work
+                Ok(job) => break job,
+                Err(_) => return None,
+            }
+        },
+    };
+    let mut images = first.images.len();
+    let mut jobs = vec![first];
+    let deadline = Instant::now() + batching.max_delay;
+    while images < batching.max_images {
+        let next = match queue.try_recv() {
+            Ok(job) => job,
+            Err(mpsc::TryRecvError::Disconnected) => break,
+            Err(mpsc::TryRecvError::Empty) => {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                match queue.recv_timeout(deadline - now) {
+                    Ok(job) => job,
+                    Err(_) => break,
+                }
+            }
+        };
+        if next.reply.is_closed() {
+            continue;
+        }
+        if images + next.images.len() > batching.max_images {
+            *carried = Some(next);
+            break;
+        }
+        images += next.images.len();
+        jobs.push(next);
+    }
+    Some(jobs)
 }
 
 impl WorkerState {
@@ -456,12 +543,27 @@ impl WorkerState {
         }
     }
 
+    /// One job's images, as [`WorkerState::process_jobs`] runs them.
     fn process(
         &mut self,
         images: &[Bytes],
         limits: DecodeLimits,
         enqueued: Instant,
     ) -> Result<JobOutput, InferenceError> {
+        self.process_jobs(&[(images, enqueued)], limits)
+            .pop()
+            .expect("one output per job")
+    }
+
+    /// Decode and preprocess the images of every job (each `(images, enqueued)`) into one input,
+    /// classify them in one ONNX Runtime call (one per image for a model without a batch
+    /// dimension), and split the answers per job. An image that cannot be decoded fails alone; an
+    /// ONNX Runtime failure fails every job of the call.
+    fn process_jobs(
+        &mut self,
+        jobs: &[(&[Bytes], Instant)],
+        limits: DecodeLimits,
+    ) -> Vec<Result<JobOutput, InferenceError>> {
         let started = Instant::now();
         let WorkerState {
             session,
@@ -470,11 +572,11 @@ impl WorkerState {
         } = self;
         let spec = Arc::clone(prep.spec());
         let len = spec.tensor_len();
-        input.resize(len * images.len(), 0.0);
-        let mut ok_slots = Vec::with_capacity(images.len());
-        let mut results: Vec<Result<Prediction, PreprocessError>> =
-            Vec::with_capacity(images.len());
-        for bytes in images {
+        let total: usize = jobs.iter().map(|(images, _)| images.len()).sum();
+        input.resize(len * total, 0.0);
+        let mut ok_slots = Vec::with_capacity(total);
+        let mut results: Vec<Result<Prediction, PreprocessError>> = Vec::with_capacity(total);
+        for bytes in jobs.iter().flat_map(|(images, _)| images.iter()) {
             let slot = ok_slots.len();
             // A decoder bug must not take the worker (and its session) down: treat a panic as an
             // undecodable image (and start the next image with fresh preprocessing state).
@@ -503,28 +605,41 @@ impl WorkerState {
         let n = ok_slots.len();
         if n > 0 {
             let flat = if spec.dynamic_batch || n == 1 {
-                run(session, &spec, n, &input[..n * len]).map_err(InferenceError::Run)?
+                run(session, &spec, n, &input[..n * len])
             } else {
-                let mut all = Vec::with_capacity(n * spec.labels.len());
-                for i in 0..n {
-                    all.extend(
-                        run(session, &spec, 1, &input[i * len..(i + 1) * len])
-                            .map_err(InferenceError::Run)?,
-                    );
+                (0..n).try_fold(Vec::with_capacity(n * spec.labels.len()), |mut all, i| {
+                    all.extend(run(session, &spec, 1, &input[i * len..(i + 1) * len])?);
+                    Ok(all)
+                })
+            };
+            let flat = match flat {
+                Ok(flat) => flat,
+                Err(e) => {
+                    return jobs
+                        .iter()
+                        .map(|_| Err(InferenceError::Run(e.clone())))
+                        .collect();
                 }
-                all
             };
             for (row, &idx) in flat.chunks_exact(spec.labels.len()).zip(&ok_slots) {
                 results[idx] = Ok(to_prediction(row, spec.output_kind));
             }
         }
         let done = Instant::now();
-        Ok(JobOutput {
-            results,
-            queue_wait: started.saturating_duration_since(enqueued),
-            preprocess: preprocessed - started,
-            inference: done - preprocessed,
-        })
+        let mut results = results.into_iter();
+        jobs.iter()
+            .map(|(images, enqueued)| {
+                let results: Vec<_> = results.by_ref().take(images.len()).collect();
+                let ran = results.iter().any(Result::is_ok);
+                Ok(JobOutput {
+                    results,
+                    queue_wait: started.saturating_duration_since(*enqueued),
+                    preprocess: preprocessed - started,
+                    inference: done - preprocessed,
+                    batch_images: if ran { n } else { 0 },
+                })
+            })
+            .collect()
     }
 }
 
@@ -567,6 +682,107 @@ mod tests {
         assert!(p[3] > 0.99 && p.iter().all(|v| v.is_finite()));
         let pred = to_prediction(&[0.2, 0.5, 0.3], OutputKind::Probabilities);
         assert_eq!((pred.best, pred.probabilities), (1, vec![0.2, 0.5, 0.3]));
+    }
+
+    /// A job of `n` images; the receiver keeps its reply open (drop it to close it).
+    fn job(n: usize) -> (Job, oneshot::Receiver<Result<JobOutput, InferenceError>>) {
+        let (reply, rx) = oneshot::channel();
+        let images = vec![Bytes::from_static(b"x"); n];
+        let job = Job {
+            images,
+            reply,
+            enqueued: Instant::now(),
+        };
+        (job, rx)
+    }
+
+    fn sizes(jobs: &[Job]) -> Vec<usize> {
+        jobs.iter().map(|j| j.images.len()).collect()
+    }
+
+    #[test]
+    fn a_batch_takes_the_queued_jobs_that_fit_and_carries_the_next() {
+        let (tx, rx) = mpsc::channel();
+        let rx = Mutex::new(rx);
+        let mut open = Vec::new();
+        for n in [3, 4, 2, 5] {
+            let (j, r) = job(n);
+            tx.send(j).unwrap();
+            open.push(r);
+        }
+        let (gone, r) = job(1);
+        drop(r); // its client gave up: never run
+        tx.send(gone).unwrap();
+        let eight = Batching {
+            max_images: 8,
+            max_delay: Duration::ZERO,
+        };
+        let mut carried = None;
+        let batch = next_batch(&rx, &mut carried, eight).unwrap();
+        // 3 + 4 + 2 would be 9 > 8: the 2 waits for the next batch, it is not split
+        assert_eq!(sizes(&batch), [3, 4]);
+        let batch = next_batch(&rx, &mut carried, eight).unwrap();
+        assert_eq!(sizes(&batch), [2, 5]);
+        assert!(carried.is_none());
+        // a job larger than the limit runs alone, whole
+        let (big, _r) = job(20);
+        tx.send(big).unwrap();
+        assert_eq!(sizes(&next_batch(&rx, &mut carried, eight).unwrap()), [20]);
+        // batching off: one job per call
+        for n in [1, 1] {
+            let (j, r) = job(n);
+            tx.send(j).unwrap();
+            open.push(r);
+        }
+        assert_eq!(
+            sizes(&next_batch(&rx, &mut carried, Batching::OFF).unwrap()),
+            [1]
+        );
+        assert!(
+            carried.is_none(),
+            "the next job stays queued for any worker"
+        );
+        assert_eq!(
+            sizes(&next_batch(&rx, &mut carried, Batching::OFF).unwrap()),
+            [1]
+        );
+    }
+
+    #[test]
+    fn a_batch_waits_for_more_only_up_to_its_delay() {
+        let (tx, rx) = mpsc::channel();
+        let rx = Mutex::new(rx);
+        let (first, _r1) = job(1);
+        tx.send(first).unwrap();
+        let late = std::thread::spawn({
+            let tx = tx.clone();
+            move || {
+                std::thread::sleep(Duration::from_millis(30));
+                let (j, r) = job(1);
+                tx.send(j).unwrap();
+                r
+            }
+        });
+        let wait = Batching {
+            max_images: 2,
+            max_delay: Duration::from_secs(5),
+        };
+        let started = Instant::now();
+        let batch = next_batch(&rx, &mut None, wait).unwrap();
+        assert_eq!(sizes(&batch), [1, 1], "the late job joined the batch");
+        // full at 2 images: it did not wait out the 5 s
+        assert!(started.elapsed() < Duration::from_secs(4));
+        let _r2 = late.join().unwrap();
+        // without a delay, only what is already queued
+        let (j, _r3) = job(1);
+        tx.send(j).unwrap();
+        let no_wait = Batching {
+            max_images: 8,
+            max_delay: Duration::ZERO,
+        };
+        assert_eq!(sizes(&next_batch(&rx, &mut None, no_wait).unwrap()), [1]);
+        drop(tx);
+        assert!(next_batch(&rx, &mut None, no_wait).is_none(), "engine gone");
     }
 
     #[test]

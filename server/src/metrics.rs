@@ -13,38 +13,69 @@ pub const BUCKETS: [f64; 16] = [
     5.0, 10.0,
 ];
 
-/// A fixed-bucket histogram.
-#[derive(Default)]
+/// Bucket upper bounds for counts of images (adaptive batch sizes).
+pub const COUNT_BUCKETS: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
+/// A fixed-bucket histogram of durations ([`BUCKETS`], the default) or counts.
 pub struct Histogram {
-    counts: [AtomicU64; BUCKETS.len()],
+    buckets: &'static [f64],
+    counts: Vec<AtomicU64>,
     count: AtomicU64,
-    /// Sum in nanoseconds.
-    sum_ns: AtomicU64,
+    /// Sum in units of 1/`scale` (nanoseconds for durations, 1 for counts).
+    sum: AtomicU64,
+    scale: f64,
+}
+
+impl Default for Histogram {
+    fn default() -> Histogram {
+        Histogram::new(&BUCKETS, 1e9)
+    }
 }
 
 impl Histogram {
+    fn new(buckets: &'static [f64], scale: f64) -> Histogram {
+        Histogram {
+            buckets,
+            counts: buckets.iter().map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum: AtomicU64::new(0),
+            scale,
+        }
+    }
+
+    /// A histogram of counts over [`COUNT_BUCKETS`].
+    pub fn of_counts() -> Histogram {
+        Histogram::new(&COUNT_BUCKETS, 1.0)
+    }
+
     pub fn observe(&self, d: Duration) {
-        let s = d.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|b| s <= *b) {
+        self.observe_value(d.as_secs_f64());
+    }
+
+    pub fn observe_count(&self, n: usize) {
+        self.observe_value(n as f64);
+    }
+
+    fn observe_value(&self, v: f64) {
+        if let Some(i) = self.buckets.iter().position(|b| v <= *b) {
             self.counts[i].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_ns.fetch_add(
-            d.as_nanos().min(u128::from(u64::MAX)) as u64,
-            Ordering::Relaxed,
-        );
+        // `as` saturates: a value past u64 (584 years in nanoseconds) adds u64::MAX
+        self.sum
+            .fetch_add((v * self.scale).round() as u64, Ordering::Relaxed);
     }
 
     fn render(&self, out: &mut String, name: &str, labels: &str) {
         let sep = if labels.is_empty() { "" } else { "," };
         let mut cumulative = 0;
-        for (i, b) in BUCKETS.iter().enumerate() {
+        for (i, b) in self.buckets.iter().enumerate() {
             cumulative += self.counts[i].load(Ordering::Relaxed);
             let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {cumulative}");
         }
         let count = self.count.load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
-        let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let sum = self.sum.load(Ordering::Relaxed) as f64 / self.scale;
         let braces = if labels.is_empty() {
             String::new()
         } else {
@@ -64,6 +95,8 @@ pub struct Metrics {
     pub queue_wait: Histogram,
     pub preprocess: Histogram,
     pub inference: Histogram,
+    /// Images per ONNX Runtime call, observed once per job (adaptive batching).
+    pub batch_images: Histogram,
     predictions: Vec<AtomicU64>,
     labels: Vec<String>,
     rejections: Mutex<BTreeMap<&'static str, u64>>,
@@ -85,6 +118,7 @@ impl Metrics {
             queue_wait: Histogram::default(),
             preprocess: Histogram::default(),
             inference: Histogram::default(),
+            batch_images: Histogram::of_counts(),
             predictions: labels.iter().map(|_| AtomicU64::new(0)).collect(),
             labels: labels.to_vec(),
             rejections: Mutex::new(BTreeMap::new()),
@@ -222,13 +256,18 @@ impl Metrics {
             ),
             (
                 "celestial_preprocess_seconds",
-                "Time spent decoding and preprocessing the images of one job.",
+                "Time spent decoding and preprocessing the images of one job (of the whole batch it ran in).",
                 &self.preprocess,
             ),
             (
                 "celestial_inference_seconds",
-                "Time spent in ONNX Runtime for one job.",
+                "Time spent in ONNX Runtime for one job (for the whole batch it ran in).",
                 &self.inference,
+            ),
+            (
+                "celestial_inference_batch_images",
+                "Images in the ONNX Runtime call that classified a job (adaptive batching: other requests' images included); one observation per job.",
+                &self.batch_images,
             ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
@@ -282,6 +321,8 @@ mod tests {
         m.request_ended();
         m.predicted(1);
         m.rejected("invalid_image");
+        m.batch_images.observe_count(1);
+        m.batch_images.observe_count(6);
         let text = m.render(true);
         assert!(
             text.contains(
@@ -306,5 +347,8 @@ mod tests {
         assert!(text.contains("celestial_rejections_total{reason=\"invalid_image\"} 1"));
         assert!(text.contains("onnxruntime_version=\"1.31.1\""));
         assert!(text.contains("celestial_ready 1"));
+        assert!(text.contains("celestial_inference_batch_images_bucket{le=\"4\"} 1"));
+        assert!(text.contains("celestial_inference_batch_images_bucket{le=\"8\"} 2"));
+        assert!(text.contains("celestial_inference_batch_images_sum 7"));
     }
 }

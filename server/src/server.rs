@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::connection::{self, ConnectionLimits, Connections, Phase, Timeouts, fd_limit};
 use crate::docs::{DocLimits, documents};
 use crate::http::{self, AppState, Limits};
-use crate::inference::{Engine, EngineOptions, InferenceError};
+use crate::inference::{Batching, Engine, EngineOptions, InferenceError};
 use crate::model::{self, ModelError};
 use crate::root_path;
 
@@ -99,6 +99,10 @@ pub fn load_engine(config: &Config) -> Result<Engine, ServerError> {
         max_image_pixels: config.max_image_pixels,
         max_decode_bytes: config.max_decode_bytes,
         ort_dylib_path: config.ort_dylib_path.clone(),
+        batching: Batching {
+            max_images: config.max_batch_size as usize,
+            max_delay: config.max_batch_delay,
+        },
     };
     Ok(Engine::start(&bytes, &config.model_overrides, &opts)?)
 }

@@ -124,6 +124,7 @@ impl Classifier for FakeClassifier {
                 queue_wait: Duration::ZERO,
                 preprocess: started.elapsed(),
                 inference: Duration::ZERO,
+                batch_images: images.len(),
             })
         })
     }

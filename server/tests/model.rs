@@ -314,3 +314,106 @@ async fn validation_accuracy_over_http() {
     );
     s.stop().await.unwrap();
 }
+
+/// The answers of `/predict` for `images` (each sent as the raw body), all at once: (status, JSON).
+async fn predict_all(
+    s: &celestial_server::testing::TestServer,
+    images: &[Vec<u8>],
+) -> Vec<(u16, Value)> {
+    let c = reqwest::Client::new();
+    let sends = images.iter().map(|bytes| {
+        let req = c.post(s.url("/predict")).body(bytes.clone());
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    });
+    futures_util::future::join_all(sends).await
+}
+
+/// `celestial_inference_batch_images` from `/metrics`: (sum, count).
+async fn batch_metrics(s: &celestial_server::testing::TestServer) -> (f64, f64) {
+    let text = reqwest::get(s.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in /metrics"))
+    };
+    (
+        value("celestial_inference_batch_images_sum "),
+        value("celestial_inference_batch_images_count "),
+    )
+}
+
+#[tokio::test]
+async fn adaptive_batches_answer_every_request_as_if_it_ran_alone() {
+    // Different pictures (and one that is not an image) so a mix-up between requests would show.
+    let mut images: Vec<Vec<u8>> = [
+        "saturn-progressive.jpg",
+        "saturn-cmyk.jpg",
+        "saturn-exif-rotated.jpg",
+        "saturn.webp",
+        "saturn-lossless.webp",
+    ]
+    .iter()
+    .map(|f| common::fixture(f))
+    .collect();
+    images.push(common::synthetic(image::ImageFormat::Png));
+    images.push(common::synthetic_sized(300, 200, image::ImageFormat::Jpeg));
+    images.push(b"not an image at all".to_vec());
+    let alone = common::start(&["--workers", "1", "--max-batch-size", "1"]).await;
+    let mut expected = Vec::new();
+    for image in &images {
+        expected.extend(predict_all(&alone, std::slice::from_ref(image)).await);
+    }
+    let (sum, count) = batch_metrics(&alone).await;
+    assert_eq!(
+        (sum, count),
+        (images.len() as f64 - 1.0, images.len() as f64 - 1.0),
+        "--max-batch-size 1 runs every job alone (the non-image runs nothing)"
+    );
+    alone.stop().await.unwrap();
+
+    // One worker that waits up to 300 ms for more: the requests sent at once share its calls.
+    let batched = common::start(&[
+        "--workers",
+        "1",
+        "--max-batch-size",
+        "8",
+        "--max-batch-delay",
+        "300ms",
+    ])
+    .await;
+    let got = predict_all(&batched, &images).await;
+    for (i, ((status, answer), (want_status, want))) in got.iter().zip(&expected).enumerate() {
+        assert_eq!(status, want_status, "image {i}: {answer}");
+        if *status != 200 {
+            assert_eq!(answer["code"], want["code"], "image {i}");
+            continue;
+        }
+        assert_eq!(answer["prediction"], want["prediction"], "image {i}");
+        for (label, p) in want["probabilities"].as_object().unwrap() {
+            let q = answer["probabilities"][label].as_f64().unwrap();
+            assert!(
+                (q - p.as_f64().unwrap()).abs() < 1e-5,
+                "image {i} {label}: {q} vs {p}"
+            );
+        }
+    }
+    let (sum, count) = batch_metrics(&batched).await;
+    assert_eq!(
+        count,
+        images.len() as f64 - 1.0,
+        "one observation per job that ran"
+    );
+    assert!(
+        sum > count,
+        "no job shared an ONNX Runtime call: sum {sum}, count {count}"
+    );
+    batched.stop().await.unwrap();
+}

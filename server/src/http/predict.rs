@@ -350,6 +350,10 @@ async fn run_job(
     state.metrics.queue_wait.observe(out.queue_wait);
     state.metrics.preprocess.observe(out.preprocess);
     state.metrics.inference.observe(out.inference);
+    if out.batch_images > 0 {
+        // (no ONNX Runtime call when none of the job's images could be decoded)
+        state.metrics.batch_images.observe_count(out.batch_images);
+    }
     for p in out.results.iter().flatten() {
         state.metrics.predicted(p.best);
     }
