@@ -47,6 +47,7 @@
 //!   [`inference::to_prediction`]; if the answer's shape changes, `PredictionBody` in
 //!   `http/predict.rs` and the `Prediction` schema in `docs/components.rs`.
 
+pub mod auth;
 pub mod classifier;
 pub mod config;
 pub mod connection;
@@ -57,6 +58,7 @@ pub mod inference;
 pub mod metrics;
 pub mod model;
 pub mod preprocess;
+pub mod reload;
 pub mod root_path;
 pub mod routes;
 pub mod server;
@@ -66,4 +68,6 @@ pub use classifier::Classifier;
 pub use config::{Cli, Command, Config};
 pub use inference::{Engine, EngineOptions, InferenceError};
 pub use model::{ModelError, ModelSpec};
-pub use server::{ServerError, healthcheck, load_engine, model_bytes, run, serve, shutdown_signal};
+pub use server::{
+    Bound, ServerError, bind, healthcheck, load_engine, model_bytes, run, serve, shutdown_signal,
+};
