@@ -176,6 +176,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let started = Instant::now();
+    preflight(&config)?;
     let cfg = config.clone();
     let engine = tokio::task::spawn_blocking(move || load_engine(&cfg))
         .await
@@ -192,6 +193,20 @@ pub async fn run(
         "model loaded"
     );
     serve(config, Arc::new(engine), listener, shutdown).await
+}
+
+/// Check what can stop the start before the model is loaded (seconds on a small machine): the
+/// limits, the listeners, the keys file, the CORS values and the TLS pair. [`serve`] reads them
+/// again for use.
+fn preflight(config: &Config) -> Result<(), ServerError> {
+    check_limits(config)?;
+    check_listeners(config)?;
+    security(config)?;
+    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+        let files = reload::read_all(&[cert.clone(), key.clone()]).map_err(ServerError::Tls)?;
+        tls::load_pair(&files[0], &files[1]).map_err(|e| ServerError::Tls(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// The shared state of a server with `config`'s limits, without API keys or CORS (what the fuzz

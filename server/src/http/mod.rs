@@ -3,9 +3,10 @@
 //! [`crate::errors`]; nothing here knows about ONNX Runtime.
 //!
 //! Inside: `state` (shared state, a leaf), `media_type` (the strict `Content-Type` parser, a
-//! leaf), `middleware` (request id, timeout, log, metrics), `predict` (the prediction routes) and
-//! `pages` (every other route); each imports only `state`, `media_type` and `middleware` of its
-//! siblings, and this file only assembles them.
+//! leaf), `middleware` (request id, timeout, log, metrics), `auth` (the API-key check in front of
+//! the protected routes), `predict` (the prediction routes) and `pages` (every other route); each
+//! imports only `state`, `media_type` and `middleware` of its siblings, and this file only
+//! assembles them (with the CORS layer of [`Security`]).
 
 mod auth;
 mod media_type;
