@@ -232,7 +232,8 @@ pub struct Config {
 
     /// Routes that need a key when keys are on, comma-separated: `predict` (POST /predict and
     /// /predict/batch; always), `metrics`, `model`, `docs` (/docs.json and /schema.json), `all`.
-    /// /livez, /readyz, /healthz and the Swagger page itself stay open.
+    /// /livez, /readyz, /healthz and the Swagger page itself stay open (with `docs`, the page
+    /// cannot load its document: a browser fetches it without a key).
     #[arg(
         long,
         env = "CELESTIAL_API_KEY_SCOPE",
