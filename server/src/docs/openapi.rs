@@ -88,8 +88,10 @@ pub const SECURITY_SCHEMES: [&str; 2] = ["bearer", "api_key"];
 /// Mark the operations of `protected` routes as needing a key (either scheme), with their 401.
 fn secure(paths: &mut Paths, protected: &[&str]) {
     let unauthorized = error_response(
-        "No valid API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>` (see \
-         `WWW-Authenticate`). Checked before the body is read.",
+        &format!(
+            "No valid API key: send `Authorization: {BEARER} <key>` or `{API_KEY_HEADER}: <key>` \
+             (see `WWW-Authenticate`). Checked before the body is read."
+        ),
         &[
             ErrorCode::ApiKeyMissing,
             ErrorCode::ApiKeyInvalid,
