@@ -7,6 +7,11 @@ f:close()
 local boundary = "----celestialbench7d1f0c"
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "multipart/form-data; boundary=" .. boundary
+-- $BENCH_AUTHORIZATION (e.g. "Bearer <key>"): sent as the Authorization header (the keys A/B of issue 16).
+local authorization = os.getenv("BENCH_AUTHORIZATION")
+if authorization and authorization ~= "" then
+  wrk.headers["Authorization"] = authorization
+end
 wrk.body = "--" .. boundary .. "\r\n"
   .. "Content-Disposition: form-data; name=\"image\"; filename=\"image.jpg\"\r\n"
   .. "Content-Type: image/jpeg\r\n\r\n"

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::auth::{self, ApiKey, KeyScope};
 use crate::model::ModelOverrides;
 use celestial_common::parse_duration;
 
@@ -43,6 +44,21 @@ pub struct HealthcheckArgs {
     /// Give up after this long (e.g. `2s`, `500ms`).
     #[arg(long = "timeout", env = "CELESTIAL_HEALTHCHECK_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Probe over HTTPS (the `--tls-port` listener) instead of plain HTTP. The certificate is not
+    /// verified (like the kubelet's HTTPS probes): the probe checks the server, not its name.
+    #[arg(long = "tls", env = "CELESTIAL_HEALTHCHECK_TLS")]
+    pub tls: bool,
+}
+
+/// What the plain-HTTP listener on `--port` serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PlainHttp {
+    /// Every route.
+    All,
+    /// Only /livez, /readyz and /healthz (probes, `healthcheck`); everything else is 404.
+    Probes,
+    /// No plain-HTTP listener.
+    Off,
 }
 
 /// Log output format.
@@ -204,6 +220,93 @@ pub struct Config {
     #[arg(long, env = "CELESTIAL_MAX_HEADERS", default_value_t = crate::connection::HYPER_MAX_HEADERS)]
     pub max_headers: usize,
 
+    // Security (issue 16): API keys, TLS, CORS. All off by default.
+    /// File of API keys, one per line (blank lines and `#` comments ignored). With it (or
+    /// `--api-keys`) the routes of `--api-key-scope` need `Authorization: Bearer <key>` or
+    /// `X-API-Key: <key>`, else 401. Re-read every `--reload-interval` when its content changes
+    /// (a Kubernetes Secret mounted as a volume rotates without a restart). At start an unreadable
+    /// or empty file is an error; later, an unreadable, empty or invalid file keeps the last good
+    /// keys in force (with a warning).
+    #[arg(long, env = "CELESTIAL_API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
+
+    /// API keys, comma-separated, accepted besides those of `--api-keys-file` (fixed for the
+    /// process). Prefer the file or the environment variable: a command line is visible to
+    /// every local user.
+    #[arg(
+        long,
+        env = "CELESTIAL_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<ApiKey>,
+
+    /// Routes that need a key when keys are on, comma-separated: `predict` (POST /predict and
+    /// /predict/batch; always), `metrics`, `model`, `docs` (/docs.json and /schema.json), `all`.
+    /// /livez, /readyz, /healthz and the Swagger page itself stay open (with `docs`, the page
+    /// cannot load its document: a browser fetches it without a key).
+    #[arg(
+        long,
+        env = "CELESTIAL_API_KEY_SCOPE",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "predict"
+    )]
+    pub api_key_scope: Vec<KeyScope>,
+
+    /// How often the API keys file and the TLS certificate and key are read for new content.
+    #[arg(long, env = "CELESTIAL_RELOAD_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub reload_interval: Duration,
+
+    /// TLS certificate chain (PEM, leaf first). With `--tls-key` the server serves HTTPS (TLS 1.2
+    /// and 1.3; HTTP/2 or HTTP/1.1 by ALPN) on `--tls-port`. Both files are re-read every
+    /// `--reload-interval`: a new pair serves new connections (open ones keep theirs); a pair that
+    /// does not load, or whose key does not match, keeps the previous one in force (with a warning).
+    #[arg(long, env = "CELESTIAL_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM: PKCS#8, PKCS#1 RSA or SEC1 EC) of `--tls-cert`.
+    #[arg(long, env = "CELESTIAL_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Port of the HTTPS listener, with `--tls-cert` (0 picks a free port).
+    #[arg(long, env = "CELESTIAL_TLS_PORT", default_value_t = 3443)]
+    pub tls_port: u16,
+
+    /// What the plain-HTTP listener on `--port` serves: `all` (every route; the default without
+    /// TLS), `probes` (only /livez, /readyz and /healthz, for the kubelet and `healthcheck`; the
+    /// default with TLS) or `off` (no plain listener; needs TLS).
+    #[arg(long, env = "CELESTIAL_PLAIN_HTTP", value_enum)]
+    pub plain_http: Option<PlainHttp>,
+
+    /// Origins whose browser pages may call this server (CORS), comma-separated (e.g.
+    /// `https://app.example.com`), or `*` for any. Empty (the default): no CORS headers, so
+    /// browsers keep other origins out. Preflight requests (OPTIONS) are answered without a key.
+    #[arg(long, env = "CELESTIAL_CORS_ALLOW_ORIGINS", value_delimiter = ',')]
+    pub cors_allow_origins: Vec<String>,
+
+    /// Methods other origins may use (with `--cors-allow-origins`).
+    #[arg(
+        long,
+        env = "CELESTIAL_CORS_ALLOW_METHODS",
+        value_delimiter = ',',
+        default_value = "GET,POST"
+    )]
+    pub cors_allow_methods: Vec<String>,
+
+    /// Request headers other origins may send (with `--cors-allow-origins`).
+    #[arg(
+        long,
+        env = "CELESTIAL_CORS_ALLOW_HEADERS",
+        value_delimiter = ',',
+        default_value = auth::CORS_DEFAULT_HEADERS
+    )]
+    pub cors_allow_headers: Vec<String>,
+
+    /// How long browsers may cache a preflight answer (`Access-Control-Max-Age`).
+    #[arg(long, env = "CELESTIAL_CORS_MAX_AGE", default_value = "10m", value_parser = parse_duration)]
+    pub cors_max_age: Duration,
+
     /// Service name reported in /schema.json (what BentoML clients see).
     #[arg(
         long,
@@ -253,6 +356,21 @@ impl Config {
             self.workers
         } else {
             cores()
+        }
+    }
+
+    /// Whether the server serves HTTPS (`--tls-cert` and `--tls-key`).
+    pub fn tls_enabled(&self) -> bool {
+        self.tls_cert.is_some() && self.tls_key.is_some()
+    }
+
+    /// What the plain-HTTP listener serves, after resolving the default (`all` without TLS,
+    /// `probes` with it).
+    pub fn effective_plain_http(&self) -> PlainHttp {
+        match self.plain_http {
+            Some(p) => p,
+            None if self.tls_enabled() => PlainHttp::Probes,
+            None => PlainHttp::All,
         }
     }
 

@@ -1,8 +1,9 @@
 //! Everything a request can fail with ([`ApiError`]), its stable code ([`ErrorCode`]), the one
 //! mapping from code to HTTP status ([`ErrorCode::status`]) and the JSON error body.
 //!
-//! Imports only [`crate::preprocess::PreprocessError`] (an image's own failure) and the paths of
-//! [`crate::routes`] (messages that point to another route).
+//! Imports only [`crate::preprocess::PreprocessError`] (an image's own failure), the paths of
+//! [`crate::routes`] (messages that point to another route) and the key headers and refusal
+//! reasons of [`crate::auth`].
 
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::auth::{API_KEY_HEADER, AuthFailure, BEARER};
 use crate::preprocess::PreprocessError;
 use crate::routes;
 
@@ -43,10 +45,14 @@ pub enum ErrorCode {
     BodyTimeout,
     MultipleImages,
     IncompleteBody,
+    // API keys (issue 16).
+    ApiKeyMissing,
+    ApiKeyInvalid,
+    ApiKeyMalformed,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 28] = [
         ErrorCode::EmptyBody,
         ErrorCode::InvalidImage,
         ErrorCode::TruncatedImage,
@@ -72,6 +78,9 @@ impl ErrorCode {
         ErrorCode::BodyTimeout,
         ErrorCode::MultipleImages,
         ErrorCode::IncompleteBody,
+        ErrorCode::ApiKeyMissing,
+        ErrorCode::ApiKeyInvalid,
+        ErrorCode::ApiKeyMalformed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -101,6 +110,9 @@ impl ErrorCode {
             ErrorCode::BodyTimeout => "body_timeout",
             ErrorCode::MultipleImages => "multiple_images",
             ErrorCode::IncompleteBody => "incomplete_body",
+            ErrorCode::ApiKeyMissing => "api_key_missing",
+            ErrorCode::ApiKeyInvalid => "api_key_invalid",
+            ErrorCode::ApiKeyMalformed => "api_key_malformed",
         }
     }
 
@@ -132,6 +144,9 @@ impl ErrorCode {
             ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::ApiKeyMissing | ErrorCode::ApiKeyInvalid | ErrorCode::ApiKeyMalformed => {
+                StatusCode::UNAUTHORIZED
+            }
         }
     }
 
@@ -181,6 +196,15 @@ impl ErrorCode {
             }
             ErrorCode::MultipleImages => return ApiError::MultipleImages.to_string(),
             ErrorCode::IncompleteBody => return ApiError::IncompleteBody.to_string(),
+            ErrorCode::ApiKeyMissing => {
+                return ApiError::Unauthorized(AuthFailure::Missing).to_string();
+            }
+            ErrorCode::ApiKeyInvalid => {
+                return ApiError::Unauthorized(AuthFailure::Invalid).to_string();
+            }
+            ErrorCode::ApiKeyMalformed => {
+                return ApiError::Unauthorized(AuthFailure::Malformed).to_string();
+            }
         };
         message.to_string()
     }
@@ -260,6 +284,30 @@ pub enum ApiError {
     InvalidMediaType { value: String, reason: &'static str },
     #[error("The request body ended before it was complete: the client closed the connection.")]
     IncompleteBody,
+    /// A route that needs an API key, without a valid one.
+    #[error("{}", unauthorized_message(*.0))]
+    Unauthorized(AuthFailure),
+}
+
+/// The message of a refused key, naming the two ways to send one.
+fn unauthorized_message(failure: AuthFailure) -> String {
+    let how = format!("`Authorization: {BEARER} <key>` or `{API_KEY_HEADER}: <key>`");
+    match failure {
+        AuthFailure::Missing => format!("This route needs an API key; send it as {how}."),
+        AuthFailure::Invalid => "The API key is not valid.".to_string(),
+        AuthFailure::Malformed => format!(
+            "The API key header is malformed; send the key as {how} (visible ASCII, no spaces)."
+        ),
+    }
+}
+
+/// The `WWW-Authenticate` challenge of a refused key (RFC 6750 section 3).
+fn challenge(failure: AuthFailure) -> &'static str {
+    match failure {
+        AuthFailure::Missing => "Bearer realm=\"celestial\"",
+        AuthFailure::Invalid => "Bearer realm=\"celestial\", error=\"invalid_token\"",
+        AuthFailure::Malformed => "Bearer realm=\"celestial\", error=\"invalid_request\"",
+    }
 }
 
 impl ApiError {
@@ -287,6 +335,9 @@ impl ApiError {
             ApiError::MultipleImages => ErrorCode::MultipleImages,
             ApiError::InvalidMediaType { .. } => ErrorCode::UnsupportedMediaType,
             ApiError::IncompleteBody => ErrorCode::IncompleteBody,
+            ApiError::Unauthorized(AuthFailure::Missing) => ErrorCode::ApiKeyMissing,
+            ApiError::Unauthorized(AuthFailure::Invalid) => ErrorCode::ApiKeyInvalid,
+            ApiError::Unauthorized(AuthFailure::Malformed) => ErrorCode::ApiKeyMalformed,
         }
     }
 
@@ -360,6 +411,12 @@ impl IntoResponse for ApiError {
         {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        }
+        if let ApiError::Unauthorized(failure) = self {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge(failure)),
+            );
         }
         if let ApiError::IncompleteBody = self {
             resp.extensions_mut().insert(ClientGone);
@@ -468,6 +525,31 @@ mod tests {
             reason: "it does not start with a type",
         };
         assert_eq!(malformed.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        for (failure, code, challenge) in [
+            (
+                AuthFailure::Missing,
+                "api_key_missing",
+                "Bearer realm=\"celestial\"",
+            ),
+            (
+                AuthFailure::Invalid,
+                "api_key_invalid",
+                "Bearer realm=\"celestial\", error=\"invalid_token\"",
+            ),
+            (
+                AuthFailure::Malformed,
+                "api_key_malformed",
+                "Bearer realm=\"celestial\", error=\"invalid_request\"",
+            ),
+        ] {
+            let e = ApiError::Unauthorized(failure);
+            assert_eq!(
+                (e.status(), e.code().as_str()),
+                (StatusCode::UNAUTHORIZED, code)
+            );
+            let resp = e.into_response();
+            assert_eq!(resp.headers()[header::WWW_AUTHENTICATE], challenge);
+        }
         let gone = ApiError::IncompleteBody.into_response();
         assert_eq!(gone.status(), StatusCode::BAD_REQUEST);
         assert!(gone.extensions().get::<ClientGone>().is_some());

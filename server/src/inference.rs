@@ -440,6 +440,24 @@ fn run(
     Ok(data.to_vec())
 }
 
+/// The first `n` images of `input` in one call, or one call per image for a model without a
+/// batch dimension.
+fn run_all(
+    session: &mut Session,
+    spec: &ModelSpec,
+    n: usize,
+    input: &[f32],
+) -> Result<Vec<f32>, String> {
+    let len = spec.tensor_len();
+    if spec.dynamic_batch || n == 1 {
+        return run(session, spec, n, &input[..n * len]);
+    }
+    (0..n).try_fold(Vec::with_capacity(n * spec.labels.len()), |mut all, i| {
+        all.extend(run(session, spec, 1, &input[i * len..(i + 1) * len])?);
+        Ok(all)
+    })
+}
+
 fn worker(
     mut state: WorkerState,
     rx: Arc<Mutex<mpsc::Receiver<Job>>>,
@@ -604,15 +622,7 @@ impl WorkerState {
         let preprocessed = Instant::now();
         let n = ok_slots.len();
         if n > 0 {
-            let flat = if spec.dynamic_batch || n == 1 {
-                run(session, &spec, n, &input[..n * len])
-            } else {
-                (0..n).try_fold(Vec::with_capacity(n * spec.labels.len()), |mut all, i| {
-                    all.extend(run(session, &spec, 1, &input[i * len..(i + 1) * len])?);
-                    Ok(all)
-                })
-            };
-            let flat = match flat {
+            let flat = match run_all(session, &spec, n, input) {
                 Ok(flat) => flat,
                 Err(e) => {
                     return jobs

@@ -15,17 +15,19 @@
 //! |---|---|---|
 //! | [`routes`] | every path, the metrics route label, the raw media types | nothing |
 //! | [`metrics`] | Prometheus counters and histograms | nothing |
+//! | [`reload`] | files re-read while the server runs (keys file, TLS pair), by content | nothing |
+//! | [`auth`] | API keys (hashes, constant-time check), the key headers, `--api-key-scope` | `routes` |
 //! | [`model`] | the model's kinds, override flags and resolved [`ModelSpec`] | nothing |
 //! | [`preprocess`] | image bytes -> pixels -> input tensor (the hot path) | `model` |
 //! | [`classifier`] | the seam: the [`Classifier`] trait and its answers | `model`, `preprocess` (its error) |
-//! | [`errors`] | [`errors::ApiError`], stable codes, the one code -> status map | `preprocess` (its error), `routes` (paths in messages) |
-//! | [`docs`] | `/docs.json` (one function per operation), `/schema.json`, `/model` | `classifier`, `errors`, `model`, `routes` |
+//! | [`errors`] | [`errors::ApiError`], stable codes, the one code -> status map | `preprocess` (its error), `routes` (paths in messages), `auth` (key headers, refusal reasons) |
+//! | [`docs`] | `/docs.json` (one function per operation, security schemes when keys are on), `/schema.json`, `/model` | `classifier`, `errors`, `model`, `routes`, `auth` |
 //! | [`inference`] | ONNX Runtime: library lookup, sessions, worker threads ([`Engine`]) | `classifier`, `model`, `preprocess` |
-//! | [`http`] | router, middleware, handlers over `Arc<dyn Classifier>` | `classifier`, `docs`, `errors`, `metrics`, `preprocess` (its error), `routes` |
+//! | [`http`] | router, middleware, the key check, CORS, handlers over `Arc<dyn Classifier>` | `classifier`, `docs`, `errors`, `metrics`, `preprocess` (its error), `routes`, `auth` |
 //! | [`root_path`] | the reverse-proxy prefix middleware | `routes` |
-//! | [`connection`] | accept loop, HTTP/1.1 + h2c, connection limit and timeouts, protocol errors as JSON, drain phases | `errors`, `routes` |
-//! | [`config`] | the command line (clap) | `model` (its flags), `root_path` (its parser), `connection` (its constants); the duration syntax from `celestial-common` |
-//! | [`server`] | [`run`], [`serve`], drain and shutdown, `healthcheck` | all of the above |
+//! | [`connection`] | accept loops (plain and TLS listeners), HTTP/1.1 + h2c, TLS (rustls, certificate swapped per handshake), connection limit and timeouts, protocol errors as JSON, drain phases | `errors`, `routes` |
+//! | [`config`] | the command line (clap) | `model` (its flags), `root_path` (its parser), `connection` (its constants), `auth` (scopes, default CORS headers); the duration syntax from `celestial-common` |
+//! | [`server`] | [`run`], [`serve`], listeners, keys and TLS set-up and reloads, drain and shutdown, `healthcheck` | all of the above |
 //! | [`testing`] | test support: the fake classifier, the in-process [`testing::TestServer`] | `server` and below |
 //!
 //! Only [`inference`] knows ONNX Runtime and only [`http`] (with [`root_path`]) knows axum's
@@ -47,6 +49,7 @@
 //!   [`inference::to_prediction`]; if the answer's shape changes, `PredictionBody` in
 //!   `http/predict.rs` and the `Prediction` schema in `docs/components.rs`.
 
+pub mod auth;
 pub mod classifier;
 pub mod config;
 pub mod connection;
@@ -57,6 +60,7 @@ pub mod inference;
 pub mod metrics;
 pub mod model;
 pub mod preprocess;
+pub mod reload;
 pub mod root_path;
 pub mod routes;
 pub mod server;
@@ -66,4 +70,6 @@ pub use classifier::Classifier;
 pub use config::{Cli, Command, Config};
 pub use inference::{Engine, EngineOptions, InferenceError};
 pub use model::{ModelError, ModelSpec};
-pub use server::{ServerError, healthcheck, load_engine, model_bytes, run, serve, shutdown_signal};
+pub use server::{
+    Bound, ServerError, bind, healthcheck, load_engine, model_bytes, run, serve, shutdown_signal,
+};

@@ -9,7 +9,7 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Healthcheck(args)) = &cli.command {
-        return match celestial_server::healthcheck(&args.address, args.timeout) {
+        return match celestial_server::server::probe(&args.address, args.timeout, args.tls) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => {
                 eprintln!(
@@ -33,13 +33,12 @@ fn main() -> ExitCode {
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };
     let result = runtime.block_on(async move {
-        let addr = std::net::SocketAddr::new(config.host, config.port);
         let signal = celestial_server::shutdown_signal()
             .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-        let listener = tokio::net::TcpListener::bind(addr)
+        let listeners = celestial_server::bind(&config)
             .await
-            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-        celestial_server::run(config, listener, signal)
+            .map_err(|e| e.to_string())?;
+        celestial_server::run(config, listeners, signal)
             .await
             .map_err(|e| e.to_string())
     });

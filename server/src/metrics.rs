@@ -100,6 +100,8 @@ pub struct Metrics {
     predictions: Vec<AtomicU64>,
     labels: Vec<String>,
     rejections: Mutex<BTreeMap<&'static str, u64>>,
+    api_keys: AtomicU64,
+    reloads: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     build_info: String,
 }
 
@@ -122,6 +124,8 @@ impl Metrics {
             predictions: labels.iter().map(|_| AtomicU64::new(0)).collect(),
             labels: labels.to_vec(),
             rejections: Mutex::new(BTreeMap::new()),
+            api_keys: AtomicU64::new(0),
+            reloads: Mutex::new(BTreeMap::new()),
             build_info: format!(
                 "version=\"{}\",model_name=\"{}\",model_version=\"{}\",onnxruntime_version=\"{}\"",
                 esc(env!("CARGO_PKG_VERSION")),
@@ -182,12 +186,26 @@ impl Metrics {
         }
     }
 
+    /// The number of API keys accepted now (0: keys are off).
+    pub fn set_api_keys(&self, n: usize) {
+        self.api_keys.store(n as u64, Ordering::Relaxed);
+    }
+
+    /// Count a new content of a reloaded file (`what`: `api_keys`, `tls`), used or refused.
+    pub fn reloaded(&self, what: &'static str, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        if let Ok(mut m) = self.reloads.lock() {
+            *m.entry((what, result)).or_default() += 1;
+        }
+    }
+
     /// The text exposition format.
     pub fn render(&self, ready: bool) -> String {
         let mut out = String::with_capacity(8192);
         self.render_http(&mut out);
         self.render_jobs(&mut out);
         self.render_outcomes(&mut out);
+        self.render_security(&mut out);
         out.push_str("# HELP celestial_ready Whether the server accepts predictions (1) or not (0).\n# TYPE celestial_ready gauge\n");
         let _ = writeln!(out, "celestial_ready {}", u8::from(ready));
         out.push_str("# HELP celestial_build_info Build and model information.\n# TYPE celestial_build_info gauge\n");
@@ -295,6 +313,27 @@ impl Metrics {
             }
         }
     }
+
+    /// API keys in force and reloads of the keys file and the TLS pair (refused keys are
+    /// `celestial_rejections_total` with the reasons `api_key_missing`, `api_key_invalid`,
+    /// `api_key_malformed`).
+    fn render_security(&self, out: &mut String) {
+        out.push_str("# HELP celestial_api_keys API keys accepted now (0: keys are off).\n# TYPE celestial_api_keys gauge\n");
+        let _ = writeln!(
+            out,
+            "celestial_api_keys {}",
+            self.api_keys.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP celestial_reloads_total New contents of the API keys file or the TLS certificate and key, by what and result (error: refused, the previous one stays).\n# TYPE celestial_reloads_total counter\n");
+        if let Ok(m) = self.reloads.lock() {
+            for ((what, result), n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "celestial_reloads_total{{what=\"{what}\",result=\"{result}\"}} {n}"
+                );
+            }
+        }
+    }
 }
 
 fn esc(s: &str) -> String {
@@ -350,5 +389,13 @@ mod tests {
         assert!(text.contains("celestial_inference_batch_images_bucket{le=\"4\"} 1"));
         assert!(text.contains("celestial_inference_batch_images_bucket{le=\"8\"} 2"));
         assert!(text.contains("celestial_inference_batch_images_sum 7"));
+        assert!(text.contains("celestial_api_keys 0"));
+        m.set_api_keys(2);
+        m.reloaded("tls", true);
+        m.reloaded("api_keys", false);
+        let text = m.render(true);
+        assert!(text.contains("celestial_api_keys 2"));
+        assert!(text.contains("celestial_reloads_total{what=\"tls\",result=\"ok\"} 1"));
+        assert!(text.contains("celestial_reloads_total{what=\"api_keys\",result=\"error\"} 1"));
     }
 }

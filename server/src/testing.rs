@@ -16,7 +16,7 @@ use crate::classifier::{Classification, Classifier, JobOutput, Prediction};
 use crate::config::Config;
 use crate::model::{ColorMode, Layout, ModelSpec, OutputKind, ResizeFilter};
 use crate::preprocess;
-use crate::server::{self, ServerError};
+use crate::server::{self, Bound, ServerError};
 
 /// The labels of the embedded model, in its output order.
 pub const LABELS: [&str; 10] = [
@@ -135,20 +135,33 @@ impl Classifier for FakeClassifier {
 /// The real server in-process on `127.0.0.1:0`, ready (its `/readyz` answered 200) when
 /// [`TestServer::start`] returns.
 pub struct TestServer {
+    /// The plain-HTTP listener (what `--plain-http` says it serves).
     pub addr: SocketAddr,
+    /// The HTTPS listener, when the configuration has `--tls-cert` and `--tls-key`.
+    pub tls_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), ServerError>>,
 }
 
 impl TestServer {
     /// Serve `classifier`, or the model `config` names with ONNX Runtime when `None` (like the
-    /// binary). `config`'s host and port are ignored.
+    /// binary). `config`'s host and ports are ignored: both listeners (plain HTTP always, for the
+    /// readiness probe; HTTPS with TLS) are on free loopback ports.
     pub async fn start(
         config: Config,
         classifier: Option<Arc<dyn Classifier>>,
     ) -> Result<TestServer, ServerError> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
+        let tls = match config.tls_enabled() {
+            true => Some(TcpListener::bind(("127.0.0.1", 0)).await?),
+            false => None,
+        };
+        let tls_addr = tls.as_ref().map(|l| l.local_addr()).transpose()?;
+        let listener = Bound {
+            plain: Some(listener),
+            tls,
+        };
         let (stop, stopped) = oneshot::channel::<()>();
         let shutdown = async move {
             let _ = stopped.await;
@@ -159,6 +172,7 @@ impl TestServer {
         };
         let mut server = TestServer {
             addr,
+            tls_addr,
             stop: Some(stop),
             task,
         };
@@ -196,6 +210,12 @@ impl TestServer {
     /// `http://127.0.0.1:PORT{path}`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// `https://localhost:PORT{path}` on the HTTPS listener (`None` without TLS).
+    pub fn tls_url(&self, path: &str) -> Option<String> {
+        self.tls_addr
+            .map(|a| format!("https://localhost:{}{path}", a.port()))
     }
 
     /// The port the server listens on.

@@ -1,6 +1,7 @@
 //! The real `celestial-server` binary: start-up failures are one line and a non-zero exit, SIGTERM
 //! drains in-flight requests (a request whose body is still arriving) and exits 0, `healthcheck`
-//! reports readiness.
+//! reports readiness (plain HTTP and, with `--tls`, HTTPS), unusable keys or TLS files stop the
+//! start before the model loads.
 
 mod common;
 
@@ -248,4 +249,138 @@ fn help_documents_every_flag_with_its_env_var() {
         help.contains("[env: CELESTIAL_MODEL=]") && help.contains("[env: ORT_DYLIB_PATH"),
         "{help}"
     );
+}
+
+/// A self-signed certificate for `localhost` and its key, written to `dir` as `tls.crt` and
+/// `tls.key` (the names of a `kubernetes.io/tls` Secret).
+fn write_tls_pair(dir: &std::path::Path) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (crt, pem) = (dir.join("tls.crt"), dir.join("tls.key"));
+    std::fs::write(&crt, cert.pem()).unwrap();
+    std::fs::write(&pem, key.serialize_pem()).unwrap();
+    (
+        crt.to_str().unwrap().to_string(),
+        pem.to_str().unwrap().to_string(),
+    )
+}
+
+fn healthcheck(args: &[&str]) -> bool {
+    Command::new(BIN)
+        .arg("healthcheck")
+        .args(args)
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+#[test]
+fn tls_binary_serves_https_probes_on_the_plain_port_and_healthcheck_speaks_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let (crt, key) = write_tls_pair(dir.path());
+    let keys = dir.path().join("api-keys");
+    std::fs::write(&keys, "binary-test-key\n").unwrap();
+    let (port, tls_port) = (free_port(), free_port());
+    let (p, t) = (port.to_string(), tls_port.to_string());
+    let mut child = spawn(&[
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &p,
+        "--tls-port",
+        &t,
+        "--tls-cert",
+        &crt,
+        "--tls-key",
+        &key,
+        "--api-keys-file",
+        keys.to_str().unwrap(),
+        "--workers",
+        "1",
+        "--log-filter",
+        "warn",
+    ]);
+    wait_ready(port, &mut child);
+    let plain = format!("127.0.0.1:{port}");
+    let tls = format!("127.0.0.1:{tls_port}");
+    assert!(healthcheck(&["--address", &plain]), "plain probe port");
+    assert!(healthcheck(&["--tls", "--address", &tls]), "HTTPS port");
+    assert!(
+        !healthcheck(&["--address", &tls, "--timeout", "1s"]),
+        "plain HTTP to the TLS port"
+    );
+    assert!(
+        !healthcheck(&["--tls", "--address", &plain, "--timeout", "1s"]),
+        "TLS to the plain port"
+    );
+    assert_eq!(
+        get(port, "/model").unwrap().0,
+        404,
+        "the plain port serves probes only"
+    );
+    assert_eq!(get(port, "/livez").unwrap().0, 200);
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!err.contains("binary-test-key"), "a key in the log:\n{err}");
+}
+
+#[test]
+fn unusable_keys_or_tls_files_fail_at_once_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (crt, _key) = write_tls_pair(dir.path());
+    let empty = dir.path().join("empty-keys");
+    std::fs::write(&empty, "# nothing yet\n").unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let (_, other_key) = write_tls_pair(other.path());
+    let port = free_port().to_string();
+    for (args, says) in [
+        (
+            vec!["--api-keys-file", empty.to_str().unwrap()],
+            "has no key",
+        ),
+        (
+            vec!["--api-keys-file", "/nonexistent/keys"],
+            "cannot read the API keys file",
+        ),
+        (
+            vec!["--tls-cert", &crt, "--tls-key", &other_key],
+            "cannot be used together",
+        ),
+        (
+            vec!["--tls-cert", &crt, "--tls-key", "/nonexistent/key"],
+            "cannot read",
+        ),
+        (vec!["--plain-http", "off"], "--plain-http off needs"),
+        (
+            vec!["--cors-allow-origins", "*,http://a.example"],
+            "must be alone",
+        ),
+    ] {
+        let mut full = args.clone();
+        full.extend(["--port", &port, "--tls-port", "0", "--log-filter", "off"]);
+        let started = Instant::now();
+        let out = Command::new(BIN).args(&full).output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.starts_with("celestial-server: error: ") && err.contains(says),
+            "{args:?}: {err}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10), "{args:?}");
+    }
 }

@@ -7,7 +7,7 @@
 //! `CELESTIAL_DATASET`; skipped with a message when absent). Screenshots and the chromedriver and
 //! nginx logs land in `tests/artifacts/`.
 
-use celestial_e2e::browser::{nginx, server, swagger, webdriver};
+use celestial_e2e::browser::{cross_origin, nginx, server, swagger, webdriver};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -99,16 +99,27 @@ async fn labels(base: &str) -> anyhow::Result<Vec<String>> {
 
 /// What `POST /predict` answers for `image` when sent without the browser (multipart `image`).
 async fn api_prediction(base: &str, image: &Path) -> anyhow::Result<Value> {
+    api_prediction_with_key(base, image, None).await
+}
+
+/// [`api_prediction`] with an API key (`Authorization: Bearer`).
+async fn api_prediction_with_key(
+    base: &str,
+    image: &Path,
+    key: Option<&str>,
+) -> anyhow::Result<Value> {
     let bytes = std::fs::read(image)?;
     let part = reqwest::multipart::Part::bytes(bytes)
         .file_name("image.jpg")
         .mime_str("image/jpeg")?;
     let form = reqwest::multipart::Form::new().part("image", part);
-    let r = reqwest::Client::new()
+    let mut request = reqwest::Client::new()
         .post(format!("{base}predict"))
-        .multipart(form)
-        .send()
-        .await?;
+        .multipart(form);
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let r = request.send().await?;
     ensure!(
         r.status() == 200,
         "POST /predict without the browser answered {}",
@@ -435,4 +446,102 @@ async fn swagger_page_works_behind_a_proxy_sending_x_forwarded_prefix() -> anyho
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swagger_page_works_behind_a_proxy_with_root_path_flag() -> anyhow::Result<()> {
     behind_proxy("prefix-root-path", true).await
+}
+
+/// The key of the API-key tests (issue 16).
+const KEY: &str = "browser-test-key-7c1d93";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swagger_page_authorizes_with_an_api_key() -> anyhow::Result<()> {
+    let Some(dataset) = dataset_dir() else {
+        return Ok(());
+    };
+    let _one = ONE_BROWSER_AT_A_TIME.lock().await;
+    let name = "api-key";
+    let server = server::Server::start(&["--api-keys", KEY]).await?;
+    let base = server.url("/");
+    let doc = fetch_doc(&base).await?;
+    ensure!(
+        doc.pointer("/components/securitySchemes")
+            .and_then(Value::as_object)
+            .is_some_and(|s| !s.is_empty()),
+        "with keys on, the document has no security scheme"
+    );
+    let labels = labels(&base).await?;
+    let (image, _class) = dataset_image(&dataset)?;
+    let api = api_prediction_with_key(&base, &image, Some(KEY)).await?;
+    let browser = webdriver::Browser::start(name).await?;
+    let result = async {
+        swagger::open_page(&browser, &base, &doc).await?;
+        swagger::try_out_predict(&browser).await?;
+        let denied = swagger::execute_with_file(&browser, &image, "no-key").await?;
+        report(name, "without a key", &denied);
+        ensure!(
+            denied.status == 401,
+            "without a key Try it out showed {} {}, expected 401",
+            denied.status,
+            denied.body
+        );
+        let code = check_documented_error(&denied, &doc)?;
+        ensure!(code == "api_key_missing", "401 with code {code:?}");
+        let shot = swagger::authorize(&browser, KEY).await?;
+        println!("[{name}] authorized ({})", shot.display());
+        let ok = swagger::execute_with_file(&browser, &image, "with-key").await?;
+        report(name, "with the key", &ok);
+        check_prediction(&ok, &labels, &api)?;
+        anyhow::Ok(())
+    }
+    .await;
+    browser.close().await;
+    server.stop().await?;
+    result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_on_another_origin_gets_a_prediction_only_when_cors_allows_it() -> anyhow::Result<()>
+{
+    let _one = ONE_BROWSER_AT_A_TIME.lock().await;
+    let name = "cors";
+    let allowed = cross_origin::Page::start().await?;
+    let other = cross_origin::Page::start().await?;
+    let origin = allowed.origin();
+    let server =
+        server::Server::start(&["--api-keys", KEY, "--cors-allow-origins", &origin]).await?;
+    let base = server.url("/");
+    let labels = labels(&base).await?;
+    let url = server.url("/predict");
+    let browser = webdriver::Browser::start(name).await?;
+    let result = async {
+        let ok = allowed.predict(&browser, &url, Some(KEY)).await?;
+        println!("[{name}] from {origin} with the key: {ok}");
+        ensure!(ok["status"] == 200, "from the allowed origin: {ok}");
+        let label = ok["body"]["prediction"].as_str().unwrap_or_default();
+        ensure!(
+            labels.iter().any(|l| l == label),
+            "from the allowed origin the page shows {ok}"
+        );
+        let shot = browser.screenshot("allowed-origin").await?;
+        println!("[{name}] screenshot {}", shot.display());
+        // Without the key the page can read the 401 (CORS headers are on errors too).
+        let no_key = allowed.predict(&browser, &url, None).await?;
+        println!("[{name}] from {origin} without a key: {no_key}");
+        ensure!(
+            no_key["status"] == 401 && no_key["body"]["code"] == "api_key_missing",
+            "without a key: {no_key}"
+        );
+        // Another origin: the browser refuses the answer (a CORS error, no status to read).
+        let refused = other.predict(&browser, &url, Some(KEY)).await?;
+        println!("[{name}] from {} with the key: {refused}", other.origin());
+        ensure!(
+            refused["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("Failed to fetch")),
+            "from an origin not allowed the page got {refused}"
+        );
+        anyhow::Ok(())
+    }
+    .await;
+    browser.close().await;
+    server.stop().await?;
+    result
 }

@@ -12,6 +12,9 @@
 //! - JSON answers instead of hyper's empty 400/414/431 for requests that do not parse (`io.rs`);
 //! - early answers that keep the connection alive, and `Connection: close` while draining
 //!   (`service.rs`);
+//! - TLS on a listener that has a [`tls`] configuration: the handshake counts in the header-read
+//!   timeout (a client that stalls it is cut like a silent one), certificates are chosen per
+//!   handshake, so a rotation only affects new connections;
 //! - the drain ([`Phase`]): while `Draining`, HTTP/1 answers close their connection and HTTP/2
 //!   connections get GOAWAY after their first request (clients reconnect, through the load
 //!   balancer, elsewhere); at `Closing` the listener closes and every connection ends after its
@@ -24,6 +27,7 @@ pub mod fd_limit;
 mod io;
 mod progress;
 mod service;
+pub mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -35,9 +39,11 @@ use axum::response::IntoResponse;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
@@ -87,9 +93,22 @@ pub enum Phase {
     Closing,
 }
 
+/// A listening socket and what its connections are served: a router, over TLS or not.
+pub struct Listener {
+    pub tcp: TcpListener,
+    pub router: Router,
+    /// `Some`: HTTPS (the handshake first, then HTTP/2 or HTTP/1.1 by ALPN or preface).
+    pub tls: Option<TlsAcceptor>,
+}
+
+/// What a listener's connections are served.
+struct Endpoint {
+    router: Router,
+    tls: Option<TlsAcceptor>,
+}
+
 /// The open connections and what they share.
 pub struct Connections {
-    router: Router,
     limits: ConnectionLimits,
     builder: auto::Builder<TokioExecutor>,
     overflow_builder: hyper::server::conn::http1::Builder,
@@ -118,8 +137,8 @@ impl ServerView for Connections {
 }
 
 impl Connections {
-    /// Connections to `router` under `limits`.
-    pub fn new(router: Router, limits: ConnectionLimits) -> Arc<Connections> {
+    /// Connections under `limits` (counted together over every listener).
+    pub fn new(limits: ConnectionLimits) -> Arc<Connections> {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         let header_bytes = limits.max_header_bytes.max(MIN_HEADER_BYTES);
         {
@@ -143,7 +162,6 @@ impl Connections {
             .header_read_timeout(None::<Duration>)
             .max_buf_size(MIN_HEADER_BYTES);
         Arc::new(Connections {
-            router,
             errors: Arc::new(ProtocolErrors::new(header_bytes, limits.max_headers)),
             limits,
             builder,
@@ -157,22 +175,13 @@ impl Connections {
         })
     }
 
-    /// Accept on `listener` until `phase` is [`Phase::Closing`] (or its sender is gone), close the
-    /// listener, then wait for every connection to end.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, phase: watch::Receiver<Phase>) {
-        let closing = closing(phase.clone());
-        tokio::pin!(closing);
-        loop {
-            tokio::select! {
-                biased;
-                _ = &mut closing => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => self.admit(stream, phase.clone()),
-                    Err(e) => self.accept_failed(e).await,
-                },
-            }
-        }
-        drop(listener);
+    /// Accept on every listener until `phase` is [`Phase::Closing`] (or its sender is gone),
+    /// close the listeners, then wait for every connection to end.
+    pub async fn serve(self: Arc<Self>, listeners: Vec<Listener>, phase: watch::Receiver<Phase>) {
+        let loops = listeners
+            .into_iter()
+            .map(|l| Arc::clone(&self).accept_loop(l, phase.clone()));
+        futures_util::future::join_all(loops).await;
         info!(
             open_connections = self.open.load(Ordering::SeqCst),
             "listener closed; waiting for in-flight requests"
@@ -186,13 +195,38 @@ impl Connections {
         }
     }
 
+    /// Accept on one listener until `phase` is [`Phase::Closing`]; then drop (close) it.
+    async fn accept_loop(self: Arc<Self>, listener: Listener, phase: watch::Receiver<Phase>) {
+        let endpoint = Arc::new(Endpoint {
+            router: listener.router,
+            tls: listener.tls,
+        });
+        let closing = closing(phase.clone());
+        tokio::pin!(closing);
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut closing => break,
+                accepted = listener.tcp.accept() => match accepted {
+                    Ok((stream, _)) => self.admit(stream, &endpoint, phase.clone()),
+                    Err(e) => self.accept_failed(e).await,
+                },
+            }
+        }
+    }
+
     /// Start draining: answers close their connections from now on.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
     }
 
     /// Serve a new connection, or refuse it when over the limit.
-    fn admit(self: &Arc<Self>, stream: TcpStream, phase: watch::Receiver<Phase>) {
+    fn admit(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        endpoint: &Arc<Endpoint>,
+        phase: watch::Receiver<Phase>,
+    ) {
         // TCP_NODELAY: an answer goes out as soon as it is written, never held back by Nagle's
         // algorithm waiting for the client's delayed ACK.
         if let Err(e) = stream.set_nodelay(true) {
@@ -200,12 +234,12 @@ impl Connections {
         }
         let slot = Slot::take(Arc::clone(self));
         if slot.regular {
-            tokio::spawn(Arc::clone(self).regular(stream, phase, slot));
+            tokio::spawn(Arc::clone(self).regular(stream, Arc::clone(endpoint), phase, slot));
         } else if self.overflow.fetch_add(1, Ordering::SeqCst) < OVERFLOW_RESERVE {
             self.warn_rarely(
                 "over --max-connections: new connections get 503 too_many_connections",
             );
-            tokio::spawn(Arc::clone(self).over_limit(stream, slot));
+            tokio::spawn(Arc::clone(self).over_limit(stream, Arc::clone(endpoint), slot));
         } else {
             self.overflow.fetch_sub(1, Ordering::SeqCst);
             self.warn_rarely("connection refused: over --max-connections and its reserve");
@@ -242,17 +276,45 @@ impl Connections {
         }
     }
 
-    /// A connection under the limit, served until it ends, times out or the server closes it.
+    /// A connection under the limit: its TLS handshake first on an HTTPS listener (within the
+    /// header-read timeout, which counts from the connection's opening, and given up when the
+    /// server closes), then served.
     async fn regular(
         self: Arc<Self>,
         stream: TcpStream,
-        mut phase: watch::Receiver<Phase>,
+        endpoint: Arc<Endpoint>,
+        phase: watch::Receiver<Phase>,
         _slot: Slot,
     ) {
         let progress = Arc::new(Progress::new());
+        let router = endpoint.router.clone();
+        let Some(acceptor) = &endpoint.tls else {
+            return self.serve_io(stream, router, progress, phase).await;
+        };
+        let handshake =
+            tokio::time::timeout(self.limits.timeouts.header_read, acceptor.accept(stream));
+        tokio::select! {
+            done = handshake => match done {
+                Ok(Ok(tls)) => self.serve_io(tls, router, progress, phase).await,
+                Ok(Err(e)) => debug!("TLS handshake failed: {e}"),
+                Err(_) => debug!(reason = "header_read_timeout", "TLS handshake timed out"),
+            },
+            _ = closing(phase.clone()) => debug!(reason = "closing", "TLS handshake abandoned"),
+        }
+    }
+
+    /// Serve a connection's (plain or decrypted) stream until it ends, times out or the server
+    /// closes it.
+    async fn serve_io<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+        self: Arc<Self>,
+        stream: S,
+        router: Router,
+        progress: Arc<Progress>,
+        mut phase: watch::Receiver<Phase>,
+    ) {
         let io = Watched::new(stream, Arc::clone(&progress), Arc::clone(&self.errors));
         let service = ConnService {
-            router: self.router.clone(),
+            router,
             progress: Arc::clone(&progress),
             server: Arc::clone(&self),
         };
@@ -304,11 +366,31 @@ impl Connections {
         }
     }
 
-    /// A connection over the limit: one HTTP/1 request within [`OVERFLOW_TIMEOUT`], answered by
-    /// the router when it is `GET /livez`, else with 503 `too_many_connections`; then closed.
-    async fn over_limit(self: Arc<Self>, stream: TcpStream, _slot: Slot) {
+    /// A connection over the limit: (its TLS handshake, then) one HTTP/1 request within
+    /// [`OVERFLOW_TIMEOUT`], answered by the router when it is `GET /livez`, else with 503
+    /// `too_many_connections`; then closed.
+    async fn over_limit(self: Arc<Self>, stream: TcpStream, endpoint: Arc<Endpoint>, _slot: Slot) {
+        let router = endpoint.router.clone();
+        let answer = async {
+            match &endpoint.tls {
+                None => self.answer_over_limit(stream, router).await,
+                Some(acceptor) => {
+                    if let Ok(tls) = acceptor.accept(stream).await {
+                        self.answer_over_limit(tls, router).await;
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(OVERFLOW_TIMEOUT, answer).await;
+        self.overflow.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    async fn answer_over_limit<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+        &self,
+        stream: S,
+        router: Router,
+    ) {
         let io = Watched::lingering(stream, Arc::new(Progress::new()));
-        let router = self.router.clone();
         let retry_after = self.limits.retry_after_seconds;
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let router = router.clone();
@@ -320,11 +402,10 @@ impl Connections {
                 }
             }
         });
-        let conn = self
+        let _ = self
             .overflow_builder
-            .serve_connection(TokioIo::new(io), service);
-        let _ = tokio::time::timeout(OVERFLOW_TIMEOUT, conn).await;
-        self.overflow.fetch_sub(1, Ordering::SeqCst);
+            .serve_connection(TokioIo::new(io), service)
+            .await;
     }
 }
 

@@ -15,7 +15,7 @@ use axum::body::Bytes;
 use serde_json::{Value, json};
 
 pub use common::example_prediction;
-pub use openapi::{DocLimits, openapi};
+pub use openapi::{DocLimits, SECURITY_SCHEMES, openapi, openapi_secured};
 
 use crate::classifier::Classifier;
 use crate::routes;
@@ -28,9 +28,19 @@ pub struct Documents {
     pub model: Bytes,
 }
 
-/// Render every document for `classifier`'s model.
+/// Render every document for `classifier`'s model (no API keys).
 pub fn documents(classifier: &dyn Classifier, service_name: &str, limits: &DocLimits) -> Documents {
-    let openapi = openapi(classifier.spec(), limits)
+    documents_secured(classifier, service_name, limits, &[])
+}
+
+/// Render every document for `classifier`'s model; the `protected` routes need an API key.
+pub fn documents_secured(
+    classifier: &dyn Classifier,
+    service_name: &str,
+    limits: &DocLimits,
+    protected: &[&str],
+) -> Documents {
+    let openapi = openapi_secured(classifier.spec(), limits, protected)
         .to_json()
         .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
     Documents {

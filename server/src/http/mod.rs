@@ -3,10 +3,12 @@
 //! [`crate::errors`]; nothing here knows about ONNX Runtime.
 //!
 //! Inside: `state` (shared state, a leaf), `media_type` (the strict `Content-Type` parser, a
-//! leaf), `middleware` (request id, timeout, log, metrics), `predict` (the prediction routes) and
-//! `pages` (every other route); each imports only `state`, `media_type` and `middleware` of its
-//! siblings, and this file only assembles them.
+//! leaf), `middleware` (request id, timeout, log, metrics), `auth` (the API-key check in front of
+//! the protected routes), `predict` (the prediction routes) and `pages` (every other route); each
+//! imports only `state`, `media_type` and `middleware` of its siblings, and this file only
+//! assembles them (with the CORS layer of [`Security`]).
 
+mod auth;
 mod media_type;
 mod middleware;
 mod pages;
@@ -16,36 +18,77 @@ mod state;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 
-pub use state::{AppState, Limits};
+pub use state::{AppState, Limits, Security};
 
 use crate::routes;
 
-/// The application router.
+/// The application router: every route, the routes of `--api-key-scope` behind the key check
+/// (before their handler, so before the body is read), CORS around them (a preflight is answered
+/// before any key check), and the middleware around everything.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route(routes::PREDICT, post(predict::predict))
-        .route(routes::PREDICT_BATCH, post(predict::predict_batch))
+    let guard = |route: &str, handler: MethodRouter<Arc<AppState>>| match &state.security {
+        Security {
+            api_keys: Some(_),
+            protected,
+            ..
+        } if protected.contains(&route) => handler.route_layer(
+            axum::middleware::from_fn_with_state(Arc::clone(&state), auth::require_key),
+        ),
+        _ => handler,
+    };
+    let mut app = Router::new()
+        .route(
+            routes::PREDICT,
+            guard(routes::PREDICT, post(predict::predict)),
+        )
+        .route(
+            routes::PREDICT_BATCH,
+            guard(routes::PREDICT_BATCH, post(predict::predict_batch)),
+        )
         .route(routes::ROOT, get(pages::swagger_index))
         .route(routes::DOCS, get(pages::swagger_index))
         .route(
             routes::DOCS_SLASH,
             get(|| async { axum::response::Redirect::permanent(routes::DOCS) }),
         )
-        .route(routes::DOCS_JSON, get(pages::openapi_json))
-        .route(routes::SCHEMA_JSON, get(pages::schema_json))
+        .route(
+            routes::DOCS_JSON,
+            guard(routes::DOCS_JSON, get(pages::openapi_json)),
+        )
+        .route(
+            routes::SCHEMA_JSON,
+            guard(routes::SCHEMA_JSON, get(pages::schema_json)),
+        )
         .route(routes::LIVEZ, get(pages::livez))
         .route(routes::READYZ, get(pages::readyz))
         .route(routes::HEALTHZ, get(pages::readyz))
-        .route(routes::METRICS, get(pages::metrics))
-        .route(routes::MODEL, get(pages::model_info))
+        .route(routes::METRICS, guard(routes::METRICS, get(pages::metrics)))
+        .route(routes::MODEL, guard(routes::MODEL, get(pages::model_info)))
         .fallback(pages::fallback)
-        .method_not_allowed_fallback(pages::method_not_allowed)
+        .method_not_allowed_fallback(pages::method_not_allowed);
+    if let Some(cors) = state.security.cors.clone() {
+        app = app.layer(cors);
+    }
+    app.layer(axum::middleware::from_fn_with_state(
+        Arc::clone(&state),
+        middleware::observe,
+    ))
+    .layer(axum::extract::DefaultBodyLimit::disable())
+    .with_state(state)
+}
+
+/// Only the probe routes (`--plain-http probes`): /livez, /readyz, /healthz; anything else 404.
+pub fn probes_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(routes::LIVEZ, get(pages::livez))
+        .route(routes::READYZ, get(pages::readyz))
+        .route(routes::HEALTHZ, get(pages::readyz))
+        .fallback(pages::not_found)
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             middleware::observe,
         ))
-        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(state)
 }

@@ -98,6 +98,15 @@ pub async fn fallback(State(state): Shared, method: Method, uri: axum::http::Uri
     .into_response()
 }
 
+/// 404 for every path (the probes-only listener's fallback: no Swagger assets there).
+pub async fn not_found(method: Method, uri: axum::http::Uri) -> Response {
+    ApiError::NotFound {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+    }
+    .into_response()
+}
+
 pub async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> Response {
     ApiError::MethodNotAllowed {
         method: method.to_string(),

@@ -9,6 +9,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use tokio::sync::Semaphore;
 
+use crate::auth::ApiKeys;
 use crate::classifier::Classifier;
 use crate::docs::Documents;
 use crate::metrics::Metrics;
@@ -30,6 +31,18 @@ pub struct AppState {
     pub schema_json: Bytes,
     pub model_json: Bytes,
     pub swagger: Arc<utoipa_swagger_ui::Config<'static>>,
+    pub security: Security,
+}
+
+/// API keys and CORS (issue 16); the default is both off.
+#[derive(Default, Clone)]
+pub struct Security {
+    /// The keys, when keys are on.
+    pub api_keys: Option<Arc<ApiKeys>>,
+    /// The routes that need a key (when keys are on).
+    pub protected: Vec<&'static str>,
+    /// The CORS rules, when other origins are allowed.
+    pub cors: Option<tower_http::cors::CorsLayer>,
 }
 
 /// Request limits.
@@ -69,7 +82,8 @@ impl AppState {
             utoipa_swagger_ui::Config::new(["./docs.json"])
                 .try_it_out_enabled(true)
                 .display_request_duration(true)
-                .default_models_expand_depth(1),
+                .default_models_expand_depth(1)
+                .persist_authorization(false),
         );
         AppState {
             metrics,
@@ -85,7 +99,17 @@ impl AppState {
             model_json: documents.model,
             swagger,
             classifier,
+            security: Security::default(),
         }
+    }
+
+    /// The same state with API keys and CORS rules.
+    pub fn with_security(mut self, security: Security) -> AppState {
+        if let Some(keys) = &security.api_keys {
+            self.metrics.set_api_keys(keys.len());
+        }
+        self.security = security;
+        self
     }
 
     /// Whether shutdown has started.

@@ -303,3 +303,47 @@ pub async fn execute_with_file(
         elapsed_ms,
     })
 }
+
+/// Press the page's "Authorize" button, enter `key` for the first security scheme the dialog
+/// shows (either scheme carries the key), authorize and close the dialog, as a person does. Fails when the
+/// page has no "Authorize" button (the document has no security scheme).
+pub async fn authorize(browser: &Browser, key: &str) -> anyhow::Result<PathBuf> {
+    let c = &browser.client;
+    browser
+        .wait_css("the \"Authorize\" button", ".auth-wrapper .btn.authorize")
+        .await?
+        .click()
+        .await?;
+    let input = browser
+        .wait_css(
+            "the key field of the first security scheme",
+            ".dialog-ux .modal-ux .auth-container input",
+        )
+        .await?;
+    input.send_keys(key).await.context("type the key")?;
+    c.find(Locator::Css(
+        ".dialog-ux .modal-ux .auth-container .auth-btn-wrapper .btn.authorize",
+    ))
+    .await
+    .context("the dialog's Authorize button")?
+    .click()
+    .await?;
+    // Authorized: the scheme's button now reads "Logout".
+    browser
+        .wait_js(
+            "the scheme to show it is authorized",
+            "const b = document.querySelector('.dialog-ux .modal-ux .auth-container .auth-btn-wrapper .btn'); \
+             return b && /logout/i.test(b.innerText);",
+            vec![],
+        )
+        .await?;
+    let shot = browser.screenshot("authorized").await?;
+    c.find(Locator::Css(
+        ".dialog-ux .modal-ux .btn-done, .dialog-ux .modal-ux .close-modal",
+    ))
+    .await
+    .context("the dialog's Close button")?
+    .click()
+    .await?;
+    Ok(shot)
+}
