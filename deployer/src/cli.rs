@@ -264,6 +264,40 @@ pub struct WaitArgs {
     pub no_wait_lb: bool,
 }
 
+/// Opt-in API keys and TLS (README, "Security").
+#[derive(Debug, Clone, Args)]
+pub struct SecurityArgs {
+    /// Require an API key for predictions: mount the Secret NAME (data key `api-keys`, one key per
+    /// line) into the server as its keys file. Created with a generated key when it does not
+    /// exist (never overwritten; edit it to rotate keys, the pods re-read it without a restart).
+    /// The smoke test sends its first key.
+    #[arg(long, env = "DEPLOYER_API_KEY_SECRET", value_name = "NAME")]
+    pub api_key_secret: Option<String>,
+
+    /// Print the API key (text and JSON output); without it the key is never printed, only how
+    /// to read it from the Secret.
+    #[arg(long, env = "DEPLOYER_SHOW_API_KEY", requires = "api_key_secret")]
+    pub show_api_key: bool,
+
+    /// Serve HTTPS: mount the kubernetes.io/tls Secret NAME (tls.crt, tls.key; cert-manager's
+    /// rotates in place and the pods re-read it) into the server and turn the Services into
+    /// 443 -> the server's TLS port. The Secret must exist. The smoke test trusts its ca.crt (else
+    /// its tls.crt).
+    #[arg(long, env = "DEPLOYER_TLS_SECRET", value_name = "NAME")]
+    pub tls_secret: Option<String>,
+
+    /// Host name the smoke test checks the server's certificate against, connecting to the load
+    /// balancer's address (e.g. the DNS name the certificate is for, before DNS points there);
+    /// default the address itself.
+    #[arg(
+        long,
+        env = "DEPLOYER_TLS_SERVER_NAME",
+        value_name = "HOST",
+        requires = "tls_secret"
+    )]
+    pub tls_server_name: Option<String>,
+}
+
 /// `deployer apply`.
 #[derive(Debug, Clone, Args)]
 pub struct ApplyArgs {
@@ -287,6 +321,9 @@ pub struct ApplyArgs {
 
     #[command(flatten)]
     pub wait: WaitArgs,
+
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 /// `deployer release`.
@@ -314,6 +351,9 @@ pub struct ReleaseArgs {
 
     #[command(flatten)]
     pub wait: WaitArgs,
+
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 /// `deployer diff`.
@@ -488,6 +528,17 @@ impl From<WaitArgs> for options::WaitOptions {
     }
 }
 
+impl From<SecurityArgs> for options::SecurityOptions {
+    fn from(a: SecurityArgs) -> Self {
+        options::SecurityOptions {
+            api_key_secret: a.api_key_secret,
+            show_api_key: a.show_api_key,
+            tls_secret: a.tls_secret,
+            tls_server_name: a.tls_server_name,
+        }
+    }
+}
+
 impl From<BuildArgs> for options::BuildCommand {
     fn from(a: BuildArgs) -> Self {
         options::BuildCommand {
@@ -507,6 +558,7 @@ impl From<ApplyArgs> for options::ApplyCommand {
             cluster: a.cluster.into(),
             manifests: a.manifests.into(),
             wait: a.wait.into(),
+            security: a.security.into(),
         }
     }
 }
@@ -526,6 +578,7 @@ impl From<ReleaseArgs> for options::ReleaseCommand {
                 cluster: a.cluster.into(),
                 manifests: a.manifests.into(),
                 wait: a.wait.into(),
+                security: a.security.into(),
             },
         }
     }

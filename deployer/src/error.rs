@@ -81,7 +81,7 @@ fn cluster_code(e: &cluster::ClusterError) -> ExitCode {
 fn apply_code(e: &apply::ApplyError) -> ExitCode {
     match e {
         apply::ApplyError::DeleteTimeout { .. } => ExitCode::Timeout,
-        apply::ApplyError::Credentials { .. } => ExitCode::Usage,
+        apply::ApplyError::Credentials { .. } | apply::ApplyError::Secret { .. } => ExitCode::Usage,
         _ => ExitCode::Apply,
     }
 }

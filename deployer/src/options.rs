@@ -81,6 +81,19 @@ pub struct WaitOptions {
     pub no_wait_lb: bool,
 }
 
+/// Opt-in API keys and TLS for the server (`apply`, `release`).
+#[derive(Debug, Clone, Default)]
+pub struct SecurityOptions {
+    /// Secret holding the server's API keys (created with a generated key when absent).
+    pub api_key_secret: Option<String>,
+    /// Print the API key the smoke test used.
+    pub show_api_key: bool,
+    /// `kubernetes.io/tls` Secret the server serves HTTPS with.
+    pub tls_secret: Option<String>,
+    /// Host name the smoke test checks the certificate against; default the URL's host.
+    pub tls_server_name: Option<String>,
+}
+
 /// `deployer build`.
 #[derive(Debug, Clone)]
 pub struct BuildCommand {
@@ -109,6 +122,7 @@ pub struct ApplyCommand {
     pub cluster: ClusterOptions,
     pub manifests: ManifestOptions,
     pub wait: WaitOptions,
+    pub security: SecurityOptions,
 }
 
 /// `deployer release`: build, then apply with the pushed digest.

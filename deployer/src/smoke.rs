@@ -92,11 +92,23 @@ fn mime_for(path: &Path) -> &'static str {
     }
 }
 
+/// What the smoke test needs to get in when the server is locked: the API key to send, and for
+/// HTTPS the certificates to trust and the host name to check the certificate against.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    pub api_key: Option<String>,
+    /// PEM certificates trusted as roots (the TLS Secret's ca.crt or tls.crt).
+    pub trust_pem: Option<Vec<u8>>,
+    /// Connect to the URL's address but check the certificate for this name.
+    pub server_name: Option<String>,
+}
+
 /// Checks `/readyz` (retrying until `timeout`) and one prediction through `url` (ending in `/`).
 pub async fn smoke(
     url: &str,
     image: Option<&Path>,
     timeout: Duration,
+    access: &Access,
 ) -> Result<SmokeReport, SmokeError> {
     install_crypto_provider();
     let (bytes, name, mime) = match image {
@@ -113,13 +125,12 @@ pub async fn smoke(
         ),
         None => (generated_image(), "smoke.bmp".to_string(), "image/bmp"),
     };
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| SmokeError::Predict {
-            url: url.into(),
-            message: e.to_string(),
-        })?;
+    let fail = |message: String| SmokeError::Predict {
+        url: url.into(),
+        message,
+    };
+    let (client, url) = client(url, access).await.map_err(fail)?;
+    let url = url.as_str();
     let deadline = Instant::now() + timeout;
     loop {
         let last = match client.get(format!("{url}readyz")).send().await {
@@ -146,12 +157,11 @@ pub async fn smoke(
         url: url.into(),
         message,
     };
-    let resp = client
-        .post(format!("{url}predict"))
-        .multipart(form)
-        .send()
-        .await
-        .map_err(|e| err(error_chain(&e)))?;
+    let mut post = client.post(format!("{url}predict")).multipart(form);
+    if let Some(key) = &access.api_key {
+        post = post.bearer_auth(key);
+    }
+    let resp = post.send().await.map_err(|e| err(error_chain(&e)))?;
     let status = resp.status();
     let body = resp.text().await.map_err(|e| err(e.to_string()))?;
     let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
@@ -169,6 +179,39 @@ pub async fn smoke(
             latency_ms,
         })
         .map_err(err)
+}
+
+/// The HTTP client for `url` with `access`, and the URL to use: for `server_name`, the URL's host
+/// is replaced by it and the name resolved to the URL's address.
+async fn client(url: &str, access: &Access) -> Result<(reqwest::Client, String), String> {
+    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(10));
+    if let Some(pem) = &access.trust_pem {
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| format!("the TLS Secret's certificates do not parse: {e}"))?;
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    let mut url = url.to_string();
+    if let Some(name) = &access.server_name {
+        let parsed = reqwest::Url::parse(&url).map_err(|e| format!("{url}: {e}"))?;
+        let host = parsed.host_str().ok_or_else(|| format!("{url}: no host"))?;
+        let port = parsed.port_or_known_default().unwrap_or(443);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let addr = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| format!("cannot resolve {host}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{host} resolves to no address"))?;
+        builder = builder.resolve(name, addr);
+        let mut named = parsed.clone();
+        named
+            .set_host(Some(name))
+            .map_err(|e| format!("--tls-server-name {name}: {e}"))?;
+        url = named.to_string();
+    }
+    let client = builder.build().map_err(|e| error_chain(&e))?;
+    Ok((client, url))
 }
 
 /// Checks a /predict answer: `{"prediction": label, "probabilities": {label: p, ...}}` with the

@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::auth::{self, ApiKey, KeyScope};
 use crate::model::ModelOverrides;
-use celestial_common::parse_duration;
+use celestial_common::{parse_duration, server_env};
 
 /// BentoML-compatible prediction server for the celestial-bodies classifier (axum + ONNX Runtime).
 #[derive(Debug, Clone, Parser)]
@@ -227,7 +227,7 @@ pub struct Config {
     /// (a Kubernetes Secret mounted as a volume rotates without a restart). At start an unreadable
     /// or empty file is an error; later, an unreadable, empty or invalid file keeps the last good
     /// keys in force (with a warning).
-    #[arg(long, env = "CELESTIAL_API_KEYS_FILE")]
+    #[arg(long, env = server_env::API_KEYS_FILE)]
     pub api_keys_file: Option<PathBuf>,
 
     /// API keys, comma-separated, accepted besides those of `--api-keys-file` (fixed for the
@@ -262,15 +262,15 @@ pub struct Config {
     /// and 1.3; HTTP/2 or HTTP/1.1 by ALPN) on `--tls-port`. Both files are re-read every
     /// `--reload-interval`: a new pair serves new connections (open ones keep theirs); a pair that
     /// does not load, or whose key does not match, keeps the previous one in force (with a warning).
-    #[arg(long, env = "CELESTIAL_TLS_CERT", requires = "tls_key")]
+    #[arg(long, env = server_env::TLS_CERT, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
 
     /// TLS private key (PEM: PKCS#8, PKCS#1 RSA or SEC1 EC) of `--tls-cert`.
-    #[arg(long, env = "CELESTIAL_TLS_KEY", requires = "tls_cert")]
+    #[arg(long, env = server_env::TLS_KEY, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
     /// Port of the HTTPS listener, with `--tls-cert` (0 picks a free port).
-    #[arg(long, env = "CELESTIAL_TLS_PORT", default_value_t = 3443)]
+    #[arg(long, env = server_env::TLS_PORT, default_value_t = server_env::DEFAULT_TLS_PORT)]
     pub tls_port: u16,
 
     /// What the plain-HTTP listener on `--port` serves: `all` (every route; the default without

@@ -13,9 +13,10 @@ use crate::kube::apply::{self, Action, Applied};
 use crate::kube::cluster::Cluster;
 use crate::kube::manifests::Manifest;
 use crate::kube::rollout::{self, Rollback, RolloutError, RolloutReport};
-use crate::kube::{rollback, service};
+use crate::kube::secrets::{self, ApiKeySecret, TlsSecret};
+use crate::kube::{rollback, secure, service};
 use crate::oci::publish::Pushed;
-use crate::options::{ApplyCommand, ReleaseCommand, WaitOptions};
+use crate::options::{ApplyCommand, ReleaseCommand, SecurityOptions, WaitOptions};
 use crate::progress::{Progress, Terminal};
 use crate::smoke::{self, SmokeReport};
 
@@ -37,8 +38,25 @@ pub struct ApplyReport {
     pub url: Option<String>,
     pub urls: Vec<String>,
     pub smoke: Option<SmokeReport>,
+    /// `--api-key-secret`: the Secret, and the key only with `--show-api-key`.
+    pub api_key: Option<ApiKeyReport>,
+    /// `--tls-secret`: the Secret the server serves HTTPS with.
+    pub tls_secret: Option<String>,
     pub apply_seconds: f64,
     pub seconds: f64,
+}
+
+/// Where the API key is, and how to read it.
+#[derive(Debug, serde::Serialize)]
+pub struct ApiKeyReport {
+    pub secret: String,
+    /// Created by this run with a generated key (else it was there).
+    pub created: bool,
+    /// The command that prints the keys file.
+    pub read_with: String,
+    /// The key the smoke test sent (only with `--show-api-key`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// What `apply` did: applied and waited, or (`--dry-run`) only showed what would change.
@@ -67,6 +85,23 @@ impl ApplyReport {
                 r.prediction, r.probability
             ));
         }
+        if let Some(k) = &self.api_key {
+            let how = if k.created {
+                "created with a generated key"
+            } else {
+                "existing"
+            };
+            text.push_str(&format!(
+                "API key: Secret/{} ({how}); read it with: {}\n",
+                k.secret, k.read_with
+            ));
+            if let Some(key) = &k.key {
+                text.push_str(&format!("API key: {key}\n"));
+            }
+        }
+        if let Some(t) = &self.tls_secret {
+            text.push_str(&format!("TLS: Secret/{t}\n"));
+        }
         for u in &self.urls {
             text.push_str(&format!("URL: {u}\n"));
         }
@@ -74,14 +109,94 @@ impl ApplyReport {
     }
 }
 
+/// The Secrets `--api-key-secret` and `--tls-secret` name, read (the API-key one created when
+/// absent) before anything is applied, so a missing TLS Secret leaves the cluster untouched.
+#[derive(Debug, Default)]
+pub struct Secrets {
+    namespace: String,
+    api_key: Option<ApiKeySecret>,
+    tls: Option<TlsSecret>,
+}
+
+impl Secrets {
+    async fn prepare(cluster: &Cluster, ns: &str, s: &SecurityOptions) -> Result<Secrets, Error> {
+        let tls = match &s.tls_secret {
+            Some(name) => Some(secrets::tls(cluster, ns, name).await?),
+            None => None,
+        };
+        let api_key = match &s.api_key_secret {
+            Some(name) => secrets::api_key(cluster, ns, name, false).await?,
+            None => None,
+        };
+        Ok(Secrets {
+            namespace: ns.into(),
+            api_key,
+            tls,
+        })
+    }
+
+    /// What the smoke test needs to get in.
+    fn access(&self, s: &SecurityOptions) -> smoke::Access {
+        smoke::Access {
+            api_key: self.api_key.as_ref().map(|k| k.key.clone()),
+            trust_pem: self.tls.as_ref().map(|t| t.trust_pem.clone()),
+            server_name: s.tls_server_name.clone(),
+        }
+    }
+
+    fn api_key_report(&self, s: &SecurityOptions) -> Option<ApiKeyReport> {
+        self.api_key.as_ref().map(|k| ApiKeyReport {
+            secret: k.name.clone(),
+            created: k.created,
+            read_with: format!(
+                "kubectl get secret {} -n {} -o jsonpath='{{.data.{}}}' | base64 -d",
+                k.name,
+                self.namespace,
+                secure::API_KEYS_DATA_KEY
+            ),
+            key: s.show_api_key.then(|| k.key.clone()),
+        })
+    }
+}
+
+/// The namespace of the server's objects: the first Deployment's own, else the command's.
+fn server_namespace(manifests: &[Manifest], cluster: &Cluster) -> String {
+    manifests
+        .iter()
+        .find(|m| m.kind == "Deployment")
+        .and_then(|m| m.namespace.clone())
+        .unwrap_or_else(|| cluster.namespace.clone())
+}
+
+/// Turns on what `--api-key-secret` and `--tls-secret` ask for in the manifests.
+fn secure_manifests(
+    manifests: &mut [Manifest],
+    c: &ApplyCommand,
+) -> Result<(), crate::kube::manifests::ManifestError> {
+    let container = c.manifests.container.as_deref();
+    if let Some(name) = &c.security.api_key_secret {
+        secure::mount_api_keys(manifests, name, container)?;
+    }
+    if let Some(name) = &c.security.tls_secret {
+        secure::enable_tls(manifests, name, container)?;
+    }
+    Ok(())
+}
+
 /// `deployer release`: build and push, then apply with the pushed digest. The manifests are read
 /// and the cluster is reached (its credentials checked) first, so a release that cannot apply
 /// says so before it spends a build and a push.
 pub async fn release(c: &ReleaseCommand, interrupt: &Interrupt) -> Result<Outcome, Error> {
-    load_manifests(&c.apply.manifests, Some(&c.build.image))?;
-    let cluster = match c.apply.dry_run {
+    let (mut manifests, _) = load_manifests(&c.apply.manifests, Some(&c.build.image))?;
+    secure_manifests(&mut manifests, &c.apply)?;
+    let prepared = match c.apply.dry_run {
         true => None,
-        false => Some(Cluster::connect(&c.apply.cluster).await?),
+        false => {
+            let cluster = Cluster::connect(&c.apply.cluster).await?;
+            let ns = server_namespace(&manifests, &cluster);
+            let secrets = Secrets::prepare(&cluster, &ns, &c.apply.security).await?;
+            Some((cluster, secrets))
+        }
     };
     let mut progress = Terminal::new();
     let pushed = match interrupt.run(build_and_push(&c.build, &mut progress)).await {
@@ -102,20 +217,21 @@ pub async fn release(c: &ReleaseCommand, interrupt: &Interrupt) -> Result<Outcom
     drop(progress);
     let mut apply = c.apply.clone();
     apply.image = Some(pushed.image.clone());
-    run(&apply, Some(pushed), cluster, "release", interrupt).await
+    run(&apply, Some(pushed), prepared, "release", interrupt).await
 }
 
 /// `deployer apply` (a dry run reports like `diff`). A signal stops it where it stands: between or
 /// during the server-side applies, or while waiting; the error says what the cluster holds then.
-/// `cluster` is the connection when the caller has made it already.
+/// `prepared` is the connection and the Secrets when the caller has made them already.
 pub async fn run(
     c: &ApplyCommand,
     pushed: Option<Pushed>,
-    cluster: Option<Cluster>,
+    prepared: Option<(Cluster, Secrets)>,
     command: &'static str,
     interrupt: &Interrupt,
 ) -> Result<Outcome, Error> {
-    let (manifests, server_image) = load_manifests(&c.manifests, c.image.as_deref())?;
+    let (mut manifests, server_image) = load_manifests(&c.manifests, c.image.as_deref())?;
+    secure_manifests(&mut manifests, c)?;
     if let Some(s) = &c.wait.smoke_image
         && !s.is_file()
     {
@@ -128,9 +244,14 @@ pub async fn run(
         let r = diff::dry_run(&c.cluster, &manifests, c.force_conflicts, command).await?;
         return Ok(Outcome::DryRun(r));
     }
-    let cluster = match cluster {
-        Some(cluster) => cluster,
-        None => Cluster::connect(&c.cluster).await?,
+    let (cluster, secrets) = match prepared {
+        Some(prepared) => prepared,
+        None => {
+            let cluster = Cluster::connect(&c.cluster).await?;
+            let ns = server_namespace(&manifests, &cluster);
+            let secrets = Secrets::prepare(&cluster, &ns, &c.security).await?;
+            (cluster, secrets)
+        }
     };
     let start = Instant::now();
     let mut p = Terminal::new();
@@ -148,7 +269,8 @@ pub async fn run(
             step.set("waiting for the load balancer's address");
             let urls = waiting.urls(&mut p).await?;
             step.set("smoke-testing the public URL");
-            let smoke = smoke_test(urls.first(), &c.wait, &mut p).await?;
+            let access = secrets.access(&c.security);
+            let smoke = smoke_test(urls.first(), &c.wait, &access, &mut p).await?;
             Ok::<_, Error>((rollouts, urls, smoke))
         })
         .await;
@@ -175,6 +297,8 @@ pub async fn run(
         url: urls.first().cloned(),
         urls,
         smoke,
+        api_key: secrets.api_key_report(&c.security),
+        tls_secret: c.security.tls_secret.clone(),
         apply_seconds,
         seconds: start.elapsed().as_secs_f64(),
     })))
@@ -365,13 +489,14 @@ async fn roll_back(
 async fn smoke_test(
     url: Option<&String>,
     wait: &WaitOptions,
+    access: &smoke::Access,
     p: &mut dyn Progress,
 ) -> Result<Option<SmokeReport>, Error> {
     let Some(url) = url.filter(|_| wait.smoke && !wait.no_wait_lb) else {
         return Ok(None);
     };
     p.set(&format!("smoke test: {url}readyz and one prediction"));
-    let r = smoke::smoke(url, wait.smoke_image.as_deref(), wait.smoke_timeout).await?;
+    let r = smoke::smoke(url, wait.smoke_image.as_deref(), wait.smoke_timeout, access).await?;
     p.line(&format!(
         "smoke test passed: prediction {} (p={:.3}) in {:.0} ms",
         r.prediction, r.probability, r.latency_ms

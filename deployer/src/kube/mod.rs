@@ -1,6 +1,8 @@
 //! The Kubernetes side. Imports `options`, `progress` and `support`, never `oci/`.
 //!
 //! - [`manifests`]: reading and checking the manifests, setting the server image (leaf)
+//! - [`secure`]: opt-in API keys and TLS as manifest changes (leaf)
+//! - [`secrets`]: the API-key and TLS Secrets in the cluster
 //! - [`cluster`]: connecting to the cluster (kubeconfig, context, namespace)
 //! - [`error`]: what the API server refused, per object
 //! - [`watch`]: following objects through watches that re-establish themselves
@@ -17,5 +19,7 @@ pub mod error;
 pub mod manifests;
 pub mod rollback;
 pub mod rollout;
+pub mod secrets;
+pub mod secure;
 pub mod service;
 pub mod watch;

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::cluster::Cluster;
 use super::error::ApplyError;
 use super::rollout::RolloutError;
+use super::secure::{HTTPS_PORT_NAME, HTTPS_SERVICE_PORT};
 use super::watch;
 use crate::progress::Progress;
 
@@ -33,11 +34,15 @@ pub fn lb_address(svc: &Service) -> Option<String> {
     }
 }
 
-/// The public URL of a LoadBalancer Service (first port), once it has an address.
+/// The public URL of a LoadBalancer Service (first port), once it has an address: `https` when
+/// that port is named `https` (as `--tls-secret` makes it) or is 443.
 pub fn service_url(svc: &Service) -> Option<String> {
     let addr = lb_address(svc)?;
-    let port = svc.spec.as_ref()?.ports.as_ref()?.first()?.port;
-    Some(format!("http://{addr}:{port}/"))
+    let port = svc.spec.as_ref()?.ports.as_ref()?.first()?;
+    let tls =
+        port.name.as_deref() == Some(HTTPS_PORT_NAME) || i64::from(port.port) == HTTPS_SERVICE_PORT;
+    let scheme = if tls { "https" } else { "http" };
+    Some(format!("{scheme}://{addr}:{}/", port.port))
 }
 
 /// The Service's public URL now, or that it has none yet (a line for a state report).
@@ -182,5 +187,11 @@ mod tests {
             serde_json::from_value(json!({"metadata": {"name": "s"}, "spec": {"ports": [{"port": 80}]}, "status": {"loadBalancer": {}}}))
                 .unwrap();
         assert!(service_url(&pending).is_none());
+        let tls: Service = serde_json::from_value(
+            json!({"metadata": {"name": "s"}, "spec": {"ports": [{"name": "https", "port": 8443}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "127.0.0.2"}]}}}),
+        )
+        .unwrap();
+        assert_eq!(service_url(&tls).unwrap(), "https://127.0.0.2:8443/");
     }
 }
