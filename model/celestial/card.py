@@ -78,7 +78,7 @@ def ood_lines(mm: dict, loco: dict | None) -> list[str]:
     lines = [
         "### Confidence and out-of-distribution signal",
         "",
-        f"Score `{ood['score']}`: `{meta['celestial.ood_score_formula']}` on the raw logits; threshold "
+        f"Score `{ood['score']}`: `{meta['celestial.ood_score_formula']}`; threshold "
         f"`{ood['threshold']}` ({ood['threshold_rule']}); `known = s <= threshold`. Temperature "
         f"`{ood['temperature']}` (fitted by negative log-likelihood on the validation split, clean and all "
         f"corruptions): NLL {ood['calibration']['nll_t1']} -> {ood['calibration']['nll']}, expected calibration "
@@ -109,7 +109,7 @@ def ood_lines(mm: dict, loco: dict | None) -> list[str]:
     ]
     if loco:
         per, summ = loco["per_class"], loco["summary"]
-        k = ood["score"]
+        k = ood.get("loco_key", ood["score"])
         lines += [
             "### Leave-one-class-out (LOCO)",
             "",

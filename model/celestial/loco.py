@@ -67,11 +67,12 @@ def run_loco(raw: Path, classes, train_items, val_items, pre: Preprocessing, cac
         remap = {k: i for i, k in enumerate(keep)}
         m = pool["y"] != c
         px_in, y_in = pool["px"][m], np.array([remap[v] for v in pool["y"][m]])
+        first = (np.arange(len(pool["y"])) % hp["variants"] == 0)[m]  # pool is ordered image by image
         tr9 = [it for it in train_items if it[1] != c]
         outl = robust.outlier_pool(raw, tr9, hp["outliers"], robust.OUTLIER_TRAIN_SEED, h, w, cache)
         model, _ = T.train_improved(px_in, y_in, outl["px"], len(keep), pre)
         fit_f, fit_l = T.features_logits(model, px_in, pre)
-        stats = robust.FeatureStats(fit_f, y_in, len(keep), bank_size=hp["bank"], seed=1)
+        stats = robust.FeatureStats(fit_f, y_in, len(keep), bank_size=hp["bank"], seed=1, bank_idx=np.where(first)[0])
         vm = y_val != c
         id_fl = T.features_logits(model, val_px[vm], pre)
         held = [it for it in train_items + val_items if it[1] == c]

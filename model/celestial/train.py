@@ -89,8 +89,13 @@ IMPROVED = dict(height=32, width=32, arch="c4w", lr=3e-3, epochs=15, batch=64, s
 
 
 # Out-of-distribution signal, chosen by the leave-one-class-out measurement (loco.json, model card).
-OOD_SCORE = "max_logit"
+OOD_SCORE = "knn_cosine"
+OOD_OUTPUT = "ood_score"
+OOD_BANK_STRIDE = 4  # the bank: every OOD_BANK_STRIDE-th training image (LOCO key knn_cosine_quarter for 4)
 OOD_FORMULAS = {
+    "knn_cosine": ("s = the model's second output ood_score [N] = 1 - max_i cos(f, bank_i), computed in the graph: "
+                   "f = the 96 globally pooled features, bank = the unit-length features of one augmented variant "
+                   "of each of the 1,200 training images"),
     "max_logit": "s = -max_k logits[k]",
     "energy": "s = -log(sum_k exp(logits[k]))",
     "msp": "s = -max_k softmax(logits)[k]",
@@ -98,13 +103,17 @@ OOD_FORMULAS = {
 OOD_FALSE_FLAGS = 0.01
 OOD_EVAL_OUTLIERS = 900
 CONFIDENCE_RULE = "confidence = max_k softmax(logits / temperature)[k], temperature = celestial.temperature"
-KNOWN_RULE = ("known = (s <= celestial.ood_threshold) with s the score celestial.ood_score computed from the raw "
-              "logits as celestial.ood_score_formula says; known = false when s > threshold")
+KNOWN_RULE = ("known = (s <= celestial.ood_threshold) with s the score celestial.ood_score as "
+              "celestial.ood_score_formula says (the output celestial.ood_score_output when present, else computed "
+              "from the raw logits); known = false when s > threshold")
 
 
-def ood_score(logits: np.ndarray) -> np.ndarray:
-    """The served OOD score (higher = less like the training classes), from the raw logits, in float64."""
+def ood_score(logits: np.ndarray, ood: np.ndarray | None = None) -> np.ndarray:
+    """The served OOD score (higher = less like the training classes), in float64: the graph's ood_score
+    output for knn_cosine, else from the raw logits."""
     z = logits.astype(np.float64)
+    if OOD_SCORE == "knn_cosine":
+        return ood.astype(np.float64)
     if OOD_SCORE == "max_logit":
         return -z.max(1)
     if OOD_SCORE == "energy":
@@ -114,9 +123,10 @@ def ood_score(logits: np.ndarray) -> np.ndarray:
     raise ValueError(OOD_SCORE)
 
 
-def confidence_known(logits: np.ndarray, temperature: float, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def confidence_known(logits: np.ndarray, temperature: float, threshold: float,
+                     ood: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     z = logits.astype(np.float64)
-    return robust.softmax(z / temperature).max(1), ood_score(z) <= threshold
+    return robust.softmax(z / temperature).max(1), ood_score(z, ood) <= threshold
 
 
 def ood_metadata(temperature: float, threshold: float) -> dict[str, str]:
@@ -126,6 +136,7 @@ def ood_metadata(temperature: float, threshold: float) -> dict[str, str]:
         "celestial.confidence": CONFIDENCE_RULE,
         "celestial.ood_score": OOD_SCORE,
         "celestial.ood_score_formula": OOD_FORMULAS[OOD_SCORE],
+        **({"celestial.ood_score_output": OOD_OUTPUT} if OOD_SCORE == "knn_cosine" else {}),
         "celestial.ood_threshold": f"{threshold}",
         "celestial.known": KNOWN_RULE,
         "celestial.ood_false_flag_rate": f"{OOD_FALSE_FLAGS}",
@@ -176,8 +187,10 @@ def decode_cases(mpath: Path, pre: Preprocessing, temperature: float, threshold:
         dec = jpeg_draft_size(stored[0], stored[1], pre.width, pre.height) if fmt == "jpeg" else stored
         pix = load_model_pixels(io.BytesIO(data), pre.height, pre.width)
         x = to_tensor(pix, pre)[None]
-        logits = sess.run(["logits"], {"input": x})[0]
-        conf, known = confidence_known(logits, temperature, threshold)
+        outs = sess.run(None, {"input": x})
+        logits = outs[0]
+        ood = outs[1] if len(outs) > 1 else None
+        conf, known = confidence_known(logits, temperature, threshold, ood)
         cases.append({
             "format": fmt, "mode": mode, "exif_orientation": orient or 1,
             "stored_width": stored[0], "stored_height": stored[1],
@@ -189,6 +202,7 @@ def decode_cases(mpath: Path, pre: Preprocessing, temperature: float, threshold:
             "tensor_sha256": tensor_sha256(x),
             "logits": [float(v) for v in logits[0]],
             "confidence": float(conf[0]), "known": bool(known[0]),
+            **({"ood_score": float(ood[0])} if ood is not None else {}),
         })
     return cases
 
@@ -389,7 +403,34 @@ def features_logits(model, px, pre: Preprocessing, batch: int = 256):
 # --------------------------------------------------------------------------------------------- export
 
 
-def export_onnx(model, input_shape: list, layout_in: str, path: Path, metadata: dict[str, str] | None, doc: str):
+def add_knn_output(proto, bank: np.ndarray) -> None:
+    """Append the OOD score output `ood_score` [N] = 1 - max_i cos(f, bank_i) to the exported graph, f being
+    the pooled features (the input of the logits MatMul) and bank the unit-length reference features:
+    MatMul(f, -bank^T) -> ReduceMin over the bank -> divided by ||f|| (+1e-12) -> + 1."""
+    from onnx import TensorProto, helper, numpy_helper
+    g = proto.graph
+    mm = [n for n in g.node if n.op_type == "MatMul"]
+    if len(mm) != 1:
+        raise SystemExit("expected one MatMul (the logits layer) in the exported graph")
+    f = mm[0].input[0]
+    g.initializer.extend([
+        numpy_helper.from_array((-bank.T).astype(np.float32), "ood_bank_neg_t"),
+        numpy_helper.from_array(np.array(1e-12, np.float32), "ood_eps"),
+        numpy_helper.from_array(np.array(1.0, np.float32), "ood_one"),
+    ])
+    g.node.extend([
+        helper.make_node("MatMul", [f, "ood_bank_neg_t"], ["ood_neg_dots"], name="ood_dots"),
+        helper.make_node("ReduceMin", ["ood_neg_dots"], ["ood_neg_max_dot"], axes=[1], keepdims=0, name="ood_max"),
+        helper.make_node("ReduceL2", [f], ["ood_norm"], axes=[1], keepdims=0, name="ood_norm"),
+        helper.make_node("Add", ["ood_norm", "ood_eps"], ["ood_norm_eps"], name="ood_norm_eps"),
+        helper.make_node("Div", ["ood_neg_max_dot", "ood_norm_eps"], ["ood_neg_cos"], name="ood_cos"),
+        helper.make_node("Add", ["ood_neg_cos", "ood_one"], [OOD_OUTPUT], name="ood_score"),
+    ])
+    g.output.append(helper.make_tensor_value_info(OOD_OUTPUT, TensorProto.FLOAT, ["N"]))
+
+
+def export_onnx(model, input_shape: list, layout_in: str, path: Path, metadata: dict[str, str] | None, doc: str,
+                bank: np.ndarray | None = None):
     """Export `model` (NHWC Keras) with input `input` and output `logits`; NCHW input is transposed
     inside the graph (tf2onnx folds the transposes into the convolutions)."""
     import onnx
@@ -413,6 +454,8 @@ def export_onnx(model, input_shape: list, layout_in: str, path: Path, metadata: 
     proto, _ = tf2onnx.convert.from_function(serve, input_signature=[spec], opset=OPSET)
     if "standardize" in names and layout_in == "NCHW":
         fuse_layer_norm(proto, input_shape)
+    if bank is not None:
+        add_knn_output(proto, bank)
     # A readable dynamic batch dimension name.
     for value in list(proto.graph.input) + list(proto.graph.output):
         dim0 = value.type.tensor_type.shape.dim[0]
@@ -437,6 +480,16 @@ def ort_session(path: Path, threads: int = 1):
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def ort_outputs(path: Path, x: np.ndarray, batch: int = 256) -> tuple[np.ndarray, np.ndarray | None]:
+    """(logits, ood_score or None) of a model over a batch of input tensors."""
+    sess = ort_session(path, threads=os.cpu_count() or 1)
+    names = [o.name for o in sess.get_outputs()]
+    outs = [sess.run(None, {"input": x[i:i + batch]}) for i in range(0, len(x), batch)]
+    logits = np.concatenate([o[names.index("logits")] for o in outs])
+    ood = np.concatenate([o[names.index(OOD_OUTPUT)] for o in outs]) if OOD_OUTPUT in names else None
+    return logits, ood
 
 
 def ort_logits(path: Path, x: np.ndarray, batch: int = 64) -> np.ndarray:
@@ -524,7 +577,7 @@ def softmax(z: np.ndarray) -> np.ndarray:
 
 def golden_entries(val_items, px_val, x_val, classes, logits, raw: Path | None = None,
                    pre: Preprocessing | None = None, temperature: float | None = None,
-                   threshold: float | None = None) -> list[dict]:
+                   threshold: float | None = None, ood: np.ndarray | None = None) -> list[dict]:
     """One validation image per class: the one with the widest gap between its two highest logits
     (first by name on a tie), so that a prediction cannot flip on decoder-level pixel differences."""
     top2 = np.sort(logits, axis=1)[:, -2:]
@@ -557,13 +610,15 @@ def golden_entries(val_items, px_val, x_val, classes, logits, raw: Path | None =
                 stored = im.size
             dec = jpeg_draft_size(stored[0], stored[1], pre.width, pre.height)
             decoded = np.asarray(load_rgb8(raw / rel, draft=(pre.width, pre.height)), np.uint8)
-            conf, known = confidence_known(logits[idx:idx + 1], temperature, threshold)
+            conf, known = confidence_known(logits[idx:idx + 1], temperature, threshold,
+                                           None if ood is None else ood[idx:idx + 1])
             entries[-1].update({
                 "stored_width": stored[0], "stored_height": stored[1],
                 "dct_scale_denominator": jpeg_dct_factor(stored[0], stored[1], pre.width, pre.height),
                 "decoded_width": dec[0], "decoded_height": dec[1],
                 "decoded_rgb8_base64": base64.b64encode(np.ascontiguousarray(decoded).tobytes()).decode(),
                 "confidence": float(conf[0]), "known": bool(known[0]),
+                **({"ood_score": float(ood[idx])} if ood is not None else {}),
             })
     return entries
 
@@ -678,6 +733,11 @@ def main(argv=None) -> int:
 
     k_logits = model.predict(x_va_nhwc, batch_size=64, verbose=0)
     k_eval = evaluate(k_logits, y_va, classes)
+    # the OOD reference bank: unit-length pooled features of each training image's first augmented variant
+    first = np.arange(len(pool["y"])) % IMPROVED["variants"] == 0
+    bank = robust.l2n(features_logits(model, pool["px"][first][::OOD_BANK_STRIDE], pre)[0].astype(np.float64)
+                      ).astype(np.float32)
+    bank = bank if OOD_SCORE == "knn_cosine" else None
 
     # ---- calibration, OOD score and threshold (ONNX Runtime on everything below)
     log("corruption suite, synthetic outliers: generating (cached)")
@@ -699,21 +759,30 @@ def main(argv=None) -> int:
     doc = (f"{MODEL_NAME} {MODEL_VERSION}: classifies a picture of a Solar System body into one of "
            f"{len(classes)} classes and says when a picture is none of them. Preprocessing: {SPEC}. "
            "See model/README.md.")
-    export_onnx(model, [3, h, w], "NCHW", mpath, base_meta, doc)
-    onnx_logits = lambda px: ort_logits(mpath, to_tensor(px, pre))  # noqa: E731
-    o_logits = ort_logits(mpath, x_va)
-    suite_logits = {k: onnx_logits(v) for k, v in suite.items()}
+    export_onnx(model, [3, h, w], "NCHW", mpath, base_meta, doc, bank)
+    onnx_out = lambda px: ort_outputs(mpath, to_tensor(px, pre))  # noqa: E731
+    o_logits, o_ood = ort_outputs(mpath, x_va)
+    suite_out = {k: onnx_out(v) for k, v in suite.items()}
+    suite_logits = {k: v[0] for k, v in suite_out.items()}
     middle_keys = [f"{n}/{augment.middle(n)}" for n in augment.SUITE]
     all_corrupt = np.concatenate([suite_logits[k] for k in suite_logits])
     temperature, calib = robust.fit_temperature(np.concatenate([o_logits, all_corrupt]),
                                                 np.concatenate([y_va] + [y_va] * len(suite_logits)))
-    score = ood_score(o_logits)
-    id_robust = np.concatenate([score] + [ood_score(suite_logits[k]) for k in middle_keys])
+    score = ood_score(o_logits, o_ood)
+    id_robust = np.concatenate([score] + [ood_score(*suite_out[k]) for k in middle_keys])
     threshold = float(f"{robust.threshold_at(id_robust, OOD_FALSE_FLAGS):.4f}")
     metadata = base_meta | ood_metadata(temperature, threshold)
-    export_onnx(model, [3, h, w], "NCHW", mpath, metadata, doc)
-    o_logits = ort_logits(mpath, x_va)
+    export_onnx(model, [3, h, w], "NCHW", mpath, metadata, doc, bank)
+    o_logits, o_ood = ort_outputs(mpath, x_va)
     m_parity = parity(MODEL_NAME, k_logits, o_logits)
+    if bank is not None:  # the in-graph OOD score against the same formula on Keras' features
+        kf = features_logits(model, px_va, pre)[0].astype(np.float64)
+        k_ood = 1.0 - (robust.l2n(kf) @ bank.T.astype(np.float64)).max(1)
+        ood_diff = float(np.abs(k_ood - o_ood).max())
+        log(f"parity {OOD_OUTPUT}: max |numpy - onnxruntime| = {ood_diff:.3g}")
+        if ood_diff > PARITY_MAX_ABS:
+            raise SystemExit(f"parity check FAILED for {OOD_OUTPUT}: {ood_diff}")
+        m_parity["ood_score_max_abs_diff"] = ood_diff
     m_eval = evaluate(o_logits, y_va, classes)
     if f"{m_eval['accuracy']:.4f}" != metadata["celestial.validation_accuracy"]:
         raise SystemExit("ONNX Runtime accuracy differs from the Keras one written to the metadata")
@@ -742,10 +811,12 @@ def main(argv=None) -> int:
                            for n in augment.SUITE}
 
     # OOD on synthetic outliers (held-out seed, built from validation images) and flag rates
-    ev_logits = onnx_logits(ev_out["px"])
-    ev_score = ood_score(ev_logits)
+    ev_score = ood_score(*onnx_out(ev_out["px"]))
     kinds = ev_out["kinds"]
-    ood = {"score": OOD_SCORE, "threshold": threshold, "temperature": temperature, "calibration": calib,
+    ood = {"score": OOD_SCORE, "bank_size": 0 if bank is None else int(len(bank)),
+           "loco_key": ({1: "knn_cosine_per_image", 4: "knn_cosine_quarter"}[OOD_BANK_STRIDE]
+                        if OOD_SCORE == "knn_cosine" else OOD_SCORE),
+           "threshold": threshold, "temperature": temperature, "calibration": calib,
            "threshold_rule": f"flags {OOD_FALSE_FLAGS:.0%} of the in-distribution validation images, clean and "
                              "every corruption at its middle severity (3,600 images)",
            "synthetic": {"images": int(len(kinds)), "auroc_vs_clean_val": round(robust.auroc(score, ev_score), 5),
@@ -754,7 +825,7 @@ def main(argv=None) -> int:
                                           "flag_rate": round(robust.flag_rate(ev_score[kinds == k], threshold), 4)}
                                       for k in sorted(set(kinds.tolist()))}},
            "false_flags": {"clean_validation": round(robust.flag_rate(score, threshold), 4),
-                           **{k.split("/")[0]: round(robust.flag_rate(ood_score(suite_logits[k]), threshold), 4)
+                           **{k.split("/")[0]: round(robust.flag_rate(ood_score(*suite_out[k]), threshold), 4)
                               for k in middle_keys}},
            "all_scores_synthetic_auroc": {}}
     fs = robust.FeatureStats(*features_logits(model, pool["px"][::4], pre)[:1], pool["y"][::4], len(classes))
@@ -782,7 +853,8 @@ def main(argv=None) -> int:
     assert meta_back == metadata, "metadata did not round-trip"
     sess = ort_session(mpath)
     assert sess.get_modelmeta().custom_metadata_map == metadata
-    assert [i.name for i in sess.get_inputs()] == ["input"] and [o.name for o in sess.get_outputs()] == ["logits"]
+    assert [i.name for i in sess.get_inputs()] == ["input"]
+    assert [o.name for o in sess.get_outputs()] == (["logits", OOD_OUTPUT] if bank is not None else ["logits"])
 
     # ---- golden fixtures
     sens = pixel_sensitivity(mpath, px_va[:100], lambda p: to_tensor(p, pre))
@@ -797,10 +869,11 @@ def main(argv=None) -> int:
                   "scale": pre.scale, "mean": list(pre.mean), "std": list(pre.std)},
         "jpeg_dct_scaling": JPEG_DCT_SCALING,
         "outputs": {"confidence": CONFIDENCE_RULE, "known": KNOWN_RULE, "temperature": temperature,
-                    "ood_score": OOD_SCORE, "ood_threshold": threshold},
+                    "ood_score": OOD_SCORE, "ood_score_formula": OOD_FORMULAS[OOD_SCORE],
+                    "ood_score_output": OOD_OUTPUT if bank is not None else None, "ood_threshold": threshold},
         "tolerance": TOLERANCE | {"logit_sensitivity_to_random_pixel_noise_1": round(sens, 5)},
         "images": golden_entries(val_items, px_va, x_va, classes, o_logits, raw=raw, pre=pre,
-                                 temperature=temperature, threshold=threshold),
+                                 temperature=temperature, threshold=threshold, ood=o_ood),
         "decode_cases": decode_cases(mpath, pre, temperature, threshold),
     }
     (out / "golden.json").write_text(json.dumps(golden, indent=1) + "\n")

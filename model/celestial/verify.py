@@ -41,7 +41,7 @@ REQUIRED_KEYS = [
 ]
 
 
-def served_outputs(logits: np.ndarray, meta: dict) -> tuple[np.ndarray, np.ndarray]:
+def served_outputs(logits: np.ndarray, meta: dict, ood: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """confidence and known exactly as the metadata defines them (independent of train.py)."""
     z = logits.astype(np.float64)
     t = float(meta["celestial.temperature"])
@@ -49,7 +49,9 @@ def served_outputs(logits: np.ndarray, meta: dict) -> tuple[np.ndarray, np.ndarr
     e = np.exp(zt - zt.max(1, keepdims=True))
     conf = (e / e.sum(1, keepdims=True)).max(1)
     formula = meta["celestial.ood_score_formula"]
-    if formula == "s = -max_k logits[k]":
+    if "celestial.ood_score_output" in meta:
+        s = np.asarray(ood, np.float64)
+    elif formula == "s = -max_k logits[k]":
         s = -z.max(1)
     elif formula == "s = -log(sum_k exp(logits[k]))":
         m = z.max(1)
@@ -100,7 +102,10 @@ def check_golden(c: Checks, name: str, golden: dict, sess, raw: Path | None, pre
         labels = golden["labels"]
         c.check(f"{tag}: prediction {g['prediction']}", labels[int(logits.argmax())] == g["prediction"])
         if meta is not None:
-            conf, known = served_outputs(np.array([g["logits"]]), meta)
+            conf, known = served_outputs(np.array([g["logits"]]), meta, np.array([g.get("ood_score", np.nan)]))
+            if "celestial.ood_score_output" in meta:
+                o = sess.run([meta["celestial.ood_score_output"]], {"input": x})[0]
+                c.check(f"{tag}: ood_score output within 1e-4", abs(float(o[0]) - g["ood_score"]) <= 1e-4)
             c.check(f"{tag}: confidence and known from the metadata's rules",
                     abs(conf[0] - g["confidence"]) < 1e-9 and bool(known[0]) == g["known"])
         if raw is None:
@@ -187,10 +192,12 @@ def check_decode_cases(c: Checks, golden: dict, sess, pre: Preprocessing, meta: 
         c.check(f"{tag}: pixels", np.array_equal(pix, want))
         x = to_tensor(pix, pre)[None]
         c.check(f"{tag}: tensor sha256", tensor_sha256(x) == case["tensor_sha256"])
-        logits = sess.run(["logits"], {"input": x})[0]
-        conf, known = served_outputs(logits, meta)
+        outs = sess.run(None, {"input": x})
+        logits, ood = outs[0], (outs[1] if len(outs) > 1 else None)
+        conf, known = served_outputs(logits, meta, ood)
         c.check(f"{tag}: logits, confidence, known", float(np.abs(logits[0] - np.array(case["logits"])).max()) <= 1e-4
-                and abs(conf[0] - case["confidence"]) < 1e-5 and bool(known[0]) == case["known"])
+                and abs(conf[0] - case["confidence"]) < 1e-5 and bool(known[0]) == case["known"]
+                and (ood is None or abs(float(ood[0]) - case["ood_score"]) <= 1e-4))
 
 
 def check_robustness(c: Checks, d: Path, raw: Path, split: list, labels: list, sess, pre: Preprocessing,
@@ -204,11 +211,13 @@ def check_robustness(c: Checks, d: Path, raw: Path, split: list, labels: list, s
     cache = d / ".cache"
     suite = robust.suite_pixels(raw, items, pre.height, pre.width, cache)
 
-    def logits_of(px):
+    def outputs_of(px):
         x = to_tensor(px, pre)
-        return np.concatenate([sess.run(["logits"], {"input": x[i:i + 100]})[0] for i in range(0, len(x), 100)])
+        outs = [sess.run(None, {"input": x[i:i + 100]}) for i in range(0, len(x), 100)]
+        return (np.concatenate([o[0] for o in outs]),
+                np.concatenate([o[1] for o in outs]) if len(outs[0]) > 1 else None)
 
-    got = {n: [round(float((logits_of(suite[f"{n}/{s}"]).argmax(1) == y).mean()), 4)
+    got = {n: [round(float((outputs_of(suite[f"{n}/{s}"])[0].argmax(1) == y).mean()), 4)
                for s in range(len(augment.SUITE[n][1]))] for n in augment.SUITE}
     c.check("corruption suite: top-1 per corruption and severity equal metrics.json", got == rob["served"],
             json.dumps(got))
@@ -216,10 +225,11 @@ def check_robustness(c: Checks, d: Path, raw: Path, split: list, labels: list, s
     c.check("corruption suite: every corruption >= 97 % at its middle severity (issue 14)", not low, json.dumps(low))
     ev = robust.outlier_pool(raw, items, ood["synthetic"]["images"], robust.OUTLIER_EVAL_SEED, pre.height, pre.width,
                              cache)
-    clean = to_tensor(np.stack([load_model_pixels(raw / rel, pre.height, pre.width) for rel, _ in items]), pre)
-    _, known_id = served_outputs(np.concatenate([sess.run(["logits"], {"input": clean[i:i + 100]})[0]
-                                                 for i in range(0, len(clean), 100)]), meta)
-    _, known_out = served_outputs(logits_of(ev["px"]), meta)
+    clean = np.stack([load_model_pixels(raw / rel, pre.height, pre.width) for rel, _ in items])
+    lc, oc = outputs_of(clean)
+    _, known_id = served_outputs(lc, meta, oc)
+    lo, oo = outputs_of(ev["px"])
+    _, known_out = served_outputs(lo, meta, oo)
     fr = round(float((~known_out).mean()), 4)
     c.check(f"synthetic outliers: flagged {fr} equals metrics.json", fr == ood["synthetic"]["flag_rate"],
             f"metrics.json says {ood['synthetic']['flag_rate']}")
@@ -228,7 +238,7 @@ def check_robustness(c: Checks, d: Path, raw: Path, split: list, labels: list, s
     loco = d / "loco.json"
     if loco.exists():
         lj = json.loads(loco.read_text())
-        k = meta["celestial.ood_score"]
+        k = ood.get("loco_key", meta["celestial.ood_score"])
         c.check(f"loco.json: ten left-out classes, {k} mean AUROC {lj['summary'][k]['mean_auroc']}",
                 len(lj["per_class"]) == len(labels))
     else:
@@ -283,7 +293,8 @@ def main(argv=None) -> int:
     c.check("golden.json: one image per label", sorted(g["label"] for g in golden["images"]) == sorted(labels))
     check_golden(c, "served model", golden, sess, raw, pre, gray=False, meta=meta)
     check_decode_cases(c, golden, sess, pre, meta)
-    c.check("served model: output names", [o.name for o in sess.get_outputs()] == ["logits"])
+    want_out = ["logits"] + ([meta["celestial.ood_score_output"]] if "celestial.ood_score_output" in meta else [])
+    c.check(f"served model: output names {want_out}", [o.name for o in sess.get_outputs()] == want_out)
 
     split = [line for line in (d / "validation-split.txt").read_text().splitlines() if line]
     if raw is None:
