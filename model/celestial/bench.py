@@ -92,6 +92,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dir", type=Path, default=Path(__file__).resolve().parents[1])
     ap.add_argument("--iterations", type=int, default=20000)
+    ap.add_argument("--rounds", type=int, default=6, help="alternating A/B rounds against testdata/v1-celestial-bodies.onnx")
     args = ap.parse_args(argv)
     metrics_path = args.dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text())
@@ -103,7 +104,7 @@ def main(argv=None) -> int:
     print(f"guide-recipe.onnx:     {json.dumps(g['latency'])}")
     v1 = args.dir / "testdata" / "v1-celestial-bodies.onnx"
     if v1.exists() and "ab_v1" in m:
-        m["ab_v1"] = ab_latency(args.dir / m["file"], [3, hp["height"], hp["width"]], v1, [3, 64, 64])
+        m["ab_v1"] = ab_latency(args.dir / m["file"], [3, hp["height"], hp["width"]], v1, [3, 64, 64], rounds=args.rounds)
         print(f"A/B vs v1: {json.dumps(m['ab_v1'])}")
     metrics_path.write_text(json.dumps(metrics, indent=1) + "\n")
     if (args.dir / "README.md").exists():

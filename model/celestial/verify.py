@@ -53,6 +53,9 @@ def served_outputs(logits: np.ndarray, meta: dict, ood: np.ndarray | None = None
         s = np.asarray(ood, np.float64)
     elif formula == "s = -max_k logits[k]":
         s = -z.max(1)
+    elif formula == "s = -max_k softmax(logits)[k]":
+        e1 = np.exp(z - z.max(1, keepdims=True))
+        s = -(e1 / e1.sum(1, keepdims=True)).max(1)
     elif formula == "s = -log(sum_k exp(logits[k]))":
         m = z.max(1)
         s = -(m + np.log(np.exp(z - m[:, None]).sum(1)))
