@@ -362,6 +362,7 @@ pub fn main_with(cli: Cli) -> std::process::ExitCode {
     // Err: a subscriber is already set (only when called twice in one process, as tests may).
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(filter)
         .try_init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -71,15 +71,17 @@ impl Error {
 fn cluster_code(e: &cluster::ClusterError) -> ExitCode {
     use cluster::ClusterError as E;
     match e {
-        E::Kubeconfig { .. } | E::NoConfig(_) | E::Client(_) => ExitCode::Usage,
+        E::Kubeconfig { .. } | E::NoConfig(_) | E::Client(_) | E::Credentials(_) => ExitCode::Usage,
         E::Unreachable { .. } | E::Unauthorized { .. } => ExitCode::Apply,
     }
 }
 
 /// A deletion that ran out of time is a timeout; everything else the API refused is an apply error.
+/// Credentials that stopped working mid-command (an exec plugin's refresh failed) are configuration.
 fn apply_code(e: &apply::ApplyError) -> ExitCode {
     match e {
         apply::ApplyError::DeleteTimeout { .. } => ExitCode::Timeout,
+        apply::ApplyError::Credentials { .. } => ExitCode::Usage,
         _ => ExitCode::Apply,
     }
 }
@@ -127,6 +129,14 @@ mod tests {
         assert_eq!(Error::from(unreachable).exit_code(), ExitCode::Apply);
         let kubeconfig = cluster::ClusterError::NoConfig("x".into());
         assert_eq!(Error::from(kubeconfig).exit_code(), ExitCode::Usage);
+        let plugin = cluster::ClusterError::Credentials("exec plugin failed".into());
+        assert_eq!(Error::from(plugin).exit_code(), ExitCode::Usage);
+        let refresh = apply::ApplyError::Credentials {
+            object: "o".into(),
+            action: "apply",
+            message: "exec plugin failed".into(),
+        };
+        assert_eq!(Error::from(refresh).exit_code(), ExitCode::Usage);
         let conflict = apply::ApplyError::Conflict {
             object: "o".into(),
             message: "m".into(),

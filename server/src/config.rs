@@ -91,9 +91,16 @@ pub struct Config {
     #[arg(long, env = "CELESTIAL_INTRA_OP_THREADS", default_value_t = 1)]
     pub intra_op_threads: usize,
 
-    /// Maximum number of prediction requests processed at once; more are refused with 429.
+    /// Maximum number of prediction requests processed at once; more wait up to
+    /// `--max-queue-wait` for a slot, then are refused with 429.
     #[arg(long, env = "CELESTIAL_MAX_CONCURRENCY", default_value_t = 64)]
     pub max_concurrency: usize,
+
+    /// How long a prediction over `--max-concurrency` waits for a slot before it is refused with
+    /// 429 (0 refuses at once). Waiting costs no CPU, while refusals that clients retry at once
+    /// take it from the predictions: under 8x overload the wait keeps goodput near its peak.
+    #[arg(long, env = "CELESTIAL_MAX_QUEUE_WAIT", default_value = "500ms", value_parser = parse_duration)]
+    pub max_queue_wait: Duration,
 
     /// Seconds a client is told to wait (Retry-After) when refused with 429.
     #[arg(long, env = "CELESTIAL_RETRY_AFTER_SECONDS", default_value_t = 1)]
@@ -106,6 +113,14 @@ pub struct Config {
     /// Largest accepted image in pixels (width x height, read from the header before decoding); larger get 422.
     #[arg(long, env = "CELESTIAL_MAX_IMAGE_PIXELS", default_value_t = 40_000_000)]
     pub max_image_pixels: u64,
+
+    /// Memory in bytes one image may take to decode and resize, checked from its header before any
+    /// pixel is decoded (each worker decodes one image at a time). A larger image is decoded row by
+    /// row (JPEG scaled down while decoding) when its format allows, otherwise refused with 422.
+    /// Worst case: RSS <= baseline + workers x (this + 17 MiB) + bodies in flight (README).
+    #[arg(long, env = "CELESTIAL_MAX_DECODE_BYTES", default_value_t = 64 << 20,
+          value_parser = clap::value_parser!(u64).range(4 << 20..))]
+    pub max_decode_bytes: u64,
 
     /// Most `image` parts accepted by POST /predict/batch.
     #[arg(long, env = "CELESTIAL_MAX_BATCH_IMAGES", default_value_t = 64)]
@@ -133,14 +148,50 @@ pub struct Config {
     #[arg(long, env = "CELESTIAL_MAX_UPLOADS", default_value_t = 256)]
     pub max_uploads: usize,
 
+    /// Memory all prediction bodies together may hold, in bytes, from their first byte to their
+    /// answer (each body counts twice its size: its buffer grows by copying, and multipart parts are
+    /// extracted from it); a body that would go over gets 429. Bounds what bodies cost whatever the
+    /// number of clients; at least 2 x `--max-body-bytes`.
+    #[arg(long, env = "CELESTIAL_MAX_BODY_MEMORY", default_value_t = 256 * 1024 * 1024)]
+    pub max_body_memory: usize,
+
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish before the server exits anyway.
     #[arg(long, env = "CELESTIAL_SHUTDOWN_TIMEOUT", default_value = "25s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
-    /// On SIGTERM/SIGINT, keep accepting new connections this long (answering /readyz with 503) before
-    /// closing the listener, so load balancers see the pod leave; 0 closes the listener at once.
+    /// On SIGTERM/SIGINT, keep serving this long before closing the listener, so load balancers see
+    /// the pod leave: /readyz answers 503, predictions are still served, and every HTTP/1 answer
+    /// carries `Connection: close` (HTTP/2: GOAWAY) so clients reconnect elsewhere; 0 closes the
+    /// listener at once.
     #[arg(long, env = "CELESTIAL_DRAIN_DELAY", default_value = "0s", value_parser = parse_duration)]
     pub drain_delay: Duration,
+
+    /// Most connections open at once. Above it, a reserve of 64 more connections is answered with
+    /// a tiny 503 `too_many_connections` (but `GET /livez` with 200) and closed; beyond that,
+    /// connections are closed at once. Lowered at start when the open-file limit (raised to its
+    /// hard limit) cannot hold it.
+    #[arg(long, env = "CELESTIAL_MAX_CONNECTIONS", default_value_t = 2048)]
+    pub max_connections: usize,
+
+    /// A connection must deliver a complete request head (request line and headers) this soon
+    /// after it opens, and after the first byte of each later head; slower connections (silent or
+    /// slowloris) are closed. An unread request body after an early answer is read away for at
+    /// most this long too.
+    #[arg(long, env = "CELESTIAL_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+
+    /// A keep-alive connection with no request for this long is closed (HTTP/2: GOAWAY). Longer
+    /// than the usual 60 s idle timeout of load balancers, so they close first.
+    #[arg(long, env = "CELESTIAL_IDLE_TIMEOUT", default_value = "75s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Largest request head (request line and headers) in bytes, at least 8192; larger get 431.
+    #[arg(long, env = "CELESTIAL_MAX_HEADER_BYTES", default_value_t = 32 * 1024)]
+    pub max_header_bytes: usize,
+
+    /// Most header fields in a request; more get 431.
+    #[arg(long, env = "CELESTIAL_MAX_HEADERS", default_value_t = crate::connection::HYPER_MAX_HEADERS)]
+    pub max_headers: usize,
 
     /// Service name reported in /schema.json (what BentoML clients see).
     #[arg(
@@ -242,6 +293,23 @@ mod tests {
     }
 
     #[test]
+    fn connection_help_states_the_layer_constants() {
+        use crate::connection::{MIN_HEADER_BYTES, OVERFLOW_RESERVE};
+        let cmd = Cli::command();
+        let help = |id: &str| {
+            cmd.get_arguments()
+                .find(|a| a.get_id() == id)
+                .and_then(|a| a.get_help())
+                .map(|h| h.to_string())
+                .unwrap_or_default()
+        };
+        let reserve = format!("a reserve of {OVERFLOW_RESERVE} more");
+        assert!(help("max_connections").contains(&reserve));
+        let min = format!("at least {MIN_HEADER_BYTES}");
+        assert!(help("max_header_bytes").contains(&min));
+    }
+
+    #[test]
     fn thread_counts_resolve() {
         let auto = Config::from_args(["--workers", "0", "--http-threads", "0"]).unwrap();
         assert_eq!(auto.effective_workers(), cores());
@@ -252,6 +320,14 @@ mod tests {
             (set.effective_workers(), set.effective_http_threads()),
             (3, 2)
         );
+    }
+
+    #[test]
+    fn decode_budget_has_a_floor() {
+        assert_eq!(Config::with_defaults().max_decode_bytes, 64 << 20);
+        let set = Config::from_args(["--max-decode-bytes", "8388608"]).unwrap();
+        assert_eq!(set.max_decode_bytes, 8 << 20);
+        assert!(Config::from_args(["--max-decode-bytes", "1000"]).is_err());
     }
 
     #[test]

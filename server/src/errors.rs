@@ -30,9 +30,14 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     UnsupportedImageFormat,
     ImageTooLarge,
+    DecodeBudgetExceeded,
     Overloaded,
     Draining,
     Timeout,
+    MalformedRequest,
+    UriTooLong,
+    HeadersTooLarge,
+    TooManyConnections,
     Internal,
     // Request handling (issue 13): a body that stopped arriving, several images on `/predict`.
     BodyTimeout,
@@ -41,7 +46,7 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::EmptyBody,
         ErrorCode::InvalidImage,
         ErrorCode::TruncatedImage,
@@ -55,9 +60,14 @@ impl ErrorCode {
         ErrorCode::UnsupportedMediaType,
         ErrorCode::UnsupportedImageFormat,
         ErrorCode::ImageTooLarge,
+        ErrorCode::DecodeBudgetExceeded,
         ErrorCode::Overloaded,
         ErrorCode::Draining,
         ErrorCode::Timeout,
+        ErrorCode::MalformedRequest,
+        ErrorCode::UriTooLong,
+        ErrorCode::HeadersTooLarge,
+        ErrorCode::TooManyConnections,
         ErrorCode::Internal,
         ErrorCode::BodyTimeout,
         ErrorCode::MultipleImages,
@@ -79,9 +89,14 @@ impl ErrorCode {
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::UnsupportedImageFormat => "unsupported_image_format",
             ErrorCode::ImageTooLarge => "image_too_large",
+            ErrorCode::DecodeBudgetExceeded => "decode_budget_exceeded",
             ErrorCode::Overloaded => "overloaded",
             ErrorCode::Draining => "draining",
             ErrorCode::Timeout => "timeout",
+            ErrorCode::MalformedRequest => "malformed_request",
+            ErrorCode::UriTooLong => "uri_too_long",
+            ErrorCode::HeadersTooLarge => "headers_too_large",
+            ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::Internal => "internal_error",
             ErrorCode::BodyTimeout => "body_timeout",
             ErrorCode::MultipleImages => "multiple_images",
@@ -99,16 +114,21 @@ impl ErrorCode {
             | ErrorCode::MissingBoundary
             | ErrorCode::InvalidMultipart
             | ErrorCode::MultipleImages
-            | ErrorCode::IncompleteBody => StatusCode::BAD_REQUEST,
+            | ErrorCode::IncompleteBody
+            | ErrorCode::MalformedRequest => StatusCode::BAD_REQUEST,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::BodyTooLarge | ErrorCode::TooManyImages => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType | ErrorCode::UnsupportedImageFormat => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
-            ErrorCode::ImageTooLarge => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::ImageTooLarge | ErrorCode::DecodeBudgetExceeded => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ErrorCode::Overloaded => StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Draining | ErrorCode::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::UriTooLong => StatusCode::URI_TOO_LONG,
+            ErrorCode::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorCode::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -137,9 +157,18 @@ impl ErrorCode {
             ErrorCode::ImageTooLarge => {
                 "The image is 10000x10000 = 100000000 pixels, more than the limit of 40000000 pixels."
             }
+            ErrorCode::DecodeBudgetExceeded => {
+                "Decoding this 6000x6000 progressive JPEG needs 105 MiB of memory, more than the 64 MiB allowed per image; send a smaller image (a baseline JPEG of the same size needs far less)."
+            }
             ErrorCode::Overloaded => "Too many requests in progress; retry later.",
             ErrorCode::Draining => "The server is shutting down.",
             ErrorCode::Timeout => "The request took longer than 30s.",
+            ErrorCode::MalformedRequest => MALFORMED_REQUEST,
+            ErrorCode::UriTooLong => "The request URI is too long.",
+            ErrorCode::HeadersTooLarge => {
+                "The request head is over the limit of 32768 bytes or 100 header fields."
+            }
+            ErrorCode::TooManyConnections => "Too many open connections; retry later.",
             ErrorCode::Internal => "Internal error.",
             ErrorCode::BodyTimeout => {
                 return ApiError::BodyTimeout {
@@ -156,6 +185,9 @@ impl ErrorCode {
         message.to_string()
     }
 }
+
+/// The message of [`ErrorCode::MalformedRequest`]: HTTP/1 parsing cannot say more than that.
+const MALFORMED_REQUEST: &str = "The request line or a header is malformed (for example an invalid Content-Length, a control character in a header, or a path that is not ASCII).";
 
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -188,6 +220,21 @@ pub enum ApiError {
     Draining,
     #[error("The request took longer than {0:?}.")]
     Timeout(Duration),
+    /// The HTTP/1 request line or a header does not parse (answered by the connection layer).
+    #[error("{MALFORMED_REQUEST}")]
+    MalformedRequest,
+    #[error("The request URI is too long.")]
+    UriTooLong,
+    #[error(
+        "The request head is over the limit of {max_bytes} bytes or {max_headers} header fields."
+    )]
+    HeadersTooLarge {
+        max_bytes: usize,
+        max_headers: usize,
+    },
+    /// Over `--max-connections` (answered by the connection layer, which then closes).
+    #[error("Too many open connections; retry later.")]
+    TooManyConnections { retry_after: u64 },
     #[error("Internal error: {0}.")]
     Internal(String),
     #[error(
@@ -231,6 +278,10 @@ impl ApiError {
             ApiError::Overloaded { .. } => ErrorCode::Overloaded,
             ApiError::Draining => ErrorCode::Draining,
             ApiError::Timeout(_) => ErrorCode::Timeout,
+            ApiError::MalformedRequest => ErrorCode::MalformedRequest,
+            ApiError::UriTooLong => ErrorCode::UriTooLong,
+            ApiError::HeadersTooLarge { .. } => ErrorCode::HeadersTooLarge,
+            ApiError::TooManyConnections { .. } => ErrorCode::TooManyConnections,
             ApiError::Internal(_) => ErrorCode::Internal,
             ApiError::BodyTimeout { .. } => ErrorCode::BodyTimeout,
             ApiError::MultipleImages => ErrorCode::MultipleImages,
@@ -261,7 +312,10 @@ pub fn image_code(e: &PreprocessError) -> ErrorCode {
         PreprocessError::Empty => ErrorCode::EmptyBody,
         PreprocessError::UnsupportedFormat(_) => ErrorCode::UnsupportedImageFormat,
         PreprocessError::TooLarge { .. } => ErrorCode::ImageTooLarge,
-        PreprocessError::Truncated { .. } => ErrorCode::TruncatedImage,
+        PreprocessError::Truncated { .. } | PreprocessError::ShortData { .. } => {
+            ErrorCode::TruncatedImage
+        }
+        PreprocessError::OverBudget { .. } => ErrorCode::DecodeBudgetExceeded,
         PreprocessError::ZeroSized { .. } | PreprocessError::Undecodable { .. } => {
             ErrorCode::InvalidImage
         }
@@ -301,7 +355,9 @@ impl IntoResponse for ApiError {
         let mut resp = (self.status(), Json(ErrorBody::from(&self))).into_response();
         resp.extensions_mut()
             .insert(Rejection(self.code().as_str()));
-        if let ApiError::Overloaded { retry_after } = self {
+        if let ApiError::Overloaded { retry_after } | ApiError::TooManyConnections { retry_after } =
+            self
+        {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         }
@@ -341,6 +397,35 @@ mod tests {
                 assert_ne!(c.status(), StatusCode::INTERNAL_SERVER_ERROR, "{c:?}");
             }
         }
+    }
+
+    #[test]
+    fn over_the_decode_budget_is_422_with_the_memory_needed() {
+        let e = ApiError::Image(PreprocessError::OverBudget {
+            width: 6000,
+            height: 6000,
+            kind: "GIF",
+            needed: 546 << 20,
+            budget: 64 << 20,
+            hint: "",
+        });
+        let b = ErrorBody::from(&e);
+        assert_eq!(
+            (b.error.as_str(), b.code, e.status()),
+            (
+                "Decoding this 6000x6000 GIF needs 546 MiB of memory, more than the 64 MiB allowed per image; send a smaller image.",
+                "decode_budget_exceeded",
+                StatusCode::UNPROCESSABLE_ENTITY
+            )
+        );
+        let short = ApiError::Image(PreprocessError::ShortData {
+            format: "JPEG",
+            width: 6000,
+            height: 6000,
+            data_bytes: 5,
+            min_bytes: 421_875,
+        });
+        assert_eq!(short.code(), ErrorCode::TruncatedImage);
     }
 
     #[test]

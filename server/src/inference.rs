@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 
 use crate::classifier::{Classification, Classifier, ClassifyError, JobOutput, Prediction};
 use crate::model::{ModelError, ModelOverrides, ModelSpec, OutputKind, TensorInfo};
-use crate::preprocess::{self, PreprocessError};
+use crate::preprocess::{self, DecodeLimits, PreprocessError};
 
 /// ONNX Runtime version this build pins (scripts/onnxruntime.sh installs it).
 pub const ORT_PINNED_VERSION: &str = "1.31.1";
@@ -155,6 +155,8 @@ pub struct EngineOptions {
     pub workers: usize,
     pub intra_op_threads: usize,
     pub max_image_pixels: u64,
+    /// Memory one image may take to decode and resize (`--max-decode-bytes`).
+    pub max_decode_bytes: u64,
     pub ort_dylib_path: Option<PathBuf>,
 }
 
@@ -202,10 +204,13 @@ impl Engine {
         for (i, session) in sessions.into_iter().enumerate() {
             let rx = Arc::clone(&rx);
             let state = WorkerState::new(session, Arc::clone(&spec));
-            let max_pixels = opts.max_image_pixels;
+            let limits = DecodeLimits {
+                max_pixels: opts.max_image_pixels,
+                max_bytes: opts.max_decode_bytes,
+            };
             let handle = std::thread::Builder::new()
                 .name(format!("celestial-worker-{i}"))
-                .spawn(move || worker(state, rx, max_pixels))
+                .spawn(move || worker(state, rx, limits))
                 .map_err(|e| InferenceError::Run(format!("cannot start worker thread: {e}")))?;
             threads.push(handle);
         }
@@ -255,7 +260,7 @@ impl Engine {
         images: &[Bytes],
         worker: &mut WorkerState,
     ) -> Result<JobOutput, InferenceError> {
-        worker.process(images, u64::MAX, Instant::now())
+        worker.process(images, DecodeLimits::UNLIMITED, Instant::now())
     }
 
     /// A fresh session of `model_bytes` (which must be the served model) with its own
@@ -417,7 +422,7 @@ fn run(
     Ok(data.to_vec())
 }
 
-fn worker(mut state: WorkerState, rx: Arc<Mutex<mpsc::Receiver<Job>>>, max_pixels: u64) {
+fn worker(mut state: WorkerState, rx: Arc<Mutex<mpsc::Receiver<Job>>>, limits: DecodeLimits) {
     loop {
         let job = {
             let Ok(guard) = rx.lock() else { return };
@@ -430,7 +435,7 @@ fn worker(mut state: WorkerState, rx: Arc<Mutex<mpsc::Receiver<Job>>>, max_pixel
             continue; // the client gave up (timeout or disconnect): skip the work
         }
         let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            state.process(&job.images, max_pixels, job.enqueued)
+            state.process(&job.images, limits, job.enqueued)
         }))
         .unwrap_or_else(|_| Err(InferenceError::Run("inference panicked".into())));
         let _ = job.reply.send(out);
@@ -454,7 +459,7 @@ impl WorkerState {
     fn process(
         &mut self,
         images: &[Bytes],
-        max_pixels: u64,
+        limits: DecodeLimits,
         enqueued: Instant,
     ) -> Result<JobOutput, InferenceError> {
         let started = Instant::now();
@@ -474,7 +479,7 @@ impl WorkerState {
             // A decoder bug must not take the worker (and its session) down: treat a panic as an
             // undecodable image (and start the next image with fresh preprocessing state).
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                prep.run(bytes, max_pixels, &mut input[slot * len..(slot + 1) * len])
+                prep.run(bytes, limits, &mut input[slot * len..(slot + 1) * len])
             }))
             .unwrap_or_else(|_| {
                 *prep = preprocess::Preprocessor::new(Arc::clone(&spec));

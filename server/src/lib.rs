@@ -23,7 +23,8 @@
 //! | [`inference`] | ONNX Runtime: library lookup, sessions, worker threads ([`Engine`]) | `classifier`, `model`, `preprocess` |
 //! | [`http`] | router, middleware, handlers over `Arc<dyn Classifier>` | `classifier`, `docs`, `errors`, `metrics`, `preprocess` (its error), `routes` |
 //! | [`root_path`] | the reverse-proxy prefix middleware | `routes` |
-//! | [`config`] | the command line (clap) | `model` (its flags), `root_path` (its parser); the duration syntax from `celestial-common` |
+//! | [`connection`] | accept loop, HTTP/1.1 + h2c, connection limit and timeouts, protocol errors as JSON, drain phases | `errors`, `routes` |
+//! | [`config`] | the command line (clap) | `model` (its flags), `root_path` (its parser), `connection` (its constants); the duration syntax from `celestial-common` |
 //! | [`server`] | [`run`], [`serve`], drain and shutdown, `healthcheck` | all of the above |
 //! | [`testing`] | test support: the fake classifier, the in-process [`testing::TestServer`] | `server` and below |
 //!
@@ -48,6 +49,7 @@
 
 pub mod classifier;
 pub mod config;
+pub mod connection;
 pub mod docs;
 pub mod errors;
 pub mod http;

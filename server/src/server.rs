@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tracing::{info, warn};
 
 use crate::classifier::Classifier;
 use crate::config::Config;
+use crate::connection::{self, ConnectionLimits, Connections, Phase, Timeouts, fd_limit};
 use crate::docs::{DocLimits, documents};
 use crate::http::{self, AppState, Limits};
 use crate::inference::{Engine, EngineOptions, InferenceError};
@@ -58,6 +59,28 @@ fn check_limits(config: &Config) -> Result<(), ServerError> {
             "--max-uploads must be at least 1".into(),
         ));
     }
+    if config.max_body_memory < 2 * config.max_body_bytes {
+        return Err(ServerError::Config(format!(
+            "--max-body-memory ({}) must be at least 2 x --max-body-bytes ({}): each body counts twice its size",
+            config.max_body_memory, config.max_body_bytes
+        )));
+    }
+    if config.max_connections == 0 {
+        return Err(ServerError::Config(
+            "--max-connections must be at least 1".into(),
+        ));
+    }
+    if config.max_header_bytes < connection::MIN_HEADER_BYTES {
+        return Err(ServerError::Config(format!(
+            "--max-header-bytes must be at least {}",
+            connection::MIN_HEADER_BYTES
+        )));
+    }
+    if config.max_headers == 0 {
+        return Err(ServerError::Config(
+            "--max-headers must be at least 1".into(),
+        ));
+    }
     if config.max_batch_images == 0 {
         return Err(ServerError::Config(
             "--max-batch-images must be at least 1".into(),
@@ -74,6 +97,7 @@ pub fn load_engine(config: &Config) -> Result<Engine, ServerError> {
         workers: config.effective_workers(),
         intra_op_threads: config.intra_op_threads,
         max_image_pixels: config.max_image_pixels,
+        max_decode_bytes: config.max_decode_bytes,
         ort_dylib_path: config.ort_dylib_path.clone(),
     };
     Ok(Engine::start(&bytes, &config.model_overrides, &opts)?)
@@ -104,8 +128,8 @@ pub async fn run(
     serve(config, Arc::new(engine), listener, shutdown).await
 }
 
-/// The shared state of a server with `config`'s limits.
-fn app_state(config: &Config, classifier: Arc<dyn Classifier>) -> AppState {
+/// The shared state of a server with `config`'s limits (also what the fuzz targets serve).
+pub fn app_state(config: &Config, classifier: Arc<dyn Classifier>) -> AppState {
     let doc_limits = DocLimits {
         max_body_bytes: config.max_body_bytes,
         max_image_pixels: config.max_image_pixels,
@@ -118,18 +142,55 @@ fn app_state(config: &Config, classifier: Arc<dyn Classifier>) -> AppState {
         max_body_bytes: config.max_body_bytes,
         max_batch_images: config.max_batch_images,
         max_concurrency: config.max_concurrency,
+        max_queue_wait: config.max_queue_wait,
         request_timeout: config.request_timeout,
         retry_after_seconds: config.retry_after_seconds,
         body_timeout: config.body_timeout,
         body_min_rate: config.body_min_rate,
         max_uploads: config.max_uploads,
+        max_body_memory: config.max_body_memory,
     };
     AppState::new(classifier, limits, documents)
 }
 
+/// The connection layer's limits from `config`, the connection limit fitted to `fd_soft_limit`.
+fn connection_limits(config: &Config, fd_soft_limit: u64) -> ConnectionLimits {
+    ConnectionLimits {
+        max_connections: connection::fitting_max_connections(config.max_connections, fd_soft_limit),
+        timeouts: Timeouts {
+            header_read: config.header_read_timeout,
+            idle: config.idle_timeout,
+        },
+        max_header_bytes: config.max_header_bytes,
+        max_headers: config.max_headers,
+        max_body_bytes: config.max_body_bytes,
+        retry_after_seconds: config.retry_after_seconds,
+    }
+}
+
+/// Raise the open-file limit to its hard limit (logged); the soft limit in force.
+fn raise_fd_limit() -> u64 {
+    match fd_limit::raise() {
+        Ok(l) => {
+            info!(
+                soft_before = l.soft_before,
+                soft = l.soft,
+                hard = l.hard,
+                "open-file limit"
+            );
+            l.soft
+        }
+        Err(e) => {
+            warn!("cannot read the open-file limit: {e}");
+            u64::MAX
+        }
+    }
+}
+
 /// Serve `classifier` on `listener` until `shutdown` resolves, then drain: `/readyz` answers 503
-/// at once, the listener closes (after `--drain-delay`), in-flight requests get up to
-/// `--shutdown-timeout` to finish, the classifier is closed, and `serve` returns `Ok(())`.
+/// at once while predictions are still served with `Connection: close`, the listener closes after
+/// `--drain-delay`, in-flight requests get up to `--shutdown-timeout` to finish, the classifier is
+/// closed, and `serve` returns `Ok(())`.
 pub async fn serve(
     config: Config,
     classifier: Arc<dyn Classifier>,
@@ -142,24 +203,27 @@ pub async fn serve(
         Arc::<str>::from(config.root_path.as_str()),
         root_path::middleware,
     ));
-    info!(addr = %listener.local_addr()?, "listening");
+    let limits = connection_limits(&config, raise_fd_limit());
+    info!(
+        addr = %listener.local_addr()?,
+        max_connections = limits.max_connections,
+        "listening (HTTP/1.1 and h2c)"
+    );
+    let connections = Connections::new(app, limits);
+    let (phase, phase_rx) = watch::channel(Phase::Serving);
     let signalled = Arc::new(Notify::new());
     let graceful = drain(
         shutdown,
         Arc::clone(&state),
+        Arc::clone(&connections),
+        phase,
         Arc::clone(&signalled),
         config.drain_delay,
     );
-    // TCP_NODELAY: an answer goes out as soon as it is written, never held back by Nagle's algorithm
-    // waiting for the client's delayed ACK.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            warn!("cannot set TCP_NODELAY: {e}");
-        }
-    });
-    let serving = axum::serve(listener, app)
-        .with_graceful_shutdown(graceful)
-        .into_future();
+    let serving = async move {
+        tokio::join!(graceful, connections.serve(listener, phase_rx));
+        Ok::<(), std::io::Error>(())
+    };
     let timeout = config.shutdown_timeout;
     let deadline = Box::pin(async move {
         signalled.notified().await;
@@ -168,15 +232,20 @@ pub async fn serve(
     finish(serving, state, deadline, timeout).await
 }
 
-/// On `shutdown`: start draining, wait `drain_delay`, then let the listener close.
+/// On `shutdown`: start draining (`/readyz` 503, answers close their connections), wait
+/// `drain_delay`, then close the listener.
 async fn drain(
     shutdown: impl Future<Output = ()>,
     state: Arc<AppState>,
+    connections: Arc<Connections>,
+    phase: watch::Sender<Phase>,
     signalled: Arc<Notify>,
     drain_delay: Duration,
 ) {
     shutdown.await;
     state.start_draining();
+    connections.start_draining();
+    phase.send_replace(Phase::Draining);
     signalled.notify_one();
     info!(
         drain_delay_ms = drain_delay.as_millis() as u64,
@@ -185,7 +254,7 @@ async fn drain(
     if !drain_delay.is_zero() {
         tokio::time::sleep(drain_delay).await;
     }
-    info!("listener closed; waiting for in-flight requests");
+    phase.send_replace(Phase::Closing);
 }
 
 /// Wait for the server to stop (or the deadline), then for the classifier's queued work.

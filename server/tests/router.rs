@@ -26,11 +26,13 @@ fn limits() -> Limits {
         max_body_bytes: 64 * 1024,
         max_batch_images: 3,
         max_concurrency: 4,
+        max_queue_wait: Duration::from_millis(20),
         request_timeout: Duration::from_secs(10),
         retry_after_seconds: 7,
         body_timeout: Duration::from_secs(10),
         body_min_rate: 1024,
         max_uploads: 8,
+        max_body_memory: 1 << 26,
     }
 }
 
@@ -277,7 +279,7 @@ async fn client_errors_have_their_codes_and_statuses() {
 }
 
 #[tokio::test]
-async fn overload_gets_429_and_draining_gets_503() {
+async fn overload_gets_429_and_draining_turns_only_readiness_503() {
     let s = state(
         FakeClassifier::default(),
         Limits {
@@ -297,9 +299,28 @@ async fn overload_gets_429_and_draining_gets_503() {
     drop(held);
     assert_eq!(call(&s, post_raw(None, png(3, 3))).await.status, 200);
 
+    // A slot freed within the queue wait serves the waiting prediction instead of a 429.
+    let patient = state(
+        FakeClassifier::default(),
+        Limits {
+            max_concurrency: 1,
+            max_queue_wait: Duration::from_secs(10),
+            ..limits()
+        },
+    );
+    let held = Arc::clone(&patient.limiter).try_acquire_owned().unwrap();
+    let waiting = tokio::spawn({
+        let patient = Arc::clone(&patient);
+        async move { call(&patient, post_raw(None, png(3, 3))).await.status }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiting.is_finished(), "waits for a slot");
+    drop(held);
+    assert_eq!(waiting.await.unwrap(), 200);
+
     s.start_draining();
     let a = call(&s, post_raw(None, png(3, 3))).await;
-    assert_eq!(a.error(), (503, "draining".into()));
+    assert_eq!(a.status, 200, "predictions are still served while draining");
     for route in [routes::READYZ, routes::HEALTHZ] {
         assert_eq!(call(&s, get(route)).await.error(), (503, "draining".into()));
     }
@@ -381,6 +402,36 @@ async fn uploads_over_max_uploads_get_429() {
     assert_eq!(a.error(), (429, "overloaded".into()));
     drop(held);
     assert_eq!(call(&s, post_raw(None, png(3, 3))).await.status, 200);
+}
+
+#[tokio::test]
+async fn bodies_over_the_body_memory_get_429_and_their_memory_comes_back() {
+    // room for two bodies of this size (each counted twice), not three
+    let body = png(64, 64);
+    let kib_each = (2 * body.len()).div_ceil(1024);
+    let s = state(
+        FakeClassifier::slow(Duration::from_millis(300)),
+        Limits {
+            max_body_memory: (2 * kib_each + kib_each / 2) * 1024,
+            ..limits()
+        },
+    );
+    let app = router(Arc::clone(&s));
+    let held: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(app.clone().oneshot(post_raw(None, body.clone()))))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let a = call(&s, post_raw(None, body.clone())).await;
+    assert_eq!(a.error(), (429, "overloaded".into()));
+    for h in held {
+        assert_eq!(h.await.unwrap().unwrap().status(), 200);
+    }
+    // every permit back once the answers are out
+    assert_eq!(
+        s.body_memory.available_permits(),
+        s.limits.max_body_memory / 1024
+    );
+    assert_eq!(call(&s, post_raw(None, body)).await.status, 200);
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@
 //! they run in CI through `scripts/test`, which brings the environment up before and down after.
 
 pub mod browser;
+pub mod ci;
 pub mod deployer;
 pub mod httpd;
 pub mod lb;

@@ -3,6 +3,7 @@
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
+use super::error::credential_problem;
 use crate::options::ClusterOptions;
 use crate::support::{error_chain, install_crypto_provider};
 
@@ -21,6 +22,9 @@ pub enum ClusterError {
     Unreachable { url: String, message: String },
     #[error("the Kubernetes API server at {url} refused the credentials: {message}")]
     Unauthorized { url: String, message: String },
+    /// The kubeconfig's `exec` plugin is missing, failed, or answered nonsense.
+    #[error("{0}")]
+    Credentials(String),
 }
 
 /// A connected client and the namespace for objects that set none.
@@ -68,9 +72,20 @@ impl Cluster {
         let mut config = config;
         config.connect_timeout = Some(std::time::Duration::from_secs(10));
         config.read_timeout = Some(std::time::Duration::from_secs(60));
-        let client = Client::try_from(config).map_err(|e| ClusterError::Client(error_chain(&e)))?;
+        let plugin = config.auth_info.exec.as_ref().map(|x| x.command.clone());
+        let plugin = plugin.flatten();
+        let client = Client::try_from(config).map_err(|e| {
+            credential_problem(&e, plugin.as_deref()).map_or_else(
+                || ClusterError::Client(error_chain(&e)),
+                ClusterError::Credentials,
+            )
+        })?;
         match client.apiserver_version().await {
             Ok(_) => {}
+            Err(e) if credential_problem(&e, plugin.as_deref()).is_some() => {
+                let message = credential_problem(&e, plugin.as_deref()).unwrap_or_default();
+                return Err(ClusterError::Credentials(message));
+            }
             Err(kube::Error::Api(s)) if s.code == 401 || s.code == 403 => {
                 return Err(ClusterError::Unauthorized {
                     url,

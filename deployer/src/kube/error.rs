@@ -37,6 +37,57 @@ Remove them from the manifest, or re-run with --force-conflicts to take them ove
     },
     #[error("timed out after {seconds}s waiting for {what} to be deleted")]
     DeleteTimeout { what: String, seconds: u64 },
+    #[error("{object}: {action} failed: {message}")]
+    Credentials {
+        object: String,
+        action: &'static str,
+        message: String,
+    },
+}
+
+/// When `e` is (or wraps) a failure of the kubeconfig's credentials themselves (an `exec` plugin
+/// such as gke-gcloud-auth-plugin that is missing, fails, or answers nonsense, also when it runs
+/// again to refresh an expiring token in the middle of a command), what went wrong, said plainly.
+pub fn credential_problem(e: &kube::Error, plugin: Option<&str>) -> Option<String> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(a) = err.downcast_ref::<kube::client::AuthError>() {
+            return Some(describe_auth(a, plugin.unwrap_or("the exec plugin")));
+        }
+        cur = err.source();
+    }
+    None
+}
+
+fn describe_auth(e: &kube::client::AuthError, plugin: &str) -> String {
+    use kube::client::AuthError as A;
+    match e {
+        A::AuthExecStart(io) => format!(
+            "the kubeconfig's exec credential plugin `{plugin}` could not be started: {io}. Is it installed and on PATH? \
+(GKE: `gcloud components install gke-gcloud-auth-plugin`, then `gcloud container clusters get-credentials`)"
+        ),
+        A::AuthExecRun { out, .. } => {
+            let said = String::from_utf8_lossy(&out.stderr);
+            let said = said.trim();
+            let said = if said.is_empty() {
+                "(nothing on stderr)"
+            } else {
+                said
+            };
+            format!(
+                "the kubeconfig's exec credential plugin `{plugin}` failed ({}): {}. Renew the login it uses \
+(GKE: `gcloud auth login`, in CI the Workload Identity Federation step)",
+                out.status,
+                said.chars().take(400).collect::<String>()
+            )
+        }
+        A::AuthExecParse(_) | A::ExecPluginFailed | A::MalformedTokenExpirationDate(_) => format!(
+            "the kubeconfig's exec credential plugin `{plugin}` did not answer a valid ExecCredential \
+(client.authentication.k8s.io/v1): {}",
+            error_chain(e)
+        ),
+        other => format!("the kubeconfig's credentials: {}", error_chain(other)),
+    }
 }
 
 /// Maps a kube error for one object to the right ApplyError.
@@ -63,10 +114,17 @@ pub fn api_error(object: &str, action: &'static str, e: kube::Error, origin: &st
                 message: format!("{} (HTTP {})", s.message, s.code),
             },
         },
-        other => ApplyError::Api {
-            object: object.into(),
-            action,
-            message: error_chain(&other),
+        other => match credential_problem(&other, None) {
+            Some(message) => ApplyError::Credentials {
+                object: object.into(),
+                action,
+                message,
+            },
+            None => ApplyError::Api {
+                object: object.into(),
+                action,
+                message: error_chain(&other),
+            },
         },
     }
 }

@@ -14,7 +14,7 @@ use kube::runtime::watcher::{self, Event, watch_object};
 use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
-use super::error::{ApplyError, api_error};
+use super::error::{ApplyError, api_error, credential_problem};
 use crate::progress::Progress;
 use crate::support::error_chain;
 
@@ -47,8 +47,8 @@ where
 }
 
 /// A watch error: `Ok(message)` when the watch will re-establish itself (the message says so),
-/// `Err` when retrying cannot help (the API server refused the credentials, or does not know the
-/// resource).
+/// `Err` when retrying cannot help (the API server refused the credentials, the kubeconfig's exec
+/// plugin failed, or the API server does not know the resource).
 pub fn check(e: watcher::Error, object: &str) -> Result<String, ApplyError> {
     let inner = match e {
         watcher::Error::InitialListFailed(k)
@@ -62,6 +62,10 @@ pub fn check(e: watcher::Error, object: &str) -> Result<String, ApplyError> {
     };
     match &inner {
         kube::Error::Api(s) if matches!(s.code, 401 | 403 | 404) => {
+            Err(api_error(object, "watch", inner, ""))
+        }
+        // the kubeconfig's exec plugin failed to refresh the token: retrying will not fix it
+        _ if credential_problem(&inner, None).is_some() => {
             Err(api_error(object, "watch", inner, ""))
         }
         _ => Ok(format!(

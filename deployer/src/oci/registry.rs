@@ -74,11 +74,13 @@ pub enum RegistryError {
 
 impl RegistryError {
     /// Worth retrying: the registry could not be reached, or said it is busy or failing (429, 5xx).
+    /// A host name that does not resolve is not: it is almost always a typo, said at once.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            RegistryError::Unreachable { .. } | RegistryError::Unavailable { .. }
-        )
+        match self {
+            RegistryError::Unreachable { message, .. } => !message.contains("dns error"),
+            RegistryError::Unavailable { .. } => true,
+            _ => false,
+        }
     }
 }
 
@@ -521,6 +523,31 @@ pub fn classify(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unreachable_and_unavailable_are_retried_an_unknown_host_is_not() {
+        let unreachable = |message: &str| RegistryError::Unreachable {
+            registry: "r".into(),
+            url_scheme: "https",
+            message: message.into(),
+        };
+        assert!(unreachable("tcp connect error: Connection refused (os error 111)").is_transient());
+        assert!(
+            !unreachable("client error (Connect): dns error: failed to lookup address information")
+                .is_transient()
+        );
+        let busy = RegistryError::Unavailable {
+            registry: "r".into(),
+            status: 503,
+            message: "m".into(),
+        };
+        assert!(busy.is_transient());
+        let denied = RegistryError::Protocol {
+            registry: "r".into(),
+            message: "m".into(),
+        };
+        assert!(!denied.is_transient());
+    }
 
     #[test]
     fn loopback_detection() {

@@ -137,8 +137,9 @@ fn prediction_errors(op: OperationBuilder, batch: bool) -> OperationBuilder {
         op = op.response(
             "422",
             error_response(
-                "The image is over --max-image-pixels (checked from its header).",
-                &[ErrorCode::ImageTooLarge],
+                "The image is over --max-image-pixels, or decoding it would take more memory than \
+                 --max-decode-bytes allows (both checked from its header, before decoding).",
+                &[ErrorCode::ImageTooLarge, ErrorCode::DecodeBudgetExceeded],
             ),
         );
     }

@@ -14,6 +14,7 @@ use bytes::BytesMut;
 use http_body_util::BodyExt;
 use serde::Serialize;
 use serde::ser::SerializeMap;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::media_type;
 use super::state::{AppState, Limits, Shared};
@@ -52,13 +53,22 @@ impl Serialize for PredictionBody<'_> {
     }
 }
 
-/// Admission to a prediction slot, once the body has arrived: under `--max-concurrency`.
-fn admit(state: &AppState) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-    Arc::clone(&state.limiter)
-        .try_acquire_owned()
-        .map_err(|_| ApiError::Overloaded {
-            retry_after: state.limits.retry_after_seconds,
-        })
+/// Admission to a prediction slot, once the body has arrived: a slot under `--max-concurrency`,
+/// waited for at most `--max-queue-wait` (waiting costs no CPU; a refusal that a client retries at
+/// once does). While draining, predictions are still served; the connection layer closes each
+/// connection after its answer.
+async fn admit(state: &AppState) -> Result<OwnedSemaphorePermit, ApiError> {
+    let overloaded = || ApiError::Overloaded {
+        retry_after: state.limits.retry_after_seconds,
+    };
+    if let Ok(permit) = Arc::clone(&state.limiter).try_acquire_owned() {
+        return Ok(permit);
+    }
+    let wait = Arc::clone(&state.limiter).acquire_owned();
+    match tokio::time::timeout(state.limits.max_queue_wait, wait).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => Err(overloaded()),
+    }
 }
 
 enum BodyKind {
@@ -154,7 +164,8 @@ async fn read_body(
     mut body: Body,
     headers: &HeaderMap,
     limits: &Limits,
-) -> Result<Bytes, ApiError> {
+    memory: &Arc<Semaphore>,
+) -> Result<(Bytes, OwnedSemaphorePermit), ApiError> {
     let max = limits.max_body_bytes;
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
@@ -167,6 +178,7 @@ async fn read_body(
     let start = tokio::time::Instant::now();
     let mut buffer = BodyBuffer::default();
     let mut received: u64 = 0;
+    let mut held = take_memory(memory, 0, limits)?;
     loop {
         let deadline = start + body_deadline(limits, received);
         let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
@@ -192,10 +204,26 @@ async fn read_body(
             if received > max as u64 {
                 return Err(ApiError::BodyTooLarge { limit: max });
             }
+            held.merge(take_memory(memory, data.len(), limits)?);
             buffer.push(data);
         }
     }
-    Ok(buffer.finish())
+    Ok((buffer.finish(), held))
+}
+
+/// `--max-body-memory` for `len` more body bytes (counted twice, in KiB); 429 when the bodies in
+/// flight already hold it.
+fn take_memory(
+    memory: &Arc<Semaphore>,
+    len: usize,
+    limits: &Limits,
+) -> Result<OwnedSemaphorePermit, ApiError> {
+    let kib = u32::try_from((2 * len).div_ceil(1024)).unwrap_or(u32::MAX);
+    Arc::clone(memory)
+        .try_acquire_many_owned(kib)
+        .map_err(|_| ApiError::Overloaded {
+            retry_after: limits.retry_after_seconds,
+        })
 }
 
 /// How many `image` parts a route takes.
@@ -267,12 +295,12 @@ struct Received {
 
 /// Receive the body under an upload slot (`--max-uploads`; released when the body is in), before
 /// any prediction slot is taken: a client that sends slowly or stalls holds no prediction slot.
-/// A request that starts while the server drains is refused at once; one that started before is
-/// served even if its body arrives later.
-async fn receive(state: &AppState, req: Request) -> Result<Received, ApiError> {
-    if state.is_draining() {
-        return Err(ApiError::Draining);
-    }
+/// Requests are served while the server drains (only `/readyz` turns 503 then; the connection
+/// layer closes each connection after its answer).
+async fn receive(
+    state: &AppState,
+    req: Request,
+) -> Result<(Received, OwnedSemaphorePermit), ApiError> {
     let (parts, body) = req.into_parts();
     let kind = body_kind(&parts.headers)?;
     let _upload = Arc::clone(&state.uploads)
@@ -280,8 +308,9 @@ async fn receive(state: &AppState, req: Request) -> Result<Received, ApiError> {
         .map_err(|_| ApiError::Overloaded {
             retry_after: state.limits.retry_after_seconds,
         })?;
-    let bytes = read_body(body, &parts.headers, &state.limits).await?;
-    Ok(Received { kind, bytes })
+    let (bytes, memory) =
+        read_body(body, &parts.headers, &state.limits, &state.body_memory).await?;
+    Ok((Received { kind, bytes }, memory))
 }
 
 impl Received {
@@ -328,10 +357,10 @@ async fn run_job(
 }
 
 pub async fn predict(State(state): Shared, req: Request) -> Result<Response, ApiError> {
-    let body = receive(&state, req).await?;
+    let (body, _memory) = receive(&state, req).await?;
     within_timeout(&state, async {
         let images = body.images(Expect::One).await?;
-        let _permit = admit(&state)?;
+        let _permit = admit(&state).await?;
         let mut results = run_job(&state, images).await?;
         let prediction = results
             .pop()
@@ -348,12 +377,12 @@ pub async fn predict(State(state): Shared, req: Request) -> Result<Response, Api
 }
 
 pub async fn predict_batch(State(state): Shared, req: Request) -> Result<Response, ApiError> {
-    let body = receive(&state, req).await?;
+    let (body, _memory) = receive(&state, req).await?;
     let results = within_timeout(&state, async {
         let images = body
             .images(Expect::AtMost(state.limits.max_batch_images))
             .await?;
-        let _permit = admit(&state)?;
+        let _permit = admit(&state).await?;
         run_job(&state, images).await
     })
     .await?;
@@ -447,11 +476,13 @@ mod tests {
             max_body_bytes: 1 << 20,
             max_batch_images: 1,
             max_concurrency: 1,
+            max_queue_wait: Duration::ZERO,
             request_timeout: Duration::from_secs(30),
             retry_after_seconds: 1,
             body_timeout: Duration::from_millis(timeout_ms),
             body_min_rate,
             max_uploads: 1,
+            max_body_memory: 1 << 24,
         };
         let l = limits(2000, 1000);
         assert_eq!(body_deadline(&l, 0), Duration::from_secs(2));

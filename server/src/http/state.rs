@@ -17,12 +17,14 @@ use crate::metrics::Metrics;
 pub struct AppState {
     pub classifier: Arc<dyn Classifier>,
     pub metrics: Metrics,
-    /// Set once shutdown starts: `/readyz` and new predictions answer 503 `draining`.
+    /// Set once shutdown starts: `/readyz` answers 503 `draining` (predictions are still served).
     pub draining: AtomicBool,
     /// Prediction slots (`--max-concurrency`), taken once the body has arrived.
     pub limiter: Arc<Semaphore>,
     /// Upload slots (`--max-uploads`), held while a prediction body arrives.
     pub uploads: Arc<Semaphore>,
+    /// Body memory (`--max-body-memory`) in KiB, held from a body's first byte to its answer.
+    pub body_memory: Arc<Semaphore>,
     pub limits: Limits,
     pub openapi_json: Bytes,
     pub schema_json: Bytes,
@@ -35,8 +37,10 @@ pub struct AppState {
 pub struct Limits {
     pub max_body_bytes: usize,
     pub max_batch_images: usize,
-    /// Predictions in progress at once; more get 429.
+    /// Predictions in progress at once; more wait up to `max_queue_wait`, then get 429.
     pub max_concurrency: usize,
+    /// How long a prediction waits for a slot before its 429.
+    pub max_queue_wait: Duration,
     /// For the prediction routes, counted from the end of the body.
     pub request_timeout: Duration,
     pub retry_after_seconds: u64,
@@ -47,6 +51,8 @@ pub struct Limits {
     pub body_min_rate: u64,
     /// Prediction bodies being received at once; more get 429.
     pub max_uploads: usize,
+    /// Memory all prediction bodies together may hold (each counted twice its size).
+    pub max_body_memory: usize,
 }
 
 impl AppState {
@@ -70,6 +76,9 @@ impl AppState {
             draining: AtomicBool::new(false),
             limiter: Arc::new(Semaphore::new(limits.max_concurrency)),
             uploads: Arc::new(Semaphore::new(limits.max_uploads)),
+            body_memory: Arc::new(Semaphore::new(
+                (limits.max_body_memory / 1024).min(Semaphore::MAX_PERMITS),
+            )),
             limits,
             openapi_json: documents.openapi,
             schema_json: documents.schema,
@@ -84,7 +93,7 @@ impl AppState {
         self.draining.load(Ordering::SeqCst)
     }
 
-    /// Start draining: `/readyz` and new predictions answer 503 from now on.
+    /// Start draining: `/readyz` answers 503 from now on.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
     }

@@ -3,10 +3,14 @@
 
 use std::io::Cursor;
 
+use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 
+use super::budget::{DecodeLimits, RowSink, Target};
 use super::error::PreprocessError;
-use super::jpeg;
+use super::markers::{self, JpegLayout, Process};
+use super::resize::{StreamResizer, TriangleResizer};
+use super::{jpeg, png_rows};
 
 /// Formats the server decodes.
 pub const SUPPORTED: [ImageFormat; 5] = [
@@ -53,50 +57,383 @@ fn format_name(f: ImageFormat) -> &'static str {
     }
 }
 
-/// Decode an image: sniff the format, read only the header to check the size against
-/// `max_pixels`, then decode and apply the EXIF orientation.
+/// What [`decode_bounded`] made of an image.
+pub enum Decoded {
+    /// The whole image.
+    Image(DynamicImage),
+    /// The image was too large to hold whole within the memory budget: it went row by row into
+    /// the sink, which has the result.
+    Streamed,
+}
+
+/// Decoders' own buffers and small allocations (Huffman tables, zlib window, row buffers of usual
+/// widths), on top of what the formulas below count.
+const SLACK: u64 = 1 << 20;
+
+/// Decode an image without a memory limit: sniff the format, read only the header to check the
+/// size against `max_pixels`, then decode and apply the EXIF orientation.
 pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, PreprocessError> {
-    decode_reusing(bytes, max_pixels, Vec::new())
-}
-
-/// [`decode`], with `buf`'s allocation reused for the pixels where the decoder allows it.
-pub fn decode_reusing(
-    bytes: &[u8],
-    max_pixels: u64,
-    buf: Vec<u8>,
-) -> Result<DynamicImage, PreprocessError> {
-    let format = sniff(bytes)?;
-    if format == ImageFormat::Jpeg
-        && let jpeg::Fast::Image(img) = jpeg::decode(bytes, max_pixels, buf)?
-    {
-        return Ok(img);
+    let target = Target {
+        width: 1,
+        height: 1,
+        channels: 3,
+        generic_resize: false,
+    };
+    match decode_bounded(
+        bytes,
+        DecodeLimits::pixels(max_pixels),
+        &target,
+        Vec::new(),
+        None,
+    )? {
+        Decoded::Image(img) => Ok(img),
+        // Without a memory limit every image is decoded whole.
+        Decoded::Streamed => Err(PreprocessError::Undecodable {
+            format: "uploaded",
+            reason: "it was decoded row by row".into(),
+        }),
     }
-    decode_general(bytes, format, max_pixels)
 }
 
-/// Any supported format through image-rs.
+/// Decode an image within `limits`, reusing `buf`'s allocation for the pixels where the decoder
+/// allows it. From the header alone, before any pixel is decoded: the size check against
+/// `limits.max_pixels`, a JPEG's truncation checks, and the memory the image needs (decoder,
+/// pixels, conversions, the resize to `target`). Within `limits.max_bytes` the image is decoded
+/// whole; above, a non-interlaced PNG or a Huffman-coded JPEG goes row by row into `sink` (a JPEG
+/// scaled down in the DCT first), and anything else is refused with the memory it would need.
+pub fn decode_bounded(
+    bytes: &[u8],
+    limits: DecodeLimits,
+    target: &Target,
+    buf: Vec<u8>,
+    sink: Option<&mut dyn RowSink>,
+) -> Result<Decoded, PreprocessError> {
+    match sniff(bytes)? {
+        ImageFormat::Jpeg => decode_jpeg(bytes, limits, target, buf, sink),
+        ImageFormat::Png => decode_png(bytes, limits, target, sink),
+        format => decode_general(bytes, format, limits, target, None).map(Decoded::Image),
+    }
+}
+
+/// The decoded pixels of a whole image: bytes per pixel and whether they have alpha.
+#[derive(Debug, Clone, Copy)]
+struct Pixels {
+    bytes: u64,
+    alpha: bool,
+}
+
+const RGB8: Pixels = Pixels {
+    bytes: 3,
+    alpha: false,
+};
+
+/// Whether an orientation swaps width and height (`apply_orientation` then makes a rotated copy).
+pub fn swaps_axes(o: Orientation) -> bool {
+    matches!(
+        o,
+        Orientation::Rotate90
+            | Orientation::Rotate270
+            | Orientation::Rotate90FlipH
+            | Orientation::Rotate270FlipH
+    )
+}
+
+/// Bytes a whole decoded `w` x `h` image takes until it is resized: its pixels, a rotated copy
+/// (orientations of 90 and 270 degrees), the RGB8 conversion (unless it is RGB8: one copy, and a
+/// second with alpha), the luma plane (grayscale models) and the resize (a copy of the source
+/// for filters other than the triangle filter).
+fn whole_bytes(w: u32, h: u32, px: Pixels, orientation: Orientation, t: &Target) -> u64 {
+    let n = u64::from(w) * u64::from(h);
+    let decoded = n.saturating_mul(px.bytes);
+    let rotated = if swaps_axes(orientation) { decoded } else { 0 };
+    let rgb8 = match (px.bytes, px.alpha) {
+        (3, false) => 0,
+        (_, false) => 3 * n,
+        (_, true) => 7 * n,
+    };
+    let luma = if t.channels == 1 { n } else { 0 };
+    let copy = if t.generic_resize {
+        n * t.channels as u64
+    } else {
+        0
+    };
+    let resize = TriangleResizer::bytes_needed((w, h), t.channels, (t.width, t.height));
+    [decoded, rotated, rgb8, luma, copy, resize, SLACK]
+        .into_iter()
+        .fold(0u64, u64::saturating_add)
+}
+
+/// Bytes of a row-by-row decode whose rows are `w` x `h` RGB8 after the decoder, whose own buffers
+/// take `decoder` bytes: the row, its luma (grayscale models) and the [`StreamResizer`].
+fn stream_bytes(w: u32, h: u32, decoder: u64, orientation: Orientation, t: &Target) -> u64 {
+    let dst = if swaps_axes(orientation) {
+        (t.height, t.width)
+    } else {
+        (t.width, t.height)
+    };
+    let row = u64::from(w) * (3 + u64::from(t.channels == 1));
+    [
+        decoder,
+        row,
+        StreamResizer::bytes_needed((w, h), t.channels, dst),
+        SLACK,
+    ]
+    .into_iter()
+    .fold(0u64, u64::saturating_add)
+}
+
+fn over_budget(
+    (width, height): (u32, u32),
+    kind: &'static str,
+    needed: u64,
+    limits: DecodeLimits,
+    hint: &'static str,
+) -> PreprocessError {
+    PreprocessError::OverBudget {
+        width,
+        height,
+        kind,
+        needed,
+        budget: limits.max_bytes,
+        hint,
+    }
+}
+
+fn decode_jpeg(
+    bytes: &[u8],
+    limits: DecodeLimits,
+    target: &Target,
+    buf: Vec<u8>,
+    sink: Option<&mut dyn RowSink>,
+) -> Result<Decoded, PreprocessError> {
+    // Malformed markers: the decoders say what is wrong (the size check still comes first).
+    let Some(layout) = markers::parse(bytes) else {
+        return decode_jpeg_whole(bytes, limits, target, buf, None);
+    };
+    let (width, height) = (layout.width, layout.height);
+    PreprocessError::check_size(width, height, limits.max_pixels)?;
+    if jpeg::is_truncated(bytes) {
+        return Err(PreprocessError::Truncated { format: "JPEG" });
+    }
+    if let Some(short) = layout.short_scan() {
+        return Err(PreprocessError::ShortData {
+            format: "JPEG",
+            width,
+            height,
+            data_bytes: short.data_bytes,
+            min_bytes: short.min_bytes,
+        });
+    }
+    let whole = layout
+        .coefficient_bytes()
+        .saturating_add(jpeg_rows_bytes(width, &layout))
+        .saturating_add(whole_bytes(width, height, RGB8, layout.orientation, target));
+    if whole <= limits.max_bytes {
+        return decode_jpeg_whole(bytes, limits, target, buf, Some(&layout));
+    }
+    stream_jpeg(bytes, &layout, limits, target, sink, whole)
+}
+
+/// libjpeg's row buffers for output rows `w` pixels wide (the MCU rows of every component, with
+/// context rows for upsampling), generously.
+fn jpeg_rows_bytes(w: u32, layout: &JpegLayout) -> u64 {
+    u64::from(w) * layout.components.len() as u64 * 64
+}
+
+/// A JPEG decoded whole: libjpeg-turbo when it can, image-rs otherwise.
+fn decode_jpeg_whole(
+    bytes: &[u8],
+    limits: DecodeLimits,
+    target: &Target,
+    buf: Vec<u8>,
+    layout: Option<&JpegLayout>,
+) -> Result<Decoded, PreprocessError> {
+    // Markers parsed: truncation checked, scans counted (image-rs caps them), orientation read.
+    let checked = layout.map(|l| l.orientation);
+    let fast = match layout {
+        Some(l) if l.scans.len() > jpeg::MAX_SCANS => jpeg::Fast::Fallback,
+        _ => jpeg::decode(bytes, limits.max_pixels, limits.max_bytes, buf, checked)?,
+    };
+    if let jpeg::Fast::Image(img) = fast {
+        return Ok(Decoded::Image(img));
+    }
+    // image-rs keeps a progressive file's coefficients too; without the layout, assume 2 bytes
+    // per sample of 3 components.
+    let coefficients = layout.map(JpegLayout::coefficient_bytes);
+    decode_general(bytes, ImageFormat::Jpeg, limits, target, coefficients).map(Decoded::Image)
+}
+
+/// A JPEG too large to decode whole: row by row, scaled in the DCT as far as the result keeps at
+/// least 4 times the model input's size on each side (the triangle filter then averages as it
+/// would have), or refused when even that does not fit (the coefficients of a progressive file
+/// are kept whatever the scale).
+fn stream_jpeg(
+    bytes: &[u8],
+    layout: &JpegLayout,
+    limits: DecodeLimits,
+    target: &Target,
+    sink: Option<&mut dyn RowSink>,
+    whole: u64,
+) -> Result<Decoded, PreprocessError> {
+    let size = (layout.width, layout.height);
+    let (kind, hint) = match layout.process {
+        Process::Progressive => (
+            "progressive JPEG",
+            " (a baseline JPEG of the same size needs far less)",
+        ),
+        _ if layout.buffers_coefficients() => ("multi-scan JPEG", ""),
+        _ => ("JPEG", ""),
+    };
+    let streamable = layout.process != Process::Other
+        && layout.components.len() != 4
+        && layout.scans.len() <= jpeg::MAX_SCANS;
+    let Some(sink) = sink.filter(|_| streamable) else {
+        return Err(over_budget(size, kind, whole, limits, hint));
+    };
+    let scaled = |v: u32, num: u8| (u64::from(v) * u64::from(num)).div_ceil(8) as u32;
+    let least = 4 * target.width.max(target.height);
+    let num = [1u8, 2, 4]
+        .into_iter()
+        .find(|&n| scaled(size.0, n) >= least && scaled(size.1, n) >= least)
+        .unwrap_or(8);
+    let (w, h) = (scaled(size.0, num), scaled(size.1, num));
+    let decoder = layout
+        .coefficient_bytes()
+        .saturating_add(jpeg_rows_bytes(w, layout));
+    let needed = stream_bytes(w, h, decoder, layout.orientation, target);
+    if needed > limits.max_bytes {
+        return Err(over_budget(size, kind, needed, limits, hint));
+    }
+    jpeg::stream(bytes, num, layout.orientation, sink)?;
+    Ok(Decoded::Streamed)
+}
+
+fn decode_png(
+    bytes: &[u8],
+    limits: DecodeLimits,
+    target: &Target,
+    sink: Option<&mut dyn RowSink>,
+) -> Result<Decoded, PreprocessError> {
+    // An unreadable header: image-rs says what is wrong.
+    let Ok(png) = png_rows::open(bytes, limits.max_bytes) else {
+        return decode_general(bytes, ImageFormat::Png, limits, target, None).map(Decoded::Image);
+    };
+    let (width, height) = png.size();
+    PreprocessError::check_size(width, height, limits.max_pixels)?;
+    let (bytes_pp, alpha) = png.pixel_layout();
+    let px = Pixels {
+        bytes: bytes_pp,
+        alpha,
+    };
+    let orientation = png.orientation();
+    let whole = whole_bytes(width, height, px, orientation, target).saturating_add(general_extra(
+        ImageFormat::Png,
+        (width, height),
+        px,
+        None,
+    ));
+    if whole <= limits.max_bytes {
+        drop(png);
+        return decode_general(bytes, ImageFormat::Png, limits, target, None).map(Decoded::Image);
+    }
+    if png.interlaced() {
+        let hint = " (or a non-interlaced PNG, which is decoded row by row)";
+        return Err(over_budget(
+            (width, height),
+            "interlaced PNG",
+            whole,
+            limits,
+            hint,
+        ));
+    }
+    let decoder = 4 * png.row_bytes();
+    let needed = stream_bytes(width, height, decoder, orientation, target);
+    let Some(sink) = sink.filter(|_| needed <= limits.max_bytes) else {
+        return Err(over_budget(
+            (width, height),
+            "PNG",
+            needed.min(whole),
+            limits,
+            "",
+        ));
+    };
+    png.stream(sink, orientation).map_err(png_error)?;
+    Ok(Decoded::Streamed)
+}
+
+fn png_error(e: png::DecodingError) -> PreprocessError {
+    match e {
+        png::DecodingError::IoError(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            PreprocessError::Truncated { format: "PNG" }
+        }
+        other => classify(
+            image::ImageError::Decoding(image::error::DecodingError::new(
+                ImageFormat::Png.into(),
+                other,
+            )),
+            "PNG",
+        ),
+    }
+}
+
+/// A decoder's own memory beyond the decoded pixels of a `w` x `h` image: a PNG's row buffers, a
+/// GIF's canvas and frame or a WebP's intermediate planes (as much as the pixels again), a JPEG's
+/// coefficients (`jpeg_coefficients`, from its layout; when unknown, 2 bytes for each of 3 samples
+/// per pixel, as for a progressive file).
+fn general_extra(
+    format: ImageFormat,
+    (w, h): (u32, u32),
+    px: Pixels,
+    jpeg_coefficients: Option<u64>,
+) -> u64 {
+    let n = u64::from(w) * u64::from(h);
+    match format {
+        ImageFormat::Png => 4 * u64::from(w) * px.bytes,
+        ImageFormat::Jpeg => jpeg_coefficients.unwrap_or(6 * n),
+        ImageFormat::Gif | ImageFormat::WebP => n.saturating_mul(px.bytes),
+        _ => 0,
+    }
+}
+
+/// Any supported format through image-rs, within `limits` (`jpeg_coefficients`: see
+/// [`general_extra`]).
 fn decode_general(
     bytes: &[u8],
     format: ImageFormat,
-    max_pixels: u64,
+    limits: DecodeLimits,
+    target: &Target,
+    jpeg_coefficients: Option<u64>,
 ) -> Result<DynamicImage, PreprocessError> {
     let name = format_name(format);
     let mut reader = ImageReader::new(Cursor::new(bytes));
     reader.set_format(format);
-    let mut limits = image::Limits::default();
-    // 16-bit RGBA is 8 bytes per pixel; leave room for decoder scratch space.
-    limits.max_alloc = Some(max_pixels.saturating_mul(8).saturating_add(64 << 20));
-    reader.limits(limits);
+    let mut image_limits = image::Limits::default();
+    // A backstop for the decoders' own allocations: the budget, or (without one) 16-bit RGBA of
+    // the largest image with room for decoder scratch space.
+    image_limits.max_alloc = Some(
+        limits
+            .max_bytes
+            .min(limits.max_pixels.saturating_mul(8).saturating_add(64 << 20)),
+    );
+    reader.limits(image_limits);
     let map_err = |e: image::ImageError| classify(e, name);
     let mut decoder = reader.into_decoder().map_err(map_err)?;
     let (width, height) = decoder.dimensions();
-    PreprocessError::check_size(width, height, max_pixels)?;
+    PreprocessError::check_size(width, height, limits.max_pixels)?;
     if format == ImageFormat::Jpeg && jpeg::is_truncated(bytes) {
         return Err(PreprocessError::Truncated { format: name });
     }
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let orientation = decoder.orientation().unwrap_or(Orientation::NoTransforms);
+    let color = decoder.color_type();
+    let px = Pixels {
+        bytes: u64::from(color.bytes_per_pixel()),
+        alpha: color.has_alpha(),
+    };
+    let extra = general_extra(format, (width, height), px, jpeg_coefficients);
+    let needed = whole_bytes(width, height, px, orientation, target).saturating_add(extra);
+    if needed > limits.max_bytes {
+        return Err(over_budget((width, height), name, needed, limits, ""));
+    }
     let mut img = DynamicImage::from_decoder(decoder).map_err(map_err)?;
     img.apply_orientation(orientation);
     Ok(img)
@@ -155,7 +492,7 @@ mod tests {
         marked.extend_from_slice(&comment);
         marked.extend_from_slice(&jpeg[2..]);
         assert!(matches!(
-            jpeg::decode(&marked, u64::MAX, Vec::new()),
+            jpeg::decode(&marked, u64::MAX, u64::MAX, Vec::new(), None),
             Ok(jpeg::Fast::Fallback)
         ));
         let img = decode(&marked, u64::MAX).expect("image-rs decodes it (it counts real scans)");

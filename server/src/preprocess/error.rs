@@ -1,4 +1,6 @@
-//! Why an uploaded image cannot be used. A leaf module.
+//! Why an uploaded image cannot be used. Imports only `budget` (a leaf).
+
+use super::budget::mebibytes;
 
 /// Why an uploaded image cannot be used.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -20,6 +22,30 @@ pub enum PreprocessError {
     ZeroSized { width: u32, height: u32 },
     #[error("the {format} image is truncated")]
     Truncated { format: &'static str },
+    #[error(
+        "the {format} image is truncated: its {width}x{height} pixels need at least {min_bytes} bytes of coded data, it has {data_bytes}"
+    )]
+    ShortData {
+        format: &'static str,
+        width: u32,
+        height: u32,
+        data_bytes: u64,
+        min_bytes: u64,
+    },
+    #[error(
+        "decoding this {width}x{height} {kind} needs {} MiB of memory, more than the {} MiB allowed per image; send a smaller image{hint}",
+        mebibytes(*.needed), mebibytes(*.budget)
+    )]
+    OverBudget {
+        width: u32,
+        height: u32,
+        /// What the image is, e.g. "progressive JPEG" or "interlaced PNG".
+        kind: &'static str,
+        needed: u64,
+        budget: u64,
+        /// A suggestion after "send a smaller image", or empty.
+        hint: &'static str,
+    },
     #[error("the {format} image cannot be decoded: {reason}")]
     Undecodable {
         format: &'static str,

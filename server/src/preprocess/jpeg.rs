@@ -17,6 +17,7 @@ use image::{DynamicImage, RgbImage};
 use mozjpeg::{ColorSpace, Decompress, Marker};
 use mozjpeg_sys::{jpeg_common_struct, jpeg_error_mgr, jpeg_std_error};
 
+use super::budget::RowSink;
 use super::error::PreprocessError;
 
 thread_local! {
@@ -72,26 +73,45 @@ pub enum Fast {
 }
 
 /// Decode `bytes` (already sniffed as JPEG) into RGB8, reusing `buf`'s allocation. The size check
-/// against `max_pixels` uses only the header; a truncated file is refused before any decoding.
-pub fn decode(bytes: &[u8], max_pixels: u64, buf: Vec<u8>) -> Result<Fast, PreprocessError> {
-    if memchr::memmem::find_iter(bytes, &[0xFF, 0xDA])
-        .nth(MAX_SCANS)
-        .is_some()
+/// against `max_pixels` uses only the header; a truncated file is refused before any decoding, and
+/// one whose pixels would take more than `max_bytes` goes to the general decoder (which refuses it
+/// with the memory it needs). `checked`: the orientation, when the caller parsed the markers
+/// (`super::markers`) and so already knows the file has at most [`MAX_SCANS`] scans and is not
+/// truncated (neither is looked for again, and libjpeg keeps no Exif segment).
+pub fn decode(
+    bytes: &[u8],
+    max_pixels: u64,
+    max_bytes: u64,
+    buf: Vec<u8>,
+    checked: Option<Orientation>,
+) -> Result<Fast, PreprocessError> {
+    if checked.is_none()
+        && memchr::memmem::find_iter(bytes, &[0xFF, 0xDA])
+            .nth(MAX_SCANS)
+            .is_some()
     {
         return Ok(Fast::Fallback);
     }
     WARNINGS.with(|w| w.set(0));
     let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<Fast, PreprocessError> {
+        let exif: &[Marker] = if checked.is_some() {
+            &[]
+        } else {
+            &[Marker::APP(1)]
+        };
         let Ok(header) = Decompress::with_err(error_manager())
-            .with_markers(&[Marker::APP(1)])
+            .with_markers(exif)
             .from_mem(bytes)
         else {
             return Ok(Fast::Fallback);
         };
         let (width, height) = (header.width() as u32, header.height() as u32);
         PreprocessError::check_size(width, height, max_pixels)?;
-        if is_truncated(bytes) {
+        if checked.is_none() && is_truncated(bytes) {
             return Err(PreprocessError::Truncated { format: "JPEG" });
+        }
+        if u64::from(width) * u64::from(height) * 3 > max_bytes {
+            return Ok(Fast::Fallback);
         }
         if !matches!(
             header.color_space(),
@@ -99,11 +119,13 @@ pub fn decode(bytes: &[u8], max_pixels: u64, buf: Vec<u8>) -> Result<Fast, Prepr
         ) {
             return Ok(Fast::Fallback);
         }
-        let orientation = header
-            .markers()
-            .filter_map(|m| m.data.strip_prefix(b"Exif\0\0"))
-            .find_map(Orientation::from_exif_chunk)
-            .unwrap_or(Orientation::NoTransforms);
+        let orientation = checked.unwrap_or_else(|| {
+            header
+                .markers()
+                .filter_map(|m| m.data.strip_prefix(b"Exif\0\0"))
+                .find_map(Orientation::from_exif_chunk)
+                .unwrap_or(Orientation::NoTransforms)
+        });
         let Ok(mut started) = header.rgb() else {
             return Ok(Fast::Fallback);
         };
@@ -126,6 +148,59 @@ pub fn decode(bytes: &[u8], max_pixels: u64, buf: Vec<u8>) -> Result<Fast, Prepr
     }
 }
 
+/// Decode `bytes` row by row into `sink`, scaled by `scale / 8` in the DCT (libjpeg's scaled
+/// decoding, `scale` in 1..=8: 1/8 of the size costs a fraction of the work and of the memory of a
+/// full decode). For files the caller found too large to decode whole; any corrupt data is an
+/// error here (there is no whole-image fallback within the memory budget).
+pub fn stream(
+    bytes: &[u8],
+    scale: u8,
+    orientation: Orientation,
+    sink: &mut dyn RowSink,
+) -> Result<(), PreprocessError> {
+    let corrupt = |reason: String| PreprocessError::Undecodable {
+        format: "JPEG",
+        reason,
+    };
+    WARNINGS.with(|w| w.set(0));
+    let outcome = catch_unwind(AssertUnwindSafe(|| -> Result<(), PreprocessError> {
+        let mut header = Decompress::with_err(error_manager())
+            .from_mem(bytes)
+            .map_err(|e| corrupt(e.to_string()))?;
+        if !matches!(
+            header.color_space(),
+            ColorSpace::JCS_YCbCr | ColorSpace::JCS_GRAYSCALE | ColorSpace::JCS_RGB
+        ) {
+            return Err(corrupt(
+                "unsupported colour space for a file this large".into(),
+            ));
+        }
+        header.scale(scale.clamp(1, 8));
+        let mut started = header.rgb().map_err(|e| corrupt(e.to_string()))?;
+        let (width, height) = (started.width(), started.height());
+        sink.start(width as u32, height as u32, orientation);
+        let mut row = vec![0u8; width * 3];
+        for _ in 0..height {
+            started
+                .read_scanlines_into::<u8>(&mut row)
+                .map_err(|_| PreprocessError::Truncated { format: "JPEG" })?;
+            sink.row(&row);
+        }
+        started.finish().map_err(|e| corrupt(e.to_string()))
+    }));
+    match outcome {
+        Ok(Ok(())) if WARNINGS.with(Cell::get) > 0 => {
+            Err(corrupt("corrupt entropy-coded data".into()))
+        }
+        Ok(result) => result,
+        Err(e) => Err(corrupt(
+            e.downcast_ref::<String>()
+                .cloned()
+                .unwrap_or_else(|| "libjpeg error".into()),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,7 +213,7 @@ mod tests {
     }
 
     fn fast(bytes: &[u8]) -> Result<Fast, PreprocessError> {
-        decode(bytes, u64::MAX, Vec::new())
+        decode(bytes, u64::MAX, u64::MAX, Vec::new(), None)
     }
 
     fn gradient() -> DynamicImage {
@@ -189,7 +264,7 @@ mod tests {
     #[test]
     fn size_checks_come_from_the_header_and_damage_falls_back() {
         let jpeg = encode_jpeg(&gradient());
-        match decode(&jpeg, 100, Vec::new()) {
+        match decode(&jpeg, 100, u64::MAX, Vec::new(), None) {
             Err(PreprocessError::TooLarge {
                 width: 40,
                 height: 24,

@@ -1,22 +1,39 @@
 //! Image bytes -> model input: decoding (`decode`, with the JPEG fast path in `jpeg`), alpha
 //! compositing onto black, colour conversion, resize and scaling ([`Preprocessor`]).
 //!
-//! Inside: `error` (a leaf), `jpeg` (imports `error`), `decode` (imports `error` and `jpeg`);
-//! this file imports them and the model description. A new image format goes into
-//! `decode::SUPPORTED` (and `crate::routes::RAW_IMAGE_TYPES` for its media type).
+//! Memory: every image is checked against a [`DecodeLimits`] budget from its header, before any
+//! pixel is decoded (`decode`); one too large to hold whole is decoded row by row into a
+//! [`resize::StreamResizer`] (a JPEG scaled down in the DCT first), or refused with the memory it
+//! would need ([`PreprocessError::OverBudget`]).
+//!
+//! Inside: `budget`, `markers` and `resize` (leaves), `error` (imports `budget`), `jpeg` and
+//! `png_rows` (import `budget` and `error`), `decode` (imports them all); this file imports them
+//! and the model description. A new image format goes into `decode::SUPPORTED` (and
+//! `crate::routes::RAW_IMAGE_TYPES` for its media type).
 
+mod budget;
 mod decode;
 mod error;
 mod jpeg;
+mod markers;
+mod png_rows;
+mod resize;
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
 use image::imageops::FilterType;
+use image::metadata::Orientation;
 use image::{DynamicImage, GenericImageView, GrayImage, RgbImage};
 
-pub use decode::{SUPPORTED, decode, decode_reusing, sniff};
+pub use budget::{DecodeLimits, Target};
+pub use decode::{SUPPORTED, decode, sniff};
 pub use error::PreprocessError;
+pub use resize::resize_triangle;
+
+use budget::RowSink;
+use decode::{Decoded, decode_bounded, swaps_axes};
+use resize::{StreamResizer, TriangleResizer};
 
 use crate::model::{ColorMode, Layout, ModelSpec, ResizeFilter};
 
@@ -74,287 +91,6 @@ fn luma(rgb: &[u8], [kr, kg, kb]: [f32; 3], out: &mut Vec<u8>) {
     }
 }
 
-/// One axis of a triangle-filter resize: per output index the first source index and its
-/// normalised weights (stored flat), computed exactly as image-rs computes them.
-#[derive(Debug, Clone, PartialEq)]
-struct AxisPlan {
-    src: u32,
-    dst: u32,
-    /// Per output index: (first source index, offset into `weights`, number of taps).
-    taps: Vec<(usize, usize, usize)>,
-    weights: Vec<f32>,
-}
-
-impl AxisPlan {
-    fn new(src: u32, dst: u32) -> AxisPlan {
-        let ratio = src as f32 / dst as f32;
-        let sratio = if ratio < 1.0 { 1.0 } else { ratio };
-        let support = sratio;
-        let mut taps = Vec::with_capacity(dst as usize);
-        let mut weights = Vec::new();
-        for o in 0..dst {
-            let input = (o as f32 + 0.5) * ratio;
-            let left = ((input - support).floor() as i64).clamp(0, i64::from(src) - 1);
-            let right = ((input + support).ceil() as i64).clamp(left + 1, i64::from(src));
-            let input = input - 0.5;
-            let offset = weights.len();
-            let mut sum = 0f32;
-            for i in left..right {
-                let x = (i as f32 - input) / sratio;
-                let wt = if x.abs() < 1.0 { 1.0 - x.abs() } else { 0.0 };
-                weights.push(wt);
-                sum += wt;
-            }
-            for wt in &mut weights[offset..] {
-                *wt /= sum;
-            }
-            taps.push((left as usize, offset, (right - left) as usize));
-        }
-        AxisPlan {
-            src,
-            dst,
-            taps,
-            weights,
-        }
-    }
-
-    #[inline]
-    fn get(&self, o: usize) -> (usize, &[f32]) {
-        let (first, offset, n) = self.taps[o];
-        (first, &self.weights[offset..offset + n])
-    }
-}
-
-/// `t.clamp(0, 255).round() as u8` (round half away from zero) without a libm call, branch-free so
-/// that it vectorises: for non-negative `t` below 256, `t - floor(t)` is exact in f32.
-#[inline(always)]
-fn round_u8(t: f32) -> u8 {
-    #[allow(clippy::manual_clamp)]
-    // clamp would keep a NaN; max/min return the number, which the unchecked cast needs
-    let t = t.max(0.0).min(255.0);
-    // SAFETY: `t` is a number within 0..=255 here, so it fits an i32.
-    let i = unsafe { t.to_int_unchecked::<i32>() };
-    (i + i32::from(t - i as f32 >= 0.5)) as u8
-}
-
-/// Reusable state of the triangle resize: the two axis plans (kept while the source size repeats)
-/// and the f32 scratch planes.
-#[derive(Debug, Default)]
-struct TriangleResizer {
-    plans: Option<(AxisPlan, AxisPlan)>,
-    /// One output row of the vertical pass.
-    acc: Vec<f32>,
-    /// Vertical pass output, transposed: per source column, its `nh * channels` values.
-    cols_t: Vec<f32>,
-    /// Horizontal pass output, transposed: per output column, its `nh * channels` values.
-    out_t: Vec<f32>,
-    /// `out_t` rounded to 8 bits.
-    out_t8: Vec<u8>,
-}
-
-impl TriangleResizer {
-    /// Antialiased triangle-filter resize of interleaved 8-bit pixels into `out`, bit-identical to
-    /// image-rs's `imageops::resize(.., FilterType::Triangle)`: same weights and the same f32
-    /// operations in the same order for every output value (vertical pass into f32, then horizontal
-    /// pass, clamp, round). Faster because the weights are computed once per size and both passes
-    /// run over contiguous memory (the vertical pass stores its rows transposed, so the horizontal
-    /// pass is the same row-combining loop), which the compiler vectorises (AVX2 where available).
-    fn resize(
-        &mut self,
-        src: &[u8],
-        (w, h): (u32, u32),
-        channels: usize,
-        (nw, nh): (u32, u32),
-        out: &mut Vec<u8>,
-    ) {
-        debug_assert_eq!(src.len(), w as usize * h as usize * channels);
-        out.clear();
-        if (w, h) == (nw, nh) || w == 0 || h == 0 {
-            if (w, h) == (nw, nh) {
-                out.extend_from_slice(src);
-            } else {
-                out.resize(nw as usize * nh as usize * channels, 0);
-            }
-            return;
-        }
-        let fresh = !matches!(&self.plans, Some((cols, rows)) if (cols.src, cols.dst, rows.src, rows.dst) == (w, nw, h, nh));
-        if fresh {
-            self.plans = Some((AxisPlan::new(w, nw), AxisPlan::new(h, nh)));
-        }
-        let Some((cols, rows)) = &self.plans else {
-            unreachable!("set above")
-        };
-        let column = nh as usize * channels;
-        // Every value of the scratch planes is written before it is read: no clearing needed.
-        let scratch = |v: &mut Vec<f32>, len: usize| v.resize(len, 0.0);
-        scratch(&mut self.acc, w as usize * channels);
-        scratch(&mut self.cols_t, w as usize * column);
-        scratch(&mut self.out_t, nw as usize * column);
-        self.out_t8.resize(nw as usize * column, 0);
-        out.resize(nw as usize * column, 0);
-        let bufs = Passes {
-            src,
-            rows,
-            cols,
-            acc: &mut self.acc,
-            cols_t: &mut self.cols_t,
-            out_t: &mut self.out_t,
-            out_t8: &mut self.out_t8,
-            out,
-        };
-        match channels {
-            1 => bufs.dispatch::<1>(),
-            3 => bufs.dispatch::<3>(),
-            4 => bufs.dispatch::<4>(),
-            n => unreachable!("{n} channels"),
-        }
-    }
-}
-
-/// The buffers of one resize.
-struct Passes<'a> {
-    src: &'a [u8],
-    rows: &'a AxisPlan,
-    cols: &'a AxisPlan,
-    acc: &'a mut [f32],
-    cols_t: &'a mut [f32],
-    out_t: &'a mut [f32],
-    out_t8: &'a mut [u8],
-    out: &'a mut [u8],
-}
-
-impl Passes<'_> {
-    fn dispatch<const CH: usize>(self) {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked just above).
-            return unsafe { self.run_avx2::<CH>() };
-        }
-        self.run::<CH>();
-    }
-
-    /// [`Passes::run`] compiled for AVX2 (without FMA, so every product and sum is rounded exactly
-    /// as in the portable build).
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn run_avx2<const CH: usize>(self) {
-        self.run::<CH>();
-    }
-
-    #[inline(always)]
-    fn run<const CH: usize>(self) {
-        let Passes {
-            src,
-            rows,
-            cols,
-            acc,
-            cols_t,
-            out_t,
-            out_t8,
-            out,
-        } = self;
-        let (nh, nw) = (rows.dst as usize, cols.dst as usize);
-        let stride = acc.len();
-        let column = nh * CH;
-        // Vertical pass: one output row at a time over contiguous source rows, stored transposed.
-        for oy in 0..nh {
-            let (top, ws) = rows.get(oy);
-            combine(
-                |k| &src[(top + k) * stride..(top + k + 1) * stride],
-                ws,
-                acc,
-            );
-            for (col, px) in cols_t.chunks_exact_mut(column).zip(acc.chunks_exact(CH)) {
-                let px: &[f32; CH] = px.try_into().unwrap_or_else(|_| unreachable!());
-                col[oy * CH..(oy + 1) * CH].copy_from_slice(px);
-            }
-        }
-        // Horizontal pass: the same combination over the transposed columns.
-        for (ox, dst) in out_t.chunks_exact_mut(column).enumerate() {
-            let (left, ws) = cols.get(ox);
-            combine(
-                |k| &cols_t[(left + k) * column..(left + k + 1) * column],
-                ws,
-                dst,
-            );
-        }
-        // Clamp and round (contiguous, vectorised), then transpose back to interleaved rows.
-        for (o, v) in out_t8.iter_mut().zip(out_t.iter()) {
-            *o = round_u8(*v);
-        }
-        for (ox, col) in out_t8.chunks_exact(column).enumerate() {
-            for (oy, px) in col.chunks_exact(CH).enumerate() {
-                let at = (oy * nw + ox) * CH;
-                out[at..at + CH].copy_from_slice(px);
-            }
-        }
-    }
-}
-
-/// `out[j] = sum over k of line(k)[j] * ws[k]`, accumulated from 0 in tap order (image-rs's order).
-/// The usual tap counts get a loop that keeps the sum in a register across the taps.
-#[inline(always)]
-fn combine<'a, T: Copy + 'a>(line: impl Fn(usize) -> &'a [T], ws: &[f32], out: &mut [f32])
-where
-    f32: From<T>,
-{
-    #[inline(always)]
-    fn taps<'a, T: Copy + 'a, const N: usize>(
-        line: impl Fn(usize) -> &'a [T],
-        ws: &[f32],
-        out: &mut [f32],
-    ) where
-        f32: From<T>,
-    {
-        let lines: [&[T]; N] = std::array::from_fn(|k| &line(k)[..out.len()]);
-        let ws: [f32; N] = std::array::from_fn(|k| ws[k]);
-        for (j, o) in out.iter_mut().enumerate() {
-            let mut t = 0f32;
-            for k in 0..N {
-                t += f32::from(lines[k][j]) * ws[k];
-            }
-            *o = t;
-        }
-    }
-    match ws.len() {
-        1 => taps::<T, 1>(line, ws, out),
-        2 => taps::<T, 2>(line, ws, out),
-        3 => taps::<T, 3>(line, ws, out),
-        4 => taps::<T, 4>(line, ws, out),
-        5 => taps::<T, 5>(line, ws, out),
-        6 => taps::<T, 6>(line, ws, out),
-        _ => {
-            out.fill(0.0);
-            for (k, wk) in ws.iter().enumerate() {
-                for (o, v) in out.iter_mut().zip(line(k)) {
-                    *o += f32::from(*v) * wk;
-                }
-            }
-        }
-    }
-}
-
-/// Antialiased triangle-filter resize of interleaved 8-bit pixels (1, 3 or 4 channels),
-/// bit-identical to image-rs's `imageops::resize(.., FilterType::Triangle)`.
-pub fn resize_triangle(
-    src: &[u8],
-    width: u32,
-    height: u32,
-    channels: usize,
-    new_width: u32,
-    new_height: u32,
-) -> Vec<u8> {
-    let mut out = Vec::new();
-    TriangleResizer::default().resize(
-        src,
-        (width, height),
-        channels,
-        (new_width, new_height),
-        &mut out,
-    );
-    out
-}
-
 /// Largest buffer a [`Preprocessor`] keeps from one image to the next (a 1.4-megapixel RGB8 image).
 const KEEP_BYTES: usize = 4 << 20;
 
@@ -364,6 +100,8 @@ const KEEP_BYTES: usize = 4 << 20;
 pub struct Preprocessor {
     spec: Arc<ModelSpec>,
     resizer: TriangleResizer,
+    /// For images decoded row by row.
+    stream: StreamResizer,
     /// `(v * scale - mean[c]) / std[c]` for every channel `c` and 8-bit value `v`.
     lut: Vec<f32>,
     luma: Vec<u8>,
@@ -384,6 +122,7 @@ impl Preprocessor {
         Preprocessor {
             spec,
             resizer: TriangleResizer::default(),
+            stream: StreamResizer::default(),
             lut,
             luma: Vec::new(),
             pixels: Vec::new(),
@@ -395,24 +134,82 @@ impl Preprocessor {
         &self.spec
     }
 
-    /// Decode `bytes` and write the model input into `out` (length `spec.tensor_len()`).
+    /// What images are resized to, for the memory estimates.
+    fn target(&self) -> Target {
+        Target {
+            width: self.spec.width,
+            height: self.spec.height,
+            channels: self.spec.channels(),
+            generic_resize: self.spec.resize_filter != ResizeFilter::Triangle,
+        }
+    }
+
+    /// Decode `bytes` within `limits` and write the model input into `out` (length
+    /// `spec.tensor_len()`).
     pub fn run(
         &mut self,
         bytes: &[u8],
-        max_pixels: u64,
+        limits: DecodeLimits,
         out: &mut [f32],
     ) -> Result<(), PreprocessError> {
-        let img = decode_reusing(bytes, max_pixels, std::mem::take(&mut self.decoded))?;
-        self.fill_tensor(&img, out);
-        if let DynamicImage::ImageRgb8(rgb) = img {
-            self.decoded = rgb.into_raw();
-        }
+        let target = self.target();
+        let buf = std::mem::take(&mut self.decoded);
+        let mut sink = Sink {
+            spec: &self.spec,
+            resizer: &mut self.stream,
+            luma: &mut self.luma,
+            orientation: Orientation::NoTransforms,
+        };
+        // The row-by-row resize is the triangle filter's.
+        let streamable = !target.generic_resize;
+        let decoded = decode_bounded(
+            bytes,
+            limits,
+            &target,
+            buf,
+            streamable.then_some(&mut sink as &mut dyn RowSink),
+        );
+        let orientation = sink.orientation;
+        let result = match decoded {
+            Ok(Decoded::Image(img)) => {
+                self.fill_tensor(&img, out);
+                if let DynamicImage::ImageRgb8(rgb) = img {
+                    self.decoded = rgb.into_raw();
+                }
+                Ok(())
+            }
+            Ok(Decoded::Streamed) => self
+                .finish_stream(orientation)
+                .map(|()| self.normalise(out)),
+            Err(e) => Err(e),
+        };
         self.trim();
+        result
+    }
+
+    /// The pixels of an image decoded row by row: resized while it arrived (to the model input's
+    /// size, or to its transpose when the orientation swaps the axes), then oriented.
+    fn finish_stream(&mut self, orientation: Orientation) -> Result<(), PreprocessError> {
+        let truncated = PreprocessError::Truncated { format: "uploaded" };
+        let px = self.stream.finish().ok_or(truncated.clone())?;
+        let (w, h) = if swaps_axes(orientation) {
+            (self.spec.height, self.spec.width)
+        } else {
+            (self.spec.width, self.spec.height)
+        };
+        let mut img = match self.spec.color_mode {
+            ColorMode::Rgb => RgbImage::from_raw(w, h, px).map(DynamicImage::ImageRgb8),
+            ColorMode::Grayscale => GrayImage::from_raw(w, h, px).map(DynamicImage::ImageLuma8),
+        }
+        .ok_or(truncated)?;
+        img.apply_orientation(orientation);
+        self.pixels = img.into_bytes();
         Ok(())
     }
 
-    /// Let go of buffers a large image grew: a worker keeps at most [`KEEP_BYTES`] per buffer
-    /// between images, so one 40-megapixel upload does not pin 120 MB for the process's lifetime.
+    /// Let go of buffers a large image grew: a worker keeps at most [`KEEP_BYTES`] per buffer (4
+    /// buffers) and 1 MiB of resize weights between images, so one 40-megapixel upload does not
+    /// pin 120 MB for the process's lifetime.
     fn trim(&mut self) {
         fn cap<T>(v: &mut Vec<T>) {
             if v.capacity() * size_of::<T>() > KEEP_BYTES {
@@ -421,8 +218,9 @@ impl Preprocessor {
         }
         cap(&mut self.decoded);
         cap(&mut self.luma);
-        cap(&mut self.resizer.acc);
-        cap(&mut self.resizer.cols_t);
+        self.resizer.trim(KEEP_BYTES);
+        // Nothing of a row-by-row decode is worth keeping (its buffers are sized per image).
+        self.stream = StreamResizer::default();
     }
 
     /// The resized 8-bit pixels the model sees, interleaved: RGB for RGB models (what the golden
@@ -469,6 +267,11 @@ impl Preprocessor {
     /// `(pixel * scale - mean[c]) / std[c]`.
     pub fn fill_tensor(&mut self, img: &DynamicImage, out: &mut [f32]) {
         self.pixels(img);
+        self.normalise(out);
+    }
+
+    /// Write the model input for the resized pixels into `out`.
+    fn normalise(&self, out: &mut [f32]) {
         let (spec, raw, lut) = (&self.spec, &self.pixels, &self.lut);
         debug_assert_eq!(out.len(), spec.tensor_len());
         let channels = spec.channels();
@@ -496,6 +299,37 @@ impl Preprocessor {
                         *o = lut[usize::from(px[c])];
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Where an image decoded row by row goes: its luma for grayscale models, then the resize.
+struct Sink<'a> {
+    spec: &'a ModelSpec,
+    resizer: &'a mut StreamResizer,
+    luma: &'a mut Vec<u8>,
+    orientation: Orientation,
+}
+
+impl RowSink for Sink<'_> {
+    fn start(&mut self, width: u32, height: u32, orientation: Orientation) {
+        let (nw, nh) = if swaps_axes(orientation) {
+            (self.spec.height, self.spec.width)
+        } else {
+            (self.spec.width, self.spec.height)
+        };
+        self.orientation = orientation;
+        self.resizer
+            .start((width, height), self.spec.channels(), (nw, nh));
+    }
+
+    fn row(&mut self, rgb: &[u8]) {
+        match self.spec.color_mode {
+            ColorMode::Rgb => self.resizer.push(rgb),
+            ColorMode::Grayscale => {
+                luma(rgb, self.spec.grayscale_coefficients, self.luma);
+                self.resizer.push(self.luma);
             }
         }
     }
@@ -772,7 +606,7 @@ mod tests {
             &DynamicImage::ImageRgb8(RgbImage::from_pixel(32, 32, image::Rgb([1, 2, 3]))),
             ImageFormat::Jpeg,
         );
-        p.run(&small, u64::MAX, &mut out).unwrap();
+        p.run(&small, DecodeLimits::UNLIMITED, &mut out).unwrap();
         assert_eq!(
             p.decoded.capacity(),
             32 * 32 * 3,
@@ -782,7 +616,7 @@ mod tests {
             &DynamicImage::ImageRgb8(RgbImage::from_pixel(1400, 1100, image::Rgb([1, 2, 3]))),
             ImageFormat::Jpeg,
         );
-        p.run(&big, u64::MAX, &mut out).unwrap();
+        p.run(&big, DecodeLimits::UNLIMITED, &mut out).unwrap();
         assert_eq!(p.decoded.capacity(), 0, "a 4.6 MB buffer is released");
         assert!(
             p.resizer.cols_t.capacity() * 4 <= KEEP_BYTES
@@ -910,5 +744,215 @@ mod tests {
             "bottom should be blue: {:?}",
             rgb.get_pixel(4, 13)
         );
+    }
+
+    /// A 64x64 RGB (or grayscale) model's preprocessor.
+    fn prep(color: ColorMode) -> Preprocessor {
+        let mut s = spec(color, Layout::Nchw);
+        (s.width, s.height) = (64, 64);
+        Preprocessor::new(Arc::new(s))
+    }
+
+    /// The model's pixels for `bytes` within `limits`, and whether they were streamed.
+    fn model_pixels(p: &mut Preprocessor, bytes: &[u8], max_bytes: u64) -> (Vec<u8>, bool) {
+        let limits = DecodeLimits {
+            max_bytes,
+            ..DecodeLimits::UNLIMITED
+        };
+        let mut out = vec![0f32; p.spec.tensor_len()];
+        p.run(bytes, limits, &mut out).unwrap();
+        let target = p.target();
+        let mut sink = Sink {
+            spec: &p.spec,
+            resizer: &mut StreamResizer::default(),
+            luma: &mut Vec::new(),
+            orientation: Orientation::NoTransforms,
+        };
+        let streamed = matches!(
+            decode_bounded(bytes, limits, &target, Vec::new(), Some(&mut sink)),
+            Ok(Decoded::Streamed)
+        );
+        (p.pixels.clone(), streamed)
+    }
+
+    fn gradient(w: u32, h: u32) -> RgbaImage {
+        RgbaImage::from_fn(w, h, |x, y| {
+            Rgba([
+                (x * 255 / w) as u8,
+                (y * 255 / h) as u8,
+                ((x + y) % 256) as u8,
+                (128 + (x * y) % 128) as u8,
+            ])
+        })
+    }
+
+    #[test]
+    fn over_the_budget_pngs_and_jpegs_are_streamed_to_the_same_pixels() {
+        let rgba = gradient(600, 400);
+        let images = [
+            encode(&DynamicImage::ImageRgba8(rgba.clone()), ImageFormat::Png),
+            encode(
+                &DynamicImage::ImageRgba16(DynamicImage::ImageRgba8(rgba.clone()).to_rgba16()),
+                ImageFormat::Png,
+            ),
+            encode(
+                &DynamicImage::ImageLuma8(DynamicImage::ImageRgba8(rgba.clone()).to_luma8()),
+                ImageFormat::Png,
+            ),
+            // 600x400 is under 4x the model input: libjpeg decodes it unscaled, row by row.
+            encode(
+                &DynamicImage::ImageRgb8(DynamicImage::ImageRgba8(rgba).to_rgb8()),
+                ImageFormat::Jpeg,
+            ),
+        ];
+        for color in [ColorMode::Rgb, ColorMode::Grayscale] {
+            let mut p = prep(color);
+            for (i, bytes) in images.iter().enumerate() {
+                let (whole, streamed) = model_pixels(&mut p, bytes, u64::MAX);
+                assert!(!streamed);
+                let (rows, streamed) = model_pixels(&mut p, bytes, 1_500_000);
+                assert!(streamed, "image {i} must be over a 1.5 MB budget");
+                assert!(rows == whole, "image {i} ({color:?}) differs when streamed");
+            }
+        }
+    }
+
+    #[test]
+    fn large_jpegs_are_scaled_in_the_dct_and_stay_close() {
+        let img = DynamicImage::ImageRgb8(DynamicImage::ImageRgba8(gradient(1600, 1200)).to_rgb8());
+        let jpeg = encode(&img, ImageFormat::Jpeg);
+        let mut p = prep(ColorMode::Rgb);
+        let (whole, _) = model_pixels(&mut p, &jpeg, u64::MAX);
+        let (scaled, streamed) = model_pixels(&mut p, &jpeg, 4 << 20);
+        assert!(streamed);
+        let diff: u32 = whole
+            .iter()
+            .zip(&scaled)
+            .map(|(a, b)| u32::from(a.abs_diff(*b)))
+            .sum();
+        let mean = diff as f64 / whole.len() as f64;
+        assert!(mean < 1.5, "mean difference {mean}");
+    }
+
+    #[test]
+    fn a_streamed_image_is_oriented_after_the_resize() {
+        // 96x64 red | blue halves with EXIF orientation 6 (rotate 90 CW): red on top.
+        let img = DynamicImage::ImageRgb8(RgbImage::from_fn(96, 64, |x, _| {
+            if x < 48 {
+                image::Rgb([255, 0, 0])
+            } else {
+                image::Rgb([0, 0, 255])
+            }
+        }));
+        let jpeg = encode(&img, ImageFormat::Jpeg);
+        let exif = b"Exif\0\0MM\0\x2a\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01\0\x06\0\0\0\0\0\0";
+        let mut oriented = vec![0xFF, 0xD8, 0xFF, 0xE1];
+        oriented.extend_from_slice(&((exif.len() + 2) as u16).to_be_bytes());
+        oriented.extend_from_slice(exif);
+        oriented.extend_from_slice(&jpeg[2..]);
+        let mut p = prep(ColorMode::Rgb);
+        let (whole, _) = model_pixels(&mut p, &oriented, u64::MAX);
+        let (rows, streamed) = model_pixels(&mut p, &oriented, 1_200_000);
+        assert!(streamed);
+        let top = &rows[(8 * 64 + 32) * 3..][..3];
+        let bottom = &rows[(56 * 64 + 32) * 3..][..3];
+        assert!(top[0] > 200 && bottom[2] > 200, "{top:?} {bottom:?}");
+        let max = whole.iter().zip(&rows).map(|(a, b)| a.abs_diff(*b)).max();
+        assert!(max <= Some(1), "max difference {max:?}");
+    }
+
+    #[test]
+    fn what_cannot_be_streamed_is_refused_with_the_memory_it_needs() {
+        let limits = DecodeLimits {
+            max_bytes: 4 << 20,
+            ..DecodeLimits::UNLIMITED
+        };
+        let p = prep(ColorMode::Rgb);
+        let t = p.target();
+        let refused = |bytes: &[u8]| match decode_bounded(bytes, limits, &t, Vec::new(), None) {
+            Err(PreprocessError::OverBudget { kind, needed, .. }) => (kind, needed),
+            other => panic!("expected OverBudget, got {:?}", other.map(|_| ())),
+        };
+        // A GIF whose screen is 1200x1000 and whose data is a few bytes: refused from the header.
+        let mut gif = b"GIF89a".to_vec();
+        gif.extend_from_slice(&1200u16.to_le_bytes());
+        gif.extend_from_slice(&1000u16.to_le_bytes());
+        gif.extend_from_slice(&[0x80, 0, 0, 0, 0, 0, 255, 255, 255, 0x2C, 0, 0, 0, 0]);
+        gif.extend_from_slice(&1200u16.to_le_bytes());
+        gif.extend_from_slice(&1000u16.to_le_bytes());
+        gif.extend_from_slice(&[0, 2, 2, 0x44, 0x01, 0, 0x3B]);
+        let (kind, needed) = refused(&gif);
+        assert_eq!(kind, "GIF");
+        assert!(needed > 1200 * 1000 * 8, "{needed}");
+        let bmp = encode(
+            &DynamicImage::ImageRgb8(RgbImage::new(1200, 1000)),
+            ImageFormat::Bmp,
+        );
+        assert_eq!(refused(&bmp).0, "BMP");
+        // An interlaced PNG header (no pixel is read before the refusal).
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut ihdr = b"IHDR".to_vec();
+        ihdr.extend_from_slice(&4000u32.to_be_bytes());
+        ihdr.extend_from_slice(&3000u32.to_be_bytes());
+        ihdr.extend_from_slice(&[16, 6, 0, 0, 1]);
+        for (kind, data) in [
+            (&ihdr[..4], &ihdr[4..]),
+            (&b"IDAT"[..], &[0x78u8, 0x9c][..]),
+        ] {
+            let mut chunk = kind.to_vec();
+            chunk.extend_from_slice(data);
+            png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            png.extend_from_slice(&chunk);
+            png.extend_from_slice(&crc32(&chunk).to_be_bytes());
+        }
+        let (kind, needed) = refused(&png);
+        assert_eq!(kind, "interlaced PNG");
+        assert!(needed > 4000 * 3000 * 8, "{needed}");
+        let mut sink = Sink {
+            spec: &p.spec,
+            resizer: &mut StreamResizer::default(),
+            luma: &mut Vec::new(),
+            orientation: Orientation::NoTransforms,
+        };
+        assert!(matches!(
+            decode_bounded(&png, limits, &t, Vec::new(), Some(&mut sink)),
+            Err(PreprocessError::OverBudget { .. })
+        ));
+        // A progressive JPEG keeps its coefficients (here 2000x2000 4:2:0: 6 MB) at any scale.
+        let mut comp = mozjpeg::Compress::new(mozjpeg::ColorSpace::JCS_RGB);
+        comp.set_size(2000, 2000);
+        comp.set_progressive_mode();
+        let mut started = comp.start_compress(Vec::new()).unwrap();
+        started
+            .write_scanlines(&vec![90u8; 2000 * 2000 * 3])
+            .unwrap();
+        let progressive = started.finish().unwrap();
+        let (kind, needed) = refused(&progressive);
+        assert_eq!(kind, "progressive JPEG");
+        assert!(needed > 6_000_000, "{needed}");
+    }
+
+    #[test]
+    fn a_jpeg_declaring_more_pixels_than_its_data_can_code_is_truncated() {
+        // Issue 13, row 4: one 8x8 block of data under a 6000x6000 header (and a proper EOI).
+        let small = encode(
+            &DynamicImage::ImageRgb8(RgbImage::from_pixel(8, 8, image::Rgb([1, 2, 3]))),
+            ImageFormat::Jpeg,
+        );
+        let bomb = markers::tests::with_declared_size(&small, 6000, 6000);
+        assert!(bomb.len() < 1000);
+        match decode(&bomb, 40_000_000) {
+            Err(PreprocessError::ShortData {
+                width: 6000,
+                height: 6000,
+                data_bytes,
+                min_bytes,
+                ..
+            }) => assert!(
+                data_bytes < 50 && min_bytes > 100_000,
+                "{data_bytes} {min_bytes}"
+            ),
+            other => panic!("expected ShortData, got {:?}", other.map(|_| ())),
+        }
     }
 }
