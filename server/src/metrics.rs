@@ -65,17 +65,22 @@ pub struct Metrics {
     pub preprocess: Histogram,
     pub inference: Histogram,
     predictions: Vec<AtomicU64>,
+    /// Answers with `known: false`, by predicted label; `None` for a model without an OOD rule
+    /// (its answers have no `known`, and the metric is not rendered).
+    unknown: Option<Vec<AtomicU64>>,
     labels: Vec<String>,
     rejections: Mutex<BTreeMap<&'static str, u64>>,
     build_info: String,
 }
 
 impl Metrics {
+    /// `with_known`: the model's answers carry `known` (count the `known: false` ones).
     pub fn new(
         labels: &[String],
         model_name: &str,
         model_version: &str,
         ort_version: &str,
+        with_known: bool,
     ) -> Metrics {
         Metrics {
             requests: Mutex::new(BTreeMap::new()),
@@ -86,6 +91,7 @@ impl Metrics {
             preprocess: Histogram::default(),
             inference: Histogram::default(),
             predictions: labels.iter().map(|_| AtomicU64::new(0)).collect(),
+            unknown: with_known.then(|| labels.iter().map(|_| AtomicU64::new(0)).collect()),
             labels: labels.to_vec(),
             rejections: Mutex::new(BTreeMap::new()),
             build_info: format!(
@@ -135,8 +141,14 @@ impl Metrics {
         h.observe(elapsed);
     }
 
-    pub fn predicted(&self, label_index: usize) {
+    /// Count an answer: its predicted label, and whether the model found it `known`.
+    pub fn predicted(&self, label_index: usize, known: Option<bool>) {
         if let Some(c) = self.predictions.get(label_index) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        if known == Some(false)
+            && let Some(c) = self.unknown.as_ref().and_then(|u| u.get(label_index))
+        {
             c.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -248,6 +260,18 @@ impl Metrics {
                 c.load(Ordering::Relaxed)
             );
         }
+        if let Some(unknown) = &self.unknown {
+            out.push_str("# HELP celestial_unknown_predictions_total Answers with known=false (the image is not like any label, by the model's OOD score and threshold), by predicted label.\n");
+            out.push_str("# TYPE celestial_unknown_predictions_total counter\n");
+            for (label, c) in self.labels.iter().zip(unknown) {
+                let _ = writeln!(
+                    out,
+                    "celestial_unknown_predictions_total{{label=\"{}\"}} {}",
+                    esc(label),
+                    c.load(Ordering::Relaxed)
+                );
+            }
+        }
         out.push_str("# HELP celestial_rejections_total Refused requests and images by reason (error code).\n");
         out.push_str("# TYPE celestial_rejections_total counter\n");
         if let Ok(m) = self.rejections.lock() {
@@ -270,7 +294,7 @@ mod tests {
 
     #[test]
     fn renders_counters_and_cumulative_buckets() {
-        let m = Metrics::new(&["Earth".into(), "Mars".into()], "m", "1", "1.31.1");
+        let m = Metrics::new(&["Earth".into(), "Mars".into()], "m", "1", "1.31.1", true);
         m.request_started();
         m.request_finished("POST", "/predict", 200, Duration::from_micros(300));
         m.request_ended();
@@ -280,7 +304,10 @@ mod tests {
         m.request_started();
         m.request_cancelled("POST", "/predict");
         m.request_ended();
-        m.predicted(1);
+        m.predicted(1, Some(true));
+        m.predicted(1, Some(false));
+        m.predicted(0, Some(false));
+        m.predicted(0, Some(false));
         m.rejected("invalid_image");
         let text = m.render(true);
         assert!(
@@ -302,9 +329,19 @@ mod tests {
         assert!(text.contains(
             "celestial_http_requests_cancelled_total{route=\"/predict\",method=\"POST\"} 1"
         ));
-        assert!(text.contains("celestial_predictions_total{label=\"Mars\"} 1"));
+        assert!(text.contains("celestial_predictions_total{label=\"Mars\"} 2"));
+        assert!(text.contains("celestial_unknown_predictions_total{label=\"Mars\"} 1"));
+        assert!(text.contains("celestial_unknown_predictions_total{label=\"Earth\"} 2"));
         assert!(text.contains("celestial_rejections_total{reason=\"invalid_image\"} 1"));
         assert!(text.contains("onnxruntime_version=\"1.31.1\""));
         assert!(text.contains("celestial_ready 1"));
+        // A model without an OOD rule: no such metric (its answers have no `known`).
+        let plain = Metrics::new(&["Earth".into()], "m", "1", "1.31.1", false);
+        plain.predicted(0, None);
+        assert!(
+            !plain
+                .render(true)
+                .contains("celestial_unknown_predictions_total")
+        );
     }
 }

@@ -35,7 +35,110 @@ fn tensor_sha256(t: &[f32]) -> String {
     hex::encode(h.finalize())
 }
 
-/// Pixels within tolerance, bit-identical tensor from the golden pixels, identical prediction.
+fn b64(v: &Value) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(v.as_str().expect("base64 string"))
+        .expect("base64")
+}
+
+/// Max and mean absolute difference of two equally long pixel buffers.
+fn pixel_diff(name: &str, ours: &[u8], theirs: &[u8]) -> (f64, f64) {
+    assert_eq!(ours.len(), theirs.len(), "{name}: pixel count");
+    let diffs: Vec<f64> = ours
+        .iter()
+        .zip(theirs)
+        .map(|(a, b)| (f64::from(*a) - f64::from(*b)).abs())
+        .collect();
+    let max = diffs.iter().copied().fold(0.0, f64::max);
+    (max, diffs.iter().sum::<f64>() / diffs.len() as f64)
+}
+
+/// For a golden entry with `decoded_width` (a model whose JPEGs are DCT-scaled): the decoded size
+/// and pixels (before the resize) are Pillow's `Image.draft` + libjpeg-turbo's, within 1.
+/// Returns the max pixel difference.
+fn check_decoded(name: &str, case: &Value, img: &image::DynamicImage) -> f64 {
+    let Some(w) = case["decoded_width"].as_u64() else {
+        return 0.0;
+    };
+    let h = case["decoded_height"].as_u64().unwrap();
+    // The decoded (stored) size; EXIF orientations 5-8 swap the axes after decoding.
+    let (w, h) = if matches!(case["exif_orientation"].as_u64(), Some(5..=8)) {
+        (h, w)
+    } else {
+        (w, h)
+    };
+    assert_eq!(
+        (u64::from(img.width()), u64::from(img.height())),
+        (w, h),
+        "{name}: decoded size (DCT factor 1/{})",
+        case["dct_scale_denominator"]
+    );
+    let Some(px) = case.get("decoded_rgb8_base64") else {
+        return 0.0;
+    };
+    let ours = preprocess::to_rgb8_on_black(img).into_raw();
+    let (max, _) = pixel_diff(name, &ours, &b64(px));
+    assert!(
+        max <= 1.0,
+        "{name}: decoded pixels differ from Pillow's by {max}"
+    );
+    max
+}
+
+/// How far our `confidence` may be from the golden one: from the same pixels only the float
+/// arithmetic differs; pixels 1 apart after the resize (image-rs's float triangle filter vs
+/// Pillow's fixed-point one, on files that are not decoded straight to the model size) move the
+/// logits a little (measured on the golden decode cases: at most 0.0012 for these low-confidence
+/// noise pictures).
+const CONFIDENCE_SAME_PIXELS: f64 = 1e-5;
+const CONFIDENCE_PIXELS_WITHIN_1: f64 = 0.005;
+
+/// Prediction (and `confidence` / `known` when the golden entry has them) of the model's answer for
+/// `bytes`, computed by the server's own decoding, against the golden entry. Returns the
+/// difference of the confidences.
+fn check_answer(
+    name: &str,
+    case: &Value,
+    labels: &[String],
+    p: &celestial_server::classifier::Prediction,
+    same_pixels: bool,
+) -> f64 {
+    if let Some(want) = case["prediction"].as_str() {
+        assert_eq!(labels[p.best], want, "{name}: prediction");
+    }
+    if let Some(want) = case["probabilities"].as_array() {
+        for (a, b) in p.probabilities.iter().zip(want) {
+            assert!(
+                (f64::from(*a) - b.as_f64().unwrap()).abs() < 0.05,
+                "{name}: probabilities {:?} vs {want:?}",
+                p.probabilities
+            );
+        }
+    }
+    assert_eq!(p.known, case["known"].as_bool(), "{name}: known");
+    match case["confidence"].as_f64() {
+        Some(want) => {
+            let got = f64::from(p.confidence.expect("the model has a temperature"));
+            let tolerance = if same_pixels {
+                CONFIDENCE_SAME_PIXELS
+            } else {
+                CONFIDENCE_PIXELS_WITHIN_1
+            };
+            assert!(
+                (got - want).abs() <= tolerance,
+                "{name}: confidence {got} vs golden {want} (tolerance {tolerance})"
+            );
+            (got - want).abs()
+        }
+        None => {
+            assert_eq!(p.confidence, None, "{name}: no temperature, no confidence");
+            0.0
+        }
+    }
+}
+
+/// Pixels within tolerance, bit-identical tensor from the golden pixels, identical prediction; for
+/// a DCT-scaled model also the decoded size and pixels, and the golden `decode_cases`.
 fn check_golden(golden_path: &std::path::Path, args: &[&str], gray: bool) {
     let Some(dataset) = common::dataset("golden fixtures") else {
         return;
@@ -52,6 +155,13 @@ fn check_golden(golden_path: &std::path::Path, args: &[&str], gray: bool) {
         .map(|l| l.as_str().unwrap().to_string())
         .collect();
     assert_eq!(spec.labels, labels);
+    if let Some(rule) = golden["jpeg_dct_scaling"].as_str() {
+        assert_eq!(
+            serde_json::to_value(spec.jpeg_dct_scaling).unwrap(),
+            rule,
+            "the golden file's decode rule is the model's"
+        );
+    }
     let images = golden["images"].as_array().unwrap();
     assert!(!images.is_empty());
     let config = celestial_server::Config::from_args(args.iter().copied()).unwrap();
@@ -59,10 +169,13 @@ fn check_golden(golden_path: &std::path::Path, args: &[&str], gray: bool) {
     let mut session = engine
         .new_worker(&celestial_server::model_bytes(&config).unwrap(), 1)
         .unwrap();
+    let prep = preprocess::Preprocessor::new(std::sync::Arc::clone(&spec));
+    let (mut worst_decoded, mut worst_resized, mut worst_confidence) = (0f64, 0f64, 0f64);
     for case in images {
         let name = case["image"].as_str().unwrap();
         let bytes = std::fs::read(dataset.join(name)).unwrap();
-        let img = preprocess::decode(&bytes, u64::MAX).unwrap();
+        let img = prep.decode(&bytes, u64::MAX).unwrap();
+        worst_decoded = worst_decoded.max(check_decoded(name, case, &img));
         let ours: Vec<u8> = if gray {
             preprocess::resize_gray(&img, &spec).into_raw()
         } else {
@@ -73,23 +186,16 @@ fn check_golden(golden_path: &std::path::Path, args: &[&str], gray: bool) {
         } else {
             "pixels_rgb8_base64"
         };
-        let theirs = base64::engine::general_purpose::STANDARD
-            .decode(case[key].as_str().unwrap())
-            .unwrap();
-        assert_eq!(ours.len(), theirs.len(), "{name}: pixel count");
-        let diffs: Vec<f64> = ours
-            .iter()
-            .zip(&theirs)
-            .map(|(a, b)| (f64::from(*a) - f64::from(*b)).abs())
-            .collect();
-        let max = diffs.iter().copied().fold(0.0, f64::max);
-        let mean = diffs.iter().sum::<f64>() / diffs.len() as f64;
+        let theirs = b64(&case[key]);
+        let (max, mean) = pixel_diff(name, &ours, &theirs);
+        worst_resized = worst_resized.max(max);
         assert!(
             max <= max_abs && mean <= mean_abs,
             "{name}: pixel diff max {max} mean {mean} over tolerance {max_abs}/{mean_abs}"
         );
-        // JPEGs are decoded by libjpeg-turbo with Pillow's defaults, as the fixtures were: only the
-        // resize's last-bit rounding may differ (measured: max 1, mean 0.03-0.13 over both fixture sets).
+        // JPEGs are decoded by libjpeg-turbo with Pillow's defaults (and DCT scaling), as the
+        // fixtures were: only the resize's last-bit rounding may differ (measured: max 1 for the
+        // guide fixture, 0 for the DCT-scaled v2 fixture, whose 128x128 JPEGs decode to 32x32).
         assert!(
             max <= 1.0,
             "{name}: decoded like Pillow, the pixels differ by at most 1 (got {max})"
@@ -116,30 +222,58 @@ fn check_golden(golden_path: &std::path::Path, args: &[&str], gray: bool) {
             );
         }
 
-        // Prediction from our own decoding is identical; logits close.
+        // The answer from our own decoding: identical prediction, close probabilities, the
+        // golden confidence and known.
         let out = engine
             .predict_blocking(&[bytes.into()], &mut session)
             .unwrap();
-        let p = out.results[0].as_ref().unwrap();
-        assert_eq!(
-            spec.labels[p.best],
-            case["prediction"].as_str().unwrap(),
-            "{name}: prediction"
+        let d = check_answer(
+            name,
+            case,
+            &spec.labels,
+            out.results[0].as_ref().unwrap(),
+            max == 0.0,
         );
-        let want: Vec<f64> = case["probabilities"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
-        for (a, b) in p.probabilities.iter().zip(&want) {
-            assert!(
-                (f64::from(*a) - b).abs() < 0.05,
-                "{name}: probabilities {:?} vs {want:?}",
-                p.probabilities
-            );
-        }
+        worst_confidence = worst_confidence.max(d);
     }
+    // Synthetic files of several sizes and kinds: the DCT factor, decoded size, pixels and answer.
+    for (i, case) in golden["decode_cases"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let name = format!(
+            "decode case {i} ({} {} {}x{}, EXIF orientation {})",
+            case["format"],
+            case["mode"],
+            case["stored_width"],
+            case["stored_height"],
+            case["exif_orientation"]
+        );
+        let bytes = b64(&case["file_base64"]);
+        let img = prep.decode(&bytes, u64::MAX).unwrap();
+        worst_decoded = worst_decoded.max(check_decoded(&name, case, &img));
+        let ours = preprocess::resize_rgb(&img, &spec).into_raw();
+        let (max, _) = pixel_diff(&name, &ours, &b64(&case["pixels_rgb8_base64"]));
+        worst_resized = worst_resized.max(max);
+        assert!(max <= 1.0, "{name}: pixels differ from Pillow's by {max}");
+        let out = engine
+            .predict_blocking(&[bytes.into()], &mut session)
+            .unwrap();
+        let d = check_answer(
+            &name,
+            case,
+            &spec.labels,
+            out.results[0].as_ref().unwrap(),
+            max == 0.0,
+        );
+        worst_confidence = worst_confidence.max(d);
+    }
+    eprintln!(
+        "{}: max pixel difference to Pillow: decoded {worst_decoded}, resized {worst_resized}; max confidence difference {worst_confidence:.2e}",
+        golden_path.display()
+    );
 }
 
 #[test]
@@ -252,7 +386,8 @@ fn unservable_models_are_refused_with_a_reason() {
         "{e}"
     );
     // Flags that contradict the model.
-    let c = celestial_server::Config::from_args(["--input-height", "32"]).unwrap();
+    let height = (engine_spec(&[]).height + 1).to_string();
+    let c = celestial_server::Config::from_args(["--input-height", height.as_str()]).unwrap();
     assert!(celestial_server::load_engine(&c).is_err());
     let _ = ModelOverrides::default();
 }

@@ -35,7 +35,7 @@ use budget::RowSink;
 use decode::{Decoded, decode_bounded, swaps_axes};
 use resize::{StreamResizer, TriangleResizer};
 
-use crate::model::{ColorMode, Layout, ModelSpec, ResizeFilter};
+use crate::model::{ColorMode, JpegDctScaling, Layout, ModelSpec, ResizeFilter};
 
 fn filter(f: ResizeFilter) -> FilterType {
     match f {
@@ -141,7 +141,15 @@ impl Preprocessor {
             height: self.spec.height,
             channels: self.spec.channels(),
             generic_resize: self.spec.resize_filter != ResizeFilter::Triangle,
+            jpeg_draft: self.spec.jpeg_dct_scaling == JpegDctScaling::Draft,
         }
+    }
+
+    /// Decode `bytes` as [`Preprocessor::run`] does (a JPEG DCT-scaled for a `draft` model), whole
+    /// and without a memory limit: the pixels before the resize (the golden fixtures'
+    /// `decoded_rgb8_base64`).
+    pub fn decode(&self, bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, PreprocessError> {
+        decode::decode_whole(bytes, max_pixels, &self.target())
     }
 
     /// Decode `bytes` within `limits` and write the model input into `out` (length
@@ -374,7 +382,7 @@ mod tests {
     use image::{ImageFormat, Rgba, RgbaImage};
 
     use super::*;
-    use crate::model::OutputKind;
+    use crate::model::{Calibration, OutputKind};
 
     fn spec(color: ColorMode, layout: Layout) -> ModelSpec {
         let ch = if color == ColorMode::Rgb { 3 } else { 1 };
@@ -392,10 +400,12 @@ mod tests {
             alpha: "composite_black".into(),
             resize_filter: ResizeFilter::Triangle,
             resize_mode: "stretch".into(),
+            jpeg_dct_scaling: JpegDctScaling::Full,
             scale: 1.0 / 255.0,
             mean: vec![0.0; ch],
             std: vec![1.0; ch],
             output_kind: OutputKind::Logits,
+            calibration: Calibration::default(),
             dynamic_batch: true,
             trained_at: None,
             validation_accuracy: None,
