@@ -25,7 +25,8 @@ echo "# pipeline A/B $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD), i
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for round in $(seq "$ROUNDS"); do
   for model in "$@"; do
-    if [ -n "$model" ]; then export CELESTIAL_MODEL=$model; else unset CELESTIAL_MODEL; fi
+    # (cargo runs the bench in server/: an absolute path)
+    if [ -n "$model" ]; then export CELESTIAL_MODEL=$(realpath "$model"); else unset CELESTIAL_MODEL; fi
     line=$(BENCH_THREADS=1 cargo bench --locked -q -p celestial-server --bench pipeline -- "$image" "$SECONDS_PER_RUN" 2>/dev/null | grep '^PIPELINE')
     echo "round=$round [${model:-embedded}] ${line#PIPELINE }"
   done
