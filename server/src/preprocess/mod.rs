@@ -845,6 +845,28 @@ mod tests {
     }
 
     #[test]
+    fn a_draft_model_decodes_jpegs_at_the_draft_scale_whole_or_streamed() {
+        // 1600x1200 for a 32x32 input: min(1600/32, 1200/32) = 37, so 1/8: 200x150.
+        let img = DynamicImage::ImageRgb8(DynamicImage::ImageRgba8(gradient(1600, 1200)).to_rgb8());
+        let jpeg = encode(&img, ImageFormat::Jpeg);
+        let mut s = spec(ColorMode::Rgb, Layout::Nchw);
+        (s.width, s.height, s.jpeg_dct_scaling) = (32, 32, JpegDctScaling::Draft);
+        let mut p = Preprocessor::new(Arc::new(s));
+        let decoded = p.decode(&jpeg, u64::MAX).unwrap();
+        assert_eq!((decoded.width(), decoded.height()), (200, 150));
+        let (whole, streamed) = model_pixels(&mut p, &jpeg, u64::MAX);
+        assert!(!streamed);
+        assert_eq!(whole, resize_rgb(&decoded, &p.spec).into_raw());
+        // Over a smaller budget: row by row at the same scale, so the same pixels.
+        let (rows, streamed) = model_pixels(&mut p, &jpeg, 1_150_000);
+        assert!(streamed, "must be over the budget");
+        assert!(rows == whole, "streamed pixels differ");
+        // A full-decode model (v1) decodes it whole at 1600x1200.
+        let full = prep(ColorMode::Rgb).decode(&jpeg, u64::MAX).unwrap();
+        assert_eq!((full.width(), full.height()), (1600, 1200));
+    }
+
+    #[test]
     fn a_streamed_image_is_oriented_after_the_resize() {
         // 96x64 red | blue halves with EXIF orientation 6 (rotate 90 CW): red on top.
         let img = DynamicImage::ImageRgb8(RgbImage::from_fn(96, 64, |x, _| {
