@@ -4,6 +4,9 @@
 //!   cargo bench -p celestial-server --bench pipeline -- [IMAGE] [SECONDS]
 //!
 //! IMAGE defaults to the first validation image of the dataset; SECONDS (per thread count) to 10.
+//! The model is the embedded one, or `CELESTIAL_MODEL` (as for the server), e.g. the v1 model
+//! `model/testdata/v1-celestial-bodies.onnx` for an A/B (`bench/pipeline_ab.sh`);
+//! `BENCH_THREADS` (default "1 2") chooses the thread counts.
 
 use std::time::{Duration, Instant};
 
@@ -30,21 +33,32 @@ fn main() {
         Bytes::from(std::fs::read(&image).unwrap_or_else(|e| panic!("cannot read {image}: {e}")));
     let config = celestial_server::Config::from_args(["--workers", "1"]).unwrap();
     let engine = celestial_server::load_engine(&config).unwrap_or_else(|e| panic!("{e}"));
+    let model = celestial_server::model_bytes(&config).unwrap_or_else(|e| panic!("{e}"));
+    let spec = celestial_server::Classifier::spec(&engine);
     println!(
-        "image: {image} ({} bytes); {seconds} s per run",
-        bytes.len()
+        "image: {image} ({} bytes); {seconds} s per run; model {} {} ({}x{}, JPEG decode {:?})",
+        bytes.len(),
+        spec.name,
+        spec.version,
+        spec.width,
+        spec.height,
+        spec.jpeg_dct_scaling
     );
-    for threads in [1usize, 2] {
+    let thread_counts: Vec<usize> = std::env::var("BENCH_THREADS")
+        .unwrap_or_else(|_| "1 2".into())
+        .split_whitespace()
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    for threads in thread_counts {
         let deadline = Instant::now() + Duration::from_secs_f64(seconds);
         let results: Vec<(u64, Duration, Duration, Vec<f64>)> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..threads)
                 .map(|_| {
                     let engine = &engine;
+                    let model: &[u8] = &model;
                     let bytes = bytes.clone();
                     s.spawn(move || {
-                        let mut session = engine
-                            .new_worker(celestial_server::model::EMBEDDED_MODEL, 1)
-                            .unwrap();
+                        let mut session = engine.new_worker(model, 1).unwrap();
                         // Warm-up.
                         for _ in 0..50 {
                             engine
@@ -77,7 +91,8 @@ fn main() {
         lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
         let p = |q: f64| lat[((lat.len() as f64 - 1.0) * q) as usize];
         println!(
-            "PIPELINE threads={threads} images={n} images_per_s={:.1} p50_ms={:.3} p99_ms={:.3} decode_preprocess_us={:.1} inference_us={:.1}",
+            "PIPELINE model={} threads={threads} images={n} images_per_s={:.1} p50_ms={:.3} p99_ms={:.3} decode_preprocess_us={:.1} inference_us={:.1}",
+            spec.version,
             n as f64 / seconds,
             p(0.5),
             p(0.99),

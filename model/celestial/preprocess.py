@@ -6,7 +6,11 @@ from the ONNX file's `celestial.*` metadata; `SPEC` below is the text written in
 and `golden.json`.
 
 Steps:
-  1. decode the file; apply the EXIF orientation tag if present;
+  1. decode the file; a JPEG is decoded at a reduced size directly in the DCT domain (libjpeg-turbo's
+     scaled IDCT, exactly what Pillow's `Image.draft("RGB", (W, H))` asks for): with the stored
+     (pre-EXIF) size w x h, the factor is the largest s in {8, 4, 2, 1} with s <= min(w // W, h // H),
+     and the decoded size is ceil(w / s) x ceil(h / s) (so still >= the model input W x H); other
+     formats are decoded at full size; then apply the EXIF orientation tag if present;
   2. convert to 8-bit RGB: grayscale sources are expanded (R = G = B = L); an alpha channel is
      composited onto black (c' = round(c * a / 255)); 16-bit samples are reduced to 8 bits first
      (v8 = round(v16 * 255 / 65535), as image-rs's to_rgb8(); Pillow decodes 16-bit RGB PNGs to 8 bits
@@ -23,6 +27,7 @@ Steps:
 from __future__ import annotations
 
 import hashlib
+import io  # noqa: F401 (annotations)
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -31,7 +36,10 @@ import numpy as np
 from PIL import Image, ImageOps
 
 SPEC = (
-    "decode (EXIF orientation applied) -> RGB8 (grayscale expanded R=G=B; alpha composited onto "
+    "decode (JPEG: DCT-domain scaling, the largest 1/s, s in {8,4,2,1}, with s <= min(w // W, h // H) "
+    "for a w x h file and a W x H model input, decoded size ceil(w/s) x ceil(h/s), as Pillow "
+    "Image.draft('RGB', (W, H)) / libjpeg-turbo scale_denom; other formats full size; then EXIF orientation "
+    "applied) -> RGB8 (grayscale expanded R=G=B; alpha composited onto "
     "black, c'=round(c*a/255); 16-bit reduced by round(v*255/65535)) -> resize to HxW, stretch, "
     "antialiased triangle filter (PIL Image.BILINEAR with reducing_gap=None; image-rs "
     "FilterType::Triangle), rounded to u8 -> float32 t = ((p*scale) - mean[c]) / std[c] "
@@ -90,6 +98,7 @@ class Preprocessing:
             "celestial.alpha": "composite_black",
             "celestial.resize_filter": "triangle",
             "celestial.resize_mode": "stretch",
+            "celestial.jpeg_dct_scaling": JPEG_DCT_SCALING,
             "celestial.scale": self.scale,
             "celestial.mean": ",".join(self.mean),
             "celestial.std": ",".join(self.std),
@@ -99,12 +108,42 @@ class Preprocessing:
         return meta
 
 
-def load_rgb8(path: str | Path) -> Image.Image:
-    """Steps 1-2: decode, apply EXIF orientation, convert to 8-bit RGB (alpha onto black)."""
+# The value of the `celestial.jpeg_dct_scaling` metadata key: how a JPEG is decoded.
+JPEG_DCT_SCALING = "draft"
+
+
+def jpeg_dct_factor(width: int, height: int, target_w: int, target_h: int) -> int:
+    """The DCT scaling denominator Pillow's draft((target_w, target_h)) picks for a width x height JPEG:
+    the largest of 8, 4, 2, 1 not above min(width // target_w, height // target_h)."""
+    ratio = min(width // target_w, height // target_h)
+    for s in (8, 4, 2, 1):
+        if ratio >= s:
+            return s
+    return 1
+
+
+def jpeg_draft_size(width: int, height: int, target_w: int, target_h: int) -> tuple[int, int]:
+    """(width, height) of a JPEG decoded with DCT scaling for a target_w x target_h model input."""
+    s = jpeg_dct_factor(width, height, target_w, target_h)
+    return (width + s - 1) // s, (height + s - 1) // s
+
+
+def load_rgb8(path: "str | Path | io.BytesIO", draft: tuple[int, int] | None = None) -> Image.Image:
+    """Steps 1-2: decode (a JPEG at reduced size in the DCT domain when `draft` = (W, H) of the model
+    input is given), apply EXIF orientation, convert to 8-bit RGB (alpha onto black)."""
     with Image.open(path) as im:
+        if draft is not None and im.format == "JPEG":
+            want = jpeg_draft_size(im.size[0], im.size[1], draft[0], draft[1])
+            im.draft("RGB", draft)
+            assert im.size == want, (im.size, want)
         im.load()
         im = ImageOps.exif_transpose(im)
         return to_rgb8(im)
+
+
+def load_model_pixels(path: "str | Path | io.BytesIO", height: int, width: int) -> np.ndarray:
+    """Steps 1-3 for a model input of height x width: decode (JPEG DCT-scaled), RGB8, resize; HWC uint8."""
+    return resize_rgb8(load_rgb8(path, draft=(width, height)), height, width)
 
 
 def to_rgb8(im: Image.Image) -> Image.Image:

@@ -27,15 +27,41 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from .preprocess import Preprocessing, guide_gray8, load_rgb8, resize_rgb8, tensor_sha256, to_tensor
+from .preprocess import (Preprocessing, guide_gray8, jpeg_draft_size, load_model_pixels, load_rgb8, tensor_sha256,
+                         to_tensor)
 
 REQUIRED_KEYS = [
     "celestial.labels", "celestial.input_name", "celestial.output_name", "celestial.input_layout",
     "celestial.input_height", "celestial.input_width", "celestial.color_mode", "celestial.alpha",
     "celestial.resize_filter", "celestial.resize_mode", "celestial.scale", "celestial.mean", "celestial.std",
     "celestial.output_kind", "celestial.model_name", "celestial.model_version", "celestial.trained_at",
-    "celestial.validation_accuracy",
+    "celestial.validation_accuracy", "celestial.jpeg_dct_scaling", "celestial.temperature", "celestial.confidence",
+    "celestial.ood_score", "celestial.ood_score_formula", "celestial.ood_threshold", "celestial.known",
+    "celestial.ood_false_flag_rate",
 ]
+
+
+def served_outputs(logits: np.ndarray, meta: dict, ood: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """confidence and known exactly as the metadata defines them (independent of train.py)."""
+    z = logits.astype(np.float64)
+    t = float(meta["celestial.temperature"])
+    zt = z / t
+    e = np.exp(zt - zt.max(1, keepdims=True))
+    conf = (e / e.sum(1, keepdims=True)).max(1)
+    formula = meta["celestial.ood_score_formula"]
+    if "celestial.ood_score_output" in meta:
+        s = np.asarray(ood, np.float64)
+    elif formula == "s = -max_k logits[k]":
+        s = -z.max(1)
+    elif formula == "s = -max_k softmax(logits)[k]":
+        e1 = np.exp(z - z.max(1, keepdims=True))
+        s = -(e1 / e1.sum(1, keepdims=True)).max(1)
+    elif formula == "s = -log(sum_k exp(logits[k]))":
+        m = z.max(1)
+        s = -(m + np.log(np.exp(z - m[:, None]).sum(1)))
+    else:
+        raise SystemExit(f"unknown celestial.ood_score_formula {formula!r}")
+    return conf, s <= float(meta["celestial.ood_threshold"])
 
 
 class Checks:
@@ -65,7 +91,8 @@ def dims(value) -> list:
     return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
 
 
-def check_golden(c: Checks, name: str, golden: dict, sess, raw: Path | None, pre: Preprocessing, gray: bool) -> None:
+def check_golden(c: Checks, name: str, golden: dict, sess, raw: Path | None, pre: Preprocessing, gray: bool,
+                 meta: dict | None = None) -> None:
     for g in golden["images"]:
         tag = f"{name} golden {g['image']}"
         key = "pixels_gray8_base64" if gray else "pixels_rgb8_base64"
@@ -77,14 +104,27 @@ def check_golden(c: Checks, name: str, golden: dict, sess, raw: Path | None, pre
         c.check(f"{tag}: logits within 1e-4", diff <= 1e-4, f"max abs diff {diff}")
         labels = golden["labels"]
         c.check(f"{tag}: prediction {g['prediction']}", labels[int(logits.argmax())] == g["prediction"])
+        if meta is not None:
+            conf, known = served_outputs(np.array([g["logits"]]), meta, np.array([g.get("ood_score", np.nan)]))
+            if "celestial.ood_score_output" in meta:
+                o = sess.run([meta["celestial.ood_score_output"]], {"input": x})[0]
+                c.check(f"{tag}: ood_score output within 1e-4", abs(float(o[0]) - g["ood_score"]) <= 1e-4)
+            c.check(f"{tag}: confidence and known from the metadata's rules",
+                    abs(conf[0] - g["confidence"]) < 1e-9 and bool(known[0]) == g["known"])
         if raw is None:
             c.skip(f"{tag}: dataset image preprocesses to the recorded pixels", "no dataset")
             continue
-        im = load_rgb8(raw / g["image"])
         if gray:
-            again = guide_gray8(im, g["height"], g["width"])
+            again = guide_gray8(load_rgb8(raw / g["image"]), g["height"], g["width"])
         else:
-            again = resize_rgb8(im, g["height"], g["width"])
+            again = load_model_pixels(raw / g["image"], g["height"], g["width"])
+            dec = np.asarray(load_rgb8(raw / g["image"], draft=(g["width"], g["height"])))
+            want = np.frombuffer(base64.b64decode(g["decoded_rgb8_base64"]), np.uint8)
+            c.check(f"{tag}: DCT-scaled decode {g['decoded_width']}x{g['decoded_height']} reproduces",
+                    dec.shape[:2] == (g["decoded_height"], g["decoded_width"])
+                    and (g["decoded_width"], g["decoded_height"]) == jpeg_draft_size(
+                        g["stored_width"], g["stored_height"], g["width"], g["height"])
+                    and np.array_equal(dec.ravel(), want))
         c.check(f"{tag}: dataset image preprocesses to the recorded pixels", np.array_equal(again, pix))
 
 
@@ -135,12 +175,87 @@ def check_preprocessing(c: Checks) -> None:
     c.check("preprocess: decimal constants parse to one float32", parse_f32("0.1") == np.float32(0.1))
 
 
+def check_decode_cases(c: Checks, golden: dict, sess, pre: Preprocessing, meta: dict) -> None:
+    import io
+    for k, case in enumerate(golden.get("decode_cases", [])):
+        tag = (f"decode case {k} ({case['format']} {case['mode']} {case['stored_width']}x{case['stored_height']}, "
+               f"EXIF {case['exif_orientation']})")
+        data = base64.b64decode(case["file_base64"])
+        im = load_rgb8(io.BytesIO(data), draft=(pre.width, pre.height))
+        want_dec = (jpeg_draft_size(case["stored_width"], case["stored_height"], pre.width, pre.height)
+                    if case["format"] == "jpeg" else (case["stored_width"], case["stored_height"]))
+        if case["exif_orientation"] in (5, 6, 7, 8):
+            want_dec = want_dec[::-1]
+        c.check(f"{tag}: decoded size {want_dec[0]}x{want_dec[1]}", im.size == want_dec and
+                (case["decoded_width"], case["decoded_height"]) == jpeg_draft_size(
+                    case["stored_width"], case["stored_height"], pre.width, pre.height)
+                if case["format"] == "jpeg" else im.size == want_dec, f"{im.size}")
+        pix = load_model_pixels(io.BytesIO(data), pre.height, pre.width)
+        want = np.frombuffer(base64.b64decode(case["pixels_rgb8_base64"]), np.uint8).reshape(pix.shape)
+        c.check(f"{tag}: pixels", np.array_equal(pix, want))
+        x = to_tensor(pix, pre)[None]
+        c.check(f"{tag}: tensor sha256", tensor_sha256(x) == case["tensor_sha256"])
+        outs = sess.run(None, {"input": x})
+        logits, ood = outs[0], (outs[1] if len(outs) > 1 else None)
+        conf, known = served_outputs(logits, meta, ood)
+        c.check(f"{tag}: logits, confidence, known", float(np.abs(logits[0] - np.array(case["logits"])).max()) <= 1e-4
+                and abs(conf[0] - case["confidence"]) < 1e-5 and bool(known[0]) == case["known"]
+                and (ood is None or abs(float(ood[0]) - case["ood_score"]) <= 1e-4))
+
+
+def check_robustness(c: Checks, d: Path, raw: Path, split: list, labels: list, sess, pre: Preprocessing,
+                     meta: dict) -> None:
+    """Re-run the fixed corruption suite and the synthetic outliers; the figures must equal metrics.json's."""
+    from . import augment, robust
+    metrics = json.loads((d / "metrics.json").read_text())
+    rob, ood = metrics["model"]["robustness"], metrics["model"]["ood"]
+    items = [(rel, labels.index(rel.split("/")[0])) for rel in split]
+    y = np.array([t for _, t in items])
+    cache = d / ".cache"
+    suite = robust.suite_pixels(raw, items, pre.height, pre.width, cache)
+
+    def outputs_of(px):
+        x = to_tensor(px, pre)
+        outs = [sess.run(None, {"input": x[i:i + 100]}) for i in range(0, len(x), 100)]
+        return (np.concatenate([o[0] for o in outs]),
+                np.concatenate([o[1] for o in outs]) if len(outs[0]) > 1 else None)
+
+    got = {n: [round(float((outputs_of(suite[f"{n}/{s}"])[0].argmax(1) == y).mean()), 4)
+               for s in range(len(augment.SUITE[n][1]))] for n in augment.SUITE}
+    c.check("corruption suite: top-1 per corruption and severity equal metrics.json", got == rob["served"],
+            json.dumps(got))
+    low = {n: v[augment.middle(n)] for n, v in got.items() if v[augment.middle(n)] < 0.97}
+    c.check("corruption suite: every corruption >= 97 % at its middle severity (issue 14)", not low, json.dumps(low))
+    ev = robust.outlier_pool(raw, items, ood["synthetic"]["images"], robust.OUTLIER_EVAL_SEED, pre.height, pre.width,
+                             cache)
+    clean = np.stack([load_model_pixels(raw / rel, pre.height, pre.width) for rel, _ in items])
+    lc, oc = outputs_of(clean)
+    _, known_id = served_outputs(lc, meta, oc)
+    lo, oo = outputs_of(ev["px"])
+    _, known_out = served_outputs(lo, meta, oo)
+    fr = round(float((~known_out).mean()), 4)
+    c.check(f"synthetic outliers: flagged {fr} equals metrics.json", fr == ood["synthetic"]["flag_rate"],
+            f"metrics.json says {ood['synthetic']['flag_rate']}")
+    c.check(f"clean validation: false flags {float((~known_id).mean()):.4f} equal metrics.json",
+            round(float((~known_id).mean()), 4) == ood["false_flags"]["clean_validation"])
+    loco = d / "loco.json"
+    if loco.exists():
+        lj = json.loads(loco.read_text())
+        k = ood.get("loco_key", meta["celestial.ood_score"])
+        c.check(f"loco.json: ten left-out classes, {k} mean AUROC {lj['summary'][k]['mean_auroc']}",
+                len(lj["per_class"]) == len(labels))
+    else:
+        c.skip("loco.json", "absent")
+
+
 def main(argv=None) -> int:
     model_dir = Path(__file__).resolve().parents[1]
     default_ds = Path(os.environ.get("CELESTIAL_DATASET", model_dir.parent.parent / "shared" / "dataset"))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", type=Path, default=default_ds)
     ap.add_argument("--dir", type=Path, default=model_dir, help="the artifacts' folder (default model/)")
+    ap.add_argument("--quick", action="store_true", help="skip the corruption suite and the synthetic outliers "
+                    "(about a minute without model/.cache)")
     args = ap.parse_args(argv)
     d: Path = args.dir
     raw = args.dataset / "raw" if (args.dataset / "raw").is_dir() else args.dataset
@@ -179,18 +294,26 @@ def main(argv=None) -> int:
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     c.check("golden.json: names the committed model", golden["model_sha256"] == sha and golden["model"] == path.name)
     c.check("golden.json: one image per label", sorted(g["label"] for g in golden["images"]) == sorted(labels))
-    check_golden(c, "served model", golden, sess, raw, pre, gray=False)
+    check_golden(c, "served model", golden, sess, raw, pre, gray=False, meta=meta)
+    check_decode_cases(c, golden, sess, pre, meta)
+    want_out = ["logits"] + ([meta["celestial.ood_score_output"]] if "celestial.ood_score_output" in meta else [])
+    c.check(f"served model: output names {want_out}", [o.name for o in sess.get_outputs()] == want_out)
 
     split = [line for line in (d / "validation-split.txt").read_text().splitlines() if line]
     if raw is None:
         c.skip("served model: validation accuracy", "no dataset")
     else:
-        x = to_tensor(np.stack([resize_rgb8(load_rgb8(raw / rel), h, w) for rel in split]), pre)
+        x = to_tensor(np.stack([load_model_pixels(raw / rel, h, w) for rel in split]), pre)
         pred = np.concatenate([sess.run(["logits"], {"input": x[i:i + 50]})[0] for i in range(0, len(x), 50)]).argmax(1)
         truth = np.array([labels.index(rel.split("/")[0]) for rel in split])
         acc = f"{(pred == truth).mean():.4f}"
         c.check(f"served model: validation accuracy {acc} == metadata", acc == meta["celestial.validation_accuracy"],
                 f"metadata says {meta['celestial.validation_accuracy']}")
+        c.check(f"served model: validation top-1 {acc} >= 0.997 (issue 14)", float(acc) >= 0.997)
+        if args.quick:
+            c.skip("served model: corruption suite and synthetic outliers", "--quick")
+        else:
+            check_robustness(c, d, raw, split, labels, sess, pre, meta)
 
     # ---- the guide-recipe fixture
     gpath = d / "testdata" / "guide-recipe.onnx"

@@ -19,8 +19,13 @@ use crate::preprocess::PreprocessError;
 pub struct Prediction {
     /// Index of the most probable label.
     pub best: usize,
-    /// One probability per label, in label order.
+    /// One probability per label, in label order (softmax of the logits, temperature 1).
     pub probabilities: Vec<f32>,
+    /// The calibrated top probability (`celestial.temperature`), for a model that has one.
+    pub confidence: Option<f32>,
+    /// Whether the image looks like one of the labels (`celestial.ood_score` and
+    /// `celestial.ood_threshold`), for a model that has the rule.
+    pub known: Option<bool>,
 }
 
 /// A finished job: one result per image, plus where the time went.

@@ -614,6 +614,8 @@ impl WorkerState {
                     results.push(Ok(Prediction {
                         best: 0,
                         probabilities: Vec::new(),
+                        confidence: None,
+                        known: None,
                     }));
                 }
                 Err(e) => results.push(Err(e)),
@@ -632,7 +634,7 @@ impl WorkerState {
                 }
             };
             for (row, &idx) in flat.chunks_exact(spec.labels.len()).zip(&ok_slots) {
-                results[idx] = Ok(to_prediction(row, spec.output_kind));
+                results[idx] = Ok(to_prediction(row, &spec));
             }
         }
         let done = Instant::now();
@@ -653,9 +655,10 @@ impl WorkerState {
     }
 }
 
-/// Probabilities from one output row (softmax for logits) and the arg-max.
-pub fn to_prediction(row: &[f32], kind: OutputKind) -> Prediction {
-    let probabilities = match kind {
+/// Probabilities from one output row (softmax for logits) and the arg-max; the calibrated
+/// confidence and `known` when the model's metadata defines them.
+pub fn to_prediction(row: &[f32], spec: &ModelSpec) -> Prediction {
+    let probabilities = match spec.output_kind {
         OutputKind::Probabilities => row.to_vec(),
         OutputKind::Logits => softmax(row),
     };
@@ -669,6 +672,8 @@ pub fn to_prediction(row: &[f32], kind: OutputKind) -> Prediction {
     Prediction {
         best,
         probabilities,
+        confidence: spec.calibration.confidence(row),
+        known: spec.calibration.known(row),
     }
 }
 
@@ -688,9 +693,15 @@ mod tests {
     fn softmax_sums_to_one_and_keeps_order() {
         let p = softmax(&[1.0, 3.0, 2.0, 1000.0]);
         assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-        assert_eq!(to_prediction(&[1.0, 3.0, 2.0], OutputKind::Logits).best, 1);
+        let spec = |output_kind| ModelSpec {
+            output_kind,
+            labels: vec!["a".into(), "b".into(), "c".into()],
+            ..crate::testing::spec()
+        };
+        let pred = to_prediction(&[1.0, 3.0, 2.0], &spec(OutputKind::Logits));
+        assert_eq!((pred.best, pred.confidence, pred.known), (1, None, None));
         assert!(p[3] > 0.99 && p.iter().all(|v| v.is_finite()));
-        let pred = to_prediction(&[0.2, 0.5, 0.3], OutputKind::Probabilities);
+        let pred = to_prediction(&[0.2, 0.5, 0.3], &spec(OutputKind::Probabilities));
         assert_eq!((pred.best, pred.probabilities), (1, vec![0.2, 0.5, 0.3]));
     }
 

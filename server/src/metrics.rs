@@ -98,6 +98,9 @@ pub struct Metrics {
     /// Images per ONNX Runtime call, observed once per job (adaptive batching).
     pub batch_images: Histogram,
     predictions: Vec<AtomicU64>,
+    /// Answers with `known: false`, by predicted label; `None` for a model without an OOD rule
+    /// (its answers have no `known`, and the metric is not rendered).
+    unknown: Option<Vec<AtomicU64>>,
     labels: Vec<String>,
     rejections: Mutex<BTreeMap<&'static str, u64>>,
     api_keys: AtomicU64,
@@ -106,11 +109,13 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// `with_known`: the model's answers carry `known` (count the `known: false` ones).
     pub fn new(
         labels: &[String],
         model_name: &str,
         model_version: &str,
         ort_version: &str,
+        with_known: bool,
     ) -> Metrics {
         Metrics {
             requests: Mutex::new(BTreeMap::new()),
@@ -122,6 +127,7 @@ impl Metrics {
             inference: Histogram::default(),
             batch_images: Histogram::of_counts(),
             predictions: labels.iter().map(|_| AtomicU64::new(0)).collect(),
+            unknown: with_known.then(|| labels.iter().map(|_| AtomicU64::new(0)).collect()),
             labels: labels.to_vec(),
             rejections: Mutex::new(BTreeMap::new()),
             api_keys: AtomicU64::new(0),
@@ -173,8 +179,14 @@ impl Metrics {
         h.observe(elapsed);
     }
 
-    pub fn predicted(&self, label_index: usize) {
+    /// Count an answer: its predicted label, and whether the model found it `known`.
+    pub fn predicted(&self, label_index: usize, known: Option<bool>) {
         if let Some(c) = self.predictions.get(label_index) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        if known == Some(false)
+            && let Some(c) = self.unknown.as_ref().and_then(|u| u.get(label_index))
+        {
             c.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -305,6 +317,18 @@ impl Metrics {
                 c.load(Ordering::Relaxed)
             );
         }
+        if let Some(unknown) = &self.unknown {
+            out.push_str("# HELP celestial_unknown_predictions_total Answers with known=false (the image is not like any label, by the model's OOD score and threshold), by predicted label.\n");
+            out.push_str("# TYPE celestial_unknown_predictions_total counter\n");
+            for (label, c) in self.labels.iter().zip(unknown) {
+                let _ = writeln!(
+                    out,
+                    "celestial_unknown_predictions_total{{label=\"{}\"}} {}",
+                    esc(label),
+                    c.load(Ordering::Relaxed)
+                );
+            }
+        }
         out.push_str("# HELP celestial_rejections_total Refused requests and images by reason (error code).\n");
         out.push_str("# TYPE celestial_rejections_total counter\n");
         if let Ok(m) = self.rejections.lock() {
@@ -348,7 +372,7 @@ mod tests {
 
     #[test]
     fn renders_counters_and_cumulative_buckets() {
-        let m = Metrics::new(&["Earth".into(), "Mars".into()], "m", "1", "1.31.1");
+        let m = Metrics::new(&["Earth".into(), "Mars".into()], "m", "1", "1.31.1", true);
         m.request_started();
         m.request_finished("POST", "/predict", 200, Duration::from_micros(300));
         m.request_ended();
@@ -358,7 +382,10 @@ mod tests {
         m.request_started();
         m.request_cancelled("POST", "/predict");
         m.request_ended();
-        m.predicted(1);
+        m.predicted(1, Some(true));
+        m.predicted(1, Some(false));
+        m.predicted(0, Some(false));
+        m.predicted(0, Some(false));
         m.rejected("invalid_image");
         m.batch_images.observe_count(1);
         m.batch_images.observe_count(6);
@@ -382,7 +409,9 @@ mod tests {
         assert!(text.contains(
             "celestial_http_requests_cancelled_total{route=\"/predict\",method=\"POST\"} 1"
         ));
-        assert!(text.contains("celestial_predictions_total{label=\"Mars\"} 1"));
+        assert!(text.contains("celestial_predictions_total{label=\"Mars\"} 2"));
+        assert!(text.contains("celestial_unknown_predictions_total{label=\"Mars\"} 1"));
+        assert!(text.contains("celestial_unknown_predictions_total{label=\"Earth\"} 2"));
         assert!(text.contains("celestial_rejections_total{reason=\"invalid_image\"} 1"));
         assert!(text.contains("onnxruntime_version=\"1.31.1\""));
         assert!(text.contains("celestial_ready 1"));
@@ -397,5 +426,13 @@ mod tests {
         assert!(text.contains("celestial_api_keys 2"));
         assert!(text.contains("celestial_reloads_total{what=\"tls\",result=\"ok\"} 1"));
         assert!(text.contains("celestial_reloads_total{what=\"api_keys\",result=\"error\"} 1"));
+        // A model without an OOD rule: no such metric (its answers have no `known`).
+        let plain = Metrics::new(&["Earth".into()], "m", "1", "1.31.1", false);
+        plain.predicted(0, None);
+        assert!(
+            !plain
+                .render(true)
+                .contains("celestial_unknown_predictions_total")
+        );
     }
 }

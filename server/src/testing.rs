@@ -14,7 +14,9 @@ use tokio::task::JoinHandle;
 
 use crate::classifier::{Classification, Classifier, JobOutput, Prediction};
 use crate::config::Config;
-use crate::model::{ColorMode, Layout, ModelSpec, OutputKind, ResizeFilter};
+use crate::model::{
+    Calibration, ColorMode, JpegDctScaling, Layout, ModelSpec, OutputKind, ResizeFilter,
+};
 use crate::preprocess;
 use crate::server::{self, Bound, ServerError};
 
@@ -39,10 +41,12 @@ pub fn spec() -> ModelSpec {
         alpha: "composite_black".into(),
         resize_filter: ResizeFilter::Triangle,
         resize_mode: "stretch".into(),
+        jpeg_dct_scaling: JpegDctScaling::Full,
         scale: 1.0 / 255.0,
         mean: vec![0.0; 3],
         std: vec![1.0; 3],
         output_kind: OutputKind::Logits,
+        calibration: Calibration::default(),
         dynamic_batch: true,
         trained_at: None,
         validation_accuracy: None,
@@ -95,6 +99,8 @@ impl FakeClassifier {
         Ok(Prediction {
             best,
             probabilities,
+            confidence: None,
+            known: None,
         })
     }
 }

@@ -30,6 +30,13 @@ fn assert_prediction(v: &Value) -> String {
         .unwrap()
         .0;
     assert_eq!(best, &label);
+    // The embedded model defines both (model/golden.json `outputs`; their values: tests/model.rs).
+    let confidence = v["confidence"].as_f64().expect("confidence");
+    assert!(
+        confidence > 0.0 && confidence <= 1.0,
+        "confidence {confidence}"
+    );
+    assert!(v["known"].is_boolean(), "known in {v}");
     label
 }
 
@@ -403,7 +410,8 @@ async fn docs_schema_health_metrics_model_and_request_ids() {
         .await
         .unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
-    assert_eq!(doc["info"]["version"], "1.0.0");
+    let golden = common::golden();
+    assert_eq!(doc["info"]["version"], golden["model_version"]);
     for label in LABELS {
         assert!(doc["info"]["description"].as_str().unwrap().contains(label));
     }
@@ -439,6 +447,23 @@ async fn docs_schema_health_metrics_model_and_request_ids() {
             .len(),
         10
     );
+
+    let prediction = &doc["components"]["schemas"]["Prediction"];
+    let ok_example = &predict["responses"]["200"]["content"]["application/json"]["example"];
+    for field in ["confidence", "known"] {
+        assert!(
+            prediction["properties"][field]["description"].is_string(),
+            "{field} documented"
+        );
+        assert!(
+            prediction["required"]
+                .as_array()
+                .unwrap()
+                .contains(&field.into()),
+            "{field} required"
+        );
+        assert!(ok_example.get(field).is_some(), "{field} in the example");
+    }
 
     // BentoML's client contract (see /work/shared/reference/bentoml-schema.json).
     let schema: Value = c
@@ -484,12 +509,15 @@ async fn docs_schema_health_metrics_model_and_request_ids() {
     assert_eq!(model["name"], "celestial-bodies");
     assert_eq!(model["labels"], serde_json::json!(LABELS));
     assert_eq!(model["input"]["layout"], "NCHW");
+    let shape = &golden["input"]["shape"]; // [1, 3, H, W]
     assert_eq!(
-        (
-            model["input"]["height"].as_u64(),
-            model["input"]["width"].as_u64()
-        ),
-        (Some(64), Some(64))
+        (&model["input"]["height"], &model["input"]["width"]),
+        (&shape[2], &shape[3])
+    );
+    assert_eq!(model["version"], golden["model_version"]);
+    assert_eq!(
+        model["input"]["jpeg_dct_scaling"],
+        golden["jpeg_dct_scaling"]
     );
     assert_eq!(model["onnxruntime_version"], "1.31.1");
 

@@ -87,10 +87,12 @@ fn wait_ready(port: u16, child: &mut Child) -> Duration {
 
 #[test]
 fn unservable_model_fails_with_one_line_and_non_zero_exit() {
+    // A height the embedded model's input does not have (model/golden.json: [1, C, H, W]).
+    let wrong_height = (common::golden()["input"]["shape"][2].as_u64().unwrap() + 1).to_string();
     for args in [
         vec!["--model", "/nonexistent/model.onnx"],
         vec!["--ort-dylib-path", "/nonexistent/libonnxruntime.so"],
-        vec!["--input-height", "32"],
+        vec!["--input-height", wrong_height.as_str()],
     ] {
         let port = free_port().to_string();
         let mut full = args.clone();

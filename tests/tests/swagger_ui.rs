@@ -178,6 +178,16 @@ fn check_prediction(
         "the browser got {label:?}, the API answers {} for the same image",
         api["prediction"]
     );
+    // The calibrated confidence and `known` (issue 14), when the model defines them, are shown as
+    // the API answers them.
+    for field in ["confidence", "known"] {
+        ensure!(
+            body.get(field) == api.get(field),
+            "the page shows {field} {:?}, the API answers {:?}",
+            body.get(field),
+            api.get(field)
+        );
+    }
     Ok(label.to_string())
 }
 

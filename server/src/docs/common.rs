@@ -20,7 +20,9 @@ pub fn schema_ref(name: &str) -> RefOr<Schema> {
     RefOr::Ref(Ref::from_schema_name(name))
 }
 
-/// An example probabilities map: the first label likely, the rest sharing the remainder.
+/// An example answer: the first label likely, the rest sharing the remainder; `confidence` (the
+/// top probability at the model's temperature, from logits that give these probabilities) and
+/// `known` when the model defines them.
 pub fn example_prediction(spec: &ModelSpec) -> Value {
     let n = spec.labels.len();
     let mut probs = serde_json::Map::new();
@@ -32,7 +34,19 @@ pub fn example_prediction(spec: &ModelSpec) -> Value {
         };
         probs.insert(l.clone(), json!((p * 1e6).round() / 1e6));
     }
-    json!({"prediction": spec.labels[0], "probabilities": probs})
+    let mut example = json!({"prediction": spec.labels[0], "probabilities": probs});
+    // Logits ln(p) give exactly these probabilities at temperature 1.
+    let logits: Vec<f32> = probs
+        .values()
+        .map(|p| p.as_f64().unwrap_or(0.0).ln() as f32)
+        .collect();
+    if let Some(c) = spec.calibration.confidence(&logits) {
+        example["confidence"] = json!((f64::from(c) * 1e6).round() / 1e6);
+    }
+    if let Some(known) = spec.calibration.known(&logits) {
+        example["known"] = json!(known);
+    }
+    example
 }
 
 /// The error body of `code`, with its example message.

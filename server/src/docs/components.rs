@@ -20,13 +20,38 @@ fn prediction(spec: &ModelSpec, example: &Value) -> Schema {
             )
         })
         .collect();
+    let mut properties = json!({
+        "prediction": {"description": "The most probable label.", "allOf": [label_enum]},
+        "probabilities": {"type": "object", "description": "Probability of every label (they sum to 1): softmax of the model's output.",
+            "required": spec.labels, "properties": probs_props, "additionalProperties": false}
+    });
+    let mut required = vec!["prediction", "probabilities"];
+    let cal = &spec.calibration;
+    if let Some(t) = cal.temperature {
+        required.push("confidence");
+        properties["confidence"] = json!({
+            "type": "number", "minimum": 0, "maximum": 1,
+            "description": format!(
+                "The calibrated probability of `prediction`: the top probability of softmax(logits / {t})                  (temperature fitted on validation images, so that it matches how often such answers are right).                  `probabilities` stay uncalibrated (temperature 1)."
+            )
+        });
+    }
+    if let Some(rule) = &cal.ood {
+        required.push("known");
+        properties["known"] = json!({
+            "type": "boolean",
+            "description": format!(
+                "Whether the image looks like one of the labels at all: false when the out-of-distribution score `{}`                  ({}) is above {} (a threshold that flags {} of validation images). `prediction` is still the most                  probable label either way.",
+                rule.score.name(),
+                rule.formula.as_deref().unwrap_or("see /model"),
+                rule.threshold,
+                rule.false_flag_rate.map_or("a small share".to_string(), |r| format!("{} %", r * 100.0)),
+            )
+        });
+    }
     schema(json!({
-        "type": "object", "required": ["prediction", "probabilities"],
-        "properties": {
-            "prediction": {"description": "The most probable label.", "allOf": [label_enum]},
-            "probabilities": {"type": "object", "description": "Probability of every label (they sum to 1).",
-                "required": spec.labels, "properties": probs_props, "additionalProperties": false}
-        },
+        "type": "object", "required": required,
+        "properties": properties,
         "example": example
     }))
 }
@@ -71,7 +96,7 @@ fn model_info() -> Schema {
             "name": {"type": "string"}, "version": {"type": "string"},
             "labels": {"type": "array", "items": {"type": "string"}},
             "input": {"type": "object", "description": "Tensor name, layout, size, colour mode and preprocessing."},
-            "output": {"type": "object"},
+            "output": {"type": "object", "description": "Tensor name and kind; `confidence` (rule, temperature) and `known` (rule, score, score_formula, threshold, false_flag_rate) when the model defines them."},
             "trained_at": {"type": ["string", "null"]},
             "validation_accuracy": {"type": ["number", "null"]},
             "onnxruntime_version": {"type": "string"},

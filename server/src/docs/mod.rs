@@ -18,6 +18,7 @@ pub use common::example_prediction;
 pub use openapi::{DocLimits, SECURITY_SCHEMES, openapi, openapi_secured};
 
 use crate::classifier::Classifier;
+use crate::model::ModelSpec;
 use crate::routes;
 
 /// The serialized documents.
@@ -67,17 +68,39 @@ pub fn model_document(classifier: &dyn Classifier) -> Value {
             "alpha": s.alpha,
             "resize_filter": s.resize_filter,
             "resize_mode": s.resize_mode,
+            "jpeg_dct_scaling": s.jpeg_dct_scaling,
             "scale": s.scale,
             "mean": s.mean,
             "std": s.std,
         },
-        "output": {"name": s.output_name, "kind": s.output_kind},
+        "output": output_document(s),
         "trained_at": s.trained_at,
         "validation_accuracy": s.validation_accuracy,
         "onnxruntime_version": classifier.runtime_version(),
         "server_version": env!("CARGO_PKG_VERSION"),
         "workers": classifier.workers(),
     })
+}
+
+/// `/model`'s `output`: the tensor, and the rules of `confidence` and `known` when the model has them.
+fn output_document(s: &ModelSpec) -> Value {
+    let mut out = json!({"name": s.output_name, "kind": s.output_kind});
+    if let Some(t) = s.calibration.temperature {
+        out["confidence"] = json!({
+            "rule": "max_k softmax(logits / temperature)[k]",
+            "temperature": t,
+        });
+    }
+    if let Some(rule) = &s.calibration.ood {
+        out["known"] = json!({
+            "rule": "score <= threshold",
+            "score": rule.score,
+            "score_formula": rule.formula,
+            "threshold": rule.threshold,
+            "false_flag_rate": rule.false_flag_rate,
+        });
+    }
+    out
 }
 
 /// The service description BentoML's client reads (`GET /schema.json`).

@@ -58,7 +58,7 @@ fn description(spec: &ModelSpec, labels_md: &str, limits: &DocLimits) -> String 
         "Classifies a picture of a celestial body into one of {n} classes: {labels_md}.\n\n\
          Send an image (JPEG, PNG, WebP, GIF or BMP) to `POST /predict`, either as the multipart/form-data part `image` \
          (what the BentoML client and the Try-it-out button send) or as the raw request body. The answer names the most \
-         probable class and the probability of every class.\n\n\
+         probable class and the probability of every class{calibrated}.\n\n\
          Model `{name}` version `{version}`: input {h}x{w} {color}, {layout}.{accuracy}{extra}\n\n\
          Limits: bodies up to {max_body_bytes} bytes, images up to {max_image_pixels} pixels, {max_batch} images per batch; \
          {body_rule} (else 408). \
@@ -74,6 +74,17 @@ fn description(spec: &ModelSpec, labels_md: &str, limits: &DocLimits) -> String 
             "grayscale"
         },
         layout = spec.layout.name(),
+        calibrated = match (
+            spec.calibration.temperature.is_some(),
+            spec.calibration.ood.is_some()
+        ) {
+            (true, true) =>
+                ", its calibrated `confidence`, and whether the image looks like one of the classes at all (`known`)",
+            (true, false) => ", and its calibrated `confidence`",
+            (false, true) =>
+                ", and whether the image looks like one of the classes at all (`known`)",
+            (false, false) => "",
+        },
         extra = spec
             .description
             .as_deref()

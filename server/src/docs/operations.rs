@@ -160,7 +160,7 @@ fn prediction_errors(op: OperationBuilder, batch: bool) -> OperationBuilder {
 /// `POST /predict`.
 pub fn predict(labels_md: &str, example: &Value) -> Operation {
     let ok = json_response(
-        "The predicted label and the probability of every label.",
+        "The predicted label and the probability of every label (and, for a model that defines them, the calibrated `confidence` and `known`).",
         schema_ref("Prediction"),
         Some(example.clone()),
     );

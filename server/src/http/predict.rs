@@ -25,7 +25,8 @@ use crate::routes;
 
 // Prediction routes.
 
-/// A prediction serialized with the probabilities in label order.
+/// A prediction serialized with the probabilities in label order, then `confidence` and `known`
+/// when the model defines them.
 struct PredictionBody<'a> {
     labels: &'a [String],
     prediction: &'a Prediction,
@@ -43,12 +44,18 @@ impl Serialize for PredictionBody<'_> {
                 m.end()
             }
         }
-        let mut m = s.serialize_map(Some(2))?;
-        m.serialize_entry("prediction", &self.labels[self.prediction.best])?;
-        m.serialize_entry(
-            "probabilities",
-            &Probs(self.labels, &self.prediction.probabilities),
-        )?;
+        let p = self.prediction;
+        let fields = 2 + usize::from(p.confidence.is_some()) + usize::from(p.known.is_some());
+        let mut m = s.serialize_map(Some(fields))?;
+        m.serialize_entry("prediction", &self.labels[p.best])?;
+        m.serialize_entry("probabilities", &Probs(self.labels, &p.probabilities))?;
+        // Only for a model whose metadata defines them (BentoML clients read the two above).
+        if let Some(confidence) = p.confidence {
+            m.serialize_entry("confidence", &confidence)?;
+        }
+        if let Some(known) = p.known {
+            m.serialize_entry("known", &known)?;
+        }
         m.end()
     }
 }
@@ -355,7 +362,7 @@ async fn run_job(
         state.metrics.batch_images.observe_count(out.batch_images);
     }
     for p in out.results.iter().flatten() {
-        state.metrics.predicted(p.best);
+        state.metrics.predicted(p.best, p.known);
     }
     Ok(out.results)
 }

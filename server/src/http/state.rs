@@ -77,6 +77,7 @@ impl AppState {
             &spec.name,
             &spec.version,
             classifier.runtime_version(),
+            spec.calibration.ood.is_some(),
         );
         let swagger = Arc::new(
             utoipa_swagger_ui::Config::new(["./docs.json"])

@@ -120,3 +120,24 @@ impl ColorMode {
         }
     }
 }
+
+/// How a JPEG is decoded (`celestial.jpeg_dct_scaling`, `--jpeg-dct-scaling`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JpegDctScaling {
+    /// At its stored size, then resized (the metadata key absent: models before issue 14).
+    Full,
+    /// At a reduced size in the DCT domain, exactly as Pillow's `Image.draft("RGB", (W, H))` asks
+    /// libjpeg-turbo for it (W x H the model input): the largest factor `s` in {8, 4, 2, 1} with
+    /// `s <= min(w / W, h / H)` for a `w` x `h` file, decoded size `ceil(w / s)` x `ceil(h / s)`;
+    /// then resized as usual.
+    Draft,
+}
+
+impl MetadataName for JpegDctScaling {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("draft", JpegDctScaling::Draft),
+        ("full none", JpegDctScaling::Full),
+    ];
+    const EXPECTED: &'static str = "expected draft or full";
+}

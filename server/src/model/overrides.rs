@@ -3,7 +3,7 @@
 
 use clap::Args;
 
-use super::kinds::{ColorMode, Layout, OutputKind, ResizeFilter};
+use super::kinds::{ColorMode, JpegDctScaling, Layout, OutputKind, ResizeFilter};
 
 /// Model description flags: they fill in (and override) the model's `celestial.*` metadata, so a model
 /// without metadata (e.g. the guide's own export) can be served.
@@ -44,6 +44,11 @@ pub struct ModelOverrides {
     /// Resize filter (overrides `celestial.resize_filter`; default triangle).
     #[arg(long, env = "CELESTIAL_RESIZE_FILTER", value_enum)]
     pub resize_filter: Option<ResizeFilter>,
+
+    /// How JPEGs are decoded (overrides `celestial.jpeg_dct_scaling`; default full): `draft` decodes
+    /// them at a reduced size in the DCT domain as Pillow's `Image.draft` does, `full` at full size.
+    #[arg(long, env = "CELESTIAL_JPEG_DCT_SCALING", value_enum)]
+    pub jpeg_dct_scaling: Option<JpegDctScaling>,
 
     /// Multiplier applied to 0..255 pixel values (overrides `celestial.scale`; default 1/255).
     #[arg(long, env = "CELESTIAL_SCALE")]

@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 
-use super::kinds::{ColorMode, Layout, MetadataName, OutputKind, ResizeFilter};
+use super::calibration::{Calibration, OodRule, OodScore};
+use super::kinds::{ColorMode, JpegDctScaling, Layout, MetadataName, OutputKind, ResizeFilter};
 use super::overrides::ModelOverrides;
 use super::spec::{ModelError, ModelSpec, TensorInfo};
 
@@ -350,6 +351,59 @@ fn pixels(meta: &Meta<'_>, over: &ModelOverrides, channels: usize) -> Result<Pix
     })
 }
 
+/// `confidence` and `known`: `celestial.temperature` (a positive number), `celestial.ood_score`
+/// (a score this server computes from the logits) with `celestial.ood_threshold`. Each is
+/// optional, but a score needs its threshold and both need a model that outputs logits.
+fn calibration(meta: &Meta<'_>, output_kind: OutputKind) -> Result<Calibration, ModelError> {
+    let temperature = match meta.get("temperature") {
+        None => None,
+        Some(v) => match v.parse::<f64>() {
+            Ok(t) if t.is_finite() && t > 0.0 => Some(t),
+            _ => return Err(bad("temperature", &v, "expected a positive number")),
+        },
+    };
+    if let Some(output) = meta.get("ood_score_output") {
+        return Err(bad(
+            "ood_score_output",
+            &output,
+            "a score read from a second model output is not supported by this server (only scores computed from the logits: msp, max_logit, energy)",
+        ));
+    }
+    let threshold = meta.ladder(None, "ood_threshold", number::<f64>("expected a number"))?;
+    let ood = match (meta.ladder(None, "ood_score", kind::<OodScore>)?, threshold) {
+        (None, None) => None,
+        (Some(score), Some(threshold)) if threshold.is_finite() => Some(OodRule {
+            score,
+            threshold,
+            formula: meta.get("ood_score_formula"),
+            false_flag_rate: meta.ladder(
+                None,
+                "ood_false_flag_rate",
+                number("expected a number"),
+            )?,
+        }),
+        (Some(_), Some(t)) => return Err(bad("ood_threshold", &t.to_string(), "not finite")),
+        (Some(score), None) => {
+            return Err(ModelError::Invalid(format!(
+                "the metadata names the OOD score `{}` (celestial.ood_score) but no celestial.ood_threshold",
+                score.name()
+            )));
+        }
+        (None, Some(_)) => {
+            return Err(ModelError::Invalid(
+                "the metadata has celestial.ood_threshold but no celestial.ood_score".into(),
+            ));
+        }
+    };
+    let calibration = Calibration { temperature, ood };
+    if output_kind != OutputKind::Logits && calibration != Calibration::default() {
+        return Err(ModelError::Invalid(
+            "celestial.temperature and celestial.ood_score need a model that outputs logits".into(),
+        ));
+    }
+    Ok(calibration)
+}
+
 impl ModelSpec {
     /// Resolve the spec from metadata, overrides and the model signature.
     pub fn resolve(
@@ -374,6 +428,10 @@ impl ModelSpec {
         let output_kind = meta
             .ladder(over.output_kind, "output_kind", kind)?
             .unwrap_or(OutputKind::Logits);
+        let calibration = calibration(&meta, output_kind)?;
+        let jpeg_dct_scaling = meta
+            .ladder(over.jpeg_dct_scaling, "jpeg_dct_scaling", kind)?
+            .unwrap_or(JpegDctScaling::Full);
         let validation_accuracy =
             meta.ladder(None, "validation_accuracy", number("expected a number"))?;
         let name = meta.ladder(over.model_name.clone(), "model_name", text)?;
@@ -392,10 +450,12 @@ impl ModelSpec {
             alpha: px.alpha,
             resize_filter: px.resize_filter,
             resize_mode: px.resize_mode,
+            jpeg_dct_scaling,
             scale: px.scale,
             mean: px.mean,
             std: px.std,
             output_kind,
+            calibration,
             dynamic_batch: s[0] < 0,
             trained_at: meta.get("trained_at"),
             validation_accuracy,
@@ -518,6 +578,69 @@ mod tests {
             ModelSpec::resolve(&m, &none, &inputs, &[t("o", &[-1, 3])]),
             Err(ModelError::BadMetadata { .. })
         ));
+    }
+
+    fn with(extra: &[(&str, &str)]) -> Result<ModelSpec, ModelError> {
+        let mut m = meta();
+        for (k, v) in extra {
+            m.insert(format!("celestial.{k}"), v.to_string());
+        }
+        ModelSpec::resolve(
+            &m,
+            &ModelOverrides::default(),
+            &[t("input", &[-1, 3, 64, 64])],
+            &[t("logits", &[-1, 3])],
+        )
+    }
+
+    #[test]
+    fn calibration_and_jpeg_decoding_from_metadata() {
+        let plain = with(&[]).unwrap();
+        assert_eq!(plain.calibration, Calibration::default());
+        assert_eq!(plain.jpeg_dct_scaling, JpegDctScaling::Full);
+        let s = with(&[
+            ("jpeg_dct_scaling", "draft"),
+            ("temperature", "0.502"),
+            ("ood_score", "msp"),
+            ("ood_threshold", "-0.544899"),
+            ("ood_false_flag_rate", "0.01"),
+        ])
+        .unwrap();
+        assert_eq!(s.jpeg_dct_scaling, JpegDctScaling::Draft);
+        assert_eq!(s.calibration.temperature, Some(0.502));
+        let rule = s.calibration.ood.unwrap();
+        assert_eq!((rule.score, rule.threshold), (OodScore::Msp, -0.544899));
+        assert_eq!(rule.false_flag_rate, Some(0.01));
+    }
+
+    #[test]
+    fn bad_calibration_metadata_is_refused_at_start() {
+        let err = |extra: &[(&str, &str)]| with(extra).unwrap_err().to_string();
+        let e = err(&[("ood_score", "knn_cosine"), ("ood_threshold", "0.3")]);
+        assert!(
+            e.contains("celestial.ood_score")
+                && e.contains("unknown OOD score")
+                && e.contains("msp"),
+            "{e}"
+        );
+        let e = err(&[("ood_score", "msp")]);
+        assert!(e.contains("no celestial.ood_threshold"), "{e}");
+        let e = err(&[("ood_threshold", "-0.5")]);
+        assert!(e.contains("no celestial.ood_score"), "{e}");
+        for t in ["0", "-1", "hot", "inf"] {
+            let e = err(&[("temperature", t)]);
+            assert!(e.contains("celestial.temperature"), "{t}: {e}");
+        }
+        let e = err(&[
+            ("ood_score", "msp"),
+            ("ood_threshold", "-0.5"),
+            ("ood_score_output", "ood"),
+        ]);
+        assert!(e.contains("celestial.ood_score_output"), "{e}");
+        let e = err(&[("jpeg_dct_scaling", "half")]);
+        assert!(e.contains("celestial.jpeg_dct_scaling"), "{e}");
+        let e = err(&[("temperature", "0.5"), ("output_kind", "probabilities")]);
+        assert!(e.contains("logits"), "{e}");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 
 use serde::Serialize;
 
-use super::kinds::{ColorMode, Layout, OutputKind, ResizeFilter};
+use super::calibration::Calibration;
+use super::kinds::{ColorMode, JpegDctScaling, Layout, OutputKind, ResizeFilter};
 
 /// The model bundled into the binary (`model/celestial-bodies.onnx`).
 pub static EMBEDDED_MODEL: &[u8] = include_bytes!("../../../model/celestial-bodies.onnx");
@@ -69,10 +70,14 @@ pub struct ModelSpec {
     pub alpha: String,
     pub resize_filter: ResizeFilter,
     pub resize_mode: String,
+    /// How JPEGs are decoded before the resize (`celestial.jpeg_dct_scaling`).
+    pub jpeg_dct_scaling: JpegDctScaling,
     pub scale: f32,
     pub mean: Vec<f32>,
     pub std: Vec<f32>,
     pub output_kind: OutputKind,
+    /// `confidence` and `known` (absent from the answers of a model without this metadata).
+    pub calibration: Calibration,
     /// Whether the batch dimension is dynamic (several images per run).
     pub dynamic_batch: bool,
     pub trained_at: Option<String>,

@@ -38,6 +38,43 @@ pub struct Target {
     pub channels: usize,
     /// Resized by image-rs with a filter other than the triangle filter (which copies the source).
     pub generic_resize: bool,
+    /// JPEGs are decoded at a reduced size in the DCT domain as Pillow's `Image.draft` does for
+    /// this size (`celestial.jpeg_dct_scaling = draft`); otherwise at full size (and scaled only
+    /// when decoded row by row to stay within the memory budget).
+    pub jpeg_draft: bool,
+}
+
+impl Target {
+    /// libjpeg's DCT scaling of a `w` x `h` JPEG, as the numerator `n` of `n/8` (8: full size; the
+    /// output is [`scaled`]: `ceil(w * n / 8)` x `ceil(h * n / 8)`). The one place the factor is
+    /// chosen, for whole and row-by-row decoding alike:
+    /// - `self.jpeg_draft` (`celestial.jpeg_dct_scaling = draft`): what Pillow's
+    ///   `Image.draft("RGB", (W, H))` asks libjpeg-turbo for, W x H the model input: the largest `s`
+    ///   in {8, 4, 2, 1} with `s <= min(w / W, h / H)` (integer division), so `n = 8 / s` (libjpeg
+    ///   treats `1/s` and `(8/s)/8` alike: same IDCT size, same output size);
+    /// - otherwise full size, unless `streamed` (too large to decode whole within the budget): then
+    ///   as far as the result keeps at least 4 times the model input's size on each side (the
+    ///   triangle filter then averages as it would have).
+    pub fn jpeg_scale(&self, (w, h): (u32, u32), streamed: bool) -> u8 {
+        if self.jpeg_draft {
+            let ratio = (w / self.width.max(1)).min(h / self.height.max(1));
+            let s = [8u32, 4, 2].into_iter().find(|&s| ratio >= s).unwrap_or(1);
+            return (8 / s) as u8;
+        }
+        if !streamed {
+            return 8;
+        }
+        let least = 4 * self.width.max(self.height);
+        [1u8, 2, 4]
+            .into_iter()
+            .find(|&n| scaled(w, n) >= least && scaled(h, n) >= least)
+            .unwrap_or(8)
+    }
+}
+
+/// A side of `v` pixels decoded at `num`/8 by libjpeg: `ceil(v * num / 8)`.
+pub fn scaled(v: u32, num: u8) -> u32 {
+    (u64::from(v) * u64::from(num)).div_ceil(8) as u32
 }
 
 /// Receives an image row by row, top to bottom, as interleaved RGB8 with any alpha composited

@@ -6,7 +6,7 @@ use std::io::Cursor;
 use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 
-use super::budget::{DecodeLimits, RowSink, Target};
+use super::budget::{DecodeLimits, RowSink, Target, scaled};
 use super::error::PreprocessError;
 use super::markers::{self, JpegLayout, Process};
 use super::resize::{StreamResizer, TriangleResizer};
@@ -73,16 +73,30 @@ const SLACK: u64 = 1 << 20;
 /// Decode an image without a memory limit: sniff the format, read only the header to check the
 /// size against `max_pixels`, then decode and apply the EXIF orientation.
 pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, PreprocessError> {
-    let target = Target {
+    decode_whole(bytes, max_pixels, &full())
+}
+
+/// A target that asks for a full-size decode.
+fn full() -> Target {
+    Target {
         width: 1,
         height: 1,
         channels: 3,
         generic_resize: false,
-    };
+        jpeg_draft: false,
+    }
+}
+
+/// Like [`decode`], with JPEGs decoded as `target` says (DCT-scaled for a `draft` model).
+pub fn decode_whole(
+    bytes: &[u8],
+    max_pixels: u64,
+    target: &Target,
+) -> Result<DynamicImage, PreprocessError> {
     match decode_bounded(
         bytes,
         DecodeLimits::pixels(max_pixels),
-        &target,
+        target,
         Vec::new(),
         None,
     )? {
@@ -224,10 +238,12 @@ fn decode_jpeg(
             min_bytes: short.min_bytes,
         });
     }
+    let scale = target.jpeg_scale((width, height), false);
+    let (w, h) = (scaled(width, scale), scaled(height, scale));
     let whole = layout
         .coefficient_bytes()
-        .saturating_add(jpeg_rows_bytes(width, &layout))
-        .saturating_add(whole_bytes(width, height, RGB8, layout.orientation, target));
+        .saturating_add(jpeg_rows_bytes(w, &layout))
+        .saturating_add(whole_bytes(w, h, RGB8, layout.orientation, target));
     if whole <= limits.max_bytes {
         return decode_jpeg_whole(bytes, limits, target, buf, Some(&layout));
     }
@@ -240,7 +256,10 @@ fn jpeg_rows_bytes(w: u32, layout: &JpegLayout) -> u64 {
     u64::from(w) * layout.components.len() as u64 * 64
 }
 
-/// A JPEG decoded whole: libjpeg-turbo when it can, image-rs otherwise.
+/// A JPEG decoded whole: libjpeg-turbo when it can (DCT-scaled as [`Target::jpeg_scale`] says),
+/// image-rs otherwise. image-rs has no scaled IDCT: the files it takes (CMYK, arithmetic coding,
+/// damaged data) are decoded at full size even for a `draft` model, and the resize then makes
+/// pixels close to, not equal to, Pillow's.
 fn decode_jpeg_whole(
     bytes: &[u8],
     limits: DecodeLimits,
@@ -252,7 +271,7 @@ fn decode_jpeg_whole(
     let checked = layout.map(|l| l.orientation);
     let fast = match layout {
         Some(l) if l.scans.len() > jpeg::MAX_SCANS => jpeg::Fast::Fallback,
-        _ => jpeg::decode(bytes, limits.max_pixels, limits.max_bytes, buf, checked)?,
+        _ => jpeg::decode(bytes, limits, target, buf, checked)?,
     };
     if let jpeg::Fast::Image(img) = fast {
         return Ok(Decoded::Image(img));
@@ -263,10 +282,9 @@ fn decode_jpeg_whole(
     decode_general(bytes, ImageFormat::Jpeg, limits, target, coefficients).map(Decoded::Image)
 }
 
-/// A JPEG too large to decode whole: row by row, scaled in the DCT as far as the result keeps at
-/// least 4 times the model input's size on each side (the triangle filter then averages as it
-/// would have), or refused when even that does not fit (the coefficients of a progressive file
-/// are kept whatever the scale).
+/// A JPEG too large to decode whole: row by row, scaled in the DCT ([`Target::jpeg_scale`]), or refused
+/// when even that does not fit (the coefficients of a progressive file are kept whatever the
+/// scale).
 fn stream_jpeg(
     bytes: &[u8],
     layout: &JpegLayout,
@@ -290,12 +308,7 @@ fn stream_jpeg(
     let Some(sink) = sink.filter(|_| streamable) else {
         return Err(over_budget(size, kind, whole, limits, hint));
     };
-    let scaled = |v: u32, num: u8| (u64::from(v) * u64::from(num)).div_ceil(8) as u32;
-    let least = 4 * target.width.max(target.height);
-    let num = [1u8, 2, 4]
-        .into_iter()
-        .find(|&n| scaled(size.0, n) >= least && scaled(size.1, n) >= least)
-        .unwrap_or(8);
+    let num = target.jpeg_scale(size, true);
     let (w, h) = (scaled(size.0, num), scaled(size.1, num));
     let decoder = layout
         .coefficient_bytes()
@@ -492,7 +505,7 @@ mod tests {
         marked.extend_from_slice(&comment);
         marked.extend_from_slice(&jpeg[2..]);
         assert!(matches!(
-            jpeg::decode(&marked, u64::MAX, u64::MAX, Vec::new(), None),
+            jpeg::decode(&marked, DecodeLimits::UNLIMITED, &full(), Vec::new(), None),
             Ok(jpeg::Fast::Fallback)
         ));
         let img = decode(&marked, u64::MAX).expect("image-rs decodes it (it counts real scans)");

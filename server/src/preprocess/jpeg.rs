@@ -17,7 +17,7 @@ use image::{DynamicImage, RgbImage};
 use mozjpeg::{ColorSpace, Decompress, Marker};
 use mozjpeg_sys::{jpeg_common_struct, jpeg_error_mgr, jpeg_std_error};
 
-use super::budget::RowSink;
+use super::budget::{DecodeLimits, RowSink, Target, scaled};
 use super::error::PreprocessError;
 
 thread_local! {
@@ -72,16 +72,17 @@ pub enum Fast {
     Fallback,
 }
 
-/// Decode `bytes` (already sniffed as JPEG) into RGB8, reusing `buf`'s allocation. The size check
-/// against `max_pixels` uses only the header; a truncated file is refused before any decoding, and
-/// one whose pixels would take more than `max_bytes` goes to the general decoder (which refuses it
-/// with the memory it needs). `checked`: the orientation, when the caller parsed the markers
+/// Decode `bytes` (already sniffed as JPEG) into RGB8, reusing `buf`'s allocation, scaled in the
+/// DCT as [`Target::jpeg_scale`] says for `target` (full size unless the model asks for `draft`).
+/// The size check against `limits.max_pixels` uses only the header (the stored size); a truncated
+/// file is refused before any decoding, and one whose pixels would take more than
+/// `limits.max_bytes` goes to the general decoder (which refuses it with the memory it needs). `checked`: the orientation, when the caller parsed the markers
 /// (`super::markers`) and so already knows the file has at most [`MAX_SCANS`] scans and is not
 /// truncated (neither is looked for again, and libjpeg keeps no Exif segment).
 pub fn decode(
     bytes: &[u8],
-    max_pixels: u64,
-    max_bytes: u64,
+    limits: DecodeLimits,
+    target: &Target,
     buf: Vec<u8>,
     checked: Option<Orientation>,
 ) -> Result<Fast, PreprocessError> {
@@ -99,18 +100,20 @@ pub fn decode(
         } else {
             &[Marker::APP(1)]
         };
-        let Ok(header) = Decompress::with_err(error_manager())
+        let Ok(mut header) = Decompress::with_err(error_manager())
             .with_markers(exif)
             .from_mem(bytes)
         else {
             return Ok(Fast::Fallback);
         };
         let (width, height) = (header.width() as u32, header.height() as u32);
-        PreprocessError::check_size(width, height, max_pixels)?;
+        PreprocessError::check_size(width, height, limits.max_pixels)?;
         if checked.is_none() && is_truncated(bytes) {
             return Err(PreprocessError::Truncated { format: "JPEG" });
         }
-        if u64::from(width) * u64::from(height) * 3 > max_bytes {
+        let num = target.jpeg_scale((width, height), false);
+        let (width, height) = (scaled(width, num), scaled(height, num));
+        if u64::from(width) * u64::from(height) * 3 > limits.max_bytes {
             return Ok(Fast::Fallback);
         }
         if !matches!(
@@ -126,9 +129,15 @@ pub fn decode(
                 .find_map(Orientation::from_exif_chunk)
                 .unwrap_or(Orientation::NoTransforms)
         });
+        if num != 8 {
+            header.scale(num);
+        }
         let Ok(mut started) = header.rgb() else {
             return Ok(Fast::Fallback);
         };
+        if (started.width(), started.height()) != (width as usize, height as usize) {
+            return Ok(Fast::Fallback); // not the size the memory check and the model expect
+        }
         let mut buf = buf;
         buf.resize(width as usize * height as usize * 3, 0); // every byte is overwritten
         if started.read_scanlines_into::<u8>(&mut buf).is_err() || started.finish().is_err() {
@@ -212,8 +221,25 @@ mod tests {
         buf.into_inner()
     }
 
+    /// A model input of this size, JPEGs decoded at full size or `draft`.
+    fn target(width: u32, height: u32, jpeg_draft: bool) -> Target {
+        Target {
+            width,
+            height,
+            channels: 3,
+            generic_resize: false,
+            jpeg_draft,
+        }
+    }
+
     fn fast(bytes: &[u8]) -> Result<Fast, PreprocessError> {
-        decode(bytes, u64::MAX, u64::MAX, Vec::new(), None)
+        decode(
+            bytes,
+            DecodeLimits::UNLIMITED,
+            &target(1, 1, false),
+            Vec::new(),
+            None,
+        )
     }
 
     fn gradient() -> DynamicImage {
@@ -264,7 +290,13 @@ mod tests {
     #[test]
     fn size_checks_come_from_the_header_and_damage_falls_back() {
         let jpeg = encode_jpeg(&gradient());
-        match decode(&jpeg, 100, u64::MAX, Vec::new(), None) {
+        match decode(
+            &jpeg,
+            DecodeLimits::pixels(100),
+            &target(1, 1, false),
+            Vec::new(),
+            None,
+        ) {
             Err(PreprocessError::TooLarge {
                 width: 40,
                 height: 24,

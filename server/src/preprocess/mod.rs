@@ -35,7 +35,7 @@ use budget::RowSink;
 use decode::{Decoded, decode_bounded, swaps_axes};
 use resize::{StreamResizer, TriangleResizer};
 
-use crate::model::{ColorMode, Layout, ModelSpec, ResizeFilter};
+use crate::model::{ColorMode, JpegDctScaling, Layout, ModelSpec, ResizeFilter};
 
 fn filter(f: ResizeFilter) -> FilterType {
     match f {
@@ -141,7 +141,15 @@ impl Preprocessor {
             height: self.spec.height,
             channels: self.spec.channels(),
             generic_resize: self.spec.resize_filter != ResizeFilter::Triangle,
+            jpeg_draft: self.spec.jpeg_dct_scaling == JpegDctScaling::Draft,
         }
+    }
+
+    /// Decode `bytes` as [`Preprocessor::run`] does (a JPEG DCT-scaled for a `draft` model), whole
+    /// and without a memory limit: the pixels before the resize (the golden fixtures'
+    /// `decoded_rgb8_base64`).
+    pub fn decode(&self, bytes: &[u8], max_pixels: u64) -> Result<DynamicImage, PreprocessError> {
+        decode::decode_whole(bytes, max_pixels, &self.target())
     }
 
     /// Decode `bytes` within `limits` and write the model input into `out` (length
@@ -374,7 +382,7 @@ mod tests {
     use image::{ImageFormat, Rgba, RgbaImage};
 
     use super::*;
-    use crate::model::OutputKind;
+    use crate::model::{Calibration, OutputKind};
 
     fn spec(color: ColorMode, layout: Layout) -> ModelSpec {
         let ch = if color == ColorMode::Rgb { 3 } else { 1 };
@@ -392,10 +400,12 @@ mod tests {
             alpha: "composite_black".into(),
             resize_filter: ResizeFilter::Triangle,
             resize_mode: "stretch".into(),
+            jpeg_dct_scaling: JpegDctScaling::Full,
             scale: 1.0 / 255.0,
             mean: vec![0.0; ch],
             std: vec![1.0; ch],
             output_kind: OutputKind::Logits,
+            calibration: Calibration::default(),
             dynamic_batch: true,
             trained_at: None,
             validation_accuracy: None,
@@ -832,6 +842,28 @@ mod tests {
             .sum();
         let mean = diff as f64 / whole.len() as f64;
         assert!(mean < 1.5, "mean difference {mean}");
+    }
+
+    #[test]
+    fn a_draft_model_decodes_jpegs_at_the_draft_scale_whole_or_streamed() {
+        // 1600x1200 for a 32x32 input: min(1600/32, 1200/32) = 37, so 1/8: 200x150.
+        let img = DynamicImage::ImageRgb8(DynamicImage::ImageRgba8(gradient(1600, 1200)).to_rgb8());
+        let jpeg = encode(&img, ImageFormat::Jpeg);
+        let mut s = spec(ColorMode::Rgb, Layout::Nchw);
+        (s.width, s.height, s.jpeg_dct_scaling) = (32, 32, JpegDctScaling::Draft);
+        let mut p = Preprocessor::new(Arc::new(s));
+        let decoded = p.decode(&jpeg, u64::MAX).unwrap();
+        assert_eq!((decoded.width(), decoded.height()), (200, 150));
+        let (whole, streamed) = model_pixels(&mut p, &jpeg, u64::MAX);
+        assert!(!streamed);
+        assert_eq!(whole, resize_rgb(&decoded, &p.spec).into_raw());
+        // Over a smaller budget: row by row at the same scale, so the same pixels.
+        let (rows, streamed) = model_pixels(&mut p, &jpeg, 1_150_000);
+        assert!(streamed, "must be over the budget");
+        assert!(rows == whole, "streamed pixels differ");
+        // A full-decode model (v1) decodes it whole at 1600x1200.
+        let full = prep(ColorMode::Rgb).decode(&jpeg, u64::MAX).unwrap();
+        assert_eq!((full.width(), full.height()), (1600, 1200));
     }
 
     #[test]

@@ -33,6 +33,13 @@ pub fn model_dir() -> PathBuf {
     repo_root().join("model")
 }
 
+/// model/golden.json: what the training run wrote about the embedded model (version, input
+/// shape, decode rule, outputs), the one source tests compare the server's answers with.
+pub fn golden() -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(model_dir().join("golden.json")).expect("golden.json"))
+        .expect("golden JSON")
+}
+
 pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(
         Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -1,0 +1,128 @@
+"""Leave-one-class-out (LOCO) evaluation of the out-of-distribution scores, and the shared experiment.
+
+`model/loco.sh` (python -m celestial.loco) trains the served model's recipe ten times, each time on nine
+of the ten classes (training split only, with that run's synthetic outliers built from those nine
+classes), and measures how well every OOD score flags the tenth class (all its 150 images, none seen in
+training) against the nine classes' clean validation images: AUROC, and the share of the tenth class
+flagged at the threshold that flags 1 % of the in-distribution validation images. Results go to
+model/loco.json (read by the model card and by train.py's choice of score).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import robust
+from .preprocess import Preprocessing
+
+FALSE_FLAGS = 0.01
+
+
+def log(msg: str) -> None:
+    print(f"[loco {dt.datetime.now(dt.timezone.utc):%H:%M:%S}] {msg}", flush=True)
+
+
+def evaluate_scores(stats: robust.FeatureStats, id_fl, ood_sets: dict) -> dict:
+    """AUROC and flag rate at 1 % false flags for every score, per OOD set."""
+    id_s = stats.scores(*id_fl)
+    out = {}
+    for name, fl in ood_sets.items():
+        o_s = stats.scores(*fl)
+        out[name] = {k: {"auroc": round(robust.auroc(id_s[k], o_s[k]), 5),
+                         "flag_rate_at_1pct": round(robust.flag_rate(o_s[k], robust.threshold_at(id_s[k], FALSE_FLAGS)), 4)}
+                     for k in id_s}
+    return out
+
+
+def summarise(results: dict) -> dict:
+    kinds = list(next(iter(results.values()))["scores"])
+    return {k: {"mean_auroc": round(float(np.mean([r["scores"][k]["auroc"] for r in results.values()])), 5),
+                "min_auroc": round(float(np.min([r["scores"][k]["auroc"] for r in results.values()])), 5),
+                "mean_flag_rate_at_1pct": round(float(np.mean([r["scores"][k]["flag_rate_at_1pct"]
+                                                               for r in results.values()])), 4)}
+            for k in kinds}
+
+
+def run_loco(raw: Path, classes, train_items, val_items, pre: Preprocessing, cache: Path, hp: dict,
+             only: list[str] | None = None, partial: Path | None = None) -> dict:
+    from . import train as T
+    h, w = pre.height, pre.width
+    pool = robust.training_pool(raw, train_items, hp["variants"], h, w, cache)
+    val_px = robust.clean_pixels(raw, val_items, h, w)
+    y_val = np.array([y for _, y in val_items])
+    results = {}
+    for c, cname in enumerate(classes):
+        if only and cname not in only:
+            continue
+        t0 = time.time()
+        keep = [k for k in range(len(classes)) if k != c]
+        remap = {k: i for i, k in enumerate(keep)}
+        m = pool["y"] != c
+        px_in, y_in = pool["px"][m], np.array([remap[v] for v in pool["y"][m]])
+        first = (np.arange(len(pool["y"])) % hp["variants"] == 0)[m]  # pool is ordered image by image
+        tr9 = [it for it in train_items if it[1] != c]
+        outl = robust.outlier_pool(raw, tr9, hp["outliers"], robust.OUTLIER_TRAIN_SEED, h, w, cache)
+        model, _ = T.train_improved(px_in, y_in, outl["px"], len(keep), pre)
+        fit_f, fit_l = T.features_logits(model, px_in, pre)
+        stats = robust.FeatureStats(fit_f, y_in, len(keep), bank_size=hp["bank"], seed=1, bank_idx=np.where(first)[0])
+        vm = y_val != c
+        id_fl = T.features_logits(model, val_px[vm], pre)
+        held = [it for it in train_items + val_items if it[1] == c]
+        held_px = robust.clean_pixels(raw, held, h, w)
+        acc9 = float((id_fl[1].argmax(1) == np.array([remap[v] for v in y_val[vm]])).mean())
+        res = evaluate_scores(stats, id_fl, {"held_out": T.features_logits(model, held_px, pre)})["held_out"]
+        results[cname] = {"accuracy_9": round(acc9, 4), "held_out_images": len(held), "scores": res,
+                          "seconds": round(time.time() - t0, 1)}
+        log(f"left out {cname}: 9-class val top-1 {acc9:.4f}; " +
+            ", ".join(f"{k} {v['auroc']:.4f}/{v['flag_rate_at_1pct']:.2f}" for k, v in res.items()))
+        if partial is not None:  # progress survives an interrupted run
+            partial.write_text(json.dumps({"per_class": results, "summary": summarise(results)}, indent=1) + "\n")
+    return {"per_class": results, "summary": summarise(results)}
+
+
+def main(argv=None) -> int:
+    from . import train as T
+    repo = Path(__file__).resolve().parents[2]
+    default_ds = Path(os.environ.get("CELESTIAL_DATASET", repo.parent / "shared" / "dataset"))
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", type=Path, default=default_ds)
+    ap.add_argument("--out", type=Path, default=repo / "model" / "loco.json")
+    ap.add_argument("--only", nargs="*", help="left-out classes to run (default all ten)")
+    ap.add_argument("--epochs", type=int, default=None)
+    args = ap.parse_args(argv)
+    raw = args.dataset / "raw" if (args.dataset / "raw").is_dir() else args.dataset
+    import tensorflow as tf
+    tf.config.experimental.enable_op_determinism()
+    tf.config.threading.set_intra_op_parallelism_threads(2)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    if args.epochs:
+        T.IMPROVED["epochs"] = args.epochs
+    T.IMPROVED["blocks"] = [list(b) for b in T.ARCHS[T.IMPROVED["arch"]]]
+    classes, items = T.list_dataset(raw)
+    train_items, val_items = T.stratified_split(items, len(classes), T.SPLIT_SEED, T.VAL_FRACTION)
+    pre = T.served_preprocessing(raw, train_items)
+    t0 = time.time()
+    res = run_loco(raw, classes, train_items, val_items, pre, repo / "model" / ".cache", T.IMPROVED, args.only,
+                   partial=args.out.with_suffix(".partial.json"))
+    res.update({"hyper_parameters": T.IMPROVED, "false_flags": FALSE_FLAGS, "seconds": round(time.time() - t0, 1),
+                "measured_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "protocol": "train on the 9 other classes' training split (+ synthetic outliers from them); "
+                            "in-distribution: those 9 classes' clean validation images; out: all 150 images of "
+                            "the left-out class; flag = score > threshold at 1 % false flags"})
+    args.out.write_text(json.dumps(res, indent=1) + "\n")
+    for k, v in res["summary"].items():
+        log(f"{k}: mean AUROC {v['mean_auroc']:.4f}, min {v['min_auroc']:.4f}, "
+            f"flag rate at 1 % false flags {v['mean_flag_rate_at_1pct']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

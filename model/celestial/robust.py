@@ -1,0 +1,237 @@
+"""Model v2 helpers: the augmented training pool, out-of-distribution scores, temperature scaling,
+the corruption-suite evaluation and the metrics those need (AUROC, flag rates).
+
+Used by `train.py` (the served model and its evaluations), `loco.py` (leave-one-class-out) and
+`verify.py` (re-checks the committed figures).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from . import augment
+from .preprocess import load_model_pixels, load_rgb8
+
+SUITE_SEED = 1414
+POOL_SEED = 2024
+OUTLIER_TRAIN_SEED = 31
+OUTLIER_EVAL_SEED = 9090
+
+
+def _cache(cache_dir: Path | None, key: dict, make):
+    """Memoise an expensive, deterministic array computation on disk (model/.cache, not committed)."""
+    if cache_dir is None:
+        return make()
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_dir / f"{key['what']}-{digest}.npz"
+    if path.exists():
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    out = make()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **out)
+    tmp.rename(path)
+    return out
+
+
+def source_images(raw: Path, items) -> list:
+    """Full-size RGB8 decodes (no DCT scaling): the pictures that augmentation and corruption change."""
+    return [load_rgb8(raw / rel) for rel, _ in items]
+
+
+def training_pool(raw: Path, items, variants: int, height: int, width: int, cache_dir: Path | None) -> dict:
+    """`variants` random augmentations of each training image (augment.random_augment), each sent as a
+    JPEG through the model's decode path. Seeded per image: numpy default_rng([POOL_SEED, i])."""
+    def make():
+        px, y, src = [], [], []
+        for i, (im, (rel, label)) in enumerate(zip(source_images(raw, items), items)):
+            rng = np.random.default_rng([POOL_SEED, i])
+            for _ in range(variants):
+                a, q = augment.random_augment(im, rng)
+                px.append(augment.model_pixels(a, height, width, q))
+                y.append(label)
+                src.append(i)
+        return {"px": np.stack(px), "y": np.array(y), "src": np.array(src)}
+    return _cache(cache_dir, {"what": "pool", "items": [r for r, _ in items], "variants": variants, "h": height,
+                              "w": width, "seed": POOL_SEED, "v": 3}, make)
+
+
+def outlier_pool(raw: Path, items, n: int, seed: int, height: int, width: int, cache_dir: Path | None,
+                 reader: str = "rgb") -> dict:
+    """n synthetic outliers (augment.outlier_set); jigsaw/blend built from `items` (the training classes)."""
+    def make():
+        inl = source_images(raw, items)
+        px, kinds = augment.outlier_set(n, seed, height, width, inl, reader=reader)
+        return {"px": px, "kinds": np.array(kinds)}
+    return _cache(cache_dir, {"what": "outliers", "items": [r for r, _ in items], "n": n, "seed": seed,
+                              "h": height, "w": width, "v": 2, **({"reader": reader} if reader != "rgb" else {})}, make)
+
+
+def clean_pixels(raw: Path, items, height: int, width: int) -> np.ndarray:
+    return np.stack([load_model_pixels(raw / rel, height, width) for rel, _ in items])
+
+
+def suite_pixels(raw: Path, items, height: int, width: int, cache_dir: Path | None, reader: str = "rgb") -> dict:
+    """The fixed corruption suite on `items`: {"name/severity": HWC uint8 [N,h,w,3]}, each corrupted picture
+    re-encoded as JPEG q92 and decoded through the model path. Seed per image, corruption and severity."""
+    def make():
+        ims = source_images(raw, items)
+        out = {}
+        for ci, (name, (_, values, _)) in enumerate(augment.SUITE.items()):
+            for s in range(len(values)):
+                out[f"{name}/{s}"] = np.stack([
+                    augment.model_pixels(augment.corrupt(im, name, s, seed=hash_seed(SUITE_SEED, i, ci, s)),
+                                         height, width, reader=reader)
+                    for i, im in enumerate(ims)])
+        return out
+    return _cache(cache_dir, {"what": "suite", "items": [r for r, _ in items], "h": height, "w": width,
+                              "seed": SUITE_SEED, "suite": {k: v[1] for k, v in augment.SUITE.items()}, "v": 2,
+                              **({"reader": reader} if reader != "rgb" else {})}, make)
+
+
+def hash_seed(*parts: int) -> int:
+    return int.from_bytes(hashlib.sha256(",".join(map(str, parts)).encode()).digest()[:8], "little")
+
+
+# ------------------------------------------------------------------------------------------ scores
+
+
+def logsumexp(z: np.ndarray) -> np.ndarray:
+    m = z.max(-1)
+    return m + np.log(np.exp(z - m[:, None]).sum(-1))
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def l2n(f: np.ndarray) -> np.ndarray:
+    return f / np.maximum(np.linalg.norm(f, axis=-1, keepdims=True), 1e-12)
+
+
+class FeatureStats:
+    """What the feature-distance scores need, fitted on training-pool features (penultimate layer)."""
+
+    def __init__(self, feats: np.ndarray, y: np.ndarray, n_classes: int, bank_size: int = 0, seed: int = 0,
+                 bank_idx: np.ndarray | None = None):
+        fn = l2n(feats.astype(np.float64))
+        self.centroids = l2n(np.stack([fn[y == k].mean(0) for k in range(n_classes)]))
+        mu = np.stack([feats[y == k].mean(0) for k in range(n_classes)])
+        cen = feats - mu[y]
+        cov = cen.T @ cen / len(feats)
+        cov += 1e-3 * np.trace(cov) / len(cov) * np.eye(len(cov))
+        self.mu, self.prec = mu, np.linalg.inv(cov)
+        rng = np.random.default_rng(seed)
+        idx = rng.permutation(len(fn))[:bank_size] if bank_size else np.arange(len(fn))
+        self.bank = fn[idx]
+        # the served bank: one feature vector per training image (its first augmented variant)
+        self.bank_v0 = fn[bank_idx] if bank_idx is not None else None
+
+    def scores(self, feats: np.ndarray, logits: np.ndarray) -> dict[str, np.ndarray]:
+        """Higher = more likely out of distribution."""
+        fn = l2n(feats.astype(np.float64))
+        d = feats[:, None, :] - self.mu[None]
+        maha = np.einsum("nkd,de,nke->nk", d, self.prec, d).min(1)
+        z = logits.astype(np.float64)
+        out = {
+            "msp": -softmax(z).max(1),
+            "max_logit": -z.max(1),
+            "energy": -logsumexp(z),
+            "centroid_cosine": 1.0 - (fn @ self.centroids.T).max(1),
+            "mahalanobis": maha,
+            "knn_cosine": 1.0 - (fn @ self.bank.T).max(1),
+        }
+        if self.bank_v0 is not None:
+            out["knn_cosine_per_image"] = 1.0 - (fn @ self.bank_v0.T).max(1)
+            # a quarter of that bank (every 4th training image): 4x cheaper in the graph
+            out["knn_cosine_quarter"] = 1.0 - (fn @ self.bank_v0[::4].T).max(1)
+        return out
+
+
+def auroc(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
+    """P(score(ood) > score(id)) + 0.5 P(equal): the area under the ROC curve of flagging by score."""
+    a = np.concatenate([id_scores, ood_scores])
+    order = a.argsort(kind="mergesort")
+    ranks = np.empty(len(a))
+    sa = a[order]
+    i = 0
+    while i < len(sa):  # average ranks of ties
+        j = i
+        while j + 1 < len(sa) and sa[j + 1] == sa[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    n_id, n_ood = len(id_scores), len(ood_scores)
+    return float((ranks[n_id:].sum() - n_ood * (n_ood + 1) / 2) / (n_id * n_ood))
+
+
+def threshold_at(id_scores: np.ndarray, false_flag_rate: float) -> float:
+    """The smallest threshold t with at most `false_flag_rate` of id_scores > t (flag = score > t)."""
+    s = np.sort(id_scores)
+    k = int(np.floor(len(s) * (1 - false_flag_rate)))
+    k = min(max(k, 1), len(s))
+    return float(s[k - 1])
+
+
+def flag_rate(scores: np.ndarray, t: float) -> float:
+    return float((scores > t).mean())
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> tuple[float, dict]:
+    """Temperature T minimising the negative log-likelihood of softmax(logits / T) (grid, log-spaced)."""
+    z = logits.astype(np.float64)
+    grid = np.exp(np.linspace(np.log(0.2), np.log(20), 401))
+
+    def nll(t):
+        zt = z / t
+        return float((logsumexp(zt) - zt[np.arange(len(y)), y]).mean())
+
+    t = float(min(grid, key=nll))
+    t = float(f"{t:.3g}")
+    return t, {"nll_t1": round(nll(1.0), 4), "nll": round(nll(t), 4), "ece_t1": round(ece(z, y, 1.0), 4),
+               "ece": round(ece(z, y, t), 4)}
+
+
+def ece(logits: np.ndarray, y: np.ndarray, t: float, bins: int = 15) -> float:
+    p = softmax(logits / t)
+    conf, pred = p.max(1), p.argmax(1)
+    edges = np.linspace(0, 1, bins + 1)
+    total = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (conf > lo) & (conf <= hi)
+        if m.any():
+            total += m.mean() * abs((pred[m] == y[m]).mean() - conf[m].mean())
+    return float(total)
+
+
+def plot_robustness(table: dict, clean: float, path: Path, baseline: dict | None = None) -> None:
+    """Top-1 per corruption and severity (one line per corruption)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(9, 5), dpi=100)
+    for name, accs in table.items():
+        xs = np.arange(1, len(accs) + 1) if len(accs) > 1 else [3]
+        line, = ax.plot(xs, [100 * a for a in accs], marker="o", label=name)
+        if baseline and name in baseline:
+            ax.plot(xs, [100 * a for a in baseline[name]], ":", color=line.get_color(), alpha=0.6)
+    ax.axhline(100 * clean, color="k", lw=0.8, label=f"clean ({100 * clean:.2f} %)")
+    ax.axhline(97, color="r", lw=0.8, ls="--", label="target at middle severity (97 %)")
+    ax.set_xlabel("severity (3 = middle)")
+    ax.set_ylabel("validation top-1 (%)")
+    ax.set_xticks([1, 2, 3, 4, 5])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2, loc="lower left")
+    title = "corruption suite on the validation split (JPEG q92 after each change)"
+    if baseline:
+        title += "\nsolid: served model; dotted: previous model (v1)"
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

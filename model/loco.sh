@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Leave-one-class-out evaluation of the out-of-distribution scores: ten trainings of the served model's
+# recipe, each on nine classes, measuring how well the tenth is flagged. Writes model/loco.json, which
+# the model card quotes. About 15-20 minutes on 2 shared CPU cores. Creates model/.venv if needed.
+#   model/loco.sh [--dataset DIR] [--only Class ...] [--out FILE]
+set -euo pipefail
+model_dir=$(cd "$(dirname "$0")" && pwd)
+. "$model_dir/venv.sh"
+export PYTHONHASHSEED=0 TF_CPP_MIN_LOG_LEVEL=2 TF_ENABLE_ONEDNN_OPTS=0
+exec "$model_dir/.venv/bin/python" -m celestial.loco "$@"

@@ -1,0 +1,156 @@
+//! What an answer says beyond `prediction` and `probabilities`, from the model's metadata
+//! ([`Calibration`]): the calibrated `confidence` (`celestial.temperature`) and whether the image
+//! looks like one of the classes at all, `known` (`celestial.ood_score` and
+//! `celestial.ood_threshold`). A leaf module: plain arithmetic on one row of logits.
+
+use serde::Serialize;
+
+use super::kinds::MetadataName;
+
+/// An out-of-distribution score computed from one row of raw logits (`celestial.ood_score`):
+/// higher means less like the classes the model knows. The formulas are the ones
+/// `model/celestial/train.py` writes as `celestial.ood_score_formula`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OodScore {
+    /// Maximum softmax probability: `s = -max_k softmax(logits)[k]`.
+    Msp,
+    /// Maximum logit: `s = -max_k logits[k]`.
+    MaxLogit,
+    /// Energy: `s = -log(sum_k exp(logits[k]))`.
+    Energy,
+}
+
+impl MetadataName for OodScore {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("msp", OodScore::Msp),
+        ("max_logit", OodScore::MaxLogit),
+        ("energy", OodScore::Energy),
+    ];
+    const EXPECTED: &'static str =
+        "unknown OOD score; this server computes msp, max_logit or energy from the logits";
+}
+
+/// `log(sum_k exp(z[k]))`, stable, in f64.
+fn logsumexp(z: &[f32]) -> f64 {
+    let max = z
+        .iter()
+        .map(|v| f64::from(*v))
+        .fold(f64::NEG_INFINITY, f64::max);
+    if !max.is_finite() {
+        return max;
+    }
+    max + z
+        .iter()
+        .map(|v| (f64::from(*v) - max).exp())
+        .sum::<f64>()
+        .ln()
+}
+
+/// `max_k softmax(z / t)[k]` in f64: `1 / sum_k exp((z[k] - max z) / t)`.
+fn top_softmax(z: &[f32], t: f64) -> f64 {
+    let max = z
+        .iter()
+        .map(|v| f64::from(*v))
+        .fold(f64::NEG_INFINITY, f64::max);
+    let sum: f64 = z.iter().map(|v| ((f64::from(*v) - max) / t).exp()).sum();
+    1.0 / sum
+}
+
+impl OodScore {
+    /// The score of one row of logits, in f64 (as the training pipeline computes it).
+    pub fn score(self, logits: &[f32]) -> f64 {
+        match self {
+            OodScore::Msp => -top_softmax(logits, 1.0),
+            OodScore::MaxLogit => -logits
+                .iter()
+                .map(|v| f64::from(*v))
+                .fold(f64::NEG_INFINITY, f64::max),
+            OodScore::Energy => -logsumexp(logits),
+        }
+    }
+
+    /// The metadata name.
+    pub fn name(self) -> &'static str {
+        match self {
+            OodScore::Msp => "msp",
+            OodScore::MaxLogit => "max_logit",
+            OodScore::Energy => "energy",
+        }
+    }
+}
+
+/// `known = (score <= threshold)`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OodRule {
+    pub score: OodScore,
+    pub threshold: f64,
+    /// `celestial.ood_score_formula`, as written (for `/model`).
+    pub formula: Option<String>,
+    /// `celestial.ood_false_flag_rate`: the share of in-distribution images the threshold flags.
+    pub false_flag_rate: Option<f64>,
+}
+
+/// The metadata behind `confidence` and `known`; both are absent from answers of a model without it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Calibration {
+    /// `celestial.temperature`: `confidence = max_k softmax(logits / temperature)[k]`.
+    pub temperature: Option<f64>,
+    pub ood: Option<OodRule>,
+}
+
+impl Calibration {
+    /// The calibrated top probability of one row of logits, when the model has a temperature.
+    pub fn confidence(&self, logits: &[f32]) -> Option<f32> {
+        self.temperature.map(|t| top_softmax(logits, t) as f32)
+    }
+
+    /// Whether one row of logits is like the classes the model knows, when it has an OOD rule.
+    pub fn known(&self, logits: &[f32]) -> Option<bool> {
+        self.ood
+            .as_ref()
+            .map(|rule| rule.score.score(logits) <= rule.threshold)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scores_follow_their_formulas() {
+        let z = [2.0f32, 0.5, -1.0];
+        let e: Vec<f64> = z.iter().map(|v| f64::from(*v).exp()).collect();
+        let sum: f64 = e.iter().sum();
+        assert!((OodScore::Msp.score(&z) + e[0] / sum).abs() < 1e-12);
+        assert_eq!(OodScore::MaxLogit.score(&z), -2.0);
+        assert!((OodScore::Energy.score(&z) + sum.ln()).abs() < 1e-12);
+        // Large logits do not overflow.
+        assert!((OodScore::Energy.score(&[1000.0, 1000.0]) + 1000.0 + 2f64.ln()).abs() < 1e-9);
+        assert_eq!(OodScore::Msp.score(&[1000.0, -1000.0]), -1.0);
+    }
+
+    #[test]
+    fn confidence_and_known_from_the_metadata() {
+        let none = Calibration::default();
+        assert_eq!(none.confidence(&[1.0, 0.0]), None);
+        assert_eq!(none.known(&[1.0, 0.0]), None);
+        let c = Calibration {
+            temperature: Some(0.5),
+            ood: Some(OodRule {
+                score: OodScore::Msp,
+                threshold: -0.6,
+                formula: None,
+                false_flag_rate: None,
+            }),
+        };
+        // softmax([1, 0]) tops at 0.731 (known); softmax([2, 0]) at 0.881.
+        let conf = c.confidence(&[1.0, 0.0]).unwrap();
+        assert!((f64::from(conf) - 1.0 / (1.0 + (-2f64).exp())).abs() < 1e-6);
+        assert_eq!(c.known(&[1.0, 0.0]), Some(true));
+        // softmax([0.2, 0]) tops at 0.55 < 0.6: not known.
+        assert_eq!(c.known(&[0.2, 0.0]), Some(false));
+        assert_eq!(OodScore::from_metadata("MSP"), Some(OodScore::Msp));
+        assert_eq!(OodScore::from_metadata("knn_cosine"), None);
+    }
+}
