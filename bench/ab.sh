@@ -18,6 +18,7 @@ ROUNDS=${BENCH_ROUNDS:-3}
 C=${BENCH_C:-32}
 DURATION=${BENCH_DURATION:-8s}
 PORT=${BENCH_PORT:-3917}
+THREADS=$(( C < 2 ? C : 2 )) # wrk needs at least one connection per thread
 command -v wrk >/dev/null || { echo "bench: installing wrk (Debian package)" >&2; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >&2; }
 scripts/build-deps
 cargo build --release --locked -p celestial-server >&2
@@ -39,7 +40,7 @@ for round in $(seq "$ROUNDS"); do
     pid=$!
     for _ in $(seq 200); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.05; done
     wrk -t 2 -c 8 -d 2s -s bench/multipart.lua "http://127.0.0.1:$PORT/predict" >/dev/null # warm-up
-    line=$(wrk -t 2 -c "$C" -d "$DURATION" --timeout 10s -s bench/multipart.lua "http://127.0.0.1:$PORT/predict" | grep '^BENCH')
+    line=$(wrk -t "$THREADS" -c "$C" -d "$DURATION" --timeout 10s -s bench/multipart.lua "http://127.0.0.1:$PORT/predict" | grep '^BENCH')
     echo "round=$round [${variant:-defaults}] ${line#BENCH }"
     kill -TERM "$pid"; wait "$pid" || true
   done

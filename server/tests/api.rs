@@ -401,14 +401,7 @@ async fn docs_schema_health_metrics_model_and_request_ids() {
         200
     );
 
-    let doc: Value = c
-        .get(s.url("/docs.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = common::get_json(&c, &s, "/docs.json").await;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     let golden = common::golden();
     assert_eq!(doc["info"]["version"], golden["model_version"]);
@@ -466,14 +459,7 @@ async fn docs_schema_health_metrics_model_and_request_ids() {
     }
 
     // BentoML's client contract (see /work/shared/reference/bentoml-schema.json).
-    let schema: Value = c
-        .get(s.url("/schema.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let schema: Value = common::get_json(&c, &s, "/schema.json").await;
     assert_eq!(schema["type"], "service");
     assert_eq!(schema["name"], "celestial_bodies_classifier");
     let route = &schema["routes"][0];
@@ -498,14 +484,7 @@ async fn docs_schema_health_metrics_model_and_request_ids() {
         assert_eq!(r.status(), 200, "{path}");
     }
 
-    let model: Value = c
-        .get(s.url("/model"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let model: Value = common::get_json(&c, &s, "/model").await;
     assert_eq!(model["name"], "celestial-bodies");
     assert_eq!(model["labels"], serde_json::json!(LABELS));
     assert_eq!(model["input"]["layout"], "NCHW");

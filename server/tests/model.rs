@@ -320,14 +320,7 @@ async fn guide_recipe_model_over_http() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let s = common::start(&args).await;
     let c = reqwest::Client::new();
-    let model: Value = c
-        .get(s.url("/model"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let model: Value = common::get_json(&c, &s, "/model").await;
     assert_eq!(model["name"], "guide-recipe");
     assert_eq!(model["input"]["color_mode"], "grayscale");
     assert_eq!(model["input"]["layout"], "NHWC");
@@ -410,14 +403,7 @@ async fn validation_accuracy_over_http() {
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap();
-    let model: Value = c
-        .get(s.url("/model"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let model: Value = common::get_json(&c, &s, "/model").await;
     let card = model["validation_accuracy"]
         .as_f64()
         .expect("model card accuracy in metadata");
@@ -599,14 +585,7 @@ async fn confidence_and_known_over_http() {
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap();
-    let model: Value = c
-        .get(s.url("/model"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let model: Value = common::get_json(&c, &s, "/model").await;
     let outputs = &golden["outputs"];
     assert_eq!(
         model["input"]["jpeg_dct_scaling"],
@@ -748,14 +727,7 @@ async fn the_v1_model_is_served_as_before() {
 
     let s = common::start(&args).await;
     let c = reqwest::Client::new();
-    let model: Value = c
-        .get(s.url("/model"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let model: Value = common::get_json(&c, &s, "/model").await;
     assert_eq!(model["input"]["jpeg_dct_scaling"], "full");
     assert!(model["output"].get("known").is_none() && model["output"].get("confidence").is_none());
     let r = c
@@ -769,14 +741,7 @@ async fn the_v1_model_is_served_as_before() {
     assert_eq!(v["prediction"], "Saturn");
     let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(keys, ["prediction", "probabilities"]);
-    let doc: Value = c
-        .get(s.url("/docs.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = common::get_json(&c, &s, "/docs.json").await;
     let schema = &doc["components"]["schemas"]["Prediction"];
     assert!(schema["properties"].get("confidence").is_none(), "{schema}");
     assert_eq!(

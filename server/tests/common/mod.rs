@@ -95,6 +95,21 @@ pub fn synthetic_sized(w: u32, h: u32, format: image::ImageFormat) -> Vec<u8> {
     out.into_inner()
 }
 
+/// `GET path` on `s` with the client `c`, as JSON.
+pub async fn get_json(
+    c: &reqwest::Client,
+    s: &TestServer,
+    path: &str,
+) -> serde_json::Value {
+    c.get(s.url(path))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 pub async fn error_of(resp: reqwest::Response) -> (u16, String, String) {
     let status = resp.status().as_u16();
     let v: serde_json::Value = resp.json().await.expect("JSON error body");
