@@ -96,11 +96,7 @@ pub fn synthetic_sized(w: u32, h: u32, format: image::ImageFormat) -> Vec<u8> {
 }
 
 /// `GET path` on `s` with the client `c`, as JSON.
-pub async fn get_json(
-    c: &reqwest::Client,
-    s: &TestServer,
-    path: &str,
-) -> serde_json::Value {
+pub async fn get_json(c: &reqwest::Client, s: &TestServer, path: &str) -> serde_json::Value {
     c.get(s.url(path))
         .send()
         .await
