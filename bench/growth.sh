@@ -12,16 +12,11 @@ cd "$(dirname "$0")/.."
 [ "${1:-}" = -- ] && shift
 DURATION=${BENCH_DURATION:-5s}
 PORT=${BENCH_PORT:-3919}
-command -v wrk >/dev/null || { echo "bench: installing wrk (Debian package)" >&2; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >&2; }
-scripts/build-deps
-cargo build --release --locked -p celestial-server >&2
-export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$(scripts/onnxruntime.sh)}
+. bench/setup.sh # wrk, the release build, ORT_DYLIB_PATH, BENCH_IMAGE
 model_dir=$PWD/model
 # shellcheck source=../model/venv.sh
 . model/venv.sh # Python with Pillow and matplotlib (model/requirements.txt)
-dataset=${CELESTIAL_DATASET:-../shared/dataset}
-base=$dataset/raw/$(head -1 model/validation-split.txt)
-[ -f "$base" ] || { echo "bench: image $base not found (set CELESTIAL_DATASET)" >&2; exit 1; }
+base=$BENCH_IMAGE
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"; kill "$pid" 2>/dev/null || true' EXIT
 "$model_dir/.venv/bin/python" - "$base" "$tmp" <<'PY'

@@ -12,13 +12,7 @@ DURATION=${BENCH_DURATION:-20s}
 PORT=${BENCH_PORT:-3917}
 server_args=()
 if [ "${1:-}" = "--" ]; then shift; server_args=("$@"); fi
-command -v wrk >/dev/null || { echo "bench: installing wrk (Debian package)" >&2; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >&2; }
-scripts/build-deps
-cargo build --release --locked -p celestial-server >&2
-export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$(scripts/onnxruntime.sh)}
-dataset=${CELESTIAL_DATASET:-../shared/dataset}
-export BENCH_IMAGE=${BENCH_IMAGE:-$dataset/raw/$(head -1 model/validation-split.txt)}
-[ -f "$BENCH_IMAGE" ] || { echo "bench: image $BENCH_IMAGE not found (set CELESTIAL_DATASET or BENCH_IMAGE)" >&2; exit 1; }
+. bench/setup.sh # wrk, the release build, ORT_DYLIB_PATH, BENCH_IMAGE
 bin=${CARGO_TARGET_DIR:-target}/release/celestial-server
 mkdir -p bench/results
 out=bench/results/$(date -u +%Y%m%dT%H%M%SZ)-overload.txt

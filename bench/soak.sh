@@ -15,16 +15,7 @@ CONCURRENCY=${SOAK_CONCURRENCY:-32}
 MAX_GROWTH=${SOAK_MAX_GROWTH_PCT:-5}
 PORT=${BENCH_PORT:-3918}
 
-if ! command -v wrk >/dev/null; then
-  echo "soak: installing wrk (Debian package)" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >&2
-fi
-scripts/build-deps
-cargo build --release --locked -p celestial-server >&2
-export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$(scripts/onnxruntime.sh)}
-dataset=${CELESTIAL_DATASET:-../shared/dataset}
-export BENCH_IMAGE=${BENCH_IMAGE:-$dataset/raw/$(head -1 model/validation-split.txt)}
-[ -f "$BENCH_IMAGE" ] || { echo "soak: image $BENCH_IMAGE not found (set CELESTIAL_DATASET or BENCH_IMAGE)" >&2; exit 1; }
+. bench/setup.sh # wrk, the release build, ORT_DYLIB_PATH, BENCH_IMAGE
 bin=target/release/celestial-server
 seconds=$(python3 -c "
 import re,sys
