@@ -268,6 +268,31 @@ pub fn server_build(env: &TestEnv, image: &str) -> (Scratch, Vec<String>) {
 /// (its toleration and nodeSelector, as [`RealNode::placement`] says) with a CPU request of 100m
 /// instead of 500m: the node has 2 CPUs, and two of these tests at once (3 pods each during a
 /// rollout) must still fit. Nothing else of the manifests changes.
+/// `deployer release` of the real server to the real node: the image `REGISTRY/celestial-e2e/REPO:PID`,
+/// the manifests in `manifests` (see [`real_node_manifests`]) and waits long enough for a loaded
+/// machine. Returns the build inputs (keep them until the run ends) and the arguments, to which a
+/// test adds its own and the cluster's.
+pub fn real_node_release(env: &TestEnv, repo: &str, manifests: &Path) -> (Scratch, Vec<String>) {
+    let image = format!(
+        "{}/celestial-e2e/{repo}:{}",
+        env.registry(),
+        std::process::id()
+    );
+    let (inputs, mut release) = server_build(env, &image);
+    release[0] = "release".into();
+    release.extend(args(&[
+        "-f",
+        manifests.to_str().unwrap(),
+        "--timeout",
+        "180s",
+        "--lb-timeout",
+        "60s",
+        "--smoke-timeout",
+        "60s",
+    ]));
+    (inputs, release)
+}
+
 pub fn real_node_manifests(node: &RealNode, edit: impl Fn(&str) -> String) -> Scratch {
     let placement = format!(
         "      automountServiceAccountToken: false\n      nodeSelector:\n        {}: \"true\"\n      tolerations:\n        - key: {}\n          operator: Equal\n          value: \"true\"\n          effect: NoSchedule\n",

@@ -244,6 +244,35 @@ fn error_of(r: &Run) -> String {
     r.json()["error"].as_str().unwrap_or_default().to_string()
 }
 
+/// What the two auth tests share: the htpasswd registry (its address), a Docker config whose
+/// `credHelpers` name the test helper for it, and the job's environment (build inputs, PATH with the
+/// helper, its credentials file). The returned Scratch holds the build inputs.
+fn auth_setup(
+    env: &TestEnv,
+    sp: &Path,
+) -> (
+    String,
+    std::path::PathBuf,
+    BTreeMap<String, String>,
+    Scratch,
+) {
+    let (registry, user, password) = env.registry_auth();
+    let registry = registry.to_string();
+    let docker = docker_config(
+        sp,
+        &[(&registry, "testenv")],
+        &[(&registry, user, password)],
+    );
+    let (inputs, build) = server_build(env, "unused");
+    let mut envs = build_env(&build);
+    envs.insert("PATH".into(), helper_path(sp, Path::new(HELPER)));
+    envs.insert(
+        "TESTENV_CREDENTIALS".into(),
+        sp.join("credentials.json").to_str().unwrap().into(),
+    );
+    (registry, docker, envs, inputs)
+}
+
 #[tokio::test]
 async fn deployer_release_works_through_exec_plugin_and_credential_helper_and_fails_clearly_without()
  {
@@ -251,21 +280,8 @@ async fn deployer_release_works_through_exec_plugin_and_credential_helper_and_fa
     let ns = env.namespace("ci-auth").await.unwrap();
     let s = Scratch::new("auth");
     let sp = s.path();
-    let (registry, user, password) = env.registry_auth();
-    let registry = registry.to_string();
     let kc = exec_kubeconfig(&env, sp, PLUGIN, &plugin_args(sp, &[]));
-    let docker = docker_config(
-        sp,
-        &[(&registry, "testenv")],
-        &[(&registry, user, password)],
-    );
-    let (_inputs, build) = server_build(&env, "unused");
-    let mut envs = build_env(&build);
-    envs.insert("PATH".into(), helper_path(sp, Path::new(HELPER)));
-    envs.insert(
-        "TESTENV_CREDENTIALS".into(),
-        sp.join("credentials.json").to_str().unwrap().into(),
-    );
+    let (registry, docker, mut envs, _inputs) = auth_setup(&env, sp);
     envs.insert(
         "TESTENV_CREDENTIALS_LOG".into(),
         sp.join("helper.log").to_str().unwrap().into(),
@@ -292,6 +308,7 @@ async fn deployer_release_works_through_exec_plugin_and_credential_helper_and_fa
     );
     assert!(lines(&sp.join("helper.log")).contains(&format!("get {registry}")));
     assert!(!lines(&sp.join("plugin.log")).is_empty());
+    let password = env.registry_auth().2;
     assert!(!r.stdout.contains(password) && !r.stderr.contains(password));
     eprintln!(
         "measured: release through exec plugin + credential helper {:.1}s",
@@ -389,20 +406,7 @@ async fn deployer_release_fails_clearly_when_the_exec_plugin_refresh_fails_mid_r
     let env = TestEnv::get().await.expect("test environment");
     let s = Scratch::new("auth-mid");
     let sp = s.path();
-    let (registry, user, password) = env.registry_auth();
-    let registry = registry.to_string();
-    let docker = docker_config(
-        sp,
-        &[(&registry, "testenv")],
-        &[(&registry, user, password)],
-    );
-    let (_inputs, build) = server_build(&env, "unused");
-    let mut envs = build_env(&build);
-    envs.insert("PATH".into(), helper_path(sp, Path::new(HELPER)));
-    envs.insert(
-        "TESTENV_CREDENTIALS".into(),
-        sp.join("credentials.json").to_str().unwrap().into(),
-    );
+    let (registry, docker, envs, _inputs) = auth_setup(&env, sp);
     let image = format!("{registry}/celestial-e2e/auth:{}", std::process::id());
     let deployer = deployer();
     // 6. The plugin's refresh fails in the middle of a release: its tokens live 61 s, so kube's

@@ -961,23 +961,7 @@ async fn deployer_releases_to_real_pods_and_rolls_back_real_failures() {
     // 1. release: build + push the real server image, apply with its digest, the pods run on the
     // real node (containerd pulls the digest), and the smoke prediction goes through the LB
     // address -> node port -> kube-proxy -> a pod. No backend annotation anywhere.
-    let image = format!(
-        "{}/celestial-e2e/realpods:{}",
-        env.registry(),
-        std::process::id()
-    );
-    let (_inputs, mut release) = server_build(&env, &image);
-    release[0] = "release".into();
-    release.extend(args(&[
-        "-f",
-        &f,
-        "--timeout",
-        "180s",
-        "--lb-timeout",
-        "60s",
-        "--smoke-timeout",
-        "60s",
-    ]));
+    let (_inputs, mut release) = real_node_release(&env, "realpods", on_node.path());
     if let Some(img) = smoke_image() {
         release.extend(args(&["--smoke-image", img.to_str().unwrap()]));
     }
@@ -1092,7 +1076,7 @@ async fn deployer_releases_to_real_pods_and_rolls_back_real_failures() {
     // ImagePullBackOff), deployer says so and restores the working version.
     let missing = format!(
         "{}@sha256:{}",
-        image.rsplit_once(':').unwrap().0,
+        digest_ref.split_once('@').unwrap().0,
         "0badc0de".repeat(8)
     );
     let mut a = args(&[

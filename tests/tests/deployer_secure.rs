@@ -122,16 +122,8 @@ async fn deployer_releases_with_an_api_key_and_tls_and_smoke_tests_over_https() 
 
     // release: the key Secret is created, the pods mount both, the smoke test goes over HTTPS
     // with the key, checking the certificate for SERVER_NAME at the load balancer's address.
-    let image = format!(
-        "{}/celestial-e2e/secure:{}",
-        env.registry(),
-        std::process::id()
-    );
-    let (_inputs, mut release) = server_build(&env, &image);
-    release[0] = "release".into();
+    let (_inputs, mut release) = real_node_release(&env, "secure", on_node.path());
     release.extend(args(&[
-        "-f",
-        &f,
         "--api-key-secret",
         "celestial-keys",
         "--show-api-key",
@@ -139,12 +131,6 @@ async fn deployer_releases_with_an_api_key_and_tls_and_smoke_tests_over_https() 
         "celestial-tls",
         "--tls-server-name",
         SERVER_NAME,
-        "--timeout",
-        "180s",
-        "--lb-timeout",
-        "60s",
-        "--smoke-timeout",
-        "60s",
     ]));
     release.extend(c.clone());
     let r = run(release, None).await;
