@@ -166,7 +166,20 @@ node_ready_now() { # the kubelet started at $1 (epoch seconds) serves, renewed t
   in_node curl -fsS -o /dev/null http://127.0.0.1:10248/healthz || return 1
   renew=$("${k[@]}" -n kube-node-lease get lease "$NODE_NAME" -o 'jsonpath={.spec.renewTime}' 2>/dev/null) || return 1
   [ -n "$renew" ] && [ "$(date -d "$renew" +%s)" -ge "$1" ] || return 1
-  [ "$("${k[@]}" get node "$NODE_NAME" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')" = True ]
+  node_schedulable
+}
+
+node_schedulable() { # the node is Ready and has no taint but its own: the node lifecycle controller
+  # taints a node that is not ready (yet) or under disk, memory or PID pressure, and the scheduler
+  # then places nothing there
+  local k=("$BIN/kubectl" --kubeconfig="$STATE/kubeconfig")
+  [ "$("${k[@]}" get node "$NODE_NAME" -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}')" = True ] &&
+    [ "$("${k[@]}" get node "$NODE_NAME" -o 'jsonpath={.spec.taints[*].key}')" = "$NODE_LABEL" ]
+}
+
+node_state() { # why the node may not be schedulable: its taints and the conditions that are not fine
+  "$BIN/kubectl" --kubeconfig="$STATE/kubeconfig" get node "$NODE_NAME" -o \
+    'jsonpath=taints: {range .spec.taints[*]}{.key}={.value}:{.effect} {end}; conditions: {range .status.conditions[*]}{.type}={.status} ({.reason}) {end}' 2>&1
 }
 
 node_launch() { # component
