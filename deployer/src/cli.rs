@@ -237,6 +237,12 @@ pub struct WaitArgs {
     #[arg(long, env = "DEPLOYER_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
     pub timeout: Duration,
 
+    /// How long a new pod may stay Unschedulable before the rollout counts as failed (0s: at
+    /// once). A cluster that adds nodes on demand (cluster autoscaler, GKE Autopilot) shows
+    /// Unschedulable until the node is there: raise it above the node provisioning time.
+    #[arg(long, env = "DEPLOYER_UNSCHEDULABLE_GRACE", default_value = "60s", value_parser = parse_duration)]
+    pub unschedulable_grace: Duration,
+
     /// How long to wait for the load balancer's address after the rollout (e.g. 3m).
     #[arg(long, env = "DEPLOYER_LB_TIMEOUT", default_value = "3m", value_parser = parse_duration)]
     pub lb_timeout: Duration,
@@ -518,6 +524,7 @@ impl From<WaitArgs> for options::WaitOptions {
     fn from(a: WaitArgs) -> Self {
         options::WaitOptions {
             timeout: a.timeout,
+            unschedulable_grace: a.unschedulable_grace,
             lb_timeout: a.lb_timeout,
             smoke: a.smoke,
             smoke_image: a.smoke_image,

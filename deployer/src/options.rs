@@ -73,6 +73,7 @@ impl ManifestOptions {
 #[derive(Debug, Clone)]
 pub struct WaitOptions {
     pub timeout: Duration,
+    pub unschedulable_grace: Duration,
     pub lb_timeout: Duration,
     pub smoke: bool,
     pub smoke_image: Option<PathBuf>,

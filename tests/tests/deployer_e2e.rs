@@ -214,21 +214,28 @@ async fn deployer_reports_unschedulable_and_failing_pods_and_rolls_back() {
         "--smoke=false",
         "--timeout",
         "120s",
+        "--unschedulable-grace",
+        "3s",
     ]);
     a.extend(c.clone());
     let r = run(a.clone(), None).await;
     assert_eq!(r.code, 4, "{}", r.describe());
     assert!(
-        r.stderr.contains("Unschedulable") && r.stderr.contains("Insufficient cpu"),
+        r.stderr.contains("Unschedulable (waiting up to")
+            && r.stderr.contains("Insufficient cpu")
+            && r.stderr.contains("(for 3s, the --unschedulable-grace)"),
         "{}",
         r.describe()
     );
     assert!(
-        r.seconds < 100.0,
-        "failed fast, not by the timeout: {}",
+        (3.0..100.0).contains(&r.seconds),
+        "failed after the grace, not at once nor by the timeout: {}",
         r.describe()
     );
-    eprintln!("measured: unschedulable detected after {:.2}s", r.seconds);
+    eprintln!(
+        "measured: unschedulable reported after {:.2}s (grace 3s)",
+        r.seconds
+    );
     // maxUnavailable 0: the old pods kept serving.
     let d = deployment(&env, ns.name()).await;
     assert_eq!(d.status.as_ref().unwrap().available_replicas, Some(2));
@@ -265,6 +272,8 @@ async fn deployer_reports_unschedulable_and_failing_pods_and_rolls_back() {
         "--image",
         &fake_image(&env, 9),
         "--smoke=false",
+        "--unschedulable-grace",
+        "0s",
         "--rollback-on-failure",
         "-o",
         "json",
@@ -300,6 +309,117 @@ async fn deployer_reports_unschedulable_and_failing_pods_and_rolls_back() {
         r.stderr.contains("PodFailed") && r.stderr.contains("exited with code"),
         "{}",
         r.describe()
+    );
+}
+
+/// Deletes a Node when dropped (also when the test fails).
+struct NodeGuard<'a>(&'a TestEnv, String);
+
+impl Drop for NodeGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .0
+            .kubectl()
+            .args(["delete", "node", &self.1, "--wait=false"])
+            .output();
+    }
+}
+
+#[tokio::test]
+async fn deployer_waits_within_the_unschedulable_grace_for_a_node_to_appear() {
+    // A cluster autoscaler (or GKE Autopilot) adds a node for pods nothing can hold yet, and the
+    // scheduler says Unschedulable until it is there. Here the test is the autoscaler: a kwok node
+    // with a label and a taint only these pods select and tolerate appears during the rollout.
+    let env = TestEnv::get().await.expect("test environment");
+    let ns = env.namespace("deployer-grace").await.unwrap();
+    let c = cluster_args(&env, ns.name());
+    let (key, value) = ("celestial.dev/autoscaled", ns.name().to_string());
+    let placement = format!(
+        "      automountServiceAccountToken: false\n      nodeSelector:\n        {key}: \"{value}\"\n      tolerations:\n        - key: {key}\n          operator: Equal\n          value: \"{value}\"\n          effect: NoSchedule\n"
+    );
+    let m = manifests_with(|t| {
+        assert!(t.contains("automountServiceAccountToken: false\n"));
+        t.replacen("      automountServiceAccountToken: false\n", &placement, 1)
+    });
+    let mut a = args(&[
+        "apply",
+        "-f",
+        m.path().to_str().unwrap(),
+        "--image",
+        &fake_image(&env, 6),
+        "--smoke=false",
+        "--no-wait-lb",
+        "--timeout",
+        "120s",
+        "--unschedulable-grace",
+        "90s",
+    ]);
+    a.extend(c);
+    let client = env.client().await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
+    let start = std::time::Instant::now();
+    let deployer = tokio::spawn(run(a, None));
+
+    // Until the node is there, the pods are Unschedulable and the deployer keeps waiting.
+    let unschedulable = |p: &Pod| {
+        p.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| {
+                cs.iter().any(|c| {
+                    c.type_ == "PodScheduled" && c.reason.as_deref() == Some("Unschedulable")
+                })
+            })
+    };
+    while !pods
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .any(unschedulable)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no pod became Unschedulable"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !deployer.is_finished(),
+        "the deployer gave up within the grace: {}",
+        deployer.await.unwrap().describe()
+    );
+    let node = format!("kwok-{value}");
+    let manifest = serde_json::json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": node,
+            "annotations": {"node.alpha.kubernetes.io/ttl": "0", "kwok.x-k8s.io/node": "fake"},
+            "labels": {key: value, "kubernetes.io/hostname": node, "type": "kwok"}},
+        "spec": {"taints": [{"key": key, "value": value, "effect": "NoSchedule"}]},
+        "status": {"allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"},
+                   "capacity": {"cpu": "8", "memory": "32Gi", "pods": "110"}},
+    });
+    let added = start.elapsed().as_secs_f64();
+    let _guard = NodeGuard(&env, node.clone());
+    Api::<k8s_openapi::api::core::v1::Node>::all(client)
+        .create(
+            &Default::default(),
+            &serde_json::from_value(manifest).unwrap(),
+        )
+        .await
+        .unwrap();
+    let r = deployer.await.unwrap();
+    assert_eq!(r.code, 0, "{}", r.describe());
+    assert!(
+        r.stderr.contains("Unschedulable (waiting up to"),
+        "{}",
+        r.describe()
+    );
+    eprintln!(
+        "measured: pods Unschedulable until the node appeared {added:.1}s after the start, rolled out after {:.1}s",
+        r.seconds
     );
 }
 

@@ -328,7 +328,7 @@ impl Waiting<'_> {
         let (cluster, wait) = (self.cluster, self.wait);
         let mut rollouts = Vec::new();
         for (o, ns) in self.of_kind("Deployment") {
-            match rollout::wait_rollout(cluster, &ns, &o.name, wait.timeout, p).await {
+            match rollout::wait_rollout(cluster, &ns, &o.name, limits(wait), p).await {
                 Ok(r) => {
                     p.line(&format!(
                         "Deployment/{}: rolled out (revision {}, {} replicas, {:.1}s)",
@@ -463,6 +463,14 @@ fn interrupted_waiting(
     }
 }
 
+/// How long a rollout (or a rollback's) may take.
+fn limits(wait: &WaitOptions) -> rollout::Limits {
+    rollout::Limits {
+        timeout: wait.timeout,
+        unschedulable_grace: wait.unschedulable_grace,
+    }
+}
+
 /// Restores the Deployment's previous spec, and says what came of it.
 async fn roll_back(
     cluster: &Cluster,
@@ -477,7 +485,7 @@ async fn roll_back(
         message,
     };
     match rollback::rollback_spec(cluster, ns, &o.name, o.before.as_ref(), &o.after).await {
-        Ok(Some(spec)) => rollback::rollback(cluster, ns, &o.name, &spec, wait.timeout, p).await,
+        Ok(Some(spec)) => rollback::rollback(cluster, ns, &o.name, &spec, limits(wait), p).await,
         Ok(None) => not_restored(
             "nothing to roll back to: no earlier revision of the Deployment (delete it with `deployer delete`)".into(),
         ),

@@ -2,7 +2,6 @@
 //! or the previous revision's ReplicaSet template) and applying it.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -11,7 +10,7 @@ use serde_json::Value;
 use super::apply::FIELD_MANAGER;
 use super::cluster::Cluster;
 use super::error::api_error;
-use super::rollout::{Rollback, RolloutError, owned_by, wait_rollout};
+use super::rollout::{Limits, Rollback, RolloutError, owned_by, wait_rollout};
 use crate::progress::Progress;
 
 /// The server container image of a Deployment object (JSON), for messages.
@@ -94,7 +93,7 @@ pub async fn rollback(
     ns: &str,
     name: &str,
     spec: &Value,
-    timeout: Duration,
+    limits: Limits,
     progress: &mut dyn Progress,
 ) -> Rollback {
     let image = first_image(spec);
@@ -120,7 +119,7 @@ pub async fn rollback(
             ),
         };
     }
-    match wait_rollout(cluster, ns, name, timeout, progress).await {
+    match wait_rollout(cluster, ns, name, limits, progress).await {
         Ok(r) => Rollback {
             restored: true,
             image: image.clone(),

@@ -1,7 +1,7 @@
 //! A Deployment's rollout: its state, the pod reasons that make it hopeless, and waiting for it
 //! (failing fast with the pod's own reason).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +27,39 @@ pub const FATAL_WAITING_REASONS: &[&str] = &[
     "InvalidImageName",
     "RunContainerError",
 ];
+
+/// The pod reason a cluster that adds nodes on demand also shows until the new node is there.
+pub const UNSCHEDULABLE: &str = "Unschedulable";
+
+/// How long a rollout waits, and how long a pod may stay Unschedulable before the rollout counts as
+/// failed (a cluster autoscaler or GKE Autopilot adds a node for it; a node that is briefly NotReady
+/// or under disk pressure is tainted until it recovers).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub timeout: Duration,
+    pub unschedulable_grace: Duration,
+}
+
+/// The pods seen Unschedulable, since when (by this process's clock: the cluster's may differ).
+#[derive(Debug, Default)]
+pub struct Pending {
+    grace: Duration,
+    since: HashMap<String, Instant>,
+}
+
+impl Pending {
+    pub fn new(grace: Duration) -> Self {
+        Self {
+            grace,
+            since: HashMap::new(),
+        }
+    }
+
+    /// The earliest moment a pod's grace runs out (to look again then, even without a change).
+    fn next_expiry(&self) -> Option<Instant> {
+        self.since.values().min().map(|s| *s + self.grace)
+    }
+}
 
 /// A rollout or a wait that did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -369,8 +402,16 @@ pub enum Progressing {
     Going(String),
 }
 
-/// The rollout's state from the Deployment and its ReplicaSets and pods.
-pub fn assess(d: &Deployment, sets: &[Arc<ReplicaSet>], pods: &[Arc<Pod>]) -> Progressing {
+/// The rollout's state from the Deployment and its ReplicaSets and pods at `now`. A new pod that is
+/// Unschedulable fails the rollout only once it has been so for the grace of `pending` (which
+/// remembers since when); any other pod reason fails it at once.
+pub fn assess(
+    d: &Deployment,
+    sets: &[Arc<ReplicaSet>],
+    pods: &[Arc<Pod>],
+    pending: &mut Pending,
+    now: Instant,
+) -> Progressing {
     let (state, desc) = rollout_state(d);
     match state {
         Ok(true) => return Progressing::Done,
@@ -380,12 +421,42 @@ pub fn assess(d: &Deployment, sets: &[Arc<ReplicaSet>], pods: &[Arc<Pod>]) -> Pr
     // Pod reasons count only once the controller has seen the current spec: right after a
     // change (or a rollback) the revision annotation still names the previous ReplicaSet.
     let (generation, observed) = generations(d);
-    if observed >= generation
-        && let Some((reason, message)) = new_pods(d, sets, pods).into_iter().find_map(pod_failure)
-    {
-        return Progressing::Failed(reason, message);
+    if observed < generation {
+        pending.since.clear();
+        return Progressing::Going(desc);
     }
-    Progressing::Going(desc)
+    let mut waiting = None;
+    let mut seen = HashMap::new();
+    for pod in new_pods(d, sets, pods) {
+        let Some((reason, message)) = pod_failure(pod) else {
+            continue;
+        };
+        if reason != UNSCHEDULABLE {
+            return Progressing::Failed(reason, message);
+        }
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let since = pending.since.get(&name).copied().unwrap_or(now);
+        seen.insert(name, since);
+        let waited = now.saturating_duration_since(since);
+        if waited >= pending.grace {
+            return Progressing::Failed(
+                reason,
+                format!(
+                    "{message} (for {}s, the --unschedulable-grace)",
+                    waited.as_secs()
+                ),
+            );
+        }
+        waiting.get_or_insert((pending.grace - waited, message));
+    }
+    pending.since = seen;
+    match waiting {
+        Some((left, message)) => Progressing::Going(format!(
+            "{desc}; {UNSCHEDULABLE} (waiting up to {}s more for a node): {message}",
+            left.as_secs_f64().ceil()
+        )),
+        None => Progressing::Going(desc),
+    }
 }
 
 /// What changed: the Deployment (or its absence), or one of its ReplicaSets or pods.
@@ -396,15 +467,17 @@ enum Change {
 }
 
 /// Waits until the Deployment's rollout is complete: generation observed, updated = available =
-/// desired, no old replicas. Fails fast on a pod's fatal reason or ProgressDeadlineExceeded.
-/// Follows the Deployment, its ReplicaSets and its pods through watches (see [`super::watch`]).
+/// desired, no old replicas. Fails fast on a pod's fatal reason or ProgressDeadlineExceeded (on
+/// Unschedulable after `limits.unschedulable_grace`). Follows the Deployment, its ReplicaSets and
+/// its pods through watches (see [`super::watch`]).
 pub async fn wait_rollout(
     cluster: &Cluster,
     ns: &str,
     name: &str,
-    timeout: Duration,
+    limits: Limits,
     progress: &mut dyn Progress,
 ) -> Result<RolloutReport, RolloutError> {
+    let timeout = limits.timeout;
     let start = Instant::now();
     let object = format!("Deployment/{name}");
     let api: Api<Deployment> = Api::namespaced(cluster.client.clone(), ns);
@@ -424,8 +497,10 @@ pub async fn wait_rollout(
     ]);
     let mut latest = d;
     let deadline = start + timeout;
+    let mut pending = Pending::new(limits.unschedulable_grace);
     loop {
-        let desc = match assess(&latest, &sets.state(), &pods.state()) {
+        let now = Instant::now();
+        let desc = match assess(&latest, &sets.state(), &pods.state(), &mut pending, now) {
             Progressing::Done => return Ok(report(name, &latest, start)),
             Progressing::Failed(reason, message) => {
                 return Err(RolloutError::Failed {
@@ -438,7 +513,12 @@ pub async fn wait_rollout(
             Progressing::Going(desc) => desc,
         };
         progress.set(&format!("{object}: {desc}"));
-        let Ok(next) = tokio::time::timeout_at(deadline, changes.next()).await else {
+        // A pending pod's grace may run out without any change to see.
+        let wake = pending.next_expiry().map_or(deadline, |e| e.min(deadline));
+        let Ok(next) = tokio::time::timeout_at(wake, changes.next()).await else {
+            if Instant::now() < deadline {
+                continue;
+            }
             return Err(RolloutError::Timeout {
                 deployment: name.into(),
                 seconds: timeout.as_secs(),
@@ -621,6 +701,11 @@ mod tests {
         );
     }
 
+    /// Unschedulable fails at once.
+    fn at_once() -> Pending {
+        Pending::new(Duration::ZERO)
+    }
+
     fn arc<T: serde::de::DeserializeOwned>(v: Value) -> Arc<T> {
         Arc::new(serde_json::from_value(v).unwrap())
     }
@@ -658,7 +743,7 @@ mod tests {
             pod("new", "h2", "ContainerCreating"),
         ];
         assert!(matches!(
-            assess(&d(2), &sets, &old_crashing),
+            assess(&d(2), &sets, &old_crashing, &mut at_once(), Instant::now()),
             Progressing::Going(_)
         ));
         assert_eq!(new_pods(&d(2), &sets, &old_crashing).len(), 1);
@@ -667,12 +752,12 @@ mod tests {
             pod("new", "h2", "ImagePullBackOff"),
         ];
         assert!(matches!(
-            assess(&d(2), &sets, &new_failing),
+            assess(&d(2), &sets, &new_failing, &mut at_once(), Instant::now()),
             Progressing::Failed(reason, message) if reason == "ImagePullBackOff" && message.starts_with("pod new")
         ));
         // Before the controller has seen the new spec, pod reasons do not count yet.
         assert!(matches!(
-            assess(&d(3), &sets, &new_failing),
+            assess(&d(3), &sets, &new_failing, &mut at_once(), Instant::now()),
             Progressing::Going(_)
         ));
         // Without the ReplicaSet of the Deployment's revision no pod counts yet: not listed yet,
@@ -687,14 +772,109 @@ mod tests {
         ];
         assert!(new_pods(&d(2), &rolled_back, &failed_pod_left).is_empty());
         assert!(matches!(
-            assess(&d(2), &rolled_back, &failed_pod_left),
+            assess(
+                &d(2),
+                &rolled_back,
+                &failed_pod_left,
+                &mut at_once(),
+                Instant::now()
+            ),
             Progressing::Going(_)
         ));
         // Once the store has it as revision 2, its pods decide (and the failed ones do not).
         let current = vec![rs("h1", "2"), rs("h3", "1")];
         assert_eq!(new_pods(&d(2), &current, &failed_pod_left).len(), 1);
         assert!(matches!(
-            assess(&d(2), &current, &failed_pod_left),
+            assess(
+                &d(2),
+                &current,
+                &failed_pod_left,
+                &mut at_once(),
+                Instant::now()
+            ),
+            Progressing::Going(_)
+        ));
+    }
+
+    /// A pod of the ReplicaSet with `hash` the scheduler cannot place.
+    fn unschedulable(name: &str, hash: &str) -> Arc<Pod> {
+        arc(
+            json!({"metadata": {"name": name, "labels": {"app": "a", "pod-template-hash": hash}},
+            "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+                "reason": "Unschedulable", "message": "0/3 nodes are available: 3 Insufficient cpu."}]}}),
+        )
+    }
+
+    #[test]
+    fn an_unschedulable_pod_fails_the_rollout_only_after_the_grace() {
+        let d = deploy(
+            json!({"metadata": {"name": "d", "uid": "u1", "generation": 2,
+                "annotations": {"deployment.kubernetes.io/revision": "2"}},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "a"}}, "template": {}},
+            "status": {"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 0}}),
+        );
+        let sets: Vec<Arc<ReplicaSet>> = vec![arc(
+            json!({"metadata": {"name": "d-h2", "labels": {"pod-template-hash": "h2"},
+            "annotations": {"deployment.kubernetes.io/revision": "2"},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "d", "uid": "u1"}]},
+            "spec": {"selector": {}}}),
+        )];
+        let t0 = Instant::now();
+        let grace = Duration::from_secs(60);
+        let mut pending = Pending::new(grace);
+        let pods = vec![unschedulable("p1", "h2")];
+        // Within the grace: still going, saying why and for how much longer.
+        let Progressing::Going(desc) = assess(&d, &sets, &pods, &mut pending, t0) else {
+            panic!("an unschedulable pod failed the rollout at once");
+        };
+        assert!(
+            desc.contains("; Unschedulable (waiting up to 60s more for a node): pod p1: 0/3 nodes"),
+            "{desc}"
+        );
+        assert_eq!(pending.next_expiry(), Some(t0 + grace));
+        let later = t0 + Duration::from_secs(45);
+        let Progressing::Going(desc) = assess(&d, &sets, &pods, &mut pending, later) else {
+            panic!("failed before the grace ran out");
+        };
+        assert!(desc.contains("waiting up to 15s more"), "{desc}");
+        // Another pod's fatal reason does not wait for the grace.
+        let mixed = vec![
+            unschedulable("p1", "h2"),
+            pod("p2", "h2", "ImagePullBackOff"),
+        ];
+        assert!(matches!(
+            assess(&d, &sets, &mixed, &mut pending, later),
+            Progressing::Failed(reason, _) if reason == "ImagePullBackOff"
+        ));
+        // Once the grace has passed: failed, with the scheduler's message and how long it waited.
+        let Progressing::Failed(reason, message) =
+            assess(&d, &sets, &pods, &mut pending, t0 + grace)
+        else {
+            panic!("still going after the grace");
+        };
+        assert_eq!(reason, "Unschedulable");
+        assert!(
+            message.starts_with("pod p1: 0/3 nodes are available"),
+            "{message}"
+        );
+        assert!(
+            message.ends_with("(for 60s, the --unschedulable-grace)"),
+            "{message}"
+        );
+        // A pod that got a node is forgotten: when it is unschedulable again, its clock restarts.
+        let mut pending = Pending::new(grace);
+        assess(&d, &sets, &pods, &mut pending, t0);
+        let placed = vec![pod("p1", "h2", "ContainerCreating")];
+        assess(
+            &d,
+            &sets,
+            &placed,
+            &mut pending,
+            t0 + Duration::from_secs(30),
+        );
+        assert_eq!(pending.next_expiry(), None);
+        assert!(matches!(
+            assess(&d, &sets, &pods, &mut pending, t0 + grace),
             Progressing::Going(_)
         ));
     }
