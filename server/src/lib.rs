@@ -14,7 +14,7 @@
 //! | module | what | may import |
 //! |---|---|---|
 //! | [`routes`] | every path, the metrics route label, the raw media types | nothing |
-//! | [`metrics`] | Prometheus counters and histograms | nothing |
+//! | [`metrics`] | Prometheus counters and histograms (TLS handshakes and certificate expiry included) | nothing |
 //! | [`reload`] | files re-read while the server runs (keys file, TLS pair), by content | nothing |
 //! | [`auth`] | API keys (hashes, constant-time check), the key headers, `--api-key-scope` | `routes` |
 //! | [`model`] | the model's kinds, override flags and resolved [`ModelSpec`] | nothing |
@@ -25,7 +25,7 @@
 //! | [`inference`] | ONNX Runtime: library lookup, sessions, worker threads ([`Engine`]) | `classifier`, `model`, `preprocess` |
 //! | [`http`] | router, middleware, the key check, CORS, handlers over `Arc<dyn Classifier>` | `classifier`, `docs`, `errors`, `metrics`, `preprocess` (its error), `routes`, `auth` |
 //! | [`root_path`] | the reverse-proxy prefix middleware | `routes` |
-//! | [`connection`] | accept loops (plain and TLS listeners), HTTP/1.1 + h2c, TLS (rustls, certificate swapped per handshake), connection limit and timeouts, protocol errors as JSON, drain phases | `errors`, `routes` |
+//! | [`connection`] | accept loops (plain and TLS listeners), HTTP/1.1 + h2c, TLS (rustls, certificate swapped per handshake, handshakes counted), connection limit and timeouts, protocol errors as JSON, drain phases | `errors`, `routes`, `metrics` (TLS handshakes) |
 //! | [`config`] | the command line (clap) | `model` (its flags), `root_path` (its parser), `connection` (its constants), `auth` (scopes, default CORS headers); the duration syntax from `celestial-common` |
 //! | [`server`] | [`run`], [`serve`], listeners, keys and TLS set-up and reloads, drain and shutdown, `healthcheck` | all of the above |
 //! | [`testing`] | test support: the fake classifier, the in-process [`testing::TestServer`] | `server` and below |

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// Histogram bucket upper bounds in seconds: 100 us .. 10 s.
@@ -86,10 +86,60 @@ impl Histogram {
     }
 }
 
+/// How a TLS handshake ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handshake {
+    Ok,
+    /// Not TLS, no common protocol version or cipher, the client refused the certificate, ...
+    Failed,
+    /// Not done within the header-read timeout.
+    TimedOut,
+}
+
+impl Handshake {
+    pub const ALL: [Handshake; 3] = [Handshake::Ok, Handshake::Failed, Handshake::TimedOut];
+
+    /// The `result` label of `celestial_tls_handshakes_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Handshake::Ok => "ok",
+            Handshake::Failed => "failed",
+            Handshake::TimedOut => "timeout",
+        }
+    }
+}
+
+/// The HTTPS listener's handshakes by outcome, and when the certificate in force expires.
+#[derive(Debug, Default)]
+pub struct TlsMetrics {
+    handshakes: [AtomicU64; 3],
+    /// Unix seconds; 0 while unknown.
+    not_after: AtomicI64,
+}
+
+impl TlsMetrics {
+    pub fn count(&self, h: Handshake) {
+        self.handshakes[h as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn handshakes(&self, h: Handshake) -> u64 {
+        self.handshakes[h as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn set_not_after(&self, unix_seconds: i64) {
+        self.not_after.store(unix_seconds, Ordering::Relaxed);
+    }
+
+    /// When the certificate in force expires (Unix seconds), once known.
+    pub fn not_after(&self) -> Option<i64> {
+        Some(self.not_after.load(Ordering::Relaxed)).filter(|t| *t != 0)
+    }
+}
+
 /// All server metrics.
 pub struct Metrics {
     requests: Mutex<BTreeMap<(&'static str, &'static str, u16), u64>>,
-    latency: Mutex<BTreeMap<&'static str, std::sync::Arc<Histogram>>>,
+    latency: Mutex<BTreeMap<&'static str, Arc<Histogram>>>,
     in_flight: AtomicI64,
     cancelled: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     pub queue_wait: Histogram,
@@ -105,6 +155,8 @@ pub struct Metrics {
     rejections: Mutex<BTreeMap<&'static str, u64>>,
     api_keys: AtomicU64,
     reloads: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// The HTTPS listener's handshakes and certificate expiry (set when TLS is on).
+    tls: OnceLock<Arc<TlsMetrics>>,
     build_info: String,
 }
 
@@ -132,6 +184,7 @@ impl Metrics {
             rejections: Mutex::new(BTreeMap::new()),
             api_keys: AtomicU64::new(0),
             reloads: Mutex::new(BTreeMap::new()),
+            tls: OnceLock::new(),
             build_info: format!(
                 "version=\"{}\",model_name=\"{}\",model_version=\"{}\",onnxruntime_version=\"{}\"",
                 esc(env!("CARGO_PKG_VERSION")),
@@ -173,7 +226,7 @@ impl Metrics {
             *m.entry((route, method, status)).or_default() += 1;
         }
         let h = match self.latency.lock() {
-            Ok(mut m) => std::sync::Arc::clone(m.entry(route).or_default()),
+            Ok(mut m) => Arc::clone(m.entry(route).or_default()),
             Err(_) => return,
         };
         h.observe(elapsed);
@@ -201,6 +254,11 @@ impl Metrics {
     /// The number of API keys accepted now (0: keys are off).
     pub fn set_api_keys(&self, n: usize) {
         self.api_keys.store(n as u64, Ordering::Relaxed);
+    }
+
+    /// Show the HTTPS listener's handshakes and certificate expiry (TLS on).
+    pub fn set_tls(&self, tls: Arc<TlsMetrics>) {
+        let _ = self.tls.set(tls);
     }
 
     /// Count a new content of a reloaded file (`what`: `api_keys`, `tls`), used or refused.
@@ -243,11 +301,8 @@ impl Metrics {
             "# HELP celestial_http_request_duration_seconds HTTP request latency by route.\n",
         );
         out.push_str("# TYPE celestial_http_request_duration_seconds histogram\n");
-        let hs: Vec<(&'static str, std::sync::Arc<Histogram>)> = match self.latency.lock() {
-            Ok(m) => m
-                .iter()
-                .map(|(k, v)| (*k, std::sync::Arc::clone(v)))
-                .collect(),
+        let hs: Vec<(&'static str, Arc<Histogram>)> = match self.latency.lock() {
+            Ok(m) => m.iter().map(|(k, v)| (*k, Arc::clone(v))).collect(),
             Err(_) => Vec::new(),
         };
         for (route, h) in hs {
@@ -357,6 +412,25 @@ impl Metrics {
                 );
             }
         }
+        let Some(tls) = self.tls.get() else {
+            return;
+        };
+        out.push_str("# HELP celestial_tls_handshakes_total TLS handshakes on the HTTPS listener by result (failed: not TLS, no common version or cipher, certificate refused by the client; timeout: not done within the header-read timeout).\n# TYPE celestial_tls_handshakes_total counter\n");
+        for h in Handshake::ALL {
+            let _ = writeln!(
+                out,
+                "celestial_tls_handshakes_total{{result=\"{}\"}} {}",
+                h.label(),
+                tls.handshakes(h)
+            );
+        }
+        if let Some(t) = tls.not_after() {
+            out.push_str("# HELP celestial_tls_certificate_expiry_timestamp_seconds When the served TLS certificate expires (Unix time; alert on it minus time()).\n# TYPE celestial_tls_certificate_expiry_timestamp_seconds gauge\n");
+            let _ = writeln!(
+                out,
+                "celestial_tls_certificate_expiry_timestamp_seconds {t}"
+            );
+        }
     }
 }
 
@@ -426,6 +500,21 @@ mod tests {
         assert!(text.contains("celestial_api_keys 2"));
         assert!(text.contains("celestial_reloads_total{what=\"tls\",result=\"ok\"} 1"));
         assert!(text.contains("celestial_reloads_total{what=\"api_keys\",result=\"error\"} 1"));
+        // TLS: nothing until the HTTPS listener registers; then every result, and the expiry once known.
+        assert!(!text.contains("celestial_tls_"));
+        let tls = Arc::new(TlsMetrics::default());
+        m.set_tls(Arc::clone(&tls));
+        let text = m.render(true);
+        assert!(text.contains("celestial_tls_handshakes_total{result=\"timeout\"} 0"));
+        assert!(!text.contains("celestial_tls_certificate_expiry_timestamp_seconds"));
+        tls.count(Handshake::Ok);
+        tls.count(Handshake::Ok);
+        tls.count(Handshake::Failed);
+        tls.set_not_after(1_936_742_400);
+        let text = m.render(true);
+        assert!(text.contains("celestial_tls_handshakes_total{result=\"ok\"} 2"));
+        assert!(text.contains("celestial_tls_handshakes_total{result=\"failed\"} 1"));
+        assert!(text.contains("celestial_tls_certificate_expiry_timestamp_seconds 1936742400"));
         // A model without an OOD rule: no such metric (its answers have no `known`).
         let plain = Metrics::new(&["Earth".into()], "m", "1", "1.31.1", false);
         plain.predicted(0, None);

@@ -17,10 +17,13 @@ use crate::auth::{self, ApiKeys, KeysError};
 use crate::classifier::Classifier;
 use crate::config::{Config, PlainHttp};
 use crate::connection::tls::{self, CertResolver};
-use crate::connection::{self, ConnectionLimits, Connections, Listener, Phase, Timeouts, fd_limit};
+use crate::connection::{
+    self, ConnectionLimits, Connections, Listener, Phase, Timeouts, Tls, fd_limit,
+};
 use crate::docs::{DocLimits, documents_secured};
 use crate::http::{self, AppState, Limits, Security};
 use crate::inference::{Batching, Engine, EngineOptions, InferenceError};
+use crate::metrics::TlsMetrics;
 use crate::model::{self, ModelError};
 use crate::{reload, root_path};
 
@@ -443,13 +446,13 @@ fn listeners_of(
         config.tls_cert.as_ref().zip(config.tls_key.as_ref()),
     ) {
         (Some(tcp), Some((cert, key))) => {
-            let (acceptor, task) = tls_acceptor(config, cert, key, state)?;
+            let (tls, task) = tls_listener(config, cert, key, state)?;
             reloads.push(task);
             info!(addr = %tcp.local_addr()?, "listening: HTTPS (TLS 1.2/1.3, HTTP/2 and HTTP/1.1)");
             listeners.push(Listener {
                 tcp,
                 router: app,
-                tls: Some(acceptor),
+                tls: Some(tls),
             });
         }
         (Some(_), None) => {
@@ -490,22 +493,28 @@ fn keys_reload(config: &Config, state: &Arc<AppState>) -> Option<JoinHandle<()>>
     ))
 }
 
-/// The TLS acceptor of `cert` and `key` (read now: a pair that does not load is a start-up
-/// error) and the task that reloads them.
-fn tls_acceptor(
+/// The TLS side of the HTTPS listener for `cert` and `key` (read now: a pair that does not load
+/// is a start-up error) and the task that reloads them. Logs a warning when the certificate expires
+/// within [`tls::EXPIRY_WARNING_DAYS`] (or has), at start and at every reload.
+fn tls_listener(
     config: &Config,
     cert: &std::path::Path,
     key: &std::path::Path,
     state: &Arc<AppState>,
-) -> Result<(tokio_rustls::TlsAcceptor, JoinHandle<()>), ServerError> {
+) -> Result<(Tls, JoinHandle<()>), ServerError> {
     let paths = vec![cert.to_path_buf(), key.to_path_buf()];
     let initial = reload::read_all(&paths).map_err(ServerError::Tls)?;
     let pair =
         tls::load_pair(&initial[0], &initial[1]).map_err(|e| ServerError::Tls(e.to_string()))?;
+    let counts = Arc::new(TlsMetrics::default());
+    let valid_until = note_expiry(&pair, &counts);
+    info!(certificate = %cert.display(), "{valid_until}");
+    state.metrics.set_tls(Arc::clone(&counts));
     let resolver = CertResolver::new(pair);
     let server_config =
         tls::server_config(Arc::clone(&resolver)).map_err(|e| ServerError::Tls(e.to_string()))?;
     let counted = Arc::clone(state);
+    let reloaded = Arc::clone(&counts);
     let task = reload::spawn(
         "TLS certificate and key",
         paths,
@@ -513,12 +522,38 @@ fn tls_acceptor(
         initial,
         move |contents| {
             let pair = tls::load_pair(&contents[0], &contents[1]).map_err(|e| e.to_string())?;
+            let valid_until = note_expiry(&pair, &reloaded);
             resolver.replace(pair);
-            Ok("new connections get the new certificate".to_string())
+            Ok(format!(
+                "new connections get the new certificate ({valid_until})"
+            ))
         },
         move |ok| counted.metrics.reloaded("tls", ok),
     );
-    Ok((tokio_rustls::TlsAcceptor::from(server_config), task))
+    let acceptor = tokio_rustls::TlsAcceptor::from(server_config);
+    let metrics = counts;
+    Ok((Tls { acceptor, metrics }, task))
+}
+
+/// Records when `pair`'s certificate expires in `metrics` and warns when that is soon or past; says
+/// until when it is valid.
+fn note_expiry(pair: &rustls::sign::CertifiedKey, metrics: &TlsMetrics) -> String {
+    match tls::not_after(pair) {
+        Ok(t) => {
+            metrics.set_not_after(t);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            if let Some(w) = tls::expiry_warning(t, now) {
+                warn!("{w}");
+            }
+            format!("the certificate is valid until {}", tls::utc(t))
+        }
+        Err(e) => {
+            warn!("cannot read the TLS certificate's expiry: {e}");
+            "its expiry cannot be read".to_string()
+        }
+    }
 }
 
 /// On `shutdown`: start draining (`/readyz` 503, answers close their connections), wait

@@ -539,6 +539,7 @@ impl Ca {
     fn leaf(&self, serial: u64) -> (String, String, Vec<u8>) {
         let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
         params.serial_number = Some(serial.into());
+        params.not_after = rcgen::date_time_ymd(2099, 1, 1);
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         (cert.pem(), key.serialize_pem(), cert.der().to_vec())
@@ -665,7 +666,33 @@ async fn https_with_the_generated_ca_alpn_and_probes_on_the_plain_port() {
         matches!(answered, Ok(Err(_))),
         "plain HTTP on the TLS port fails"
     );
+
+    // /metrics: the handshakes so far (this one included) and when the certificate expires.
+    let text = tls_metrics(&ca, tls_addr).await;
+    assert_eq!(
+        series(&text, "celestial_tls_handshakes_total{result=\"ok\"}"),
+        4.0,
+        "{text}"
+    );
+    assert_eq!(
+        series(&text, "celestial_tls_handshakes_total{result=\"failed\"}"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        series(&text, "celestial_tls_certificate_expiry_timestamp_seconds"),
+        4_070_908_800.0, // 2099-01-01T00:00:00Z, the leaf's notAfter
+        "{text}"
+    );
     s.stop().await.unwrap();
+}
+
+/// `/metrics` over a new TLS connection.
+async fn tls_metrics(ca: &Ca, addr: std::net::SocketAddr) -> String {
+    let (mut c, _) = tls_connect(&ca.connector(), addr).await.unwrap();
+    let r = c.get(routes::METRICS).await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.head);
+    String::from_utf8(r.body).unwrap()
 }
 
 #[tokio::test]
@@ -683,6 +710,12 @@ async fn a_handshake_that_stalls_is_cut_by_the_header_read_timeout() {
         .unwrap_or(0);
     assert_eq!(n, 0);
     assert!(started.elapsed() >= Duration::from_millis(250));
+    let text = tls_metrics(&ca, s.tls_addr.unwrap()).await;
+    assert_eq!(
+        series(&text, "celestial_tls_handshakes_total{result=\"timeout\"}"),
+        1.0,
+        "{text}"
+    );
     s.stop().await.unwrap();
 }
 

@@ -43,11 +43,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
-use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
 use crate::errors::ApiError;
+use crate::metrics::{Handshake, TlsMetrics};
 use crate::routes;
 use io::{ProtocolErrors, Watched};
 use progress::Progress;
@@ -98,13 +98,20 @@ pub struct Listener {
     pub tcp: TcpListener,
     pub router: Router,
     /// `Some`: HTTPS (the handshake first, then HTTP/2 or HTTP/1.1 by ALPN or preface).
-    pub tls: Option<TlsAcceptor>,
+    pub tls: Option<Tls>,
+}
+
+/// The TLS side of an HTTPS listener: its acceptor and where its handshakes are counted.
+#[derive(Clone)]
+pub struct Tls {
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    pub metrics: Arc<TlsMetrics>,
 }
 
 /// What a listener's connections are served.
 struct Endpoint {
     router: Router,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Tls>,
 }
 
 /// The open connections and what they share.
@@ -288,16 +295,27 @@ impl Connections {
     ) {
         let progress = Arc::new(Progress::new());
         let router = endpoint.router.clone();
-        let Some(acceptor) = &endpoint.tls else {
+        let Some(tls) = &endpoint.tls else {
             return self.serve_io(stream, router, progress, phase).await;
         };
-        let handshake =
-            tokio::time::timeout(self.limits.timeouts.header_read, acceptor.accept(stream));
+        let handshake = tokio::time::timeout(
+            self.limits.timeouts.header_read,
+            tls.acceptor.accept(stream),
+        );
         tokio::select! {
             done = handshake => match done {
-                Ok(Ok(tls)) => self.serve_io(tls, router, progress, phase).await,
-                Ok(Err(e)) => debug!("TLS handshake failed: {e}"),
-                Err(_) => debug!(reason = "header_read_timeout", "TLS handshake timed out"),
+                Ok(Ok(stream)) => {
+                    tls.metrics.count(Handshake::Ok);
+                    self.serve_io(stream, router, progress, phase).await;
+                }
+                Ok(Err(e)) => {
+                    tls.metrics.count(Handshake::Failed);
+                    debug!("TLS handshake failed: {e}");
+                }
+                Err(_) => {
+                    tls.metrics.count(Handshake::TimedOut);
+                    debug!(reason = "header_read_timeout", "TLS handshake timed out");
+                }
             },
             _ = closing(phase.clone()) => debug!(reason = "closing", "TLS handshake abandoned"),
         }
@@ -374,11 +392,13 @@ impl Connections {
         let answer = async {
             match &endpoint.tls {
                 None => self.answer_over_limit(stream, router).await,
-                Some(acceptor) => {
-                    if let Ok(tls) = acceptor.accept(stream).await {
-                        self.answer_over_limit(tls, router).await;
+                Some(tls) => match tls.acceptor.accept(stream).await {
+                    Ok(stream) => {
+                        tls.metrics.count(Handshake::Ok);
+                        self.answer_over_limit(stream, router).await;
                     }
-                }
+                    Err(_) => tls.metrics.count(Handshake::Failed),
+                },
             }
         };
         let _ = tokio::time::timeout(OVERFLOW_TIMEOUT, answer).await;

@@ -31,6 +31,51 @@ pub enum TlsError {
     Pair(rustls::Error),
 }
 
+/// How soon before its expiry a certificate is warned about (at start and at every reload).
+pub const EXPIRY_WARNING_DAYS: i64 = 14;
+
+/// When the leaf certificate of `pair` stops being valid (Unix seconds), or why it cannot be read
+/// (rustls serves a chain without parsing it; clients will judge it).
+pub fn not_after(pair: &CertifiedKey) -> Result<i64, String> {
+    let leaf = pair.end_entity_cert().map_err(|e| e.to_string())?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| format!("the certificate cannot be parsed: {e}"))?;
+    Ok(cert.validity().not_after.timestamp())
+}
+
+/// A warning when a certificate valid until `not_after` has expired, or expires within
+/// [`EXPIRY_WARNING_DAYS`], at `now` (both Unix seconds).
+pub fn expiry_warning(not_after: i64, now: i64) -> Option<String> {
+    let left = not_after - now;
+    if left <= 0 {
+        Some(format!(
+            "the TLS certificate expired {} ago: clients refuse it; replace the certificate file",
+            human_duration(-left)
+        ))
+    } else if left < EXPIRY_WARNING_DAYS * 86_400 {
+        Some(format!(
+            "the TLS certificate expires in {}: replace the certificate file before then",
+            human_duration(left)
+        ))
+    } else {
+        None
+    }
+}
+
+/// A Unix time as the certificate's own notation (e.g. `May 17 00:00:00 2031 +00:00`).
+pub fn utc(unix_seconds: i64) -> String {
+    x509_parser::time::ASN1Time::from_timestamp(unix_seconds)
+        .map_or_else(|_| format!("{unix_seconds} (Unix time)"), |t| t.to_string())
+}
+
+fn human_duration(seconds: i64) -> String {
+    match seconds {
+        s if s >= 2 * 86_400 => format!("{} days", s / 86_400),
+        s if s >= 2 * 3_600 => format!("{} hours", s / 3_600),
+        s => format!("{} minutes", (s + 59) / 60),
+    }
+}
+
 /// The crypto provider of every TLS config of the server (ring, set explicitly: the process
 /// default is never relied upon).
 pub fn provider() -> Arc<CryptoProvider> {
@@ -181,5 +226,36 @@ mod tests {
         ));
         let broken = b"-----BEGIN CERTIFICATE-----\n%%%%\n-----END CERTIFICATE-----\n";
         assert!(load_pair(broken, b"").is_err());
+    }
+
+    #[test]
+    fn expiry_is_warned_about_two_weeks_ahead_and_after() {
+        let now = 1_800_000_000;
+        assert_eq!(expiry_warning(now + 30 * 86_400, now), None);
+        assert_eq!(
+            expiry_warning(now + EXPIRY_WARNING_DAYS * 86_400, now),
+            None
+        );
+        let soon = expiry_warning(now + 3 * 86_400 + 5, now).unwrap();
+        assert!(soon.contains("expires in 3 days"), "{soon}");
+        let hours = expiry_warning(now + 5 * 3_600, now).unwrap();
+        assert!(hours.contains("expires in 5 hours"), "{hours}");
+        let minutes = expiry_warning(now + 61, now).unwrap();
+        assert!(minutes.contains("expires in 2 minutes"), "{minutes}");
+        let gone = expiry_warning(now - 10 * 86_400, now).unwrap();
+        assert!(gone.contains("expired 10 days ago"), "{gone}");
+        assert!(expiry_warning(now, now).unwrap().contains("expired"));
+    }
+
+    #[test]
+    fn the_leafs_expiry_is_read() {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(2031, 5, 17);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let pair = load_pair(cert.pem().as_bytes(), key.serialize_pem().as_bytes()).unwrap();
+        // 2031-05-17T00:00:00Z
+        assert_eq!(not_after(&pair), Ok(1_936_742_400));
+        assert_eq!(utc(1_936_742_400), "May 17 00:00:00 2031 +00:00");
     }
 }
