@@ -2,7 +2,9 @@
 
 `model/loco.sh` (python -m celestial.loco) trains the served model's recipe ten times, each time on nine
 of the ten classes (training split only, with that run's synthetic outliers built from those nine
-classes), and measures how well every OOD score flags the tenth class (all its 150 images, none seen in
+classes), and measures how well every OOD score (the network's, the colour distances of robust.ColourKnn fitted on
+the nine classes' clean training pictures, and their combinations with the maximum softmax probability) flags the
+tenth class (all its 150 images, none seen in
 training) against the nine classes' clean validation images: AUROC, and the share of the tenth class
 flagged at the threshold that flags 1 % of the in-distribution validation images. Results go to
 model/loco.json (read by the model card and by train.py's choice of score).
@@ -30,15 +32,24 @@ def log(msg: str) -> None:
     print(f"[loco {dt.datetime.now(dt.timezone.utc):%H:%M:%S}] {msg}", flush=True)
 
 
-def evaluate_scores(stats: robust.FeatureStats, id_fl, ood_sets: dict) -> dict:
-    """AUROC and flag rate at 1 % false flags for every score, per OOD set."""
+def evaluate_scores(stats: robust.FeatureStats, id_fl, ood_sets: dict, colour: dict | None = None,
+                    id_px=None, ood_px: dict | None = None) -> dict:
+    """AUROC and flag rate at 1 % false flags for every score, per OOD set. With `colour` ({name:
+    robust.ColourKnn}, and the pictures), also those colour-distance scores and each one's cross-fitted
+    combination with the maximum softmax probability (`msp_<name>`)."""
     id_s = stats.scores(*id_fl)
+    for k, c in (colour or {}).items():
+        id_s[k] = c.score(id_px)
     out = {}
     for name, fl in ood_sets.items():
         o_s = stats.scores(*fl)
-        out[name] = {k: {"auroc": round(robust.auroc(id_s[k], o_s[k]), 5),
-                         "flag_rate_at_1pct": round(robust.flag_rate(o_s[k], robust.threshold_at(id_s[k], FALSE_FLAGS)), 4)}
-                     for k in id_s}
+        ids = dict(id_s)
+        for k, c in (colour or {}).items():
+            o_s[k] = c.score(ood_px[name])
+            ids[f"msp_{k}"], o_s[f"msp_{k}"] = robust.combined_max([id_s["msp"], id_s[k]], [o_s["msp"], o_s[k]])
+        out[name] = {k: {"auroc": round(robust.auroc(ids[k], o_s[k]), 5),
+                         "flag_rate_at_1pct": round(robust.flag_rate(o_s[k], robust.threshold_at(ids[k], FALSE_FLAGS)), 4)}
+                     for k in ids}
     return out
 
 
@@ -78,7 +89,11 @@ def run_loco(raw: Path, classes, train_items, val_items, pre: Preprocessing, cac
         held = [it for it in train_items + val_items if it[1] == c]
         held_px = robust.clean_pixels(raw, held, h, w)
         acc9 = float((id_fl[1].argmax(1) == np.array([remap[v] for v in y_val[vm]])).mean())
-        res = evaluate_scores(stats, id_fl, {"held_out": T.features_logits(model, held_px, pre)})["held_out"]
+        tr9_px = robust.clean_pixels(raw, tr9, h, w)
+        colour = {"colour_knn": robust.ColourKnn(tr9_px),
+                  "chroma_knn": robust.ColourKnn(tr9_px, features=robust.CHROMATICITY)}
+        res = evaluate_scores(stats, id_fl, {"held_out": T.features_logits(model, held_px, pre)}, colour,
+                              val_px[vm], {"held_out": held_px})["held_out"]
         results[cname] = {"accuracy_9": round(acc9, 4), "held_out_images": len(held), "scores": res,
                           "seconds": round(time.time() - t0, 1)}
         log(f"left out {cname}: 9-class val top-1 {acc9:.4f}; " +

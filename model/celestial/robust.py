@@ -154,6 +154,69 @@ class FeatureStats:
         return out
 
 
+def colour_features(px: np.ndarray) -> np.ndarray:
+    """Ten colour statistics of model-input pictures (HWC, 0..255, as decoded for the model): per channel
+    mean and standard deviation, and the brightness-weighted mean and spread of the chromaticities
+    r/(r+g+b) and g/(r+g+b) (the body's colour, little moved by exposure)."""
+    p = px.astype(np.float64) / 255.0
+    mean, std = p.mean((1, 2)), p.std((1, 2))
+    chrom = (p / (p.sum(3, keepdims=True) + 1e-3))[..., :2]
+    w = p.mean(3)[..., None]
+    wsum = w.sum((1, 2)) + 1e-6
+    cm = (chrom * w).sum((1, 2)) / wsum
+    cs = np.sqrt(((chrom - cm[:, None, None, :]) ** 2 * w).sum((1, 2)) / wsum)
+    return np.concatenate([mean, std, cm, cs], 1)
+
+
+CHROMATICITY = slice(6, 10)
+
+
+class ColourKnn:
+    """Distance to the k-th nearest clean training picture in standardised colour-feature space: how unlike
+    every known body's colours a picture is (a network trained to discount colour cannot tell that)."""
+
+    def __init__(self, fit_px: np.ndarray, k: int = 5, features=slice(None)):
+        """`features`: which of the ten `colour_features` (`CHROMATICITY`: the four that do not move with
+        exposure and are those of grey for a grayscale picture)."""
+        self.features = features
+        f = colour_features(fit_px)[:, features]
+        self.mu, self.sd, self.k = f.mean(0), f.std(0) + 1e-6, k
+        self.bank = (f - self.mu) / self.sd
+
+    def score(self, px: np.ndarray) -> np.ndarray:
+        z = (colour_features(px)[:, self.features] - self.mu) / self.sd
+        d = np.sqrt(((z[:, None, :] - self.bank[None]) ** 2).sum(-1))
+        return np.sort(d, 1)[:, self.k - 1]
+
+
+def ecdf(reference: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The share of `reference` at or below each x; beyond the largest reference value it goes on growing, by
+    one per reference standard deviation, so that the scores past every reference value stay ordered (a
+    plain empirical CDF would tie them all at 1 and leave no threshold for a 1 % false-flag rate)."""
+    ref = np.sort(reference)
+    share = np.searchsorted(ref, x, side="right") / len(ref)
+    beyond = np.maximum(x - ref[-1], 0.0) / (ref.std() + 1e-12)
+    return share + beyond
+
+
+def combined_max(id_parts: list, ood_parts: list) -> tuple[np.ndarray, np.ndarray]:
+    """Several scores (higher = more out of distribution) made one: each calibrated to its in-distribution
+    distribution (the empirical CDF), then the largest. Cross-fitted: the in-distribution pictures are split
+    in two alternating halves, each calibrated on the other, and the out-of-distribution ones (alternately)
+    on one half, so no picture is scored against a reference that contains it."""
+    n = len(id_parts[0])
+    fold = np.arange(n) % 2
+    id_c = np.zeros(n)
+    ood_fold = np.arange(len(ood_parts[0])) % 2
+    ood_c = np.zeros(len(ood_parts[0]))
+    for f in (0, 1):
+        ref = fold != f
+        for a, o in zip(id_parts, ood_parts):
+            id_c[fold == f] = np.maximum(id_c[fold == f], ecdf(a[ref], a[fold == f]))
+            ood_c[ood_fold == f] = np.maximum(ood_c[ood_fold == f], ecdf(a[ref], o[ood_fold == f]))
+    return id_c, ood_c
+
+
 def auroc(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:
     """P(score(ood) > score(id)) + 0.5 P(equal): the area under the ROC curve of flagging by score."""
     a = np.concatenate([id_scores, ood_scores])
