@@ -531,8 +531,13 @@ fn tls_listener(
         move |ok| counted.metrics.reloaded("tls", ok),
     );
     let acceptor = tokio_rustls::TlsAcceptor::from(server_config);
-    let metrics = counts;
-    Ok((Tls { acceptor, metrics }, task))
+    Ok((
+        Tls {
+            acceptor,
+            metrics: counts,
+        },
+        task,
+    ))
 }
 
 /// Records when `pair`'s certificate expires in `metrics` and warns when that is soon or past; says

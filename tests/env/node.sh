@@ -177,7 +177,7 @@ node_schedulable() { # the node is Ready and has no taint but its own: the node 
     [ "$("${k[@]}" get node "$NODE_NAME" -o 'jsonpath={.spec.taints[*].key}')" = "$NODE_LABEL" ]
 }
 
-node_state() { # why the node may not be schedulable: its taints and the conditions that are not fine
+node_state() { # why the node may not be schedulable: its taints and its conditions
   "$BIN/kubectl" --kubeconfig="$STATE/kubeconfig" get node "$NODE_NAME" -o \
     'jsonpath=taints: {range .spec.taints[*]}{.key}={.value}:{.effect} {end}; conditions: {range .status.conditions[*]}{.type}={.status} ({.reason}) {end}' 2>&1
 }
