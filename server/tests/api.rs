@@ -310,14 +310,7 @@ async fn every_client_error_status() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let m = c
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = common::get_text(&c, &s, "/metrics").await;
     assert!(
         m.contains("celestial_rejections_total{reason=\"truncated_image\"} 1"),
         "{m}"

@@ -97,22 +97,12 @@ async fn read_answer(c: &mut (impl AsyncRead + Unpin), limit: Duration) -> Answe
 }
 
 async fn metrics(s: &TestServer) -> String {
-    client()
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    common::get_text(&client(), s, "/metrics").await
 }
 
-/// The value of the metric line that starts with `series` (0 when absent).
+/// The value of the metric line `series` (0 when absent).
 fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series))
-        .and_then(|rest| rest.trim().parse().ok())
-        .unwrap_or(0.0)
+    common::metric(text, series).unwrap_or(0.0)
 }
 
 /// Poll `/metrics` until `series` has `value` (within 3 s); the last scrape.

@@ -428,15 +428,7 @@ async fn validation_accuracy_over_http() {
             flagged += 1;
         }
     }
-    let accuracy = correct as f64 / paths.len() as f64;
-    eprintln!(
-        "validation accuracy over HTTP: {correct}/{} = {accuracy:.4} (model card {card:.4})",
-        paths.len()
-    );
-    assert!(
-        (accuracy - card).abs() <= 1.0 / paths.len() as f64 + 1e-9,
-        "accuracy {accuracy} vs model card {card}"
-    );
+    within_one_image("validation accuracy", correct, paths.len(), card);
     // `known: false` on clean validation images as often as the training run measured
     // (model/metrics.json), within one image.
     if model["output"].get("known").is_some() {
@@ -444,17 +436,19 @@ async fn validation_accuracy_over_http() {
         let card = metrics["model"]["ood"]["false_flags"]["clean_validation"]
             .as_f64()
             .expect("the card's clean-validation flag rate");
-        let rate = flagged as f64 / paths.len() as f64;
-        eprintln!(
-            "known=false over HTTP: {flagged}/{} = {rate:.4} (model card {card:.4})",
-            paths.len()
-        );
-        assert!(
-            (rate - card).abs() <= 1.0 / paths.len() as f64 + 1e-9,
-            "flag rate {rate} vs model card {card}"
-        );
+        within_one_image("known=false", flagged, paths.len(), card);
     }
     s.stop().await.unwrap();
+}
+
+/// `count` of `n` images over HTTP is the model card's rate `card`, within one image.
+fn within_one_image(what: &str, count: usize, n: usize, card: f64) {
+    let rate = count as f64 / n as f64;
+    eprintln!("{what} over HTTP: {count}/{n} = {rate:.4} (model card {card:.4})");
+    assert!(
+        (rate - card).abs() <= 1.0 / n as f64 + 1e-9,
+        "{what} {rate} vs model card {card}"
+    );
 }
 
 /// Seeded pictures that are none of the ten bodies: uniform noise, flat colours, gradients,
@@ -681,14 +675,7 @@ async fn confidence_and_known_over_http() {
     assert!(!check_calibrated("batch noise", &results[1], &model));
     unknown += 1;
 
-    let m = c
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = common::get_text(&c, &s, "/metrics").await;
     assert_eq!(
         metric_sum(&m, "celestial_unknown_predictions_total"),
         f64::from(unknown),
@@ -748,14 +735,7 @@ async fn the_v1_model_is_served_as_before() {
         schema["required"],
         serde_json::json!(["prediction", "probabilities"])
     );
-    let m = c
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = common::get_text(&c, &s, "/metrics").await;
     assert!(!m.contains("celestial_unknown_predictions_total"), "{m}");
     s.stop().await.unwrap();
 }
@@ -778,16 +758,9 @@ async fn predict_all(
 
 /// `celestial_inference_batch_images` from `/metrics`: (sum, count).
 async fn batch_metrics(s: &celestial_server::testing::TestServer) -> (f64, f64) {
-    let text = reqwest::get(s.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = common::get_text(&reqwest::Client::new(), s, "/metrics").await;
     let value = |name: &str| -> f64 {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{name} not in /metrics"))
+        common::metric(&text, name).unwrap_or_else(|| panic!("{name} not in /metrics"))
     };
     (
         value("celestial_inference_batch_images_sum "),

@@ -65,9 +65,7 @@ async fn metrics(s: &TestServer, headers: &[(&str, &str)]) -> String {
 
 /// The value of the series `name` (with its labels) in a metrics text; 0 when absent.
 fn series(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
+    common::metric(text, name).unwrap_or(0.0)
 }
 
 /// A directory laid out like a Kubernetes Secret volume: `<name>` -> `..data/<name>`, `..data`

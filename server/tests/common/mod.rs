@@ -95,6 +95,30 @@ pub fn synthetic_sized(w: u32, h: u32, format: image::ImageFormat) -> Vec<u8> {
     out.into_inner()
 }
 
+/// `GET path` on `s` with the client `c`, as text.
+pub async fn get_text(c: &reqwest::Client, s: &TestServer, path: &str) -> String {
+    c.get(s.url(path))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of `series` (a metric's name with its labels, as `/metrics` renders them; trailing
+/// spaces ignored) in a metrics text; `None` when absent.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    let series = series.trim_end();
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 /// `GET path` on `s` with the client `c`, as JSON.
 pub async fn get_json(c: &reqwest::Client, s: &TestServer, path: &str) -> serde_json::Value {
     c.get(s.url(path))
