@@ -685,6 +685,53 @@ async fn https_with_the_generated_ca_alpn_and_probes_on_the_plain_port() {
     s.stop().await.unwrap();
 }
 
+/// curl over HTTPS (HTTP/2 by ALPN, as a shell or a CI job sends it) reads the 401 of a refused
+/// upload: the body it is still sending is read away after the answer. Dropped unread, the body
+/// would reset the stream, and curl 7.88 then reports "Stream error in the HTTP/2 framing layer"
+/// instead of the answer (measured before the fix: 17 % of 7 KB uploads, all of 0.9 MB ones).
+#[tokio::test]
+async fn curl_reads_the_401_of_a_refused_upload_over_http2() {
+    let ca = Ca::new();
+    let (cert, key, _) = ca.leaf(1);
+    let volume = SecretVolume::new(&[("tls.crt", cert.as_bytes()), ("tls.key", key.as_bytes())]);
+    let s = start_tls(&volume, &["--api-keys", KEY]).await;
+    let port = s.tls_addr.unwrap().port();
+    let ca_file = volume.path("ca.crt");
+    std::fs::write(&ca_file, ca.issuer.pem()).unwrap();
+    let small = volume.path("small.png");
+    std::fs::write(&small, png()).unwrap();
+    let large = volume.path("large.bin");
+    std::fs::write(&large, vec![0x5a_u8; 900 * 1024]).unwrap();
+    for file in [small, large] {
+        let form = format!("image=@{}", file.display());
+        let (ca_file, form_arg) = (ca_file.clone(), form.clone());
+        let out = tokio::task::spawn_blocking(move || {
+            let url = format!("https://localhost:{port}{}", routes::PREDICT);
+            let resolve = format!("localhost:{port}:127.0.0.1");
+            let mut statuses = Vec::new();
+            for _ in 0..20 {
+                let out = std::process::Command::new("curl")
+                    .args(["-sS", "--http2", "--max-time", "10", "-o", "/dev/null"])
+                    .args(["-w", "%{http_version} %{http_code}", "--resolve", &resolve])
+                    .arg("--cacert")
+                    .arg(&ca_file)
+                    .args(["-F", &form_arg, &url])
+                    .output()
+                    .expect("curl runs (scripts/setup installs it)");
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                statuses.push(format!("{stdout} {}", stderr.trim()));
+            }
+            statuses
+        })
+        .await
+        .unwrap();
+        let refused = out.iter().filter(|s| s.as_str() == "2 401 ").count();
+        assert_eq!(refused, out.len(), "{form}: {out:?}");
+    }
+    s.stop().await.unwrap();
+}
+
 /// `/metrics` over a new TLS connection.
 async fn tls_metrics(ca: &Ca, addr: std::net::SocketAddr) -> String {
     let (mut c, _) = tls_connect(&ca.connector(), addr).await.unwrap();

@@ -49,7 +49,11 @@ fn curl(url: &str, ca: &std::path::Path, extra: &[&str]) -> (u16, String) {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
+    match code.trim().parse() {
+        Ok(code) if code != 0 => (code, body.to_string()),
+        // curl's own error (no answer), in the failure message
+        _ => (0, String::from_utf8_lossy(&out.stderr).to_string()),
+    }
 }
 
 #[tokio::test]

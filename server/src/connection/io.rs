@@ -16,10 +16,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use super::progress::Progress;
 use crate::errors::{ApiError, ErrorBody};
 
-/// How long a lingering close reads what the client still sends.
-const LINGER_TIME: Duration = Duration::from_secs(1);
-/// How much a lingering close reads at most.
-const LINGER_BYTES: usize = 1 << 20;
+/// How long the server reads (and drops) what a client still sends after an answer that did not
+/// need it: a lingering close, or the body of a request refused before its handler ran.
+pub const DISCARD_TIME: Duration = Duration::from_secs(1);
+/// How much of it the server reads at most.
+pub const DISCARD_BYTES: usize = 1 << 20;
 
 /// The JSON answers for the requests hyper's HTTP/1 parser refuses, rendered once.
 #[derive(Debug)]
@@ -223,16 +224,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Drop for Watched<S> {
 }
 
 /// Finish writing `pending`, send FIN, then read (and drop) what the client still sends until it
-/// closes, for at most [`LINGER_TIME`] and [`LINGER_BYTES`].
+/// closes, for at most [`DISCARD_TIME`] and [`DISCARD_BYTES`].
 async fn linger<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, pending: Option<(Bytes, usize)>) {
-    let _ = tokio::time::timeout(LINGER_TIME, async {
+    let _ = tokio::time::timeout(DISCARD_TIME, async {
         if let Some((bytes, done)) = pending {
             stream.write_all(&bytes[done.min(bytes.len())..]).await?;
         }
         stream.shutdown().await?;
         let mut buf = [0u8; 4096];
         let mut read = 0;
-        while read < LINGER_BYTES {
+        while read < DISCARD_BYTES {
             match stream.read(&mut buf).await? {
                 0 => break,
                 n => read += n,

@@ -49,6 +49,7 @@ use tracing::{debug, info, warn};
 use crate::errors::ApiError;
 use crate::metrics::{Handshake, TlsMetrics};
 use crate::routes;
+pub use io::{DISCARD_BYTES, DISCARD_TIME};
 use io::{ProtocolErrors, Watched};
 use progress::Progress;
 pub use progress::Timeouts;
