@@ -3,7 +3,7 @@
 `model/loco.sh` (python -m celestial.loco) trains the served model's recipe ten times, each time on nine
 of the ten classes (training split only, with that run's synthetic outliers built from those nine
 classes), and measures how well every OOD score (the network's, the colour distances of robust.ColourKnn fitted on
-the nine classes' clean training pictures, and their combinations with the maximum softmax probability) flags the
+the nine classes' clean training pictures and of robust.ClassColourKnn fitted on their augmented pool, and their combinations with the maximum softmax probability) flags the
 tenth class (all its 150 images, none seen in
 training) against the nine classes' clean validation images: AUROC, and the share of the tenth class
 flagged at the threshold that flags 1 % of the in-distribution validation images. Results go to
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import robust
+from . import augment, robust
 from .preprocess import Preprocessing
 
 FALSE_FLAGS = 0.01
@@ -32,6 +32,11 @@ def log(msg: str) -> None:
     print(f"[loco {dt.datetime.now(dt.timezone.utc):%H:%M:%S}] {msg}", flush=True)
 
 
+def colour_score(c, px: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    """A colour distance: to every known picture (ColourKnn), or to those of the predicted class (ClassColourKnn)."""
+    return c.score(px, logits.argmax(1)) if isinstance(c, robust.ClassColourKnn) else c.score(px)
+
+
 def evaluate_scores(stats: robust.FeatureStats, id_fl, ood_sets: dict, colour: dict | None = None,
                     id_px=None, ood_px: dict | None = None) -> dict:
     """AUROC and flag rate at 1 % false flags for every score, per OOD set. With `colour` ({name:
@@ -39,13 +44,13 @@ def evaluate_scores(stats: robust.FeatureStats, id_fl, ood_sets: dict, colour: d
     combination with the maximum softmax probability (`msp_<name>`)."""
     id_s = stats.scores(*id_fl)
     for k, c in (colour or {}).items():
-        id_s[k] = c.score(id_px)
+        id_s[k] = colour_score(c, id_px, id_fl[1])
     out = {}
     for name, fl in ood_sets.items():
         o_s = stats.scores(*fl)
         ids = dict(id_s)
         for k, c in (colour or {}).items():
-            o_s[k] = c.score(ood_px[name])
+            o_s[k] = colour_score(c, ood_px[name], fl[1])
             ids[f"msp_{k}"], o_s[f"msp_{k}"] = robust.combined_max([id_s["msp"], id_s[k]], [o_s["msp"], o_s[k]])
         out[name] = {k: {"auroc": round(robust.auroc(ids[k], o_s[k]), 5),
                          "flag_rate_at_1pct": round(robust.flag_rate(o_s[k], robust.threshold_at(ids[k], FALSE_FLAGS)), 4)}
@@ -63,12 +68,13 @@ def summarise(results: dict) -> dict:
 
 
 def run_loco(raw: Path, classes, train_items, val_items, pre: Preprocessing, cache: Path, hp: dict,
-             only: list[str] | None = None, partial: Path | None = None) -> dict:
+             only: list[str] | None = None, partial: Path | None = None, dump: Path | None = None) -> dict:
     from . import train as T
     h, w = pre.height, pre.width
     pool = robust.training_pool(raw, train_items, hp["variants"], h, w, cache)
     val_px = robust.clean_pixels(raw, val_items, h, w)
     y_val = np.array([y for _, y in val_items])
+    suite = robust.suite_pixels(raw, val_items, h, w, cache) if dump is not None else None
     results = {}
     for c, cname in enumerate(classes):
         if only and cname not in only:
@@ -90,10 +96,21 @@ def run_loco(raw: Path, classes, train_items, val_items, pre: Preprocessing, cac
         held_px = robust.clean_pixels(raw, held, h, w)
         acc9 = float((id_fl[1].argmax(1) == np.array([remap[v] for v in y_val[vm]])).mean())
         tr9_px = robust.clean_pixels(raw, tr9, h, w)
+        st = robust.CLASS_COLOUR_STRIDE
         colour = {"colour_knn": robust.ColourKnn(tr9_px),
-                  "chroma_knn": robust.ColourKnn(tr9_px, features=robust.CHROMATICITY)}
-        res = evaluate_scores(stats, id_fl, {"held_out": T.features_logits(model, held_px, pre)}, colour,
-                              val_px[vm], {"held_out": held_px})["held_out"]
+                  "chroma_knn": robust.ColourKnn(tr9_px, features=robust.CHROMATICITY),
+                  "class_colour_pool": robust.ClassColourKnn(px_in[::st], y_in[::st], k=robust.CLASS_COLOUR_K)}
+        held_fl = T.features_logits(model, held_px, pre)
+        res = evaluate_scores(stats, id_fl, {"held_out": held_fl}, colour, val_px[vm], {"held_out": held_px})["held_out"]
+        if dump is not None:  # the raw logits, for scores studied after the run (no retraining)
+            arrays = {"val_logits": id_fl[1], "held_logits": held_fl[1], "val_features": id_fl[0],
+                      "held_features": held_fl[0], "val_mask": vm,
+                      "held_index": np.array([i for i, it in enumerate(train_items + val_items) if it[1] == c])}
+            for k in augment.SUITE:
+                sf, sl = T.features_logits(model, suite[f"{k}/{augment.middle(k)}"][vm], pre)
+                arrays[f"suite_logits/{k}"], arrays[f"suite_features/{k}"] = sl, sf
+            dump.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(dump / f"{cname}.npz", **arrays)
         results[cname] = {"accuracy_9": round(acc9, 4), "held_out_images": len(held), "scores": res,
                           "seconds": round(time.time() - t0, 1)}
         log(f"left out {cname}: 9-class val top-1 {acc9:.4f}; " +
@@ -112,6 +129,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=repo / "model" / "loco.json")
     ap.add_argument("--only", nargs="*", help="left-out classes to run (default all ten)")
     ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--dump", type=Path, default=None,
+                    help="also save each run's logits and pooled features (validation, left-out class, the corruption suite at its "
+                         "middle severity) to DIR/<class>.npz")
     args = ap.parse_args(argv)
     raw = args.dataset / "raw" if (args.dataset / "raw").is_dir() else args.dataset
     import tensorflow as tf
@@ -126,7 +146,7 @@ def main(argv=None) -> int:
     pre = T.served_preprocessing(raw, train_items)
     t0 = time.time()
     res = run_loco(raw, classes, train_items, val_items, pre, repo / "model" / ".cache", T.IMPROVED, args.only,
-                   partial=args.out.with_suffix(".partial.json"))
+                   partial=args.out.with_suffix(".partial.json"), dump=args.dump)
     res.update({"hyper_parameters": T.IMPROVED, "false_flags": FALSE_FLAGS, "seconds": round(time.time() - t0, 1),
                 "measured_at": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "protocol": "train on the 9 other classes' training split (+ synthetic outliers from them); "

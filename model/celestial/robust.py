@@ -169,6 +169,9 @@ def colour_features(px: np.ndarray) -> np.ndarray:
 
 
 CHROMATICITY = slice(6, 10)
+# ClassColourKnn's bank: every CLASS_COLOUR_STRIDE-th picture of the training pool (2 of the 12 variants of each
+# training image), its k (chosen in model/loco.json's study of strides 3-12 and k 3-5).
+CLASS_COLOUR_STRIDE, CLASS_COLOUR_K = 6, 3
 
 
 class ColourKnn:
@@ -187,6 +190,30 @@ class ColourKnn:
         z = (colour_features(px)[:, self.features] - self.mu) / self.sd
         d = np.sqrt(((z[:, None, :] - self.bank[None]) ** 2).sum(-1))
         return np.sort(d, 1)[:, self.k - 1]
+
+
+class ClassColourKnn:
+    """Distance to the k-th nearest picture *of the predicted class* in standardised colour-feature space,
+    the bank being augmented training pictures (the training pool: recoloured, darker, greyer, noisier
+    variants of each known body). A known body photographed with other colours stays near its own class's
+    variants; a body the model does not know, taken for a known one, has colours unlike every variant of
+    that class."""
+
+    def __init__(self, bank_px: np.ndarray, bank_y: np.ndarray, k: int = 3, features=slice(None)):
+        self.features, self.k = features, k
+        f = colour_features(bank_px)[:, features]
+        self.mu, self.sd = f.mean(0), f.std(0) + 1e-6
+        z = (f - self.mu) / self.sd
+        self.bank = {int(c): z[bank_y == c] for c in np.unique(bank_y)}
+
+    def score(self, px: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+        z = (colour_features(px)[:, self.features] - self.mu) / self.sd
+        out = np.empty(len(px))
+        for c in np.unique(predicted):
+            m = predicted == c
+            d = np.sqrt(((z[m][:, None, :] - self.bank[int(c)][None]) ** 2).sum(-1))
+            out[m] = np.sort(d, 1)[:, self.k - 1]
+        return out
 
 
 def ecdf(reference: np.ndarray, x: np.ndarray) -> np.ndarray:
