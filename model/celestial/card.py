@@ -78,15 +78,24 @@ def ood_lines(mm: dict, loco: dict | None) -> list[str]:
     lines = [
         "### Confidence and out-of-distribution signal",
         "",
-        f"Score `{ood['score']}`: `{meta['celestial.ood_score_formula']}`; threshold "
-        f"`{ood['threshold']}` ({ood['threshold_rule']}); `known = s <= threshold`. Temperature "
+        f"Score `{ood['score']}`: `{meta['celestial.ood_score_formula']}`; threshold `{ood['threshold']}`"
+        + (f"; and the colour check `celestial.colour_ood` (`robust.ClassColourKnn`: distance `d` of the picture's "
+           f"{ood['colour']['statistics']} standardised colour statistics to the {ood['colour']['k']}rd nearest of "
+           f"the {ood['colour']['bank_size']:,} bank pictures (every {ood['colour']['bank_pool_stride']}th of the "
+           f"augmented training pool) of the predicted class), threshold `{ood['colour']['threshold']}`; "
+           "`known = s <= threshold and d <= colour threshold`" if "colour" in ood else
+           "; `known = s <= threshold`")
+        + f" ({ood['threshold_rule']}). Temperature "
         f"`{ood['temperature']}` (fitted by negative log-likelihood on the validation split, clean and all "
         f"corruptions): NLL {ood['calibration']['nll_t1']} -> {ood['calibration']['nll']}, expected calibration "
         f"error {ood['calibration']['ece_t1']} -> {ood['calibration']['ece']}.",
         "",
         f"Synthetic outliers ({syn['images']} pictures generated in code with a seed not used in training, "
         f"jigsaw/blend built from validation images, half of them also photometrically changed, sent as JPEG): "
-        f"AUROC against the clean validation images **{syn['auroc_vs_clean_val']:.4f}**, flagged "
+        f"AUROC against the clean validation images **{syn['auroc_vs_clean_val']:.4f}**"
+        + (f" (the two checks as one score, each calibrated on the clean validation images, the larger; "
+           f"`{ood['score']}` alone {syn['auroc_vs_clean_val_score_alone']:.4f})"
+           if "auroc_vs_clean_val_score_alone" in syn else "") + ", flagged "
         f"**{pct(syn['flag_rate'])}** at the served threshold "
         f"(v1's max-softmax AUROC on the same pictures: {ood.get('v1_msp_auroc', '-')}, guide recipe's: "
         f"{ood.get('guide_msp_auroc', '-')}).",
@@ -113,7 +122,7 @@ def ood_lines(mm: dict, loco: dict | None) -> list[str]:
         lines += [
             "### Leave-one-class-out (LOCO)",
             "",
-            f"`model/loco.sh` ({loco['measured_at']}, {loco['seconds']:.0f} s): {loco['protocol']}. Served score "
+            f"`model/loco.sh` ({loco['measured_at']}, {loco['seconds']:.0f} s): {loco['protocol']}. Served checks "
             f"`{k}`:",
             "",
             "| left out | " + " | ".join(per) + " | **mean** | min |",

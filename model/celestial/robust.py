@@ -192,19 +192,38 @@ class ColourKnn:
         return np.sort(d, 1)[:, self.k - 1]
 
 
+COLOUR_STATISTICS = ("mean_r", "mean_g", "mean_b", "std_r", "std_g", "std_b", "chroma_r", "chroma_g",
+                     "chroma_spread_r", "chroma_spread_g")
+
+
+def sig6(a) -> np.ndarray:
+    """Numbers rounded to 6 significant digits (what the metadata stores, so every reader gets the same floats)."""
+    return np.vectorize(lambda v: float(f"{v:.6g}"), otypes=[np.float64])(np.asarray(a, np.float64))
+
+
 class ClassColourKnn:
     """Distance to the k-th nearest picture *of the predicted class* in standardised colour-feature space,
     the bank being augmented training pictures (the training pool: recoloured, darker, greyer, noisier
     variants of each known body). A known body photographed with other colours stays near its own class's
     variants; a body the model does not know, taken for a known one, has colours unlike every variant of
-    that class."""
+    that class. The served form (`celestial.colour_ood`, `metadata`) stores the bank's raw statistics, their
+    mean and spread, k and the threshold, rounded to 6 significant digits (`rounded`)."""
 
-    def __init__(self, bank_px: np.ndarray, bank_y: np.ndarray, k: int = 3, features=slice(None)):
+    def __init__(self, bank_px: np.ndarray | None, bank_y: np.ndarray | None, k: int = 3, features=slice(None),
+                 parts: tuple | None = None):
+        """From bank pictures and their labels, or from `parts` = (raw bank statistics [M, F], labels [M],
+        mean [F], spread [F])."""
         self.features, self.k = features, k
-        f = colour_features(bank_px)[:, features]
-        self.mu, self.sd = f.mean(0), f.std(0) + 1e-6
-        z = (f - self.mu) / self.sd
-        self.bank = {int(c): z[bank_y == c] for c in np.unique(bank_y)}
+        if parts is None:
+            f = colour_features(bank_px)[:, features]
+            parts = (f, np.asarray(bank_y), f.mean(0), f.std(0) + 1e-6)
+        self.raw, self.y, self.mu, self.sd = parts
+        z = (self.raw - self.mu) / self.sd
+        self.bank = {int(c): z[self.y == c] for c in np.unique(self.y)}
+
+    def rounded(self) -> "ClassColourKnn":
+        return ClassColourKnn(None, None, self.k, self.features,
+                              (sig6(self.raw), self.y, sig6(self.mu), sig6(self.sd)))
 
     def score(self, px: np.ndarray, predicted: np.ndarray) -> np.ndarray:
         z = (colour_features(px)[:, self.features] - self.mu) / self.sd
@@ -214,6 +233,24 @@ class ClassColourKnn:
             d = np.sqrt(((z[m][:, None, :] - self.bank[int(c)][None]) ** 2).sum(-1))
             out[m] = np.sort(d, 1)[:, self.k - 1]
         return out
+
+    def metadata(self, threshold: float, classes: int) -> str:
+        """`celestial.colour_ood` (JSON): the rule, k, threshold, mean, spread and the bank per class."""
+        if self.features != slice(None):
+            raise ValueError("the served colour check uses all ten statistics")
+        return json.dumps({
+            "formula": ("d = the distance from the picture's standardised colour statistics z = (f - mean) / std "
+                        "to the k-th nearest of the bank pictures of the predicted class (argmax of the logits), "
+                        "each standardised the same way; f = the ten statistics of the model-input picture p "
+                        "(values p / 255 in 0..1, channels R, G, B): per channel the mean and the standard "
+                        "deviation over all pixels; with s = R + G + B + 0.001, w = (R + G + B) / 3 and "
+                        "W = sum(w) + 1e-6, the chromaticities r = R / s, g = G / s, their weighted means "
+                        "sum(r w) / W, sum(g w) / W and weighted spreads sqrt(sum((r - mean_r)^2 w) / W), "
+                        "sqrt(sum((g - mean_g)^2 w) / W); the colours pass when d <= threshold"),
+            "statistics": list(COLOUR_STATISTICS), "k": self.k, "threshold": threshold,
+            "mean": self.mu.tolist(), "std": self.sd.tolist(),
+            "bank": [self.raw[self.y == c].tolist() for c in range(classes)],
+        }, separators=(",", ":"))
 
 
 def ecdf(reference: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -242,6 +279,15 @@ def combined_max(id_parts: list, ood_parts: list) -> tuple[np.ndarray, np.ndarra
             id_c[fold == f] = np.maximum(id_c[fold == f], ecdf(a[ref], a[fold == f]))
             ood_c[ood_fold == f] = np.maximum(ood_c[ood_fold == f], ecdf(a[ref], o[ood_fold == f]))
     return id_c, ood_c
+
+
+def joint_thresholds(a: np.ndarray, b: np.ndarray, rate: float) -> tuple[float, float]:
+    """Thresholds (ta, tb) such that flagging `a > ta or b > tb` flags `rate` of the reference pairs (a[i], b[i]),
+    both at the same rank: the flag rule of the larger of the two scores calibrated to their empirical CDFs
+    (combined_max's combination, on the reference itself)."""
+    ca, cb = ecdf(a, a), ecdf(b, b)
+    tau = threshold_at(np.maximum(ca, cb), rate)
+    return float(a[ca <= tau].max()), float(b[cb <= tau].max())
 
 
 def auroc(id_scores: np.ndarray, ood_scores: np.ndarray) -> float:

@@ -112,7 +112,8 @@ OOD_EVAL_OUTLIERS = 900
 CONFIDENCE_RULE = "confidence = max_k softmax(logits / temperature)[k], temperature = celestial.temperature"
 KNOWN_RULE = ("known = (s <= celestial.ood_threshold) with s the score celestial.ood_score as "
               "celestial.ood_score_formula says (the output celestial.ood_score_output when present, else computed "
-              "from the raw logits); known = false when s > threshold")
+              "from the raw logits), and, when celestial.colour_ood is present, its colour check passes "
+              "(d <= its threshold, d as its formula says); known = false otherwise")
 
 
 def ood_score(logits: np.ndarray, ood: np.ndarray | None = None) -> np.ndarray:
@@ -130,13 +131,17 @@ def ood_score(logits: np.ndarray, ood: np.ndarray | None = None) -> np.ndarray:
     raise ValueError(OOD_SCORE)
 
 
-def confidence_known(logits: np.ndarray, temperature: float, threshold: float,
-                     ood: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def confidence_known(logits: np.ndarray, temperature: float, threshold: float, ood: np.ndarray | None = None,
+                     px: np.ndarray | None = None, colour: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The served confidence and known; `colour` = (robust.ClassColourKnn, its threshold) with the pictures `px`."""
     z = logits.astype(np.float64)
-    return robust.softmax(z / temperature).max(1), ood_score(z, ood) <= threshold
+    known = ood_score(z, ood) <= threshold
+    if colour is not None:
+        known &= colour[0].score(px, z.argmax(1)) <= colour[1]
+    return robust.softmax(z / temperature).max(1), known
 
 
-def ood_metadata(temperature: float, threshold: float) -> dict[str, str]:
+def ood_metadata(temperature: float, threshold: float, colour: tuple | None = None, classes: int = 0) -> dict[str, str]:
     return {
         "celestial.jpeg_dct_scaling": JPEG_DCT_SCALING,
         "celestial.temperature": f"{temperature}",
@@ -147,6 +152,7 @@ def ood_metadata(temperature: float, threshold: float) -> dict[str, str]:
         "celestial.ood_threshold": f"{threshold}",
         "celestial.known": KNOWN_RULE,
         "celestial.ood_false_flag_rate": f"{OOD_FALSE_FLAGS}",
+        **({"celestial.colour_ood": colour[0].metadata(colour[1], classes)} if colour is not None else {}),
     }
 
 
@@ -159,7 +165,8 @@ def v1_preprocessing(path: Path) -> Preprocessing:
                          tuple(meta["celestial.std"].split(",")))
 
 
-def decode_cases(mpath: Path, pre: Preprocessing, temperature: float, threshold: float) -> list[dict]:
+def decode_cases(mpath: Path, pre: Preprocessing, temperature: float, threshold: float,
+                 colour: tuple | None = None) -> list[dict]:
     """Synthetic files that exercise the decode rule: JPEGs of several sizes (DCT factors 8, 4, 2, 1, a
     size that is no multiple of the factor, a grayscale JPEG, one with EXIF orientation) and a PNG
     (decoded at full size). Each: the file (base64), the DCT-scaled decoded size and the resized pixels."""
@@ -197,7 +204,7 @@ def decode_cases(mpath: Path, pre: Preprocessing, temperature: float, threshold:
         outs = sess.run(None, {"input": x})
         logits = outs[0]
         ood = outs[1] if len(outs) > 1 else None
-        conf, known = confidence_known(logits, temperature, threshold, ood)
+        conf, known = confidence_known(logits, temperature, threshold, ood, pix[None], colour)
         cases.append({
             "format": fmt, "mode": mode, "exif_orientation": orient or 1,
             "stored_width": stored[0], "stored_height": stored[1],
@@ -590,7 +597,8 @@ def softmax(z: np.ndarray) -> np.ndarray:
 
 def golden_entries(val_items, px_val, x_val, classes, logits, raw: Path | None = None,
                    pre: Preprocessing | None = None, temperature: float | None = None,
-                   threshold: float | None = None, ood: np.ndarray | None = None) -> list[dict]:
+                   threshold: float | None = None, ood: np.ndarray | None = None,
+                   colour: tuple | None = None) -> list[dict]:
     """One validation image per class: the one with the widest gap between its two highest logits
     (first by name on a tie), so that a prediction cannot flip on decoder-level pixel differences."""
     top2 = np.sort(logits, axis=1)[:, -2:]
@@ -624,7 +632,7 @@ def golden_entries(val_items, px_val, x_val, classes, logits, raw: Path | None =
             dec = jpeg_draft_size(stored[0], stored[1], pre.width, pre.height)
             decoded = np.asarray(load_rgb8(raw / rel, draft=(pre.width, pre.height)), np.uint8)
             conf, known = confidence_known(logits[idx:idx + 1], temperature, threshold,
-                                           None if ood is None else ood[idx:idx + 1])
+                                           None if ood is None else ood[idx:idx + 1], pix[None], colour)
             entries[-1].update({
                 "stored_width": stored[0], "stored_height": stored[1],
                 "dct_scale_denominator": jpeg_dct_factor(stored[0], stored[1], pre.width, pre.height),
@@ -632,6 +640,8 @@ def golden_entries(val_items, px_val, x_val, classes, logits, raw: Path | None =
                 "decoded_rgb8_base64": base64.b64encode(np.ascontiguousarray(decoded).tobytes()).decode(),
                 "confidence": float(conf[0]), "known": bool(known[0]),
                 **({"ood_score": float(ood[idx])} if ood is not None else {}),
+                **({"colour_distance": float(colour[0].score(pix[None], logits[idx:idx + 1].argmax(1))[0])}
+                   if colour is not None else {}),
             })
     return entries
 
@@ -787,8 +797,16 @@ def main(argv=None) -> int:
                                                 np.concatenate([y_va] + [y_va] * len(suite_logits)))
     score = ood_score(o_logits, o_ood)
     id_robust = np.concatenate([score] + [ood_score(*suite_out[k]) for k in middle_keys])
-    threshold = float(f"{robust.threshold_at(id_robust, OOD_FALSE_FLAGS):.6f}")
-    metadata = base_meta | ood_metadata(temperature, threshold)
+    # the colour check (robust.ClassColourKnn on the augmented pool) and the two thresholds, calibrated together
+    st = robust.CLASS_COLOUR_STRIDE
+    colour_knn = robust.ClassColourKnn(pool["px"][::st], pool["y"][::st], k=robust.CLASS_COLOUR_K).rounded()
+    ref_px = [px_va] + [suite[k] for k in middle_keys]
+    ref_logits = [o_logits] + [suite_logits[k] for k in middle_keys]
+    colour_ref = np.concatenate([colour_knn.score(p, z.argmax(1)) for p, z in zip(ref_px, ref_logits)])
+    t_score, t_colour = robust.joint_thresholds(id_robust, colour_ref, OOD_FALSE_FLAGS)
+    threshold = float(f"{t_score:.6f}")
+    colour = (colour_knn, float(robust.sig6(t_colour)))
+    metadata = base_meta | ood_metadata(temperature, threshold, colour, len(classes))
     export_onnx(model, [3, h, w], "NCHW", mpath, metadata, doc, bank)
     o_logits, o_ood = ort_outputs(mpath, x_va)
     m_parity = parity(MODEL_NAME, k_logits, o_logits)
@@ -804,7 +822,8 @@ def main(argv=None) -> int:
     if f"{m_eval['accuracy']:.4f}" != metadata["celestial.validation_accuracy"]:
         raise SystemExit("ONNX Runtime accuracy differs from the Keras one written to the metadata")
     log(f"served model: val top-1 {m_eval['accuracy']:.4f} ({m_eval['correct']}/{m_eval['total']}), "
-        f"min per class {m_eval['min_per_class']:.4f}; temperature {temperature}, {OOD_SCORE} threshold {threshold}")
+        f"min per class {m_eval['min_per_class']:.4f}; temperature {temperature}, {OOD_SCORE} threshold {threshold}, "
+        f"colour threshold {colour[1]}")
 
     # robustness table (this model, the previous model v1, the guide recipe)
     robustness = {"suite": {n: {"parameter": v[0], "values": v[1]} for n, v in augment.SUITE.items()},
@@ -828,21 +847,32 @@ def main(argv=None) -> int:
                            for n in augment.SUITE}
 
     # OOD on synthetic outliers (held-out seed, built from validation images) and flag rates
-    ev_score = ood_score(*onnx_out(ev_out["px"]))
+    ev_logits, ev_ood = onnx_out(ev_out["px"])
+    ev_score = ood_score(ev_logits, ev_ood)
     kinds = ev_out["kinds"]
+
+    def flagged(z, o, px):
+        return ~confidence_known(z, temperature, threshold, o, px, colour)[1]
+
+    ev_flag = flagged(ev_logits, ev_ood, ev_out["px"])
+    # the two checks as one score for the AUROC: each calibrated on the clean validation images, the larger
+    id_c, ev_c = robust.combined_max([score, colour_knn.score(px_va, o_logits.argmax(1))],
+                                     [ev_score, colour_knn.score(ev_out["px"], ev_logits.argmax(1))])
     ood = {"score": OOD_SCORE, "bank_size": 0 if bank is None else int(len(bank)),
-           "loco_key": ({1: "knn_cosine_per_image", 4: "knn_cosine_quarter"}[OOD_BANK_STRIDE]
-                        if OOD_SCORE == "knn_cosine" else OOD_SCORE),
+           "loco_key": f"{OOD_SCORE}_class_colour_pool",  # the served pair of checks, as loco.json names it
            "threshold": threshold, "temperature": temperature, "calibration": calib,
-           "threshold_rule": f"flags {OOD_FALSE_FLAGS:.0%} of the in-distribution validation images, clean and "
-                             "every corruption at its middle severity (3,600 images)",
-           "synthetic": {"images": int(len(kinds)), "auroc_vs_clean_val": round(robust.auroc(score, ev_score), 5),
-                         "flag_rate": round(robust.flag_rate(ev_score, threshold), 4),
-                         "per_kind": {k: {"auroc": round(robust.auroc(score, ev_score[kinds == k]), 5),
-                                          "flag_rate": round(robust.flag_rate(ev_score[kinds == k], threshold), 4)}
+           "colour": {"k": colour_knn.k, "threshold": colour[1], "bank_pool_stride": st,
+                      "bank_size": int(len(colour_knn.raw)), "statistics": len(robust.COLOUR_STATISTICS)},
+           "threshold_rule": f"the two thresholds together flag {OOD_FALSE_FLAGS:.0%} of the in-distribution "
+                             "validation images, clean and every corruption at its middle severity (3,600 images)",
+           "synthetic": {"images": int(len(kinds)), "auroc_vs_clean_val": round(robust.auroc(id_c, ev_c), 5),
+                         "auroc_vs_clean_val_score_alone": round(robust.auroc(score, ev_score), 5),
+                         "flag_rate": round(float(ev_flag.mean()), 4),
+                         "per_kind": {k: {"auroc": round(robust.auroc(id_c, ev_c[kinds == k]), 5),
+                                          "flag_rate": round(float(ev_flag[kinds == k].mean()), 4)}
                                       for k in sorted(set(kinds.tolist()))}},
-           "false_flags": {"clean_validation": round(robust.flag_rate(score, threshold), 4),
-                           **{k.split("/")[0]: round(robust.flag_rate(ood_score(*suite_out[k]), threshold), 4)
+           "false_flags": {"clean_validation": round(float(flagged(o_logits, o_ood, px_va).mean()), 4),
+                           **{k.split("/")[0]: round(float(flagged(*suite_out[k], suite[k]).mean()), 4)
                               for k in middle_keys}},
            "all_scores_synthetic_auroc": {}}
     fs = robust.FeatureStats(*features_logits(model, pool["px"][::4], pre)[:1], pool["y"][::4], len(classes))
@@ -887,11 +917,12 @@ def main(argv=None) -> int:
         "jpeg_dct_scaling": JPEG_DCT_SCALING,
         "outputs": {"confidence": CONFIDENCE_RULE, "known": KNOWN_RULE, "temperature": temperature,
                     "ood_score": OOD_SCORE, "ood_score_formula": OOD_FORMULAS[OOD_SCORE],
-                    "ood_score_output": OOD_OUTPUT if bank is not None else None, "ood_threshold": threshold},
+                    "ood_score_output": OOD_OUTPUT if bank is not None else None, "ood_threshold": threshold,
+                    "colour_ood_threshold": colour[1]},
         "tolerance": TOLERANCE | {"logit_sensitivity_to_random_pixel_noise_1": round(sens, 5)},
         "images": golden_entries(val_items, px_va, x_va, classes, o_logits, raw=raw, pre=pre,
-                                 temperature=temperature, threshold=threshold, ood=o_ood),
-        "decode_cases": decode_cases(mpath, pre, temperature, threshold),
+                                 temperature=temperature, threshold=threshold, ood=o_ood, colour=colour),
+        "decode_cases": decode_cases(mpath, pre, temperature, threshold, colour),
     }
     (out / "golden.json").write_text(json.dumps(golden, indent=1) + "\n")
     gsens = pixel_sensitivity(gpath, g_va[:100], lambda p: to_tensor(p, guide_pre))
@@ -947,7 +978,8 @@ def main(argv=None) -> int:
             "confusion_text": confusion_text(m_eval["confusion"], classes),
             "compute": onnx_macs(mpath), "ab_v1": ab, "v1_compute": onnx_macs(v1) if v1.exists() else None,
             "v1_bytes": v1.stat().st_size if v1.exists() else None,
-            "robustness": robustness, "ood": ood, "metadata_added": ood_metadata(temperature, threshold),
+            "robustness": robustness, "ood": ood, "metadata_added": {k: v for k, v in metadata.items()
+                                                                if k not in base_meta and k != "celestial.colour_ood"},
         },
         "guide_recipe": {
             "file": GUIDE_FILE, "bytes": gpath.stat().st_size, "parameters": int(gmodel.count_params()),

@@ -41,8 +41,29 @@ REQUIRED_KEYS = [
 ]
 
 
-def served_outputs(logits: np.ndarray, meta: dict, ood: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """confidence and known exactly as the metadata defines them (independent of train.py)."""
+def colour_passes(px: np.ndarray, logits: np.ndarray, rule: dict) -> np.ndarray:
+    """`celestial.colour_ood`'s check as its formula describes it (independent of robust.py): the ten
+    statistics of each picture (HWC uint8), standardised, to the k-th nearest bank picture of the argmax class."""
+    p = px.astype(np.float64).reshape(len(px), -1, 3) / 255.0
+    r, g, b = p[..., 0], p[..., 1], p[..., 2]
+    s, w = r + g + b + 0.001, (r + g + b) / 3
+    big_w = w.sum(1) + 1e-6
+    cr, cg = r / s, g / s
+    mr, mg = (cr * w).sum(1) / big_w, (cg * w).sum(1) / big_w
+    sr = np.sqrt(((cr - mr[:, None]) ** 2 * w).sum(1) / big_w)
+    sg = np.sqrt(((cg - mg[:, None]) ** 2 * w).sum(1) / big_w)
+    f = np.stack([r.mean(1), g.mean(1), b.mean(1), r.std(1), g.std(1), b.std(1), mr, mg, sr, sg], 1)
+    mu, sd = np.array(rule["mean"]), np.array(rule["std"])
+    z = (f - mu) / sd
+    d = [np.sort(np.sqrt((((np.array(rule["bank"][c]) - mu) / sd - z[i]) ** 2).sum(1)))[rule["k"] - 1]
+         for i, c in enumerate(logits.argmax(1))]
+    return np.array(d) <= rule["threshold"]
+
+
+def served_outputs(logits: np.ndarray, meta: dict, ood: np.ndarray | None = None,
+                   px: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """confidence and known exactly as the metadata defines them (independent of train.py); `px`, the
+    model-input pictures, for the colour check of `celestial.colour_ood`."""
     z = logits.astype(np.float64)
     t = float(meta["celestial.temperature"])
     zt = z / t
@@ -61,7 +82,10 @@ def served_outputs(logits: np.ndarray, meta: dict, ood: np.ndarray | None = None
         s = -(m + np.log(np.exp(z - m[:, None]).sum(1)))
     else:
         raise SystemExit(f"unknown celestial.ood_score_formula {formula!r}")
-    return conf, s <= float(meta["celestial.ood_threshold"])
+    known = s <= float(meta["celestial.ood_threshold"])
+    if "celestial.colour_ood" in meta:
+        known &= colour_passes(px, z, json.loads(meta["celestial.colour_ood"]))
+    return conf, known
 
 
 class Checks:
@@ -105,7 +129,8 @@ def check_golden(c: Checks, name: str, golden: dict, sess, raw: Path | None, pre
         labels = golden["labels"]
         c.check(f"{tag}: prediction {g['prediction']}", labels[int(logits.argmax())] == g["prediction"])
         if meta is not None:
-            conf, known = served_outputs(np.array([g["logits"]]), meta, np.array([g.get("ood_score", np.nan)]))
+            conf, known = served_outputs(np.array([g["logits"]]), meta, np.array([g.get("ood_score", np.nan)]),
+                                         pix[None])
             if "celestial.ood_score_output" in meta:
                 o = sess.run([meta["celestial.ood_score_output"]], {"input": x})[0]
                 c.check(f"{tag}: ood_score output within 1e-4", abs(float(o[0]) - g["ood_score"]) <= 1e-4)
@@ -197,7 +222,7 @@ def check_decode_cases(c: Checks, golden: dict, sess, pre: Preprocessing, meta: 
         c.check(f"{tag}: tensor sha256", tensor_sha256(x) == case["tensor_sha256"])
         outs = sess.run(None, {"input": x})
         logits, ood = outs[0], (outs[1] if len(outs) > 1 else None)
-        conf, known = served_outputs(logits, meta, ood)
+        conf, known = served_outputs(logits, meta, ood, pix[None])
         c.check(f"{tag}: logits, confidence, known", float(np.abs(logits[0] - np.array(case["logits"])).max()) <= 1e-4
                 and abs(conf[0] - case["confidence"]) < 1e-5 and bool(known[0]) == case["known"]
                 and (ood is None or abs(float(ood[0]) - case["ood_score"]) <= 1e-4))
@@ -230,9 +255,9 @@ def check_robustness(c: Checks, d: Path, raw: Path, split: list, labels: list, s
                              cache)
     clean = np.stack([load_model_pixels(raw / rel, pre.height, pre.width) for rel, _ in items])
     lc, oc = outputs_of(clean)
-    _, known_id = served_outputs(lc, meta, oc)
+    _, known_id = served_outputs(lc, meta, oc, clean)
     lo, oo = outputs_of(ev["px"])
-    _, known_out = served_outputs(lo, meta, oo)
+    _, known_out = served_outputs(lo, meta, oo, ev["px"])
     fr = round(float((~known_out).mean()), 4)
     c.check(f"synthetic outliers: flagged {fr} equals metrics.json", fr == ood["synthetic"]["flag_rate"],
             f"metrics.json says {ood['synthetic']['flag_rate']}")

@@ -16,7 +16,7 @@ use ort::value::{TensorElementType, TensorRef, ValueType};
 use tokio::sync::oneshot;
 
 use crate::classifier::{Classification, Classifier, ClassifyError, JobOutput, Prediction};
-use crate::model::{ModelError, ModelOverrides, ModelSpec, OutputKind, TensorInfo};
+use crate::model::{ColourFeatures, ModelError, ModelOverrides, ModelSpec, OutputKind, TensorInfo};
 use crate::preprocess::{self, DecodeLimits, PreprocessError};
 
 /// ONNX Runtime version this build pins (scripts/onnxruntime.sh installs it).
@@ -633,8 +633,13 @@ impl WorkerState {
                         .collect();
                 }
             };
-            for (row, &idx) in flat.chunks_exact(spec.labels.len()).zip(&ok_slots) {
-                results[idx] = Ok(to_prediction(row, &spec));
+            for (slot, (row, &idx)) in flat
+                .chunks_exact(spec.labels.len())
+                .zip(&ok_slots)
+                .enumerate()
+            {
+                let colours = spec.colours(&input[slot * len..(slot + 1) * len]);
+                results[idx] = Ok(to_prediction(row, &spec, colours.as_ref()));
             }
         }
         let done = Instant::now();
@@ -656,8 +661,13 @@ impl WorkerState {
 }
 
 /// Probabilities from one output row (softmax for logits) and the arg-max; the calibrated
-/// confidence and `known` when the model's metadata defines them.
-pub fn to_prediction(row: &[f32], spec: &ModelSpec) -> Prediction {
+/// confidence and `known` when the model's metadata defines them (`colours`: the picture's colour
+/// statistics, [`ModelSpec::colours`], for a model with a colour check).
+pub fn to_prediction(
+    row: &[f32],
+    spec: &ModelSpec,
+    colours: Option<&ColourFeatures>,
+) -> Prediction {
     let probabilities = match spec.output_kind {
         OutputKind::Probabilities => row.to_vec(),
         OutputKind::Logits => softmax(row),
@@ -673,7 +683,7 @@ pub fn to_prediction(row: &[f32], spec: &ModelSpec) -> Prediction {
         best,
         probabilities,
         confidence: spec.calibration.confidence(row),
-        known: spec.calibration.known(row),
+        known: spec.calibration.known(row, colours),
     }
 }
 
@@ -698,10 +708,10 @@ mod tests {
             labels: vec!["a".into(), "b".into(), "c".into()],
             ..crate::testing::spec()
         };
-        let pred = to_prediction(&[1.0, 3.0, 2.0], &spec(OutputKind::Logits));
+        let pred = to_prediction(&[1.0, 3.0, 2.0], &spec(OutputKind::Logits), None);
         assert_eq!((pred.best, pred.confidence, pred.known), (1, None, None));
         assert!(p[3] > 0.99 && p.iter().all(|v| v.is_finite()));
-        let pred = to_prediction(&[0.2, 0.5, 0.3], &spec(OutputKind::Probabilities));
+        let pred = to_prediction(&[0.2, 0.5, 0.3], &spec(OutputKind::Probabilities), None);
         assert_eq!((pred.best, pred.probabilities), (1, vec![0.2, 0.5, 0.3]));
     }
 

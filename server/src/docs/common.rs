@@ -43,7 +43,8 @@ pub fn example_prediction(spec: &ModelSpec) -> Value {
     if let Some(c) = spec.calibration.confidence(&logits) {
         example["confidence"] = json!((f64::from(c) * 1e6).round() / 1e6);
     }
-    if let Some(known) = spec.calibration.known(&logits) {
+    // (no picture: the example's `known` is the score's alone)
+    if let Some(known) = spec.calibration.known(&logits, None) {
         example["known"] = json!(known);
     }
     example

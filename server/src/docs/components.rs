@@ -32,7 +32,9 @@ fn prediction(spec: &ModelSpec, example: &Value) -> Schema {
         properties["confidence"] = json!({
             "type": "number", "minimum": 0, "maximum": 1,
             "description": format!(
-                "The calibrated probability of `prediction`: the top probability of softmax(logits / {t})                  (temperature fitted on validation images, so that it matches how often such answers are right).                  `probabilities` stay uncalibrated (temperature 1)."
+                "The calibrated probability of `prediction`: the top probability of softmax(logits / {t}) \
+                 (temperature fitted on validation images, so that it matches how often such answers are right). \
+                 `probabilities` stay uncalibrated (temperature 1)."
             )
         });
     }
@@ -41,12 +43,21 @@ fn prediction(spec: &ModelSpec, example: &Value) -> Schema {
         properties["known"] = json!({
             "type": "boolean",
             "description": format!(
-                "Whether the image looks like one of the labels at all: false when the out-of-distribution score `{}`                  ({}) is above {} (a threshold that flags {} of validation images). `prediction` is still the most                  probable label either way.",
+                "Whether the image looks like one of the labels at all: false when the out-of-distribution score `{}` \
+                 ({}) is above {} (a threshold that flags {} of validation images). `prediction` is still the most \
+                 probable label either way.",
                 rule.score.name(),
                 rule.formula.as_deref().unwrap_or("see /model"),
                 rule.threshold,
                 rule.false_flag_rate.map_or("a small share".to_string(), |r| format!("{} %", r * 100.0)),
-            )
+            ) + &cal.colour.as_ref().map_or(String::new(), |c| format!(
+                " Also false when the picture's colours are unlike every training variant of the predicted \
+                 label: the distance of its {} colour statistics to the {}-th nearest of them is above {} (a \
+                 threshold set together with the score's; see /model).",
+                crate::model::COLOUR_FEATURES,
+                c.k,
+                c.threshold,
+            ))
         });
     }
     schema(json!({
@@ -96,7 +107,7 @@ fn model_info() -> Schema {
             "name": {"type": "string"}, "version": {"type": "string"},
             "labels": {"type": "array", "items": {"type": "string"}},
             "input": {"type": "object", "description": "Tensor name, layout, size, colour mode and preprocessing."},
-            "output": {"type": "object", "description": "Tensor name and kind; `confidence` (rule, temperature) and `known` (rule, score, score_formula, threshold, false_flag_rate) when the model defines them."},
+            "output": {"type": "object", "description": "Tensor name and kind; `confidence` (rule, temperature) and `known` (rule, score, score_formula, threshold, false_flag_rate, and with a colour check `colour`: formula, k, threshold, bank_sizes per label) when the model defines them."},
             "trained_at": {"type": ["string", "null"]},
             "validation_accuracy": {"type": ["number", "null"]},
             "onnxruntime_version": {"type": "string"},

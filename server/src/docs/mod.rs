@@ -99,6 +99,16 @@ fn output_document(s: &ModelSpec) -> Value {
             "threshold": rule.threshold,
             "false_flag_rate": rule.false_flag_rate,
         });
+        if let Some(c) = &s.calibration.colour {
+            out["known"]["rule"] =
+                json!("score <= threshold and colour.distance <= colour.threshold");
+            out["known"]["colour"] = json!({
+                "formula": c.formula,
+                "k": c.k,
+                "threshold": c.threshold,
+                "bank_sizes": c.bank_sizes,
+            });
+        }
     }
     out
 }

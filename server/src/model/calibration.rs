@@ -1,10 +1,12 @@
 //! What an answer says beyond `prediction` and `probabilities`, from the model's metadata
 //! ([`Calibration`]): the calibrated `confidence` (`celestial.temperature`) and whether the image
 //! looks like one of the classes at all, `known` (`celestial.ood_score` and
-//! `celestial.ood_threshold`). A leaf module: plain arithmetic on one row of logits.
+//! `celestial.ood_threshold`, and the colour check of `celestial.colour_ood`): plain arithmetic on
+//! one row of logits and the picture's colour statistics.
 
 use serde::Serialize;
 
+use super::colour::{ColourRule, Features};
 use super::kinds::MetadataName;
 
 /// An out-of-distribution score computed from one row of raw logits (`celestial.ood_score`):
@@ -97,6 +99,8 @@ pub struct Calibration {
     /// `celestial.temperature`: `confidence = max_k softmax(logits / temperature)[k]`.
     pub temperature: Option<f64>,
     pub ood: Option<OodRule>,
+    /// `celestial.colour_ood` (only with `ood`): `known` also needs the picture's colours to pass.
+    pub colour: Option<ColourRule>,
 }
 
 impl Calibration {
@@ -105,12 +109,30 @@ impl Calibration {
         self.temperature.map(|t| top_softmax(logits, t) as f32)
     }
 
-    /// Whether one row of logits is like the classes the model knows, when it has an OOD rule.
-    pub fn known(&self, logits: &[f32]) -> Option<bool> {
-        self.ood
-            .as_ref()
-            .map(|rule| rule.score.score(logits) <= rule.threshold)
+    /// Whether a picture is like the classes the model knows, when the model has an OOD rule: its
+    /// row of logits passes the score's threshold and, with a colour rule, its colour statistics
+    /// (`colours`, [`ColourRule`]) pass for the predicted class. Without `colours` only the score
+    /// counts (the documentation's example, which has no picture).
+    pub fn known(&self, logits: &[f32], colours: Option<&Features>) -> Option<bool> {
+        let rule = self.ood.as_ref()?;
+        let score = rule.score.score(logits) <= rule.threshold;
+        let colour = match (&self.colour, colours) {
+            (Some(c), Some(f)) => c.passes(f, argmax(logits)),
+            _ => true,
+        };
+        Some(score && colour)
     }
+}
+
+/// The index of the largest logit (the first of equal ones), as the prediction takes it.
+fn argmax(logits: &[f32]) -> usize {
+    logits
+        .iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
+            if v > bv { (i, v) } else { (bi, bv) }
+        })
+        .0
 }
 
 #[cfg(test)]
@@ -134,7 +156,7 @@ mod tests {
     fn confidence_and_known_from_the_metadata() {
         let none = Calibration::default();
         assert_eq!(none.confidence(&[1.0, 0.0]), None);
-        assert_eq!(none.known(&[1.0, 0.0]), None);
+        assert_eq!(none.known(&[1.0, 0.0], None), None);
         let c = Calibration {
             temperature: Some(0.5),
             ood: Some(OodRule {
@@ -143,13 +165,32 @@ mod tests {
                 formula: None,
                 false_flag_rate: None,
             }),
+            colour: None,
         };
         // softmax([1, 0]) tops at 0.731 (known); softmax([2, 0]) at 0.881.
         let conf = c.confidence(&[1.0, 0.0]).unwrap();
         assert!((f64::from(conf) - 1.0 / (1.0 + (-2f64).exp())).abs() < 1e-6);
-        assert_eq!(c.known(&[1.0, 0.0]), Some(true));
+        assert_eq!(c.known(&[1.0, 0.0], None), Some(true));
         // softmax([0.2, 0]) tops at 0.55 < 0.6: not known.
-        assert_eq!(c.known(&[0.2, 0.0]), Some(false));
+        assert_eq!(c.known(&[0.2, 0.0], None), Some(false));
+        // With a colour rule: the picture's colours must be near the predicted class's bank.
+        let at = |x: f64| std::array::from_fn(|i| if i == 0 { x } else { 0.0 });
+        let with_colour = Calibration {
+            colour: ColourRule::new(
+                1,
+                0.5,
+                [0.0; 10],
+                [1.0; 10],
+                vec![vec![at(0.0)], vec![at(5.0)]],
+                None,
+            ),
+            ..c.clone()
+        };
+        assert_eq!(with_colour.known(&[1.0, 0.0], Some(&at(0.2))), Some(true));
+        assert_eq!(with_colour.known(&[1.0, 0.0], Some(&at(5.0))), Some(false));
+        assert_eq!(with_colour.known(&[0.0, 1.0], Some(&at(5.0))), Some(true));
+        assert_eq!(with_colour.known(&[0.2, 0.0], Some(&at(0.0))), Some(false));
+        assert_eq!(with_colour.known(&[1.0, 0.0], None), Some(true));
         assert_eq!(OodScore::from_metadata("MSP"), Some(OodScore::Msp));
         assert_eq!(OodScore::from_metadata("knn_cosine"), None);
     }

@@ -2,17 +2,21 @@
 //! (`celestial.*` keys), its input/output signature and the override flags ([`ModelOverrides`]).
 //!
 //! Inside: `kinds` (layout, colour mode, resize filter, output kind, JPEG decode rule; a leaf),
-//! `calibration` (`confidence` and `known` from the logits; imports `kinds`), `overrides` (the
+//! `colour` (the colour check of `known`: statistics of the input picture, distance to a bank; a
+//! leaf), `calibration` (`confidence` and `known` from the logits and the colour check; imports
+//! `kinds` and `colour`), `overrides` (the
 //! flags), `spec` (the resolved description and its errors), `resolve` (metadata + flags + shapes
 //! -> spec). Imports nothing else from the crate.
 
 mod calibration;
+mod colour;
 mod kinds;
 mod overrides;
 mod resolve;
 mod spec;
 
 pub use calibration::{Calibration, OodRule, OodScore};
+pub use colour::{ColourRule, FEATURES as COLOUR_FEATURES, Features as ColourFeatures};
 pub use kinds::{ColorMode, JpegDctScaling, Layout, OutputKind, ResizeFilter};
 pub use overrides::ModelOverrides;
 pub use spec::{EMBEDDED_MODEL, ModelError, ModelSpec, TensorInfo};

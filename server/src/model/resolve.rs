@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::str::FromStr;
 
 use super::calibration::{Calibration, OodRule, OodScore};
+use super::colour::{ColourRule, FEATURES, Features};
 use super::kinds::{ColorMode, JpegDctScaling, Layout, MetadataName, OutputKind, ResizeFilter};
 use super::overrides::ModelOverrides;
 use super::spec::{ModelError, ModelSpec, TensorInfo};
@@ -395,13 +396,79 @@ fn calibration(meta: &Meta<'_>, output_kind: OutputKind) -> Result<Calibration, 
             ));
         }
     };
-    let calibration = Calibration { temperature, ood };
+    let calibration = Calibration {
+        temperature,
+        ood,
+        colour: None,
+    };
     if output_kind != OutputKind::Logits && calibration != Calibration::default() {
         return Err(ModelError::Invalid(
             "celestial.temperature and celestial.ood_score need a model that outputs logits".into(),
         ));
     }
     Ok(calibration)
+}
+
+/// `celestial.colour_ood` as the training pipeline writes it (JSON).
+#[derive(serde::Deserialize)]
+struct ColourMetadata {
+    formula: Option<String>,
+    statistics: Vec<String>,
+    k: usize,
+    threshold: f64,
+    mean: Vec<f64>,
+    std: Vec<f64>,
+    bank: Vec<Vec<Vec<f64>>>,
+}
+
+/// The colour check of `known` (`celestial.colour_ood`, optional): it needs an OOD rule, an RGB
+/// model and a bank of ten statistics per picture for every label.
+fn colour(
+    meta: &Meta<'_>,
+    calibration: &Calibration,
+    labels: usize,
+    color_mode: ColorMode,
+) -> Result<Option<ColourRule>, ModelError> {
+    let Some(text) = meta.get("colour_ood") else {
+        return Ok(None);
+    };
+    let invalid = |reason: String| bad("colour_ood", "(JSON)", &reason);
+    let m: ColourMetadata =
+        serde_json::from_str(&text).map_err(|e| invalid(format!("not the expected JSON: {e}")))?;
+    if calibration.ood.is_none() || color_mode != ColorMode::Rgb {
+        return Err(invalid(
+            "the colour check needs celestial.ood_score and an RGB model".into(),
+        ));
+    }
+    let ten = |v: &[f64], what: &str| -> Result<Features, ModelError> {
+        <Features>::try_from(v)
+            .map_err(|_| invalid(format!("{what}: {} numbers, expected {FEATURES}", v.len())))
+    };
+    if m.statistics.len() != FEATURES {
+        return Err(invalid(format!(
+            "{} statistics, expected {FEATURES}",
+            m.statistics.len()
+        )));
+    }
+    if m.bank.len() != labels {
+        return Err(invalid(format!(
+            "a bank for {} classes, the model has {labels} labels",
+            m.bank.len()
+        )));
+    }
+    let bank = m
+        .bank
+        .iter()
+        .map(|class| class.iter().map(|f| ten(f, "a bank picture")).collect())
+        .collect::<Result<Vec<Vec<Features>>, _>>()?;
+    let (mean, std) = (ten(&m.mean, "mean")?, ten(&m.std, "std")?);
+    ColourRule::new(m.k, m.threshold, mean, std, bank, m.formula)
+        .map(Some)
+        .ok_or_else(|| {
+            invalid(
+                "k must be 1..=the smallest class bank, std positive, every number finite".into(),
+            )
+        })
 }
 
 impl ModelSpec {
@@ -428,7 +495,8 @@ impl ModelSpec {
         let output_kind = meta
             .ladder(over.output_kind, "output_kind", kind)?
             .unwrap_or(OutputKind::Logits);
-        let calibration = calibration(&meta, output_kind)?;
+        let mut calibration = calibration(&meta, output_kind)?;
+        calibration.colour = colour(&meta, &calibration, labels.len(), color_mode)?;
         let jpeg_dct_scaling = meta
             .ladder(over.jpeg_dct_scaling, "jpeg_dct_scaling", kind)?
             .unwrap_or(JpegDctScaling::Full);
@@ -591,6 +659,45 @@ mod tests {
             &[t("input", &[-1, 3, 64, 64])],
             &[t("logits", &[-1, 3])],
         )
+    }
+
+    #[test]
+    fn the_colour_check_from_metadata() {
+        let colour = |classes: usize, k: usize, std: f64| {
+            serde_json::json!({
+                "formula": "d <= threshold",
+                "statistics": vec!["s"; FEATURES],
+                "k": k,
+                "threshold": 1.5,
+                "mean": vec![0.0; FEATURES],
+                "std": vec![std; FEATURES],
+                "bank": vec![vec![vec![0.1; FEATURES]; 2]; classes],
+            })
+            .to_string()
+        };
+        let ood = [("ood_score", "msp"), ("ood_threshold", "-0.5")];
+        let good = colour(3, 2, 1.0);
+        let s = with(&[ood[0], ood[1], ("colour_ood", &good)]).unwrap();
+        let rule = s.calibration.colour.unwrap();
+        assert_eq!((rule.k, rule.threshold, rule.classes()), (2, 1.5, 3));
+        assert_eq!(rule.bank_sizes, [2, 2, 2]);
+        for (bad, why) in [
+            (
+                colour(2, 2, 1.0),
+                "a bank for 2 classes, the model has 3 labels",
+            ),
+            (colour(3, 3, 1.0), "k must be"),
+            (colour(3, 2, 0.0), "std positive"),
+            ("{".to_string(), "not the expected JSON"),
+        ] {
+            let e = with(&[ood[0], ood[1], ("colour_ood", &bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("celestial.colour_ood") && e.contains(why), "{e}");
+            assert!(e.len() < 400, "the bank is not repeated in the error: {e}");
+        }
+        let e = with(&[("colour_ood", &good)]).unwrap_err().to_string();
+        assert!(e.contains("needs celestial.ood_score"), "{e}");
     }
 
     #[test]

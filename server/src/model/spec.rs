@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::calibration::Calibration;
+use super::colour::{self, Features as ColourFeatures};
 use super::kinds::{ColorMode, JpegDctScaling, Layout, OutputKind, ResizeFilter};
 
 /// The model bundled into the binary (`model/celestial-bodies.onnx`).
@@ -94,6 +95,36 @@ impl ModelSpec {
     /// Number of f32 values of one image's tensor.
     pub fn tensor_len(&self) -> usize {
         self.channels() * self.height as usize * self.width as usize
+    }
+
+    /// The colour statistics of one picture from its input tensor (`tensor_len` values), for the
+    /// colour check of `known`; `None` when the model has no colour rule. The tensor holds
+    /// `(p * scale - mean[c]) / std[c]`; the statistics are of `p / 255`.
+    pub fn colours(&self, tensor: &[f32]) -> Option<ColourFeatures> {
+        self.calibration.colour.as_ref()?;
+        let hw = self.height as usize * self.width as usize;
+        let unit = 1.0 / (f64::from(self.scale) * 255.0);
+        let a: [f64; 3] = std::array::from_fn(|c| f64::from(self.std[c]) * unit);
+        let b: [f64; 3] = std::array::from_fn(|c| f64::from(self.mean[c]) * unit);
+        let v = |c: usize, t: f32| f64::from(t) * a[c] + b[c];
+        let rgb = |(r, g, bl): (f32, f32, f32)| (v(0, r), v(1, g), v(2, bl));
+        Some(match self.layout {
+            Layout::Nchw => {
+                let (r, rest) = tensor[..3 * hw].split_at(hw);
+                let (g, bl) = rest.split_at(hw);
+                colour::features(
+                    r.iter()
+                        .zip(g)
+                        .zip(bl)
+                        .map(|((r, g), bl)| rgb((*r, *g, *bl))),
+                )
+            }
+            Layout::Nhwc => colour::features(
+                tensor[..3 * hw]
+                    .chunks_exact(3)
+                    .map(|p| rgb((p[0], p[1], p[2]))),
+            ),
+        })
     }
 
     /// Input shape for a batch of `n` images.
