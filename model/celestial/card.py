@@ -80,7 +80,7 @@ def ood_lines(mm: dict, loco: dict | None) -> list[str]:
         "",
         f"Score `{ood['score']}`: `{meta['celestial.ood_score_formula']}`; threshold `{ood['threshold']}`"
         + (f"; and the colour check `celestial.colour_ood` (`robust.ClassColourKnn`: distance `d` of the picture's "
-           f"{ood['colour']['statistics']} standardised colour statistics to the {ood['colour']['k']}rd nearest of "
+           f"{ood['colour']['statistics']} standardised colour statistics to the k-th ({ood['colour']['k']}) nearest of "
            f"the {ood['colour']['bank_size']:,} bank pictures (every {ood['colour']['bank_pool_stride']}th of the "
            f"augmented training pool) of the predicted class), threshold `{ood['colour']['threshold']}`; "
            "`known = s <= threshold and d <= colour threshold`" if "colour" in ood else
