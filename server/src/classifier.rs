@@ -15,7 +15,7 @@ use crate::model::ModelSpec;
 use crate::preprocess::PreprocessError;
 
 /// One image's answer.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Prediction {
     /// Index of the most probable label.
     pub best: usize,
@@ -24,7 +24,8 @@ pub struct Prediction {
     /// The calibrated top probability (`celestial.temperature`), for a model that has one.
     pub confidence: Option<f32>,
     /// Whether the image looks like one of the labels (`celestial.ood_score` and
-    /// `celestial.ood_threshold`), for a model that has the rule.
+    /// `celestial.ood_threshold`, and the colour check of `celestial.colour_ood`), for a model that
+    /// has the rule.
     pub known: Option<bool>,
 }
 

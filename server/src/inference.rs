@@ -611,12 +611,7 @@ impl WorkerState {
             match outcome {
                 Ok(()) => {
                     ok_slots.push(results.len());
-                    results.push(Ok(Prediction {
-                        best: 0,
-                        probabilities: Vec::new(),
-                        confidence: None,
-                        known: None,
-                    }));
+                    results.push(Ok(Prediction::default())); // filled in after the run
                 }
                 Err(e) => results.push(Err(e)),
             }
