@@ -58,13 +58,35 @@ def evaluate_scores(stats: robust.FeatureStats, id_fl, ood_sets: dict, colour: d
     return out
 
 
+def served_flags(id_logits, id_px, suite_fl: dict, suite: dict, vm, held_logits, held_px, colour) -> dict:
+    """The left-out class flagged at thresholds calibrated as the served ones are (1 % false flags over the nine
+    classes' clean and middle-severity corrupted validation images together; train.py): msp alone, and msp with
+    the class-conditional colour distance (robust.joint_thresholds)."""
+    def msp(z):
+        return -robust.softmax(z.astype(np.float64)).max(1)
+
+    ref_z = [id_logits] + [sl for _, sl in suite_fl.values()]
+    ref_px = [id_px] + [suite[f"{k}/{augment.middle(k)}"][vm] for k in suite_fl]
+    ref_msp = np.concatenate([msp(z) for z in ref_z])
+    ref_col = np.concatenate([colour.score(p, z.argmax(1)) for p, z in zip(ref_px, ref_z)])
+    h_msp, h_col = msp(held_logits), colour.score(held_px, held_logits.argmax(1))
+    t = robust.threshold_at(ref_msp, FALSE_FLAGS)
+    ta, tb = robust.joint_thresholds(ref_msp, ref_col, FALSE_FLAGS)
+    return {"msp": round(float((h_msp > t).mean()), 4),
+            "msp_class_colour_pool": round(float(((h_msp > ta) | (h_col > tb)).mean()), 4)}
+
+
 def summarise(results: dict) -> dict:
     kinds = list(next(iter(results.values()))["scores"])
-    return {k: {"mean_auroc": round(float(np.mean([r["scores"][k]["auroc"] for r in results.values()])), 5),
-                "min_auroc": round(float(np.min([r["scores"][k]["auroc"] for r in results.values()])), 5),
-                "mean_flag_rate_at_1pct": round(float(np.mean([r["scores"][k]["flag_rate_at_1pct"]
-                                                               for r in results.values()])), 4)}
-            for k in kinds}
+    out = {k: {"mean_auroc": round(float(np.mean([r["scores"][k]["auroc"] for r in results.values()])), 5),
+               "min_auroc": round(float(np.min([r["scores"][k]["auroc"] for r in results.values()])), 5),
+               "mean_flag_rate_at_1pct": round(float(np.mean([r["scores"][k]["flag_rate_at_1pct"]
+                                                              for r in results.values()])), 4)}
+           for k in kinds}
+    for k in next(iter(results.values())).get("served_calibration", {}):
+        out[k]["mean_flag_rate_served_calibration"] = round(float(np.mean(
+            [r["served_calibration"][k] for r in results.values()])), 4)
+    return out
 
 
 def run_loco(raw: Path, classes, train_items, val_items, pre: Preprocessing, cache: Path, hp: dict,
@@ -74,7 +96,7 @@ def run_loco(raw: Path, classes, train_items, val_items, pre: Preprocessing, cac
     pool = robust.training_pool(raw, train_items, hp["variants"], h, w, cache)
     val_px = robust.clean_pixels(raw, val_items, h, w)
     y_val = np.array([y for _, y in val_items])
-    suite = robust.suite_pixels(raw, val_items, h, w, cache) if dump is not None else None
+    suite = robust.suite_pixels(raw, val_items, h, w, cache)
     results = {}
     for c, cname in enumerate(classes):
         if only and cname not in only:
@@ -102,17 +124,19 @@ def run_loco(raw: Path, classes, train_items, val_items, pre: Preprocessing, cac
                   "class_colour_pool": robust.ClassColourKnn(px_in[::st], y_in[::st], k=robust.CLASS_COLOUR_K)}
         held_fl = T.features_logits(model, held_px, pre)
         res = evaluate_scores(stats, id_fl, {"held_out": held_fl}, colour, val_px[vm], {"held_out": held_px})["held_out"]
+        suite_fl = {k: T.features_logits(model, suite[f"{k}/{augment.middle(k)}"][vm], pre) for k in augment.SUITE}
+        served = served_flags(id_fl[1], val_px[vm], suite_fl, suite, vm, held_fl[1], held_px,
+                              colour["class_colour_pool"])
         if dump is not None:  # the raw logits, for scores studied after the run (no retraining)
             arrays = {"val_logits": id_fl[1], "held_logits": held_fl[1], "val_features": id_fl[0],
                       "held_features": held_fl[0], "val_mask": vm,
                       "held_index": np.array([i for i, it in enumerate(train_items + val_items) if it[1] == c])}
-            for k in augment.SUITE:
-                sf, sl = T.features_logits(model, suite[f"{k}/{augment.middle(k)}"][vm], pre)
+            for k, (sf, sl) in suite_fl.items():
                 arrays[f"suite_logits/{k}"], arrays[f"suite_features/{k}"] = sl, sf
             dump.mkdir(parents=True, exist_ok=True)
             np.savez_compressed(dump / f"{cname}.npz", **arrays)
         results[cname] = {"accuracy_9": round(acc9, 4), "held_out_images": len(held), "scores": res,
-                          "seconds": round(time.time() - t0, 1)}
+                          "served_calibration": served, "seconds": round(time.time() - t0, 1)}
         log(f"left out {cname}: 9-class val top-1 {acc9:.4f}; " +
             ", ".join(f"{k} {v['auroc']:.4f}/{v['flag_rate_at_1pct']:.2f}" for k, v in res.items()))
         if partial is not None:  # progress survives an interrupted run
