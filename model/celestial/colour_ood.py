@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import augment, robust
+from . import augment, loco, robust
 from .preprocess import to_tensor
 from .verify import session
 
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
         return -robust.softmax(logits(px).astype(np.float64)).max(1)
 
     def colour_score(c, px):
-        return c.score(px, logits(px).argmax(1)) if isinstance(c, robust.ClassColourKnn) else c.score(px)
+        return loco.colour_score(c, px, logits(px))
 
     train_px = robust.clean_pixels(raw, train_items, h, w)
     val_px = robust.clean_pixels(raw, val_items, h, w)

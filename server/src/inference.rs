@@ -16,7 +16,9 @@ use ort::value::{TensorElementType, TensorRef, ValueType};
 use tokio::sync::oneshot;
 
 use crate::classifier::{Classification, Classifier, ClassifyError, JobOutput, Prediction};
-use crate::model::{ColourFeatures, ModelError, ModelOverrides, ModelSpec, OutputKind, TensorInfo};
+use crate::model::{
+    ColourFeatures, ModelError, ModelOverrides, ModelSpec, OutputKind, TensorInfo, argmax,
+};
 use crate::preprocess::{self, DecodeLimits, PreprocessError};
 
 /// ONNX Runtime version this build pins (scripts/onnxruntime.sh installs it).
@@ -667,15 +669,8 @@ pub fn to_prediction(
         OutputKind::Probabilities => row.to_vec(),
         OutputKind::Logits => softmax(row),
     };
-    let best = probabilities
-        .iter()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
-            if v > bv { (i, v) } else { (bi, bv) }
-        })
-        .0;
     Prediction {
-        best,
+        best: argmax(&probabilities),
         probabilities,
         confidence: spec.calibration.confidence(row),
         known: spec.calibration.known(row, colours),

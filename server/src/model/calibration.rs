@@ -124,9 +124,10 @@ impl Calibration {
     }
 }
 
-/// The index of the largest logit (the first of equal ones), as the prediction takes it.
-fn argmax(logits: &[f32]) -> usize {
-    logits
+/// The index of the largest value (the first of equal ones): the prediction, from the logits or
+/// from the probabilities alike.
+pub fn argmax(values: &[f32]) -> usize {
+    values
         .iter()
         .enumerate()
         .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {

@@ -114,11 +114,6 @@ impl ColourRule {
         })
     }
 
-    /// How many classes the bank covers.
-    pub fn classes(&self) -> usize {
-        self.bank.len()
-    }
-
     /// `d` for a picture the model takes for `class` (`None` for a class outside the bank).
     pub fn distance(&self, f: &Features, class: usize) -> Option<f64> {
         let z: Features = std::array::from_fn(|i| (f[i] - self.mean[i]) / self.std[i]);

@@ -15,7 +15,7 @@ mod overrides;
 mod resolve;
 mod spec;
 
-pub use calibration::{Calibration, OodRule, OodScore};
+pub use calibration::{Calibration, OodRule, OodScore, argmax};
 pub use colour::{ColourRule, FEATURES as COLOUR_FEATURES, Features as ColourFeatures};
 pub use kinds::{ColorMode, JpegDctScaling, Layout, OutputKind, ResizeFilter};
 pub use overrides::ModelOverrides;

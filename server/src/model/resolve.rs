@@ -679,7 +679,7 @@ mod tests {
         let good = colour(3, 2, 1.0);
         let s = with(&[ood[0], ood[1], ("colour_ood", &good)]).unwrap();
         let rule = s.calibration.colour.unwrap();
-        assert_eq!((rule.k, rule.threshold, rule.classes()), (2, 1.5, 3));
+        assert_eq!((rule.k, rule.threshold, rule.bank_sizes.len()), (2, 1.5, 3));
         assert_eq!(rule.bank_sizes, [2, 2, 2]);
         for (bad, why) in [
             (
