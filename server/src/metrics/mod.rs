@@ -125,7 +125,7 @@ pub struct Metrics {
     rejections: Family<Rejection, Counter>,
     api_keys: Gauge,
     reloads: Family<Reload, Counter>,
-    /// The HTTPS listener's metrics are added to the registry once, by the first [`Metrics::set_tls`].
+    /// The HTTPS listener's metrics join the registry once, at the first [`Metrics::set_tls`].
     tls: Once,
     ready: Gauge,
 }
