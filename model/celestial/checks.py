@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import onnxruntime as ort
-
 
 class Checks:
     def __init__(self) -> None:
@@ -24,7 +22,10 @@ class Checks:
         print(f"skip   {name}: {why}")
 
 
-def session(path: Path) -> ort.InferenceSession:
+def session(path: Path):
+    """An ONNX Runtime session on one thread."""
+    import onnxruntime as ort
+
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])

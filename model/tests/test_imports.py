@@ -19,6 +19,8 @@ MODULES = [
     "colour",
     "log",
     "decode_cases",
+    "card_ood",
+    "checks",
     "metadata",
     "ood",
     "graph",

@@ -2,9 +2,9 @@
 
     python model/tools/compare_models.py A B      (A, B: output folders of model/train.sh --out, or model/)
 
-For the served model and the guide-recipe fixture: every ONNX initializer, in graph order (bit for bit; the
-largest absolute difference otherwise), the graph's nodes (tensor names compared by position: tf2onnx's generated
-names may differ) and the metadata (the training time may differ); for
+For the served model and the guide-recipe fixture: every ONNX initializer, matched by where the graph uses it (bit
+for bit; the largest absolute difference otherwise), the graph's nodes (tensor names compared by position:
+tf2onnx's generated names may differ) and the metadata (the training time may differ); for
 golden.json and testdata/guide-recipe-golden.json: every logit of every golden image and decode case, and
 every other field (the model file's sha256 may differ, since the metadata holds the training time).
 Exit status 0 when everything else is identical, 1 otherwise. Needs numpy and onnx only.
@@ -27,13 +27,15 @@ GOLDENS = ["golden.json", "testdata/guide-recipe-golden.json"]
 
 
 def canonical_names(graph) -> dict[str, str]:
-    """Tensor names by order of first appearance: tf2onnx numbers the constants it folds with a counter that
-    depends on what it converted before in the same process, so two exports of identical weights may name
-    them differently."""
+    """Tensor names by the order of their first use in the graph (its inputs, then each node's inputs and
+    outputs): tf2onnx names the constants it folds with a counter that depends on what it converted before in
+    the same process, and of two equal constants it keeps one or the other, so two exports of identical
+    weights may name (and order) their initializers differently."""
     names: dict[str, str] = {}
-    seen = [i.name for i in graph.initializer] + [i.name for i in graph.input]
+    seen = [i.name for i in graph.input]
     for node in graph.node:
         seen += list(node.input) + list(node.output)
+    seen += sorted(i.name for i in graph.initializer)  # unused initializers last
     for name in seen:
         if name and name not in names:
             names[name] = f"t{len(names)}"
@@ -43,41 +45,48 @@ def canonical_names(graph) -> dict[str, str]:
 def node_signature(node, names: dict[str, str]) -> tuple:
     """A node without its own name and with canonical tensor names."""
     attrs = tuple(sorted((a.name, a.SerializeToString()) for a in node.attribute))
-    return (
-        node.op_type,
-        node.domain,
-        tuple(names.get(n, n) for n in node.input),
-        tuple(names.get(n, n) for n in node.output),
-        attrs,
-    )
+    inputs = tuple(names.get(n, n) for n in node.input)
+    return node.op_type, node.domain, inputs, tuple(names.get(n, n) for n in node.output), attrs
+
+
+def compare_initializers(ga, gb, na: dict, nb: dict) -> tuple[int, int, int, float, list]:
+    """(count in A, bit-identical count, values, max abs difference, renamed pairs), initializers matched by
+    their canonical name."""
+    from onnx import numpy_helper
+
+    ia = {na[i.name]: i for i in ga.initializer}
+    ib = {nb[i.name]: i for i in gb.initializer}
+    equal, worst, values, renamed = 0, 0.0, 0, []
+    for key, x in ia.items():
+        y = ib.get(key)
+        va = numpy_helper.to_array(x)
+        values += va.size
+        if y is None:
+            worst = float("inf")
+            continue
+        vb = numpy_helper.to_array(y)
+        renamed += [(x.name, y.name)] if x.name != y.name else []
+        if va.dtype == vb.dtype and va.shape == vb.shape and np.array_equal(va, vb):
+            equal += 1
+        else:
+            worst = max(worst, float(np.max(np.abs(va.astype(np.float64) - vb))) if va.shape == vb.shape else np.inf)
+    return len(ia), equal, values, worst, renamed
 
 
 def compare_model(a: Path, b: Path) -> list[str]:
     """Differences between two ONNX files (empty: identical but for the training time and generated names)."""
     import onnx
-    from onnx import numpy_helper
 
     ma, mb = onnx.load(str(a)), onnx.load(str(b))
-    ia, ib = list(ma.graph.initializer), list(mb.graph.initializer)
-    problems = [] if len(ia) == len(ib) else [f"{len(ia)} vs {len(ib)} initializers"]
-    renamed = [(x.name, y.name) for x, y in zip(ia, ib) if x.name != y.name]
-    equal, worst, values = 0, 0.0, 0
-    for x, y in zip(ia, ib):
-        va, vb = numpy_helper.to_array(x), numpy_helper.to_array(y)
-        values += va.size
-        if va.dtype == vb.dtype and va.shape == vb.shape and np.array_equal(va, vb):
-            equal += 1
-        elif va.shape == vb.shape:
-            worst = max(worst, float(np.max(np.abs(va.astype(np.float64) - vb))))
-        else:
-            worst = float("inf")
+    na, nb = canonical_names(ma.graph), canonical_names(mb.graph)
+    count, equal, values, worst, renamed = compare_initializers(ma.graph, mb.graph, na, nb)
     print(
-        f"  {a.name}: {equal} of {len(ia)} initializers ({values} values) bit-identical, "
+        f"  {a.name}: {equal} of {count} initializers ({values} values) bit-identical, "
         f"max abs difference {worst:.3g}; generated names that differ: {renamed or 'none'}"
     )
-    if equal != len(ia):
-        problems.append(f"{len(ia) - equal} initializers differ (max abs {worst:.3g})")
-    na, nb = canonical_names(ma.graph), canonical_names(mb.graph)
+    problems = [] if len(mb.graph.initializer) == count else [f"{count} vs {len(mb.graph.initializer)} initializers"]
+    if equal != count:
+        problems.append(f"{count - equal} initializers differ (max abs {worst:.3g})")
     if [node_signature(n, na) for n in ma.graph.node] != [node_signature(n, nb) for n in mb.graph.node]:
         problems.append("graph nodes differ")
     meta_a = {p.key: p.value for p in ma.metadata_props}
