@@ -20,6 +20,8 @@ MODULES = [
     "log",
     "decode_cases",
     "card_ood",
+    "loco_scores",
+    "colour_ood",
     "checks",
     "metadata",
     "ood",
