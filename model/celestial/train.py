@@ -26,7 +26,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from . import baseline, golden, report, served  # noqa: E402
-from .config import ARCHS, MODEL_FILE, Run, Served  # noqa: E402
+from .config import ARCHS, MODEL_FILE, MODEL_NAME, Run, Served  # noqa: E402
 from .data import dataset_root, served_preprocessing, split_dataset  # noqa: E402
 from .fit import determinism  # noqa: E402
 from .log import log  # noqa: E402
@@ -90,8 +90,6 @@ def write_json(path: Path, doc: dict) -> None:
 
 
 def write_plots(o: Outcomes, out: Path) -> None:
-    from .config import MODEL_NAME
-
     p, ev, gev = out / "plots", o.exported.evaluation, o.guide.evaluation
     report.plot_curves({"served model": o.trained.history}, p / "training-curves.png")
     report.plot_curves({"guide recipe": o.guide.history}, p / "guide-recipe-training-curves.png")
