@@ -12,7 +12,7 @@ bodies that should stay known) and of the synthetic outliers (which should be fl
 (msp) and the combinations; then, for msp and its combination with the class-conditional distance, the same with
 the threshold calibrated as the served one is (1 % false flags over the clean and the middle-severity corrupted
 validation images together). Results: model/colour_ood.json. The served check is msp with the class-conditional
-distance (train.py); the other combinations are measured here for comparison.
+distance (ood.calibrate); the other combinations are measured here for comparison.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ fitted on the nine classes' clean training pictures and of colour.ClassColourKnn
 pool, and their combinations with the maximum softmax probability) flags the tenth class (all its 150
 images, none seen in training) against the nine classes' clean validation images: AUROC, and the share of the
 tenth class flagged at the threshold that flags 1 % of the in-distribution validation images. Results go to
-model/loco.json (read by the model card and by train.py's choice of score).
+model/loco.json (read by the model card and by the choice of the served score, config.Run.ood_score).
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ def evaluate_scores(
 
 def served_flags(id_logits, id_px, suite_fl: dict, suite: dict, vm, held_logits, held_px, colour) -> dict:
     """The left-out class flagged at thresholds calibrated as the served ones are (1 % false flags over the nine
-    classes' clean and middle-severity corrupted validation images together; train.py): msp alone, and msp with
+    classes' clean and middle-severity corrupted validation images together; ood.calibrate): msp alone, and msp with
     the class-conditional colour distance (robust.joint_thresholds)."""
 
     def msp(z):
