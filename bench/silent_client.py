@@ -14,7 +14,13 @@ import time
 
 
 def main():
-    port, image, silent, slow, wait = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+    port, image, silent, slow, wait = (
+        int(sys.argv[1]),
+        sys.argv[2],
+        int(sys.argv[3]),
+        int(sys.argv[4]),
+        float(sys.argv[5]),
+    )
     body = open(image, "rb").read()
     hostile = []
     for i in range(silent + slow):
@@ -49,8 +55,10 @@ def main():
             pass
         except OSError:
             closed += 1
-    print("SILENT silent=%d slow=%d predict_ms_best=%.1f predict_ms_worst=%.1f closed_after_%.0fs=%d/%d" % (
-        silent, slow, min(times), max(times), wait, closed, len(hostile)))
+    print(
+        "SILENT silent=%d slow=%d predict_ms_best=%.1f predict_ms_worst=%.1f closed_after_%.0fs=%d/%d"
+        % (silent, slow, min(times), max(times), wait, closed, len(hostile))
+    )
 
 
 if __name__ == "__main__":
