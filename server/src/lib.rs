@@ -1,9 +1,10 @@
 //! celestial-server: a BentoML-compatible HTTP prediction server for the celestial-bodies
 //! classifier, on axum + tokio with ONNX Runtime (via `ort`).
 //!
-//! The binary (`main.rs`) is a thin wrapper around [`run`]: parse a [`Config`], bind a listener,
-//! and call `run(config, listener, shutdown_signal)`. [`serve`] does the same with a ready
-//! [`Classifier`]; tests serve a [`testing::FakeClassifier`], which needs no ONNX Runtime.
+//! The binary (`main.rs`) is a thin wrapper around [`run`]: parse a [`Config`], check it once
+//! ([`CheckedConfig`]), bind its listeners, and call `run(config, listeners, shutdown_signal)`.
+//! [`serve`] does the same with a ready [`Classifier`]; tests serve a
+//! [`testing::FakeClassifier`], which needs no ONNX Runtime.
 //!
 //! # Layers
 //!
@@ -27,7 +28,7 @@
 //! | [`root_path`] | the reverse-proxy prefix middleware | `routes` |
 //! | [`connection`] | accept loops (plain and TLS listeners), HTTP/1.1 + h2c, TLS (rustls, certificate swapped per handshake, handshakes counted), connection limit and timeouts, protocol errors as JSON, drain phases | `errors`, `routes`, `metrics` (TLS handshakes) |
 //! | [`config`] | the command line (clap) | `model` (its flags), `root_path` (its parser), `connection` (its constants), `auth` (scopes, default CORS headers); the duration syntax from `celestial-common` |
-//! | [`server`] | [`run`], [`serve`], listeners, keys and TLS set-up and reloads, drain and shutdown, `healthcheck` | all of the above |
+//! | [`server`] | the settings checked once ([`CheckedConfig`]), start-up ([`run`], [`serve`]), listeners, keys and TLS set-up and reloads, drain and shutdown, the `healthcheck` probe | all of the above |
 //! | [`testing`] | test support: the fake classifier, the in-process [`testing::TestServer`] | `server` and below |
 //!
 //! Only [`inference`] knows ONNX Runtime and only [`http`] (with [`root_path`]) knows axum's
@@ -71,5 +72,6 @@ pub use config::{Cli, Command, Config};
 pub use inference::{Engine, EngineOptions, InferenceError};
 pub use model::{ModelError, ModelSpec};
 pub use server::{
-    Bound, ServerError, bind, healthcheck, load_engine, model_bytes, run, serve, shutdown_signal,
+    Bound, CheckedConfig, ServerError, bind, healthcheck, load_engine, model_bytes, run, serve,
+    shutdown_signal,
 };

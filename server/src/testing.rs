@@ -18,7 +18,7 @@ use crate::model::{
     Calibration, ColorMode, JpegDctScaling, Layout, ModelSpec, OutputKind, ResizeFilter,
 };
 use crate::preprocess;
-use crate::server::{self, Bound, ServerError};
+use crate::server::{self, Bound, CheckedConfig, ServerError};
 
 /// The labels of the embedded model, in its output order.
 pub const LABELS: [&str; 10] = [
@@ -157,6 +157,7 @@ impl TestServer {
         config: Config,
         classifier: Option<Arc<dyn Classifier>>,
     ) -> Result<TestServer, ServerError> {
+        let config = CheckedConfig::new(config)?;
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
         let tls = match config.tls_enabled() {
