@@ -2,7 +2,7 @@
 //! one line and exits 1).
 
 use crate::auth::KeysError;
-use crate::inference::InferenceError;
+use crate::engine::InferenceError;
 use crate::model::ModelError;
 
 /// Why the server could not start or stopped abnormally.

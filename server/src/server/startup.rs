@@ -18,7 +18,7 @@ use crate::classifier::Classifier;
 use crate::config::Config;
 use crate::connection::tls;
 use crate::connection::{self, ConnectionLimits, Connections, Timeouts, fd_limit};
-use crate::inference::{Batching, Engine, EngineOptions};
+use crate::engine::{Batching, Engine, EngineOptions};
 use crate::model::{self, ModelError};
 use crate::reload;
 
