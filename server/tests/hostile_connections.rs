@@ -2,7 +2,7 @@
 //! h2c), on loopback with the real server in-process (a fake classifier) or the real binary; each
 //! test is bounded to a few seconds by short timeouts set with the server's own flags.
 
-mod common;
+use crate::common;
 
 use std::io::Read as _;
 use std::process::{Command, Stdio};

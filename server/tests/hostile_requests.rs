@@ -5,7 +5,7 @@
 //! two images on `/predict` are a 400 that points to `/predict/batch`. Every wait is bounded and
 //! the time limits are small flags, so each test takes a few seconds at most.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

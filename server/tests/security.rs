@@ -3,7 +3,7 @@
 //! rotates like a Kubernetes Secret volume), CORS, and TLS (certificates generated here with
 //! rcgen, verified with their CA, rotated under load with no failed request).
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::sync::Arc;
