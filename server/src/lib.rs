@@ -4,7 +4,7 @@
 //! The binary (`main.rs`) is a thin wrapper around [`run`]: parse a [`Config`], check it once
 //! ([`CheckedConfig`]), bind its listeners, and call `run(config, listeners, shutdown_signal)`.
 //! [`serve`] does the same with a ready [`Classifier`]; tests serve a
-//! [`testing::FakeClassifier`], which needs no ONNX Runtime.
+//! `testing::FakeClassifier`, which needs no ONNX Runtime.
 //!
 //! # Layers
 //!
@@ -29,7 +29,7 @@
 //! | [`connection`] | accept loops (plain and TLS listeners), HTTP/1.1 + h2c, TLS (rustls, certificate swapped per handshake, handshakes counted), connection limit and timeouts, protocol errors as JSON, drain phases | `errors`, `routes`, `metrics` (TLS handshakes) |
 //! | [`config`] | the command line (clap) | `model` (its flags), `root_path` (its parser), `connection` (its constants), `auth` (scopes, default CORS headers); the duration syntax from `celestial-common` |
 //! | [`server`] | the settings checked once ([`CheckedConfig`]), start-up ([`run`], [`serve`]), listeners, keys and TLS set-up and reloads, drain and shutdown, the `healthcheck` probe | all of the above |
-//! | [`testing`] | test support: the fake classifier, the in-process [`testing::TestServer`] | `server` and below |
+//! | `testing` | test support, only in tests and with the `test-util` feature: the fake classifier, the in-process `TestServer` | `server` and below |
 //!
 //! Only [`engine`] knows ONNX Runtime and only [`http`] (with [`root_path`]) knows axum's
 //! routing; the HTTP tests (`server/tests/router.rs`) drive the router with
@@ -65,6 +65,7 @@ pub mod reload;
 pub mod root_path;
 pub mod routes;
 pub mod server;
+#[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 
 pub use classifier::Classifier;

@@ -1,6 +1,7 @@
-//! Test support (used by this crate's tests, `server/tests/` and the end-to-end tests; not by the
-//! server itself): a [`FakeClassifier`] that needs no ONNX Runtime, and [`TestServer`], the real
-//! server in-process on a free loopback port.
+//! Test support (used by this crate's tests, `server/tests/`, the fuzz targets and the end-to-end
+//! tests; not by the server itself, so built only for tests and with the `test-util` feature): a
+//! [`FakeClassifier`] that needs no ONNX Runtime, and [`TestServer`], the real server in-process
+//! on a free loopback port.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
