@@ -32,8 +32,8 @@ export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$(scripts/onnxruntime.sh)}
 dir=$(mktemp -d /tmp/celestial-hostile.XXXXXX)
 pid=
 trap 'rm -rf "$dir"; if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi' EXIT
-CELESTIAL_HOSTILE_DIR=$dir cargo test --locked -p celestial-server --test hostile_images \
-  -- --ignored --exact write_hostile_images --nocapture >&2
+CELESTIAL_HOSTILE_DIR=$dir cargo test --locked -p celestial-server --test server \
+  -- --ignored --exact hostile_images::write_hostile_images --nocapture >&2
 dataset=${CELESTIAL_DATASET:-../shared/dataset}
 normal=$dataset/raw/$(head -1 model/validation-split.txt)
 [ -f "$normal" ] && cp "$normal" "$dir/normal.jpg"

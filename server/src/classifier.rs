@@ -1,6 +1,6 @@
 //! The seam between HTTP and inference: the HTTP layer sees a [`Classifier`], never ONNX Runtime.
-//! [`crate::inference::Engine`] implements it with ONNX Runtime sessions on worker threads;
-//! [`crate::testing::FakeClassifier`] implements it without, so the router is tested in-process.
+//! [`crate::engine::Engine`] implements it with ONNX Runtime sessions on worker threads;
+//! `crate::testing::FakeClassifier` implements it without, so the router is tested in-process.
 //!
 //! Imports only the model description and the image error.
 

@@ -1,9 +1,10 @@
 //! celestial-server: a BentoML-compatible HTTP prediction server for the celestial-bodies
 //! classifier, on axum + tokio with ONNX Runtime (via `ort`).
 //!
-//! The binary (`main.rs`) is a thin wrapper around [`run`]: parse a [`Config`], bind a listener,
-//! and call `run(config, listener, shutdown_signal)`. [`serve`] does the same with a ready
-//! [`Classifier`]; tests serve a [`testing::FakeClassifier`], which needs no ONNX Runtime.
+//! The binary (`main.rs`) is a thin wrapper around [`run`]: parse a [`Config`], check it once
+//! ([`CheckedConfig`]), bind its listeners, and call `run(config, listeners, shutdown_signal)`.
+//! [`serve`] does the same with a ready [`Classifier`]; tests serve a
+//! `testing::FakeClassifier`, which needs no ONNX Runtime.
 //!
 //! # Layers
 //!
@@ -22,15 +23,15 @@
 //! | [`classifier`] | the seam: the [`Classifier`] trait and its answers | `model`, `preprocess` (its error) |
 //! | [`errors`] | [`errors::ApiError`], stable codes, the one code -> status map | `preprocess` (its error), `routes` (paths in messages), `auth` (key headers, refusal reasons) |
 //! | [`docs`] | `/docs.json` (one function per operation, security schemes when keys are on), `/schema.json`, `/model` | `classifier`, `errors`, `model`, `routes`, `auth` |
-//! | [`inference`] | ONNX Runtime: library lookup, sessions, worker threads ([`Engine`]) | `classifier`, `model`, `preprocess` |
+//! | [`engine`] | ONNX Runtime behind the seam ([`Engine`]): library lookup, sessions, the batching queue, worker threads, output rows -> predictions | `classifier`, `model`, `preprocess` |
 //! | [`http`] | router, middleware, the key check, CORS, handlers over `Arc<dyn Classifier>` | `classifier`, `docs`, `errors`, `metrics`, `preprocess` (its error), `routes`, `auth` |
 //! | [`root_path`] | the reverse-proxy prefix middleware | `routes` |
 //! | [`connection`] | accept loops (plain and TLS listeners), HTTP/1.1 + h2c, TLS (rustls, certificate swapped per handshake, handshakes counted), connection limit and timeouts, protocol errors as JSON, drain phases | `errors`, `routes`, `metrics` (TLS handshakes) |
 //! | [`config`] | the command line (clap) | `model` (its flags), `root_path` (its parser), `connection` (its constants), `auth` (scopes, default CORS headers); the duration syntax from `celestial-common` |
-//! | [`server`] | [`run`], [`serve`], listeners, keys and TLS set-up and reloads, drain and shutdown, `healthcheck` | all of the above |
-//! | [`testing`] | test support: the fake classifier, the in-process [`testing::TestServer`] | `server` and below |
+//! | [`server`] | the settings checked once ([`CheckedConfig`]), start-up ([`run`], [`serve`]), listeners, keys and TLS set-up and reloads, drain and shutdown, the `healthcheck` probe | all of the above |
+//! | `testing` | test support, only in tests and with the `test-util` feature: the fake classifier, the in-process `TestServer` | `server` and below |
 //!
-//! Only [`inference`] knows ONNX Runtime and only [`http`] (with [`root_path`]) knows axum's
+//! Only [`engine`] knows ONNX Runtime and only [`http`] (with [`root_path`]) knows axum's
 //! routing; the HTTP tests (`server/tests/router.rs`) drive the router with
 //! `tower::ServiceExt::oneshot` over the fake classifier.
 //!
@@ -46,7 +47,7 @@
 //!   lists in the messages of [`preprocess::PreprocessError::UnsupportedFormat`] and the docs.
 //! - **A new model output**: a variant of [`model::OutputKind`] (with its metadata names in
 //!   `model/kinds.rs`) and how a row becomes a [`classifier::Prediction`] in
-//!   [`inference::to_prediction`]; if the answer's shape changes, `PredictionBody` in
+//!   [`engine::to_prediction`]; if the answer's shape changes, `PredictionBody` in
 //!   `http/predict.rs` and the `Prediction` schema in `docs/components.rs`.
 
 pub mod auth;
@@ -54,9 +55,9 @@ pub mod classifier;
 pub mod config;
 pub mod connection;
 pub mod docs;
+pub mod engine;
 pub mod errors;
 pub mod http;
-pub mod inference;
 pub mod metrics;
 pub mod model;
 pub mod preprocess;
@@ -64,12 +65,14 @@ pub mod reload;
 pub mod root_path;
 pub mod routes;
 pub mod server;
+#[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 
 pub use classifier::Classifier;
 pub use config::{Cli, Command, Config};
-pub use inference::{Engine, EngineOptions, InferenceError};
+pub use engine::{Engine, EngineOptions, InferenceError};
 pub use model::{ModelError, ModelSpec};
 pub use server::{
-    Bound, ServerError, bind, healthcheck, load_engine, model_bytes, run, serve, shutdown_signal,
+    Bound, CheckedConfig, ServerError, bind, healthcheck, load_engine, model_bytes, run, serve,
+    shutdown_signal,
 };

@@ -35,6 +35,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         let signal = celestial_server::shutdown_signal()
             .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+        let config = celestial_server::CheckedConfig::new(config).map_err(|e| e.to_string())?;
         let listeners = celestial_server::bind(&config)
             .await
             .map_err(|e| e.to_string())?;

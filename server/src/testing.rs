@@ -1,6 +1,7 @@
-//! Test support (used by this crate's tests, `server/tests/` and the end-to-end tests; not by the
-//! server itself): a [`FakeClassifier`] that needs no ONNX Runtime, and [`TestServer`], the real
-//! server in-process on a free loopback port.
+//! Test support (used by this crate's tests, `server/tests/`, the fuzz targets and the end-to-end
+//! tests; not by the server itself, so built only for tests and with the `test-util` feature): a
+//! [`FakeClassifier`] that needs no ONNX Runtime, and [`TestServer`], the real server in-process
+//! on a free loopback port.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use crate::model::{
     Calibration, ColorMode, JpegDctScaling, Layout, ModelSpec, OutputKind, ResizeFilter,
 };
 use crate::preprocess;
-use crate::server::{self, Bound, ServerError};
+use crate::server::{self, Bound, CheckedConfig, ServerError};
 
 /// The labels of the embedded model, in its output order.
 pub const LABELS: [&str; 10] = [
@@ -157,6 +158,7 @@ impl TestServer {
         config: Config,
         classifier: Option<Arc<dyn Classifier>>,
     ) -> Result<TestServer, ServerError> {
+        let config = CheckedConfig::new(config)?;
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
         let tls = match config.tls_enabled() {

@@ -1,6 +1,6 @@
 //! Every route and every error status, against the real server (embedded model) on port 0.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! reports readiness (plain HTTP and, with `--tls`, HTTPS), unusable keys or TLS files stop the
 //! start before the model loads.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;

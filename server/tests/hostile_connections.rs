@@ -1,8 +1,9 @@
-//! The connection layer against hostile and unlucky clients (issue 13, rows 2, 5, 8, 11, 12 and
-//! h2c), on loopback with the real server in-process (a fake classifier) or the real binary; each
-//! test is bounded to a few seconds by short timeouts set with the server's own flags.
+//! The connection layer against hostile and unlucky clients (silent and slowloris connections,
+//! idle keep-alive, too many connections, protocol errors, 429 answers, drain under load, h2c),
+//! on loopback with the real server in-process (a fake classifier) or the real binary; each test
+//! is bounded to a few seconds by short timeouts set with the server's own flags.
 
-mod common;
+use crate::common;
 
 use std::io::Read as _;
 use std::process::{Command, Stdio};

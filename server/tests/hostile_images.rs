@@ -1,4 +1,4 @@
-//! Hostile images against the real `celestial-server` binary (issue 13, rows 3 and 4): a 16-bit
+//! Hostile images against the real `celestial-server` binary: a 16-bit
 //! 8000x5000 PNG, a decompression bomb, a huge progressive JPEG, a header-only GIF bomb and a
 //! 631-byte JPEG that declares 6000x6000 pixels. Each gets its documented status, and the
 //! server's peak RSS (VmHWM) stays under the bound the decode budget promises:
@@ -192,7 +192,7 @@ fn gif_bomb(w: u16, h: u16) -> Vec<u8> {
     gif
 }
 
-/// Issue 13, row 4: an 8x8 JPEG (one block per component) whose header says 6000x6000.
+/// A truncated JPEG: an 8x8 JPEG (one block per component) whose header says 6000x6000.
 fn truncated_jpeg() -> Vec<u8> {
     let img = DynamicImage::ImageRgb8(RgbImage::from_pixel(8, 8, image::Rgb([90, 60, 30])));
     let mut buf = std::io::Cursor::new(Vec::new());
@@ -226,7 +226,7 @@ fn hostile_images_get_their_status_within_the_memory_bound() {
     assert_eq!(predict(port, "image/jpeg", &normal).0, 200);
     let baseline_rss = status_bytes(pid, "VmRSS:");
 
-    // Issue 13, row 4: refused from the markers, before any decoding.
+    // The truncated JPEG: refused from the markers, before any decoding.
     let (status, body) = predict(port, "image/jpeg", &truncated);
     assert_eq!((status, code(&body).as_str()), (400, "truncated_image"));
     assert!(body.contains("coded data"), "{body}");

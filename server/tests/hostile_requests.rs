@@ -1,11 +1,11 @@
 //! Hostile and broken clients against the real server in-process (loopback, the fake classifier):
-//! the request-handling rows of issue 13. Stalled uploads hold no prediction slot and end in 408
+//! how requests are handled. Stalled uploads hold no prediction slot and end in 408
 //! `body_timeout` (a client error, never a 504); a slow but steady body is read; clients that go
 //! away leave the in-flight gauge and are counted as cancelled; a malformed `Content-Type` is 415;
 //! two images on `/predict` are a 400 that points to `/predict/batch`. Every wait is bounded and
 //! the time limits are small flags, so each test takes a few seconds at most.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -120,7 +120,7 @@ async fn wait_metric(s: &TestServer, series: &str, value: f64) -> String {
 
 const IN_FLIGHT: &str = "celestial_http_requests_in_flight ";
 
-/// Row 1 and 6: 64 uploads that send 1 KB of an announced 100 KB and stall. Before, they took
+/// 64 uploads that send 1 KB of an announced 100 KB and stall. Before, they took
 /// every prediction slot (`--max-concurrency` 64, admission before the body): everyone else got
 /// 429 until they ended in 504 after 30 s. Now a normal client is served at once, and the stalled
 /// ones end in 408 `body_timeout`, counted as a client error.
@@ -190,7 +190,7 @@ async fn trickle(c: &mut (impl AsyncWrite + Unpin), body: &[u8], chunk: usize, e
     }
 }
 
-/// Row 6: the body rule is a minimum average rate after a grace time, and the prediction's own
+/// The body rule is a minimum average rate after a grace time, and the prediction's own
 /// time limit starts once the body is in. A body arriving steadily above the rate is read even
 /// though it takes longer than both `--body-timeout` and `--request-timeout`; one arriving below
 /// the rate gets 408 once the grace time is over (not a 504 at `--request-timeout`).
@@ -247,7 +247,7 @@ async fn a_steady_body_is_read_and_a_trickle_is_408_not_504() {
     s.stop().await.unwrap();
 }
 
-/// Row 1: uploads have their own, larger bound (`--max-uploads`); over it, 429 at once.
+/// Uploads have their own, larger bound (`--max-uploads`); over it, 429 at once.
 #[tokio::test]
 async fn uploads_over_max_uploads_get_429() {
     let s = start_with(&["--max-uploads", "2", "--body-timeout", "1s"], fake()).await;
@@ -278,7 +278,7 @@ async fn uploads_over_max_uploads_get_429() {
     s.stop().await.unwrap();
 }
 
-/// Row 7: a client that goes away while its prediction runs, and one that goes away in the middle
+/// A client that goes away while its prediction runs, and one that goes away in the middle
 /// of its body. Before, both stayed in `celestial_http_requests_in_flight` for good and were
 /// neither counted nor logged. Now the gauge comes back to the /metrics request alone and both are
 /// counted as cancelled.
@@ -309,7 +309,7 @@ async fn clients_that_disconnect_leave_no_request_in_flight_and_are_counted() {
     s.stop().await.unwrap();
 }
 
-/// Row 9: a `Content-Type` that is not a media type is 415, not a raw body.
+/// A `Content-Type` that is not a media type is 415, not a raw body.
 #[tokio::test]
 async fn a_malformed_content_type_is_415() {
     let s = start_with(&[], fake()).await;
@@ -348,7 +348,7 @@ async fn a_malformed_content_type_is_415() {
     s.stop().await.unwrap();
 }
 
-/// Row 10: two `image` parts on `/predict` are a 400 that says one image per `/predict` and
+/// Two `image` parts on `/predict` are a 400 that says one image per `/predict` and
 /// points to `/predict/batch` (which takes them).
 #[tokio::test]
 async fn two_images_on_predict_are_400_pointing_to_the_batch_route() {

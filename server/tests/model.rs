@@ -2,7 +2,7 @@
 //! the `--model` path with flags for a model without metadata, refusing unservable models, and
 //! accuracy over HTTP on the validation split.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

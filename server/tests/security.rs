@@ -1,9 +1,9 @@
-//! Issue 16 against the real server in-process (fake classifier, no ONNX Runtime): API keys
+//! Security against the real server in-process (fake classifier, no ONNX Runtime): API keys
 //! (nothing without a valid key reaches the model, the 401 comes before the body, the keys file
 //! rotates like a Kubernetes Secret volume), CORS, and TLS (certificates generated here with
 //! rcgen, verified with their CA, rotated under load with no failed request).
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::sync::Arc;

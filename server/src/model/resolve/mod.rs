@@ -2,78 +2,21 @@
 //! Every setting follows one ladder ([`Meta::ladder`]): the flag, else the `celestial.*` metadata,
 //! else a default (a constant, or what the input shape says).
 
-use std::collections::HashMap;
-use std::str::FromStr;
+//!
+//! Inside: `meta` (the ladder and the metadata parsers), `calibration` (`confidence` and `known`
+//! from the metadata); this file resolves the signature, labels, input and pixels and puts the
+//! spec together.
 
-use super::calibration::{Calibration, OodRule, OodScore};
-use super::colour::{ColourRule, FEATURES, Features};
-use super::kinds::{ColorMode, JpegDctScaling, Layout, MetadataName, OutputKind, ResizeFilter};
+mod calibration;
+mod meta;
+
+use std::collections::HashMap;
+
+use self::calibration::{calibration, colour};
+use self::meta::{Meta, bad, floats, kind, number, text, three};
+use super::kinds::{ColorMode, JpegDctScaling, Layout, OutputKind, ResizeFilter};
 use super::overrides::ModelOverrides;
 use super::spec::{ModelError, ModelSpec, TensorInfo};
-
-/// The model's `celestial.*` metadata.
-struct Meta<'a>(&'a HashMap<String, String>);
-
-impl Meta<'_> {
-    /// The trimmed value of `celestial.{key}`; an empty value counts as absent.
-    fn get(&self, key: &str) -> Option<String> {
-        self.0
-            .get(&format!("celestial.{key}"))
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-    }
-
-    /// The override ladder, written once: `flag` when given, else the metadata value of `key`
-    /// read by `parse(key, value)`, else `None` (the caller's default).
-    fn ladder<T>(
-        &self,
-        flag: Option<T>,
-        key: &str,
-        parse: impl FnOnce(&str, &str) -> Result<T, ModelError>,
-    ) -> Result<Option<T>, ModelError> {
-        match flag {
-            Some(v) => Ok(Some(v)),
-            None => self.get(key).map(|v| parse(key, &v)).transpose(),
-        }
-    }
-}
-
-/// A metadata value as it is.
-fn text(_key: &str, v: &str) -> Result<String, ModelError> {
-    Ok(v.to_string())
-}
-
-/// A metadata value that parses as `T`, else "`expected`".
-fn number<T: FromStr>(expected: &'static str) -> impl FnOnce(&str, &str) -> Result<T, ModelError> {
-    move |key, v| v.parse().map_err(|_| bad(key, v, expected))
-}
-
-/// A metadata value that names one of `T`'s variants.
-fn kind<T: MetadataName>(key: &str, v: &str) -> Result<T, ModelError> {
-    T::from_metadata(v).ok_or_else(|| bad(key, v, T::EXPECTED))
-}
-
-fn bad(key: &str, value: &str, reason: &str) -> ModelError {
-    ModelError::BadMetadata {
-        key: format!("celestial.{key}"),
-        value: value.to_string(),
-        reason: reason.to_string(),
-    }
-}
-
-fn floats(key: &str, s: &str) -> Result<Vec<f32>, ModelError> {
-    s.split(',')
-        .map(|x| {
-            x.trim()
-                .parse::<f32>()
-                .map_err(|_| bad(key, s, "expected comma-separated numbers"))
-        })
-        .collect()
-}
-
-fn three(v: &[f32]) -> Option<[f32; 3]> {
-    <[f32; 3]>::try_from(v).ok()
-}
 
 /// The chosen input and output tensors, with their shapes checked.
 struct Signature<'a> {
@@ -352,125 +295,6 @@ fn pixels(meta: &Meta<'_>, over: &ModelOverrides, channels: usize) -> Result<Pix
     })
 }
 
-/// `confidence` and `known`: `celestial.temperature` (a positive number), `celestial.ood_score`
-/// (a score this server computes from the logits) with `celestial.ood_threshold`. Each is
-/// optional, but a score needs its threshold and both need a model that outputs logits.
-fn calibration(meta: &Meta<'_>, output_kind: OutputKind) -> Result<Calibration, ModelError> {
-    let temperature = match meta.get("temperature") {
-        None => None,
-        Some(v) => match v.parse::<f64>() {
-            Ok(t) if t.is_finite() && t > 0.0 => Some(t),
-            _ => return Err(bad("temperature", &v, "expected a positive number")),
-        },
-    };
-    if let Some(output) = meta.get("ood_score_output") {
-        return Err(bad(
-            "ood_score_output",
-            &output,
-            "a score read from a second model output is not supported by this server (only scores computed from the logits: msp, max_logit, energy)",
-        ));
-    }
-    let threshold = meta.ladder(None, "ood_threshold", number::<f64>("expected a number"))?;
-    let ood = match (meta.ladder(None, "ood_score", kind::<OodScore>)?, threshold) {
-        (None, None) => None,
-        (Some(score), Some(threshold)) if threshold.is_finite() => Some(OodRule {
-            score,
-            threshold,
-            formula: meta.get("ood_score_formula"),
-            false_flag_rate: meta.ladder(
-                None,
-                "ood_false_flag_rate",
-                number("expected a number"),
-            )?,
-        }),
-        (Some(_), Some(t)) => return Err(bad("ood_threshold", &t.to_string(), "not finite")),
-        (Some(score), None) => {
-            return Err(ModelError::Invalid(format!(
-                "the metadata names the OOD score `{}` (celestial.ood_score) but no celestial.ood_threshold",
-                score.name()
-            )));
-        }
-        (None, Some(_)) => {
-            return Err(ModelError::Invalid(
-                "the metadata has celestial.ood_threshold but no celestial.ood_score".into(),
-            ));
-        }
-    };
-    let calibration = Calibration {
-        temperature,
-        ood,
-        colour: None,
-    };
-    if output_kind != OutputKind::Logits && calibration != Calibration::default() {
-        return Err(ModelError::Invalid(
-            "celestial.temperature and celestial.ood_score need a model that outputs logits".into(),
-        ));
-    }
-    Ok(calibration)
-}
-
-/// `celestial.colour_ood` as the training pipeline writes it (JSON).
-#[derive(serde::Deserialize)]
-struct ColourMetadata {
-    formula: Option<String>,
-    statistics: Vec<String>,
-    k: usize,
-    threshold: f64,
-    mean: Vec<f64>,
-    std: Vec<f64>,
-    bank: Vec<Vec<Vec<f64>>>,
-}
-
-/// The colour check of `known` (`celestial.colour_ood`, optional): it needs an OOD rule, an RGB
-/// model and a bank of ten statistics per picture for every label.
-fn colour(
-    meta: &Meta<'_>,
-    calibration: &Calibration,
-    labels: usize,
-    color_mode: ColorMode,
-) -> Result<Option<ColourRule>, ModelError> {
-    let Some(text) = meta.get("colour_ood") else {
-        return Ok(None);
-    };
-    let invalid = |reason: String| bad("colour_ood", "(JSON)", &reason);
-    let m: ColourMetadata =
-        serde_json::from_str(&text).map_err(|e| invalid(format!("not the expected JSON: {e}")))?;
-    if calibration.ood.is_none() || color_mode != ColorMode::Rgb {
-        return Err(invalid(
-            "the colour check needs celestial.ood_score and an RGB model".into(),
-        ));
-    }
-    let ten = |v: &[f64], what: &str| -> Result<Features, ModelError> {
-        <Features>::try_from(v)
-            .map_err(|_| invalid(format!("{what}: {} numbers, expected {FEATURES}", v.len())))
-    };
-    if m.statistics.len() != FEATURES {
-        return Err(invalid(format!(
-            "{} statistics, expected {FEATURES}",
-            m.statistics.len()
-        )));
-    }
-    if m.bank.len() != labels {
-        return Err(invalid(format!(
-            "a bank for {} classes, the model has {labels} labels",
-            m.bank.len()
-        )));
-    }
-    let bank = m
-        .bank
-        .iter()
-        .map(|class| class.iter().map(|f| ten(f, "a bank picture")).collect())
-        .collect::<Result<Vec<Vec<Features>>, _>>()?;
-    let (mean, std) = (ten(&m.mean, "mean")?, ten(&m.std, "std")?);
-    ColourRule::new(m.k, m.threshold, mean, std, bank, m.formula)
-        .map(Some)
-        .ok_or_else(|| {
-            invalid(
-                "k must be 1..=the smallest class bank, std positive, every number finite".into(),
-            )
-        })
-}
-
 impl ModelSpec {
     /// Resolve the spec from metadata, overrides and the model signature.
     pub fn resolve(
@@ -535,6 +359,8 @@ impl ModelSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::calibration::{Calibration, OodScore};
+    use crate::model::colour::FEATURES;
 
     fn t(name: &str, shape: &[i64]) -> TensorInfo {
         TensorInfo {
