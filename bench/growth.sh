@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # How cost grows: req/s and latency of POST /predict vs concurrency (1..256, the dataset image) and
 # vs image size (64 px .. 2048 px = 4 Mpx, JPEG q90 and PNG, at c=8), one server (defaults, release
-# build), then a plot (bench/results/<UTC time>-growth.png, copied to bench/growth.png for the
-# README) and the table (…-growth.txt). Bounded: 5 s per point (BENCH_DURATION), ~2 min in all.
+# build), then a plot (bench/results/<UTC time>-growth.png, copied to bench/growth.png for
+# bench/README.md) and the table (…-growth.txt). Bounded: 5 s per point (BENCH_DURATION), ~2 min in all.
 # Not part of scripts/test.
 #
 #   bench/growth.sh                 # this tree's server with its defaults

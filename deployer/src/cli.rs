@@ -270,7 +270,7 @@ pub struct WaitArgs {
     pub no_wait_lb: bool,
 }
 
-/// Opt-in API keys and TLS (README, "Security").
+/// Opt-in API keys and TLS (docs/security.md).
 #[derive(Debug, Clone, Args)]
 pub struct SecurityArgs {
     /// Require an API key for predictions: mount the Secret NAME (data key `api-keys`, one key per

@@ -1,4 +1,4 @@
-//! The documented process exit codes (README's deploy section and `deployer --help`).
+//! The documented process exit codes (docs/deploy.md, "Exit codes", and `deployer --help`).
 //!
 //! A leaf: it imports nothing from the crate, so every layer may name an exit code without
 //! importing the layers above it. Which error ends with which code is decided in one place,

@@ -144,7 +144,7 @@ pub struct Config {
     /// Memory in bytes one image may take to decode and resize, checked from its header before any
     /// pixel is decoded (each worker decodes one image at a time). A larger image is decoded row by
     /// row (JPEG scaled down while decoding) when its format allows, otherwise refused with 422.
-    /// Worst case: RSS <= baseline + workers x (this + 17 MiB) + bodies in flight (README).
+    /// Worst case: RSS <= baseline + workers x (this + 17 MiB) + bodies in flight (docs/server.md, Memory).
     #[arg(long, env = "CELESTIAL_MAX_DECODE_BYTES", default_value_t = 64 << 20,
           value_parser = clap::value_parser!(u64).range(4 << 20..))]
     pub max_decode_bytes: u64,

@@ -655,8 +655,53 @@ fn text_logs_have_no_colours_off_a_terminal_and_the_fd_limit_is_raised() {
 }
 
 #[test]
-fn the_readme_states_the_connection_defaults() {
-    let readme = std::fs::read_to_string(common::repo_root().join("README.md")).unwrap();
+fn the_server_doc_states_every_flag_and_the_connection_defaults() {
+    let doc = std::fs::read_to_string(common::repo_root().join("docs/server.md")).unwrap();
+    let row = |flag: &str| {
+        doc.lines()
+            .find(|l| l.starts_with(&format!("| `{flag}` |")))
+            .unwrap_or_else(|| panic!("{flag} in docs/server.md's configuration table"))
+    };
+    // Every flag `--help` lists (the server's and the healthcheck's) has its row, with its
+    // environment variable: the table is the one place a reader sees them all.
+    for (prefix, args) in [
+        ("", &["--help"][..]),
+        ("healthcheck ", &["healthcheck", "--help"]),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_celestial-server"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "celestial-server {args:?}");
+        let help = String::from_utf8(out.stdout).unwrap();
+        let mut flags: Vec<(String, Option<String>)> = Vec::new();
+        for full in help.lines() {
+            // A flag starts its entry ("  -h, --help", "      --host <HOST>"); its text follows on
+            // the same line or indented deeper, with "[env: NAME=...]" for its variable.
+            let line = full.trim_start();
+            if full.len() - line.len() <= 6 && line.starts_with('-') {
+                let flag = &line[line.find("--").unwrap_or(0)..];
+                let name = flag.split([' ', '=']).next().unwrap().to_string();
+                flags.push((name, None));
+            }
+            if let Some((_, env)) = line.split_once("[env: ") {
+                let name = env.split(['=', ']']).next().unwrap().to_string();
+                flags.last_mut().expect("[env] after its flag").1 = Some(name);
+            }
+        }
+        let flags: Vec<_> = flags
+            .into_iter()
+            .filter(|(f, _)| f != "--help" && f != "--version")
+            .collect();
+        assert!(flags.len() >= 3, "flags parsed from {args:?}: {flags:?}");
+        for (flag, env) in &flags {
+            let r = row(&format!("{prefix}{flag}"));
+            let env = env
+                .as_deref()
+                .unwrap_or_else(|| panic!("{flag} has no env"));
+            assert!(r.contains(&format!("| `{env}` |")), "{r}");
+        }
+    }
     let d = celestial_server::Config::with_defaults();
     for (flag, default) in [
         ("--max-connections", d.max_connections.to_string()),
@@ -672,13 +717,10 @@ fn the_readme_states_the_connection_defaults() {
             format!("{}ms", d.max_queue_wait.as_millis()),
         ),
     ] {
-        let row = readme
-            .lines()
-            .find(|l| l.starts_with(&format!("| `{flag}` |")))
-            .unwrap_or_else(|| panic!("{flag} in the README's configuration table"));
-        assert!(row.contains(&format!("| `{default}` |")), "{row}");
+        let r = row(flag);
+        assert!(r.contains(&format!("| `{default}` |")), "{r}");
     }
-    assert!(readme.contains(&format!("a reserve of {OVERFLOW_RESERVE} more")));
+    assert!(doc.contains(&format!("a reserve of {OVERFLOW_RESERVE} more")));
 }
 
 /// `GET path` over a new connection with a blocking socket: the status, or 0 when the connection

@@ -2,7 +2,7 @@
 //! 8000x5000 PNG, a decompression bomb, a huge progressive JPEG, a header-only GIF bomb and a
 //! 631-byte JPEG that declares 6000x6000 pixels. Each gets its documented status, and the
 //! server's peak RSS (VmHWM) stays under the bound the decode budget promises:
-//! `RSS <= baseline + workers x (max-decode-bytes + 17 MiB) + bodies in flight` (README).
+//! `RSS <= baseline + workers x (max-decode-bytes + 17 MiB) + bodies in flight` (docs/server.md, Memory).
 //! Loopback only; every image is generated here, small on the wire.
 
 use std::io::{BufReader, Read, Write};

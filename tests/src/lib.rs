@@ -1,5 +1,5 @@
-//! Helpers for end-to-end tests: the real test environment (see tests/env/ and the README's
-//! "Test environment" section).
+//! Helpers for end-to-end tests: the real test environment (see tests/env/ and docs/testing.md,
+//! "The test environment").
 //!
 //! [`TestEnv::get`] starts the environment once per test process (`tests/env/testenv up`, which
 //! reuses a running one and serialises concurrent callers with a file lock) and hands a test a

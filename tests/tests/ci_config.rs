@@ -1,9 +1,9 @@
-//! The CI configuration (issue 17) passes its linters, offline: actionlint (built from the pinned
+//! The CI configuration passes its linters, offline: actionlint (built from the pinned
 //! Go module, tests/env/ci-tools.sh; with shellcheck on the `run:` scripts when it is installed) on
 //! .github/workflows/*.yml, and the GitLab CI JSON schema (check-jsonschema's vendored copy) on
 //! .gitlab-ci.yml. Each linter is also shown a broken file, so a linter that accepts anything
-//! fails the test. And the workflows, the GitLab pipeline and the README agree: both release
-//! jobs run scripts/release-job, and every variable they read is in the README's table.
+//! fails the test. And the workflows, the GitLab pipeline and docs/deploy.md agree: both release
+//! jobs run scripts/release-job, and every variable they read is in its "Release from CI" table.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -88,21 +88,21 @@ fn gitlab_ci_passes_the_gitlab_ci_schema() {
 }
 
 #[test]
-fn both_release_jobs_run_the_release_job_script_and_the_readme_names_every_variable() {
+fn both_release_jobs_run_the_release_job_script_and_the_deploy_doc_names_every_variable() {
     let root = repo_root();
     let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
-    let (release, gitlab, readme) = (
+    let (release, gitlab, doc) = (
         read(".github/workflows/release.yml"),
         read(".gitlab-ci.yml"),
-        read("README.md"),
+        read("docs/deploy.md"),
     );
     assert!(release.contains("run: scripts/release-job"), "release.yml");
     assert!(gitlab.contains("- scripts/release-job"), ".gitlab-ci.yml");
     assert!(Path::new(&root.join("scripts/release-job")).is_file());
-    let section = readme
+    let section = doc
         .split("## Release from CI")
         .nth(1)
-        .expect("README has a \"Release from CI\" section");
+        .expect("docs/deploy.md has a \"Release from CI\" section");
     // GitHub: every `vars.NAME` / `secrets.NAME`; GitLab: every $NAME that is not GitLab's own
     let mut names: Vec<String> = Vec::new();
     for prefix in ["vars.", "secrets."] {
@@ -131,10 +131,10 @@ fn both_release_jobs_run_the_release_job_script_and_the_readme_names_every_varia
     for n in &names {
         assert!(
             section.contains(&format!("`{n}`")),
-            "the README's \"Release from CI\" table does not name {n}"
+            "the \"Release from CI\" table of docs/deploy.md does not name {n}"
         );
     }
-    eprintln!("variables in the README's table: {names:?}");
+    eprintln!("variables in docs/deploy.md's table: {names:?}");
 }
 
 fn which(program: &str) -> bool {
