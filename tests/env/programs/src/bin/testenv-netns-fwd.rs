@@ -62,7 +62,7 @@ async fn serve(listener: TcpListener, front: SocketAddr, target: SocketAddr) {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     for (front, target) in &args.into {
-        let listener = celestial_e2e::lb::netns::listen(&args.netns, *front)
+        let listener = celestial_testenv::netns::listen(&args.netns, *front)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {front} in the namespace: {e}"))?;
         tokio::spawn(serve(listener, *front, *target));

@@ -1,4 +1,4 @@
-//! A tiny static HTTP server for container smoke tests (see `celestial_e2e::httpd`).
+//! A tiny static HTTP server for container smoke tests (see `celestial_testenv::httpd`).
 
 use clap::Parser;
 
@@ -30,6 +30,6 @@ async fn main() -> anyhow::Result<()> {
             .expect("SIGTERM handler");
         tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
     };
-    celestial_e2e::httpd::run(args.root, listener, shutdown).await?;
+    celestial_testenv::httpd::run(args.root, listener, shutdown).await?;
     Ok(())
 }
