@@ -4,7 +4,7 @@ use clap::Parser;
 
 /// Serves a directory over HTTP/1.1 (GET/HEAD), plus `/healthz`.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Address to listen on.
     #[arg(long, env = "HTTPD_LISTEN", default_value = "127.0.0.1:8080")]

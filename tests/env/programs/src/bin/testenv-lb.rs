@@ -6,7 +6,7 @@ use clap::Parser;
 /// Gives LoadBalancer Services an address on loopback and forwards it to a test-chosen backend,
 /// or to the Service's node ports on the environment's real node.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Kubeconfig of the test cluster.
     #[arg(long, env = "KUBECONFIG")]

@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// Forwards addresses inside a network namespace to addresses outside it.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// The network namespace to listen in, e.g. /run/netns/celestial-testenv.
     #[arg(long)]
