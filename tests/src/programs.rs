@@ -31,3 +31,34 @@ pub fn path(name: &str) -> PathBuf {
     );
     program
 }
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    use super::*;
+
+    #[test]
+    fn finds_the_programs_built_from_the_current_sources() {
+        let httpd = path("testenv-httpd");
+        let out = Command::new(&httpd).arg("--help").output().unwrap();
+        assert!(out.status.success(), "{} --help: {out:?}", httpd.display());
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.contains("Serves a directory over HTTP/1.1"), "{help}");
+        // every program of the crate lies in the same directory
+        for name in [
+            "testenv-lb",
+            "testenv-netns-fwd",
+            "testenv-exec-credential",
+            "docker-credential-testenv",
+        ] {
+            assert_eq!(path(name).parent(), httpd.parent(), "{name}");
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "no program no-such-program")]
+    fn names_a_program_the_crate_does_not_have() {
+        path("no-such-program");
+    }
+}
