@@ -30,10 +30,11 @@ COPY Cargo.toml Cargo.lock ./
 COPY server/Cargo.toml server/Cargo.toml
 COPY deployer/Cargo.toml deployer/Cargo.toml
 COPY tests/Cargo.toml tests/Cargo.toml
+COPY tests/env/programs/Cargo.toml tests/env/programs/Cargo.toml
 # celestial-common (the flags' shared syntax) is tiny and rarely changes: it comes whole, before the
 # dependency layer.
 COPY common common
-RUN for c in server deployer tests; do mkdir -p $c/src && echo 'fn main() {}' > $c/src/main.rs && touch $c/src/lib.rs; done \
+RUN for c in server deployer tests tests/env/programs; do mkdir -p $c/src && echo 'fn main() {}' > $c/src/main.rs && touch $c/src/lib.rs; done \
  && echo 'fn main() {}' > server/build.rs \
  && cargo build --release --locked -p celestial-server \
  && rm -rf server/src server/build.rs target/release/.fingerprint/celestial-server-* \

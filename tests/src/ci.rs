@@ -1,8 +1,8 @@
 //! The CI side of the tests (tests/tests/ci_*.rs): the cached CI-configuration linters
 //! (tests/env/ci-tools.sh), and the GKE authentication mechanisms made real against the test
 //! environment: a kubeconfig whose user is an `exec` credential plugin, and a Docker config whose
-//! `credHelpers` name a `docker-credential-*` helper (the tests crate's `testenv-exec-credential` and
-//! `docker-credential-testenv` binaries).
+//! `credHelpers` name a `docker-credential-*` helper (`testenv-exec-credential` and
+//! `docker-credential-testenv` of the test environment's programs, see [`crate::programs`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -59,7 +59,7 @@ users:
       apiVersion: client.authentication.k8s.io/v1
       command: {command}
       args:{args}
-      installHint: Install the test plugin (cargo build -p celestial-e2e)
+      installHint: Install the test plugin (cargo build -p celestial-testenv)
       provideClusterInfo: true
       interactiveMode: Never
 contexts:

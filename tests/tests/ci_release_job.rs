@@ -16,10 +16,19 @@ use std::time::Instant;
 
 use celestial_e2e::ci::{docker_config, exec_kubeconfig, helper_path};
 use celestial_e2e::deployer::*;
-use celestial_e2e::{TestEnv, repo_root};
+use celestial_e2e::{TestEnv, programs, repo_root};
 
-const PLUGIN: &str = env!("CARGO_BIN_EXE_testenv-exec-credential");
-const HELPER: &str = env!("CARGO_BIN_EXE_docker-credential-testenv");
+/// The kubeconfig `exec` credential plugin of the test environment's programs.
+fn plugin() -> String {
+    programs::path("testenv-exec-credential")
+        .display()
+        .to_string()
+}
+
+/// The Docker credential helper of the test environment's programs.
+fn helper() -> std::path::PathBuf {
+    programs::path("docker-credential-testenv")
+}
 
 /// A finished run of a program with the job's environment.
 fn run_with(program: &Path, args: &[String], envs: &BTreeMap<String, String>) -> Run {
@@ -88,7 +97,7 @@ async fn release_job_script_releases_to_real_pods_through_an_exec_plugin_and_a_c
     // The job's credentials, as the GitHub/GitLab steps before it leave them: a kubeconfig whose
     // user is an exec plugin (its first token stale and expired: it must be refreshed before use),
     // a Docker config whose credHelpers name the helper for the registry.
-    let kc = exec_kubeconfig(&env, sp, PLUGIN, &plugin_args(sp, &["--expire-first"]));
+    let kc = exec_kubeconfig(&env, sp, &plugin(), &plugin_args(sp, &["--expire-first"]));
     let registry = env.registry().to_string();
     let docker = docker_config(
         sp,
@@ -117,7 +126,7 @@ async fn release_job_script_releases_to_real_pods_through_an_exec_plugin_and_a_c
         job("GITHUB_OUTPUT", sp.join("output").to_str().unwrap()),
         job("KUBECONFIG", kc.to_str().unwrap()),
         job("DOCKER_CONFIG", docker.to_str().unwrap()),
-        job("PATH", &helper_path(sp, Path::new(HELPER))),
+        job("PATH", &helper_path(sp, &helper())),
         job(
             "TESTENV_CREDENTIALS",
             sp.join("credentials.json").to_str().unwrap(),
@@ -265,7 +274,7 @@ fn auth_setup(
     );
     let (inputs, build) = server_build(env, "unused");
     let mut envs = build_env(&build);
-    envs.insert("PATH".into(), helper_path(sp, Path::new(HELPER)));
+    envs.insert("PATH".into(), helper_path(sp, &helper()));
     envs.insert(
         "TESTENV_CREDENTIALS".into(),
         sp.join("credentials.json").to_str().unwrap().into(),
@@ -280,7 +289,7 @@ async fn deployer_release_works_through_exec_plugin_and_credential_helper_and_fa
     let ns = env.namespace("ci-auth").await.unwrap();
     let s = Scratch::new("auth");
     let sp = s.path();
-    let kc = exec_kubeconfig(&env, sp, PLUGIN, &plugin_args(sp, &[]));
+    let kc = exec_kubeconfig(&env, sp, &plugin(), &plugin_args(sp, &[]));
     let (registry, docker, mut envs, _inputs) = auth_setup(&env, sp);
     envs.insert(
         "TESTENV_CREDENTIALS_LOG".into(),
@@ -380,7 +389,7 @@ async fn deployer_release_works_through_exec_plugin_and_credential_helper_and_fa
     let kc_fails = exec_kubeconfig(
         &env,
         &fails,
-        PLUGIN,
+        &plugin(),
         &plugin_args(&fails, &["--fail-after", "0"]),
     );
     let r = run_with(
@@ -391,7 +400,7 @@ async fn deployer_release_works_through_exec_plugin_and_credential_helper_and_fa
     assert_eq!(r.code, 2, "{}", r.describe());
     let e = error_of(&r);
     assert!(
-        e.contains(&format!("exec credential plugin `{PLUGIN}` failed"))
+        e.contains(&format!("exec credential plugin `{}` failed", plugin()))
             && e.contains("the login has expired; run `gcloud auth login`"),
         "{e}"
     );
@@ -417,7 +426,7 @@ async fn deployer_release_fails_clearly_when_the_exec_plugin_refresh_fails_mid_r
     let kc_mid = exec_kubeconfig(
         &env,
         &mid,
-        PLUGIN,
+        &plugin(),
         &plugin_args(&mid, &["--valid-for", "61", "--fail-after", "2"]),
     );
     let ns2 = env.namespace("ci-auth-mid").await.unwrap();

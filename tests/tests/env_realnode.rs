@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use celestial_e2e::{RealNode, TestEnv, http_client, httpd, unique_name};
+use celestial_e2e::{RealNode, TestEnv, http_client, httpd, programs, unique_name};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, ListParams, PostParams};
@@ -17,8 +17,7 @@ use kube::api::{Api, ListParams, PostParams};
 fn push_httpd_image(env: &TestEnv, token: &str) -> String {
     let podman = env.podman();
     let base = &env.info().base_images.distroless_cc_registry;
-    let ctx =
-        httpd::image_context(Path::new(env!("CARGO_BIN_EXE_testenv-httpd")), base, token).unwrap();
+    let ctx = httpd::image_context(&programs::path("testenv-httpd"), base, token).unwrap();
     let local = format!("localhost/celestial-e2e/{}:1", unique_name("realnode"));
     podman
         .build(ctx.path(), &ctx.path().join("Containerfile"), &local, &[])

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use celestial_e2e::{TestEnv, free_loopback_port, http_client, httpd, unique_name};
+use celestial_e2e::{TestEnv, free_loopback_port, http_client, httpd, programs, unique_name};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Pod, Service};
 use kube::api::{Api, ListParams, PostParams};
@@ -209,8 +209,7 @@ async fn env_image_from_registry_runs_in_podman_and_serves_through_the_lb_addres
     let token = unique_name("hello-from-the-registry");
 
     let base = &env.info().base_images.distroless_cc_registry;
-    let ctx =
-        httpd::image_context(Path::new(env!("CARGO_BIN_EXE_testenv-httpd")), base, &token).unwrap();
+    let ctx = httpd::image_context(&programs::path("testenv-httpd"), base, &token).unwrap();
     let local = format!("localhost/celestial-e2e/{}:1", unique_name("httpd"));
     podman
         .build(

@@ -1,4 +1,4 @@
-//! A web page of another origin (issue 16): a tiny app served from its own loopback port that
+//! A web page of another origin: a tiny app served from its own loopback port that
 //! calls the server's `POST /predict` with `fetch` (multipart `image` drawn on a canvas, the key
 //! as `Authorization: Bearer`) and shows what it got, for the CORS tests in a real browser.
 

@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// Forwards addresses inside a network namespace to addresses outside it.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// The network namespace to listen in, e.g. /run/netns/celestial-testenv.
     #[arg(long)]
@@ -62,7 +62,7 @@ async fn serve(listener: TcpListener, front: SocketAddr, target: SocketAddr) {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     for (front, target) in &args.into {
-        let listener = celestial_e2e::lb::netns::listen(&args.netns, *front)
+        let listener = celestial_testenv::netns::listen(&args.netns, *front)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {front} in the namespace: {e}"))?;
         tokio::spawn(serve(listener, *front, *target));

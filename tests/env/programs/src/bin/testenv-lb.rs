@@ -1,4 +1,4 @@
-//! The test environment's load-balancer stand-in (see `celestial_e2e::lb`). Started by
+//! The test environment's load-balancer stand-in (see `celestial_testenv::lb`). Started by
 //! `tests/env/testenv up`; not a production component.
 
 use clap::Parser;
@@ -6,7 +6,7 @@ use clap::Parser;
 /// Gives LoadBalancer Services an address on loopback and forwards it to a test-chosen backend,
 /// or to the Service's node ports on the environment's real node.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Kubeconfig of the test cluster.
     #[arg(long, env = "KUBECONFIG")]
@@ -42,14 +42,14 @@ async fn main() -> anyhow::Result<()> {
         tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
         tracing::info!("shutting down");
     };
-    celestial_e2e::lb::run(
+    celestial_testenv::lb::run(
         client,
-        celestial_e2e::lb::LbConfig {
+        celestial_testenv::lb::LbConfig {
             field_manager: args.field_manager,
             node: args
                 .node_netns
                 .zip(args.node_address)
-                .map(|(netns, address)| celestial_e2e::lb::NodeTarget { netns, address }),
+                .map(|(netns, address)| celestial_testenv::lb::NodeTarget { netns, address }),
         },
         shutdown,
     )

@@ -1,10 +1,10 @@
-//! A tiny static HTTP server for container smoke tests (see `celestial_e2e::httpd`).
+//! A tiny static HTTP server for container smoke tests (see `celestial_testenv::httpd`).
 
 use clap::Parser;
 
 /// Serves a directory over HTTP/1.1 (GET/HEAD), plus `/healthz`.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Address to listen on.
     #[arg(long, env = "HTTPD_LISTEN", default_value = "127.0.0.1:8080")]
@@ -30,6 +30,6 @@ async fn main() -> anyhow::Result<()> {
             .expect("SIGTERM handler");
         tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
     };
-    celestial_e2e::httpd::run(args.root, listener, shutdown).await?;
+    celestial_testenv::httpd::run(args.root, listener, shutdown).await?;
     Ok(())
 }
