@@ -1,10 +1,10 @@
 //! `apply` and `release`: server-side apply, wait for each rollout (rolling back on request) and
 //! each load balancer's address, smoke-test the public URL.
 //!
-//! - [`report`]: what they report
-//! - [`secrets`]: the Secrets of `--api-key-secret` and `--tls-secret`
-//! - [`waiting`]: the waits after applying, and the cluster's state after a signal
-//! - [`interrupted`]: what a signal leaves, and how to resume
+//! - `report.rs`: what they report
+//! - `secrets.rs`: the Secrets of `--api-key-secret` and `--tls-secret`
+//! - `waiting.rs`: the waits after applying, and the cluster's state after a signal
+//! - `interrupted.rs`: what a signal leaves, and how to resume
 
 use std::time::Instant;
 

@@ -2,11 +2,11 @@
 //! or the Docker config (`credHelpers`, `credsStore`, `auths`), and the transport (plain HTTP only
 //! for loopback registries or an explicit `--insecure-registry`). Secrets are never printed or logged.
 //!
-//! - [`transport`]: references, the client, plain HTTP or HTTPS, how long to retry
-//! - [`credentials`]: which credentials for which registry: the flags or the Docker config
-//! - [`docker_config`]: reading the Docker config's `auths`, `credsStore` and `credHelpers`
-//! - [`helper`]: running a `docker-credential-*` helper
-//! - [`classify`]: what an oci-client error means for the user
+//! - `transport.rs`: references, the client, plain HTTP or HTTPS, how long to retry
+//! - `credentials.rs`: which credentials for which registry: the flags or the Docker config
+//! - `docker_config.rs`: reading the Docker config's `auths`, `credsStore` and `credHelpers`
+//! - `helper.rs`: running a `docker-credential-*` helper
+//! - `classify.rs`: what an oci-client error means for the user
 //!
 //! This module holds the registry error, the retrying every pull and push goes through, and the
 //! credentials for one registry (never printed: only where they came from).
