@@ -4,13 +4,13 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, ListParams};
 
+use crate::cli::cluster::StatusArgs;
 use crate::error::Error;
 use crate::kube::cluster::Cluster;
 use crate::kube::error::{ApplyError, api_error};
 use crate::kube::manifests::{self, Manifest};
-use crate::kube::rollout::{self, Counts};
+use crate::kube::rollout::{self, Counts, Progressing};
 use crate::kube::service::service_url;
-use crate::options::StatusCommand;
 
 /// What `status` reports.
 #[derive(Debug, serde::Serialize)]
@@ -106,9 +106,9 @@ impl StatusReport {
 }
 
 /// `deployer status`.
-pub async fn run(c: &StatusCommand) -> Result<StatusReport, Error> {
+pub async fn run(c: &StatusArgs) -> Result<StatusReport, Error> {
     let manifests = manifests::load(&c.manifests.paths())?;
-    let cluster = Cluster::connect(&c.cluster).await?;
+    let cluster = Cluster::connect(&c.cluster.connection()).await?;
     let mut deployments = Vec::new();
     for d in manifests.iter().filter(|x| x.kind == "Deployment") {
         deployments.push(deployment_status(&cluster, d).await?);
@@ -169,7 +169,7 @@ async fn live_deployment(
     d: &Manifest,
     live: &Deployment,
 ) -> Result<LiveDeployment, ApplyError> {
-    let (state, desc) = rollout::rollout_state(live);
+    let state = rollout::rollout_state(live);
     let spec = live.spec.as_ref();
     let images = spec
         .iter()
@@ -189,10 +189,10 @@ async fn live_deployment(
     Ok(LiveDeployment {
         images,
         replicas: rollout::counts(live),
-        rollout: match state {
-            Ok(true) => "complete".to_string(),
-            Ok(false) => format!("in progress: {desc}"),
-            Err((r, m)) => format!("failed: {r}: {m}"),
+        rollout: match state.progressing {
+            Progressing::Done => "complete".to_string(),
+            Progressing::Going => format!("in progress: {}", state.desc),
+            Progressing::Failed(f) => format!("failed: {}: {}", f.reason, f.message),
         },
         pods,
     })
@@ -207,7 +207,7 @@ fn pod_status(pod: &Pod) -> PodStatus {
         .iter()
         .flatten()
         .any(|c| c.type_ == "Ready" && c.status == "True");
-    let reason = rollout::pod_failure(pod).map(|(r, _)| r).or_else(|| {
+    let reason = rollout::pod_failure(pod).map(|f| f.reason).or_else(|| {
         containers
             .clone()
             .find_map(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone())
