@@ -1,4 +1,4 @@
-//! The cost of the API-key check alone (issue 16), in-process: `auth::check` on a request with
+//! The cost of the API-key check alone, in-process: `auth::check` on a request with
 //! `Authorization: Bearer <key>` against 1 and 16 accepted keys, valid and invalid keys.
 //!
 //!   cargo bench -p celestial-server --bench auth_check [-- ITERATIONS]

@@ -1,4 +1,4 @@
-//! API keys (issue 16): the keys a server accepts, kept only as SHA-256 hashes ([`ApiKeys`]),
+//! API keys: the keys a server accepts, kept only as SHA-256 hashes ([`ApiKeys`]),
 //! how a request presents one ([`check`]: `Authorization: Bearer <key>` or `X-API-Key: <key>`),
 //! why a request is refused ([`AuthFailure`]), and which routes need a key ([`KeyScope`]).
 //!

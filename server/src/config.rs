@@ -159,7 +159,7 @@ pub struct Config {
     #[arg(long, env = "CELESTIAL_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub request_timeout: Duration,
 
-    // Request bodies (issue 13): read before a prediction slot is taken, under these bounds.
+    // Request bodies: read before a prediction slot is taken, under these bounds.
     /// How long any prediction body may take to arrive (e.g. `10s`); after that it must have arrived
     /// at `--body-min-rate` or more on average, or the request gets 408 `body_timeout`.
     #[arg(long, env = "CELESTIAL_BODY_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
@@ -220,7 +220,7 @@ pub struct Config {
     #[arg(long, env = "CELESTIAL_MAX_HEADERS", default_value_t = crate::connection::HYPER_MAX_HEADERS)]
     pub max_headers: usize,
 
-    // Security (issue 16): API keys, TLS, CORS. All off by default.
+    // Security: API keys, TLS, CORS. All off by default.
     /// File of API keys, one per line (blank lines and `#` comments ignored). With it (or
     /// `--api-keys`) the routes of `--api-key-scope` need `Authorization: Bearer <key>` or
     /// `X-API-Key: <key>`, else 401. Re-read every `--reload-interval` when its content changes

@@ -41,11 +41,11 @@ pub enum ErrorCode {
     HeadersTooLarge,
     TooManyConnections,
     Internal,
-    // Request handling (issue 13): a body that stopped arriving, several images on `/predict`.
+    // Request handling: a body that stopped arriving, several images on `/predict`.
     BodyTimeout,
     MultipleImages,
     IncompleteBody,
-    // API keys (issue 16).
+    // API keys.
     ApiKeyMissing,
     ApiKeyInvalid,
     ApiKeyMalformed,

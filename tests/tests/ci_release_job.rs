@@ -1,4 +1,4 @@
-//! The release job of .github/workflows/release.yml and .gitlab-ci.yml, run for real (issue 17):
+//! The release job of .github/workflows/release.yml and .gitlab-ci.yml, run for real:
 //! `scripts/release-job`, exactly what both CI systems call, against the real test environment
 //! with the job's environment variables set. The local registry stands in for Artifact Registry
 //! and the test apiserver for GKE; the cluster credentials come from a kubeconfig `exec` plugin

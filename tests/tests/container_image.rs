@@ -1,4 +1,4 @@
-//! The Dockerfile, proven by a real build and run (issue 6): `podman build` of the repository's
+//! The Dockerfile, proven by a real build and run: `podman build` of the repository's
 //! Dockerfile on the synthesized base images (tagged locally under the names the Dockerfile uses),
 //! then `podman run` with a read-only root filesystem as the non-root user -> /readyz 200 -> a real
 //! prediction; and the image from `deployer build` behaves the same (routes, user, port,

@@ -1,4 +1,4 @@
-//! The OpenAPI document behind the Swagger page is generated from the served model (issue 7):
+//! The OpenAPI document behind the Swagger page is generated from the served model:
 //! title, version, description and the list of labels, example request and response, and every
 //! error response with its schema. Checked for the embedded model and for a different model
 //! served with `--model` (the guide-recipe fixture, described by flags), so nothing can be

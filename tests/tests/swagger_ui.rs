@@ -1,4 +1,4 @@
-//! The Swagger page works for a person (issue 7), proven in headless Chromium against the real
+//! The Swagger page works for a person, proven in headless Chromium against the real
 //! server (started in-process on port 0 with the embedded model) — directly, and through a real
 //! nginx reverse proxy that serves the app under `/celestial/`.
 //!
@@ -178,7 +178,7 @@ fn check_prediction(
         "the browser got {label:?}, the API answers {} for the same image",
         api["prediction"]
     );
-    // The calibrated confidence and `known` (issue 14), when the model defines them, are shown as
+    // The calibrated confidence and `known`, when the model defines them, are shown as
     // the API answers them.
     for field in ["confidence", "known"] {
         ensure!(
@@ -458,7 +458,7 @@ async fn swagger_page_works_behind_a_proxy_with_root_path_flag() -> anyhow::Resu
     behind_proxy("prefix-root-path", true).await
 }
 
-/// The key of the API-key tests (issue 16).
+/// The key of the API-key tests.
 const KEY: &str = "browser-test-key-7c1d93";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,4 +1,4 @@
-//! TLS for the HTTPS listener (issue 16): rustls with the ring provider, TLS 1.2 and 1.3, ALPN
+//! TLS for the HTTPS listener: rustls with the ring provider, TLS 1.2 and 1.3, ALPN
 //! `h2` and `http/1.1`. The certificate is chosen per handshake by [`CertResolver`], whose pair
 //! [`CertResolver::replace`] swaps while connections are open: a new handshake gets the new pair,
 //! an open connection keeps the one it was made with, so a rotation drops nothing.

@@ -34,7 +34,7 @@ pub struct AppState {
     pub security: Security,
 }
 
-/// API keys and CORS (issue 16); the default is both off.
+/// API keys and CORS; the default is both off.
 #[derive(Default, Clone)]
 pub struct Security {
     /// The keys, when keys are on.

@@ -125,7 +125,7 @@ impl ColorMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JpegDctScaling {
-    /// At its stored size, then resized (the metadata key absent: models before issue 14).
+    /// At its stored size, then resized (the metadata key absent: models exported before the key existed).
     Full,
     /// At a reduced size in the DCT domain, exactly as Pillow's `Image.draft("RGB", (W, H))` asks
     /// libjpeg-turbo for it (W x H the model input): the largest factor `s` in {8, 4, 2, 1} with

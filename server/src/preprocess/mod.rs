@@ -966,7 +966,7 @@ mod tests {
 
     #[test]
     fn a_jpeg_declaring_more_pixels_than_its_data_can_code_is_truncated() {
-        // Issue 13, row 4: one 8x8 block of data under a 6000x6000 header (and a proper EOI).
+        // A decompression bomb: one 8x8 block of data under a 6000x6000 header (and a proper EOI).
         let small = encode(
             &DynamicImage::ImageRgb8(RgbImage::from_pixel(8, 8, image::Rgb([1, 2, 3]))),
             ImageFormat::Jpeg,
