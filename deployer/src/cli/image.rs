@@ -43,7 +43,8 @@ pub struct ImageBuildArgs {
     #[arg(long, env = "DEPLOYER_PLATFORM", default_value = "linux/amd64")]
     pub platform: String,
 
-    /// Value of the org.opencontainers.image.source label; default the workspace repository URL.
+    /// Value of the org.opencontainers.image.source label; default the git remote `origin` when it
+    /// is an http(s) URL, else no such label.
     #[arg(long, env = "DEPLOYER_SOURCE_URL")]
     pub source_url: Option<String>,
 

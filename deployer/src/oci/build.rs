@@ -76,7 +76,7 @@ impl Inputs {
 #[derive(Debug, Clone)]
 pub struct Metadata {
     pub created_epoch: i64,
-    pub source: String,
+    pub source: Option<String>,
     pub revision: String,
     pub version: String,
 }
@@ -218,8 +218,10 @@ fn container_config(mut c: Value, env_add: &[String], base: &Base, meta: &Metada
     });
     let mut labels = c["Labels"].as_object().cloned().unwrap_or_default();
     let created = meta.created_rfc3339();
+    if let Some(source) = &meta.source {
+        labels.insert("org.opencontainers.image.source".into(), json!(source));
+    }
     for (k, v) in [
-        ("source", meta.source.as_str()),
         ("revision", meta.revision.as_str()),
         ("version", meta.version.as_str()),
         ("created", created.as_str()),
@@ -306,7 +308,7 @@ pub(crate) mod tests {
     fn meta() -> Metadata {
         Metadata {
             created_epoch: 1_764_000_000,
-            source: "https://example.invalid/celestial".into(),
+            source: Some("https://example.invalid/celestial".into()),
             revision: "abc".into(),
             version: "0.1.0".into(),
         }
@@ -352,6 +354,22 @@ pub(crate) mod tests {
         assert_eq!(
             cfg["config"]["Labels"]["org.opencontainers.image.created"],
             "2025-11-24T16:00:00Z"
+        );
+        assert_eq!(
+            cfg["config"]["Labels"]["org.opencontainers.image.source"],
+            "https://example.invalid/celestial"
+        );
+        // Without a known source, no made-up one: the label is left out.
+        let unsourced = Metadata {
+            source: None,
+            ..meta()
+        };
+        let cfg_unsourced: Value =
+            serde_json::from_slice(&assemble(&base(false), &inputs(), &unsourced).config).unwrap();
+        assert!(
+            cfg_unsourced["config"]["Labels"]
+                .get("org.opencontainers.image.source")
+                .is_none()
         );
         assert_eq!(cfg["created"], "2025-11-24T16:00:00Z");
         assert_eq!(cfg["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);

@@ -20,7 +20,7 @@ pub struct BuildSpec {
     pub onnxruntime: Option<PathBuf>,
     /// The model to ship (empty: none).
     pub model: PathBuf,
-    /// org.opencontainers.image.source; default the workspace repository URL.
+    /// org.opencontainers.image.source; default the git remote `origin` when it is a web URL.
     pub source_url: Option<String>,
     /// org.opencontainers.image.revision; default `git rev-parse HEAD`.
     pub revision: Option<String>,
@@ -122,8 +122,15 @@ fn default_onnxruntime() -> Result<PathBuf, ImageError> {
     Ok(PathBuf::from(path))
 }
 
+/// An address a person can open: the OCI label is a URL, while a git remote may also be an scp-like
+/// `user@host:path` or a local path, which would mislead as a label.
+fn is_web_url(u: &str) -> bool {
+    u.starts_with("https://") || u.starts_with("http://")
+}
+
 impl Metadata {
-    /// From the spec, then git, then the crate's metadata.
+    /// From the spec, then git, then the crate's metadata (the source only from the spec or git:
+    /// a made-up repository address would be worse than none).
     pub fn resolve(spec: &BuildSpec) -> Metadata {
         let git = |args: &[&str]| -> Option<String> {
             let out = std::process::Command::new("git").args(args).output().ok()?;
@@ -141,7 +148,7 @@ impl Metadata {
             source: spec
                 .source_url
                 .clone()
-                .unwrap_or_else(|| env!("CARGO_PKG_REPOSITORY").to_string()),
+                .or_else(|| git(&["remote", "get-url", "origin"]).filter(|u| is_web_url(u))),
             revision: spec
                 .revision
                 .clone()
@@ -152,5 +159,19 @@ impl Metadata {
                 .clone()
                 .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_web_url;
+
+    #[test]
+    fn only_a_web_address_is_a_source_label() {
+        assert!(is_web_url("https://git.example.org/team/celestial.git"));
+        assert!(is_web_url("http://git.internal/celestial"));
+        assert!(!is_web_url("git@git.example.org:team/celestial.git"));
+        assert!(!is_web_url("/srv/git/celestial.git"));
+        assert!(!is_web_url("ssh://git@git.example.org/team/celestial.git"));
     }
 }
