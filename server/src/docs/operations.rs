@@ -1,10 +1,11 @@
 //! One function per documented operation (and its request body), in the order of the document.
 
 use serde_json::{Value, json};
+use utoipa::openapi::encoding::EncodingBuilder;
 use utoipa::openapi::path::{Operation, OperationBuilder};
 use utoipa::openapi::request_body::{RequestBody, RequestBodyBuilder};
 use utoipa::openapi::response::ResponseBuilder;
-use utoipa::openapi::{ContentBuilder, HeaderBuilder, Required, Response};
+use utoipa::openapi::{Content, ContentBuilder, HeaderBuilder, Required, Response};
 
 use super::common::{error_example, error_response, json_response, schema, schema_ref};
 use crate::errors::ErrorCode;
@@ -16,12 +17,39 @@ const INFRASTRUCTURE: &str = "Infrastructure";
 /// The tags the operations use, in the document's order.
 pub const TAGS: [&str; 2] = [SERVICE_APIS, INFRASTRUCTURE];
 
+/// The schema of one picture, as a multipart part or the raw body: bytes, at least one (an empty
+/// body or part is answered 400).
+fn image_bytes() -> Value {
+    json!({"type": "string", "format": "binary", "minLength": 1})
+}
+
 /// The schema of one uploaded image part.
 fn image_part() -> Value {
-    json!({
-        "type": "string", "format": "binary", "contentMediaType": "application/octet-stream",
-        "description": "Planet image to analyze (JPEG, PNG, WebP, GIF or BMP)"
-    })
+    let mut part = image_bytes();
+    part["contentMediaType"] = json!("application/octet-stream");
+    part["description"] = json!("Planet image to analyze (JPEG, PNG, WebP, GIF or BMP)");
+    part
+}
+
+/// A multipart/form-data body whose part `image` has the schema `image`. Other parts are read and
+/// ignored; their names, like every header's text, have no control characters (a part named with
+/// one is a malformed body, 400). The `image` part may declare any media type of a raw body: the
+/// server reads the picture's format from its bytes either way, and tools that generate requests
+/// from the document send pictures of these types.
+fn multipart_content(image: Value) -> Content {
+    ContentBuilder::new()
+        .schema(Some(schema(json!({
+            "type": "object", "title": "Input", "required": ["image"],
+            "properties": {"image": image},
+            "propertyNames": {"type": "string", "pattern": "^[^\\x00-\\x08\\x0A-\\x1F\\x7F]*$"}
+        }))))
+        .encoding(
+            "image",
+            EncodingBuilder::new()
+                .content_type(Some(routes::RAW_IMAGE_TYPES.join(", ")))
+                .build(),
+        )
+        .build()
 }
 
 /// `POST /predict`'s body: the multipart part `image`, or a raw body of any accepted media type.
@@ -31,20 +59,12 @@ fn predict_body() -> RequestBody {
             "The image, as the multipart part `image` or as the raw body.",
         ))
         .required(Some(Required::True))
-        .content(
-            "multipart/form-data",
-            ContentBuilder::new()
-                .schema(Some(schema(json!({
-                    "type": "object", "title": "Input", "required": ["image"],
-                    "properties": {"image": image_part()}
-                }))))
-                .build(),
-        );
+        .content("multipart/form-data", multipart_content(image_part()));
     for t in routes::RAW_IMAGE_TYPES {
         body = body.content(
             t,
             ContentBuilder::new()
-                .schema(Some(schema(json!({"type": "string", "format": "binary"}))))
+                .schema(Some(schema(image_bytes())))
                 .build(),
         );
     }
@@ -57,12 +77,9 @@ fn batch_body(max_batch: usize) -> RequestBody {
         .required(Some(Required::True))
         .content(
             "multipart/form-data",
-            ContentBuilder::new()
-                .schema(Some(schema(json!({
-                    "type": "object", "required": ["image"],
-                    "properties": {"image": {"type": "array", "maxItems": max_batch, "items": image_part()}}
-                }))))
-                .build(),
+            multipart_content(json!({
+                "type": "array", "minItems": 1, "maxItems": max_batch, "items": image_part()
+            })),
         )
         .build()
 }
