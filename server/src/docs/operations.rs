@@ -5,7 +5,7 @@ use utoipa::openapi::encoding::EncodingBuilder;
 use utoipa::openapi::path::{Operation, OperationBuilder};
 use utoipa::openapi::request_body::{RequestBody, RequestBodyBuilder};
 use utoipa::openapi::response::ResponseBuilder;
-use utoipa::openapi::{Content, ContentBuilder, HeaderBuilder, Required, Response};
+use utoipa::openapi::{ContentBuilder, HeaderBuilder, Required, Response};
 
 use super::common::{error_example, error_response, json_response, schema, schema_ref};
 use crate::errors::ErrorCode;
@@ -17,18 +17,20 @@ const INFRASTRUCTURE: &str = "Infrastructure";
 /// The tags the operations use, in the document's order.
 pub const TAGS: [&str; 2] = [SERVICE_APIS, INFRASTRUCTURE];
 
-/// The schema of one picture, as a multipart part or the raw body: bytes, at least one (an empty
-/// body or part is answered 400).
-fn image_bytes() -> Value {
+/// What an `image` part is.
+const PICTURE: &str = "Planet image to analyze (JPEG, PNG, WebP, GIF or BMP)";
+
+/// The schema of one picture sent to `POST /predict`, as the part `image` or the raw body: bytes,
+/// at least one (an empty body or part is answered 400 `empty_body`).
+fn picture() -> Value {
     json!({"type": "string", "format": "binary", "minLength": 1})
 }
 
-/// The schema of one uploaded image part.
-fn image_part() -> Value {
-    let mut part = image_bytes();
-    part["contentMediaType"] = json!("application/octet-stream");
-    part["description"] = json!("Planet image to analyze (JPEG, PNG, WebP, GIF or BMP)");
-    part
+/// The schema of one `image` part: a file (`contentMediaType`, as OpenAPI 3.1 spells one).
+fn image_part(mut bytes: Value, description: &str) -> Value {
+    bytes["contentMediaType"] = json!("application/octet-stream");
+    bytes["description"] = json!(description);
+    bytes
 }
 
 /// The bytes a part's name cannot have, as inclusive ranges: control characters but tab, as in
@@ -48,23 +50,13 @@ fn part_name_pattern() -> String {
 }
 
 /// A multipart/form-data body whose part `image` has the schema `image`. Other parts are read and
-/// ignored; their names are header text ([`PART_NAME_EXCLUDED`]). The `image` part may declare any media type of a raw body: the
-/// server reads the picture's format from its bytes either way, and tools that generate requests
-/// from the document send pictures of these types.
-fn multipart_content(image: Value) -> Content {
-    ContentBuilder::new()
-        .schema(Some(schema(json!({
-            "type": "object", "title": "Input", "required": ["image"],
-            "properties": {"image": image},
-            "propertyNames": {"type": "string", "pattern": part_name_pattern()}
-        }))))
-        .encoding(
-            "image",
-            EncodingBuilder::new()
-                .content_type(Some(routes::RAW_IMAGE_TYPES.join(", ")))
-                .build(),
-        )
-        .build()
+/// ignored; their names are header text ([`PART_NAME_EXCLUDED`]).
+fn multipart_content(image: Value) -> ContentBuilder {
+    ContentBuilder::new().schema(Some(schema(json!({
+        "type": "object", "title": "Input", "required": ["image"],
+        "properties": {"image": image},
+        "propertyNames": {"type": "string", "pattern": part_name_pattern()}
+    }))))
 }
 
 /// `POST /predict`'s body: the multipart part `image`, or a raw body of any accepted media type.
@@ -74,27 +66,47 @@ fn predict_body() -> RequestBody {
             "The image, as the multipart part `image` or as the raw body.",
         ))
         .required(Some(Required::True))
-        .content("multipart/form-data", multipart_content(image_part()));
+        .content(
+            "multipart/form-data",
+            // The part may declare any media type of a raw body (the server reads the picture's
+            // format from its bytes either way); tools that generate requests from the document
+            // send a picture of the type they pick.
+            multipart_content(image_part(picture(), PICTURE))
+                .encoding(
+                    "image",
+                    EncodingBuilder::new()
+                        .content_type(Some(routes::RAW_IMAGE_TYPES.join(", ")))
+                        .build(),
+                )
+                .build(),
+        );
     for t in routes::RAW_IMAGE_TYPES {
         body = body.content(
             t,
             ContentBuilder::new()
-                .schema(Some(schema(image_bytes())))
+                .schema(Some(schema(picture())))
                 .build(),
         );
     }
     body.build()
 }
 
-/// `POST /predict/batch`'s body: several `image` parts.
+/// `POST /predict/batch`'s body: one to `max_batch` `image` parts. A part's bytes are the request's
+/// whatever they are: a part that is not a picture (even an empty one) gets an error object in its
+/// place in the 200 answer, so the parts have no length or media type to keep to.
 fn batch_body(max_batch: usize) -> RequestBody {
+    let part = image_part(
+        json!({"type": "string", "format": "binary"}),
+        &format!("{PICTURE}; a part that is not one gets an error object in its place"),
+    );
     RequestBodyBuilder::new()
         .required(Some(Required::True))
         .content(
             "multipart/form-data",
             multipart_content(json!({
-                "type": "array", "minItems": 1, "maxItems": max_batch, "items": image_part()
-            })),
+                "type": "array", "minItems": 1, "maxItems": max_batch, "items": part
+            }))
+            .build(),
         )
         .build()
 }
@@ -398,7 +410,7 @@ mod tests {
     }
 
     #[test]
-    fn a_picture_is_at_least_one_byte_and_a_batch_one_to_max_batch_parts() {
+    fn a_picture_is_at_least_one_byte_and_a_batch_one_to_max_batch_parts_of_any_bytes() {
         let doc = document();
         let content = &doc["paths"][routes::PREDICT]["post"]["requestBody"]["content"];
         for t in routes::RAW_IMAGE_TYPES {
@@ -410,22 +422,24 @@ mod tests {
         let parts = &multipart(&doc, routes::PREDICT_BATCH)["schema"]["properties"]["image"];
         assert_eq!(parts["minItems"], 1);
         assert_eq!(parts["maxItems"], LIMITS.max_batch);
-        assert_eq!(parts["items"]["minLength"], 1);
+        assert_eq!(parts["items"]["format"], "binary");
+        assert!(parts["items"].get("minLength").is_none(), "{parts}");
+        for route in routes::UPLOADS {
+            let body = &multipart(&doc, route)["schema"];
+            assert_eq!(body["required"], serde_json::json!(["image"]), "{route}");
+        }
     }
 
     #[test]
-    fn the_image_part_may_declare_every_raw_type() {
+    fn the_single_image_part_may_declare_every_raw_type() {
         let doc = document();
-        for route in routes::UPLOADS {
-            let body = multipart(&doc, route);
-            let declared: Vec<&str> = body["encoding"]["image"]["contentType"]
+        let declared: Vec<&str> =
+            multipart(&doc, routes::PREDICT)["encoding"]["image"]["contentType"]
                 .as_str()
                 .unwrap()
                 .split(", ")
                 .collect();
-            assert_eq!(declared, routes::RAW_IMAGE_TYPES, "{route}");
-            assert_eq!(body["schema"]["required"], serde_json::json!(["image"]));
-        }
+        assert_eq!(declared, routes::RAW_IMAGE_TYPES);
     }
 
     /// A batch with one picture and another part named `name`.
