@@ -51,11 +51,12 @@ def _rgb(draw) -> tuple[int, int, bytes]:
 
 def png(width: int, height: int, rgb: bytes) -> bytes:
     """An 8-bit RGB PNG."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     stride = width * 3
-    rows = b"".join(b"\x00" + rgb[y * stride:(y + 1) * stride] for y in range(height))
+    rows = b"".join(b"\x00" + rgb[y * stride : (y + 1) * stride] for y in range(height))
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
 
@@ -65,7 +66,7 @@ def bmp(width: int, height: int, rgb: bytes) -> bytes:
     stride = width * 3
     pad = b"\x00" * (-stride % 4)
     rows = b"".join(
-        b"".join(rgb[y * stride + x * 3:y * stride + x * 3 + 3][::-1] for x in range(width)) + pad
+        b"".join(rgb[y * stride + x * 3 : y * stride + x * 3 + 3][::-1] for x in range(width)) + pad
         for y in reversed(range(height))
     )
     info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 24, 0, len(rows), 2835, 2835, 0, 0)
@@ -75,15 +76,15 @@ def bmp(width: int, height: int, rgb: bytes) -> bytes:
 def gif(width: int, height: int, rgb: bytes) -> bytes:
     """A GIF of 128 colours (the first 128 pixels' colours) whose LZW stream never compresses: a
     clear code every 100 pixels keeps every code 8 bits wide, so the codes are plain bytes."""
-    palette = (rgb * 128)[:128 * 3].ljust(128 * 3, b"\x00")
-    indices = bytes(b % 128 for b in rgb[::3][:width * height])
+    palette = (rgb * 128)[: 128 * 3].ljust(128 * 3, b"\x00")
+    indices = bytes(b % 128 for b in rgb[::3][: width * height])
     clear, end = 128, 129
     codes = bytearray()
     for start in range(0, len(indices), 100):
         codes.append(clear)
-        codes += indices[start:start + 100]
+        codes += indices[start : start + 100]
     codes.append(end)
-    blocks = b"".join(bytes([len(codes[i:i + 255])]) + codes[i:i + 255] for i in range(0, len(codes), 255))
+    blocks = b"".join(bytes([len(codes[i : i + 255])]) + codes[i : i + 255] for i in range(0, len(codes), 255))
     screen = struct.pack("<HHBBB", width, height, 0xF6, 0, 0)
     image = b"," + struct.pack("<HHHHB", 0, 0, width, height, 0)
     return b"GIF89a" + screen + palette + image + bytes([7]) + blocks + b"\x00;"

@@ -4,8 +4,8 @@
 //!
 //! Inside: `common` (schema helpers, a leaf), `description` (the text atop the Swagger page and
 //! the limits it states), `operations` (one function per route), `components` (one function per
-//! schema), `openapi` (assembles them). Imports the classifier's
-//! description of the model, the error codes and the routes; never the HTTP layer.
+//! schema), `openapi` (assembles them). Imports the classifier's description of the model, the
+//! error codes and the routes; never the HTTP layer.
 
 mod common;
 mod components;

@@ -1,6 +1,6 @@
 //! The OpenAPI 3.1 document of `/docs.json`, generated from the served model with utoipa's
-//! builders: the description ([`super::description`]), then one path per documented route ([`super::operations`]) and the
-//! component schemas ([`super::components`]).
+//! builders: the description ([`super::description`]), then one path per documented route
+//! ([`super::operations`]) and the component schemas ([`super::components`]).
 
 use utoipa::openapi::path::{HttpMethod, Operation, PathItem};
 use utoipa::openapi::security::SecurityRequirement;

@@ -91,9 +91,9 @@ fn predict_body() -> RequestBody {
     body.build()
 }
 
-/// `POST /predict/batch`'s body: one to `max_batch` `image` parts. A part's bytes are the request's
-/// whatever they are: a part that is not a picture (even an empty one) gets an error object in its
-/// place in the 200 answer, so the parts have no length or media type to keep to.
+/// `POST /predict/batch`'s body: one to `max_batch` `image` parts. Any bytes make a valid part: a
+/// part that is not a picture (even an empty one) gets an error object in its place in the 200
+/// answer, so the parts have no length or media type to keep to.
 fn batch_body(max_batch: usize) -> RequestBody {
     let part = image_part(
         json!({"type": "string", "format": "binary"}),
