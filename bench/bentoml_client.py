@@ -9,7 +9,11 @@ For each image, prints the client's answer; exits 1 if the client fails or an an
 JSON. Also checks that an error answer raises BentoML's exception for that status. With $BENTO_TOKEN (a key of
 the server's --api-keys/--api-keys-file), the client is made with `token=` (it sends `Authorization: Bearer`),
 and a second client without the token must fail with the server's 401 error."""
-import json, os, pathlib, sys
+
+import json
+import os
+import pathlib
+import sys
 
 import bentoml
 

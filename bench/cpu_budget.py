@@ -51,10 +51,15 @@ def main():
     for k, share in shares.items():
         print(f"  {share * 100:5.1f} %  {server_us * share:6.1f} us  {NAMES[k]}")
     floor = server_us * (shares["entropy"] + shares["ort"] + shares["kernel"]) + wrk_us
-    print(f"\nmedian of {len(rounds)} rounds: {rps:.0f} req/s; CPU per request: server {server_us:.1f} us, wrk {wrk_us:.1f} us")
+    print(
+        f"\nmedian of {len(rounds)} rounds: {rps:.0f} req/s; "
+        f"CPU per request: server {server_us:.1f} us, wrk {wrk_us:.1f} us"
+    )
     print(f"unavoidable CPU per request (entropy decoding + inference + kernel + wrk): {floor:.1f} us")
-    print(f"ceiling on {cores} cores if everything else cost nothing: {cores * 1e6 / floor:.0f} req/s "
-          f"({cores * 1e6 / floor / rps:.2f}x the measured rate)")
+    print(
+        f"ceiling on {cores} cores if everything else cost nothing: {cores * 1e6 / floor:.0f} req/s "
+        f"({cores * 1e6 / floor / rps:.2f}x the measured rate)"
+    )
 
 
 if __name__ == "__main__":

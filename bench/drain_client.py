@@ -72,10 +72,21 @@ def main():
         t.join()
     elapsed = time.monotonic() - started
     total = tally["ok"] + tally["failed"]
-    print("DRAIN requests=%d ok=%d failed=%d unanswered=%d refused=%d retried_after_close=%d closing_answers_from_a=%d rps=%.0f %s" % (
-        total, tally["ok"], tally["failed"], tally["unanswered"], tally["refused"], tally["retried_after_close"],
-        tally["closing_answers_from_a"],
-        total / elapsed, " ".join("%s=%d" % kv for kv in sorted(tally.items()) if kv[0].startswith("status_"))))
+    print(
+        "DRAIN requests=%d ok=%d failed=%d unanswered=%d refused=%d retried_after_close=%d "
+        "closing_answers_from_a=%d rps=%.0f %s"
+        % (
+            total,
+            tally["ok"],
+            tally["failed"],
+            tally["unanswered"],
+            tally["refused"],
+            tally["retried_after_close"],
+            tally["closing_answers_from_a"],
+            total / elapsed,
+            " ".join("%s=%d" % kv for kv in sorted(tally.items()) if kv[0].startswith("status_")),
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Plot of bench/growth.sh's table: req/s and p50/p99 vs concurrency, and vs image size (JPEG, PNG)."""
+
 import sys
 
 import matplotlib

@@ -4,17 +4,26 @@
 usage: readyz_time.py BINARY PORT [TRIALS] [-- extra server args]
 Prints one line per trial and a summary line `READYZ min_ms=... median_ms=... max_ms=...`.
 Also reports the peak RSS (VmHWM) right after readiness."""
-import os, signal, socket, statistics, subprocess, sys, time
+
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
 
 binary, port = sys.argv[1], int(sys.argv[2])
 trials = int(sys.argv[3]) if len(sys.argv) > 3 and sys.argv[3] != "--" else 5
-extra = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else []
+extra = sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else []
 req = b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 times = []
 for i in range(trials):
     t0 = time.monotonic()
-    p = subprocess.Popen([binary, "--host", "127.0.0.1", "--port", str(port), "--log-filter", "warn", *extra],
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        [binary, "--host", "127.0.0.1", "--port", str(port), "--log-filter", "warn", *extra],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     ready = None
     while time.monotonic() - t0 < 10:
         try:
@@ -30,7 +39,7 @@ for i in range(trials):
         time.sleep(0.001)
     rss = "?"
     try:
-        rss = [l.split()[1] for l in open(f"/proc/{p.pid}/status") if l.startswith("VmHWM")][0]
+        rss = [line.split()[1] for line in open(f"/proc/{p.pid}/status") if line.startswith("VmHWM")][0]
     except OSError:
         pass
     p.send_signal(signal.SIGTERM)

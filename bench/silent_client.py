@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Silent and slowloris connections against a running server (issue 13 row 2): opens SILENT
+"""Silent and slowloris connections against a running server (the slow-client defences): opens SILENT
 connections that never send a byte and SLOW connections that send a request head one byte per
 second, then times POST /predict of IMAGE from a normal client (best and worst of 10), and counts
 how many of the hostile connections the server has closed after WAIT seconds.
@@ -14,7 +14,13 @@ import time
 
 
 def main():
-    port, image, silent, slow, wait = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+    port, image, silent, slow, wait = (
+        int(sys.argv[1]),
+        sys.argv[2],
+        int(sys.argv[3]),
+        int(sys.argv[4]),
+        float(sys.argv[5]),
+    )
     body = open(image, "rb").read()
     hostile = []
     for i in range(silent + slow):
@@ -49,8 +55,10 @@ def main():
             pass
         except OSError:
             closed += 1
-    print("SILENT silent=%d slow=%d predict_ms_best=%.1f predict_ms_worst=%.1f closed_after_%.0fs=%d/%d" % (
-        silent, slow, min(times), max(times), wait, closed, len(hostile)))
+    print(
+        "SILENT silent=%d slow=%d predict_ms_best=%.1f predict_ms_worst=%.1f closed_after_%.0fs=%d/%d"
+        % (silent, slow, min(times), max(times), wait, closed, len(hostile))
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What a colour-distance OOD score would cost the served model (false flags on recoloured photographs and
-# the corruption suite); writes model/colour_ood.json. A measurement for issue 14, not served. About a
+# the corruption suite); writes model/colour_ood.json. A measurement for the model card, not served. About a
 # minute with model/.cache. Creates model/.venv if needed.
 #   model/colour_ood.sh [--dataset DIR] [--out FILE]
 set -euo pipefail

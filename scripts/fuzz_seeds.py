@@ -101,18 +101,30 @@ def body_seeds(images):
     add("mp-2-images-batch", 0x11, ct, multipart([part(b"image", jpg), part(b"image", png)]))
     add("mp-0-parts", 0x00, ct, multipart([]))
     add("mp-other-part", 0x01, ct, multipart([part(b"note", b"hi", filename=None, ctype=None)]))
-    add("mp-other-and-image", 0x01, ct,
-        multipart([part(b"note", b"hi", filename=None, ctype=None), part(b"image", jpg)]))
+    add(
+        "mp-other-and-image",
+        0x01,
+        ct,
+        multipart([part(b"note", b"hi", filename=None, ctype=None), part(b"image", jpg)]),
+    )
     add("mp-chunked-4", 0x06, ct, multipart([part(b"image", png)]))
     add("mp-chunked-1", 0x03, ct, multipart([part(b"image", png)]))
     add("mp-no-closing", 0x00, ct, b"--" + BOUNDARY + b'\r\nContent-Disposition: form-data; name="image"\r\n\r\n' + png)
-    add("mp-quoted-boundary", 0x00, b'multipart/form-data; boundary="a b:c"',
-        multipart([part(b"image", png, boundary=b"a b:c")], boundary=b"a b:c"))
+    add(
+        "mp-quoted-boundary",
+        0x00,
+        b'multipart/form-data; boundary="a b:c"',
+        multipart([part(b"image", png, boundary=b"a b:c")], boundary=b"a b:c"),
+    )
     add("mp-no-boundary", 0x00, b"multipart/form-data", multipart([part(b"image", png)]))
     add("mp-empty-boundary", 0x00, b"multipart/form-data; boundary=", b"--\r\n")
     add("mp-wrong-boundary", 0x00, ct, multipart([part(b"image", png, boundary=b"other")], boundary=b"other"))
-    add("mp-upper", 0x00, b"Multipart/Form-Data; BOUNDARY=" + BOUNDARY + b"; charset=utf-8",
-        multipart([part(b"image", png)]))
+    add(
+        "mp-upper",
+        0x00,
+        b"Multipart/Form-Data; BOUNDARY=" + BOUNDARY + b"; charset=utf-8",
+        multipart([part(b"image", png)]),
+    )
     add("mp-preamble", 0x00, ct, b"preamble\r\n" + multipart([part(b"image", png)]) + b"epilogue")
     add("mp-lf-only", 0x00, ct, multipart([part(b"image", png)]).replace(b"\r\n", b"\n"))
     add("raw-jpeg", 0x00, b"image/jpeg", jpg)

@@ -6,7 +6,7 @@ preprocessing definition (`preprocess.load_model_pixels`: DCT-scaled decode, res
 robustness evaluation and serving see pixels made by the same path.
 
 Corruption suite (`SUITE`): each corruption has five severities (increasing), applied to the original
-validation image, then re-encoded as JPEG quality 92, as issue 14's measurement did. The middle
+validation image, then re-encoded as JPEG quality 92, as the robustness target's measurement does. The middle
 severity (index 2) is the one the targets are set on; `grayscale` has one level (it is its middle).
 Random corruptions (noise) are seeded per image, so the suite is fixed.
 """
@@ -37,14 +37,16 @@ def through_jpeg(im: Image.Image, quality: int) -> Image.Image:
         return j.convert("RGB")
 
 
-def model_pixels(im: Image.Image, height: int, width: int, quality: int = REENCODE_QUALITY,
-                 reader: str = "rgb") -> np.ndarray:
+def model_pixels(
+    im: Image.Image, height: int, width: int, quality: int = REENCODE_QUALITY, reader: str = "rgb"
+) -> np.ndarray:
     """What a model sees for picture `im` sent as a JPEG of `quality`: HWC uint8 at height x width.
     reader "rgb": this model's path (DCT-scaled decode, RGB8, resize); "guide": the guide-recipe
     baseline's (full decode, RGB8, PIL luma, resize; HxWx1)."""
     buf = io.BytesIO(jpeg_bytes(im, quality))
     if reader == "guide":
         from .preprocess import guide_gray8, load_rgb8
+
         return guide_gray8(load_rgb8(buf), height, width)
     return load_model_pixels(buf, height, width)
 
@@ -171,8 +173,7 @@ def random_augment(im: Image.Image, rng: np.random.Generator) -> tuple[Image.Ima
 
 # ------------------------------------------------------------------------------------------ outliers
 
-OUTLIER_KINDS = ("noise", "flat", "gradient", "stripes", "textured_sphere", "banded_sphere", "jigsaw", "blend",
-                 "blobs")
+OUTLIER_KINDS = ("noise", "flat", "gradient", "stripes", "textured_sphere", "banded_sphere", "jigsaw", "blend", "blobs")
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, cells: int, channels: int = 3) -> np.ndarray:
@@ -187,8 +188,9 @@ def _disc_mask(size: int, cx: float, cy: float, r: float) -> np.ndarray:
     return np.clip(r - d + 0.5, 0, 1)[..., None], d
 
 
-def synthetic_outlier(rng: np.random.Generator, kind: str, size: int = 128,
-                      inliers: list[Image.Image] | None = None) -> Image.Image:
+def synthetic_outlier(
+    rng: np.random.Generator, kind: str, size: int = 128, inliers: list[Image.Image] | None = None
+) -> Image.Image:
     """A picture that is none of the ten bodies, generated in code: noise, flat colour, gradients,
     stripes and checkerboards, spheres rendered with random smooth-noise or banded textures, random
     blobs, and (when `inliers` are given) jigsaw-shuffled or blended training images."""
@@ -246,7 +248,7 @@ def synthetic_outlier(rng: np.random.Generator, kind: str, size: int = 128,
         if kind == "jigsaw":
             k = int(rng.choice([2, 4, 8]))
             t = size // k
-            tiles = [x[i * t:(i + 1) * t, j * t:(j + 1) * t] for i in range(k) for j in range(k)]
+            tiles = [x[i * t : (i + 1) * t, j * t : (j + 1) * t] for i in range(k) for j in range(k)]
             order = rng.permutation(len(tiles))
             rows = [np.concatenate([tiles[order[i * k + j]] for j in range(k)], 1) for i in range(k)]
             a = np.concatenate(rows, 0)
@@ -259,8 +261,15 @@ def synthetic_outlier(rng: np.random.Generator, kind: str, size: int = 128,
     return Image.fromarray(np.clip(np.rint(a * 255), 0, 255).astype(np.uint8), "RGB")
 
 
-def outlier_set(n: int, seed: int, height: int, width: int, inliers: list[Image.Image] | None,
-                kinds: tuple[str, ...] = OUTLIER_KINDS, reader: str = "rgb") -> tuple[np.ndarray, list[str]]:
+def outlier_set(
+    n: int,
+    seed: int,
+    height: int,
+    width: int,
+    inliers: list[Image.Image] | None,
+    kinds: tuple[str, ...] = OUTLIER_KINDS,
+    reader: str = "rgb",
+) -> tuple[np.ndarray, list[str]]:
     """n synthetic outliers (kinds in rotation), each sent as a JPEG q 60..98 through the model path; the
     jigsaw and blend kinds only when `inliers` are given. Returns HWC uint8 pixels and the kinds."""
     rng = np.random.default_rng(seed)

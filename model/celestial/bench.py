@@ -37,15 +37,21 @@ def latency_us(path: Path, shape: list, iterations: int, warmup: int = 300, bloc
         samples[i] = time.perf_counter() - t0
     samples *= 1e6
     block_medians = [float(np.median(b)) for b in np.array_split(samples, blocks)]
-    return {"batch": 1, "intra_op_threads": 1, "iterations": iterations, "warmup": warmup,
-            "median_us": round(float(np.median(samples)), 1), "mean_us": round(float(samples.mean()), 1),
-            "p99_us": round(float(np.percentile(samples, 99)), 1),
-            "best_block_median_us": round(min(block_medians), 1), "blocks": blocks,
-            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return {
+        "batch": 1,
+        "intra_op_threads": 1,
+        "iterations": iterations,
+        "warmup": warmup,
+        "median_us": round(float(np.median(samples)), 1),
+        "mean_us": round(float(samples.mean()), 1),
+        "p99_us": round(float(np.percentile(samples, 99)), 1),
+        "best_block_median_us": round(min(block_medians), 1),
+        "blocks": blocks,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
 
 
-def ab_latency(new: Path, new_shape: list, old: Path, old_shape: list, rounds: int = 6,
-               iterations: int = 4000) -> dict:
+def ab_latency(new: Path, new_shape: list, old: Path, old_shape: list, rounds: int = 6, iterations: int = 4000) -> dict:
     """A/B: alternate the two models (new, old, new, old, ...) `rounds` times each, same process, same
     conditions; per round the median of `iterations` runs (batch 1, one thread). The ratio is the median
     over rounds of new/old round medians (each pair measured back to back)."""
@@ -54,11 +60,17 @@ def ab_latency(new: Path, new_shape: list, old: Path, old_shape: list, rounds: i
         new_r.append(latency_us(new, new_shape, iterations, warmup=200, blocks=4)["median_us"])
         old_r.append(latency_us(old, old_shape, iterations, warmup=200, blocks=4)["median_us"])
     ratios = [a / b for a, b in zip(new_r, old_r)]
-    return {"rounds": rounds, "iterations_per_round": iterations, "new_round_medians_us": new_r,
-            "old_round_medians_us": old_r, "ratio_median": round(float(np.median(ratios)), 3),
-            "ratio_max": round(float(np.max(ratios)), 3), "new_median_us": round(float(np.median(new_r)), 1),
-            "old_median_us": round(float(np.median(old_r)), 1),
-            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return {
+        "rounds": rounds,
+        "iterations_per_round": iterations,
+        "new_round_medians_us": new_r,
+        "old_round_medians_us": old_r,
+        "ratio_median": round(float(np.median(ratios)), 3),
+        "ratio_max": round(float(np.max(ratios)), 3),
+        "new_median_us": round(float(np.median(new_r)), 1),
+        "old_median_us": round(float(np.median(old_r)), 1),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
 
 
 def onnx_macs(path: Path) -> dict:
@@ -66,6 +78,7 @@ def onnx_macs(path: Path) -> dict:
     the element-wise operations' output elements (counted once each)."""
     import onnx
     from onnx import shape_inference
+
     m = onnx.load(str(path))
     inp = m.graph.input[0]
     inp.type.tensor_type.shape.dim[0].dim_value = 1
@@ -92,7 +105,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dir", type=Path, default=Path(__file__).resolve().parents[1])
     ap.add_argument("--iterations", type=int, default=20000)
-    ap.add_argument("--rounds", type=int, default=6, help="alternating A/B rounds against testdata/v1-celestial-bodies.onnx")
+    ap.add_argument(
+        "--rounds", type=int, default=6, help="alternating A/B rounds against testdata/v1-celestial-bodies.onnx"
+    )
     args = ap.parse_args(argv)
     metrics_path = args.dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text())
@@ -104,11 +119,14 @@ def main(argv=None) -> int:
     print(f"guide-recipe.onnx:     {json.dumps(g['latency'])}")
     v1 = args.dir / "testdata" / "v1-celestial-bodies.onnx"
     if v1.exists() and "ab_v1" in m:
-        m["ab_v1"] = ab_latency(args.dir / m["file"], [3, hp["height"], hp["width"]], v1, [3, 64, 64], rounds=args.rounds)
+        m["ab_v1"] = ab_latency(
+            args.dir / m["file"], [3, hp["height"], hp["width"]], v1, [3, 64, 64], rounds=args.rounds
+        )
         print(f"A/B vs v1: {json.dumps(m['ab_v1'])}")
     metrics_path.write_text(json.dumps(metrics, indent=1) + "\n")
     if (args.dir / "README.md").exists():
         from . import card
+
         card.update(args.dir / "README.md", metrics)
     return 0
 

@@ -75,10 +75,7 @@ pub async fn readyz(State(state): Shared) -> Response {
 pub async fn metrics(State(state): Shared) -> Response {
     let ready = !state.is_draining();
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         state.metrics.render(ready),
     )
         .into_response()

@@ -1,0 +1,161 @@
+"""A run's outcomes beyond training: the corruption suite and OOD evaluations, latency, and metrics.json."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import evaluation, pools
+from .baseline import GuideResult
+from .config import GUIDE_FILE, MODEL_FILE, OPSET, VAL_FRACTION, Run
+from .data import Split
+from .log import log
+from .metadata import preprocessing_from, read_metadata
+from .preprocess import Preprocessing, to_tensor
+from .report import confusion_text, environment, history
+from .runtime import ort_logits, ort_outputs
+from .served import Exported, Trained
+
+
+@dataclass
+class Outcomes:
+    classes: list[str]
+    split: Split
+    guide: GuideResult
+    trained: Trained
+    exported: Exported
+    robustness: dict
+    ood: dict
+    v1_pre: Preprocessing | None
+
+
+def _v1(run: Run, split: Split) -> tuple | None:
+    """The previous model (v1): its preprocessing, corruption suite and clean validation logits, when present."""
+    if not run.v1.exists():
+        return None
+    log("corruption suite on the previous model (v1) and the guide recipe")
+    pre = preprocessing_from(read_metadata(run.v1))
+    suite = pools.suite_pixels(run.raw, split.val, pre.height, pre.width, run.cache)
+    clean = ort_logits(run.v1, to_tensor(pools.clean_pixels(run.raw, split.val, pre.height, pre.width), pre))
+    return run.v1, pre, suite, clean
+
+
+def evaluate_outcomes(
+    run: Run,
+    split: Split,
+    classes: list[str],
+    pre: Preprocessing,
+    guide: GuideResult,
+    t: Trained,
+    e: Exported,
+    out: Path,
+) -> Outcomes:
+    """Robustness (served, v1, guide) and the OOD figures (synthetic outliers, false flags, baselines)."""
+    g = run.guide
+    v1 = _v1(run, split)
+    g_suite = pools.suite_pixels(run.raw, split.val, g.height, g.width, run.cache, reader="guide")
+    suite_logits = {k: v[0] for k, v in e.suite_out.items()}
+    table = evaluation.robustness(suite_logits, split.y_val, v1, (guide.path, guide.pre, g_suite))
+    ev_out = evaluation.eval_outliers(run.raw, split.val, run.served.height, run.served.width, run.cache)
+    ev = (*ort_outputs(e.path, to_tensor(ev_out["px"], pre)), ev_out["px"])
+    ood = evaluation.ood_summary(e.cal, t.bank, (*e.val_out, t.px_va), ev, ev_out["kinds"], e.suite_out, e.suite)
+    ood["all_scores_synthetic_auroc"] = evaluation.feature_scores_auroc(
+        t.model, t.pool, t.px_va, ev_out["px"], pre, len(classes)
+    )
+    g_ev = evaluation.eval_outliers(run.raw, split.val, g.height, g.width, run.cache, reader="guide")
+    ood["guide_msp_auroc"] = evaluation.msp_auroc(guide.path, guide.logits, g_ev["px"], guide.pre)
+    if v1 is not None:
+        v1_ev = evaluation.eval_outliers(run.raw, split.val, v1[1].height, v1[1].width, run.cache)
+        ood["v1_msp_auroc"] = evaluation.msp_auroc(run.v1, v1[3], v1_ev["px"], v1[1])
+    if (run.out / "loco.json").exists():
+        shutil.copy2(run.out / "loco.json", out / "loco.json")
+    log(
+        f"robustness: lowest middle-severity top-1 {table['served_middle_min']:.4f}; synthetic outliers AUROC "
+        f"{ood['synthetic']['auroc_vs_clean_val']:.4f}, flagged {ood['synthetic']['flag_rate']:.3f}"
+    )
+    return Outcomes(classes, split, guide, t, e, table, ood, None if v1 is None else v1[1])
+
+
+def latency(run: Run, o: Outcomes) -> dict:
+    """ONNX Runtime latency (1 thread, batch 1) of both models, and the A/B against v1 when present."""
+    from .bench import ab_latency, latency_us
+
+    s, g = run.served, run.guide
+    log("measuring ONNX Runtime latency (1 thread, batch 1)")
+    lat = latency_us(o.exported.path, [3, s.height, s.width], run.latency_iterations)
+    glat = latency_us(o.guide.path, [g.height, g.width, 1], run.latency_iterations // 4)
+    log(f"latency: served {lat['median_us']} us median, guide {glat['median_us']} us median")
+    ab = None
+    if o.v1_pre is not None:
+        ab = ab_latency(o.exported.path, [3, s.height, s.width], run.v1, [3, o.v1_pre.height, o.v1_pre.width])
+        log(
+            f"A/B vs v1 (alternating, {ab['rounds']} rounds): {ab['new_median_us']} vs {ab['old_median_us']} us, "
+            f"ratio {ab['ratio_median']}"
+        )
+    return {"served": lat, "guide": glat, "ab_v1": ab}
+
+
+def _served_metrics(run: Run, o: Outcomes, lat: dict, pre: Preprocessing) -> dict:
+    from .bench import onnx_macs
+    from .golden import sha256_file
+
+    t, e, v1 = o.trained, o.exported, run.v1
+    return {
+        "file": MODEL_FILE,
+        "sha256": sha256_file(e.path),
+        "bytes": e.path.stat().st_size,
+        "parameters": int(t.model.count_params()),
+        "trained_at": e.trained_at,
+        "hyper_parameters": run.served.as_dict(),
+        "validation": e.evaluation,
+        "keras_validation_accuracy": t.keras_eval["accuracy"],
+        "parity": e.parity,
+        "latency": lat["served"],
+        "train_seconds": round(t.train_seconds, 1),
+        "mean": pre.mean,
+        "std": pre.std,
+        "history": history(t.history),
+        "confusion_text": confusion_text(e.evaluation["confusion"], o.classes),
+        "compute": onnx_macs(e.path),
+        "ab_v1": lat["ab_v1"],
+        "v1_compute": onnx_macs(v1) if v1.exists() else None,
+        "v1_bytes": v1.stat().st_size if v1.exists() else None,
+        "robustness": o.robustness,
+        "ood": o.ood,
+        "metadata_added": {
+            k: v for k, v in e.metadata.items() if k not in e.base_metadata and k != "celestial.colour_ood"
+        },
+    }
+
+
+def _guide_metrics(run: Run, o: Outcomes, lat: dict) -> dict:
+    g = o.guide
+    return {
+        "file": GUIDE_FILE,
+        "bytes": g.path.stat().st_size,
+        "parameters": g.parameters,
+        "hyper_parameters": run.guide.as_dict(),
+        "validation": g.evaluation,
+        "parity": g.parity,
+        "latency": lat["guide"],
+        "train_seconds": round(g.train_seconds, 1),
+        "history": history(g.history),
+        "confusion_text": confusion_text(g.evaluation["confusion"], o.classes),
+    }
+
+
+def metrics(run: Run, o: Outcomes, lat: dict, pre: Preprocessing, seconds: float) -> dict:
+    """metrics.json: every number the model card quotes."""
+    return {
+        "model": _served_metrics(run, o, lat, pre),
+        "guide_recipe": _guide_metrics(run, o, lat),
+        "split": {
+            "seed": run.split_seed,
+            "validation_fraction": VAL_FRACTION,
+            "train": len(o.split.train),
+            "validation": len(o.split.val),
+        },
+        "environment": environment(OPSET),
+        "pipeline_seconds": round(seconds, 1),
+    }
