@@ -105,6 +105,7 @@ fn model_info() -> Schema {
         "required": ["name", "version", "labels", "input", "onnxruntime_version"],
         "properties": {
             "name": {"type": "string"}, "version": {"type": "string"},
+            "description": {"type": ["string", "null"], "description": "The model's own description (for the embedded model: how a picture is turned into its input)."},
             "labels": {"type": "array", "items": {"type": "string"}},
             "input": {"type": "object", "description": "Tensor name, layout, size, colour mode and preprocessing."},
             "output": {"type": "object", "description": "Tensor name and kind; `confidence` (rule, temperature) and `known` (rule, score, score_formula, threshold, false_flag_rate, and with a colour check `colour`: formula, k, threshold, bank_sizes per label) when the model defines them."},

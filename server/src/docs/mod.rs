@@ -2,12 +2,14 @@
 //! 3.1 document (`/docs.json`, [`openapi`]), the BentoML service description (`/schema.json`)
 //! that `bentoml.SyncHTTPClient` reads, and the model description (`/model`).
 //!
-//! Inside: `common` (schema helpers, a leaf), `operations` (one function per route),
-//! `components` (one function per schema), `openapi` (assembles them). Imports the classifier's
-//! description of the model, the error codes and the routes; never the HTTP layer.
+//! Inside: `common` (schema helpers, a leaf), `description` (the text atop the Swagger page and
+//! the limits it states), `operations` (one function per route), `components` (one function per
+//! schema), `openapi` (assembles them). Imports the classifier's description of the model, the
+//! error codes and the routes; never the HTTP layer.
 
 mod common;
 mod components;
+mod description;
 mod openapi;
 mod operations;
 
@@ -15,7 +17,8 @@ use axum::body::Bytes;
 use serde_json::{Value, json};
 
 pub use common::example_prediction;
-pub use openapi::{DocLimits, SECURITY_SCHEMES, openapi, openapi_secured};
+pub use description::DocLimits;
+pub use openapi::{SECURITY_SCHEMES, openapi, openapi_secured};
 
 use crate::classifier::Classifier;
 use crate::model::ModelSpec;
@@ -57,6 +60,9 @@ pub fn model_document(classifier: &dyn Classifier) -> Value {
     json!({
         "name": s.name,
         "version": s.version,
+        // The model's own text (its ONNX description): for the served model, how a picture is
+        // turned into its input, in words. The Swagger page's description is the server's own.
+        "description": s.description,
         "labels": s.labels,
         "input": {
             "name": s.input_name,

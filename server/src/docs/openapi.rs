@@ -1,6 +1,6 @@
 //! The OpenAPI 3.1 document of `/docs.json`, generated from the served model with utoipa's
-//! builders: the description, then one path per documented route ([`super::operations`]) and the
-//! component schemas ([`super::components`]).
+//! builders: the description ([`super::description`]), then one path per documented route
+//! ([`super::operations`]) and the component schemas ([`super::components`]).
 
 use utoipa::openapi::path::{HttpMethod, Operation, PathItem};
 use utoipa::openapi::security::SecurityRequirement;
@@ -9,89 +9,12 @@ use utoipa::openapi::{InfoBuilder, OpenApi, OpenApiBuilder, Paths, PathsBuilder,
 
 use super::common::{error_response, example_prediction};
 use super::components::components;
+use super::description::{DocLimits, description, labels_md};
 use super::operations;
 use crate::auth::{API_KEY_HEADER, BEARER};
 use crate::errors::ErrorCode;
 use crate::model::ModelSpec;
 use crate::routes;
-
-/// The limits the document states.
-#[derive(Debug, Clone, Copy)]
-pub struct DocLimits {
-    pub max_body_bytes: usize,
-    pub max_image_pixels: u64,
-    pub max_batch: usize,
-    pub body_timeout: std::time::Duration,
-    pub body_min_rate: u64,
-}
-
-/// The labels as Markdown code, comma-separated.
-fn labels_md(spec: &ModelSpec) -> String {
-    spec.labels
-        .iter()
-        .map(|l| format!("`{l}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// The document's description: what the service does, the model and the limits.
-fn description(spec: &ModelSpec, labels_md: &str, limits: &DocLimits) -> String {
-    let DocLimits {
-        max_body_bytes,
-        max_image_pixels,
-        max_batch,
-        body_timeout,
-        body_min_rate,
-    } = *limits;
-    let body_rule = if body_min_rate == 0 {
-        format!("a body must arrive within {body_timeout:?}")
-    } else {
-        format!(
-            "a body may take {body_timeout:?} to arrive, longer only at {body_min_rate} bytes/s or more on average"
-        )
-    };
-    let accuracy = spec
-        .validation_accuracy
-        .map(|a| format!(" Validation accuracy: {:.2}%.", a * 100.0))
-        .unwrap_or_default();
-    format!(
-        "Classifies a picture of a celestial body into one of {n} classes: {labels_md}.\n\n\
-         Send an image (JPEG, PNG, WebP, GIF or BMP) to `POST /predict`, either as the multipart/form-data part `image` \
-         (what the BentoML client and the Try-it-out button send) or as the raw request body. The answer names the most \
-         probable class and the probability of every class{calibrated}.\n\n\
-         Model `{name}` version `{version}`: input {h}x{w} {color}, {layout}.{accuracy}{extra}\n\n\
-         Limits: bodies up to {max_body_bytes} bytes, images up to {max_image_pixels} pixels, {max_batch} images per batch; \
-         {body_rule} (else 408). \
-         Every error is JSON `{{\"error\": \"<sentence>\", \"code\": \"<stable_code>\"}}`.",
-        n = spec.labels.len(),
-        name = spec.name,
-        version = spec.version,
-        h = spec.height,
-        w = spec.width,
-        color = if spec.channels() == 3 {
-            "RGB"
-        } else {
-            "grayscale"
-        },
-        layout = spec.layout.name(),
-        calibrated = match (
-            spec.calibration.temperature.is_some(),
-            spec.calibration.ood.is_some()
-        ) {
-            (true, true) =>
-                ", its calibrated `confidence`, and whether the image looks like one of the classes at all (`known`)",
-            (true, false) => ", and its calibrated `confidence`",
-            (false, true) =>
-                ", and whether the image looks like one of the classes at all (`known`)",
-            (false, false) => "",
-        },
-        extra = spec
-            .description
-            .as_deref()
-            .map(|d| format!("\n\n{d}"))
-            .unwrap_or_default(),
-    )
-}
 
 /// The names of the two security schemes (the Swagger page's "Authorize" dialog shows both).
 pub const SECURITY_SCHEMES: [&str; 2] = ["bearer", "api_key"];
@@ -198,7 +121,7 @@ pub fn openapi_secured(spec: &ModelSpec, limits: &DocLimits, protected: &[&str])
             InfoBuilder::new()
                 .title("Celestial bodies classifier")
                 .version(spec.version.clone())
-                .description(Some(description(spec, &labels_md, limits)))
+                .description(Some(description(spec, limits, !protected.is_empty())))
                 .build(),
         )
         .paths(paths)

@@ -1,6 +1,7 @@
 //! One function per documented operation (and its request body), in the order of the document.
 
 use serde_json::{Value, json};
+use utoipa::openapi::encoding::EncodingBuilder;
 use utoipa::openapi::path::{Operation, OperationBuilder};
 use utoipa::openapi::request_body::{RequestBody, RequestBodyBuilder};
 use utoipa::openapi::response::ResponseBuilder;
@@ -16,12 +17,46 @@ const INFRASTRUCTURE: &str = "Infrastructure";
 /// The tags the operations use, in the document's order.
 pub const TAGS: [&str; 2] = [SERVICE_APIS, INFRASTRUCTURE];
 
-/// The schema of one uploaded image part.
-fn image_part() -> Value {
-    json!({
-        "type": "string", "format": "binary", "contentMediaType": "application/octet-stream",
-        "description": "Planet image to analyze (JPEG, PNG, WebP, GIF or BMP)"
-    })
+/// What an `image` part is.
+const PICTURE: &str = "Planet image to analyze (JPEG, PNG, WebP, GIF or BMP)";
+
+/// The schema of one picture sent to `POST /predict`, as the part `image` or the raw body: bytes,
+/// at least one (an empty body or part is answered 400 `empty_body`).
+fn picture() -> Value {
+    json!({"type": "string", "format": "binary", "minLength": 1})
+}
+
+/// The schema of one `image` part: a file (`contentMediaType`, as OpenAPI 3.1 spells one).
+fn image_part(mut bytes: Value, description: &str) -> Value {
+    bytes["contentMediaType"] = json!("application/octet-stream");
+    bytes["description"] = json!(description);
+    bytes
+}
+
+/// The bytes a part's name cannot have, as inclusive ranges: control characters but tab, as in
+/// any header's text (RFC 9110); a part named with one is a malformed body (400).
+const PART_NAME_EXCLUDED: [(u8, u8); 3] = [(0x00, 0x08), (0x0A, 0x1F), (0x7F, 0x7F)];
+
+/// [`PART_NAME_EXCLUDED`] as a JSON Schema pattern.
+fn part_name_pattern() -> String {
+    let ranges: String = PART_NAME_EXCLUDED
+        .iter()
+        .map(|&(low, high)| match low == high {
+            true => format!("\\x{low:02X}"),
+            false => format!("\\x{low:02X}-\\x{high:02X}"),
+        })
+        .collect();
+    format!("^[^{ranges}]*$")
+}
+
+/// A multipart/form-data body whose part `image` has the schema `image`. Other parts are read and
+/// ignored; their names are header text ([`PART_NAME_EXCLUDED`]).
+fn multipart_content(image: Value) -> ContentBuilder {
+    ContentBuilder::new().schema(Some(schema(json!({
+        "type": "object", "title": "Input", "required": ["image"],
+        "properties": {"image": image},
+        "propertyNames": {"type": "string", "pattern": part_name_pattern()}
+    }))))
 }
 
 /// `POST /predict`'s body: the multipart part `image`, or a raw body of any accepted media type.
@@ -33,36 +68,45 @@ fn predict_body() -> RequestBody {
         .required(Some(Required::True))
         .content(
             "multipart/form-data",
-            ContentBuilder::new()
-                .schema(Some(schema(json!({
-                    "type": "object", "title": "Input", "required": ["image"],
-                    "properties": {"image": image_part()}
-                }))))
+            // The part may declare any media type of a raw body (the server reads the picture's
+            // format from its bytes either way); tools that generate requests from the document
+            // send a picture of the type they pick.
+            multipart_content(image_part(picture(), PICTURE))
+                .encoding(
+                    "image",
+                    EncodingBuilder::new()
+                        .content_type(Some(routes::RAW_IMAGE_TYPES.join(", ")))
+                        .build(),
+                )
                 .build(),
         );
     for t in routes::RAW_IMAGE_TYPES {
         body = body.content(
             t,
             ContentBuilder::new()
-                .schema(Some(schema(json!({"type": "string", "format": "binary"}))))
+                .schema(Some(schema(picture())))
                 .build(),
         );
     }
     body.build()
 }
 
-/// `POST /predict/batch`'s body: several `image` parts.
+/// `POST /predict/batch`'s body: one to `max_batch` `image` parts. Any bytes make a valid part: a
+/// part that is not a picture (even an empty one) gets an error object in its place in the 200
+/// answer, so the parts have no length or media type to keep to.
 fn batch_body(max_batch: usize) -> RequestBody {
+    let part = image_part(
+        json!({"type": "string", "format": "binary"}),
+        &format!("{PICTURE}; a part that is not one gets an error object in its place"),
+    );
     RequestBodyBuilder::new()
         .required(Some(Required::True))
         .content(
             "multipart/form-data",
-            ContentBuilder::new()
-                .schema(Some(schema(json!({
-                    "type": "object", "required": ["image"],
-                    "properties": {"image": {"type": "array", "maxItems": max_batch, "items": image_part()}}
-                }))))
-                .build(),
+            multipart_content(json!({
+                "type": "array", "minItems": 1, "maxItems": max_batch, "items": part
+            }))
+            .build(),
         )
         .build()
 }
@@ -325,4 +369,141 @@ pub fn docs_ui() -> Operation {
         text("HTML page.", "text/html"),
     )
     .build()
+}
+
+/// What the request bodies say, checked on the document as a client reads it and, where the
+/// document draws a line the schemathesis run meets only by chance (the names of other multipart
+/// parts), against the router.
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::http::{Request, header};
+    use serde_json::Value;
+    use tower::ServiceExt;
+
+    use super::super::{DocLimits, documents, openapi};
+    use super::PART_NAME_EXCLUDED;
+    use crate::classifier::Classifier;
+    use crate::http::{AppState, Limits, router};
+    use crate::routes;
+    use crate::testing::{self, FakeClassifier};
+
+    const LIMITS: DocLimits = DocLimits {
+        max_body_bytes: 1 << 20,
+        max_image_pixels: 1 << 20,
+        max_batch: 5,
+        body_timeout: Duration::from_secs(10),
+        body_min_rate: 0,
+    };
+
+    /// The document as a client reads it.
+    fn document() -> Value {
+        let json = openapi(&testing::spec(), &LIMITS).to_json().unwrap();
+        serde_json::from_str(&json).unwrap()
+    }
+
+    fn multipart<'a>(doc: &'a Value, route: &str) -> &'a Value {
+        &doc["paths"][route]["post"]["requestBody"]["content"]["multipart/form-data"]
+    }
+
+    #[test]
+    fn a_picture_is_at_least_one_byte_and_a_batch_one_to_max_batch_parts_of_any_bytes() {
+        let doc = document();
+        let content = &doc["paths"][routes::PREDICT]["post"]["requestBody"]["content"];
+        for t in routes::RAW_IMAGE_TYPES {
+            assert_eq!(content[t]["schema"]["minLength"], 1, "{t}");
+            assert_eq!(content[t]["schema"]["format"], "binary", "{t}");
+        }
+        let part = &multipart(&doc, routes::PREDICT)["schema"]["properties"]["image"];
+        assert_eq!(part["minLength"], 1);
+        let parts = &multipart(&doc, routes::PREDICT_BATCH)["schema"]["properties"]["image"];
+        assert_eq!(parts["minItems"], 1);
+        assert_eq!(parts["maxItems"], LIMITS.max_batch);
+        assert_eq!(parts["items"]["format"], "binary");
+        assert!(parts["items"].get("minLength").is_none(), "{parts}");
+        for route in routes::UPLOADS {
+            let body = &multipart(&doc, route)["schema"];
+            assert_eq!(body["required"], serde_json::json!(["image"]), "{route}");
+        }
+    }
+
+    #[test]
+    fn the_single_image_part_may_declare_every_raw_type() {
+        let doc = document();
+        let declared: Vec<&str> =
+            multipart(&doc, routes::PREDICT)["encoding"]["image"]["contentType"]
+                .as_str()
+                .unwrap()
+                .split(", ")
+                .collect();
+        assert_eq!(declared, routes::RAW_IMAGE_TYPES);
+    }
+
+    /// A batch with one picture and another part named `name`.
+    fn batch_with_part_named(name: &[u8]) -> Request<Body> {
+        let mut png = Vec::new();
+        image::RgbImage::new(2, 2)
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        let mut body = b"--b\r\nContent-Disposition: form-data; name=\"".to_vec();
+        body.extend_from_slice(name);
+        body.extend_from_slice(
+            b"\"\r\n\r\nx\r\n--b\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\n",
+        );
+        body.extend_from_slice(&png);
+        body.extend_from_slice(b"\r\n--b--\r\n");
+        Request::post(routes::PREDICT_BATCH)
+            .header(header::CONTENT_TYPE, "multipart/form-data; boundary=b")
+            .body(Body::from(body))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn other_parts_are_refused_exactly_when_their_names_have_an_excluded_byte() {
+        let doc = document();
+        assert_eq!(
+            multipart(&doc, routes::PREDICT_BATCH)["schema"]["propertyNames"]["pattern"],
+            "^[^\\x00-\\x08\\x0A-\\x1F\\x7F]*$"
+        );
+        let classifier: Arc<dyn Classifier> = Arc::new(FakeClassifier::default());
+        let limits = Limits {
+            max_body_bytes: LIMITS.max_body_bytes,
+            max_batch_images: LIMITS.max_batch,
+            max_concurrency: 4,
+            max_queue_wait: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(10),
+            retry_after_seconds: 1,
+            body_timeout: LIMITS.body_timeout,
+            body_min_rate: LIMITS.body_min_rate,
+            max_uploads: 4,
+            max_body_memory: 1 << 24,
+        };
+        let docs = documents(classifier.as_ref(), "svc", &LIMITS);
+        let state = Arc::new(AppState::new(classifier, limits, docs));
+        // Every ASCII byte inside a name, and two names past ASCII (a letter, a C1 control).
+        let names = (0..=0x7f_u8)
+            .map(|c| vec![b'a', c, b'b'])
+            .chain(["\u{e9}", "\u{85}"].map(|s| s.as_bytes().to_vec()));
+        for name in names {
+            let answer = router(Arc::clone(&state))
+                .oneshot(batch_with_part_named(&name))
+                .await
+                .unwrap();
+            let excluded = name.iter().any(|b| {
+                PART_NAME_EXCLUDED
+                    .iter()
+                    .any(|(low, high)| (low..=high).contains(&b))
+            });
+            // (A quote ends the quoted name early: still a well-formed part, still ignored.)
+            assert_eq!(
+                answer.status().is_success(),
+                !excluded,
+                "part name {name:?}: {}",
+                answer.status()
+            );
+        }
+    }
 }
