@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Drain under load (issue 13): two servers, A (with --drain-delay) and B, behind a client that
+# Drain under load: two servers, A (with --drain-delay) and B, behind a client that
 # does what a load balancer does: it sends each request to the servers in turn and, when a
 # connection is refused or closes without an answer, retries on the other one. A gets SIGTERM
 # in the middle of the run. Counted: answers, failed requests (a non-200 answer, or no server

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Worst-case memory of one pod under hostile images (issue 13, rows 3 and 4). Not part of scripts/test.
+# Worst-case memory of one pod under hostile images (decode budget and row-by-row decoding). Not part of scripts/test.
 # Builds the release binary, generates the hostile images (server/tests/hostile_images.rs, ignored
 # test `write_hostile_images`: 16-bit 8000x5000 PNG, PNG and GIF decompression bombs, huge
 # progressive and baseline JPEGs, the 630-byte JPEG that declares 6000x6000) and runs the server

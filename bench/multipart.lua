@@ -7,7 +7,7 @@ f:close()
 local boundary = "----celestialbench7d1f0c"
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "multipart/form-data; boundary=" .. boundary
--- $BENCH_AUTHORIZATION (e.g. "Bearer <key>"): sent as the Authorization header (the keys A/B of issue 16).
+-- $BENCH_AUTHORIZATION (e.g. "Bearer <key>"): sent as the Authorization header (the API-key A/B).
 local authorization = os.getenv("BENCH_AUTHORIZATION")
 if authorization and authorization ~= "" then
   wrk.headers["Authorization"] = authorization

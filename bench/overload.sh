@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Overload goodput (issue 13): 2xx answers per second at c=64 (the default --max-concurrency, the
+# Overload goodput: 2xx answers per second at c=64 (the default --max-concurrency, the
 # peak) and at c=512 (8x overload, where most requests are refused with 429). 429s keep their
 # connection alive, so shedding costs a small answer, not a reconnect; the goal is goodput at
 # c=512 within 80 % of goodput at c=64. Not part of scripts/test; about 45 s.

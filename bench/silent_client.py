@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Silent and slowloris connections against a running server (issue 13 row 2): opens SILENT
+"""Silent and slowloris connections against a running server (the slow-client defences): opens SILENT
 connections that never send a byte and SLOW connections that send a request head one byte per
 second, then times POST /predict of IMAGE from a normal client (best and worst of 10), and counts
 how many of the hostile connections the server has closed after WAIT seconds.
