@@ -55,6 +55,8 @@ enum Reply {
         events: Vec<(Duration, Value)>,
         end: End,
     },
+    /// No answer: the connection is refused (an API server that is down or restarting).
+    Refused,
 }
 
 /// One expected request (method, path, query parameters that must be there or must not) and its
@@ -83,6 +85,11 @@ impl Exchange {
     /// Answers with `status` and the JSON `body`, `after` the request came.
     pub fn reply_after(&mut self, after: Duration, status: u16, body: Value) {
         self.reply = Some(Reply::Json(status, body, after));
+    }
+
+    /// Refuses the connection instead of answering (the API server is down).
+    pub fn refuse(&mut self) {
+        self.reply = Some(Reply::Refused);
     }
 
     /// Answers with a watch stream: each event at its time after the watch started (as kube
@@ -239,8 +246,13 @@ async fn answer_all(
         let (parts, body) = request.into_parts();
         let body = body.collect_bytes().await.unwrap_or_default();
         let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let reply = state.lock().expect("not poisoned").answer(&parts, body);
-        send.send_response(respond(reply));
+        match state.lock().expect("not poisoned").answer(&parts, body) {
+            Reply::Refused => send.send_error(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "tcp connect error: Connection refused (os error 111)",
+            )),
+            reply => send.send_response(respond(reply)),
+        }
     }
 }
 
@@ -291,6 +303,7 @@ fn respond(reply: Reply) -> Response<StreamedBody> {
             };
             (code, stream::once(body).boxed())
         }
+        Reply::Refused => unreachable!("answered without a response"),
         Reply::Watch { events, end } => {
             let start = tokio::time::Instant::now();
             let timed = stream::iter(events).then(move |(at, event)| async move {
@@ -311,4 +324,36 @@ fn respond(reply: Reply) -> Response<StreamedBody> {
         .header("content-type", "application/json")
         .body(StreamBody::new(body))
         .expect("a valid response")
+}
+
+/// The fixture itself: a request not expected (another path, or other query parameters) and one
+/// expected but never made each fail the verification, which names them.
+#[tokio::test(start_paused = true)]
+async fn unexpected_and_missing_requests_fail_verification() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, ListParams};
+
+    let pods = "/api/v1/namespaces/prod/pods";
+    let mut s = Scenario::new();
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a"}});
+    s.get(&format!("{pods}/a")).reply(200, pod);
+    s.get(&format!("{pods}/b")).reply(200, json!({}));
+    let list = json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": []});
+    s.get(pods).query("labelSelector", "app=a").reply(200, list);
+    let (cluster, server) = s.serve();
+    let api: Api<Pod> = Api::namespaced(cluster.client.clone(), "prod");
+    api.get("a").await.expect("scripted");
+    api.get("c").await.expect_err("not scripted");
+    let other = ListParams::default().labels("app=b");
+    api.list(&other).await.expect_err("other query parameters");
+    let verdict = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| server.verify()));
+    let panic = verdict.expect_err("the verification fails");
+    let message = panic.downcast_ref::<String>().expect("a message");
+    for part in [
+        "GET /api/v1/namespaces/prod/pods/c (nothing more expected on this path)",
+        "GET /api/v1/namespaces/prod/pods?&labelSelector=app%3Db (expected GET /api/v1/namespaces/prod/pods?labelSelector=app=a)",
+        "GET /api/v1/namespaces/prod/pods/b?",
+    ] {
+        assert!(message.contains(part), "{part} in {message}");
+    }
 }

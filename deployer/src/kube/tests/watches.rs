@@ -127,3 +127,46 @@ async fn a_watch_refused_for_good_ends_the_wait() {
         assert_eq!(w.took, secs(1), "not retried");
     }
 }
+
+/// The API server restarts during the wait: its watches end, connections are refused while it is
+/// down, and once it is back the Deployment's watch has lost its history (410) and lists again.
+/// The wait says so and completes.
+#[tokio::test(start_paused = true)]
+async fn a_restarting_api_server_is_ridden_out() {
+    let mut s = Scenario::new();
+    let mut r = Rollout::rolling();
+    r.deployment_end = End::Close;
+    let pods = std::mem::take(&mut r.pods);
+    r.script_without_pods(&mut s);
+    let (key, name) = named(NAME);
+    for _ in 0..2 {
+        s.watch(DEPLOYMENTS, LISTED).query(key, &name).refuse();
+    }
+    s.watch(DEPLOYMENTS, LISTED)
+        .query(key, &name)
+        .stream(vec![(secs(1), gone())], End::Open);
+    let done = vec![(secs(2), event("MODIFIED", deployment(rolled_out()), "40"))];
+    let again = vec![deployment(rolling())];
+    watched(&mut s, DEPLOYMENTS, (key, &name), again, done, End::Open);
+    let by_label = ("labelSelector", SELECTOR);
+    watched(&mut s, PODS, by_label, pods, Vec::new(), End::Close);
+    s.watch(PODS, LISTED).query(by_label.0, by_label.1).refuse();
+    s.watch(PODS, LISTED)
+        .query(by_label.0, by_label.1)
+        .stream(Vec::new(), End::Open);
+    let w = wait(s, Duration::ZERO).await;
+    assert!(w.result.is_ok(), "{:?}", w.result);
+    let refused = w
+        .progress
+        .iter()
+        .filter(|l| l.contains("Connection refused"));
+    assert_eq!(refused.count(), 3, "{:#?}", w.progress);
+    assert!(
+        w.progress
+            .iter()
+            .any(|l| l.contains("too old resource version")),
+        "{:#?}",
+        w.progress
+    );
+    assert!(resumed(&w.progress), "{:#?}", w.progress);
+}
