@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use serde_json::json;
 use tokio::time::Instant;
 
 use super::api_server::{Scenario, status};
@@ -53,10 +54,14 @@ fn failure(w: &Waited) -> (String, String) {
     }
 }
 
+/// A new pod template rolls out: the controller observes the new generation, replaces the old
+/// replicas one by one, and the wait ends when the Deployment says the rollout is complete.
 #[tokio::test(start_paused = true)]
 async fn a_rollout_that_progresses_completes_when_the_deployment_says_so() {
     let mut s = Scenario::new();
     let mut r = Rollout::rolling();
+    r.deployment = deployment(json!({"observedGeneration": 1, "replicas": 2,
+        "updatedReplicas": 0, "availableReplicas": 2}));
     let mut replacing = rolling();
     replacing["updatedReplicas"] = 2.into();
     r.pod_events = vec![(
@@ -64,8 +69,9 @@ async fn a_rollout_that_progresses_completes_when_the_deployment_says_so() {
         event("MODIFIED", pod("d-h2-a", "h2", running()), "11"),
     )];
     r.deployment_events = vec![
-        (secs(5), event("MODIFIED", deployment(replacing), "12")),
-        (secs(6), event("MODIFIED", deployment(rolled_out()), "13")),
+        (secs(1), event("MODIFIED", deployment(rolling()), "12")),
+        (secs(5), event("MODIFIED", deployment(replacing), "13")),
+        (secs(6), event("MODIFIED", deployment(rolled_out()), "14")),
     ];
     r.script(&mut s);
     let w = wait(s, Duration::ZERO).await;
@@ -85,6 +91,7 @@ async fn a_rollout_that_progresses_completes_when_the_deployment_says_so() {
     assert_eq!(
         states,
         [
+            "Deployment/d: waiting for the controller to observe generation 2",
             "Deployment/d: 1/2 updated, 2/2 available, 3 total",
             "Deployment/d: 2/2 updated, 2/2 available, 3 total; 1 old replica(s) terminating"
         ]
