@@ -8,7 +8,7 @@ use crate::error::Error;
 use crate::kube::cluster::Cluster;
 use crate::kube::error::{ApplyError, api_error};
 use crate::kube::manifests::{self, Manifest};
-use crate::kube::rollout::{self, Counts};
+use crate::kube::rollout::{self, Counts, Progressing};
 use crate::kube::service::service_url;
 use crate::options::StatusCommand;
 
@@ -169,7 +169,7 @@ async fn live_deployment(
     d: &Manifest,
     live: &Deployment,
 ) -> Result<LiveDeployment, ApplyError> {
-    let (state, desc) = rollout::rollout_state(live);
+    let state = rollout::rollout_state(live);
     let spec = live.spec.as_ref();
     let images = spec
         .iter()
@@ -189,10 +189,10 @@ async fn live_deployment(
     Ok(LiveDeployment {
         images,
         replicas: rollout::counts(live),
-        rollout: match state {
-            Ok(true) => "complete".to_string(),
-            Ok(false) => format!("in progress: {desc}"),
-            Err((r, m)) => format!("failed: {r}: {m}"),
+        rollout: match state.progressing {
+            Progressing::Done => "complete".to_string(),
+            Progressing::Going => format!("in progress: {}", state.desc),
+            Progressing::Failed(f) => format!("failed: {}: {}", f.reason, f.message),
         },
         pods,
     })
@@ -207,7 +207,7 @@ fn pod_status(pod: &Pod) -> PodStatus {
         .iter()
         .flatten()
         .any(|c| c.type_ == "Ready" && c.status == "True");
-    let reason = rollout::pod_failure(pod).map(|(r, _)| r).or_else(|| {
+    let reason = rollout::pod_failure(pod).map(|f| f.reason).or_else(|| {
         containers
             .clone()
             .find_map(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone())
