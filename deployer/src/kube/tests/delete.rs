@@ -65,9 +65,8 @@ async fn a_delete_waits_until_each_object_is_gone() {
     s.get(SERVICES)
         .query(key, &name)
         .reply(200, list("Service", Vec::new()));
-    let (key, name) = named(NAME);
     let gone = vec![(secs(6), event("DELETED", d.clone(), "11"))];
-    watched(&mut s, DEPLOYMENTS, (key, &name), vec![d], gone, End::Open);
+    watched_object(&mut s, (DEPLOYMENTS, NAME), d, gone, End::Open);
     let (result, progress, took) = delete(s, Duration::from_secs(120)).await;
     let deleted = result.expect("deleted");
     assert_eq!(
@@ -126,15 +125,7 @@ async fn an_object_that_stays_times_the_delete_out() {
     discover_deployments(&mut s);
     s.on(Method::DELETE, &one(DEPLOYMENTS, NAME))
         .reply(404, status(404, "NotFound", "gone"));
-    let (key, name) = named("s");
-    watched(
-        &mut s,
-        SERVICES,
-        (key, &name),
-        vec![svc],
-        Vec::new(),
-        End::Open,
-    );
+    watched_object(&mut s, (SERVICES, "s"), svc, Vec::new(), End::Open);
     let (result, _, took) = delete(s, Duration::from_secs(30)).await;
     match result.expect_err("timed out") {
         ApplyError::DeleteTimeout { what, seconds } => {

@@ -24,6 +24,13 @@ fn expect_events(s: &mut Scenario, events: Vec<Value>) {
         .reply(200, list("Event", events));
 }
 
+/// Expects the wait's watch of Service `s`, without an address when listed, then `events`; and
+/// its first look at the Service's events (none yet).
+fn pending_service(s: &mut Scenario, events: Vec<(Duration, Value)>) {
+    watched_object(s, (SERVICES, "s"), service(json!([])), events, End::Open);
+    expect_events(s, Vec::new());
+}
+
 /// An event about the Service `s`.
 fn about_service(reason: &str, message: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "s.1", "namespace": NS},
@@ -57,18 +64,8 @@ async fn the_url_comes_once_the_controller_sets_the_address() {
         ),
     ] {
         let mut s = Scenario::new();
-        let (key, name) = named("s");
         let addressed = vec![(secs(3), event("MODIFIED", service(ingress), "11"))];
-        let pending = vec![service(json!([]))];
-        watched(
-            &mut s,
-            SERVICES,
-            (key, &name),
-            pending,
-            addressed,
-            End::Open,
-        );
-        expect_events(&mut s, Vec::new());
+        pending_service(&mut s, addressed);
         let (result, progress, took) = wait(s, Duration::from_secs(60)).await;
         assert_eq!(result.expect("an address"), url);
         assert_eq!(took, secs(3));
@@ -84,17 +81,7 @@ async fn the_url_comes_once_the_controller_sets_the_address() {
 #[tokio::test(start_paused = true)]
 async fn a_pending_address_is_explained_and_times_out() {
     let mut s = Scenario::new();
-    let (key, name) = named("s");
-    let pending = vec![service(json!([]))];
-    watched(
-        &mut s,
-        SERVICES,
-        (key, &name),
-        pending,
-        Vec::new(),
-        End::Open,
-    );
-    expect_events(&mut s, Vec::new());
+    pending_service(&mut s, Vec::new());
     let failed = about_service("SyncLoadBalancerFailed", "no available IPs in the pool");
     expect_events(&mut s, vec![failed]);
     let (result, progress, took) = wait(s, Duration::from_secs(8)).await;
@@ -119,17 +106,8 @@ async fn a_pending_address_is_explained_and_times_out() {
 #[tokio::test(start_paused = true)]
 async fn a_service_deleted_during_the_wait_ends_it() {
     let mut s = Scenario::new();
-    let (key, name) = named("s");
     let removed = vec![(secs(2), event("DELETED", service(json!([])), "11"))];
-    watched(
-        &mut s,
-        SERVICES,
-        (key, &name),
-        vec![service(json!([]))],
-        removed,
-        End::Open,
-    );
-    expect_events(&mut s, Vec::new());
+    pending_service(&mut s, removed);
     let (result, _, took) = wait(s, Duration::from_secs(60)).await;
     match result.expect_err("gone") {
         RolloutError::Api(ApplyError::Api {

@@ -183,6 +183,27 @@ pub fn named(name: &str) -> (&'static str, String) {
     ("fieldSelector", format!("metadata.name={name}"))
 }
 
+/// Expects kube's watch of the one object `name` at `path`: its list by name answering `object`,
+/// then the watch sending `events`.
+pub fn watched_object(
+    s: &mut Scenario,
+    (path, name): (&str, &str),
+    object: Value,
+    events: Vec<(Duration, Value)>,
+    end: End,
+) {
+    let (key, name) = named(name);
+    watched(s, path, (key, &name), vec![object], events, end);
+}
+
+/// Expects the Deployment listed again (its watch broke and could not resume), still rolling,
+/// and its new watch, on which the rollout completes `after` it started.
+pub fn relisted_then_complete(s: &mut Scenario, after: Duration) {
+    let done = event("MODIFIED", deployment(rolled_out()), "40");
+    let d = (DEPLOYMENTS, NAME);
+    watched_object(s, d, deployment(rolling()), vec![(after, done)], End::Open);
+}
+
 /// What a rollout wait reads: the Deployment (got, then listed and watched by name), its
 /// ReplicaSets and pods (listed and watched by its selector), and the events of each watch. The
 /// watches of the ReplicaSets and pods stay open.
@@ -215,32 +236,18 @@ impl Rollout {
 
     /// Expects the wait's requests, in order per path.
     pub fn script(self, s: &mut Scenario) {
-        let pods = (self.pods.clone(), self.pod_events.clone());
+        let (pods, events) = (self.pods.clone(), self.pod_events.clone());
         self.script_without_pods(s);
-        watched(
-            s,
-            PODS,
-            ("labelSelector", SELECTOR),
-            pods.0,
-            pods.1,
-            End::Open,
-        );
+        let by_label = ("labelSelector", SELECTOR);
+        watched(s, PODS, by_label, pods, events, End::Open);
     }
 
     /// Expects the wait's requests but those for the pods (the test scripts them).
     pub fn script_without_pods(self, s: &mut Scenario) {
         s.get(&one(DEPLOYMENTS, NAME))
             .reply(200, self.deployment.clone());
-        let (key, name) = named(NAME);
-        let d = (self.deployment, self.deployment_events);
-        watched(
-            s,
-            DEPLOYMENTS,
-            (key, &name),
-            vec![d.0],
-            d.1,
-            self.deployment_end,
-        );
+        let (d, events) = (self.deployment, self.deployment_events);
+        watched_object(s, (DEPLOYMENTS, NAME), d, events, self.deployment_end);
         let by_label = ("labelSelector", SELECTOR);
         watched(s, REPLICASETS, by_label, self.sets, Vec::new(), End::Open);
     }

@@ -140,18 +140,7 @@ async fn a_rollback_rides_out_a_watch_that_breaks_during_its_wait() {
     let mut r = Rollout::rolling();
     r.deployment_events = vec![(secs(4), gone())];
     r.script(&mut s);
-    let (key, name) = named(NAME);
-    let done = event("MODIFIED", deployment(rolled_out()), "20");
-    let again = vec![deployment(rolling())];
-    let events = vec![(secs(3), done)];
-    watched(
-        &mut s,
-        DEPLOYMENTS,
-        (key, &name),
-        again,
-        events,
-        super::api_server::End::Open,
-    );
+    relisted_then_complete(&mut s, secs(3));
     let (outcome, progress, _) = roll_back(s).await;
     assert!(outcome.restored, "{outcome:?}");
     assert!(

@@ -46,17 +46,7 @@ async fn a_watch_that_expired_lists_again_and_the_wait_completes() {
     let mut r = Rollout::rolling();
     r.deployment_events = vec![(secs(5), gone())];
     r.script(&mut s);
-    let (key, name) = named(NAME);
-    let done = event("MODIFIED", deployment(rolled_out()), "30");
-    let again = vec![deployment(rolling())];
-    watched(
-        &mut s,
-        DEPLOYMENTS,
-        (key, &name),
-        again,
-        vec![(secs(2), done)],
-        End::Open,
-    );
+    relisted_then_complete(&mut s, secs(2));
     let w = wait(s, Duration::ZERO).await;
     assert!(w.result.is_ok(), "{:?}", w.result);
     assert!(resumed(&w.progress), "{:#?}", w.progress);
@@ -145,9 +135,7 @@ async fn a_restarting_api_server_is_ridden_out() {
     s.watch(DEPLOYMENTS, LISTED)
         .query(key, &name)
         .stream(vec![(secs(1), gone())], End::Open);
-    let done = vec![(secs(2), event("MODIFIED", deployment(rolled_out()), "40"))];
-    let again = vec![deployment(rolling())];
-    watched(&mut s, DEPLOYMENTS, (key, &name), again, done, End::Open);
+    relisted_then_complete(&mut s, secs(2));
     let by_label = ("labelSelector", SELECTOR);
     watched(&mut s, PODS, by_label, pods, Vec::new(), End::Close);
     s.watch(PODS, LISTED).query(by_label.0, by_label.1).refuse();
