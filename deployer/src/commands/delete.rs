@@ -2,10 +2,10 @@
 
 use std::time::Instant;
 
+use crate::cli::cluster::DeleteArgs;
 use crate::error::Error;
 use crate::kube::cluster::Cluster;
 use crate::kube::{apply, manifests};
-use crate::options::DeleteCommand;
 use crate::progress::Terminal;
 
 /// What `delete` reports.
@@ -36,9 +36,9 @@ impl DeleteReport {
 }
 
 /// `deployer delete`.
-pub async fn run(c: &DeleteCommand) -> Result<DeleteReport, Error> {
+pub async fn run(c: &DeleteArgs) -> Result<DeleteReport, Error> {
     let manifests = manifests::load(&c.manifests.paths())?;
-    let cluster = Cluster::connect(&c.cluster).await?;
+    let cluster = Cluster::connect(&c.cluster.connection()).await?;
     let start = Instant::now();
     let mut progress = Terminal::new();
     let deleted = apply::delete_all(&cluster, &manifests, c.timeout, &mut progress).await?;

@@ -1,11 +1,11 @@
 //! `diff` (and `apply --dry-run`): a server-side dry run of every manifest, with a unified diff
 //! per object of what `apply` would change. Changes nothing.
 
+use crate::cli::cluster::{ClusterArgs, DiffArgs, ManifestArgs};
 use crate::error::Error;
 use crate::kube::apply::{self, Action, Applied};
 use crate::kube::cluster::Cluster;
 use crate::kube::manifests::{self, Manifest, ManifestError};
-use crate::options::{ClusterOptions, DiffCommand, ManifestOptions};
 use crate::progress::Quiet;
 
 /// What `diff` reports.
@@ -70,7 +70,7 @@ impl DiffReport {
 /// The manifests with the server image set to `image` (when given), and the server image they
 /// will run.
 pub fn load_manifests(
-    m: &ManifestOptions,
+    m: &ManifestArgs,
     image: Option<&str>,
 ) -> Result<(Vec<Manifest>, Option<String>), ManifestError> {
     let mut manifests = manifests::load(&m.paths())?;
@@ -82,19 +82,19 @@ pub fn load_manifests(
 }
 
 /// `deployer diff`.
-pub async fn run(c: &DiffCommand) -> Result<DiffReport, Error> {
+pub async fn run(c: &DiffArgs) -> Result<DiffReport, Error> {
     let (manifests, _) = load_manifests(&c.manifests, c.image.as_deref())?;
     dry_run(&c.cluster, &manifests, false, "diff").await
 }
 
 /// The server-side dry run of `manifests` (`force` takes over conflicting fields).
 pub async fn dry_run(
-    c: &ClusterOptions,
+    c: &ClusterArgs,
     manifests: &[Manifest],
     force: bool,
     command: &'static str,
 ) -> Result<DiffReport, Error> {
-    let cluster = Cluster::connect(c).await?;
+    let cluster = Cluster::connect(&c.connection()).await?;
     let mut applied = Vec::new();
     apply::apply_all(&cluster, manifests, force, true, &mut Quiet, &mut applied).await?;
     let objects: Vec<ObjectReport> = applied

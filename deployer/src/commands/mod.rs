@@ -1,9 +1,10 @@
-//! One module per command. Each takes its plain options (from [`crate::options`]), drives the
-//! `kube/`, `oci/` and `smoke` layers, and returns a typed report that serializes to the command's
-//! JSON document and knows its text form; [`crate::render`] prints it either way.
+//! One module per command. Each takes its flags as parsed (the `Args` structs of [`crate::cli`]'s
+//! modules), drives the `kube/`, `oci/` and `smoke` layers, and returns a typed report that
+//! serializes to the command's JSON document and knows its text form; [`crate::render`] prints it
+//! either way.
 //!
-//! A new command: a module here with its report type, a variant in [`Report`] and in
-//! [`crate::options::Command`], and its flags in [`crate::cli`].
+//! A new command: a module here with its report type, a variant in [`Report`], and its flags in a
+//! module of [`crate::cli`] with a variant in [`crate::cli::command::Command`].
 
 pub mod apply;
 pub mod delete;
@@ -13,9 +14,9 @@ pub mod status;
 
 use std::future::Future;
 
+use crate::cli::command::Command;
 use crate::error::{Error, Interrupted};
 use crate::interrupt::Interrupt;
-use crate::options::Command;
 
 /// What a command reports: its JSON document (`--output json`) and its text.
 #[derive(Debug, serde::Serialize)]

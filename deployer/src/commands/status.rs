@@ -4,13 +4,13 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, ListParams};
 
+use crate::cli::cluster::StatusArgs;
 use crate::error::Error;
 use crate::kube::cluster::Cluster;
 use crate::kube::error::{ApplyError, api_error};
 use crate::kube::manifests::{self, Manifest};
 use crate::kube::rollout::{self, Counts, Progressing};
 use crate::kube::service::service_url;
-use crate::options::StatusCommand;
 
 /// What `status` reports.
 #[derive(Debug, serde::Serialize)]
@@ -106,9 +106,9 @@ impl StatusReport {
 }
 
 /// `deployer status`.
-pub async fn run(c: &StatusCommand) -> Result<StatusReport, Error> {
+pub async fn run(c: &StatusArgs) -> Result<StatusReport, Error> {
     let manifests = manifests::load(&c.manifests.paths())?;
-    let cluster = Cluster::connect(&c.cluster).await?;
+    let cluster = Cluster::connect(&c.cluster.connection()).await?;
     let mut deployments = Vec::new();
     for d in manifests.iter().filter(|x| x.kind == "Deployment") {
         deployments.push(deployment_status(&cluster, d).await?);

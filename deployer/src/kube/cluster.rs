@@ -1,10 +1,11 @@
 //! Connecting to the cluster: kubeconfig, context, namespace, and explaining API errors.
 
+use std::path::PathBuf;
+
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
 use super::error::credential_problem;
-use crate::options::ClusterOptions;
 use crate::support::{error_chain, install_crypto_provider};
 
 /// Could not set up or reach the cluster.
@@ -27,6 +28,17 @@ pub enum ClusterError {
     Credentials(String),
 }
 
+/// Which cluster and namespace: each unset one is the kubeconfig's default.
+#[derive(Debug, Clone, Default)]
+pub struct Connection {
+    /// Kubeconfig file; default $KUBECONFIG, then ~/.kube/config, then in-cluster.
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context; default the current one.
+    pub context: Option<String>,
+    /// Namespace for objects that set none; default the context's, then `default`.
+    pub namespace: Option<String>,
+}
+
 /// A connected client and the namespace for objects that set none.
 #[derive(Clone)]
 pub struct Cluster {
@@ -36,15 +48,15 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Builds the client from the flags and checks that the API server answers.
-    pub async fn connect(args: &ClusterOptions) -> Result<Cluster, ClusterError> {
+    /// Builds the client for `to` and checks that the API server answers.
+    pub async fn connect(to: &Connection) -> Result<Cluster, ClusterError> {
         install_crypto_provider();
         let options = KubeConfigOptions {
-            context: args.context.clone(),
+            context: to.context.clone(),
             cluster: None,
             user: None,
         };
-        let config = match &args.kubeconfig {
+        let config = match &to.kubeconfig {
             Some(path) => {
                 let kc = Kubeconfig::read_from(path).map_err(|e| ClusterError::Kubeconfig {
                     path: path.display().to_string(),
@@ -57,7 +69,7 @@ impl Cluster {
                         message: error_chain(&e),
                     })?
             }
-            None if args.context.is_some() => Config::from_kubeconfig(&options)
+            None if to.context.is_some() => Config::from_kubeconfig(&options)
                 .await
                 .map_err(|e| ClusterError::NoConfig(error_chain(&e)))?,
             None => Config::infer()
@@ -65,7 +77,7 @@ impl Cluster {
                 .map_err(|e| ClusterError::NoConfig(error_chain(&e)))?,
         };
         let url = config.cluster_url.to_string();
-        let namespace = args
+        let namespace = to
             .namespace
             .clone()
             .unwrap_or_else(|| config.default_namespace.clone());

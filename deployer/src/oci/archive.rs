@@ -15,8 +15,7 @@ use super::media::{
     manifest_bytes, select_platform, sha256_digest,
 };
 use super::publish::{Image, Pushed, Target, push_image};
-use super::registry::{self, CredentialSource};
-use crate::options::RegistryOptions;
+use super::registry::{self, CredentialSource, Transport};
 use crate::progress::Progress;
 
 /// The files of an archive by path.
@@ -237,16 +236,15 @@ pub async fn push_archive(
     path: &Path,
     image: &str,
     platform: &str,
-    reg: &RegistryOptions,
+    transport: &Transport,
     creds: &CredentialSource,
     progress: &mut dyn Progress,
 ) -> Result<Pushed, ImageError> {
     let target = registry::parse_reference(image)?;
     let archive = read_archive(path, platform)?;
-    let insecure = &reg.insecure;
-    let client = registry::client_for(&[target.resolve_registry()], insecure);
+    let client = registry::client_for(&[target.resolve_registry()], &transport.insecure);
     let target_creds = creds.for_registry(target.resolve_registry(), true)?;
-    let t = Target::new(&client, &target, &target_creds, reg);
+    let t = Target::new(&client, &target, &target_creds, transport);
     let digest = sha256_digest(&archive.manifest);
     let image = Image {
         blobs: archive

@@ -1,15 +1,38 @@
-//! Reading the build's inputs: the server binary, the ONNX Runtime library and the model named by
-//! the options, and the labels' values (flags, then git, then the crate's metadata).
+//! What a build takes ([`BuildSpec`]), and reading it: the server binary, the ONNX Runtime library
+//! and the model it names, and the labels' values (given, then git, then the crate's metadata).
 
 use std::path::{Path, PathBuf};
 
 use super::build::{Inputs, Metadata};
 use super::error::ImageError;
-use crate::options::BuildOptions;
+
+/// What `build` makes: the base it starts from and the files and label values it adds (unset
+/// ones are looked up: [`Inputs::read`], [`Metadata::resolve`]).
+#[derive(Debug, Clone)]
+pub struct BuildSpec {
+    /// Base image reference.
+    pub base: String,
+    /// `os/arch[/variant]` to pick from a multi-platform base.
+    pub platform: String,
+    /// The celestial-server binary to ship.
+    pub server_binary: PathBuf,
+    /// The ONNX Runtime library; default $ORT_DYLIB_PATH, then `scripts/onnxruntime.sh`.
+    pub onnxruntime: Option<PathBuf>,
+    /// The model to ship (empty: none).
+    pub model: PathBuf,
+    /// org.opencontainers.image.source; default the workspace repository URL.
+    pub source_url: Option<String>,
+    /// org.opencontainers.image.revision; default `git rev-parse HEAD`.
+    pub revision: Option<String>,
+    /// org.opencontainers.image.version; default the crate version.
+    pub image_version: Option<String>,
+    /// Creation time; default the git commit time.
+    pub source_date_epoch: Option<i64>,
+}
 
 impl Inputs {
-    /// Reads the binary, ONNX Runtime library and model named by the options.
-    pub fn read(opts: &BuildOptions) -> Result<Inputs, ImageError> {
+    /// Reads the binary, ONNX Runtime library and model the spec names.
+    pub fn read(spec: &BuildSpec) -> Result<Inputs, ImageError> {
         let read = |what: &'static str, p: &Path| {
             std::fs::read(p).map_err(|e| ImageError::Input {
                 what,
@@ -17,7 +40,7 @@ impl Inputs {
                 message: e.to_string(),
             })
         };
-        let binary = read("server binary", &opts.server_binary).map_err(|e| match e {
+        let binary = read("server binary", &spec.server_binary).map_err(|e| match e {
             ImageError::Input {
                 what,
                 path,
@@ -31,7 +54,7 @@ impl Inputs {
             },
             other => other,
         })?;
-        let ort_path = match &opts.onnxruntime {
+        let ort_path = match &spec.onnxruntime {
             Some(p) => p.clone(),
             None => default_onnxruntime()?,
         };
@@ -42,16 +65,16 @@ impl Inputs {
             .filter(|n| n.starts_with("libonnxruntime.so"))
             .map(str::to_string)
             .unwrap_or_else(|| "libonnxruntime.so".to_string());
-        let model = if opts.model.as_os_str().is_empty() {
+        let model = if spec.model.as_os_str().is_empty() {
             None
         } else {
-            let name = opts
+            let name = spec
                 .model
                 .file_name()
                 .and_then(|n| n.to_str())
                 .unwrap_or("model.onnx")
                 .to_string();
-            Some((read("model", &opts.model)?, name))
+            Some((read("model", &spec.model)?, name))
         };
         Ok(Inputs {
             binary,
@@ -100,8 +123,8 @@ fn default_onnxruntime() -> Result<PathBuf, ImageError> {
 }
 
 impl Metadata {
-    /// From the flags, then git, then the crate's metadata.
-    pub fn resolve(opts: &BuildOptions) -> Metadata {
+    /// From the spec, then git, then the crate's metadata.
+    pub fn resolve(spec: &BuildSpec) -> Metadata {
         let git = |args: &[&str]| -> Option<String> {
             let out = std::process::Command::new("git").args(args).output().ok()?;
             out.status
@@ -109,22 +132,22 @@ impl Metadata {
                 .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
                 .filter(|s| !s.is_empty())
         };
-        let created_epoch = opts
+        let created_epoch = spec
             .source_date_epoch
             .or_else(|| git(&["log", "-1", "--format=%ct"]).and_then(|s| s.parse().ok()))
             .unwrap_or(0);
         Metadata {
             created_epoch,
-            source: opts
+            source: spec
                 .source_url
                 .clone()
                 .unwrap_or_else(|| env!("CARGO_PKG_REPOSITORY").to_string()),
-            revision: opts
+            revision: spec
                 .revision
                 .clone()
                 .or_else(|| git(&["rev-parse", "HEAD"]))
                 .unwrap_or_else(|| "unknown".into()),
-            version: opts
+            version: spec
                 .image_version
                 .clone()
                 .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string()),

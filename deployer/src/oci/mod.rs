@@ -1,10 +1,10 @@
-//! The image side: everything OCI. Imports `options`, `progress` and `support`, never `kube/`.
+//! The image side: everything OCI. Imports `progress` and `support`, never `kube/` or `cli/`.
 //!
 //! - [`media`]: media types, digests, descriptors, platform selection (leaf)
 //! - [`layout`]: deterministic tar/gzip/JSON bytes (leaf)
 //! - [`build`]: the pure build: layer files, config and manifest from the base and the inputs
-//! - [`inputs`]: reading the build's inputs (binary, ONNX Runtime, model, labels)
-//! - [`registry`]: credentials, transport, and explaining registry errors
+//! - [`inputs`]: what a build takes, and reading it (binary, ONNX Runtime, model, labels)
+//! - [`registry`]: credentials, transport, retrying, and explaining registry errors
 //! - [`pull`]: the base image's manifest and config, blobs through a digest-checked cache
 //! - [`glibc`]: does the binary run on the base (architecture, glibc symbol versions)
 //! - [`publish`]: `build` end to end, and the push every image goes through

@@ -8,10 +8,12 @@ use oci_client::{Client, Reference};
 use super::build::{Base, Inputs, Metadata, assemble};
 use super::error::ImageError;
 use super::glibc::{binary_info, check_runs_on_base};
+use super::inputs::BuildSpec;
 use super::media::short;
 use super::pull::{fetch_blob, pull_base};
-use super::registry::{self, CredentialSource, Credentials, RegistryError, classify, retried};
-use crate::options::{BuildOptions, RegistryOptions};
+use super::registry::{
+    self, CredentialSource, Credentials, RegistryError, Transport, classify, retried,
+};
 use crate::progress::Progress;
 use crate::support::Backoff;
 
@@ -48,14 +50,14 @@ impl<'a> Target<'a> {
         client: &'a Client,
         reference: &'a Reference,
         creds: &'a Credentials,
-        reg: &'a RegistryOptions,
+        transport: &'a Transport,
     ) -> Self {
         Target {
             client,
             reference,
             creds,
-            insecure: &reg.insecure,
-            backoff: Backoff::within(reg.retry_timeout),
+            insecure: &transport.insecure,
+            backoff: Backoff::within(transport.retry_timeout),
         }
     }
 }
@@ -150,22 +152,22 @@ async fn blob_exists(t: &Target<'_>, digest: &str) -> Result<bool, RegistryError
 /// `deployer build`: builds and pushes, returns the pushed image by digest.
 pub async fn build_and_push(
     image: &str,
-    opts: &BuildOptions,
-    reg: &RegistryOptions,
+    spec: &BuildSpec,
+    transport: &Transport,
     creds: &CredentialSource,
     progress: &mut dyn Progress,
 ) -> Result<Pushed, ImageError> {
     let target = registry::parse_reference(image)?;
-    let base_ref = registry::parse_reference(&opts.base)?;
-    let inputs = Inputs::read(opts)?;
+    let base_ref = registry::parse_reference(&spec.base)?;
+    let inputs = Inputs::read(spec)?;
     // A binary that is not an ELF executable is refused before anything is pulled.
     binary_info(&inputs.binary).map_err(|m| ImageError::Input {
         what: "server binary",
-        path: opts.server_binary.clone(),
+        path: spec.server_binary.clone(),
         message: m,
     })?;
-    let meta = Metadata::resolve(opts);
-    let insecure = &reg.insecure;
+    let meta = Metadata::resolve(spec);
+    let insecure = &transport.insecure;
     let client = registry::client_for(
         &[target.resolve_registry(), base_ref.resolve_registry()],
         insecure,
@@ -173,17 +175,17 @@ pub async fn build_and_push(
     let same_registry = target.resolve_registry() == base_ref.resolve_registry();
     let base_creds = creds.for_registry(base_ref.resolve_registry(), same_registry)?;
     let target_creds = creds.for_registry(target.resolve_registry(), true)?;
-    let source = Target::new(&client, &base_ref, &base_creds, reg);
+    let source = Target::new(&client, &base_ref, &base_creds, transport);
     progress.set(&format!("pulling base {}", base_ref.whole()));
     let what = format!("pull {}", base_ref.whole());
     let (base, base_layers) = retried(source.backoff, &what, || {
-        pull_with_layers(&source, &opts.platform)
+        pull_with_layers(&source, &spec.platform)
     })
     .await?;
     check_runs_on_base(&base, &inputs.binary, &base_layers)?;
     progress.set("assembling the layer (binary, ONNX Runtime, model)");
     let built = assemble(&base, &inputs, &meta);
-    let t = Target::new(&client, &target, &target_creds, reg);
+    let t = Target::new(&client, &target, &target_creds, transport);
     client
         .store_auth_if_needed(target.resolve_registry(), &target_creds.auth)
         .await;

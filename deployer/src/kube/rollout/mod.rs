@@ -1,5 +1,5 @@
-//! A Deployment's rollout: waiting for it ([`wait`]), failing fast with the pod's own reason
-//! ([`failure`]), and its state at one moment ([`assess`], no API calls).
+//! A Deployment's rollout: waiting for it (`wait.rs`), failing fast with the pod's own reason
+//! (`failure.rs`), and its state at one moment (`assess.rs`, no API calls).
 //!
 //! [`wait_rollout`] ends in a [`RolloutReport`] or a [`RolloutError`]; [`rollout_state`] and
 //! [`assess`] say where a rollout stands as a [`RolloutState`] (a [`Progressing`] and a description),

@@ -61,7 +61,7 @@ enum Change {
 /// Waits until the Deployment's rollout is complete: generation observed, updated = available =
 /// desired, no old replicas. Fails fast on a pod's fatal reason or ProgressDeadlineExceeded (on
 /// Unschedulable after `limits.unschedulable_grace`). Follows the Deployment, its ReplicaSets and
-/// its pods through watches (see [`super::watch`]).
+/// its pods through watches (see [`crate::kube::watch`]).
 pub async fn wait_rollout(
     cluster: &Cluster,
     ns: &str,

@@ -1,0 +1,170 @@
+//! `apply` and `release`, and their flags of how to wait and check, and of API keys and TLS.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use celestial_common::parse_duration;
+use clap::Args;
+
+use super::cluster::{ClusterArgs, ManifestArgs};
+use super::image::ImageBuildArgs;
+use super::registry::RegistryArgs;
+use crate::kube::rollout::Limits;
+
+/// How `apply` waits and checks.
+#[derive(Debug, Clone, Args)]
+pub struct WaitArgs {
+    /// How long the rollout may take (e.g. 300s, 5m).
+    #[arg(long, env = "DEPLOYER_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// How long a new pod may stay Unschedulable before the rollout counts as failed (0s: at
+    /// once). A cluster that adds nodes on demand (cluster autoscaler, GKE Autopilot) shows
+    /// Unschedulable until the node is there: raise it above the node provisioning time.
+    #[arg(long, env = "DEPLOYER_UNSCHEDULABLE_GRACE", default_value = "60s", value_parser = parse_duration)]
+    pub unschedulable_grace: Duration,
+
+    /// How long to wait for the load balancer's address after the rollout (e.g. 3m).
+    #[arg(long, env = "DEPLOYER_LB_TIMEOUT", default_value = "3m", value_parser = parse_duration)]
+    pub lb_timeout: Duration,
+
+    /// Check /readyz and one real prediction through the public URL (`--smoke=false` to skip).
+    #[arg(long, env = "DEPLOYER_SMOKE", default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    pub smoke: bool,
+
+    /// Image file posted to /predict by the smoke test; default a small generated image.
+    #[arg(long, env = "DEPLOYER_SMOKE_IMAGE")]
+    pub smoke_image: Option<PathBuf>,
+
+    /// How long the smoke test may wait for the URL to answer (the load balancer may still be
+    /// programming its forwarding when the address appears).
+    #[arg(long, env = "DEPLOYER_SMOKE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub smoke_timeout: Duration,
+
+    /// If the rollout fails, restore the previous Deployment spec and wait for it.
+    #[arg(long, env = "DEPLOYER_ROLLBACK_ON_FAILURE")]
+    pub rollback_on_failure: bool,
+
+    /// Do not wait for the load balancer address (and skip the smoke test).
+    #[arg(long, env = "DEPLOYER_NO_WAIT_LB")]
+    pub no_wait_lb: bool,
+}
+
+/// Opt-in API keys and TLS (README, "Security").
+#[derive(Debug, Clone, Args)]
+pub struct SecurityArgs {
+    /// Require an API key for predictions: mount the Secret NAME (data key `api-keys`, one key per
+    /// line) into the server as its keys file. Created with a generated key when it does not
+    /// exist (never overwritten; edit it to rotate keys, the pods re-read it without a restart).
+    /// The smoke test sends its first key.
+    #[arg(long, env = "DEPLOYER_API_KEY_SECRET", value_name = "NAME")]
+    pub api_key_secret: Option<String>,
+
+    /// Print the API key (text and JSON output); without it the key is never printed, only how
+    /// to read it from the Secret.
+    #[arg(long, env = "DEPLOYER_SHOW_API_KEY", requires = "api_key_secret")]
+    pub show_api_key: bool,
+
+    /// Serve HTTPS: mount the kubernetes.io/tls Secret NAME (tls.crt, tls.key; cert-manager's
+    /// rotates in place and the pods re-read it) into the server and turn the Services into
+    /// 443 -> the server's TLS port. The Secret must exist. The smoke test trusts its ca.crt (else
+    /// its tls.crt).
+    #[arg(long, env = "DEPLOYER_TLS_SECRET", value_name = "NAME")]
+    pub tls_secret: Option<String>,
+
+    /// Host name the smoke test checks the server's certificate against, connecting to the load
+    /// balancer's address (e.g. the DNS name the certificate is for, before DNS points there);
+    /// default the address itself.
+    #[arg(
+        long,
+        env = "DEPLOYER_TLS_SERVER_NAME",
+        value_name = "HOST",
+        requires = "tls_secret"
+    )]
+    pub tls_server_name: Option<String>,
+}
+
+/// `deployer apply`.
+#[derive(Debug, Clone, Args)]
+pub struct ApplyArgs {
+    /// Image for the server container (REGISTRY/REPO@sha256:... preferred); default the manifest's.
+    #[arg(long, env = "DEPLOYER_IMAGE")]
+    pub image: Option<String>,
+
+    /// Take over fields another field manager owns (after reading the conflict explanation).
+    #[arg(long, env = "DEPLOYER_FORCE_CONFLICTS")]
+    pub force_conflicts: bool,
+
+    /// Server-side dry run: show what would change and stop.
+    #[arg(long, env = "DEPLOYER_DRY_RUN")]
+    pub dry_run: bool,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    #[command(flatten)]
+    pub manifests: ManifestArgs,
+
+    #[command(flatten)]
+    pub wait: WaitArgs,
+
+    #[command(flatten)]
+    pub security: SecurityArgs,
+}
+
+/// `deployer release`.
+#[derive(Debug, Clone, Args)]
+pub struct ReleaseArgs {
+    /// Where to push: REGISTRY/REPO[:TAG]; the manifests get the pushed digest.
+    #[arg(long, env = "DEPLOYER_IMAGE")]
+    pub image: String,
+
+    /// Take over fields another field manager owns.
+    #[arg(long, env = "DEPLOYER_FORCE_CONFLICTS")]
+    pub force_conflicts: bool,
+
+    #[command(flatten)]
+    pub build: ImageBuildArgs,
+
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    #[command(flatten)]
+    pub manifests: ManifestArgs,
+
+    #[command(flatten)]
+    pub wait: WaitArgs,
+
+    #[command(flatten)]
+    pub security: SecurityArgs,
+}
+
+impl WaitArgs {
+    /// How long a rollout (or a rollback's) may take.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            timeout: self.timeout,
+            unschedulable_grace: self.unschedulable_grace,
+        }
+    }
+}
+
+impl ReleaseArgs {
+    /// The `apply` half of a release: its cluster, manifests, waits and security, with `image`
+    /// for the server (the pushed digest).
+    pub fn apply(&self, image: Option<String>) -> ApplyArgs {
+        ApplyArgs {
+            image,
+            force_conflicts: self.force_conflicts,
+            dry_run: false,
+            cluster: self.cluster.clone(),
+            manifests: self.manifests.clone(),
+            wait: self.wait.clone(),
+            security: self.security.clone(),
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! `apply` and `release`: server-side apply, wait for each rollout (rolling back on request) and
+//! each load balancer's address, smoke-test the public URL.
+//!
+//! - `report.rs`: what they report
+//! - `secrets.rs`: the Secrets of `--api-key-secret` and `--tls-secret`
+//! - `waiting.rs`: the waits after applying, and the cluster's state after a signal
+//! - `interrupted.rs`: what a signal leaves, and how to resume
+
+use std::time::Instant;
+
+use super::diff::{self, ObjectReport, load_manifests};
+use super::image::build_and_push;
+use crate::cli::apply::{ApplyArgs, ReleaseArgs, SecurityArgs};
+use crate::cli::cluster::ManifestArgs;
+use crate::error::{Error, Interrupted};
+use crate::interrupt::Interrupt;
+use crate::kube::apply::{self, Action, Applied};
+use crate::kube::cluster::Cluster;
+use crate::kube::manifests::{Manifest, ManifestError};
+use crate::kube::secure;
+use crate::oci::publish::Pushed;
+use crate::progress::{Progress, Terminal};
+
+mod interrupted;
+mod report;
+mod secrets;
+mod waiting;
+
+use interrupted::{interrupted_applying, interrupted_waiting};
+pub use report::{ApiKeyReport, ApplyReport, Outcome};
+pub use secrets::Secrets;
+use waiting::{Waiting, smoke_test};
+
+/// The namespace of the server's objects: the first Deployment's own, else the command's.
+fn server_namespace(manifests: &[Manifest], cluster: &Cluster) -> String {
+    manifests
+        .iter()
+        .find(|m| m.kind == "Deployment")
+        .and_then(|m| m.namespace.clone())
+        .unwrap_or_else(|| cluster.namespace.clone())
+}
+
+/// Turns on what `--api-key-secret` and `--tls-secret` ask for in the manifests.
+fn secure_manifests(
+    manifests: &mut [Manifest],
+    m: &ManifestArgs,
+    security: &SecurityArgs,
+) -> Result<(), ManifestError> {
+    let container = m.container.as_deref();
+    if let Some(name) = &security.api_key_secret {
+        secure::mount_api_keys(manifests, name, container)?;
+    }
+    if let Some(name) = &security.tls_secret {
+        secure::enable_tls(manifests, name, container)?;
+    }
+    Ok(())
+}
+
+/// `deployer release`: build and push, then apply with the pushed digest. The manifests are read
+/// and the cluster is reached (its credentials checked) first, so a release that cannot apply
+/// says so before it spends a build and a push.
+pub async fn release(c: &ReleaseArgs, interrupt: &Interrupt) -> Result<Outcome, Error> {
+    let (mut manifests, _) = load_manifests(&c.manifests, Some(&c.image))?;
+    secure_manifests(&mut manifests, &c.manifests, &c.security)?;
+    let cluster = Cluster::connect(&c.cluster.connection()).await?;
+    let ns = server_namespace(&manifests, &cluster);
+    let secrets = Secrets::prepare(&cluster, &ns, &c.security).await?;
+    let mut progress = Terminal::new();
+    let building = build_and_push(&c.image, &c.build, &c.registry, &mut progress);
+    let pushed = match interrupt.run(building).await {
+        Ok(pushed) => pushed?,
+        Err(signal) => {
+            return Err(Error::Interrupted(Interrupted {
+                signal,
+                during: "building and pushing the image".into(),
+                state: vec![
+                    "nothing was applied to the cluster".into(),
+                    "blobs already pushed stay in the registry".into(),
+                ],
+                resume: "run the same `deployer release` again: it sends only what the registry still lacks".into(),
+            }));
+        }
+    };
+    progress.line(&format!("pushed {}", pushed.image));
+    drop(progress);
+    let apply = c.apply(Some(pushed.image.clone()));
+    let prepared = Some((cluster, secrets));
+    run(&apply, Some(pushed), prepared, "release", interrupt).await
+}
+
+/// `deployer apply` (a dry run reports like `diff`). A signal stops it where it stands: between or
+/// during the server-side applies, or while waiting; the error says what the cluster holds then.
+/// `prepared` is the connection and the Secrets when the caller has made them already.
+pub async fn run(
+    c: &ApplyArgs,
+    pushed: Option<Pushed>,
+    prepared: Option<(Cluster, Secrets)>,
+    command: &'static str,
+    interrupt: &Interrupt,
+) -> Result<Outcome, Error> {
+    let (mut manifests, server_image) = load_manifests(&c.manifests, c.image.as_deref())?;
+    secure_manifests(&mut manifests, &c.manifests, &c.security)?;
+    if let Some(s) = &c.wait.smoke_image
+        && !s.is_file()
+    {
+        return Err(Error::Usage(format!(
+            "--smoke-image {}: no such file",
+            s.display()
+        )));
+    }
+    if c.dry_run {
+        let r = diff::dry_run(&c.cluster, &manifests, c.force_conflicts, command).await?;
+        return Ok(Outcome::DryRun(r));
+    }
+    let (cluster, secrets) = match prepared {
+        Some(prepared) => prepared,
+        None => {
+            let cluster = Cluster::connect(&c.cluster.connection()).await?;
+            let ns = server_namespace(&manifests, &cluster);
+            let secrets = Secrets::prepare(&cluster, &ns, &c.security).await?;
+            (cluster, secrets)
+        }
+    };
+    let start = Instant::now();
+    let mut p = Terminal::new();
+    let applied = apply_step(&cluster, &manifests, c, &mut p, command, interrupt).await?;
+    let apply_seconds = start.elapsed().as_secs_f64();
+    let waiting = Waiting {
+        cluster: &cluster,
+        applied: &applied,
+        wait: &c.wait,
+    };
+    let step = std::cell::Cell::new("waiting for the rollout");
+    let waited = interrupt
+        .run(async {
+            let rollouts = waiting.rollouts(&mut p).await?;
+            step.set("waiting for the load balancer's address");
+            let urls = waiting.urls(&mut p).await?;
+            step.set("smoke-testing the public URL");
+            let access = secrets.access(&c.security);
+            let smoke = smoke_test(urls.first(), &c.wait, &access, &mut p).await?;
+            Ok::<_, Error>((rollouts, urls, smoke))
+        })
+        .await;
+    drop(p);
+    let (rollouts, urls, smoke) = match waited {
+        Ok(done) => done?,
+        Err(signal) => {
+            let state = waiting.state().await;
+            let rollback = c.wait.rollback_on_failure;
+            return Err(interrupted_waiting(signal, step.get(), state, command, rollback).into());
+        }
+    };
+    Ok(Outcome::Done(Box::new(ApplyReport {
+        command,
+        namespace: cluster.namespace,
+        image: server_image,
+        pushed,
+        objects: applied.iter().map(|o| ObjectReport::new(o, None)).collect(),
+        changed: applied
+            .iter()
+            .filter(|o| o.action != Action::Unchanged)
+            .count(),
+        rollouts,
+        url: urls.first().cloned(),
+        urls,
+        smoke,
+        api_key: secrets.api_key_report(&c.security),
+        tls_secret: c.security.tls_secret.clone(),
+        apply_seconds,
+        seconds: start.elapsed().as_secs_f64(),
+    })))
+}
+
+/// Server-side applies the manifests, unless a signal comes first.
+async fn apply_step(
+    cluster: &Cluster,
+    manifests: &[Manifest],
+    c: &ApplyArgs,
+    p: &mut dyn Progress,
+    command: &str,
+    interrupt: &Interrupt,
+) -> Result<Vec<Applied>, Error> {
+    let mut applied = Vec::new();
+    let force = c.force_conflicts;
+    let applying = apply::apply_all(cluster, manifests, force, false, p, &mut applied);
+    match interrupt.run(applying).await {
+        Ok(r) => r.map(|()| applied).map_err(Error::from),
+        Err(signal) => Err(interrupted_applying(signal, manifests, &applied, command).into()),
+    }
+}
