@@ -23,3 +23,6 @@ pub mod secrets;
 pub mod secure;
 pub mod service;
 pub mod watch;
+
+#[cfg(test)]
+mod tests;

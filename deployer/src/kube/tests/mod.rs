@@ -1,0 +1,15 @@
+//! The Kubernetes side against the API server's answers, scripted ([`api_server`]): the rollout
+//! wait, watches that break and resume, rollback, apply, delete and the load-balancer wait. They
+//! run on tokio's paused clock, so deadlines and graces of minutes take milliseconds.
+//!
+//! What only a real cluster proves (an image pull, pods that run, the API server's own merge and
+//! conflict rules, a load-balancer controller) stays in `tests/tests/deployer_*.rs`.
+
+mod api_server;
+mod apply;
+mod delete;
+mod load_balancer;
+mod objects;
+mod rollback;
+mod rollout;
+mod watches;
