@@ -115,7 +115,12 @@ pub async fn rollback(
             image,
             message: format!(
                 "restoring the previous spec failed: {}",
-                api_error(name, "apply", e, "")
+                api_error(
+                    &format!("Deployment/{name}"),
+                    "apply",
+                    e,
+                    "the previous spec"
+                )
             ),
         };
     }

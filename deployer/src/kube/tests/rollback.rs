@@ -158,9 +158,9 @@ async fn a_rollback_the_api_server_refuses_says_so_and_restores_nothing() {
     let (outcome, _, _) = roll_back(s).await;
     assert!(!outcome.restored);
     assert!(
-        outcome
-            .message
-            .starts_with("restoring the previous spec failed: "),
+        outcome.message.starts_with(
+            "restoring the previous spec failed: Deployment/d (the previous spec): the API server rejected it: "
+        ),
         "{}",
         outcome.message
     );
