@@ -10,7 +10,9 @@ use http::Method;
 use serde_json::{Value, json};
 
 use super::api_server::{Scenario, status};
+use super::exit_code;
 use super::objects::*;
+use crate::exit::ExitCode;
 use crate::kube::apply::{Action, Applied, apply_all};
 use crate::kube::error::ApplyError;
 use crate::kube::manifests::{Manifest, Origin};
@@ -225,6 +227,7 @@ async fn a_field_conflict_is_explained_and_force_takes_the_fields_over() {
         "{text}"
     );
     assert!(matches!(error, ApplyError::Conflict { .. }), "{error:?}");
+    assert_eq!(exit_code(error), ExitCode::Apply);
 
     let mut s = Scenario::new();
     discover_deployments(&mut s);
@@ -251,14 +254,15 @@ async fn refused_applies_say_which_object_and_why() {
         s.get(&d).reply(200, deployment(rolled_out()));
         expect_apply(&mut s, &d).reply(code, status(code, reason, message));
         let (result, _, _) = apply(s, &manifests(), false, false).await;
-        match result.expect_err("refused") {
+        let error = result.expect_err("refused");
+        match &error {
             ApplyError::Forbidden {
                 object,
                 action,
                 message: m,
             } if code == 403 => {
                 assert_eq!(
-                    (object.as_str(), action, m.as_str()),
+                    (object.as_str(), *action, m.as_str()),
                     ("Deployment/d", "apply", forbidden)
                 );
             }
@@ -274,6 +278,7 @@ async fn refused_applies_say_which_object_and_why() {
             }
             other => panic!("{code}: {other:?}"),
         }
+        assert_eq!(exit_code(error), ExitCode::Apply, "{code}");
     }
 }
 

@@ -10,7 +10,9 @@ use tokio::time::Instant;
 
 use super::api_server::{End, Scenario, status};
 use super::apply::{discover_deployments, discover_services, manifests};
+use super::exit_code;
 use super::objects::*;
+use crate::exit::ExitCode;
 use crate::kube::apply::delete_all;
 use crate::kube::error::ApplyError;
 use crate::progress::Recorded;
@@ -127,12 +129,14 @@ async fn an_object_that_stays_times_the_delete_out() {
         .reply(404, status(404, "NotFound", "gone"));
     watched_object(&mut s, (SERVICES, "s"), svc, Vec::new(), End::Open);
     let (result, _, took) = delete(s, Duration::from_secs(30)).await;
-    match result.expect_err("timed out") {
+    let error = result.expect_err("timed out");
+    match &error {
         ApplyError::DeleteTimeout { what, seconds } => {
-            assert_eq!((what.as_str(), seconds), ("Service/s", 30));
+            assert_eq!((what.as_str(), *seconds), ("Service/s", 30));
         }
         other => panic!("{other:?}"),
     }
+    assert_eq!(exit_code(error), ExitCode::Timeout);
     assert_eq!(took, secs(30));
 }
 

@@ -8,7 +8,9 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::api_server::{End, Scenario, status};
+use super::exit_code;
 use super::objects::*;
+use crate::exit::ExitCode;
 use crate::kube::error::ApplyError;
 use crate::kube::rollout::RolloutError;
 use crate::kube::{rollout, service};
@@ -101,6 +103,7 @@ async fn a_pending_address_is_explained_and_times_out() {
     let explained = |l: &String| l.contains("no load-balancer controller");
     let first = progress.iter().position(explained).expect("explained");
     assert!(progress[first].contains("(5s)"), "{progress:#?}");
+    assert_eq!(exit_code(error), ExitCode::Timeout);
 }
 
 #[tokio::test(start_paused = true)]

@@ -8,7 +8,9 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::api_server::{Scenario, status};
+use super::exit_code;
 use super::objects::*;
+use crate::exit::ExitCode;
 use crate::kube::error::ApplyError;
 use crate::kube::rollout::{Limits, RolloutError, RolloutReport, wait_rollout};
 use crate::progress::Recorded;
@@ -124,13 +126,15 @@ async fn each_hopeless_container_reason_fails_the_rollout_at_once() {
         assert_eq!(got, *reason);
         assert_eq!(text, format!("pod d-h2-a container server: {message}"));
         assert_eq!(w.took, secs(3), "{reason}: not at once");
-        let error = w.result.unwrap_err().to_string();
+        let failed = w.result.unwrap_err();
+        let error = failed.to_string();
         assert!(
             error.starts_with(&format!(
                 "rollout of Deployment/d failed: {reason}: pod d-h2-a"
             )),
             "{error}"
         );
+        assert_eq!(exit_code(failed), ExitCode::Rollout, "{reason}");
     }
 }
 
@@ -253,6 +257,7 @@ async fn a_rollout_that_never_completes_times_out_with_its_state() {
         }
         other => panic!("not a timeout: {other:?}"),
     }
+    assert_eq!(exit_code(w.result.unwrap_err()), ExitCode::Timeout);
 }
 
 #[tokio::test(start_paused = true)]
@@ -289,7 +294,7 @@ async fn a_missing_or_forbidden_deployment_ends_the_wait_before_any_watch() {
     s.get(&one(DEPLOYMENTS, NAME))
         .reply(403, status(403, "Forbidden", refused));
     let w = wait(s, Duration::ZERO).await;
-    match w.result {
+    match &w.result {
         Err(RolloutError::Api(ApplyError::Forbidden {
             object, message, ..
         })) => {
@@ -298,4 +303,5 @@ async fn a_missing_or_forbidden_deployment_ends_the_wait_before_any_watch() {
         }
         other => panic!("not a refusal: {other:?}"),
     }
+    assert_eq!(exit_code(w.result.unwrap_err()), ExitCode::Apply);
 }
