@@ -32,4 +32,4 @@ pub use podman::{Container, Podman};
 pub use support::{free_loopback_port, http_client, unique_name};
 pub use test_env::TestEnv;
 pub use testenv::{run_testenv, testenv_script};
-pub use workspace::{repo_binary, repo_root};
+pub use workspace::{onnxruntime_library, repo_binary, repo_root};

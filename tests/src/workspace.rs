@@ -32,6 +32,16 @@ pub fn repo_binary(package: &str, bin: &str) -> Result<PathBuf, EnvError> {
     Ok(target.join("debug").join(bin))
 }
 
+/// The pinned ONNX Runtime library, as `scripts/onnxruntime.sh` finds (or fetches and caches) it.
+pub fn onnxruntime_library() -> PathBuf {
+    let out = Command::new(repo_root().join("scripts/onnxruntime.sh"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("running scripts/onnxruntime.sh");
+    assert!(out.status.success(), "scripts/onnxruntime.sh failed");
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
 /// `cargo`, without the variables cargo set for the running test (`CARGO_PKG_*`,
 /// `CARGO_MANIFEST_*`): build scripts watch some of them (ring's), so a build with them would redo
 /// what the same build from a shell made, and the next one from a shell would redo it again.

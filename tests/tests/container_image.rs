@@ -11,7 +11,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use celestial_e2e::podman::Container;
-use celestial_e2e::{TestEnv, free_loopback_port, http_client, repo_binary, repo_root};
+use celestial_e2e::{
+    TestEnv, free_loopback_port, http_client, onnxruntime_library, repo_binary, repo_root,
+};
 use serde_json::Value;
 
 /// The uncompressed size the issue sets as the limit for the final image.
@@ -318,11 +320,7 @@ async fn dockerfile_image_is_small_runs_read_only_as_non_root_and_behaves_like_d
     let deployer = repo_binary("deployer", "deployer").expect("building deployer");
     let server =
         repo_binary("celestial-server", "celestial-server").expect("building celestial-server");
-    let ort = Command::new(repo_root().join("scripts/onnxruntime.sh"))
-        .output()
-        .unwrap();
-    assert!(ort.status.success(), "scripts/onnxruntime.sh failed");
-    let ort = String::from_utf8(ort.stdout).unwrap().trim().to_string();
+    let ort = onnxruntime_library();
     let image = format!(
         "{}/celestial-e2e/compare:{}",
         env.registry(),
@@ -341,7 +339,7 @@ async fn dockerfile_image_is_small_runs_read_only_as_non_root_and_behaves_like_d
             "--server-binary",
             server.to_str().unwrap(),
             "--onnxruntime",
-            &ort,
+            ort.to_str().unwrap(),
             "-o",
             "json",
         ])

@@ -2,10 +2,9 @@
 //! of one nothing should ever reach), fake image references, and dataset images to predict.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use super::{Scratch, args};
-use crate::{TestEnv, repo_binary, repo_root};
+use crate::{TestEnv, onnxruntime_library, repo_binary, repo_root};
 
 /// `deployer build` of `server` + `ort` on `base` to a repository nothing should ever reach.
 pub fn never_build(env: &TestEnv, base: &str, server: &Path, ort: &Path) -> Vec<String> {
@@ -56,11 +55,7 @@ pub fn smoke_image() -> Option<PathBuf> {
 pub fn server_build(env: &TestEnv, image: &str) -> (Scratch, Vec<String>) {
     let server =
         repo_binary("celestial-server", "celestial-server").expect("building celestial-server");
-    let ort = Command::new(repo_root().join("scripts/onnxruntime.sh"))
-        .output()
-        .unwrap();
-    assert!(ort.status.success(), "scripts/onnxruntime.sh failed");
-    let ort = String::from_utf8(ort.stdout).unwrap().trim().to_string();
+    let ort = onnxruntime_library();
     let inputs = Scratch::new("inputs");
     let copy = |from: &Path, name: &str| {
         let to = inputs.path().join(name);
@@ -68,7 +63,7 @@ pub fn server_build(env: &TestEnv, image: &str) -> (Scratch, Vec<String>) {
         to.to_str().unwrap().to_string()
     };
     let server = copy(&server, "celestial-server");
-    let ort = copy(Path::new(&ort), "libonnxruntime.so.1.31.1");
+    let ort = copy(&ort, "libonnxruntime.so.1.31.1");
     let model = copy(
         &repo_root().join("model/celestial-bodies.onnx"),
         "celestial-bodies.onnx",
