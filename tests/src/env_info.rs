@@ -43,24 +43,33 @@ pub struct EnvInfo {
     pub base_images: BaseImages,
     /// Names of the fake (kwok) nodes.
     pub kwok_nodes: Vec<String>,
-    /// The real node, when the environment has one (`TESTENV_REAL_NODE=1 testenv up`, or
-    /// `testenv start node`; [`crate::TestEnv::real_node`] adds it).
+    /// Taint key of the kwok nodes (`KEY=true:NoSchedule`): only pods that tolerate it go there.
+    pub kwok_taint: String,
+    /// The real nodes (two by default; `TESTENV_REAL_NODES`), where pods run unless they opt into
+    /// the kwok nodes.
     #[serde(default)]
-    pub real_node: Option<RealNode>,
+    pub real_nodes: Vec<RealNode>,
+    /// metrics-server's address (behind the aggregation layer), empty without real nodes.
+    #[serde(default)]
+    pub metrics_server: String,
 }
 
-/// The environment's real node: kubelet + containerd + CNI bridge + kube-proxy in a network
-/// namespace of their own (tests/env/node.sh). Only pods that tolerate the taint and select the
-/// label run there; everything else goes to the kwok nodes.
+impl EnvInfo {
+    /// The real node named `name`, if it is one.
+    pub fn real_node_named(&self, name: &str) -> Option<&RealNode> {
+        self.real_nodes.iter().find(|n| n.name == name)
+    }
+}
+
+/// One of the environment's real nodes: kubelet + containerd + CNI bridge + kube-proxy in a network
+/// namespace of their own (tests/env/node.sh), on a bridge the host routes to.
 #[derive(Debug, Clone, Deserialize)]
 pub struct RealNode {
     /// Node name.
     pub name: String,
-    /// Label `LABEL=true` on the node (select it with a nodeSelector).
+    /// Label `LABEL=true` on every real node (select them with a nodeSelector).
     pub label: String,
-    /// Taint key, `KEY=true:NoSchedule` (tolerate it).
-    pub taint: String,
-    /// The node's InternalIP, inside its namespace.
+    /// The node's InternalIP, inside its namespace and on the host's bridge.
     pub address: String,
     /// The namespace (a bind mount; `nsenter --net=PATH`).
     pub netns: PathBuf,
@@ -71,13 +80,15 @@ pub struct RealNode {
 }
 
 impl RealNode {
-    /// A pod spec's `nodeSelector` and `tolerations` that put it on this node.
+    /// A pod spec's `nodeSelector` that keeps it on the real nodes (any of them).
     pub fn placement(&self) -> serde_json::Value {
-        serde_json::json!({
-            "nodeSelector": { &self.label: "true" },
-            "tolerations": [{ "key": &self.taint, "operator": "Equal", "value": "true",
-                              "effect": "NoSchedule" }],
-        })
+        serde_json::json!({ "nodeSelector": { &self.label: "true" } })
+    }
+
+    /// Whether `ip` is in this node's pod range (a /24).
+    pub fn has_pod_ip(&self, ip: &str) -> bool {
+        let prefix = self.pod_cidr.rsplit_once('.').map(|(p, _)| p).unwrap_or("");
+        ip.rsplit_once('.').map(|(p, _)| p) == Some(prefix)
     }
 }
 

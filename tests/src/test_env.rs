@@ -1,6 +1,7 @@
 //! The handle a test gets on the running environment ([`TestEnv::get`]): clients and tools
 //! configured for it, fresh namespaces, and waits for what the cluster does.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -26,15 +27,15 @@ impl TestEnv {
         r.map(|info| Self { info }).map_err(EnvError::Up)
     }
 
-    /// The real node: `testenv start node` once per process, which adds it to the environment
-    /// when it does not have it yet, repairs it when a part of it is down, and does nothing when it
-    /// runs. Returns the handle with the refreshed `env.json`.
+    /// The real nodes: `testenv start node` once per process, which adds them to the environment
+    /// when it does not have them, repairs one when a part of it is down, and does nothing when
+    /// they run. Returns the handle with the refreshed `env.json` and the first node.
     pub async fn real_node(&self) -> Result<(Self, RealNode), EnvError> {
         let r = tokio::task::spawn_blocking(testenv::start_node)
             .await
             .map_err(|e| EnvError::Up(format!("the start-up task failed: {e}")))?;
         let info = r.map_err(EnvError::Up)?;
-        let node = info.real_node.clone().ok_or_else(|| {
+        let node = info.real_nodes.first().cloned().ok_or_else(|| {
             EnvError::Up("`testenv start node` succeeded but env.json names no real node".into())
         })?;
         Ok((Self { info }, node))
@@ -109,13 +110,44 @@ impl TestEnv {
         c
     }
 
-    /// Creates a fresh namespace named `PREFIX-xxxxx`, deleted when the guard drops.
+    /// Creates a fresh namespace named `PREFIX-xxxxx`, deleted when the guard drops. Its pods run
+    /// on the real nodes.
     pub async fn namespace(&self, prefix: &str) -> Result<TestNamespace, EnvError> {
+        self.create_namespace(prefix, BTreeMap::new()).await
+    }
+
+    /// A fresh namespace whose pods all go to the kwok nodes, for tests that need pods which never
+    /// run (fake images) or many nodes: the apiserver's PodNodeSelector and
+    /// PodTolerationRestriction admission plugins give every pod of the namespace the kwok nodes'
+    /// nodeSelector and a toleration of their taint, so the manifests stay as they are.
+    pub async fn kwok_namespace(&self, prefix: &str) -> Result<TestNamespace, EnvError> {
+        let tolerations = serde_json::json!([{
+            "key": self.info.kwok_taint, "operator": "Exists", "effect": "NoSchedule"
+        }]);
+        let annotations = BTreeMap::from([
+            (
+                "scheduler.alpha.kubernetes.io/node-selector".to_owned(),
+                "type=kwok".to_owned(),
+            ),
+            (
+                "scheduler.alpha.kubernetes.io/defaultTolerations".to_owned(),
+                tolerations.to_string(),
+            ),
+        ]);
+        self.create_namespace(prefix, annotations).await
+    }
+
+    async fn create_namespace(
+        &self,
+        prefix: &str,
+        annotations: BTreeMap<String, String>,
+    ) -> Result<TestNamespace, EnvError> {
         let api: Api<Namespace> = Api::all(self.client().await?);
         let ns = Namespace {
             metadata: ObjectMeta {
                 generate_name: Some(format!("{prefix}-")),
                 labels: Some([("dev.celestial.testenv/test".to_owned(), "true".to_owned())].into()),
+                annotations: Some(annotations),
                 ..Default::default()
             },
             ..Default::default()

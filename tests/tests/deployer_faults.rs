@@ -9,8 +9,6 @@
 //! other test sees the API server or the registry go away. A guard starts a stopped component
 //! again even when a test fails.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use celestial_e2e::deployer::*;
@@ -217,7 +215,7 @@ async fn deployer_stops_on_sigint_says_where_the_cluster_is_and_a_rerun_converge
 
 /// `kubectl scale` of the server's Deployment to `replicas`, then wait until exactly that many of
 /// its pods exist (the removed ones gone) and all are ready.
-async fn scale(env: &TestEnv, ns: &str, replicas: usize, node: &RealNode) {
+async fn scale(env: &TestEnv, ns: &str, replicas: usize) {
     let to = format!("--replicas={replicas}");
     let deployment = "deployment/celestial-bodies-classifier-deployment";
     run_testenv(&["kubectl", "-n", ns, "scale", deployment, &to]).unwrap();
@@ -225,7 +223,10 @@ async fn scale(env: &TestEnv, ns: &str, replicas: usize, node: &RealNode) {
     loop {
         let pods = server_pods(env, ns).await;
         let ready = pods.iter().filter(|p| {
-            p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node.name.as_str())
+            p.spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_deref())
+                .is_some_and(|n| env.info().real_node_named(n).is_some())
                 && p.metadata.deletion_timestamp.is_none()
                 && p.status
                     .as_ref()
@@ -246,62 +247,6 @@ async fn scale(env: &TestEnv, ns: &str, replicas: usize, node: &RealNode) {
 
 /// Concurrent keep-alive clients of the zero-downtime test.
 const CLIENTS: usize = 4;
-
-/// Predictions through a URL from concurrent keep-alive clients, until stopped.
-struct Load {
-    stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<(usize, Vec<String>)>>,
-}
-
-impl Load {
-    fn start(url: &str, jpeg: &[u8], clients: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let tasks = (0..clients)
-            .map(|_| {
-                let (stop, url, jpeg) = (stop.clone(), url.to_string(), jpeg.to_vec());
-                tokio::spawn(async move {
-                    let (mut answered, mut failures) = (0, Vec::new());
-                    let client = keep_alive_client();
-                    while !stop.load(Ordering::Relaxed) {
-                        match predict_with(&client, &url, &jpeg).await {
-                            Ok(_) => answered += 1,
-                            Err(e) => failures.push(e),
-                        }
-                    }
-                    (answered, failures)
-                })
-            })
-            .collect();
-        Load { stop, tasks }
-    }
-
-    /// (answered, failures).
-    async fn stop(self) -> (usize, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        let (mut answered, mut failures) = (0, Vec::new());
-        for t in self.tasks {
-            let (a, f) = t.await.unwrap();
-            answered += a;
-            failures.extend(f);
-        }
-        (answered, failures)
-    }
-}
-
-/// Failures by message, most frequent first, with their counts (a short, readable line each).
-fn summary(failures: &[String]) -> String {
-    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
-    for f in failures {
-        *counts.entry(f.as_str()).or_default() += 1;
-    }
-    let mut v: Vec<_> = counts.into_iter().collect();
-    v.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
-    v.iter()
-        .take(5)
-        .map(|(m, n)| format!("{n} x {}", m.chars().take(200).collect::<String>()))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
 
 #[tokio::test]
 async fn a_rolling_release_and_a_scale_down_under_load_lose_no_request() {
@@ -336,10 +281,10 @@ async fn a_rolling_release_and_a_scale_down_under_load_lose_no_request() {
 
     // A scale-down from 3 to 2 (the HorizontalPodAutoscaler keeps at least 2; with no metrics
     // here it only enforces its bounds): the removed pod drains while the load runs.
-    scale(&env, ns.name(), 3, &node).await;
+    scale(&env, ns.name(), 3).await;
     let traffic = Load::start(&url, &jpeg, clients);
     let t = Instant::now();
-    scale(&env, ns.name(), 2, &node).await;
+    scale(&env, ns.name(), 2).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (answered, failures) = traffic.stop().await;
     eprintln!(

@@ -1,9 +1,10 @@
-//! Tearing the real node down leaves nothing on the host, even after every process of it was
+//! Tearing the real nodes down leaves nothing on the host, even after every process of them was
 //! SIGKILLed (a session that ended abruptly): `testenv stop node` (the same code as `down` runs)
-//! kills what is left, unmounts, removes the cgroups, restores the sysctls and host paths, then
-//! checks and fails when anything is left. This test checks the same again from outside, and that
-//! `testenv start node` brings the node back. Its own test binary, so it never runs alongside the
-//! other real-node tests (cargo runs test binaries one after another).
+//! kills what is left, unmounts, removes the cgroups and the nodes' network, restores the sysctls
+//! and host paths, then checks and fails when anything is left. This test checks the same again
+//! from outside, and that `testenv start node` brings both nodes (and metrics-server) back. Its own
+//! test binary, so it never runs alongside the other real-node tests (cargo runs test binaries one
+//! after another).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -12,12 +13,15 @@ use celestial_e2e::{TestEnv, run_testenv};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, PostParams};
 
-/// pids of every process that belongs to the node: whatever names the node's directory (its
-/// daemons, the shims) or runs in a kubepods cgroup (the pods). Not the LB stand-in, which names
-/// the node's namespace but belongs to the environment.
+/// The nodes' cgroup roots (`/sys/fs/cgroup/<hierarchy>/celestial-real-node-N`) hold their pods.
+const CGROUP_ROOT: &str = "celestial-real-node-";
+
+/// pids of every process that belongs to a node: whatever names a node's directory (its daemons,
+/// the shims) or runs in a node's cgroup (the pods). Not the LB stand-in, which names node 0's
+/// namespace but belongs to the environment.
 fn node_processes(state: &Path) -> Vec<(i32, String)> {
     let lb = state.join("bin/testenv-lb").display().to_string();
-    let node_dir = state.join("node").display().to_string();
+    let node_dir = state.join("node-").display().to_string();
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
@@ -38,21 +42,33 @@ fn node_processes(state: &Path) -> Vec<(i32, String)> {
         if cmd.starts_with(&lb) {
             continue;
         }
-        if cmd.contains(&node_dir) || cgroup.lines().any(|l| l.contains(":/kubepods")) {
+        let in_node_cgroup = cgroup
+            .lines()
+            .any(|l| l.contains(&format!(":/{CGROUP_ROOT}")) || l.contains(":/kubepods"));
+        if cmd.contains(&node_dir) || in_node_cgroup {
             out.push((pid, cmd));
         }
     }
     out
 }
 
-fn kubepods_cgroups() -> Vec<String> {
+/// The nodes' cgroups (and any top-level kubepods) in every hierarchy.
+fn node_cgroups() -> Vec<String> {
     let mut out = Vec::new();
     for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
-        if h.path().join("kubepods").is_dir() {
-            out.push(h.path().join("kubepods").display().to_string());
+        for c in std::fs::read_dir(h.path()).into_iter().flatten().flatten() {
+            let name = c.file_name().to_string_lossy().into_owned();
+            if c.path().is_dir() && (name.starts_with(CGROUP_ROOT) || name == "kubepods") {
+                out.push(c.path().display().to_string());
+            }
         }
     }
     out
+}
+
+/// Whether the host has a network interface of that name.
+fn link_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
 }
 
 fn mounts_below(dir: &Path) -> Vec<String> {
@@ -76,6 +92,12 @@ async fn env_real_node_stop_after_sigkill_of_everything_leaves_nothing_and_start
     let env = TestEnv::get().await.unwrap();
     let (env, node) = env.real_node().await.unwrap();
     let state = env.info().state_dir.clone();
+    assert_eq!(
+        env.info().real_nodes.len(),
+        2,
+        "{:?}",
+        env.info().real_nodes
+    );
 
     // a running pod, so that there are a shim, mounts, cgroups and a veth to clean up
     let ns = env.namespace("realnode-down").await.unwrap();
@@ -106,8 +128,9 @@ async fn env_real_node_stop_after_sigkill_of_everything_leaves_nothing_and_start
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    assert!(!kubepods_cgroups().is_empty(), "a running pod has cgroups");
-    assert!(!mounts_below(&state.join("node")).is_empty());
+    assert!(!node_cgroups().is_empty(), "a running pod has cgroups");
+    assert!(!mounts_below(&state).is_empty());
+    assert!(link_exists("celbr0") && link_exists("celn0") && link_exists("celn1"));
 
     // the host's values from before the node (testenv keeps them next to the state directory)
     let record = std::fs::read_to_string(format!("{}.node-host", state.display())).unwrap();
@@ -144,9 +167,24 @@ async fn env_real_node_stop_after_sigkill_of_everything_leaves_nothing_and_start
     );
     let left = node_processes(&state);
     assert!(left.is_empty(), "processes left: {left:?}");
-    assert_eq!(kubepods_cgroups(), Vec::<String>::new());
+    assert_eq!(node_cgroups(), Vec::<String>::new());
     assert_eq!(mounts_below(&state), Vec::<String>::new());
-    assert!(!state.join("node").exists());
+    for n in &env.info().real_nodes {
+        assert!(!n.netns.exists(), "{} still has its namespace", n.name);
+    }
+    // the nodes' network: the bridge, the veths, and with them the host's routes to the pods
+    for link in ["celbr0", "celn0", "celn1"] {
+        assert!(!link_exists(link), "{link} left on the host");
+    }
+    let routes = std::process::Command::new("ip")
+        .args(["route"])
+        .output()
+        .unwrap();
+    let routes = String::from_utf8_lossy(&routes.stdout);
+    assert!(
+        !routes.contains("10.245."),
+        "routes to pods left:\n{routes}"
+    );
     for (name, before) in &sysctls {
         assert_eq!(&sysctl(name), before, "{name} not restored");
     }
@@ -165,16 +203,40 @@ async fn env_real_node_stop_after_sigkill_of_everything_leaves_nothing_and_start
         "the LB stand-in died"
     );
 
-    // and the node comes back (the pod still bound to it is started again by the new kubelet)
+    // and the nodes come back (the pod still bound to one is started again by the new kubelet),
+    // with metrics-server behind the aggregation layer
+    let t = Instant::now();
     let out = run_testenv(&["start", "node"]).unwrap();
-    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    eprintln!(
+        "measured: both nodes and metrics-server back in {:.1}s\n{}",
+        t.elapsed().as_secs_f64(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let nodes: Api<Node> = Api::all(client);
-    let n = nodes.get(&node.name).await.unwrap();
-    let ready = n
-        .status
-        .and_then(|s| s.conditions)
-        .unwrap_or_default()
-        .iter()
-        .any(|c| c.type_ == "Ready" && c.status == "True");
-    assert!(ready, "node {} not Ready after start", node.name);
+    for n in &env.info().real_nodes {
+        let got = nodes.get(&n.name).await.unwrap();
+        let ready = got
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        assert!(ready, "node {} not Ready after start", n.name);
+    }
+    // metrics-server reports both nodes again (its first figures need two kubelet scrapes)
+    let raw = [
+        "kubectl",
+        "get",
+        "--raw",
+        "/apis/metrics.k8s.io/v1beta1/nodes",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut last = String::new();
+    while !env.info().real_nodes.iter().all(|n| last.contains(&n.name)) {
+        assert!(Instant::now() < deadline, "node metrics incomplete: {last}");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        last = run_testenv(&raw)
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_else(|e| e.to_string());
+    }
 }

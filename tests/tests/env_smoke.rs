@@ -40,7 +40,7 @@ fn lb_service(name: &str) -> Service {
 #[tokio::test]
 async fn env_two_replica_deployment_becomes_available_on_kwok_nodes() {
     let env = TestEnv::get().await.unwrap();
-    let ns = env.namespace("smoke-deploy").await.unwrap();
+    let ns = env.kwok_namespace("smoke-deploy").await.unwrap();
     let client = env.client().await.unwrap();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns.name());
     deployments
@@ -124,7 +124,7 @@ async fn env_load_balancer_service_gets_a_loopback_address_or_stays_pending() {
     if let Ok(mut conn) = tokio::net::TcpStream::connect(SocketAddr::new(a, 80)).await {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         assert!(
-            env.info().real_node.is_some(),
+            !env.info().real_nodes.is_empty(),
             "no backend was set and there is no real node, yet {a}:80 accepted"
         );
         let _ = conn.write_all(b"GET / HTTP/1.0\r\n\r\n").await;

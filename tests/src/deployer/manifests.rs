@@ -30,28 +30,38 @@ impl Drop for Scratch {
 
 /// A copy of kubernetes/ with `edit` applied to deployment.yaml.
 pub fn manifests_with(edit: impl Fn(&str) -> String) -> Scratch {
+    manifests_edited(|file, text| {
+        if file == "deployment.yaml" {
+            edit(text)
+        } else {
+            text.to_owned()
+        }
+    })
+}
+
+/// A copy of kubernetes/ with `edit(FILE NAME, TEXT)` applied to every file.
+pub fn manifests_edited(edit: impl Fn(&str, &str) -> String) -> Scratch {
     let s = Scratch::new("manifests");
     for e in std::fs::read_dir(repo_root().join("kubernetes")).unwrap() {
         let p = e.unwrap().path();
+        if !p.is_file() {
+            continue;
+        }
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
         let text = std::fs::read_to_string(&p).unwrap();
-        let text = if p.file_name().unwrap() == "deployment.yaml" {
-            edit(&text)
-        } else {
-            text
-        };
-        std::fs::write(s.path().join(p.file_name().unwrap()), text).unwrap();
+        std::fs::write(s.path().join(&name), edit(&name, &text)).unwrap();
     }
     s
 }
 
-/// `edit` applied to a copy of deployment.yaml that puts the pods on the environment's real node
-/// (its toleration and nodeSelector, as [`RealNode::placement`] says) with a CPU request of 100m
-/// instead of 500m: the node has 2 CPUs, and two of these tests at once (3 pods each during a
-/// rollout) must still fit. Nothing else of the manifests changes.
+/// `edit` applied to a copy of deployment.yaml that keeps the pods on the environment's real nodes
+/// (their label, as [`RealNode::placement`] says) with a CPU request of 100m instead of 500m: each
+/// node has 2 CPUs, and several of these tests at once (3 pods each during a rollout) must still
+/// fit. Nothing else of the manifests changes.
 pub fn real_node_manifests(node: &RealNode, edit: impl Fn(&str) -> String) -> Scratch {
     let placement = format!(
-        "      automountServiceAccountToken: false\n      nodeSelector:\n        {}: \"true\"\n      tolerations:\n        - key: {}\n          operator: Equal\n          value: \"true\"\n          effect: NoSchedule\n",
-        node.label, node.taint
+        "      automountServiceAccountToken: false\n      nodeSelector:\n        {}: \"true\"\n",
+        node.label
     );
     manifests_with(|t| {
         assert!(t.contains("automountServiceAccountToken: false\n") && t.contains("cpu: 500m"));

@@ -5,6 +5,7 @@
 
 mod cluster;
 mod images;
+mod load;
 mod manifests;
 mod predict;
 mod running;
@@ -20,6 +21,7 @@ use crate::{TestEnv, repo_binary, repo_root};
 
 pub use cluster::*;
 pub use images::*;
+pub use load::*;
 pub use manifests::*;
 pub use predict::*;
 pub use running::*;
