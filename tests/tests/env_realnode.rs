@@ -105,7 +105,11 @@ fn kubectl(env: &TestEnv, args: &[&str]) -> String {
 
 /// `kubectl port-forward pod/NAME :8080` until dropped; its local port. The reader of its stdout
 /// stays open: kubectl writes a line per connection, and a closed pipe would end it.
-struct PortForward(std::process::Child, u16, BufReader<std::process::ChildStdout>);
+struct PortForward {
+    child: std::process::Child,
+    port: u16,
+    _stdout: BufReader<std::process::ChildStdout>,
+}
 
 impl PortForward {
     fn start(env: &TestEnv, ns: &str, pod: &str) -> PortForward {
@@ -125,14 +129,18 @@ impl PortForward {
             .and_then(|(_, r)| r.split_whitespace().next())
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("kubectl port-forward said {line:?}"));
-        PortForward(child, port, out)
+        PortForward {
+            child,
+            port,
+            _stdout: out,
+        }
     }
 }
 
 impl Drop for PortForward {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -314,13 +322,16 @@ async fn env_real_nodes_spread_a_deployment_and_the_api_server_reaches_every_pod
                 "--version",
             ],
         );
-        assert!(help.starts_with("celestial-testenv "), "{name} on {on}: {help}");
+        assert!(
+            help.starts_with("celestial-testenv "),
+            "{name} on {on}: {help}"
+        );
         let raw = format!("/api/v1/namespaces/{}/pods/{name}:8080/proxy/", ns.name());
         let page = kubectl(&env, &["get", "--raw", &raw]);
         assert!(page.contains(&token), "{name} on {on}: {page}");
         let pf = PortForward::start(&env, ns.name(), name);
         let page = http_client(Duration::from_secs(10))
-            .get(format!("http://127.0.0.1:{}/", pf.1))
+            .get(format!("http://127.0.0.1:{}/", pf.port))
             .send()
             .await
             .unwrap()
