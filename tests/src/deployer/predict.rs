@@ -34,13 +34,25 @@ pub async fn predict_with(
         .body(jpeg.to_vec())
         .send()
         .await
-        .map_err(|e| format!("POST {url}predict: {e}"))?;
+        .map_err(|e| format!("POST {url}predict: {}", chain(&e)))?;
     let status = r.status();
     let text = r.text().await.map_err(|e| e.to_string())?;
     if status != 200 {
         return Err(format!("POST {url}predict: {status}: {text}"));
     }
     serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))
+}
+
+/// An error with its causes ("error sending request: connection closed before message completed"):
+/// reqwest's own message alone does not say what went wrong on the wire.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
 }
 
 /// `n` predictions of `jpeg` through `url`, each must answer with `label` (any label when None).
