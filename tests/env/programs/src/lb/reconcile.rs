@@ -142,7 +142,7 @@ impl Subject<'_> {
                 tracing::info!(service = %key, %ip, "assigned the load-balancer address");
                 let to = if self.cfg.node.is_some() {
                     format!(
-                        "the {BACKEND_ANNOTATION} annotation's backend, else to the Service's node ports on the real node"
+                        "the {BACKEND_ANNOTATION} annotation's backend, else to the Service's node ports on the real nodes"
                     )
                 } else {
                     format!("the {BACKEND_ANNOTATION} annotation's backend")
