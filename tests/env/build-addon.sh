@@ -9,6 +9,10 @@
 # The binaries land in ${CELESTIAL_CACHE:-~/.cache/celestial}/testenv/addons/<name>-<key>/bin, where
 # <key> hashes the add-on's go.mod + go.sum, this script and the Go version. Like build-tools.sh, a
 # build goes to a temporary directory renamed into place only when complete.
+#
+# A go.mod may carry a line `// celestial-build-tags: TAG ...`: those Go build tags go to the build
+# (Prometheus uses them to leave out the service-discovery plugins the test cluster has no use for).
+# Without that line the build has no -tags at all.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -25,7 +29,14 @@ DEST=$CACHE_ROOT/$NAME-$KEY
 if [ "${2:-}" = --key ]; then echo "$KEY"; exit 0; fi
 if [ -f "$DEST/.complete" ]; then echo "$DEST/bin"; exit 0; fi
 
-mapfile -t TOOLS < <(awk '$1 == "tool" {print $2}' "$MOD/go.mod")
+# `tool path` lines and `tool ( ... )` blocks (what `go get -tool` writes for a second tool)
+mapfile -t TOOLS < <(awk '$1 == "tool" && $2 == "(" {block = 1; next}
+  block && $1 == ")" {block = 0; next}
+  block && $1 != "" && $1 !~ "^//" {print $1; next}
+  $1 == "tool" {print $2}' "$MOD/go.mod")
+TAGS=$(sed -n 's|^// celestial-build-tags:||p' "$MOD/go.mod" | xargs | tr ' ' ,)
+TAG_ARGS=()
+[ -z "$TAGS" ] || TAG_ARGS=(-tags "$TAGS")
 [ ${#TOOLS[@]} -gt 0 ] || die "$MOD/go.mod names no tool"
 mkdir -p "$CACHE_ROOT"
 TMP=$(mktemp -d "$CACHE_ROOT/.build-$NAME-$KEY.XXXXXX")
@@ -34,8 +45,9 @@ mkdir -p "$TMP/bin"
 # the same settings as build-tools.sh: static binaries, read-only module graph, low priority
 export CGO_ENABLED=0 GOFLAGS="-mod=readonly -buildvcs=false -p=${TESTENV_GO_JOBS:-2}"
 start=$(date +%s)
-echo "build-addon: building $NAME (${TOOLS[*]}) into $DEST" >&2
-(cd "$MOD" && go mod download && nice -n 15 go build -trimpath -ldflags "-s -w" -o "$TMP/bin/" "${TOOLS[@]}")
+echo "build-addon: building $NAME (${TOOLS[*]}${TAGS:+, tags $TAGS}) into $DEST" >&2
+(cd "$MOD" && go mod download &&
+  nice -n 15 go build -trimpath "${TAG_ARGS[@]}" -ldflags "-s -w" -o "$TMP/bin/" "${TOOLS[@]}")
 elapsed=$(( $(date +%s) - start ))
 echo "$elapsed" > "$TMP/build-seconds"
 touch "$TMP/.complete"

@@ -16,6 +16,7 @@ mod env_info;
 mod error;
 pub mod httpd;
 pub mod lb;
+pub mod monitoring;
 mod namespace;
 pub mod podman;
 pub mod programs;
