@@ -62,6 +62,9 @@ fn error_json(e: &Error) -> Value {
         Error::Rollout(RolloutError::Timeout { rollback, .. }) => {
             j["rollback"] = json!(rollback);
         }
+        Error::SmokeRolledBack { rollback, .. } => {
+            j["rollback"] = json!(rollback);
+        }
         Error::Interrupted(i) => {
             j["interrupted"] = json!(i);
         }

@@ -42,7 +42,8 @@ pub struct WaitArgs {
     #[arg(long, env = "DEPLOYER_SMOKE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub smoke_timeout: Duration,
 
-    /// If the rollout fails, restore the previous Deployment spec and wait for it.
+    /// If the rollout or the smoke test fails, restore the previous Deployment spec and wait for
+    /// it. A model the server refuses at start (its self-check) is rolled back in any case.
     #[arg(long, env = "DEPLOYER_ROLLBACK_ON_FAILURE")]
     pub rollback_on_failure: bool,
 

@@ -25,4 +25,4 @@ pub mod service;
 pub mod watch;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

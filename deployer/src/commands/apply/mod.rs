@@ -24,6 +24,8 @@ use crate::progress::{Progress, Terminal};
 mod interrupted;
 mod report;
 mod secrets;
+#[cfg(test)]
+mod tests;
 mod waiting;
 
 use interrupted::{interrupted_applying, interrupted_waiting};
@@ -138,7 +140,7 @@ pub async fn run(
             let urls = waiting.urls(&mut p).await?;
             step.set("smoke-testing the public URL");
             let access = secrets.access(&c.security);
-            let smoke = smoke_test(urls.first(), &c.wait, &access, &mut p).await?;
+            let smoke = smoke_test(&waiting, urls.first(), &access, &mut p).await?;
             Ok::<_, Error>((rollouts, urls, smoke))
         })
         .await;

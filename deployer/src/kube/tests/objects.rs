@@ -130,6 +130,22 @@ pub fn exited(code: i32) -> Value {
         "state": {"terminated": {"exitCode": code, "reason": "Error", "message": "boom"}}}]})
 }
 
+/// The one-line reason a server gives when its model fails the start-up self-check.
+pub const MODEL_CHECK_REASON: &str =
+    "celestial-server: error: model self-check failed: 31 of 40 golden images misclassified";
+
+/// A pod whose server refused its model: restarted after exiting with the model-check status
+/// (the termination message ends with the server's reason), now in a crash loop.
+pub fn model_check_failed() -> Value {
+    let code = celestial_common::server_exit::MODEL_CHECK_FAILED;
+    json!({"phase": "Running", "containerStatuses": [{"name": "server", "image": IMAGE,
+        "imageID": "", "ready": false, "restartCount": 1,
+        "state": {"waiting": {"reason": "CrashLoopBackOff",
+            "message": "back-off 10s restarting failed container=server pod=d-h2-a_prod(u)"}},
+        "lastState": {"terminated": {"exitCode": code, "reason": "Error",
+            "message": format!("loading the model\n{MODEL_CHECK_REASON}\n")}}}]})
+}
+
 /// The LoadBalancer Service `s` (port 80), with `ingress` as its load-balancer status.
 pub fn service(ingress: Value) -> Value {
     json!({"apiVersion": "v1", "kind": "Service",

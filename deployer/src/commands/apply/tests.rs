@@ -1,0 +1,234 @@
+//! What `apply` does after a failed check, against the scripted API server
+//! (`crate::kube::tests`): a model the server refused is rolled back whatever
+//! `--rollback-on-failure` says, a failed smoke test is rolled back with it, and each outcome ends
+//! with its exit code.
+
+use clap::Parser;
+use http::Method;
+use serde_json::{Value, json};
+
+use super::waiting::{Waiting, smoke_test};
+use crate::cli::Cli;
+use crate::cli::apply::WaitArgs;
+use crate::cli::command::Command;
+use crate::error::Error;
+use crate::exit::ExitCode;
+use crate::kube::apply::{Action, Applied};
+use crate::kube::rollout::{MODEL_CHECK_FAILED, RolloutError};
+use crate::kube::tests::api_server::{Exchange, Scenario};
+use crate::kube::tests::objects::*;
+use crate::progress::Recorded;
+use crate::render::{Format, render};
+use crate::smoke::Access;
+
+/// `apply`'s waiting flags with `flags` (and the rollout's grace at 0s).
+pub fn wait_args(flags: &[&str]) -> WaitArgs {
+    let mut argv = vec!["deployer", "apply", "--unschedulable-grace", "0s"];
+    argv.extend(flags);
+    let Command::Apply(a) = Cli::try_parse_from(argv).expect("valid flags").command else {
+        panic!("not apply")
+    };
+    a.wait
+}
+
+/// Deployment `d` as this apply changed it: from [`PREVIOUS_IMAGE`] to [`IMAGE`] (or, with
+/// `changed` false, re-applied as it was).
+pub fn applied(changed: bool) -> Applied {
+    let mut before = deployment(rolled_out());
+    if changed {
+        before["spec"]["template"] = template(PREVIOUS_IMAGE);
+    }
+    Applied {
+        kind: "Deployment".into(),
+        name: NAME.into(),
+        namespace: Some(NS.into()),
+        action: if changed {
+            Action::Configured
+        } else {
+            Action::Unchanged
+        },
+        before: Some(before),
+        after: deployment(rolling()),
+    }
+}
+
+/// The forced server-side apply a rollback makes.
+pub fn expect_rollback_apply(s: &mut Scenario) -> &mut Exchange {
+    s.on(Method::PATCH, &one(DEPLOYMENTS, NAME))
+        .query("fieldManager", "deployer")
+        .query("force", "true")
+}
+
+/// Expects the rollback of `d` to the previous spec: its apply, then the wait until it is
+/// available again (9 s).
+pub fn expect_rollback(s: &mut Scenario) {
+    expect_rollback_apply(s).reply(200, deployment(rolling()));
+    let mut back = Rollout::rolling();
+    back.deployment_events = vec![(secs(9), event("MODIFIED", deployment(rolled_out()), "30"))];
+    back.script(s);
+}
+
+/// The image of the spec the rollback applied.
+fn restored_image(body: &Value) -> &str {
+    body["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap_or_default()
+}
+
+/// Runs the rollout waits of `apply` for [`applied`] against `scenario`.
+async fn rollouts(
+    scenario: Scenario,
+    flags: &[&str],
+) -> (Result<(), Error>, Vec<String>, Vec<Value>) {
+    let (cluster, server) = scenario.serve();
+    let applied = [applied(true)];
+    let wait = wait_args(flags);
+    let waiting = Waiting {
+        cluster: &cluster,
+        applied: &applied,
+        wait: &wait,
+    };
+    let mut p = Recorded::default();
+    let result = waiting.rollouts(&mut p).await.map(|_| ());
+    server.verify();
+    let patches = server.requests(Method::PATCH, &one(DEPLOYMENTS, NAME));
+    (
+        result,
+        p.lines,
+        patches.into_iter().map(|r| r.body).collect(),
+    )
+}
+
+/// The server refuses the new model: the previous revision is restored although
+/// `--rollback-on-failure` was not given, and `deployer` ends with 8 and the server's reason.
+#[tokio::test(start_paused = true)]
+async fn a_model_the_server_refuses_is_rolled_back_without_being_asked_and_exits_8() {
+    let mut s = Scenario::new();
+    let mut r = Rollout::rolling();
+    let refused = pod("d-h2-a", "h2", model_check_failed());
+    r.pod_events = vec![(secs(4), event("MODIFIED", refused, "11"))];
+    r.script(&mut s);
+    expect_rollback(&mut s);
+    let (result, progress, patches) = rollouts(s, &[]).await;
+    assert_eq!(patches.len(), 1, "one rollback");
+    assert_eq!(restored_image(&patches[0]), PREVIOUS_IMAGE);
+    let e = result.expect_err("the rollout failed");
+    assert!(
+        matches!(&e, Error::Rollout(RolloutError::Failed { reason, rollback: Some(rb), .. })
+            if reason == MODEL_CHECK_FAILED && rb.restored),
+        "{e:?}"
+    );
+    assert!(
+        progress
+            .iter()
+            .any(|l| l.starts_with("rollback: restored the previous spec")),
+        "{progress:#?}"
+    );
+    let failed = Err(e);
+    let text = render(&failed, Format::Text);
+    assert_eq!(text.code, ExitCode::ModelRejected);
+    let error = text.stderr.expect("an error");
+    assert!(error.contains(MODEL_CHECK_REASON), "{error}");
+    assert!(
+        error.contains("rollback: restored the previous spec"),
+        "{error}"
+    );
+    let j: Value = serde_json::from_str(&render(&failed, Format::Json).stdout.unwrap()).unwrap();
+    assert_eq!(
+        (j["exit_code"].clone(), j["category"].clone()),
+        (json!(8), json!("model_rejected"))
+    );
+    assert_eq!(j["reason"], MODEL_CHECK_FAILED);
+    assert_eq!(j["rollback"]["image"], PREVIOUS_IMAGE);
+}
+
+/// Another failure is rolled back only on request, as before: a crash loop without the flag
+/// stays where it is, exit 4.
+#[tokio::test(start_paused = true)]
+async fn another_rollout_failure_is_rolled_back_only_on_request() {
+    let mut s = Scenario::new();
+    let mut r = Rollout::rolling();
+    let crashing = pod("d-h2-a", "h2", waiting("CrashLoopBackOff", "back-off 10s"));
+    r.pod_events = vec![(secs(2), event("MODIFIED", crashing, "11"))];
+    r.script(&mut s);
+    let (result, _, patches) = rollouts(s, &[]).await;
+    assert!(
+        patches.is_empty(),
+        "no rollback without --rollback-on-failure"
+    );
+    assert_eq!(result.unwrap_err().exit_code(), ExitCode::Rollout);
+}
+
+/// A URL nothing answers on: the smoke test fails at once.
+const DEAD_URL: &str = "http://127.0.0.1:1/";
+
+/// Runs the smoke test of `apply` through [`DEAD_URL`] for `applied` against `scenario`.
+async fn smoke(scenario: Scenario, applied: Applied, flags: &[&str]) -> (Error, Vec<Value>) {
+    let (cluster, server) = scenario.serve();
+    let applied = [applied];
+    let mut all = vec!["--smoke-timeout", "0s"];
+    all.extend(flags);
+    let wait = wait_args(&all);
+    let waiting = Waiting {
+        cluster: &cluster,
+        applied: &applied,
+        wait: &wait,
+    };
+    let url = DEAD_URL.to_string();
+    let mut p = Recorded::default();
+    let result = smoke_test(&waiting, Some(&url), &Access::default(), &mut p).await;
+    server.verify();
+    let patches = server.requests(Method::PATCH, &one(DEPLOYMENTS, NAME));
+    let bodies = patches.into_iter().map(|r| r.body).collect();
+    (result.expect_err("nothing answers"), bodies)
+}
+
+/// A failed smoke test with `--rollback-on-failure` restores what this apply changed: the previous
+/// version serves, exit 8, and the JSON document says it rolled back.
+#[tokio::test(start_paused = true)]
+async fn a_failed_smoke_test_rolls_back_on_request_and_exits_8() {
+    let mut s = Scenario::new();
+    expect_rollback(&mut s);
+    let (e, patches) = smoke(s, applied(true), &["--rollback-on-failure"]).await;
+    assert_eq!(patches.len(), 1);
+    assert_eq!(restored_image(&patches[0]), PREVIOUS_IMAGE);
+    assert!(
+        matches!(&e, Error::SmokeRolledBack { rollback, .. } if rollback.restored),
+        "{e:?}"
+    );
+    let failed = Err(e);
+    let j: Value = serde_json::from_str(&render(&failed, Format::Json).stdout.unwrap()).unwrap();
+    assert_eq!(j["exit_code"], 8);
+    assert_eq!(j["rollback"]["restored"], true);
+    let error = j["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("http://127.0.0.1:1/readyz did not answer"),
+        "{error}"
+    );
+
+    // Without the flag: nothing is rolled back, exit 6 as before.
+    let (e, patches) = smoke(Scenario::new(), applied(true), &[]).await;
+    assert!(patches.is_empty());
+    assert!(matches!(e, Error::Smoke(_)), "{e:?}");
+    assert_eq!(e.exit_code(), ExitCode::Smoke);
+}
+
+/// A smoke test that fails for a version this apply did not change (it was serving already) is
+/// not rolled back to something older: exit 6, and the rollback says why not.
+#[tokio::test(start_paused = true)]
+async fn a_failed_smoke_test_of_an_unchanged_template_rolls_nothing_back() {
+    let (e, patches) = smoke(Scenario::new(), applied(false), &["--rollback-on-failure"]).await;
+    assert!(patches.is_empty());
+    match &e {
+        Error::SmokeRolledBack { rollback, .. } => {
+            assert!(!rollback.restored);
+            assert!(
+                rollback.message.starts_with("not rolled back: "),
+                "{}",
+                rollback.message
+            );
+        }
+        other => panic!("not a smoke failure: {other:?}"),
+    }
+    assert_eq!(e.exit_code(), ExitCode::Smoke);
+}
