@@ -136,7 +136,8 @@ pub fn rollout_state(d: &Deployment) -> RolloutState {
     }
 }
 
-pub(super) const REVISION: &str = "deployment.kubernetes.io/revision";
+/// The annotation holding a Deployment's (and its ReplicaSets') revision.
+pub const REVISION: &str = "deployment.kubernetes.io/revision";
 
 /// The pods of the Deployment's newest ReplicaSet (the one of its revision), from the Deployment's
 /// ReplicaSets and pods (what its selector matches). None while that ReplicaSet is not known (not

@@ -1,7 +1,6 @@
 //! The pod reasons that make a rollout hopeless, as a named failure (reason and message); among
 //! them the server's own verdict that its model is wrong ([`MODEL_CHECK_FAILED`]).
 
-use celestial_common::server_exit;
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStatus, Pod};
 
 /// Waiting reasons of a container that mean the rollout cannot succeed without a change.
@@ -17,6 +16,11 @@ pub const FATAL_WAITING_REASONS: &[&str] = &[
 
 /// The pod reason a cluster that adds nodes on demand also shows until the new node is there.
 pub const UNSCHEDULABLE: &str = "Unschedulable";
+
+/// The exit status of a `celestial-server` whose model failed its start-up self-check (the golden
+/// set it carries). The server's side of this agreement: it exits with exactly this status, its
+/// one-line reason as the termination message.
+pub const MODEL_CHECK_EXIT_STATUS: i32 = 3;
 
 /// The reason of a rollout whose server refused its model: a container ended (now or in its
 /// previous run) with the server's model-check exit status. Retrying cannot help (the check is
@@ -122,7 +126,7 @@ fn model_check_failure<'a>(
     pod: &str,
     containers: impl Iterator<Item = &'a ContainerStatus>,
 ) -> Option<Failure> {
-    let check = |t: &&ContainerStateTerminated| t.exit_code == server_exit::MODEL_CHECK_FAILED;
+    let check = |t: &&ContainerStateTerminated| t.exit_code == MODEL_CHECK_EXIT_STATUS;
     containers.into_iter().find_map(|cs| {
         let now = cs.state.as_ref().and_then(|s| s.terminated.as_ref());
         let before = cs.last_state.as_ref().and_then(|s| s.terminated.as_ref());
@@ -247,7 +251,7 @@ mod tests {
 
     #[test]
     fn the_model_check_exit_status_is_a_model_check_failure_in_any_state() {
-        let code = server_exit::MODEL_CHECK_FAILED;
+        let code = MODEL_CHECK_EXIT_STATUS;
         let refused = json!({"terminated": {"exitCode": code, "reason": "Error",
             "message": "{\"level\":\"INFO\"}\nmodel self-check failed: Earth read as Mars\n\n"}});
         // just exited; crash-looping after it; running again after it (the check runs at start)

@@ -14,9 +14,13 @@ mod failure;
 mod wait;
 
 pub use assess::{
-    Counts, Pending, Progressing, RolloutState, assess, counts, new_pods, owned_by, rollout_state,
+    Counts, Pending, Progressing, REVISION, RolloutState, assess, counts, new_pods, owned_by,
+    rollout_state,
 };
-pub use failure::{FATAL_WAITING_REASONS, Failure, MODEL_CHECK_FAILED, UNSCHEDULABLE, pod_failure};
+pub use failure::{
+    FATAL_WAITING_REASONS, Failure, MODEL_CHECK_EXIT_STATUS, MODEL_CHECK_FAILED, UNSCHEDULABLE,
+    pod_failure,
+};
 pub use wait::{describe, selector_string, wait_rollout};
 
 /// How long a rollout waits, and how long a pod may stay Unschedulable before the rollout counts as

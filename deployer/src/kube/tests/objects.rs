@@ -137,7 +137,7 @@ pub const MODEL_CHECK_REASON: &str =
 /// A pod whose server refused its model: restarted after exiting with the model-check status
 /// (the termination message ends with the server's reason), now in a crash loop.
 pub fn model_check_failed() -> Value {
-    let code = celestial_common::server_exit::MODEL_CHECK_FAILED;
+    let code = crate::kube::rollout::MODEL_CHECK_EXIT_STATUS;
     json!({"phase": "Running", "containerStatuses": [{"name": "server", "image": IMAGE,
         "imageID": "", "ready": false, "restartCount": 1,
         "state": {"waiting": {"reason": "CrashLoopBackOff",
