@@ -32,6 +32,12 @@ pub enum Error {
         error: smoke::SmokeError,
         rollback: rollout::Rollback,
     },
+    /// `deployer rollback` applied the revision it chose, but it did not become available.
+    #[error("rollback of Deployment/{deployment}: {}", rollback.message)]
+    RollbackFailed {
+        deployment: String,
+        rollback: rollout::Rollback,
+    },
     #[error(transparent)]
     Image(#[from] image::ImageError),
     #[error(transparent)]
@@ -63,6 +69,7 @@ impl Error {
             Error::Rollout(e) => rollout_code(e),
             Error::Smoke(_) => ExitCode::Smoke,
             Error::SmokeRolledBack { rollback, .. } => rejected_or(rollback, ExitCode::Smoke),
+            Error::RollbackFailed { .. } => ExitCode::Rollout,
             Error::Image(e) => image_code(e),
             Error::Registry(e) => registry_code(e),
             Error::Interrupted(i) => match i.signal {
@@ -88,7 +95,9 @@ fn cluster_code(e: &cluster::ClusterError) -> ExitCode {
 fn apply_code(e: &apply::ApplyError) -> ExitCode {
     match e {
         apply::ApplyError::DeleteTimeout { .. } => ExitCode::Timeout,
-        apply::ApplyError::Credentials { .. } | apply::ApplyError::Secret { .. } => ExitCode::Usage,
+        apply::ApplyError::Credentials { .. }
+        | apply::ApplyError::Secret { .. }
+        | apply::ApplyError::Record { .. } => ExitCode::Usage,
         _ => ExitCode::Apply,
     }
 }

@@ -62,7 +62,7 @@ fn error_json(e: &Error) -> Value {
         Error::Rollout(RolloutError::Timeout { rollback, .. }) => {
             j["rollback"] = json!(rollback);
         }
-        Error::SmokeRolledBack { rollback, .. } => {
+        Error::SmokeRolledBack { rollback, .. } | Error::RollbackFailed { rollback, .. } => {
             j["rollback"] = json!(rollback);
         }
         Error::Interrupted(i) => {

@@ -7,6 +7,7 @@ use celestial_common::parse_duration;
 use clap::Args;
 
 use super::cluster::{ClusterArgs, ManifestArgs};
+use super::history::RecordArgs;
 use super::image::ImageBuildArgs;
 use super::registry::RegistryArgs;
 use crate::kube::rollout::Limits;
@@ -112,6 +113,9 @@ pub struct ApplyArgs {
 
     #[command(flatten)]
     pub security: SecurityArgs,
+
+    #[command(flatten)]
+    pub record: RecordArgs,
 }
 
 /// `deployer release`.
@@ -142,6 +146,9 @@ pub struct ReleaseArgs {
 
     #[command(flatten)]
     pub security: SecurityArgs,
+
+    #[command(flatten)]
+    pub record: RecordArgs,
 }
 
 impl WaitArgs {
@@ -166,6 +173,7 @@ impl ReleaseArgs {
             manifests: self.manifests.clone(),
             wait: self.wait.clone(),
             security: self.security.clone(),
+            record: self.record.clone(),
         }
     }
 }

@@ -9,6 +9,7 @@
 //! - [`registry`]: registry credentials and transport (`build`, `push`, `release`)
 //! - [`cluster`]: which cluster and manifests, and `diff`, `status`, `delete`
 //! - [`apply`]: `apply` and `release`: waiting, checking, API keys and TLS
+//! - [`history`]: the release history they keep, `history` and `rollback`
 
 use clap::{Parser, ValueEnum};
 
@@ -20,6 +21,7 @@ use crate::render::{Format, render};
 pub mod apply;
 pub mod cluster;
 pub mod command;
+pub mod history;
 pub mod image;
 pub mod registry;
 

@@ -8,7 +8,9 @@
 //! - [`watch`]: following objects through watches that re-establish themselves
 //! - [`apply`]: server-side apply, dry runs and diffs, deletion
 //! - [`rollout`]: waiting for a Deployment's rollout; its state and the pod failure reasons (pure)
-//! - [`rollback`]: restoring the previous spec after a failed rollout
+//! - [`rollback`]: restoring the previous spec after a failed rollout, or a chosen revision
+//! - [`model`]: what a Deployment serves (revision, image digest, the model its pods report)
+//! - [`history`]: the release history in the cluster (the ConfigMap `celestial-releases`)
 //! - [`service`]: a LoadBalancer's address and URL, waiting for it
 //!
 //! A new kind of wait goes next to the object it waits for (`rollout/wait.rs`, `service.rs`).
@@ -16,7 +18,9 @@
 pub mod apply;
 pub mod cluster;
 pub mod error;
+pub mod history;
 pub mod manifests;
+pub mod model;
 pub mod rollback;
 pub mod rollout;
 pub mod secrets;

@@ -2,6 +2,7 @@
 //! each load balancer's address, smoke-test the public URL.
 //!
 //! - `report.rs`: what they report
+//! - `record.rs`: what they record in the release history
 //! - `secrets.rs`: the Secrets of `--api-key-secret` and `--tls-secret`
 //! - `waiting.rs`: the waits after applying, and the cluster's state after a signal
 //! - `interrupted.rs`: what a signal leaves, and how to resume
@@ -16,19 +17,24 @@ use crate::error::{Error, Interrupted};
 use crate::interrupt::Interrupt;
 use crate::kube::apply::{self, Action, Applied};
 use crate::kube::cluster::Cluster;
+use crate::kube::history;
 use crate::kube::manifests::{Manifest, ManifestError};
+use crate::kube::rollout::RolloutReport;
 use crate::kube::secure;
 use crate::oci::publish::Pushed;
 use crate::progress::{Progress, Terminal};
+use crate::smoke::{self, SmokeReport};
 
 mod interrupted;
+mod record;
 mod report;
 mod secrets;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod waiting;
 
 use interrupted::{interrupted_applying, interrupted_waiting};
+use record::Recorder;
 pub use report::{ApiKeyReport, ApplyReport, Outcome};
 pub use secrets::Secrets;
 use waiting::{Waiting, smoke_test};
@@ -58,8 +64,18 @@ fn secure_manifests(
     Ok(())
 }
 
+/// Reads the release history before anything changes (unless `limit` is 0), so that one that
+/// cannot be kept (no permission, a ConfigMap that is not a history) is said now, not after a
+/// rollout nobody could record.
+async fn check_history(cluster: &Cluster, ns: &str, limit: usize) -> Result<(), Error> {
+    if limit > 0 {
+        history::read(cluster, ns).await?;
+    }
+    Ok(())
+}
+
 /// `deployer release`: build and push, then apply with the pushed digest. The manifests are read
-/// and the cluster is reached (its credentials checked) first, so a release that cannot apply
+/// and the cluster is reached (its credentials and the release history checked) first, so a release that cannot apply
 /// says so before it spends a build and a push.
 pub async fn release(c: &ReleaseArgs, interrupt: &Interrupt) -> Result<Outcome, Error> {
     let (mut manifests, _) = load_manifests(&c.manifests, Some(&c.image))?;
@@ -67,6 +83,7 @@ pub async fn release(c: &ReleaseArgs, interrupt: &Interrupt) -> Result<Outcome, 
     let cluster = Cluster::connect(&c.cluster.connection()).await?;
     let ns = server_namespace(&manifests, &cluster);
     let secrets = Secrets::prepare(&cluster, &ns, &c.security).await?;
+    check_history(&cluster, &ns, c.record.history_limit).await?;
     let mut progress = Terminal::new();
     let building = build_and_push(&c.image, &c.build, &c.registry, &mut progress);
     let pushed = match interrupt.run(building).await {
@@ -120,6 +137,7 @@ pub async fn run(
             let cluster = Cluster::connect(&c.cluster.connection()).await?;
             let ns = server_namespace(&manifests, &cluster);
             let secrets = Secrets::prepare(&cluster, &ns, &c.security).await?;
+            check_history(&cluster, &ns, c.record.history_limit).await?;
             (cluster, secrets)
         }
     };
@@ -132,27 +150,18 @@ pub async fn run(
         applied: &applied,
         wait: &c.wait,
     };
-    let step = std::cell::Cell::new("waiting for the rollout");
-    let waited = interrupt
-        .run(async {
-            let rollouts = waiting.rollouts(&mut p).await?;
-            step.set("waiting for the load balancer's address");
-            let urls = waiting.urls(&mut p).await?;
-            step.set("smoke-testing the public URL");
-            let access = secrets.access(&c.security);
-            let smoke = smoke_test(&waiting, urls.first(), &access, &mut p).await?;
-            Ok::<_, Error>((rollouts, urls, smoke))
-        })
-        .await;
-    drop(p);
-    let (rollouts, urls, smoke) = match waited {
-        Ok(done) => done?,
-        Err(signal) => {
-            let state = waiting.state().await;
-            let rollback = c.wait.rollback_on_failure;
-            return Err(interrupted_waiting(signal, step.get(), state, command, rollback).into());
-        }
+    let access = secrets.access(&c.security);
+    let waited = wait_all(&waiting, &access, &mut p, command, interrupt).await?;
+    let recorder = Recorder {
+        waiting: &waiting,
+        command,
+        limit: c.record.history_limit,
+        container: c.manifests.container.as_deref(),
+        api_key: access.api_key.as_deref(),
     };
+    let records = recorder.record(waited.as_ref().err(), &mut p).await;
+    drop(p);
+    let (rollouts, urls, smoke) = waited?;
     Ok(Outcome::Done(Box::new(ApplyReport {
         command,
         namespace: cluster.namespace,
@@ -167,11 +176,48 @@ pub async fn run(
         url: urls.first().cloned(),
         urls,
         smoke,
+        model: records.model,
+        model_error: records.model_error,
+        history: records.recorded,
         api_key: secrets.api_key_report(&c.security),
         tls_secret: c.security.tls_secret.clone(),
         apply_seconds,
         seconds: start.elapsed().as_secs_f64(),
     })))
+}
+
+/// What the waits came to: every rollout, every URL, the smoke test.
+type Waited = (Vec<RolloutReport>, Vec<String>, Option<SmokeReport>);
+
+/// The waits after applying: the rollouts, the load balancers' addresses, the smoke test. Their
+/// outcome (`Ok` inside), or (outside) the error of a signal that stopped them, with the
+/// cluster's state then.
+async fn wait_all(
+    waiting: &Waiting<'_>,
+    access: &smoke::Access,
+    p: &mut dyn Progress,
+    command: &str,
+    interrupt: &Interrupt,
+) -> Result<Result<Waited, Error>, Error> {
+    let step = std::cell::Cell::new("waiting for the rollout");
+    let waited = interrupt
+        .run(async {
+            let rollouts = waiting.rollouts(p).await?;
+            step.set("waiting for the load balancer's address");
+            let urls = waiting.urls(p).await?;
+            step.set("smoke-testing the public URL");
+            let smoke = smoke_test(waiting, urls.first(), access, p).await?;
+            Ok::<_, Error>((rollouts, urls, smoke))
+        })
+        .await;
+    match waited {
+        Ok(done) => Ok(done),
+        Err(signal) => {
+            let state = waiting.state().await;
+            let rollback = waiting.wait.rollback_on_failure;
+            Err(interrupted_waiting(signal, step.get(), state, command, rollback).into())
+        }
+    }
 }
 
 /// Server-side applies the manifests, unless a signal comes first.

@@ -69,7 +69,7 @@ pub fn expect_rollback(s: &mut Scenario) {
 }
 
 /// The image of the spec the rollback applied.
-fn restored_image(body: &Value) -> &str {
+pub fn restored_image(body: &Value) -> &str {
     body["spec"]["template"]["spec"]["containers"][0]["image"]
         .as_str()
         .unwrap_or_default()
@@ -231,4 +231,121 @@ async fn a_failed_smoke_test_of_an_unchanged_template_rolls_nothing_back() {
         other => panic!("not a smoke failure: {other:?}"),
     }
     assert_eq!(e.exit_code(), ExitCode::Smoke);
+}
+
+/// Records what [`applied`] came to (`failure`) with `--history-limit limit` against `scenario`:
+/// the records, and the entries written.
+async fn record(
+    scenario: Scenario,
+    failure: Option<&Error>,
+    limit: usize,
+) -> (super::record::Records, Vec<crate::kube::history::Entry>) {
+    use crate::kube::tests::history::{history_path, written};
+    let (cluster, server) = scenario.serve();
+    let applied = [applied(true)];
+    let wait = wait_args(&[]);
+    let waiting = Waiting {
+        cluster: &cluster,
+        applied: &applied,
+        wait: &wait,
+    };
+    let recorder = super::record::Recorder {
+        waiting: &waiting,
+        command: "release",
+        limit,
+        container: None,
+        api_key: Some("k"),
+    };
+    let records = recorder.record(failure, &mut Recorded::default()).await;
+    server.verify();
+    let writes = [
+        server.requests(Method::POST, CONFIGMAPS),
+        server.requests(Method::PUT, &history_path()),
+    ]
+    .concat();
+    let entries = writes.iter().flat_map(|w| written(&w.body)).collect();
+    (records, entries)
+}
+
+/// Expects the history absent, then created.
+fn expect_history_created(s: &mut Scenario) {
+    use crate::kube::tests::api_server::status;
+    use crate::kube::tests::history::{history_configmap, history_path};
+    let absent = status(404, "NotFound", "not found");
+    s.get(&history_path()).reply(404, absent);
+    s.on(Method::POST, CONFIGMAPS)
+        .reply(201, history_configmap(&[], "1"));
+}
+
+/// A release that passed: promoted, with the revision, digest, model and template that serve.
+#[tokio::test(start_paused = true)]
+async fn a_release_that_passed_is_recorded_as_promoted_with_its_model() {
+    use crate::kube::history::Outcome;
+    use crate::kube::tests::history::expect_serving;
+    let mut s = Scenario::new();
+    expect_serving(&mut s, Some((200, model_document("1.2.0"))));
+    expect_history_created(&mut s);
+    let (records, entries) = record(s, None, 20).await;
+    assert_eq!(records.model.expect("the model").version, "1.2.0");
+    assert_eq!(records.recorded.len(), 1);
+    assert_eq!(records.recorded[0].entries, Some(1));
+    let [e] = entries.as_slice() else {
+        panic!("{entries:?}")
+    };
+    assert_eq!(
+        (e.command.as_str(), e.outcome),
+        ("release", Outcome::Promoted)
+    );
+    assert_eq!(e.revision.as_deref(), Some("2"));
+    assert_eq!(e.digest.as_deref(), Some(IMAGE_DIGEST));
+    assert_eq!(e.template, Some(template(IMAGE)));
+    assert_eq!(e.model.as_ref().unwrap().validation_accuracy, Some(0.9933));
+}
+
+/// A model the server refused: rolled back, the server's reason in the entry, no template (it is
+/// nothing to go back to).
+#[tokio::test(start_paused = true)]
+async fn a_refused_model_is_recorded_as_rolled_back_with_the_servers_reason() {
+    use crate::kube::history::Outcome;
+    use crate::kube::rollout::Rollback;
+    let mut s = Scenario::new();
+    expect_history_created(&mut s);
+    let failed = Error::Rollout(RolloutError::Failed {
+        deployment: NAME.into(),
+        reason: MODEL_CHECK_FAILED.into(),
+        message: format!("pod d-h2-a container server: {MODEL_CHECK_REASON}"),
+        rollback: Some(Rollback {
+            restored: true,
+            image: Some(PREVIOUS_IMAGE.into()),
+            message: "restored the previous spec".into(),
+        }),
+    });
+    let (_, entries) = record(s, Some(&failed), 20).await;
+    let [e] = entries.as_slice() else {
+        panic!("{entries:?}")
+    };
+    assert_eq!(e.outcome, Outcome::RolledBack);
+    assert_eq!(e.image.as_deref(), Some(IMAGE), "the image that failed");
+    assert!(e.template.is_none() && e.model.is_none());
+    let reason = e.reason.as_deref().unwrap();
+    assert!(reason.contains(MODEL_CHECK_REASON), "{reason}");
+    assert!(
+        reason.ends_with("; rollback: restored the previous spec"),
+        "{reason}"
+    );
+}
+
+/// `--history-limit 0` records nothing; an error that is not the release's own (the API server
+/// refused a request) is not recorded either.
+#[tokio::test(start_paused = true)]
+async fn nothing_is_recorded_with_limit_0_or_for_an_api_refusal() {
+    let (records, entries) = record(Scenario::new(), None, 0).await;
+    assert!(records.recorded.is_empty() && entries.is_empty());
+    let refused = Error::Rollout(RolloutError::Api(crate::kube::error::ApplyError::Api {
+        object: "Deployment/d".into(),
+        action: "get",
+        message: "etcd down".into(),
+    }));
+    let (records, entries) = record(Scenario::new(), Some(&refused), 20).await;
+    assert!(records.recorded.is_empty() && entries.is_empty());
 }

@@ -24,7 +24,7 @@ pub(super) struct Waiting<'a> {
 
 impl Waiting<'_> {
     /// The applied objects of `kind`, each with its namespace.
-    fn of_kind(&self, kind: &'static str) -> impl Iterator<Item = (&Applied, String)> {
+    pub(super) fn of_kind(&self, kind: &'static str) -> impl Iterator<Item = (&Applied, String)> {
         self.applied
             .iter()
             .filter(move |o| o.kind == kind)
@@ -152,7 +152,10 @@ async fn roll_back(
         message,
     };
     match rollback::rollback_spec(cluster, ns, &o.name, o.before.as_ref(), &o.after).await {
-        Ok(Some(spec)) => rollback::rollback(cluster, ns, &o.name, &spec, wait.limits(), p).await,
+        Ok(Some(spec)) => {
+            let target = (&spec, "the previous spec");
+            rollback::rollback(cluster, ns, &o.name, target, wait.limits(), p).await
+        }
         Ok(None) => not_restored(
             "nothing to roll back to: no earlier revision of the Deployment (delete it with `deployer delete`)".into(),
         ),

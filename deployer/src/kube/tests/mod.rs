@@ -11,6 +11,7 @@
 pub(crate) mod api_server;
 mod apply;
 mod delete;
+pub(crate) mod history;
 mod load_balancer;
 pub(crate) mod objects;
 mod rollback;

@@ -24,6 +24,10 @@ pub const REPLICASETS: &str = "/apis/apps/v1/namespaces/prod/replicasets";
 pub const PODS: &str = "/api/v1/namespaces/prod/pods";
 pub const SERVICES: &str = "/api/v1/namespaces/prod/services";
 pub const EVENTS: &str = "/api/v1/namespaces/prod/events";
+pub const CONFIGMAPS: &str = "/api/v1/namespaces/prod/configmaps";
+/// The digest the pods of [`IMAGE`] report as their `imageID`.
+pub const IMAGE_DIGEST: &str =
+    "sha256:2222222222222222222222222222222222222222222222222222222222222222";
 
 /// The path of the object `name` in a collection path.
 pub fn one(collection: &str, name: &str) -> String {
@@ -121,6 +125,26 @@ pub fn running() -> Value {
     json!({"phase": "Running", "conditions": [{"type": "PodScheduled", "status": "True"}],
         "containerStatuses": [{"name": "server", "image": IMAGE, "imageID": "", "ready": true,
             "restartCount": 0, "state": {"running": {}}}]})
+}
+
+/// A pod whose container runs [`IMAGE`] ([`IMAGE_DIGEST`]), Ready: one a command may ask.
+pub fn ready() -> Value {
+    json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}],
+        "containerStatuses": [{"name": "server", "image": IMAGE,
+            "imageID": format!("registry.invalid/server@{IMAGE_DIGEST}"), "ready": true,
+            "restartCount": 0, "state": {"running": {}}}]})
+}
+
+/// The server's `GET /model` answer for model `version`.
+pub fn model_document(version: &str) -> Value {
+    json!({"name": "celestial-bodies", "version": version, "labels": ["Earth", "Mars"],
+        "sha256": format!("{:0>64}", version.replace('.', "")), "validation_accuracy": 0.9933,
+        "input": {}, "onnxruntime_version": "1.22.0", "server_version": "0.1.0", "workers": 1})
+}
+
+/// The API server's proxy path to `/model` of pod `pod` (plain HTTP on 3000).
+pub fn model_proxy(pod: &str) -> String {
+    format!("{PODS}/{pod}:3000/proxy/model")
 }
 
 /// A pod whose container exited with `code` and will not restart (`restartPolicy: Never`).

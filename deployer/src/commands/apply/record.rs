@@ -1,0 +1,126 @@
+//! What `apply` and `release` record in the release history once the waits are over: for each
+//! applied Deployment, the release that now serves (promoted, with the model its pods report) or
+//! how it failed (rolled back, or not).
+
+use super::waiting::Waiting;
+use crate::commands::history::{Recorded, now, record};
+use crate::error::Error;
+use crate::kube::apply::Applied;
+use crate::kube::history::{Entry, Outcome};
+use crate::kube::model::{self, ModelInfo, digest_of, server_container};
+use crate::kube::rollout::{Rollback, RolloutError};
+use crate::progress::Progress;
+
+/// What an apply records, and how.
+pub(super) struct Recorder<'a> {
+    pub waiting: &'a Waiting<'a>,
+    pub command: &'static str,
+    /// `--history-limit` (0: nothing is recorded).
+    pub limit: usize,
+    /// `--container`.
+    pub container: Option<&'a str>,
+    /// The API key the server wants (to ask it for its model).
+    pub api_key: Option<&'a str>,
+}
+
+/// What the history got from one apply: where it went, and the model that now serves.
+#[derive(Debug, Default)]
+pub struct Records {
+    pub recorded: Vec<Recorded>,
+    pub model: Option<ModelInfo>,
+    /// Why the model could not be read.
+    pub model_error: Option<String>,
+}
+
+impl Recorder<'_> {
+    /// Records each applied Deployment's release: promoted when `failure` is None, else how it
+    /// failed. Failures that are not the release's own (an API refusal, an interrupt) are not
+    /// recorded.
+    pub async fn record(&self, failure: Option<&Error>, p: &mut dyn Progress) -> Records {
+        let mut records = Records::default();
+        if self.limit == 0 {
+            return records;
+        }
+        for (o, ns) in self.waiting.of_kind("Deployment") {
+            let entry = match failure {
+                None => self.promoted(o, &ns, &mut records).await,
+                Some(e) => match failed(e) {
+                    Some((outcome, reason)) => self.entry(o, outcome, Some(reason)),
+                    None => return records,
+                },
+            };
+            let cluster = self.waiting.cluster;
+            if let Some(r) = record(cluster, &ns, entry, self.limit, p).await {
+                records.recorded.push(r);
+            }
+        }
+        records
+    }
+
+    /// The entry of a Deployment that rolled out and passed its checks: what it serves now.
+    async fn promoted(&self, o: &Applied, ns: &str, records: &mut Records) -> Entry {
+        let cluster = self.waiting.cluster;
+        let serving = model::serving(cluster, ns, &o.name, self.container, self.api_key).await;
+        let mut entry = self.entry(o, Outcome::Promoted, None);
+        match serving {
+            Ok(s) => {
+                if records.model.is_none() {
+                    records.model.clone_from(&s.model);
+                    records.model_error.clone_from(&s.model_error);
+                }
+                entry.revision = s.revision;
+                entry.image = s.image.or(entry.image);
+                entry.digest = s.digest.or(entry.digest);
+                entry.model = s.model;
+                entry.template = s.template;
+            }
+            Err(e) => records.model_error = Some(e.to_string()),
+        }
+        entry
+    }
+
+    /// An entry of the Deployment `o` as applied, with `outcome`.
+    fn entry(&self, o: &Applied, outcome: Outcome, reason: Option<String>) -> Entry {
+        let image = o
+            .after
+            .pointer("/spec/template")
+            .and_then(|t| server_container(t, self.container))
+            .and_then(|c| c["image"].as_str())
+            .map(str::to_string);
+        Entry {
+            time: now(),
+            command: self.command.into(),
+            deployment: o.name.clone(),
+            digest: image.as_deref().and_then(digest_of),
+            image,
+            model: None,
+            revision: None,
+            outcome,
+            reason,
+            template: None,
+        }
+    }
+}
+
+/// How a release that ended in `e` is recorded: rolled back (the previous version serves again)
+/// or failed, with the error as its reason. None for errors that are not the release's own.
+fn failed(e: &Error) -> Option<(Outcome, String)> {
+    let rollback: Option<&Rollback> = match e {
+        Error::Rollout(RolloutError::Api(_)) => return None,
+        Error::Rollout(r) => r.rollback(),
+        Error::SmokeRolledBack { rollback, .. } => Some(rollback),
+        Error::Smoke(_) => None,
+        _ => return None,
+    };
+    let outcome = match rollback {
+        Some(r) if r.restored => Outcome::RolledBack,
+        _ => Outcome::Failed,
+    };
+    let reason = e
+        .to_string()
+        .lines()
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join("; ");
+    Some((outcome, reason))
+}
