@@ -181,6 +181,30 @@ pub async fn smoke(
         .map_err(err)
 }
 
+/// `GET {url}{path}` as JSON, with `access` (what the smoke test used) and `timeout`: what a
+/// command reads through the public URL when it cannot ask a pod.
+pub async fn get_json(
+    url: &str,
+    path: &str,
+    timeout: Duration,
+    access: &Access,
+) -> Result<Value, String> {
+    install_crypto_provider();
+    let (client, url) = client(url, access).await?;
+    let mut get = client.get(format!("{url}{path}")).timeout(timeout);
+    if let Some(key) = &access.api_key {
+        get = get.bearer_auth(key);
+    }
+    let resp = get.send().await.map_err(|e| error_chain(&e))?;
+    let status = resp.status();
+    let body = resp.text().await.map_err(|e| error_chain(&e))?;
+    if !status.is_success() {
+        let start: String = body.chars().take(200).collect();
+        return Err(format!("GET {url}{path}: HTTP {status}: {start}"));
+    }
+    serde_json::from_str(&body).map_err(|e| format!("GET {url}{path}: not JSON ({e})"))
+}
+
 /// The HTTP client for `url` with `access`, and the URL to use: for `server_name`, the URL's host
 /// is replaced by it and the name resolved to the URL's address.
 async fn client(url: &str, access: &Access) -> Result<(reqwest::Client, String), String> {

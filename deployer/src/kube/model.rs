@@ -22,6 +22,9 @@ use super::secure::HTTPS_PORT_NAME;
 pub const API_KEY_HEADER: &str = "X-API-Key";
 /// The server's plain HTTP port when the template names none.
 pub const DEFAULT_HTTP_PORT: u16 = 3000;
+/// How long asking a pod for its model may take: the API server may not reach pods at all (a
+/// control plane outside the pod network), and a release must not wait long for a description.
+pub const MODEL_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The served model, as the server's `GET /model` describes it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -220,12 +223,21 @@ async fn read_model(
         request = request.header(API_KEY_HEADER, key);
     }
     let request = request.body(Vec::new()).map_err(|e| e.to_string())?;
-    let text = cluster.client.request_text(request).await.map_err(|e| {
-        format!(
-            "GET /model of pod {pod} through the API server: {}",
-            proxy_error(&e)
-        )
-    })?;
+    let asked = tokio::time::timeout(MODEL_READ_TIMEOUT, cluster.client.request_text(request));
+    let text = asked
+        .await
+        .map_err(|_| {
+            format!(
+                "GET /model of pod {pod} through the API server: no answer within {}s",
+                MODEL_READ_TIMEOUT.as_secs()
+            )
+        })?
+        .map_err(|e| {
+            format!(
+                "GET /model of pod {pod} through the API server: {}",
+                proxy_error(&e)
+            )
+        })?;
     serde_json::from_str(&text).map_err(|e| {
         let start: String = text.chars().take(200).collect();
         format!("GET /model of pod {pod}: not a model description ({e}): {start}")

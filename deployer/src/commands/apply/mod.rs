@@ -33,7 +33,7 @@ mod secrets;
 pub(crate) mod tests;
 mod waiting;
 
-use interrupted::{interrupted_applying, interrupted_waiting};
+use interrupted::{interrupted_applying, interrupted_recording, interrupted_waiting};
 use record::Recorder;
 pub use report::{ApiKeyReport, ApplyReport, Outcome};
 pub use secrets::Secrets;
@@ -157,9 +157,12 @@ pub async fn run(
         command,
         limit: c.record.history_limit,
         container: c.manifests.container.as_deref(),
-        api_key: access.api_key.as_deref(),
+        access: &access,
     };
-    let records = recorder.record(waited.as_ref().err(), &mut p).await;
+    let records = match interrupt.run(recorder.record(&waited, &mut p)).await {
+        Ok(records) => records,
+        Err(signal) => return Err(interrupted_recording(signal, &waited).into()),
+    };
     drop(p);
     let (rollouts, urls, smoke) = waited?;
     Ok(Outcome::Done(Box::new(ApplyReport {
@@ -187,7 +190,7 @@ pub async fn run(
 }
 
 /// What the waits came to: every rollout, every URL, the smoke test.
-type Waited = (Vec<RolloutReport>, Vec<String>, Option<SmokeReport>);
+pub(crate) type Waited = (Vec<RolloutReport>, Vec<String>, Option<SmokeReport>);
 
 /// The waits after applying: the rollouts, the load balancers' addresses, the smoke test. Their
 /// outcome (`Ok` inside), or (outside) the error of a signal that stopped them, with the

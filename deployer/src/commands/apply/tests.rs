@@ -237,7 +237,7 @@ async fn a_failed_smoke_test_of_an_unchanged_template_rolls_nothing_back() {
 /// the records, and the entries written.
 async fn record(
     scenario: Scenario,
-    failure: Option<&Error>,
+    waited: Result<super::Waited, Error>,
     limit: usize,
 ) -> (super::record::Records, Vec<crate::kube::history::Entry>) {
     use crate::kube::tests::history::{history_path, written};
@@ -249,14 +249,18 @@ async fn record(
         applied: &applied,
         wait: &wait,
     };
+    let access = Access {
+        api_key: Some("k".into()),
+        ..Access::default()
+    };
     let recorder = super::record::Recorder {
         waiting: &waiting,
         command: "release",
         limit,
         container: None,
-        api_key: Some("k"),
+        access: &access,
     };
-    let records = recorder.record(failure, &mut Recorded::default()).await;
+    let records = recorder.record(&waited, &mut Recorded::default()).await;
     server.verify();
     let writes = [
         server.requests(Method::POST, CONFIGMAPS),
@@ -265,6 +269,11 @@ async fn record(
     .concat();
     let entries = writes.iter().flat_map(|w| written(&w.body)).collect();
     (records, entries)
+}
+
+/// Waits that ended well (without a smoke test: no public URL to ask).
+fn passed() -> super::Waited {
+    (Vec::new(), Vec::new(), None)
 }
 
 /// Expects the history absent, then created.
@@ -285,7 +294,7 @@ async fn a_release_that_passed_is_recorded_as_promoted_with_its_model() {
     let mut s = Scenario::new();
     expect_serving(&mut s, Some((200, model_document("1.2.0"))));
     expect_history_created(&mut s);
-    let (records, entries) = record(s, None, 20).await;
+    let (records, entries) = record(s, Ok(passed()), 20).await;
     assert_eq!(records.model.expect("the model").version, "1.2.0");
     assert_eq!(records.recorded.len(), 1);
     assert_eq!(records.recorded[0].entries, Some(1));
@@ -320,7 +329,7 @@ async fn a_refused_model_is_recorded_as_rolled_back_with_the_servers_reason() {
             message: "restored the previous spec".into(),
         }),
     });
-    let (_, entries) = record(s, Some(&failed), 20).await;
+    let (_, entries) = record(s, Err(failed), 20).await;
     let [e] = entries.as_slice() else {
         panic!("{entries:?}")
     };
@@ -339,13 +348,57 @@ async fn a_refused_model_is_recorded_as_rolled_back_with_the_servers_reason() {
 /// refused a request) is not recorded either.
 #[tokio::test(start_paused = true)]
 async fn nothing_is_recorded_with_limit_0_or_for_an_api_refusal() {
-    let (records, entries) = record(Scenario::new(), None, 0).await;
+    let (records, entries) = record(Scenario::new(), Ok(passed()), 0).await;
     assert!(records.recorded.is_empty() && entries.is_empty());
     let refused = Error::Rollout(RolloutError::Api(crate::kube::error::ApplyError::Api {
         object: "Deployment/d".into(),
         action: "get",
         message: "etcd down".into(),
     }));
-    let (records, entries) = record(Scenario::new(), Some(&refused), 20).await;
+    let (records, entries) = record(Scenario::new(), Err(refused), 20).await;
     assert!(records.recorded.is_empty() && entries.is_empty());
+}
+
+/// A server on loopback that answers every request with `body` (JSON), until dropped.
+async fn answering(body: Value) -> (String, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf).await;
+            let body = body.to_string();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(format!("{head}{body}").as_bytes()).await;
+        }
+    });
+    (url, task)
+}
+
+/// The API server cannot ask the pods (no `pods/proxy` permission): the model comes through the
+/// public URL the smoke test passed, and the entry has it.
+#[tokio::test]
+async fn the_model_comes_through_the_public_url_when_no_pod_can_be_asked() {
+    use crate::kube::tests::api_server::status;
+    use crate::kube::tests::history::expect_serving;
+    let (url, server) = answering(model_document("1.3.0")).await;
+    let mut s = Scenario::new();
+    let refusal = status(403, "Forbidden", "cannot get resource pods/proxy");
+    expect_serving(&mut s, Some((403, refusal)));
+    expect_history_created(&mut s);
+    let smoke = crate::smoke::SmokeReport {
+        prediction: "Earth".into(),
+        probability: 0.9,
+        labels: 10,
+        latency_ms: 1.0,
+    };
+    let (records, entries) = record(s, Ok((Vec::new(), vec![url], Some(smoke))), 20).await;
+    server.abort();
+    assert_eq!(records.model.expect("the model").version, "1.3.0");
+    assert_eq!(records.model_error, None);
+    assert_eq!(entries[0].model.as_ref().unwrap().version, "1.3.0");
 }

@@ -239,3 +239,26 @@ async fn a_model_the_proxy_refuses_is_unknown_with_the_permission_it_needs() {
     assert!(e.contains("needs `get` on `pods/proxy`"), "{e}");
     assert!(e.contains(refusal), "{e}");
 }
+
+/// A pod the API server cannot reach (a control plane outside the pod network): the model is
+/// unknown after the read's own timeout, not after the API server's dial timeout.
+#[tokio::test(start_paused = true)]
+async fn a_model_read_that_gets_no_answer_gives_up_after_its_timeout() {
+    let mut s = Scenario::new();
+    expect_serving(&mut s, None);
+    let slow = std::time::Duration::from_secs(30);
+    s.get(&model_proxy("d-h2-a")).reply_after(
+        slow,
+        503,
+        status(503, "ServiceUnavailable", "dial timeout"),
+    );
+    let (cluster, server) = s.serve();
+    let start = tokio::time::Instant::now();
+    let serving = model::serving(&cluster, NS, NAME, None, None)
+        .await
+        .unwrap();
+    assert_eq!(start.elapsed(), model::MODEL_READ_TIMEOUT);
+    server.verify();
+    let e = serving.model_error.unwrap();
+    assert!(e.ends_with("no answer within 5s"), "{e}");
+}
