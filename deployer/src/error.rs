@@ -32,6 +32,12 @@ pub enum Error {
         error: smoke::SmokeError,
         rollback: rollout::Rollback,
     },
+    /// `--evaluate` refused the new model before it got traffic; nothing serving was changed.
+    #[error(
+        "the new model was refused before it got traffic: {}\n  {}\n  Deployment/{} was not changed; the candidate was deleted",
+        .0.verdict.reasons.join("; "), .0.numbers(), .0.deployment
+    )]
+    Refused(Box<crate::commands::evaluate::report::EvaluationReport>),
     /// `deployer rollback` applied the revision it chose, but it did not become available.
     #[error("rollback of Deployment/{deployment}: {}", rollback.message)]
     RollbackFailed {
@@ -70,6 +76,7 @@ impl Error {
             Error::Smoke(_) => ExitCode::Smoke,
             Error::SmokeRolledBack { rollback, .. } => rejected_or(rollback, ExitCode::Smoke),
             Error::RollbackFailed { .. } => ExitCode::Rollout,
+            Error::Refused(_) => ExitCode::ModelRejected,
             Error::Image(e) => image_code(e),
             Error::Registry(e) => registry_code(e),
             Error::Interrupted(i) => match i.signal {

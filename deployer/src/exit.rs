@@ -25,8 +25,8 @@ pub enum ExitCode {
     Smoke = 6,
     /// Building, pulling or pushing an image failed (registry unreachable, credentials refused, glibc too old).
     Image = 7,
-    /// The new model failed its checks (the server's start-up self-check, the smoke test) and the
-    /// previous one serves again.
+    /// The new model failed its checks (the server's start-up self-check, the smoke test, the
+    /// evaluation before traffic) and the previous one serves: restored, or never replaced.
     ModelRejected = 8,
     /// Interrupted by SIGINT (Ctrl-C): the command stopped and said what state it left.
     Interrupted = 130,

@@ -65,6 +65,9 @@ fn error_json(e: &Error) -> Value {
         Error::SmokeRolledBack { rollback, .. } | Error::RollbackFailed { rollback, .. } => {
             j["rollback"] = json!(rollback);
         }
+        Error::Refused(report) => {
+            j["evaluation"] = json!(report);
+        }
         Error::Interrupted(i) => {
             j["interrupted"] = json!(i);
         }

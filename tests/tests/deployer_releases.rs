@@ -1,6 +1,7 @@
-//! Safe model releases on the real node of the test environment (tests/env/): a model its server
-//! refuses at start is rolled back without `--rollback-on-failure` (exit 8, the old pods never stop
-//! answering), every release is recorded in the cluster (ConfigMap `celestial-releases`, with the
+//! Safe model releases on the real node of the test environment (tests/env/): a new model evaluated
+//! before it gets traffic (a candidate Deployment, promoted or refused with exit 8), a model its
+//! server refuses at start rolled back without `--rollback-on-failure` (exit 8, the old pods never
+//! stop answering), every release recorded in the cluster (ConfigMap `celestial-releases`, with the
 //! model the new pods report through the pod proxy), and `deployer rollback` goes back by model
 //! version and by revision without any CI artifact.
 //!
@@ -12,23 +13,40 @@
 
 use celestial_e2e::TestEnv;
 use celestial_e2e::deployer::*;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Api;
 use serde_json::Value;
 
-/// `deployer release` of the real server shipping `model`, to the image repository `repo`.
+/// `deployer release` of the real server shipping `model`, to the image repository `repo`, with
+/// `extra` arguments.
 async fn release(
     env: &TestEnv,
     manifests: &Scratch,
-    repo: &str,
-    model: &std::path::Path,
+    (repo, model): (&str, &std::path::Path),
+    extra: &[&str],
     c: &[String],
 ) -> Run {
     let (_inputs, mut release) = real_node_release(env, repo, manifests.path());
     set_arg(&mut release, "--model", model.to_str().unwrap());
     release.extend(args(&["-o", "json"]));
+    release.extend(args(extra));
     release.extend(c.iter().cloned());
     run(release, None).await
+}
+
+/// The candidate Deployment of an evaluation, if it is (still) there and not being deleted.
+async fn candidate_left(env: &TestEnv, ns: &str) -> Option<Deployment> {
+    let api = Api::<Deployment>::namespaced(env.client().await.unwrap(), ns);
+    let name = format!("{DEPLOYMENT}-candidate");
+    for _ in 0..50 {
+        match api.get_opt(&name).await.unwrap() {
+            Some(d) if d.metadata.deletion_timestamp.is_none() => return Some(d),
+            Some(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+            None => return None,
+        }
+    }
+    api.get_opt(&name).await.unwrap()
 }
 
 /// The served model's version through the public URL.
@@ -45,7 +63,7 @@ async fn served_version(url: &str) -> String {
 }
 
 #[tokio::test]
-async fn deployer_refuses_a_wrong_model_records_each_release_and_rolls_back_by_model() {
+async fn deployer_judges_new_models_refuses_wrong_ones_records_releases_and_rolls_back_by_model() {
     let env = TestEnv::get().await.expect("test environment");
     let (env, node) = env.real_node().await.expect("the real node");
     let ns = env.namespace("deployer-releases").await.unwrap();
@@ -59,16 +77,46 @@ async fn deployer_refuses_a_wrong_model_records_each_release_and_rolls_back_by_m
     let wrong = permuted_labels(&v2, &models);
 
     // 1. Two good releases: each promoted and recorded, with the model its pods report.
-    let r = release(&env, &on_node, "releases-v1", &v1, &c).await;
+    let r = release(&env, &on_node, ("releases-v1", &v1), &[], &c).await;
     assert_eq!(r.code, 0, "{}", r.describe());
     let j = r.json();
     let digest1 = j["pushed"]["image"].as_str().unwrap().to_string();
     let url = j["url"].as_str().unwrap().to_string();
     assert_eq!(j["model"]["version"], version1.as_str(), "{}", r.describe());
     assert_eq!(j["history"][0]["entries"], 1, "{}", r.describe());
-    let r = release(&env, &on_node, "releases-v2", &v2, &c).await;
+    // v2 is evaluated before it gets traffic: a candidate Deployment of its own, the built-in
+    // golden images predicted on it and on a v1 pod through the pod proxy, then promoted.
+    let r = release(&env, &on_node, ("releases-v2", &v2), &["--evaluate"], &c).await;
     assert_eq!(r.code, 0, "{}", r.describe());
-    let digest2 = r.json()["pushed"]["image"].as_str().unwrap().to_string();
+    let j = r.json();
+    let digest2 = j["pushed"]["image"].as_str().unwrap().to_string();
+    let evaluation = &j["evaluation"];
+    assert_eq!(evaluation["verdict"]["promote"], true, "{}", r.describe());
+    assert_eq!(
+        evaluation["candidate_scores"]["images"],
+        10,
+        "{}",
+        r.describe()
+    );
+    assert_eq!(
+        evaluation["candidate_scores"]["accuracy"],
+        1.0,
+        "{}",
+        r.describe()
+    );
+    assert_eq!(
+        evaluation["serving"]["scores"]["accuracy"],
+        1.0,
+        "{}",
+        r.describe()
+    );
+    assert_eq!(evaluation["agreement"], 1.0, "{}", r.describe());
+    assert_eq!(evaluation["candidate_model"]["version"], version2.as_str());
+    eprintln!(
+        "measured: evaluation before traffic {:.1}s (candidate up, 2 x 10 predictions through the pod proxy)",
+        evaluation["seconds"].as_f64().unwrap_or(f64::NAN)
+    );
+    assert!(candidate_left(&env, ns.name()).await.is_none());
     assert_eq!(served_version(&url).await, version2);
 
     // 2. A model with permuted labels: its server refuses it at start (exit status 3), and
@@ -76,7 +124,7 @@ async fn deployer_refuses_a_wrong_model_records_each_release_and_rolls_back_by_m
     // answer all along (maxUnavailable: 0).
     let jpeg = std::fs::read(celestial_e2e::repo_root().join("docs/swagger.png")).unwrap();
     let serving = keep_predicting(&url, &jpeg);
-    let r = release(&env, &on_node, "releases-wrong", &wrong, &c).await;
+    let r = release(&env, &on_node, ("releases-wrong", &wrong), &[], &c).await;
     assert_kept_answering(serving, "a refused model").await;
     assert_eq!(r.code, 8, "{}", r.describe());
     let j = r.json();
@@ -158,7 +206,62 @@ async fn deployer_refuses_a_wrong_model_records_each_release_and_rolls_back_by_m
     assert_eq!(r.json()["image"], digest2.as_str(), "{}", r.describe());
     assert_eq!(served_version(&url).await, version2);
 
-    // 6. An unknown version: exit 2, listing what there is; nothing changes.
+    // 6. An evaluation that refuses: images labelled with a body no model knows, so the candidate
+    // (v1's image again) scores 0 against the floor; exit 8, v2 still serves, the candidate is
+    // gone and the refusal is recorded.
+    let wrongly_labelled = Scratch::new("eval-set");
+    let dir = wrongly_labelled.path().join("NoSuchBody");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("swagger.png"), &jpeg).unwrap();
+    let set = wrongly_labelled.path().to_str().unwrap();
+    let mut a = args(&[
+        "apply",
+        "-f",
+        &f,
+        "--image",
+        &digest1,
+        "--evaluate",
+        "--eval-set",
+        set,
+    ]);
+    a.extend(args(&["--smoke=false", "--timeout", "180s", "-o", "json"]));
+    a.extend(c.clone());
+    let r = run(a, None).await;
+    assert_eq!(r.code, 8, "{}", r.describe());
+    let j = r.json();
+    assert_eq!(
+        j["evaluation"]["verdict"]["promote"],
+        false,
+        "{}",
+        r.describe()
+    );
+    assert_eq!(
+        j["evaluation"]["candidate_scores"]["accuracy"],
+        0.0,
+        "{}",
+        r.describe()
+    );
+    assert!(
+        j["error"]
+            .as_str()
+            .unwrap()
+            .contains("is below --eval-floor 0.900"),
+        "{}",
+        r.describe()
+    );
+    assert_eq!(image_of(&deployment(&env, ns.name()).await), digest2);
+    assert!(candidate_left(&env, ns.name()).await.is_none());
+    let mut h = args(&["history", "-f", &f, "-o", "json"]);
+    h.extend(c.clone());
+    let r = run(h, None).await;
+    assert_eq!(
+        r.json()["entries"][0]["outcome"],
+        "refused",
+        "{}",
+        r.describe()
+    );
+
+    // 7. An unknown version: exit 2, listing what there is; nothing changes.
     let mut rb = args(&["rollback", "-f", &f, "--to-model", "0.0.0-none"]);
     rb.extend(c.clone());
     let r = run(rb, None).await;

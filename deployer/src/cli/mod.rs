@@ -39,8 +39,8 @@ Exit codes:
   6  smoke test through the public URL failed (and was not rolled back)
   7  image build, pull or push failed (registry unreachable after retries, credentials refused,
        base too old)
-  8  the new model failed its checks (its self-check at start, or the smoke test with
-       --rollback-on-failure); the previous one serves again
+  8  the new model failed its checks (its self-check at start, the smoke test with
+       --rollback-on-failure, --evaluate); the previous one serves
 130  interrupted by SIGINT (Ctrl-C): stopped, printed the cluster's state and how to resume
 143  terminated by SIGTERM: the same";
 

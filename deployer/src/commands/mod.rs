@@ -9,6 +9,7 @@
 pub mod apply;
 pub mod delete;
 pub mod diff;
+pub mod evaluate;
 pub mod history;
 pub mod image;
 pub mod rollback;

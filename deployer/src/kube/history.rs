@@ -39,6 +39,8 @@ pub enum Outcome {
     RolledBack,
     /// It failed and was not rolled back (or the rollback did not restore).
     Failed,
+    /// Evaluated before traffic and refused (`--evaluate`): it never served.
+    Refused,
 }
 
 impl Outcome {
@@ -47,6 +49,7 @@ impl Outcome {
             Outcome::Promoted => "promoted",
             Outcome::RolledBack => "rolled-back",
             Outcome::Failed => "failed",
+            Outcome::Refused => "refused",
         }
     }
 }

@@ -123,7 +123,7 @@ pub async fn serving(
 }
 
 /// A Ready pod of the Deployment's current revision, if any.
-async fn ready_pod(
+pub(super) async fn ready_pod(
     cluster: &Cluster,
     ns: &str,
     d: &Deployment,

@@ -10,6 +10,7 @@
 use std::time::Instant;
 
 use super::diff::{self, ObjectReport, load_manifests};
+use super::evaluate::{Evaluation, EvaluationReport, before_traffic};
 use super::image::build_and_push;
 use crate::cli::apply::{ApplyArgs, ReleaseArgs, SecurityArgs};
 use crate::cli::cluster::ManifestArgs;
@@ -119,14 +120,7 @@ pub async fn run(
 ) -> Result<Outcome, Error> {
     let (mut manifests, server_image) = load_manifests(&c.manifests, c.image.as_deref())?;
     secure_manifests(&mut manifests, &c.manifests, &c.security)?;
-    if let Some(s) = &c.wait.smoke_image
-        && !s.is_file()
-    {
-        return Err(Error::Usage(format!(
-            "--smoke-image {}: no such file",
-            s.display()
-        )));
-    }
+    check_smoke_image(c).map_err(Error::Usage)?;
     if c.dry_run {
         let r = diff::dry_run(&c.cluster, &manifests, c.force_conflicts, command).await?;
         return Ok(Outcome::DryRun(r));
@@ -143,6 +137,9 @@ pub async fn run(
     };
     let start = Instant::now();
     let mut p = Terminal::new();
+    let access = secrets.access(&c.security);
+    let judge = (&cluster, manifests.as_slice(), &access);
+    let evaluation = evaluate_step(c, judge, command, &mut p, interrupt).await?;
     let applied = apply_step(&cluster, &manifests, c, &mut p, command, interrupt).await?;
     let apply_seconds = start.elapsed().as_secs_f64();
     let waiting = Waiting {
@@ -150,7 +147,6 @@ pub async fn run(
         applied: &applied,
         wait: &c.wait,
     };
-    let access = secrets.access(&c.security);
     let waited = wait_all(&waiting, &access, &mut p, command, interrupt).await?;
     let recorder = Recorder {
         waiting: &waiting,
@@ -179,6 +175,7 @@ pub async fn run(
         url: urls.first().cloned(),
         urls,
         smoke,
+        evaluation,
         model: records.model,
         model_error: records.model_error,
         history: records.recorded,
@@ -221,6 +218,41 @@ async fn wait_all(
             Err(interrupted_waiting(signal, step.get(), state, command, rollback).into())
         }
     }
+}
+
+/// `--smoke-image` names a file.
+fn check_smoke_image(c: &ApplyArgs) -> Result<(), String> {
+    match &c.wait.smoke_image {
+        Some(s) if !s.is_file() => Err(format!("--smoke-image {}: no such file", s.display())),
+        _ => Ok(()),
+    }
+}
+
+/// With `--evaluate`, judges the new model before anything changes (see
+/// [`super::evaluate`]).
+async fn evaluate_step(
+    c: &ApplyArgs,
+    (cluster, manifests, access): (&Cluster, &[Manifest], &smoke::Access),
+    command: &'static str,
+    p: &mut dyn Progress,
+    interrupt: &Interrupt,
+) -> Result<Option<EvaluationReport>, Error> {
+    if !c.eval.evaluate {
+        return Ok(None);
+    }
+    let ns = server_namespace(manifests, cluster);
+    let e = Evaluation {
+        cluster,
+        ns: &ns,
+        manifests,
+        args: &c.eval,
+        limits: c.wait.limits(),
+        container: c.manifests.container.as_deref(),
+        api_key: access.api_key.as_deref(),
+        command,
+        history_limit: c.record.history_limit,
+    };
+    before_traffic(&e, p, interrupt).await
 }
 
 /// Server-side applies the manifests, unless a signal comes first.

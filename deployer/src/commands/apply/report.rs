@@ -1,6 +1,7 @@
 //! What `apply` and `release` report, and its text.
 
 use crate::commands::diff::{DiffReport, ObjectReport};
+use crate::commands::evaluate::report::EvaluationReport;
 use crate::commands::history::Recorded;
 use crate::kube::model::ModelInfo;
 use crate::kube::rollout::RolloutReport;
@@ -22,6 +23,9 @@ pub struct ApplyReport {
     pub url: Option<String>,
     pub urls: Vec<String>,
     pub smoke: Option<SmokeReport>,
+    /// `--evaluate`: what the new model scored before it got traffic (None when not asked, or
+    /// nothing new was judged).
+    pub evaluation: Option<EvaluationReport>,
     /// The model the new pods serve (their `GET /model`).
     pub model: Option<ModelInfo>,
     /// Why the model could not be read.
@@ -75,6 +79,9 @@ impl ApplyReport {
                 "smoke: {} (p={:.3})\n",
                 r.prediction, r.probability
             ));
+        }
+        if let Some(e) = &self.evaluation {
+            text.push_str(&e.text());
         }
         match (&self.model, &self.model_error) {
             (Some(m), _) => text.push_str(&format!("model: {}\n", m.describe())),
