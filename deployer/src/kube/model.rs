@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::cluster::Cluster;
 use super::error::{ApplyError, api_error};
-use super::rollout::{REVISION, new_pods, selector_string};
+use super::rollout::{new_pods, revision, selector_string};
 use super::secure::HTTPS_PORT_NAME;
 
 /// The header the server also takes an API key from (the API server's proxy drops
@@ -92,12 +92,7 @@ pub async fn serving(
         .and_then(|t| server_container(t, container));
     let image = server.and_then(|c| c["image"].as_str()).map(str::to_string);
     let mut serving = Serving {
-        revision: d
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(REVISION))
-            .cloned(),
+        revision: revision(&d.metadata).cloned(),
         digest: image.as_deref().and_then(digest_of),
         image,
         ..Serving::default()
@@ -181,6 +176,13 @@ pub fn server_container<'a>(template: &'a Value, container: Option<&str>) -> Opt
     }
 }
 
+/// The server image of a pod template (JSON), see [`server_container`].
+pub fn server_image(template: &Value, container: Option<&str>) -> Option<String> {
+    server_container(template, container)
+        .and_then(|c| c["image"].as_str())
+        .map(str::to_string)
+}
+
 /// How the API server's proxy reaches the server in a pod of `template`: HTTPS on the port named
 /// `https` when there is one (TLS on: the plain port serves only the probes), else the port named
 /// `http`, else [`DEFAULT_HTTP_PORT`]. As the proxy path spells it: `https:` or nothing, and the port.
@@ -218,38 +220,49 @@ async fn read_model(
     endpoint: (&str, u16),
     api_key: Option<&str>,
 ) -> Result<ModelInfo, String> {
-    let mut request = http::Request::get(proxy_path(ns, pod, endpoint, "model"));
-    if let Some(key) = api_key {
-        request = request.header(API_KEY_HEADER, key);
-    }
-    let request = request.body(Vec::new()).map_err(|e| e.to_string())?;
-    let asked = tokio::time::timeout(MODEL_READ_TIMEOUT, cluster.client.request_text(request));
-    let text = asked
+    let request = http::Request::get(proxy_path(ns, pod, endpoint, "model"));
+    let what = format!("GET /model of pod {pod} through the API server");
+    let wait = (MODEL_READ_TIMEOUT, Vec::new());
+    let answer = proxy_json(cluster, request, api_key, wait, &what).await?;
+    serde_json::from_value(answer).map_err(|e| format!("{what}: not a model description ({e})"))
+}
+
+/// Sends `request` (a request through the pod proxy, its body `body`) with the API key, waits at
+/// most `timeout`, and reads its JSON answer. Errors start with `what`: no answer in time, the
+/// API server's refusal (a missing `pods/proxy` permission), the server's own error answer.
+pub async fn proxy_json(
+    cluster: &Cluster,
+    request: http::request::Builder,
+    api_key: Option<&str>,
+    (timeout, body): (std::time::Duration, Vec<u8>),
+    what: &str,
+) -> Result<Value, String> {
+    let request = match api_key {
+        Some(key) => request.header(API_KEY_HEADER, key),
+        None => request,
+    };
+    let verb = if request.method_ref() == Some(&http::Method::GET) {
+        "get"
+    } else {
+        "create"
+    };
+    let request = request.body(body).map_err(|e| e.to_string())?;
+    let text = tokio::time::timeout(timeout, cluster.client.request_text(request))
         .await
-        .map_err(|_| {
-            format!(
-                "GET /model of pod {pod} through the API server: no answer within {}s",
-                MODEL_READ_TIMEOUT.as_secs()
-            )
-        })?
-        .map_err(|e| {
-            format!(
-                "GET /model of pod {pod} through the API server: {}",
-                proxy_error(&e)
-            )
-        })?;
+        .map_err(|_| format!("{what}: no answer within {}s", timeout.as_secs()))?
+        .map_err(|e| format!("{what}: {}", proxy_error(&e, verb)))?;
     serde_json::from_str(&text).map_err(|e| {
         let start: String = text.chars().take(200).collect();
-        format!("GET /model of pod {pod}: not a model description ({e}): {start}")
+        format!("{what}: not JSON ({e}): {start}")
     })
 }
 
-/// What a failed proxy request says: the API server's refusal (a missing `pods/proxy` permission)
-/// or the server's own answer.
-pub fn proxy_error(e: &kube::Error) -> String {
+/// What a failed proxy request says: the API server's refusal (a missing `pods/proxy` permission
+/// for `verb`) or the server's own answer.
+fn proxy_error(e: &kube::Error, verb: &str) -> String {
     match e {
         kube::Error::Api(s) if s.code == 403 => format!(
-            "forbidden (HTTP 403; reading the model needs `get` on `pods/proxy`): {}",
+            "forbidden (HTTP 403; this needs `{verb}` on `pods/proxy`): {}",
             s.message
         ),
         kube::Error::Api(s) => format!("HTTP {}: {}", s.code, s.message),
@@ -328,5 +341,6 @@ mod tests {
             "side"
         );
         assert!(server_container(&two, Some("nope")).is_none());
+        assert_eq!(server_image(&one, None), None, "no image");
     }
 }

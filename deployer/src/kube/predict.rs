@@ -9,9 +9,7 @@ use serde_json::Value;
 
 use super::cluster::Cluster;
 use super::error::{ApplyError, api_error};
-use super::model::{
-    API_KEY_HEADER, endpoint, proxy_error, proxy_path, ready_pod, server_container,
-};
+use super::model::{endpoint, proxy_json, proxy_path, ready_pod, server_image};
 
 /// How long one prediction through the proxy may take.
 pub const PREDICT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -52,9 +50,7 @@ pub async fn target(
         .as_ref()
         .map(|s| serde_json::to_value(&s.template).expect("a pod template serializes to JSON"));
     let template = template.unwrap_or_default();
-    let image = server_container(&template, container)
-        .and_then(|c| c["image"].as_str())
-        .map(str::to_string);
+    let image = server_image(&template, container);
     Ok(Some(Target {
         deployment: name.into(),
         pod: pod.metadata.name.unwrap_or_default(),
@@ -73,24 +69,8 @@ pub async fn predict(
     (image, mime): (&[u8], &str),
 ) -> Result<Value, String> {
     let path = proxy_path(ns, &target.pod, target.endpoint, "predict");
-    let mut request = http::Request::post(path).header("content-type", mime);
-    if let Some(key) = api_key {
-        request = request.header(API_KEY_HEADER, key);
-    }
-    let request = request.body(image.to_vec()).map_err(|e| e.to_string())?;
-    let pod = &target.pod;
-    let asked = tokio::time::timeout(PREDICT_TIMEOUT, cluster.client.request_text(request));
-    let text = asked
-        .await
-        .map_err(|_| {
-            format!(
-                "POST /predict on pod {pod}: no answer within {}s",
-                PREDICT_TIMEOUT.as_secs()
-            )
-        })?
-        .map_err(|e| format!("POST /predict on pod {pod}: {}", proxy_error(&e)))?;
-    serde_json::from_str(&text).map_err(|e| {
-        let start: String = text.chars().take(200).collect();
-        format!("POST /predict on pod {pod}: not JSON ({e}): {start}")
-    })
+    let request = http::Request::post(path).header("content-type", mime);
+    let what = format!("POST /predict on pod {} through the API server", target.pod);
+    let send = (PREDICT_TIMEOUT, image.to_vec());
+    proxy_json(cluster, request, api_key, send, &what).await
 }

@@ -8,9 +8,7 @@ use crate::commands::history::{Recorded, now, record};
 use crate::error::Error;
 use crate::kube::apply::Applied;
 use crate::kube::history::{Entry, Outcome};
-use crate::kube::model::{
-    self, MODEL_READ_TIMEOUT, ModelInfo, Serving, digest_of, server_container,
-};
+use crate::kube::model::{self, MODEL_READ_TIMEOUT, ModelInfo, Serving, digest_of, server_image};
 use crate::kube::rollout::{Rollback, RolloutError};
 use crate::progress::Progress;
 use crate::smoke::{self, Access};
@@ -106,12 +104,8 @@ impl Recorder<'_> {
 
     /// An entry of the Deployment `o` as applied, with `outcome`.
     fn entry(&self, o: &Applied, outcome: Outcome, reason: Option<String>) -> Entry {
-        let image = o
-            .after
-            .pointer("/spec/template")
-            .and_then(|t| server_container(t, self.container))
-            .and_then(|c| c["image"].as_str())
-            .map(str::to_string);
+        let template = o.after.pointer("/spec/template");
+        let image = template.and_then(|t| server_image(t, self.container));
         Entry {
             time: now(),
             command: self.command.into(),

@@ -25,7 +25,7 @@ use crate::kube::candidate;
 use crate::kube::cluster::Cluster;
 use crate::kube::history::{Entry, Outcome};
 use crate::kube::manifests::{Manifest, ManifestError};
-use crate::kube::model::{self, ModelInfo, digest_of, server_container};
+use crate::kube::model::{self, ModelInfo, digest_of, server_image};
 use crate::kube::predict::{self, Target};
 use crate::kube::rollout::{self, Rollback, RolloutError};
 use crate::progress::Progress;
@@ -98,12 +98,8 @@ pub async fn evaluate(
 ) -> Result<Option<EvaluationReport>, Error> {
     let start = Instant::now();
     let d = server_deployment(e.manifests)?;
-    let image = d
-        .object
-        .pointer("/spec/template")
-        .and_then(|t| server_container(t, e.container))
-        .and_then(|c| c["image"].as_str())
-        .map(str::to_string);
+    let template = d.object.pointer("/spec/template");
+    let image = template.and_then(|t| server_image(t, e.container));
     let serving = predict::target(e.cluster, e.ns, &d.name, e.container).await?;
     if let Some(s) = serving.as_ref().filter(|s| s.image == image) {
         p.line(&format!(

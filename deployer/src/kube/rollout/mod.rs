@@ -15,7 +15,7 @@ mod wait;
 
 pub use assess::{
     Counts, Pending, Progressing, REVISION, RolloutState, assess, counts, new_pods, owned_by,
-    rollout_state,
+    revision, rollout_state,
 };
 pub use failure::{
     FATAL_WAITING_REASONS, Failure, MODEL_CHECK_EXIT_STATUS, MODEL_CHECK_FAILED, UNSCHEDULABLE,

@@ -237,6 +237,10 @@ async fn a_model_the_proxy_refuses_is_unknown_with_the_permission_it_needs() {
     assert!(serving.model.is_none());
     let e = serving.model_error.unwrap();
     assert!(e.contains("needs `get` on `pods/proxy`"), "{e}");
+    assert!(
+        e.starts_with("GET /model of pod d-h2-a through the API server: forbidden (HTTP 403"),
+        "{e}"
+    );
     assert!(e.contains(refusal), "{e}");
 }
 
