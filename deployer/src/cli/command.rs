@@ -25,7 +25,7 @@ pub enum Command {
     Status(StatusArgs),
     /// Delete everything `apply` created and wait until it is gone.
     Delete(DeleteArgs),
-    /// Show the release history (ConfigMap celestial-releases): time, image, model, revision, outcome.
+    /// Show the release history (ConfigMap celestial-releases): time, image, model, outcome.
     History(HistoryArgs),
     /// Restore an earlier release: the previous revision, --to-revision N or --to-model VERSION.
     Rollback(RollbackArgs),

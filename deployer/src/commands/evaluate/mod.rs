@@ -171,9 +171,15 @@ async fn judge(
     serving: Option<&Target>,
     p: &mut dyn Progress,
 ) -> Result<EvaluationReport, Error> {
-    let candidate = predict::target(e.cluster, e.ns, name, e.container)
-        .await?
-        .ok_or_else(|| Error::Usage(format!("Deployment/{name} has no Ready pod to evaluate")))?;
+    let Some(candidate) = predict::target(e.cluster, e.ns, name, e.container).await? else {
+        // It rolled out, then its pod stopped being Ready: as a rollout that failed.
+        return Err(Error::Rollout(RolloutError::Failed {
+            deployment: name.into(),
+            reason: "NotReady".into(),
+            message: "the candidate rolled out, but none of its pods is Ready to ask".into(),
+            rollback: None,
+        }));
+    };
     let n = set.images.len();
     p.set(&format!(
         "evaluation: {n} images on the candidate pod {}",
