@@ -26,6 +26,24 @@ pub enum Error {
     Rollout(#[from] rollout::RolloutError),
     #[error(transparent)]
     Smoke(#[from] smoke::SmokeError),
+    /// The smoke test failed and `--rollback-on-failure` rolled back what this apply changed.
+    #[error("{error}\n  rollback: {}", rollback.message)]
+    SmokeRolledBack {
+        error: smoke::SmokeError,
+        rollback: rollout::Rollback,
+    },
+    /// `--evaluate` refused the new model before it got traffic; nothing serving was changed.
+    #[error(
+        "the new model was refused before it got traffic: {}\n  {}\n  Deployment/{} was not changed; the candidate was deleted",
+        .0.verdict.reasons.join("; "), .0.numbers(), .0.deployment
+    )]
+    Refused(Box<crate::commands::evaluate::report::EvaluationReport>),
+    /// `deployer rollback` applied the revision it chose, but it did not become available.
+    #[error("rollback of Deployment/{deployment}: {}", rollback.message)]
+    RollbackFailed {
+        deployment: String,
+        rollback: rollout::Rollback,
+    },
     #[error(transparent)]
     Image(#[from] image::ImageError),
     #[error(transparent)]
@@ -56,6 +74,9 @@ impl Error {
             Error::Apply(e) => apply_code(e),
             Error::Rollout(e) => rollout_code(e),
             Error::Smoke(_) => ExitCode::Smoke,
+            Error::SmokeRolledBack { rollback, .. } => rejected_or(rollback, ExitCode::Smoke),
+            Error::RollbackFailed { .. } => ExitCode::Rollout,
+            Error::Refused(_) => ExitCode::ModelRejected,
             Error::Image(e) => image_code(e),
             Error::Registry(e) => registry_code(e),
             Error::Interrupted(i) => match i.signal {
@@ -81,14 +102,29 @@ fn cluster_code(e: &cluster::ClusterError) -> ExitCode {
 fn apply_code(e: &apply::ApplyError) -> ExitCode {
     match e {
         apply::ApplyError::DeleteTimeout { .. } => ExitCode::Timeout,
-        apply::ApplyError::Credentials { .. } | apply::ApplyError::Secret { .. } => ExitCode::Usage,
+        apply::ApplyError::Credentials { .. }
+        | apply::ApplyError::Secret { .. }
+        | apply::ApplyError::Record { .. } => ExitCode::Usage,
         _ => ExitCode::Apply,
+    }
+}
+
+/// A check of the new model that failed is exit 8 once the previous version serves again;
+/// otherwise the check's own code (the cluster may run nothing that works).
+fn rejected_or(rollback: &rollout::Rollback, otherwise: ExitCode) -> ExitCode {
+    if rollback.restored {
+        ExitCode::ModelRejected
+    } else {
+        otherwise
     }
 }
 
 fn rollout_code(e: &rollout::RolloutError) -> ExitCode {
     use rollout::RolloutError as E;
     match e {
+        E::Failed {
+            rollback: Some(r), ..
+        } if e.is_model_check() => rejected_or(r, ExitCode::Rollout),
         E::Failed { .. } | E::Gone(_) => ExitCode::Rollout,
         E::Timeout { .. } | E::LoadBalancerTimeout { .. } => ExitCode::Timeout,
         E::Api(e) => apply_code(e),
@@ -178,6 +214,20 @@ mod tests {
             message: "m".into(),
         };
         assert_eq!(Error::from(smoke).exit_code(), ExitCode::Smoke);
+        for (restored, code) in [(true, ExitCode::ModelRejected), (false, ExitCode::Smoke)] {
+            let rolled_back = Error::SmokeRolledBack {
+                error: smoke::SmokeError::Predict {
+                    url: "u".into(),
+                    message: "m".into(),
+                },
+                rollback: rollout::Rollback {
+                    restored,
+                    image: None,
+                    message: "m".into(),
+                },
+            };
+            assert_eq!(rolled_back.exit_code(), code);
+        }
         let auth = registry::RegistryError::Unauthorized {
             registry: "r".into(),
             reference: "x".into(),

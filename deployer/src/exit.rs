@@ -25,6 +25,9 @@ pub enum ExitCode {
     Smoke = 6,
     /// Building, pulling or pushing an image failed (registry unreachable, credentials refused, glibc too old).
     Image = 7,
+    /// The new model failed its checks (the server's start-up self-check, the smoke test, the
+    /// evaluation before traffic) and the previous one serves: restored, or never replaced.
+    ModelRejected = 8,
     /// Interrupted by SIGINT (Ctrl-C): the command stopped and said what state it left.
     Interrupted = 130,
     /// Terminated by SIGTERM (e.g. a cancelled CI job): as for SIGINT.
@@ -33,7 +36,7 @@ pub enum ExitCode {
 
 impl ExitCode {
     /// Every exit code, in numeric order.
-    pub const ALL: [ExitCode; 10] = [
+    pub const ALL: [ExitCode; 11] = [
         ExitCode::Success,
         ExitCode::Internal,
         ExitCode::Usage,
@@ -42,6 +45,7 @@ impl ExitCode {
         ExitCode::Timeout,
         ExitCode::Smoke,
         ExitCode::Image,
+        ExitCode::ModelRejected,
         ExitCode::Interrupted,
         ExitCode::Terminated,
     ];
@@ -59,6 +63,6 @@ mod tests {
     #[test]
     fn exit_codes_are_distinct_and_in_order() {
         let codes: Vec<u8> = ExitCode::ALL.iter().map(|c| c.code()).collect();
-        assert_eq!(codes, vec![0, 1, 2, 3, 4, 5, 6, 7, 130, 143]);
+        assert_eq!(codes, vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 130, 143]);
     }
 }

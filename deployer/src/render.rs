@@ -62,6 +62,12 @@ fn error_json(e: &Error) -> Value {
         Error::Rollout(RolloutError::Timeout { rollback, .. }) => {
             j["rollback"] = json!(rollback);
         }
+        Error::SmokeRolledBack { rollback, .. } | Error::RollbackFailed { rollback, .. } => {
+            j["rollback"] = json!(rollback);
+        }
+        Error::Refused(report) => {
+            j["evaluation"] = json!(report);
+        }
         Error::Interrupted(i) => {
             j["interrupted"] = json!(i);
         }

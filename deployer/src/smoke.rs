@@ -39,44 +39,56 @@ pub struct SmokeReport {
 /// A small generated test picture (BMP, 64x64: a shaded disc on black), so the smoke test needs no file.
 pub fn generated_image() -> Vec<u8> {
     let (w, h) = (64u32, 64u32);
-    let row = w * 3; // 192, already a multiple of 4
-    let size = 54 + row * h;
+    let mut rgb = Vec::with_capacity((w * h * 3) as usize);
+    for y in 0..h {
+        for x in 0..w {
+            let (dx, dy) = (x as f64 - 31.5, y as f64 - 31.5);
+            let r = (dx * dx + dy * dy).sqrt() / 26.0;
+            let shade = if r < 1.0 { 1.0 - 0.6 * r } else { 0.0 };
+            rgb.extend_from_slice(&[
+                (200.0 * shade) as u8,
+                (120.0 * shade) as u8,
+                (60.0 * shade) as u8,
+            ]);
+        }
+    }
+    bmp(w, h, &rgb)
+}
+
+/// A 24-bit BMP of `width` x `height` RGB8 pixels, rows top to bottom (what a server decodes
+/// without loss: pixels made elsewhere reach the model as they are).
+pub fn bmp(width: u32, height: u32, rgb: &[u8]) -> Vec<u8> {
+    let row = (width * 3).div_ceil(4) * 4;
+    let size = 54 + row * height;
     let mut b = Vec::with_capacity(size as usize);
     b.extend_from_slice(b"BM");
     b.extend_from_slice(&size.to_le_bytes());
     b.extend_from_slice(&[0; 4]);
     b.extend_from_slice(&54u32.to_le_bytes());
     b.extend_from_slice(&40u32.to_le_bytes());
-    b.extend_from_slice(&(w as i32).to_le_bytes());
-    b.extend_from_slice(&(h as i32).to_le_bytes());
+    b.extend_from_slice(&(width as i32).to_le_bytes());
+    b.extend_from_slice(&(height as i32).to_le_bytes());
     b.extend_from_slice(&1u16.to_le_bytes());
     b.extend_from_slice(&24u16.to_le_bytes());
     b.extend_from_slice(&[0; 4]);
-    b.extend_from_slice(&(row * h).to_le_bytes());
+    b.extend_from_slice(&(row * height).to_le_bytes());
     b.extend_from_slice(&2835u32.to_le_bytes());
     b.extend_from_slice(&2835u32.to_le_bytes());
     b.extend_from_slice(&[0; 8]);
-    for y in 0..h {
-        for x in 0..w {
-            let (dx, dy) = (x as f64 - 31.5, y as f64 - 31.5);
-            let r = (dx * dx + dy * dy).sqrt() / 26.0;
-            let (bl, g, rd) = if r < 1.0 {
-                let shade = 1.0 - 0.6 * r;
-                (
-                    (60.0 * shade) as u8,
-                    (120.0 * shade) as u8,
-                    (200.0 * shade) as u8,
-                )
-            } else {
-                (0, 0, 0)
-            };
-            b.extend_from_slice(&[bl, g, rd]);
+    // A positive height: the bottom row first; each pixel blue, green, red.
+    let stride = (width * 3) as usize;
+    for y in (0..height as usize).rev() {
+        let line = &rgb[y * stride..(y + 1) * stride];
+        for px in line.chunks_exact(3) {
+            b.extend_from_slice(&[px[2], px[1], px[0]]);
         }
+        b.resize(b.len() + row as usize - stride, 0);
     }
     b
 }
 
-fn mime_for(path: &Path) -> &'static str {
+/// The media type of an image file, by its extension.
+pub fn mime_for(path: &Path) -> &'static str {
     match path
         .extension()
         .and_then(|e| e.to_str())
@@ -181,6 +193,30 @@ pub async fn smoke(
         .map_err(err)
 }
 
+/// `GET {url}{path}` as JSON, with `access` (what the smoke test used) and `timeout`: what a
+/// command reads through the public URL when it cannot ask a pod.
+pub async fn get_json(
+    url: &str,
+    path: &str,
+    timeout: Duration,
+    access: &Access,
+) -> Result<Value, String> {
+    install_crypto_provider();
+    let (client, url) = client(url, access).await?;
+    let mut get = client.get(format!("{url}{path}")).timeout(timeout);
+    if let Some(key) = &access.api_key {
+        get = get.bearer_auth(key);
+    }
+    let resp = get.send().await.map_err(|e| error_chain(&e))?;
+    let status = resp.status();
+    let body = resp.text().await.map_err(|e| error_chain(&e))?;
+    if !status.is_success() {
+        let start: String = body.chars().take(200).collect();
+        return Err(format!("GET {url}{path}: HTTP {status}: {start}"));
+    }
+    serde_json::from_str(&body).map_err(|e| format!("GET {url}{path}: not JSON ({e})"))
+}
+
 /// The HTTP client for `url` with `access`, and the URL to use: for `server_name`, the URL's host
 /// is replaced by it and the name resolved to the URL's address.
 async fn client(url: &str, access: &Access) -> Result<(reqwest::Client, String), String> {
@@ -279,6 +315,22 @@ mod tests {
             b.len()
         );
         assert_eq!(b.len(), 54 + 64 * 64 * 3);
+        // the centre pixel: the disc's colour, stored blue first
+        let centre = 54 + 32 * 64 * 3 + 32 * 3;
+        assert!(
+            b[centre + 2] > 150 && b[centre] < 60,
+            "{:?}",
+            &b[centre..centre + 3]
+        );
+    }
+
+    #[test]
+    fn bmp_rows_go_bottom_up_in_bgr_padded_to_four_bytes() {
+        // 1x2: a red pixel above a blue one
+        let b = bmp(1, 2, &[255, 0, 0, 0, 0, 255]);
+        assert_eq!(b.len(), 54 + 2 * 4);
+        assert_eq!(&b[54..58], &[255, 0, 0, 0], "the bottom (blue) row first");
+        assert_eq!(&b[58..62], &[0, 0, 255, 0]);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use celestial_common::parse_duration;
 use clap::Args;
 
 use super::cluster::{ClusterArgs, ManifestArgs};
+use super::history::RecordArgs;
 use super::image::ImageBuildArgs;
 use super::registry::RegistryArgs;
 use crate::kube::rollout::Limits;
@@ -42,13 +43,54 @@ pub struct WaitArgs {
     #[arg(long, env = "DEPLOYER_SMOKE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub smoke_timeout: Duration,
 
-    /// If the rollout fails, restore the previous Deployment spec and wait for it.
+    /// If the rollout or the smoke test fails, restore the previous Deployment spec and wait for
+    /// it. A model the server refuses at start (its self-check) is rolled back in any case.
     #[arg(long, env = "DEPLOYER_ROLLBACK_ON_FAILURE")]
     pub rollback_on_failure: bool,
 
     /// Do not wait for the load balancer address (and skip the smoke test).
     #[arg(long, env = "DEPLOYER_NO_WAIT_LB")]
     pub no_wait_lb: bool,
+}
+
+/// Opt-in evaluation of a new model before it gets traffic (docs/deploy.md, "Evaluation before
+/// traffic").
+#[derive(Debug, Clone, Args)]
+pub struct EvalArgs {
+    /// Before a new server image gets traffic, run it as the Deployment NAME-candidate (its pods
+    /// selected by no Service), predict the evaluation images on it and on the serving pods, and
+    /// promote it only when it is good enough (--eval-floor, --eval-margin); else delete the
+    /// candidate, change nothing and exit 8.
+    #[arg(long, env = "DEPLOYER_EVALUATE")]
+    pub evaluate: bool,
+
+    /// Labelled evaluation images, DIR/<Label>/*.jpg (also .jpeg, .png, .webp, .bmp); default the
+    /// golden images of model/golden.json (one validation image per label), built into deployer.
+    #[arg(
+        long,
+        env = "DEPLOYER_EVAL_SET",
+        value_name = "DIR",
+        requires = "evaluate"
+    )]
+    pub eval_set: Option<PathBuf>,
+
+    /// Refuse a candidate whose accuracy is lower than the serving model's by more than this, or
+    /// whose unknown rate is higher by more than this (fractions, 0..1).
+    #[arg(long, env = "DEPLOYER_EVAL_MARGIN", default_value_t = 0.02, value_parser = fraction)]
+    pub eval_margin: f64,
+
+    /// Refuse a candidate whose accuracy is below this (a fraction, 0..1), also on a first
+    /// release (nothing serves yet to compare with).
+    #[arg(long, env = "DEPLOYER_EVAL_FLOOR", default_value_t = 0.9, value_parser = fraction)]
+    pub eval_floor: f64,
+}
+
+/// A fraction: a number from 0 to 1.
+fn fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("{s:?} is not a fraction from 0 to 1 (e.g. 0.02)")),
+    }
 }
 
 /// Opt-in API keys and TLS (docs/security.md).
@@ -111,6 +153,12 @@ pub struct ApplyArgs {
 
     #[command(flatten)]
     pub security: SecurityArgs,
+
+    #[command(flatten)]
+    pub record: RecordArgs,
+
+    #[command(flatten)]
+    pub eval: EvalArgs,
 }
 
 /// `deployer release`.
@@ -141,6 +189,12 @@ pub struct ReleaseArgs {
 
     #[command(flatten)]
     pub security: SecurityArgs,
+
+    #[command(flatten)]
+    pub record: RecordArgs,
+
+    #[command(flatten)]
+    pub eval: EvalArgs,
 }
 
 impl WaitArgs {
@@ -165,6 +219,8 @@ impl ReleaseArgs {
             manifests: self.manifests.clone(),
             wait: self.wait.clone(),
             security: self.security.clone(),
+            record: self.record.clone(),
+            eval: self.eval.clone(),
         }
     }
 }

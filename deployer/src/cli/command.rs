@@ -4,6 +4,7 @@ use clap::Subcommand;
 
 use super::apply::{ApplyArgs, ReleaseArgs};
 use super::cluster::{DeleteArgs, DiffArgs, StatusArgs};
+use super::history::{HistoryArgs, RollbackArgs};
 use super::image::{BuildArgs, PushArgs};
 
 /// The subcommands (parsed once per process, so the size difference of the variants does not matter).
@@ -24,4 +25,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Delete everything `apply` created and wait until it is gone.
     Delete(DeleteArgs),
+    /// Show the release history (ConfigMap celestial-releases): time, image, model, outcome.
+    History(HistoryArgs),
+    /// Restore an earlier release: the previous revision, --to-revision N or --to-model VERSION.
+    Rollback(RollbackArgs),
 }

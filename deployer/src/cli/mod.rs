@@ -9,6 +9,7 @@
 //! - [`registry`]: registry credentials and transport (`build`, `push`, `release`)
 //! - [`cluster`]: which cluster and manifests, and `diff`, `status`, `delete`
 //! - [`apply`]: `apply` and `release`: waiting, checking, API keys and TLS
+//! - [`history`]: the release history they keep, `history` and `rollback`
 
 use clap::{Parser, ValueEnum};
 
@@ -20,6 +21,7 @@ use crate::render::{Format, render};
 pub mod apply;
 pub mod cluster;
 pub mod command;
+pub mod history;
 pub mod image;
 pub mod registry;
 
@@ -34,9 +36,11 @@ Exit codes:
   3  the Kubernetes API refused the request or could not be reached (apply, diff, status, delete)
   4  rollout failed (pod reason or ProgressDeadlineExceeded), rolled back or not
   5  timed out (rollout, load-balancer address, deletion)
-  6  smoke test through the public URL failed
+  6  smoke test through the public URL failed (and was not rolled back)
   7  image build, pull or push failed (registry unreachable after retries, credentials refused,
        base too old)
+  8  the new model failed its checks (its self-check at start, the smoke test with
+       --rollback-on-failure, --evaluate); the previous one serves
 130  interrupted by SIGINT (Ctrl-C): stopped, printed the cluster's state and how to resume
 143  terminated by SIGTERM: the same";
 
@@ -170,6 +174,23 @@ mod tests {
                 c.code()
             );
         }
+    }
+
+    /// docs/deploy.md's "Exit codes" table has exactly the codes there are.
+    #[test]
+    fn exit_codes_are_in_the_docs() {
+        let docs = include_str!("../../../docs/deploy.md");
+        let section = docs
+            .split("### Exit codes")
+            .nth(1)
+            .and_then(|s| s.split("\n### ").next())
+            .expect("docs/deploy.md has an \"Exit codes\" section");
+        let documented: Vec<u8> = section
+            .lines()
+            .filter_map(|l| l.strip_prefix("| ")?.split(" |").next()?.parse().ok())
+            .collect();
+        let codes: Vec<u8> = ExitCode::ALL.iter().map(|c| c.code()).collect();
+        assert_eq!(documented, codes, "docs/deploy.md's exit codes");
     }
 
     #[test]

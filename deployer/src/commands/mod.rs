@@ -9,7 +9,10 @@
 pub mod apply;
 pub mod delete;
 pub mod diff;
+pub mod evaluate;
+pub mod history;
 pub mod image;
+pub mod rollback;
 pub mod status;
 
 use std::future::Future;
@@ -28,6 +31,9 @@ pub enum Report {
     Diff(diff::DiffReport),
     Status(status::StatusReport),
     Delete(delete::DeleteReport),
+    History(history::HistoryReport),
+    /// Boxed: much larger than the others.
+    Rollback(Box<rollback::RollbackReport>),
 }
 
 impl Report {
@@ -39,6 +45,8 @@ impl Report {
             Report::Diff(r) => r.text(),
             Report::Status(r) => r.text(),
             Report::Delete(r) => r.text(),
+            Report::History(r) => r.text(),
+            Report::Rollback(r) => r.text(),
         }
     }
 }
@@ -80,6 +88,18 @@ pub async fn run(command: Command, interrupt: &Interrupt) -> Result<Report, Erro
                 "the objects deleted so far are gone or terminating; the others are untouched";
             let again = "run the same `deployer delete` again: objects already gone are skipped";
             Report::Delete(whole(interrupt, delete::run(&c), "deleting", state, again).await?)
+        }
+        Command::History(c) => {
+            let (state, again) = ("nothing was changed", "run it again");
+            Report::History(whole(interrupt, history::run(&c), "reading", state, again).await?)
+        }
+        Command::Rollback(c) => {
+            let state = "the revision chosen may have been applied: the cluster goes on rolling it out without deployer, and the history has no entry for it";
+            let again = "`deployer status` shows where it stands; `deployer rollback --to-revision N` restores a revision again (a plain `deployer rollback` would go one revision further back)";
+            let rolling_back = rollback::run(&c);
+            Report::Rollback(Box::new(
+                whole(interrupt, rolling_back, "rolling back", state, again).await?,
+            ))
         }
     })
 }

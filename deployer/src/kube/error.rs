@@ -37,6 +37,9 @@ Remove them from the manifest, or re-run with --force-conflicts to take them ove
     },
     #[error("timed out after {seconds}s waiting for {what} to be deleted")]
     DeleteTimeout { what: String, seconds: u64 },
+    /// The release history's ConfigMap holds something that is not a history.
+    #[error("{object}: {message}")]
+    Record { object: String, message: String },
     /// The Secret named by `--api-key-secret` or `--tls-secret` is missing or unusable.
     #[error("Secret/{name} {message}")]
     Secret { name: String, message: String },

@@ -8,15 +8,23 @@
 //! - [`watch`]: following objects through watches that re-establish themselves
 //! - [`apply`]: server-side apply, dry runs and diffs, deletion
 //! - [`rollout`]: waiting for a Deployment's rollout; its state and the pod failure reasons (pure)
-//! - [`rollback`]: restoring the previous spec after a failed rollout
+//! - [`rollback`]: restoring the previous spec after a failed rollout, or a chosen revision
+//! - [`model`]: what a Deployment serves (revision, image digest, the model its pods report)
+//! - [`history`]: the release history in the cluster (the ConfigMap `celestial-releases`)
+//! - [`candidate`]: a new pod template run apart, without traffic, to be evaluated
+//! - [`predict`]: predictions of one pod's server through the API server's pod proxy
 //! - [`service`]: a LoadBalancer's address and URL, waiting for it
 //!
 //! A new kind of wait goes next to the object it waits for (`rollout/wait.rs`, `service.rs`).
 
 pub mod apply;
+pub mod candidate;
 pub mod cluster;
 pub mod error;
+pub mod history;
 pub mod manifests;
+pub mod model;
+pub mod predict;
 pub mod rollback;
 pub mod rollout;
 pub mod secrets;
@@ -25,4 +33,4 @@ pub mod service;
 pub mod watch;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -1,5 +1,6 @@
-//! Rolling a failed rollout back: finding the spec to restore (the live spec before this apply,
-//! or the previous revision's ReplicaSet template) and applying it.
+//! Rolling back: finding the spec to restore (after a failed rollout, the live spec before this
+//! apply or the previous revision's ReplicaSet template; for `deployer rollback`, the revision it
+//! names) and applying it.
 
 use std::collections::BTreeMap;
 
@@ -10,7 +11,7 @@ use serde_json::Value;
 use super::apply::FIELD_MANAGER;
 use super::cluster::Cluster;
 use super::error::api_error;
-use super::rollout::{Limits, Rollback, RolloutError, owned_by, wait_rollout};
+use super::rollout::{Limits, REVISION, Rollback, RolloutError, owned_by, wait_rollout};
 use crate::progress::Progress;
 
 /// The server container image of a Deployment object (JSON), for messages.
@@ -37,23 +38,64 @@ pub async fn rollback_spec(
     if before.pointer("/spec/template") != after.pointer("/spec/template") {
         return Ok(before.get("spec").cloned());
     }
+    let revisions = revisions(cluster, ns, name).await?;
+    let Some((_, template)) = revisions.previous() else {
+        return Ok(None);
+    };
+    let mut spec = after.get("spec").cloned().unwrap_or_default();
+    spec["template"] = template.clone();
+    Ok(Some(spec))
+}
+
+/// A Deployment as it is now, and the pod templates of its revisions that its ReplicaSets keep.
+#[derive(Debug)]
+pub struct Revisions {
+    /// The live Deployment.
+    pub deployment: Deployment,
+    /// Its revision now (None when it has no revision annotation yet).
+    pub current: Option<u64>,
+    /// Each revision its ReplicaSets keep, oldest first, with its pod template (without the
+    /// controller's `pod-template-hash` label, as it is applied).
+    pub templates: Vec<(u64, Value)>,
+}
+
+impl Revisions {
+    /// The newest revision before the current one.
+    pub fn previous(&self) -> Option<&(u64, Value)> {
+        let current = self.current.unwrap_or(u64::MAX);
+        self.templates.iter().rev().find(|(r, _)| *r < current)
+    }
+
+    /// Revision `n`.
+    pub fn get(&self, n: u64) -> Option<&Value> {
+        self.templates.iter().find(|(r, _)| *r == n).map(|(_, t)| t)
+    }
+
+    /// The live spec with `template`: what a rollback to it applies.
+    pub fn spec_with(&self, template: &Value) -> Value {
+        let spec = self.deployment.spec.as_ref();
+        let mut spec = serde_json::to_value(spec).expect("a Deployment spec serializes to JSON");
+        spec["template"] = template.clone();
+        spec
+    }
+}
+
+/// The revision a Deployment or ReplicaSet carries.
+fn revision(annotations: &Option<BTreeMap<String, String>>) -> Option<u64> {
+    annotations.as_ref()?.get(REVISION)?.parse().ok()
+}
+
+/// The Deployment `name` and the revisions its own ReplicaSets keep (not a namesake's).
+pub async fn revisions(cluster: &Cluster, ns: &str, name: &str) -> Result<Revisions, RolloutError> {
     let object = format!("Deployment/{name}");
     let api: Api<Deployment> = Api::namespaced(cluster.client.clone(), ns);
     let d = api
         .get(name)
         .await
         .map_err(|e| api_error(&object, "get", e, ""))?;
-    let revision = |annotations: &Option<BTreeMap<String, String>>| -> Option<u64> {
-        annotations
-            .as_ref()?
-            .get("deployment.kubernetes.io/revision")?
-            .parse()
-            .ok()
-    };
-    let current = revision(&d.metadata.annotations).unwrap_or(u64::MAX);
     let rss: Api<ReplicaSet> = Api::namespaced(cluster.client.clone(), ns);
     let uid = d.metadata.uid.clone();
-    let previous = rss
+    let mut templates: Vec<(u64, Value)> = rss
         .list(&ListParams::default())
         .await
         .map_err(|e| api_error(&object, "list replicasets", e, ""))?
@@ -61,38 +103,33 @@ pub async fn rollback_spec(
         .into_iter()
         .filter(|rs| owned_by(rs, uid.as_deref()))
         .filter_map(|rs| {
-            revision(&rs.metadata.annotations)
-                .filter(|r| *r < current)
-                .map(|r| (r, rs))
+            let r = revision(&rs.metadata.annotations)?;
+            let template = rs.spec?.template?;
+            let mut template = serde_json::to_value(template).expect("a pod template serializes");
+            if let Some(labels) = template
+                .pointer_mut("/metadata/labels")
+                .and_then(Value::as_object_mut)
+            {
+                labels.remove("pod-template-hash");
+            }
+            Some((r, template))
         })
-        .max_by_key(|(r, _)| *r);
-    let Some((_, rs)) = previous else {
-        return Ok(None);
-    };
-    let Some(mut template) = rs
-        .spec
-        .and_then(|s| s.template)
-        .map(|t| serde_json::to_value(t).expect("a pod template serializes to JSON"))
-    else {
-        return Ok(None);
-    };
-    if let Some(labels) = template
-        .pointer_mut("/metadata/labels")
-        .and_then(Value::as_object_mut)
-    {
-        labels.remove("pod-template-hash");
-    }
-    let mut spec = after.get("spec").cloned().unwrap_or_default();
-    spec["template"] = template;
-    Ok(Some(spec))
+        .collect();
+    templates.sort_by_key(|(r, _)| *r);
+    Ok(Revisions {
+        current: revision(&d.metadata.annotations),
+        deployment: d,
+        templates,
+    })
 }
 
-/// Applies `spec` (from [`rollback_spec`]) and waits for it to be available again.
+/// Applies `spec` (from [`rollback_spec`], or a chosen revision's) and waits for it to be
+/// available again. `target` names it in messages ("the previous spec", "revision 3").
 pub async fn rollback(
     cluster: &Cluster,
     ns: &str,
     name: &str,
-    spec: &Value,
+    (spec, target): (&Value, &str),
     limits: Limits,
     progress: &mut dyn Progress,
 ) -> Rollback {
@@ -106,7 +143,7 @@ pub async fn rollback(
     let api: Api<Deployment> = Api::namespaced(cluster.client.clone(), ns);
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     progress.line(&format!(
-        "rolling Deployment/{name} back to the previous spec (image {})",
+        "rolling Deployment/{name} back to {target} (image {})",
         image.as_deref().unwrap_or("?")
     ));
     if let Err(e) = api.patch(name, &pp, &Patch::Apply(&body)).await {
@@ -114,13 +151,8 @@ pub async fn rollback(
             restored: false,
             image,
             message: format!(
-                "restoring the previous spec failed: {}",
-                api_error(
-                    &format!("Deployment/{name}"),
-                    "apply",
-                    e,
-                    "the previous spec"
-                )
+                "restoring {target} failed: {}",
+                api_error(&format!("Deployment/{name}"), "apply", e, target)
             ),
         };
     }
@@ -129,7 +161,7 @@ pub async fn rollback(
             restored: true,
             image: image.clone(),
             message: format!(
-                "restored the previous spec (image {}); it is available again ({} replicas, {:.1}s)",
+                "restored {target} (image {}); it is available again ({} replicas, {:.1}s)",
                 image.as_deref().unwrap_or("?"),
                 r.replicas,
                 r.seconds
@@ -138,7 +170,7 @@ pub async fn rollback(
         Err(e) => Rollback {
             restored: false,
             image,
-            message: format!("restored the previous spec but it did not become available: {e}"),
+            message: format!("restored {target} but it did not become available: {e}"),
         },
     }
 }

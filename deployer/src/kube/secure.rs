@@ -106,6 +106,18 @@ pub fn enable_tls(
     Ok(())
 }
 
+/// The API-key Secret a pod template mounts (what `--api-key-secret` set), if any: what a
+/// command that did not apply the template needs to ask its server.
+pub fn api_key_secret_of(template: &Value) -> Option<&str> {
+    template
+        .pointer("/spec/volumes")?
+        .as_array()?
+        .iter()
+        .find(|v| v["name"] == API_KEYS_VOLUME)?
+        .pointer("/secret/secretName")?
+        .as_str()
+}
+
 /// Calls `change(pod spec, server container index)` for every Deployment.
 fn for_each_server(
     manifests: &mut [Manifest],
@@ -220,6 +232,16 @@ spec:
             m[1].object["spec"]["ports"][0]["port"], 80,
             "keys alone keep the Service"
         );
+    }
+
+    #[test]
+    fn the_api_key_secret_is_found_in_a_template_that_mounts_it() {
+        let mut m = manifests();
+        let template = m[0].object["spec"]["template"].clone();
+        assert_eq!(api_key_secret_of(&template), None);
+        mount_api_keys(&mut m, "keys", None).unwrap();
+        let template = &m[0].object["spec"]["template"];
+        assert_eq!(api_key_secret_of(template), Some("keys"));
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! Running the real `deployer` binary in end-to-end tests (tests/tests/deployer_*.rs): the run and
 //! its result ([`Run`], in the background [`Running`]), scratch copies of `kubernetes/` (edited, or
-//! placed on the real node), the server image build, predictions through a public URL, and reading
-//! the server's objects back.
+//! placed on the real node), the server image build, variants of its model, predictions through a
+//! public URL, and reading the server's objects back.
 
 mod cluster;
 mod images;
 mod load;
 mod manifests;
+mod models;
 mod predict;
 mod running;
 
@@ -23,6 +24,7 @@ pub use cluster::*;
 pub use images::*;
 pub use load::*;
 pub use manifests::*;
+pub use models::*;
 pub use predict::*;
 pub use running::*;
 

@@ -59,3 +59,26 @@ pub(super) fn interrupted_waiting(
         resume,
     }
 }
+
+/// A signal while the release history was written: the release itself is over (`waited`).
+pub(super) fn interrupted_recording(
+    signal: Signal,
+    waited: &Result<super::Waited, crate::error::Error>,
+) -> Interrupted {
+    let outcome = match waited {
+        Ok(_) => "the release finished: rolled out and checked".to_string(),
+        Err(e) => format!(
+            "the release finished: {}",
+            e.to_string().lines().next().unwrap_or_default()
+        ),
+    };
+    Interrupted {
+        signal,
+        during: "recording the release history".into(),
+        state: vec![
+            outcome,
+            "its entry in the release history may be missing".into(),
+        ],
+        resume: "nothing to resume: `deployer status` shows what serves, `deployer history` what was recorded".into(),
+    }
+}

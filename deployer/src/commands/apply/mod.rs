@@ -2,6 +2,7 @@
 //! each load balancer's address, smoke-test the public URL.
 //!
 //! - `report.rs`: what they report
+//! - `record.rs`: what they record in the release history
 //! - `secrets.rs`: the Secrets of `--api-key-secret` and `--tls-secret`
 //! - `waiting.rs`: the waits after applying, and the cluster's state after a signal
 //! - `interrupted.rs`: what a signal leaves, and how to resume
@@ -9,6 +10,7 @@
 use std::time::Instant;
 
 use super::diff::{self, ObjectReport, load_manifests};
+use super::evaluate::{Evaluation, EvaluationReport, before_traffic};
 use super::image::build_and_push;
 use crate::cli::apply::{ApplyArgs, ReleaseArgs, SecurityArgs};
 use crate::cli::cluster::ManifestArgs;
@@ -16,17 +18,24 @@ use crate::error::{Error, Interrupted};
 use crate::interrupt::Interrupt;
 use crate::kube::apply::{self, Action, Applied};
 use crate::kube::cluster::Cluster;
+use crate::kube::history;
 use crate::kube::manifests::{Manifest, ManifestError};
+use crate::kube::rollout::RolloutReport;
 use crate::kube::secure;
 use crate::oci::publish::Pushed;
 use crate::progress::{Progress, Terminal};
+use crate::smoke::{self, SmokeReport};
 
 mod interrupted;
+mod record;
 mod report;
 mod secrets;
+#[cfg(test)]
+pub(crate) mod tests;
 mod waiting;
 
-use interrupted::{interrupted_applying, interrupted_waiting};
+use interrupted::{interrupted_applying, interrupted_recording, interrupted_waiting};
+use record::Recorder;
 pub use report::{ApiKeyReport, ApplyReport, Outcome};
 pub use secrets::Secrets;
 use waiting::{Waiting, smoke_test};
@@ -56,15 +65,26 @@ fn secure_manifests(
     Ok(())
 }
 
+/// Reads the release history before anything changes (unless `limit` is 0), so that one that
+/// cannot be kept (no permission, a ConfigMap that is not a history) is said now, not after a
+/// rollout nobody could record.
+async fn check_history(cluster: &Cluster, ns: &str, limit: usize) -> Result<(), Error> {
+    if limit > 0 {
+        history::read(cluster, ns).await?;
+    }
+    Ok(())
+}
+
 /// `deployer release`: build and push, then apply with the pushed digest. The manifests are read
-/// and the cluster is reached (its credentials checked) first, so a release that cannot apply
-/// says so before it spends a build and a push.
+/// and the cluster is reached (its credentials and the release history checked) first, so a
+/// release that cannot apply says so before it spends a build and a push.
 pub async fn release(c: &ReleaseArgs, interrupt: &Interrupt) -> Result<Outcome, Error> {
     let (mut manifests, _) = load_manifests(&c.manifests, Some(&c.image))?;
     secure_manifests(&mut manifests, &c.manifests, &c.security)?;
     let cluster = Cluster::connect(&c.cluster.connection()).await?;
     let ns = server_namespace(&manifests, &cluster);
     let secrets = Secrets::prepare(&cluster, &ns, &c.security).await?;
+    check_history(&cluster, &ns, c.record.history_limit).await?;
     let mut progress = Terminal::new();
     let building = build_and_push(&c.image, &c.build, &c.registry, &mut progress);
     let pushed = match interrupt.run(building).await {
@@ -100,14 +120,7 @@ pub async fn run(
 ) -> Result<Outcome, Error> {
     let (mut manifests, server_image) = load_manifests(&c.manifests, c.image.as_deref())?;
     secure_manifests(&mut manifests, &c.manifests, &c.security)?;
-    if let Some(s) = &c.wait.smoke_image
-        && !s.is_file()
-    {
-        return Err(Error::Usage(format!(
-            "--smoke-image {}: no such file",
-            s.display()
-        )));
-    }
+    check_smoke_image(c).map_err(Error::Usage)?;
     if c.dry_run {
         let r = diff::dry_run(&c.cluster, &manifests, c.force_conflicts, command).await?;
         return Ok(Outcome::DryRun(r));
@@ -118,11 +131,15 @@ pub async fn run(
             let cluster = Cluster::connect(&c.cluster.connection()).await?;
             let ns = server_namespace(&manifests, &cluster);
             let secrets = Secrets::prepare(&cluster, &ns, &c.security).await?;
+            check_history(&cluster, &ns, c.record.history_limit).await?;
             (cluster, secrets)
         }
     };
     let start = Instant::now();
     let mut p = Terminal::new();
+    let access = secrets.access(&c.security);
+    let judge = (&cluster, manifests.as_slice(), &access);
+    let evaluation = evaluate_step(c, judge, command, &mut p, interrupt).await?;
     let applied = apply_step(&cluster, &manifests, c, &mut p, command, interrupt).await?;
     let apply_seconds = start.elapsed().as_secs_f64();
     let waiting = Waiting {
@@ -130,27 +147,20 @@ pub async fn run(
         applied: &applied,
         wait: &c.wait,
     };
-    let step = std::cell::Cell::new("waiting for the rollout");
-    let waited = interrupt
-        .run(async {
-            let rollouts = waiting.rollouts(&mut p).await?;
-            step.set("waiting for the load balancer's address");
-            let urls = waiting.urls(&mut p).await?;
-            step.set("smoke-testing the public URL");
-            let access = secrets.access(&c.security);
-            let smoke = smoke_test(urls.first(), &c.wait, &access, &mut p).await?;
-            Ok::<_, Error>((rollouts, urls, smoke))
-        })
-        .await;
-    drop(p);
-    let (rollouts, urls, smoke) = match waited {
-        Ok(done) => done?,
-        Err(signal) => {
-            let state = waiting.state().await;
-            let rollback = c.wait.rollback_on_failure;
-            return Err(interrupted_waiting(signal, step.get(), state, command, rollback).into());
-        }
+    let waited = wait_all(&waiting, &access, &mut p, command, interrupt).await?;
+    let recorder = Recorder {
+        waiting: &waiting,
+        command,
+        limit: c.record.history_limit,
+        container: c.manifests.container.as_deref(),
+        access: &access,
     };
+    let records = match interrupt.run(recorder.record(&waited, &mut p)).await {
+        Ok(records) => records,
+        Err(signal) => return Err(interrupted_recording(signal, &waited).into()),
+    };
+    drop(p);
+    let (rollouts, urls, smoke) = waited?;
     Ok(Outcome::Done(Box::new(ApplyReport {
         command,
         namespace: cluster.namespace,
@@ -165,11 +175,84 @@ pub async fn run(
         url: urls.first().cloned(),
         urls,
         smoke,
+        evaluation,
+        model: records.model,
+        model_error: records.model_error,
+        history: records.recorded,
         api_key: secrets.api_key_report(&c.security),
         tls_secret: c.security.tls_secret.clone(),
         apply_seconds,
         seconds: start.elapsed().as_secs_f64(),
     })))
+}
+
+/// What the waits came to: every rollout, every URL, the smoke test.
+pub(crate) type Waited = (Vec<RolloutReport>, Vec<String>, Option<SmokeReport>);
+
+/// The waits after applying: the rollouts, the load balancers' addresses, the smoke test. Their
+/// outcome (`Ok` inside), or (outside) the error of a signal that stopped them, with the
+/// cluster's state then.
+async fn wait_all(
+    waiting: &Waiting<'_>,
+    access: &smoke::Access,
+    p: &mut dyn Progress,
+    command: &str,
+    interrupt: &Interrupt,
+) -> Result<Result<Waited, Error>, Error> {
+    let step = std::cell::Cell::new("waiting for the rollout");
+    let waited = interrupt
+        .run(async {
+            let rollouts = waiting.rollouts(p).await?;
+            step.set("waiting for the load balancer's address");
+            let urls = waiting.urls(p).await?;
+            step.set("smoke-testing the public URL");
+            let smoke = smoke_test(waiting, urls.first(), access, p).await?;
+            Ok::<_, Error>((rollouts, urls, smoke))
+        })
+        .await;
+    match waited {
+        Ok(done) => Ok(done),
+        Err(signal) => {
+            let state = waiting.state().await;
+            let rollback = waiting.wait.rollback_on_failure;
+            Err(interrupted_waiting(signal, step.get(), state, command, rollback).into())
+        }
+    }
+}
+
+/// `--smoke-image` names a file.
+fn check_smoke_image(c: &ApplyArgs) -> Result<(), String> {
+    match &c.wait.smoke_image {
+        Some(s) if !s.is_file() => Err(format!("--smoke-image {}: no such file", s.display())),
+        _ => Ok(()),
+    }
+}
+
+/// With `--evaluate`, judges the new model before anything changes (see
+/// [`super::evaluate`]).
+async fn evaluate_step(
+    c: &ApplyArgs,
+    (cluster, manifests, access): (&Cluster, &[Manifest], &smoke::Access),
+    command: &'static str,
+    p: &mut dyn Progress,
+    interrupt: &Interrupt,
+) -> Result<Option<EvaluationReport>, Error> {
+    if !c.eval.evaluate {
+        return Ok(None);
+    }
+    let ns = server_namespace(manifests, cluster);
+    let e = Evaluation {
+        cluster,
+        ns: &ns,
+        manifests,
+        args: &c.eval,
+        limits: c.wait.limits(),
+        container: c.manifests.container.as_deref(),
+        api_key: access.api_key.as_deref(),
+        command,
+        history_limit: c.record.history_limit,
+    };
+    before_traffic(&e, p, interrupt).await
 }
 
 /// Server-side applies the manifests, unless a signal comes first.

@@ -1,6 +1,9 @@
 //! What `apply` and `release` report, and its text.
 
 use crate::commands::diff::{DiffReport, ObjectReport};
+use crate::commands::evaluate::report::EvaluationReport;
+use crate::commands::history::Recorded;
+use crate::kube::model::ModelInfo;
 use crate::kube::rollout::RolloutReport;
 use crate::oci::publish::Pushed;
 use crate::smoke::SmokeReport;
@@ -20,6 +23,16 @@ pub struct ApplyReport {
     pub url: Option<String>,
     pub urls: Vec<String>,
     pub smoke: Option<SmokeReport>,
+    /// `--evaluate`: what the new model scored before it got traffic (None when not asked, or
+    /// nothing new was judged).
+    pub evaluation: Option<EvaluationReport>,
+    /// The model the new pods serve (their `GET /model`).
+    pub model: Option<ModelInfo>,
+    /// Why the model could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_error: Option<String>,
+    /// Where the release was recorded (`--history-limit 0`: nowhere).
+    pub history: Vec<Recorded>,
     /// `--api-key-secret`: the Secret, and the key only with `--show-api-key`.
     pub api_key: Option<ApiKeyReport>,
     /// `--tls-secret`: the Secret the server serves HTTPS with.
@@ -66,6 +79,17 @@ impl ApplyReport {
                 "smoke: {} (p={:.3})\n",
                 r.prediction, r.probability
             ));
+        }
+        if let Some(e) = &self.evaluation {
+            text.push_str(&e.text());
+        }
+        match (&self.model, &self.model_error) {
+            (Some(m), _) => text.push_str(&format!("model: {}\n", m.describe())),
+            (None, Some(e)) => text.push_str(&format!("model: unknown ({e})\n")),
+            (None, None) => {}
+        }
+        for h in &self.history {
+            text.push_str(&h.text());
         }
         if let Some(k) = &self.api_key {
             let how = if k.created {

@@ -24,7 +24,7 @@ pub(super) struct Waiting<'a> {
 
 impl Waiting<'_> {
     /// The applied objects of `kind`, each with its namespace.
-    fn of_kind(&self, kind: &'static str) -> impl Iterator<Item = (&Applied, String)> {
+    pub(super) fn of_kind(&self, kind: &'static str) -> impl Iterator<Item = (&Applied, String)> {
         self.applied
             .iter()
             .filter(move |o| o.kind == kind)
@@ -34,7 +34,8 @@ impl Waiting<'_> {
             })
     }
 
-    /// Waits for every applied Deployment's rollout; on a failure, rolls back when asked to.
+    /// Waits for every applied Deployment's rollout; on a failure, rolls back when asked to, and
+    /// always when the server refused its model (the previous model is the one that should serve).
     pub async fn rollouts(&self, p: &mut dyn Progress) -> Result<Vec<RolloutReport>, Error> {
         let (cluster, wait) = (self.cluster, self.wait);
         let mut rollouts = Vec::new();
@@ -50,7 +51,10 @@ impl Waiting<'_> {
                     ));
                     rollouts.push(r);
                 }
-                Err(e) if e.is_rollout_failure() && wait.rollback_on_failure => {
+                Err(e)
+                    if e.is_rollout_failure()
+                        && (wait.rollback_on_failure || e.is_model_check()) =>
+                {
                     p.line(&format!("Deployment/{}: rollout failed: {e}", o.name));
                     let rb = roll_back(cluster, &ns, o, wait, p).await;
                     p.line(&format!("rollback: {}", rb.message));
@@ -102,6 +106,38 @@ impl Waiting<'_> {
     }
 }
 
+/// Rolls back every applied Deployment whose pod template this apply changed (after a failed
+/// smoke test), and says what came of it, as one rollback. A template that was already live is
+/// left alone: what failed was serving before this apply, and an older one is no better known.
+pub(super) async fn roll_back_changed(waiting: &Waiting<'_>, p: &mut dyn Progress) -> Rollback {
+    let mut done = Vec::new();
+    for (o, ns) in waiting.of_kind("Deployment") {
+        let template = |v: Option<&Value>| v.and_then(|v| v.pointer("/spec/template")).cloned();
+        if o.before.is_none() || template(o.before.as_ref()) == template(Some(&o.after)) {
+            continue;
+        }
+        let rb = roll_back(waiting.cluster, &ns, o, waiting.wait, p).await;
+        p.line(&format!("rollback: {}", rb.message));
+        done.push(rb);
+    }
+    if done.is_empty() {
+        return Rollback {
+            restored: false,
+            image: None,
+            message: "not rolled back: this apply created the Deployments or did not change their pod template, so no earlier version of what failed is known to serve".into(),
+        };
+    }
+    Rollback {
+        restored: done.iter().all(|r| r.restored),
+        image: done.iter().find_map(|r| r.image.clone()),
+        message: done
+            .into_iter()
+            .map(|r| r.message)
+            .collect::<Vec<_>>()
+            .join("; "),
+    }
+}
+
 /// Restores the Deployment's previous spec, and says what came of it.
 async fn roll_back(
     cluster: &Cluster,
@@ -116,7 +152,10 @@ async fn roll_back(
         message,
     };
     match rollback::rollback_spec(cluster, ns, &o.name, o.before.as_ref(), &o.after).await {
-        Ok(Some(spec)) => rollback::rollback(cluster, ns, &o.name, &spec, wait.limits(), p).await,
+        Ok(Some(spec)) => {
+            let target = (&spec, "the previous spec");
+            rollback::rollback(cluster, ns, &o.name, target, wait.limits(), p).await
+        }
         Ok(None) => not_restored(
             "nothing to roll back to: no earlier revision of the Deployment (delete it with `deployer delete`)".into(),
         ),
@@ -124,18 +163,29 @@ async fn roll_back(
     }
 }
 
-/// The smoke test through the first URL, unless it is switched off.
+/// The smoke test through the first URL, unless it is switched off. When it fails, with
+/// `--rollback-on-failure`, what this apply changed is rolled back.
 pub(super) async fn smoke_test(
+    waiting: &Waiting<'_>,
     url: Option<&String>,
-    wait: &WaitArgs,
     access: &smoke::Access,
     p: &mut dyn Progress,
 ) -> Result<Option<SmokeReport>, Error> {
+    let wait = waiting.wait;
     let Some(url) = url.filter(|_| wait.smoke && !wait.no_wait_lb) else {
         return Ok(None);
     };
     p.set(&format!("smoke test: {url}readyz and one prediction"));
-    let r = smoke::smoke(url, wait.smoke_image.as_deref(), wait.smoke_timeout, access).await?;
+    let smoked = smoke::smoke(url, wait.smoke_image.as_deref(), wait.smoke_timeout, access).await;
+    let r = match smoked {
+        Ok(r) => r,
+        Err(error) if wait.rollback_on_failure => {
+            p.line(&format!("smoke test failed: {error}"));
+            let rollback = roll_back_changed(waiting, p).await;
+            return Err(Error::SmokeRolledBack { error, rollback });
+        }
+        Err(e) => return Err(e.into()),
+    };
     p.line(&format!(
         "smoke test passed: prediction {} (p={:.3}) in {:.0} ms",
         r.prediction, r.probability, r.latency_ms

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use tokio::time::Instant;
 
 use super::failure::{Failure, UNSCHEDULABLE, pod_failure};
@@ -136,7 +137,13 @@ pub fn rollout_state(d: &Deployment) -> RolloutState {
     }
 }
 
-pub(super) const REVISION: &str = "deployment.kubernetes.io/revision";
+/// The annotation holding a Deployment's (and its ReplicaSets') revision.
+pub const REVISION: &str = "deployment.kubernetes.io/revision";
+
+/// The revision a Deployment or ReplicaSet carries (its [`REVISION`] annotation).
+pub fn revision(meta: &ObjectMeta) -> Option<&String> {
+    meta.annotations.as_ref()?.get(REVISION)
+}
 
 /// The pods of the Deployment's newest ReplicaSet (the one of its revision), from the Deployment's
 /// ReplicaSets and pods (what its selector matches). None while that ReplicaSet is not known (not
@@ -148,22 +155,12 @@ pub fn new_pods<'a>(
     sets: &[Arc<ReplicaSet>],
     pods: &'a [Arc<Pod>],
 ) -> Vec<&'a Pod> {
-    let revision = d
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(REVISION));
+    let current = revision(&d.metadata);
     let uid = d.metadata.uid.as_deref();
     let hash = sets
         .iter()
         .filter(|rs| owned_by(rs, uid))
-        .find(|rs| {
-            rs.metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(REVISION))
-                == revision
-        })
+        .find(|rs| revision(&rs.metadata) == current)
         .and_then(|rs| rs.metadata.labels.as_ref()?.get("pod-template-hash"));
     let Some(hash) = hash else {
         return Vec::new();

@@ -14,9 +14,13 @@ mod failure;
 mod wait;
 
 pub use assess::{
-    Counts, Pending, Progressing, RolloutState, assess, counts, new_pods, owned_by, rollout_state,
+    Counts, Pending, Progressing, REVISION, RolloutState, assess, counts, new_pods, owned_by,
+    revision, rollout_state,
 };
-pub use failure::{FATAL_WAITING_REASONS, Failure, UNSCHEDULABLE, pod_failure};
+pub use failure::{
+    FATAL_WAITING_REASONS, Failure, MODEL_CHECK_EXIT_STATUS, MODEL_CHECK_FAILED, UNSCHEDULABLE,
+    pod_failure,
+};
 pub use wait::{describe, selector_string, wait_rollout};
 
 /// How long a rollout waits, and how long a pod may stay Unschedulable before the rollout counts as
@@ -103,6 +107,22 @@ impl RolloutError {
                 rollback: Some(r),
             },
             other => other,
+        }
+    }
+
+    /// True when the server refused its model ([`MODEL_CHECK_FAILED`]): the previous revision is
+    /// restored whatever `--rollback-on-failure` says.
+    pub fn is_model_check(&self) -> bool {
+        matches!(self, RolloutError::Failed { reason, .. } if reason == MODEL_CHECK_FAILED)
+    }
+
+    /// The rollback attached to a rollout failure, when one was made.
+    pub fn rollback(&self) -> Option<&Rollback> {
+        match self {
+            RolloutError::Failed { rollback, .. } | RolloutError::Timeout { rollback, .. } => {
+                rollback.as_ref()
+            }
+            _ => None,
         }
     }
 

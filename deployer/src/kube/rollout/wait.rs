@@ -10,7 +10,7 @@ use kube::api::Api;
 use kube::runtime::{reflector, watcher};
 use tokio::time::Instant;
 
-use super::assess::{Pending, Progressing, REVISION, RolloutState, assess, counts, rollout_state};
+use super::assess::{Pending, Progressing, RolloutState, assess, counts, revision, rollout_state};
 use super::failure::Failure;
 use super::{Limits, RolloutError, RolloutReport};
 use crate::kube::cluster::Cluster;
@@ -167,12 +167,7 @@ where
 fn report(name: &str, d: &Deployment, start: Instant) -> RolloutReport {
     RolloutReport {
         deployment: name.into(),
-        revision: d
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(REVISION))
-            .cloned(),
+        revision: revision(&d.metadata).cloned(),
         replicas: counts(d).desired,
         seconds: start.elapsed().as_secs_f64(),
     }

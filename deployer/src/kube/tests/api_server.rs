@@ -180,6 +180,7 @@ pub struct Seen {
     pub uri: String,
     /// The JSON body (`Null` when there was none).
     pub body: Value,
+    pub headers: http::HeaderMap,
 }
 
 #[derive(Debug, Default)]
@@ -269,6 +270,7 @@ impl State {
             method: parts.method.clone(),
             uri: uri.clone(),
             body,
+            headers: parts.headers.clone(),
         });
         let lane = self.lanes.get_mut(&path);
         let problem = match lane.as_ref().and_then(|l| l.front()) {

@@ -8,16 +8,17 @@
 //! What only a real cluster proves (an image pull, pods that run, the API server's own merge and
 //! conflict rules, a load-balancer controller) stays in `tests/tests/deployer_*.rs`.
 
-mod api_server;
+pub(crate) mod api_server;
 mod apply;
 mod delete;
+pub(crate) mod history;
 mod load_balancer;
-mod objects;
+pub(crate) mod objects;
 mod rollback;
 mod rollout;
 mod watches;
 
 /// The exit code `deployer` ends with for an error of the kube layer.
-fn exit_code(e: impl Into<crate::error::Error>) -> crate::exit::ExitCode {
+pub(crate) fn exit_code(e: impl Into<crate::error::Error>) -> crate::exit::ExitCode {
     e.into().exit_code()
 }

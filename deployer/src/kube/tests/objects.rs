@@ -24,6 +24,10 @@ pub const REPLICASETS: &str = "/apis/apps/v1/namespaces/prod/replicasets";
 pub const PODS: &str = "/api/v1/namespaces/prod/pods";
 pub const SERVICES: &str = "/api/v1/namespaces/prod/services";
 pub const EVENTS: &str = "/api/v1/namespaces/prod/events";
+pub const CONFIGMAPS: &str = "/api/v1/namespaces/prod/configmaps";
+/// The digest the pods of [`IMAGE`] report as their `imageID`.
+pub const IMAGE_DIGEST: &str =
+    "sha256:2222222222222222222222222222222222222222222222222222222222222222";
 
 /// The path of the object `name` in a collection path.
 pub fn one(collection: &str, name: &str) -> String {
@@ -123,11 +127,47 @@ pub fn running() -> Value {
             "restartCount": 0, "state": {"running": {}}}]})
 }
 
+/// A pod whose container runs [`IMAGE`] ([`IMAGE_DIGEST`]), Ready: one a command may ask.
+pub fn ready() -> Value {
+    json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}],
+        "containerStatuses": [{"name": "server", "image": IMAGE,
+            "imageID": format!("registry.invalid/server@{IMAGE_DIGEST}"), "ready": true,
+            "restartCount": 0, "state": {"running": {}}}]})
+}
+
+/// The server's `GET /model` answer for model `version`.
+pub fn model_document(version: &str) -> Value {
+    json!({"name": "celestial-bodies", "version": version, "labels": ["Earth", "Mars"],
+        "sha256": format!("{:0>64}", version.replace('.', "")), "validation_accuracy": 0.9933,
+        "input": {}, "onnxruntime_version": "1.22.0", "server_version": "0.1.0", "workers": 1})
+}
+
+/// The API server's proxy path to `/model` of pod `pod` (plain HTTP on 3000).
+pub fn model_proxy(pod: &str) -> String {
+    format!("{PODS}/{pod}:3000/proxy/model")
+}
+
 /// A pod whose container exited with `code` and will not restart (`restartPolicy: Never`).
 pub fn exited(code: i32) -> Value {
     json!({"phase": "Failed", "containerStatuses": [{"name": "server", "image": IMAGE,
         "imageID": "", "ready": false, "restartCount": 0,
         "state": {"terminated": {"exitCode": code, "reason": "Error", "message": "boom"}}}]})
+}
+
+/// The one-line reason a server gives when its model fails the start-up self-check.
+pub const MODEL_CHECK_REASON: &str =
+    "celestial-server: error: model self-check failed: 31 of 40 golden images misclassified";
+
+/// A pod whose server refused its model: restarted after exiting with the model-check status
+/// (the termination message ends with the server's reason), now in a crash loop.
+pub fn model_check_failed() -> Value {
+    let code = crate::kube::rollout::MODEL_CHECK_EXIT_STATUS;
+    json!({"phase": "Running", "containerStatuses": [{"name": "server", "image": IMAGE,
+        "imageID": "", "ready": false, "restartCount": 1,
+        "state": {"waiting": {"reason": "CrashLoopBackOff",
+            "message": "back-off 10s restarting failed container=server pod=d-h2-a_prod(u)"}},
+        "lastState": {"terminated": {"exitCode": code, "reason": "Error",
+            "message": format!("loading the model\n{MODEL_CHECK_REASON}\n")}}}]})
 }
 
 /// The LoadBalancer Service `s` (port 80), with `ingress` as its load-balancer status.

@@ -94,7 +94,8 @@ async fn roll_back(scenario: Scenario) -> (Rollback, Vec<String>, Value) {
         unschedulable_grace: Duration::ZERO,
     };
     let previous = spec(template(PREVIOUS_IMAGE));
-    let outcome = rollback(&cluster, NS, NAME, &previous, limits, &mut progress).await;
+    let target = (&previous, "the previous spec");
+    let outcome = rollback(&cluster, NS, NAME, target, limits, &mut progress).await;
     server.verify();
     let patches = server.requests(Method::PATCH, &one(DEPLOYMENTS, NAME));
     assert_eq!(patches.len(), 1, "one apply");

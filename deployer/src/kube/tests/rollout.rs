@@ -144,7 +144,7 @@ async fn a_container_that_exits_for_good_fails_the_rollout_with_its_exit_code() 
     let mut r = Rollout::rolling();
     r.pod_events = vec![(
         secs(2),
-        event("MODIFIED", pod("d-h2-a", "h2", exited(3)), "11"),
+        event("MODIFIED", pod("d-h2-a", "h2", exited(2)), "11"),
     )];
     r.script(&mut s);
     let w = wait(s, Duration::ZERO).await;
@@ -152,7 +152,55 @@ async fn a_container_that_exits_for_good_fails_the_rollout_with_its_exit_code() 
     assert_eq!(reason, "PodFailed (Error)");
     assert_eq!(
         message,
-        "pod d-h2-a container server exited with code 3: boom"
+        "pod d-h2-a container server exited with code 2: boom"
+    );
+}
+
+/// A server that refuses its model (it exits with the model-check status) fails the rollout at
+/// once as `ModelCheckFailed`, with the server's own one-line reason, also when the kubelet shows
+/// it as a crash loop. It is exit 8 once the previous revision serves again, else 4.
+#[tokio::test(start_paused = true)]
+async fn a_model_that_fails_its_self_check_fails_the_rollout_with_the_servers_reason() {
+    use crate::kube::rollout::{MODEL_CHECK_FAILED, Rollback};
+    let mut s = Scenario::new();
+    let mut r = Rollout::rolling();
+    let refused = pod("d-h2-a", "h2", model_check_failed());
+    r.pod_events = vec![(secs(4), event("MODIFIED", refused, "11"))];
+    r.script(&mut s);
+    let w = wait(s, Duration::ZERO).await;
+    let (reason, message) = failure(&w);
+    assert_eq!(reason, MODEL_CHECK_FAILED);
+    assert_eq!(
+        message,
+        format!(
+            "pod d-h2-a container server: the model failed its self-check (exit status 3): {MODEL_CHECK_REASON}"
+        )
+    );
+    assert_eq!(
+        w.took,
+        secs(4),
+        "at once, not after the crash loop's backoff"
+    );
+    let failed = w.result.unwrap_err();
+    assert!(failed.is_model_check());
+    let restored = |restored| Rollback {
+        restored,
+        image: Some(PREVIOUS_IMAGE.into()),
+        message: "m".into(),
+    };
+    let message = failed.to_string();
+    let ok = failed.with_rollback(restored(true));
+    assert_eq!(exit_code(ok), ExitCode::ModelRejected);
+    // When the previous revision does not serve again (none, or it cannot run), exit 4.
+    let again = RolloutError::Failed {
+        deployment: NAME.into(),
+        reason: MODEL_CHECK_FAILED.into(),
+        message,
+        rollback: None,
+    };
+    assert_eq!(
+        exit_code(again.with_rollback(restored(false))),
+        ExitCode::Rollout
     );
 }
 
