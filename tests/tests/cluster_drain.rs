@@ -61,7 +61,12 @@ async fn draining_a_node_under_load_fails_no_request() {
     // tie the first real node, whose node port the load balancer sends every connection to: its
     // kube-proxy then forwards all of them to the other node
     let count = |n: &String| before.iter().filter(|(_, m)| m == n).count();
-    let mut nodes: Vec<String> = env.info().real_nodes.iter().map(|n| n.name.clone()).collect();
+    let mut nodes: Vec<String> = env
+        .info()
+        .real_nodes
+        .iter()
+        .map(|n| n.name.clone())
+        .collect();
     nodes.sort_by_key(|n| std::cmp::Reverse(count(n)));
     let node = nodes[0].clone();
 
