@@ -6,7 +6,7 @@
 //! which the binary prints, writes to the termination log and exits with its own status on.
 //! [`SelfChecked`] serves a classifier with the outcome, for `/model` and `/metrics`.
 //!
-//! Imports the classifier seam, the model description and the image error.
+//! Imports the classifier seam and the model description.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,7 +15,6 @@ use tracing::warn;
 
 use crate::classifier::{Classification, Classifier, Prediction, SelfCheck};
 use crate::model::{GoldenImage, GoldenSet, ModelSpec};
-use crate::preprocess::PreprocessError;
 
 /// How many disagreeing images the reason names (the others are counted): it stays one short
 /// line, well within the 4 KiB Kubernetes keeps of a termination message.

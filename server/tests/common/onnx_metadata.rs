@@ -26,8 +26,11 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-/// The top-level fields of `b`: (field number, payload of a length-delimited field, whole field).
-fn fields(b: &[u8]) -> Vec<(u64, Option<&[u8]>, &[u8])> {
+/// One field: its number, the payload of a length-delimited field, the whole field's bytes.
+type Field<'a> = (u64, Option<&'a [u8]>, &'a [u8]);
+
+/// The top-level fields of `b`.
+fn fields(b: &[u8]) -> Vec<Field<'_>> {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < b.len() {
