@@ -18,10 +18,12 @@ extra=()
 if [ "${1:-}" = -- ]; then shift; extra=("$@"); fi
 scripts/build-deps
 cargo build --release --locked -p celestial-server >&2
-bin=${CARGO_TARGET_DIR:-target}/release/celestial-server
 export ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-$(scripts/onnxruntime.sh)}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+# A copy of the binary for the whole run: the build directory may be shared with other builds.
+cp "${CARGO_TARGET_DIR:-target}/release/celestial-server" "$work/celestial-server"
+bin=$work/celestial-server
 # The same file without celestial.golden (everything else byte for byte: celestial/golden_set.py checks that).
 "$(scripts/python-tools.sh)/bin/python" - model/celestial-bodies.onnx "$work/without.onnx" <<'PY'
 import sys

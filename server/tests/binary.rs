@@ -72,6 +72,25 @@ pub(crate) fn spawn(args: &[&str]) -> Child {
         .expect("spawn server")
 }
 
+/// The rest of `child`'s stderr (all of it once the child has exited).
+pub(crate) fn stderr_of(child: &mut Child) -> String {
+    let mut err = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        stderr.read_to_string(&mut err).unwrap();
+    }
+    err
+}
+
+/// SIGTERM to `child`, which must then exit 0; its logs (stderr).
+pub(crate) fn stop(child: &mut Child) -> String {
+    // SAFETY: signalling our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    assert!(child.wait().unwrap().success());
+    stderr_of(child)
+}
+
 pub(crate) fn wait_ready(port: u16, child: &mut Child) -> Duration {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(30) {
@@ -79,14 +98,7 @@ pub(crate) fn wait_ready(port: u16, child: &mut Child) -> Duration {
             return start.elapsed();
         }
         if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            panic!("server exited with {status}: {err}");
+            panic!("server exited with {status}: {}", stderr_of(child));
         }
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -4,10 +4,9 @@
 //! the binary with exit status 3 before `/readyz` ever answers 200, with the one-line reason on
 //! stderr and in the termination log; a model without a golden set is served with a warning.
 
-use crate::binary::{free_port, get, spawn, wait_ready};
+use crate::binary::{free_port, get, spawn, stderr_of, stop, wait_ready};
 use crate::common::{self, onnx_metadata};
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -156,13 +155,7 @@ fn permuted_labels_stop_the_binary_before_ready_with_status_3_and_one_line() {
         std::thread::sleep(Duration::from_millis(5));
     };
     assert_eq!(status.code(), Some(MODEL_CHECK_FAILED), "{status}");
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    let err = stderr_of(&mut child);
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 1, "one line:\n{err}");
     let line = lines[0];
@@ -221,17 +214,7 @@ fn a_model_without_a_golden_set_is_served_with_a_warning() {
         "{metrics}"
     );
     // SIGTERM, then the log: the warning was written at start.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    assert!(child.wait().unwrap().success());
-    let mut logs = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
+    let logs = stop(&mut child);
     assert!(
         logs.lines().any(|l| l.contains("WARN")
             && l.contains("no golden set (celestial.golden)")
