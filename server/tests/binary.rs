@@ -72,6 +72,16 @@ pub(crate) fn spawn(args: &[&str]) -> Child {
         .expect("spawn server")
 }
 
+/// A spawned server, killed when the test ends (a failed assertion included) if it still runs.
+pub(crate) struct Spawned(pub Child);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The rest of `child`'s stderr (all of it once the child has exited).
 pub(crate) fn stderr_of(child: &mut Child) -> String {
     let mut err = String::new();

@@ -4,7 +4,7 @@
 //! the binary with exit status 3 before `/readyz` ever answers 200, with the one-line reason on
 //! stderr and in the termination log; a model without a golden set is served with a warning.
 
-use crate::binary::{free_port, get, spawn, stderr_of, stop, wait_ready};
+use crate::binary::{Spawned, free_port, get, spawn, stderr_of, stop, wait_ready};
 use crate::common::{self, onnx_metadata};
 
 use std::path::{Path, PathBuf};
@@ -128,7 +128,7 @@ fn permuted_labels_stop_the_binary_before_ready_with_status_3_and_one_line() {
     let model = permuted_model(dir.path());
     let termination = dir.path().join("termination-log");
     let port = free_port();
-    let mut child = spawn(&[
+    let mut server = Spawned(spawn(&[
         "--model",
         model.to_str().unwrap(),
         "--host",
@@ -139,7 +139,8 @@ fn permuted_labels_stop_the_binary_before_ready_with_status_3_and_one_line() {
         "off",
         "--termination-log",
         termination.to_str().unwrap(),
-    ]);
+    ]));
+    let child = &mut server.0;
     // Probe /readyz as a kubelet would, only faster, until the process exits.
     let started = Instant::now();
     let mut probes = 0;
@@ -155,7 +156,7 @@ fn permuted_labels_stop_the_binary_before_ready_with_status_3_and_one_line() {
         std::thread::sleep(Duration::from_millis(5));
     };
     assert_eq!(status.code(), Some(MODEL_CHECK_FAILED), "{status}");
-    let err = stderr_of(&mut child);
+    let err = stderr_of(child);
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 1, "one line:\n{err}");
     let line = lines[0];
@@ -190,7 +191,7 @@ fn a_model_without_a_golden_set_is_served_with_a_warning() {
     let guide = common::model_dir().join("testdata/guide-recipe.onnx");
     let labels = labels().join(",");
     let port = free_port();
-    let mut child = spawn(&[
+    let mut server = Spawned(spawn(&[
         "--model",
         guide.to_str().unwrap(),
         "--labels",
@@ -201,8 +202,9 @@ fn a_model_without_a_golden_set_is_served_with_a_warning() {
         &port.to_string(),
         "--log-filter",
         "warn",
-    ]);
-    wait_ready(port, &mut child);
+    ]));
+    let child = &mut server.0;
+    wait_ready(port, child);
     let (code, body) = get(port, "/model").unwrap();
     assert_eq!(code, 200, "{body}");
     let json = body.split_once("\r\n\r\n").map_or("", |(_, b)| b);
@@ -214,7 +216,7 @@ fn a_model_without_a_golden_set_is_served_with_a_warning() {
         "{metrics}"
     );
     // SIGTERM, then the log: the warning was written at start.
-    let logs = stop(&mut child);
+    let logs = stop(child);
     assert!(
         logs.lines().any(|l| l.contains("WARN")
             && l.contains("no golden set (celestial.golden)")
