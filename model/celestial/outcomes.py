@@ -10,12 +10,16 @@ from . import evaluation, pools
 from .baseline import GuideResult
 from .config import GUIDE_FILE, MODEL_FILE, OPSET, VAL_FRACTION, Run
 from .data import Split
+from .golden_set import GOLDEN_KEY
 from .log import log
 from .metadata import preprocessing_from, read_metadata
 from .preprocess import Preprocessing, to_tensor
 from .report import confusion_text, environment, history
 from .runtime import ort_logits, ort_outputs
 from .served import Exported, Trained
+
+# Metadata values too large for metrics.json's `metadata_added` (the colour bank, the golden set's images).
+LARGE_KEYS = {"celestial.colour_ood", GOLDEN_KEY}
 
 
 @dataclass
@@ -123,9 +127,7 @@ def _served_metrics(run: Run, o: Outcomes, lat: dict, pre: Preprocessing) -> dic
         "v1_bytes": v1.stat().st_size if v1.exists() else None,
         "robustness": o.robustness,
         "ood": o.ood,
-        "metadata_added": {
-            k: v for k, v in e.metadata.items() if k not in e.base_metadata and k != "celestial.colour_ood"
-        },
+        "metadata_added": {k: v for k, v in e.metadata.items() if k not in e.base_metadata and k not in LARGE_KEYS},
     }
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from . import baseline, golden, report, served  # noqa: E402
+from . import baseline, golden, golden_set, report, served  # noqa: E402
 from .config import ARCHS, MODEL_FILE, MODEL_NAME, Run, Served  # noqa: E402
 from .data import dataset_root, served_preprocessing, split_dataset  # noqa: E402
 from .fit import determinism  # noqa: E402
@@ -135,12 +135,15 @@ def main(argv=None) -> int:
     exported = served.export(run, trained, split, pre, classes, out)
     o = evaluate_outcomes(run, split, classes, pre, guide, trained, exported, out)
     served.check_self_description(exported, run.graph_ood)
-    write_json(
-        out / "golden.json",
-        golden.served_golden(
-            exported.path, pre, exported.cal, classes, split.val, trained.px_va, exported.val_out, run.raw
-        ),
+    golden_doc = golden.served_golden(
+        exported.path, pre, exported.cal, classes, split.val, trained.px_va, exported.val_out, run.raw
     )
+    # The model carries the golden set the server checks itself with at start (metadata only: the logits above
+    # stay the model's); golden.json, metrics.json and the card name the file with it.
+    exported.metadata = golden_set.add(exported.path, golden_doc)
+    golden_doc["model_sha256"] = golden.sha256_file(exported.path)
+    served.check_self_description(exported, run.graph_ood)
+    write_json(out / "golden.json", golden_doc)
     write_json(
         out / "testdata" / "guide-recipe-golden.json",
         golden.guide_golden(guide.path, guide.pre, classes, split.val, guide.px_va, guide.logits),

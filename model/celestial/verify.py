@@ -7,6 +7,8 @@
     `input` [N,3,H,W] and `logits` [N,labels], every `celestial.*` metadata key, and is <= 1 MB;
   - golden.json names that file by sha256, and each golden image, preprocessed again from the dataset,
     gives exactly the recorded pixels and tensor sha256, logits within 1e-4 and the recorded prediction;
+  - celestial.golden is the golden set golden.json gives, and each of its files, decoded and run here, gives its
+    logits within its tolerance and its label;
   - the validation accuracy over validation-split.txt equals `celestial.validation_accuracy`;
   - testdata/guide-recipe.onnx has no metadata, the guide's I/O contract and matches its golden file.
 Prints one line per check and a closing "N passed, N failed" line; exits 1 on any failure.
@@ -29,7 +31,7 @@ from .checks import Checks, dims, session
 from .data import dataset_root
 from .preprocess import Preprocessing, load_model_pixels, to_tensor
 from .verify_inputs import check_preprocessing, check_robustness
-from .verify_outputs import check_decode_cases, check_golden
+from .verify_outputs import check_decode_cases, check_golden, check_golden_set
 
 REQUIRED_KEYS = [
     "celestial.labels",
@@ -58,6 +60,7 @@ REQUIRED_KEYS = [
     "celestial.ood_threshold",
     "celestial.known",
     "celestial.ood_false_flag_rate",
+    "celestial.golden",
 ]
 
 
@@ -155,6 +158,7 @@ def check_served(c: Checks, d: Path, raw: Path | None, quick: bool) -> list[str]
     c.check("golden.json: one image per label", sorted(g["label"] for g in golden["images"]) == sorted(labels))
     check_golden(c, "served model", golden, sess, raw, pre, gray=False, meta=meta)
     check_decode_cases(c, golden, sess, pre, meta)
+    check_golden_set(c, golden, meta, sess, pre)
     want_out = ["logits"] + ([meta["celestial.ood_score_output"]] if "celestial.ood_score_output" in meta else [])
     c.check(f"served model: output names {want_out}", [o.name for o in sess.get_outputs()] == want_out)
     check_validation(c, d, raw, sess, pre, meta, quick)

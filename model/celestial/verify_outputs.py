@@ -156,3 +156,29 @@ def check_decode_cases(c: Checks, golden: dict, sess, pre: Preprocessing, meta: 
             and bool(known[0]) == case["known"]
             and (ood is None or abs(float(ood[0]) - case["ood_score"]) <= 1e-4),
         )
+
+
+def check_golden_set(c: Checks, golden: dict, meta: dict, sess, pre: Preprocessing) -> None:
+    """`celestial.golden` is the set golden.json gives, and this pipeline's own decoding and ONNX Runtime give
+    each of its files its logits within its tolerance and its label (what the server checks at start)."""
+    from .golden_set import GOLDEN_KEY, build, decode, encode
+
+    value = meta.get(GOLDEN_KEY)
+    c.check("served model: celestial.golden is golden.json's golden set", value == encode(build(golden)))
+    if value is None:
+        return
+    labels = json.loads(meta["celestial.labels"])
+    worst, wrong = 0.0, []
+    for image in decode(value)["images"]:
+        pix = load_model_pixels(io.BytesIO(base64.b64decode(image["file_base64"])), pre.height, pre.width)
+        logits = sess.run(["logits"], {"input": to_tensor(pix, pre)[None]})[0][0]
+        diff = float(np.abs(logits - np.array(image["logits"])).max())
+        worst = max(worst, diff)
+        label = image["label"]
+        if diff > image["logit_max_abs"] or (label is not None and labels[int(logits.argmax())] != label):
+            wrong.append(image["name"])
+    c.check(
+        "served model: celestial.golden reproduced from its files (logits within tolerance, labels)",
+        not wrong,
+        f"max logit diff {worst:.3g}; disagree: {wrong}",
+    )

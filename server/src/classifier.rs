@@ -21,6 +21,9 @@ pub struct Prediction {
     pub best: usize,
     /// One probability per label, in label order (softmax of the logits, temperature 1).
     pub probabilities: Vec<f32>,
+    /// The model's output row as it came out, in label order (logits; the probabilities of a
+    /// model whose output kind is probabilities): what the start-up self-check compares.
+    pub output: Vec<f32>,
     /// The calibrated top probability (`celestial.temperature`), for a model that has one.
     pub confidence: Option<f32>,
     /// Whether the image looks like one of the labels (`celestial.ood_score` and
@@ -52,6 +55,27 @@ pub enum ClassifyError {
     Failed(String),
 }
 
+/// How the served model's start-up self-check went (`crate::selfcheck`): what `/model` and
+/// `/metrics` report. A failed check never serves, so it has no variant here.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum SelfCheck {
+    /// Every image of the golden set got its recorded answer.
+    Passed {
+        /// The golden images that got their recorded answers.
+        images: usize,
+        /// Those a configured limit (`--max-image-pixels`, `--max-decode-bytes`) refused, so not
+        /// compared (each logged as a warning).
+        skipped: usize,
+        /// The largest difference of a served output value from the recorded one.
+        max_logit_diff: f64,
+        /// How long the check took.
+        seconds: f64,
+    },
+    /// The model carries no golden set (`celestial.golden`): served unchecked, with a warning.
+    Absent,
+}
+
 /// The answer of [`Classifier::classify`], boxed so the trait can be used as `dyn Classifier`.
 pub type Classification<'a> =
     Pin<Box<dyn Future<Output = Result<JobOutput, ClassifyError>> + Send + 'a>>;
@@ -68,4 +92,9 @@ pub trait Classifier: Send + Sync {
     fn classify(&self, images: Vec<Bytes>) -> Classification<'_>;
     /// Stop taking jobs and wait for the running ones (blocking; called once, at shutdown).
     fn close(&self);
+    /// How the served model's start-up self-check went; `None` when none ran (a classifier served
+    /// as it is, as tests and benchmarks do).
+    fn self_check(&self) -> Option<&SelfCheck> {
+        None
+    }
 }

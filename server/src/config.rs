@@ -328,6 +328,16 @@ pub struct Config {
     /// Log filter (tracing EnvFilter syntax, e.g. `info` or `celestial_server=debug`).
     #[arg(long, env = "CELESTIAL_LOG", default_value = "info")]
     pub log_filter: String,
+
+    /// File the one-line reason of a failed start (or an abnormal stop) is also written to, for
+    /// Kubernetes' termination message (best effort; empty: none).
+    #[arg(
+        long,
+        env = "CELESTIAL_TERMINATION_LOG",
+        default_value = "/dev/termination-log",
+        value_parser = clap::builder::ValueParser::os_string()
+    )]
+    pub termination_log: std::ffi::OsString,
 }
 
 impl Config {

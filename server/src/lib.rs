@@ -23,6 +23,7 @@
 //! | [`classifier`] | the seam: the [`Classifier`] trait and its answers | `model`, `preprocess` (its error) |
 //! | [`errors`] | [`errors::ApiError`], stable codes, the one code -> status map | `preprocess` (its error), `routes` (paths in messages), `auth` (key headers, refusal reasons) |
 //! | [`docs`] | `/docs.json` (one function per operation, security schemes when keys are on), `/schema.json`, `/model` | `classifier`, `errors`, `model`, `routes`, `auth` |
+//! | [`selfcheck`] | the start-up self-check: the model's golden set through the classifier, before the server is ready | `classifier`, `model` |
 //! | [`engine`] | ONNX Runtime behind the seam ([`Engine`]): library lookup, sessions, the batching queue, worker threads, output rows -> predictions | `classifier`, `model`, `preprocess` |
 //! | [`http`] | router, middleware, the key check, CORS, handlers over `Arc<dyn Classifier>` | `classifier`, `docs`, `errors`, `metrics`, `preprocess` (its error), `routes`, `auth` |
 //! | [`root_path`] | the reverse-proxy prefix middleware | `routes` |
@@ -64,6 +65,7 @@ pub mod preprocess;
 pub mod reload;
 pub mod root_path;
 pub mod routes;
+pub mod selfcheck;
 pub mod server;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;

@@ -1,9 +1,11 @@
 //! `celestial-server`: parse flags, set up logging, bind, and hand over to the library.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use celestial_server::config::LogFormat;
-use celestial_server::{Cli, Command};
+use celestial_server::server::{EXIT_FAILURE as FAILURE, write_termination_message};
+use celestial_server::{Cli, Command, ServerError};
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -25,35 +27,46 @@ fn main() -> ExitCode {
         };
     }
     let config = cli.config;
+    let termination_log = std::path::PathBuf::from(&config.termination_log);
     init_tracing(config.log_format, &config.log_filter);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.worker_threads(config.effective_http_threads());
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
-        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+        Err(e) => {
+            return fail(
+                &format!("cannot start the async runtime: {e}"),
+                FAILURE,
+                &termination_log,
+            );
+        }
     };
     let result = runtime.block_on(async move {
         let signal = celestial_server::shutdown_signal()
-            .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-        let config = celestial_server::CheckedConfig::new(config).map_err(|e| e.to_string())?;
-        let listeners = celestial_server::bind(&config)
+            .map_err(|e| (format!("cannot install signal handlers: {e}"), FAILURE))?;
+        let serve = async {
+            let config = celestial_server::CheckedConfig::new(config)?;
+            let listeners = celestial_server::bind(&config).await?;
+            celestial_server::run(config, listeners, signal).await
+        };
+        serve
             .await
-            .map_err(|e| e.to_string())?;
-        celestial_server::run(config, listeners, signal)
-            .await
-            .map_err(|e| e.to_string())
+            .map_err(|e: ServerError| (e.to_string(), e.exit_code()))
     });
     // Do not wait for worker threads blocked on the job queue.
     runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&e),
+        Err((message, code)) => fail(&message, code, &termination_log),
     }
 }
 
-fn fail(message: &str) -> ExitCode {
-    eprintln!("celestial-server: error: {message}");
-    ExitCode::FAILURE
+/// `message` as one line on stderr and in the termination log; exit with `code`.
+fn fail(message: &str, code: u8, termination_log: &Path) -> ExitCode {
+    let line = format!("celestial-server: error: {message}");
+    eprintln!("{line}");
+    write_termination_message(termination_log, &line);
+    ExitCode::from(code)
 }
 
 fn init_tracing(format: LogFormat, filter: &str) {

@@ -52,6 +52,7 @@ pub fn spec() -> ModelSpec {
         trained_at: None,
         validation_accuracy: None,
         description: None,
+        golden: None,
     }
 }
 
@@ -99,6 +100,7 @@ impl FakeClassifier {
         probabilities[best] = 1.0;
         Ok(Prediction {
             best,
+            output: probabilities.clone(),
             probabilities,
             confidence: None,
             known: None,

@@ -12,7 +12,15 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_celestial-server");
 
-fn free_port() -> u16 {
+/// The binary without a termination log (the default `/dev/termination-log` is a file a test
+/// run as root would create; the self-check tests name their own).
+pub(crate) fn server() -> Command {
+    let mut c = Command::new(BIN);
+    c.env("CELESTIAL_TERMINATION_LOG", "");
+    c
+}
+
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -47,7 +55,7 @@ fn http_held(
     Ok((status, out))
 }
 
-fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+pub(crate) fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     http(
         port,
         &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
@@ -55,8 +63,8 @@ fn get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
     )
 }
 
-fn spawn(args: &[&str]) -> Child {
-    Command::new(BIN)
+pub(crate) fn spawn(args: &[&str]) -> Child {
+    server()
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -64,21 +72,43 @@ fn spawn(args: &[&str]) -> Child {
         .expect("spawn server")
 }
 
-fn wait_ready(port: u16, child: &mut Child) -> Duration {
+/// A spawned server, killed when the test ends (a failed assertion included) if it still runs.
+pub(crate) struct Spawned(pub Child);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The rest of `child`'s stderr (all of it once the child has exited).
+pub(crate) fn stderr_of(child: &mut Child) -> String {
+    let mut err = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        stderr.read_to_string(&mut err).unwrap();
+    }
+    err
+}
+
+/// SIGTERM to `child`, which must then exit 0; its logs (stderr).
+pub(crate) fn stop(child: &mut Child) -> String {
+    // SAFETY: signalling our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    assert!(child.wait().unwrap().success());
+    stderr_of(child)
+}
+
+pub(crate) fn wait_ready(port: u16, child: &mut Child) -> Duration {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(30) {
         if let Ok((200, _)) = get(port, "/readyz") {
             return start.elapsed();
         }
         if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            panic!("server exited with {status}: {err}");
+            panic!("server exited with {status}: {}", stderr_of(child));
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -97,8 +127,8 @@ fn unservable_model_fails_with_one_line_and_non_zero_exit() {
         let port = free_port().to_string();
         let mut full = args.clone();
         full.extend(["--port", &port, "--log-filter", "off"]);
-        let out = Command::new(BIN).args(&full).output().unwrap();
-        assert!(!out.status.success(), "{args:?}");
+        let out = server().args(&full).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         let lines: Vec<&str> = err.lines().collect();
         assert_eq!(lines.len(), 1, "{args:?}: one line, got:\n{err}");
@@ -108,7 +138,7 @@ fn unservable_model_fails_with_one_line_and_non_zero_exit() {
             "{err}"
         );
     }
-    let out = Command::new(BIN)
+    let out = server()
         .args([
             "--ort-dylib-path",
             "/nonexistent/libonnxruntime.so",
@@ -119,7 +149,7 @@ fn unservable_model_fails_with_one_line_and_non_zero_exit() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("scripts/onnxruntime.sh"));
     // A bad flag value is a usage error (clap), also without a panic.
-    let out = Command::new(BIN)
+    let out = server()
         .args(["--request-timeout", "soon"])
         .output()
         .unwrap();
@@ -142,7 +172,7 @@ fn sigterm_drains_in_flight_requests_and_exits_zero() {
     ]);
     wait_ready(port, &mut child);
     assert_eq!(
-        Command::new(BIN)
+        server()
             .args(["healthcheck", "--address", &format!("127.0.0.1:{port}")])
             .status()
             .unwrap()
@@ -168,7 +198,7 @@ fn sigterm_drains_in_flight_requests_and_exits_zero() {
     assert_eq!(status, 503, "{text}");
     assert!(text.contains("\"draining\""));
     assert_eq!(
-        Command::new(BIN)
+        server()
             .args(["healthcheck", "--address", &format!("127.0.0.1:{port}")])
             .stderr(Stdio::null())
             .status()
@@ -228,7 +258,7 @@ fn sigterm_with_no_drain_delay_stops_listening_at_once() {
 
 #[test]
 fn help_documents_every_flag_with_its_env_var() {
-    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let out = server().arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     for flag in [
         "--model",
@@ -271,7 +301,7 @@ fn write_tls_pair(dir: &std::path::Path) -> (String, String) {
 }
 
 fn healthcheck(args: &[&str]) -> bool {
-    Command::new(BIN)
+    server()
         .arg("healthcheck")
         .args(args)
         .output()
@@ -375,7 +405,7 @@ fn unusable_keys_or_tls_files_fail_at_once_with_one_line() {
         let mut full = args.clone();
         full.extend(["--port", &port, "--tls-port", "0", "--log-filter", "off"]);
         let started = Instant::now();
-        let out = Command::new(BIN).args(&full).output().unwrap();
+        let out = server().args(&full).output().unwrap();
         assert!(!out.status.success(), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");

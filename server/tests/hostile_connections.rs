@@ -627,18 +627,7 @@ fn text_logs_have_no_colours_off_a_terminal_and_the_fd_limit_is_raised() {
         assert!(started.elapsed() < Duration::from_secs(30), "not listening");
         std::thread::sleep(Duration::from_millis(20));
     }
-    // SAFETY: signalling our own child process.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    assert!(child.wait().unwrap().success());
-    let mut logs = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
+    let logs = crate::binary::stop(&mut child);
     assert!(logs.contains("listening"), "{logs}");
     assert!(
         !logs.contains('\u{1b}'),
@@ -793,18 +782,7 @@ fn a_low_open_file_limit_lowers_the_connection_limit_and_livez_still_answers() {
         held.len()
     );
     drop(held);
-    // SAFETY: signalling our own child process.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    assert!(child.wait().unwrap().success());
-    let mut logs = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
+    let logs = crate::binary::stop(&mut child);
     assert!(logs.contains("does not fit the open-file limit"), "{logs}");
     assert!(!logs.contains("cannot accept connections"), "{logs}");
 }

@@ -437,17 +437,7 @@ fn the_binary_logs_408_as_a_client_error_and_cancelled_requests() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("\"body_timeout\""), "{answer}");
 
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    assert!(child.wait().unwrap().success());
-    let mut logs = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
+    let logs = crate::binary::stop(&mut child);
     let line = |id: &str| -> serde_json::Value {
         let l = logs
             .lines()

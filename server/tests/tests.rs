@@ -6,7 +6,8 @@
 //! - `model`: the model contract (golden preprocessing, `--model` with flags, refusals, accuracy);
 //! - `security`: API keys, CORS and TLS;
 //! - `hostile_requests`, `hostile_connections`, `hostile_images`: hostile and unlucky clients;
-//! - `binary`: the real `celestial-server` binary (start-up failures, drain, `healthcheck`).
+//! - `binary`: the real `celestial-server` binary (start-up failures, drain, `healthcheck`);
+//! - `self_check`: the start-up self-check against the model's golden set (in-process and binary).
 
 mod common;
 
@@ -18,3 +19,4 @@ mod hostile_requests;
 mod model;
 mod router;
 mod security;
+mod self_check;

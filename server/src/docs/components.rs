@@ -113,7 +113,19 @@ fn model_info() -> Schema {
             "validation_accuracy": {"type": ["number", "null"]},
             "onnxruntime_version": {"type": "string"},
             "server_version": {"type": "string"},
-            "workers": {"type": "integer"}
+            "workers": {"type": "integer"},
+            "self_check": {
+                "type": ["object", "null"],
+                "description": "The start-up self-check against the golden set the model carries (`celestial.golden`): `status` `passed` (with `images`: those that got their recorded answers, `skipped`: those a configured limit refused, `max_logit_diff`: the largest difference of a served output value from the recorded one, `seconds`) or `absent` (the model has no golden set: served unchecked); null when none ran. A model that fails it is never served.",
+                "required": ["status"],
+                "properties": {
+                    "status": {"type": "string", "enum": ["passed", "absent"]},
+                    "images": {"type": "integer"},
+                    "skipped": {"type": "integer"},
+                    "max_logit_diff": {"type": "number"},
+                    "seconds": {"type": "number"}
+                }
+            }
         }
     }))
 }

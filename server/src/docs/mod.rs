@@ -85,6 +85,8 @@ pub fn model_document(classifier: &dyn Classifier) -> Value {
         "onnxruntime_version": classifier.runtime_version(),
         "server_version": env!("CARGO_PKG_VERSION"),
         "workers": classifier.workers(),
+        // How the start-up self-check against the model's golden set went; null when none ran.
+        "self_check": classifier.self_check(),
     })
 }
 

@@ -19,6 +19,7 @@ pub fn to_prediction(
     Prediction {
         best: argmax(&probabilities),
         probabilities,
+        output: row.to_vec(),
         confidence: spec.calibration.confidence(row),
         known: spec.calibration.known(row, colours),
     }

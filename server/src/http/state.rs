@@ -10,7 +10,7 @@ use axum::extract::State;
 use tokio::sync::Semaphore;
 
 use crate::auth::ApiKeys;
-use crate::classifier::Classifier;
+use crate::classifier::{Classifier, SelfCheck};
 use crate::docs::Documents;
 use crate::metrics::Metrics;
 
@@ -79,6 +79,15 @@ impl AppState {
             classifier.runtime_version(),
             spec.calibration.ood.is_some(),
         );
+        if let Some(SelfCheck::Passed {
+            images,
+            max_logit_diff,
+            seconds,
+            ..
+        }) = classifier.self_check()
+        {
+            metrics.self_checked(*images, *max_logit_diff, *seconds);
+        }
         let swagger = Arc::new(
             utoipa_swagger_ui::Config::new(["./docs.json"])
                 .try_it_out_enabled(true)

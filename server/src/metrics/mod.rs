@@ -8,6 +8,7 @@
 
 mod tls;
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, Once, PoisonError};
 use std::time::Duration;
 
@@ -128,6 +129,11 @@ pub struct Metrics {
     /// The HTTPS listener's metrics join the registry once, at the first [`Metrics::set_tls`].
     tls: Once,
     ready: Gauge,
+    /// The start-up self-check: golden images that agreed (0: none ran), the largest logit
+    /// difference, how long it took.
+    self_check_images: Gauge,
+    self_check_max_logit_diff: Gauge<f64, AtomicU64>,
+    self_check_seconds: Gauge<f64, AtomicU64>,
 }
 
 impl Metrics {
@@ -162,6 +168,9 @@ impl Metrics {
             reloads: Family::default(),
             tls: Once::new(),
             ready: Gauge::default(),
+            self_check_images: Gauge::default(),
+            self_check_max_logit_diff: Gauge::default(),
+            self_check_seconds: Gauge::default(),
         };
         let mut r = Registry::default();
         m.register_http(&mut r);
@@ -180,6 +189,7 @@ impl Metrics {
             );
         }
         m.register_security(&mut r);
+        m.register_self_check(&mut r);
         r.register(
             "celestial_ready",
             "Whether the server accepts predictions (1) or not (0)",
@@ -276,6 +286,35 @@ impl Metrics {
              (error: refused, the previous one stays)",
             self.reloads.clone(),
         );
+    }
+
+    /// The start-up self-check against the model's golden set (`celestial.golden`).
+    fn register_self_check(&self, r: &mut Registry) {
+        r.register(
+            "celestial_model_self_check_images",
+            "Golden images of the model that gave their recorded answers in the start-up self-check \
+             (0: the model has no golden set, or no check ran)",
+            self.self_check_images.clone(),
+        );
+        r.register(
+            "celestial_model_self_check_max_logit_diff",
+            "Largest difference of a served output value from the golden set's recorded one in the \
+             start-up self-check",
+            self.self_check_max_logit_diff.clone(),
+        );
+        r.register(
+            "celestial_model_self_check_seconds",
+            "How long the start-up self-check took",
+            self.self_check_seconds.clone(),
+        );
+    }
+
+    /// The start-up self-check passed: `images` agreed, within `max_logit_diff`, in `seconds`.
+    pub fn self_checked(&self, images: usize, max_logit_diff: f64, seconds: f64) {
+        self.self_check_images
+            .set(i64::try_from(images).unwrap_or(i64::MAX));
+        self.self_check_max_logit_diff.set(max_logit_diff);
+        self.self_check_seconds.set(seconds);
     }
 
     /// A request is being served: the in-flight gauge goes up until [`Metrics::request_ended`].

@@ -63,6 +63,7 @@ fn recorded() -> (Metrics, Arc<TlsMetrics>) {
     m.set_api_keys(2);
     m.reloaded("tls", true);
     m.reloaded("api_keys", false);
+    m.self_checked(19, 2.384185791015625e-6, 0.0125);
     let tls = Arc::new(TlsMetrics::default());
     m.set_tls(Arc::clone(&tls));
     tls.count(Handshake::Ok);
@@ -220,6 +221,15 @@ celestial_api_keys 2
 # TYPE celestial_reloads_total counter
 celestial_reloads_total{what="api_keys",result="error"} 1
 celestial_reloads_total{what="tls",result="ok"} 1
+# HELP celestial_model_self_check_images Golden images of the model that gave their recorded answers in the start-up self-check (0: the model has no golden set, or no check ran).
+# TYPE celestial_model_self_check_images gauge
+celestial_model_self_check_images 19
+# HELP celestial_model_self_check_max_logit_diff Largest difference of a served output value from the golden set's recorded one in the start-up self-check.
+# TYPE celestial_model_self_check_max_logit_diff gauge
+celestial_model_self_check_max_logit_diff 0.000002384185791015625
+# HELP celestial_model_self_check_seconds How long the start-up self-check took.
+# TYPE celestial_model_self_check_seconds gauge
+celestial_model_self_check_seconds 0.0125
 # HELP celestial_ready Whether the server accepts predictions (1) or not (0).
 # TYPE celestial_ready gauge
 celestial_ready 0
@@ -263,6 +273,15 @@ celestial_predictions_total{label="Earth"} 0
 # HELP celestial_api_keys API keys accepted now (0: keys are off).
 # TYPE celestial_api_keys gauge
 celestial_api_keys 0
+# HELP celestial_model_self_check_images Golden images of the model that gave their recorded answers in the start-up self-check (0: the model has no golden set, or no check ran).
+# TYPE celestial_model_self_check_images gauge
+celestial_model_self_check_images 0
+# HELP celestial_model_self_check_max_logit_diff Largest difference of a served output value from the golden set's recorded one in the start-up self-check.
+# TYPE celestial_model_self_check_max_logit_diff gauge
+celestial_model_self_check_max_logit_diff 0.0
+# HELP celestial_model_self_check_seconds How long the start-up self-check took.
+# TYPE celestial_model_self_check_seconds gauge
+celestial_model_self_check_seconds 0.0
 # HELP celestial_ready Whether the server accepts predictions (1) or not (0).
 # TYPE celestial_ready gauge
 celestial_ready 1

@@ -1,10 +1,13 @@
 //! What the served model expects and returns ([`ModelSpec`]), and why a model cannot be served
 //! ([`ModelError`]).
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use super::calibration::Calibration;
 use super::colour::{self, Features as ColourFeatures};
+use super::golden::GoldenSet;
 use super::kinds::{ColorMode, JpegDctScaling, Layout, OutputKind, ResizeFilter};
 
 /// The model bundled into the binary (`model/celestial-bodies.onnx`).
@@ -84,6 +87,9 @@ pub struct ModelSpec {
     pub trained_at: Option<String>,
     pub validation_accuracy: Option<f64>,
     pub description: Option<String>,
+    /// The golden set of the start-up self-check (`celestial.golden`), for a model that has one.
+    #[serde(skip)]
+    pub golden: Option<Arc<GoldenSet>>,
 }
 
 impl ModelSpec {

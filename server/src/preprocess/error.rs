@@ -54,6 +54,15 @@ pub enum PreprocessError {
 }
 
 impl PreprocessError {
+    /// Whether the image was refused by a configured limit (`--max-image-pixels`,
+    /// `--max-decode-bytes`) rather than for what it is.
+    pub fn is_over_a_limit(&self) -> bool {
+        matches!(
+            self,
+            PreprocessError::TooLarge { .. } | PreprocessError::OverBudget { .. }
+        )
+    }
+
     /// The size check both decoders make from the header alone, before any pixel is decoded:
     /// at most `max_pixels`, and not empty. (Once per image: inlined into both decoders.)
     #[inline]

@@ -410,6 +410,7 @@ mod tests {
             trained_at: None,
             validation_accuracy: None,
             description: None,
+            golden: None,
         }
     }
 

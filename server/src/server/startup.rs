@@ -1,5 +1,6 @@
 //! Start-up: load the model ([`load_engine`]), check what can stop the start before it loads,
-//! then [`serve`] a classifier on the bound listeners until the shutdown signal ([`run`]).
+//! check the model against its golden set (`crate::selfcheck`), then [`serve`] a classifier on the
+//! bound listeners until the shutdown signal ([`run`]).
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -14,13 +15,14 @@ use super::limits::CheckedConfig;
 use super::listeners::{Bound, listeners_of};
 use super::shutdown::serve_until;
 use super::state::{secured_state, security};
-use crate::classifier::Classifier;
+use crate::classifier::{Classifier, SelfCheck};
 use crate::config::Config;
 use crate::connection::tls;
 use crate::connection::{self, ConnectionLimits, Connections, Timeouts, fd_limit};
 use crate::engine::{Batching, Engine, EngineOptions};
 use crate::model::{self, ModelError};
 use crate::reload;
+use crate::selfcheck::{self, SelfChecked};
 
 /// The model bytes the configuration asks for: `--model` or the embedded model.
 pub fn model_bytes(config: &Config) -> Result<Cow<'static, [u8]>, ModelError> {
@@ -52,7 +54,9 @@ pub fn load_engine(config: &Config) -> Result<Engine, ServerError> {
     Ok(Engine::start(&bytes, &config.model_overrides, &opts)?)
 }
 
-/// Load the model with ONNX Runtime, then [`serve`] it on `listener` until `shutdown` resolves.
+/// Load the model with ONNX Runtime, check it against its golden set (a disagreement is
+/// [`ServerError::SelfCheck`]: the server never answers `/readyz` 200), then [`serve`] it on
+/// `listener` until `shutdown` resolves.
 pub async fn run(
     config: CheckedConfig,
     listener: impl Into<Bound>,
@@ -75,7 +79,33 @@ pub async fn run(
         load_ms = started.elapsed().as_millis() as u64,
         "model loaded"
     );
-    serve(config, Arc::new(engine), listener, shutdown).await
+    let golden = spec.golden.clone();
+    let engine: Arc<dyn Classifier> = Arc::new(engine);
+    let outcome = selfcheck::check(engine.as_ref(), golden.as_deref()).await?;
+    match &outcome {
+        SelfCheck::Passed {
+            images,
+            skipped,
+            max_logit_diff,
+            seconds,
+        } => info!(
+            images,
+            skipped,
+            max_logit_diff,
+            ms = seconds * 1000.0,
+            "model self-check passed (celestial.golden)"
+        ),
+        SelfCheck::Absent => warn!(
+            "the model has no golden set (celestial.golden): served without a start-up self-check"
+        ),
+    }
+    serve(
+        config,
+        Arc::new(SelfChecked::new(engine, outcome)),
+        listener,
+        shutdown,
+    )
+    .await
 }
 
 /// Check the files that can stop the start before the model is loaded (seconds on a small

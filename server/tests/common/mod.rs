@@ -2,6 +2,8 @@
 //! library's [`TestServer`]), locate the repository's model files and the dataset.
 #![allow(dead_code)]
 
+pub mod onnx_metadata;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

@@ -4,10 +4,11 @@
 
 //!
 //! Inside: `meta` (the ladder and the metadata parsers), `calibration` (`confidence` and `known`
-//! from the metadata); this file resolves the signature, labels, input and pixels and puts the
-//! spec together.
+//! from the metadata), `golden` (the golden set of the start-up self-check); this file resolves
+//! the signature, labels, input and pixels and puts the spec together.
 
 mod calibration;
+mod golden;
 mod meta;
 
 use std::collections::HashMap;
@@ -328,6 +329,7 @@ impl ModelSpec {
             meta.ladder(None, "validation_accuracy", number("expected a number"))?;
         let name = meta.ladder(over.model_name.clone(), "model_name", text)?;
         let version = meta.ladder(over.model_version.clone(), "model_version", text)?;
+        let golden = golden::golden(&meta, labels.len())?.map(std::sync::Arc::new);
         Ok(ModelSpec {
             name: name.unwrap_or_else(|| "celestial-bodies".into()),
             version: version.unwrap_or_else(|| "unknown".into()),
@@ -352,6 +354,7 @@ impl ModelSpec {
             trained_at: meta.get("trained_at"),
             validation_accuracy,
             description: meta.get("description"),
+            golden,
         })
     }
 }
