@@ -18,9 +18,9 @@ pub const FATAL_WAITING_REASONS: &[&str] = &[
 pub const UNSCHEDULABLE: &str = "Unschedulable";
 
 /// The exit status of a `celestial-server` whose model failed its start-up self-check (the golden
-/// set it carries). The server's side of this agreement: it exits with exactly this status, its
-/// one-line reason as the termination message.
-pub const MODEL_CHECK_EXIT_STATUS: i32 = 3;
+/// set it carries): one constant shared with the server, which exits with exactly this status and
+/// its one-line reason as the termination message.
+pub const MODEL_CHECK_EXIT_STATUS: i32 = celestial_common::server_exit::MODEL_CHECK_FAILED;
 
 /// The reason of a rollout whose server refused its model: a container ended (now or in its
 /// previous run) with the server's model-check exit status. Retrying cannot help (the check is
