@@ -49,10 +49,13 @@ pub enum ErrorCode {
     ApiKeyMissing,
     ApiKeyInvalid,
     ApiKeyMalformed,
+    // The Open Inference Protocol: a model or version not served, a request that does not fit.
+    ModelNotFound,
+    InvalidInferenceRequest,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 28] = [
+    pub const ALL: [ErrorCode; 30] = [
         ErrorCode::EmptyBody,
         ErrorCode::InvalidImage,
         ErrorCode::TruncatedImage,
@@ -81,6 +84,8 @@ impl ErrorCode {
         ErrorCode::ApiKeyMissing,
         ErrorCode::ApiKeyInvalid,
         ErrorCode::ApiKeyMalformed,
+        ErrorCode::ModelNotFound,
+        ErrorCode::InvalidInferenceRequest,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -113,6 +118,8 @@ impl ErrorCode {
             ErrorCode::ApiKeyMissing => "api_key_missing",
             ErrorCode::ApiKeyInvalid => "api_key_invalid",
             ErrorCode::ApiKeyMalformed => "api_key_malformed",
+            ErrorCode::ModelNotFound => "model_not_found",
+            ErrorCode::InvalidInferenceRequest => "invalid_inference_request",
         }
     }
 
@@ -127,8 +134,9 @@ impl ErrorCode {
             | ErrorCode::InvalidMultipart
             | ErrorCode::MultipleImages
             | ErrorCode::IncompleteBody
-            | ErrorCode::MalformedRequest => StatusCode::BAD_REQUEST,
-            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            | ErrorCode::MalformedRequest
+            | ErrorCode::InvalidInferenceRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::NotFound | ErrorCode::ModelNotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::BodyTooLarge | ErrorCode::TooManyImages => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType | ErrorCode::UnsupportedImageFormat => {
@@ -147,6 +155,25 @@ impl ErrorCode {
             ErrorCode::ApiKeyMissing | ErrorCode::ApiKeyInvalid | ErrorCode::ApiKeyMalformed => {
                 StatusCode::UNAUTHORIZED
             }
+        }
+    }
+
+    /// The gRPC status code of each code (the Open Inference Protocol's gRPC service), from its
+    /// HTTP status, so the two never disagree.
+    pub fn grpc_code(self) -> tonic::Code {
+        match self.status() {
+            StatusCode::NOT_FOUND => tonic::Code::NotFound,
+            StatusCode::UNAUTHORIZED => tonic::Code::Unauthenticated,
+            StatusCode::METHOD_NOT_ALLOWED => tonic::Code::Unimplemented,
+            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::TOO_MANY_REQUESTS => {
+                tonic::Code::ResourceExhausted
+            }
+            StatusCode::SERVICE_UNAVAILABLE => tonic::Code::Unavailable,
+            StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => {
+                tonic::Code::DeadlineExceeded
+            }
+            s if s.is_client_error() => tonic::Code::InvalidArgument,
+            _ => tonic::Code::Internal,
         }
     }
 
@@ -204,6 +231,12 @@ impl ErrorCode {
             }
             ErrorCode::ApiKeyMalformed => {
                 return ApiError::Unauthorized(AuthFailure::Malformed).to_string();
+            }
+            ErrorCode::ModelNotFound => {
+                "Model `resnet` is not served here; this server serves `celestial-bodies`."
+            }
+            ErrorCode::InvalidInferenceRequest => {
+                "Element 2 of input `image` cannot be classified: unsupported image format; send JPEG, PNG, WebP, GIF or BMP."
             }
         };
         message.to_string()
@@ -287,6 +320,25 @@ pub enum ApiError {
     /// A route that needs an API key, without a valid one.
     #[error("{}", unauthorized_message(*.0))]
     Unauthorized(AuthFailure),
+    #[error("Model `{name}` is not served here; this server serves `{served}`.")]
+    ModelNotFound { name: String, served: String },
+    #[error("Model `{name}` has no version `{version}` here; the served version is `{served}`.")]
+    VersionNotFound {
+        name: String,
+        version: String,
+        served: String,
+    },
+    /// An inference request of the Open Inference Protocol that does not fit the model.
+    #[error("{0}.")]
+    InvalidInference(String),
+    /// One element of an inference request's input that cannot be classified: the whole request
+    /// fails.
+    #[error("Element {index} of input `{input}` cannot be classified: {reason}.")]
+    InvalidElement {
+        input: String,
+        index: usize,
+        reason: String,
+    },
 }
 
 /// The message of a refused key, naming the two ways to send one.
@@ -338,11 +390,37 @@ impl ApiError {
             ApiError::Unauthorized(AuthFailure::Missing) => ErrorCode::ApiKeyMissing,
             ApiError::Unauthorized(AuthFailure::Invalid) => ErrorCode::ApiKeyInvalid,
             ApiError::Unauthorized(AuthFailure::Malformed) => ErrorCode::ApiKeyMalformed,
+            ApiError::ModelNotFound { .. } | ApiError::VersionNotFound { .. } => {
+                ErrorCode::ModelNotFound
+            }
+            ApiError::InvalidInference(_) | ApiError::InvalidElement { .. } => {
+                ErrorCode::InvalidInferenceRequest
+            }
         }
     }
 
     pub fn status(&self) -> StatusCode {
         self.code().status()
+    }
+}
+
+/// The HTTP status a gRPC code stands for in the request metrics (the inverse of
+/// [`ErrorCode::grpc_code`] for the codes it gives).
+pub fn status_of_grpc(code: tonic::Code) -> StatusCode {
+    match code {
+        tonic::Code::Ok => StatusCode::OK,
+        tonic::Code::NotFound => StatusCode::NOT_FOUND,
+        tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        tonic::Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        tonic::Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        tonic::Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        tonic::Code::InvalidArgument
+        | tonic::Code::FailedPrecondition
+        | tonic::Code::OutOfRange
+        | tonic::Code::AlreadyExists => StatusCode::BAD_REQUEST,
+        tonic::Code::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

@@ -1,0 +1,261 @@
+//! The REST form of an inference: the JSON request and response, and the binary tensor extension
+//! (Triton's, as tritonclient sends it): a body that starts with `Inference-Header-Content-Length`
+//! bytes of JSON followed by the raw data of each input whose `parameters` give a
+//! `binary_data_size`, in the order of the inputs; outputs asked with `binary_data` (or every
+//! output with the request's `binary_data_output`) answered the same way.
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::errors::ApiError;
+use crate::oip::{Elements, InputTensor, OutputData, OutputKind, OutputTensor, decode_raw};
+
+/// The header that gives the length of the JSON part of a body with binary data.
+pub const HEADER_LENGTH: &str = "inference-header-content-length";
+
+type Parameters = Map<String, Value>;
+
+#[derive(Deserialize)]
+struct RequestJson {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    parameters: Parameters,
+    inputs: Vec<InputJson>,
+    #[serde(default)]
+    outputs: Vec<OutputJson>,
+}
+
+#[derive(Deserialize)]
+struct InputJson {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    #[serde(default)]
+    parameters: Parameters,
+    #[serde(default)]
+    data: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct OutputJson {
+    name: String,
+    #[serde(default)]
+    parameters: Parameters,
+}
+
+/// An inference request as the REST routes read it.
+#[derive(Debug)]
+pub struct InferRequest {
+    pub id: Option<String>,
+    pub inputs: Vec<InputTensor>,
+    /// The outputs asked for by name (empty: all), each with whether it asks to be answered as
+    /// binary (`binary_data`).
+    pub outputs: Vec<(String, Option<bool>)>,
+    /// Whether outputs not asked for by name are answered as binary (`binary_data_output`).
+    pub binary_output: bool,
+}
+
+fn invalid(message: String) -> ApiError {
+    ApiError::InvalidInference(message)
+}
+
+/// A boolean parameter, if given.
+fn flag(parameters: &Parameters, key: &str) -> Result<Option<bool>, ApiError> {
+    match parameters.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err(invalid(format!(
+            "Parameter `{key}` is {other}; it takes true or false"
+        ))),
+    }
+}
+
+/// The request in `body`: JSON, or JSON and binary data when `headers` give the JSON's length.
+pub fn parse_request(headers: &HeaderMap, body: &Bytes) -> Result<InferRequest, ApiError> {
+    let (json, mut binary) = match headers.get(HEADER_LENGTH) {
+        None => (body.clone(), Bytes::new()),
+        Some(v) => {
+            let len = v
+                .to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<usize>().ok())
+                .filter(|&n| n <= body.len())
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "Header Inference-Header-Content-Length is {v:?}; it must be a number of bytes up to the body's {}",
+                        body.len()
+                    ))
+                })?;
+            (body.slice(..len), body.slice(len..))
+        }
+    };
+    let request: RequestJson = serde_json::from_slice(&json)
+        .map_err(|e| invalid(format!("The request is not a valid inference request: {e}")))?;
+    let mut inputs = Vec::with_capacity(request.inputs.len());
+    for input in request.inputs {
+        inputs.push(input_tensor(input, &mut binary)?);
+    }
+    if !binary.is_empty() {
+        return Err(invalid(format!(
+            "{} bytes of binary data follow the inputs' binary_data_size",
+            binary.len()
+        )));
+    }
+    let outputs = request
+        .outputs
+        .iter()
+        .map(|o| Ok((o.name.clone(), flag(&o.parameters, "binary_data")?)))
+        .collect::<Result<_, ApiError>>()?;
+    Ok(InferRequest {
+        id: request.id,
+        inputs,
+        outputs,
+        binary_output: flag(&request.parameters, "binary_data_output")?.unwrap_or(false),
+    })
+}
+
+/// One input: its `data`, or its `binary_data_size` bytes taken from the front of `binary`.
+fn input_tensor(input: InputJson, binary: &mut Bytes) -> Result<InputTensor, ApiError> {
+    let name = input.name;
+    let size = input.parameters.get("binary_data_size");
+    let data = match (size, input.data) {
+        (Some(size), None) => {
+            let size = size
+                .as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .filter(|&n| n <= binary.len())
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "Input `{name}` has binary_data_size {size}, but {} bytes of binary data are left",
+                        binary.len()
+                    ))
+                })?;
+            let raw = binary.split_to(size);
+            decode_raw(&input.datatype, &raw)
+                .map_err(|e| invalid(format!("Input `{name}`: {e}")))?
+        }
+        (None, Some(data)) => json_elements(&name, &input.datatype, data)?,
+        (Some(_), Some(_)) => {
+            return Err(invalid(format!(
+                "Input `{name}` has both `data` and binary_data_size; send one"
+            )));
+        }
+        (None, None) => return Err(invalid(format!("Input `{name}` has no `data`"))),
+    };
+    Ok(InputTensor {
+        name,
+        datatype: input.datatype,
+        shape: input.shape,
+        data,
+    })
+}
+
+/// The elements of JSON `data` (nested arrays flattened in row-major order): strings for BYTES
+/// (their UTF-8 bytes), numbers for FP32.
+fn json_elements(name: &str, datatype: &str, data: Value) -> Result<Elements, ApiError> {
+    let mut flat = Vec::new();
+    flatten(data, &mut flat);
+    let wrong =
+        |i: usize, what: &str| invalid(format!("Element {i} of input `{name}` is not {what}"));
+    match datatype {
+        "BYTES" => flat
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::String(s) => Ok(Bytes::from(s.into_bytes())),
+                _ => Err(wrong(i, "a string")),
+            })
+            .collect::<Result<_, _>>()
+            .map(Elements::Bytes),
+        "FP32" => flat
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.as_f64()
+                    .map(|f| f as f32)
+                    .ok_or_else(|| wrong(i, "a number"))
+            })
+            .collect::<Result<_, _>>()
+            .map(Elements::Fp32),
+        other => Err(invalid(format!(
+            "Input `{name}` has datatype {other:?}; this server takes BYTES pictures or an FP32 tensor"
+        ))),
+    }
+}
+
+fn flatten(v: Value, out: &mut Vec<Value>) {
+    match v {
+        Value::Array(items) => items.into_iter().for_each(|i| flatten(i, out)),
+        leaf => out.push(leaf),
+    }
+}
+
+/// The elements of an output as JSON `data`.
+fn json_data(data: &OutputData) -> Value {
+    match data {
+        OutputData::Bytes(v) => json!(v),
+        OutputData::Fp32(v) => json!(v),
+        OutputData::Bool(v) => json!(v),
+    }
+}
+
+/// The answer: JSON, or JSON then the raw data of the `binary` outputs (with the JSON's length in
+/// `Inference-Header-Content-Length`).
+pub fn response(head: Map<String, Value>, outputs: &[(OutputTensor, bool)]) -> Response {
+    let mut head = head;
+    let mut raw: Vec<u8> = Vec::new();
+    let tensors: Vec<Value> = outputs
+        .iter()
+        .map(|(t, binary)| {
+            let mut o = json!({
+                "name": t.kind.name(),
+                "datatype": t.data.datatype().as_str(),
+                "shape": t.shape,
+            });
+            if *binary {
+                let bytes = t.data.to_raw();
+                o["parameters"] = json!({"binary_data_size": bytes.len()});
+                raw.extend_from_slice(&bytes);
+            } else {
+                o["data"] = json_data(&t.data);
+            }
+            o
+        })
+        .collect();
+    head.insert("outputs".into(), Value::Array(tensors));
+    let json = serde_json::to_vec(&head).unwrap_or_default();
+    if !outputs.iter().any(|(_, binary)| *binary) {
+        return ([(header::CONTENT_TYPE, "application/json")], json).into_response();
+    }
+    let json_len = json.len();
+    let mut body = json;
+    body.extend_from_slice(&raw);
+    let mut resp = Body::from(body).into_response();
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(HEADER_LENGTH, HeaderValue::from(json_len));
+    resp
+}
+
+/// Whether each output kind is answered as binary: as the output asks, else as the request says
+/// for all.
+pub fn binary_flags(request: &InferRequest, kinds: &[OutputKind]) -> Vec<bool> {
+    kinds
+        .iter()
+        .map(|k| {
+            request
+                .outputs
+                .iter()
+                .find(|(name, _)| name == k.name())
+                .and_then(|(_, binary)| *binary)
+                .unwrap_or(request.binary_output)
+        })
+        .collect()
+}
