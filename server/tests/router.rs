@@ -137,12 +137,21 @@ fn post_raw(content_type: Option<&str>, body: Vec<u8>) -> Request<Body> {
 #[tokio::test]
 async fn every_route_is_served_and_others_are_404_or_405() {
     let s = state(FakeClassifier::default(), limits());
+    let tensor = serde_json::json!({"inputs": [{"name": "input", "datatype": "FP32",
+        "shape": [1, 3, 64, 64], "data": vec![0.5; 3 * 64 * 64]}]});
     for route in routes::ALL {
+        let path = routes::fill(route, "fake", "0.0.0");
         let req = match route {
             routes::PREDICT | routes::PREDICT_BATCH => {
                 post_multipart(route, &[("image", &png(4, 4))])
             }
-            _ => get(route),
+            routes::V2_INFER | routes::V2_INFER_VERSION => request(
+                Method::POST,
+                &path,
+                Some("application/json"),
+                tensor.to_string().into_bytes(),
+            ),
+            _ => get(&path),
         };
         let a = call(&s, req).await;
         assert!(

@@ -6,7 +6,8 @@
 //! - `model`: the model contract (golden preprocessing, `--model` with flags, refusals, accuracy);
 //! - `security`: API keys, CORS and TLS;
 //! - `hostile_requests`, `hostile_connections`, `hostile_images`: hostile and unlucky clients;
-//! - `binary`: the real `celestial-server` binary (start-up failures, drain, `healthcheck`).
+//! - `binary`: the real `celestial-server` binary (start-up failures, drain, `healthcheck`);
+//! - `v2`: the Open Inference Protocol, REST and gRPC (fake classifier).
 
 mod common;
 
@@ -18,3 +19,4 @@ mod hostile_requests;
 mod model;
 mod router;
 mod security;
+mod v2;

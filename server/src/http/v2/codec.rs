@@ -138,7 +138,11 @@ fn input_tensor(input: InputJson, binary: &mut Bytes) -> Result<InputTensor, Api
             decode_raw(&input.datatype, &raw)
                 .map_err(|e| invalid(format!("Input `{name}`: {e}")))?
         }
-        (None, Some(data)) => json_elements(&name, &input.datatype, data)?,
+        (None, Some(data)) => {
+            let flat = flat_data(data, &input.shape)
+                .map_err(|e| invalid(format!("Input `{name}`: {e}")))?;
+            json_elements(&name, &input.datatype, flat)?
+        }
         (Some(_), Some(_)) => {
             return Err(invalid(format!(
                 "Input `{name}` has both `data` and binary_data_size; send one"
@@ -154,11 +158,36 @@ fn input_tensor(input: InputJson, binary: &mut Bytes) -> Result<InputTensor, Api
     })
 }
 
-/// The elements of JSON `data` (nested arrays flattened in row-major order): strings for BYTES
-/// (their UTF-8 bytes), numbers for FP32.
-fn json_elements(name: &str, datatype: &str, data: Value) -> Result<Elements, ApiError> {
+/// The elements of JSON `data`: a flat array, or arrays nested exactly as `shape` says (row-major).
+fn flat_data(data: Value, shape: &[i64]) -> Result<Vec<Value>, String> {
+    let Value::Array(items) = data else {
+        return Err("`data` is not an array".into());
+    };
+    if items.iter().all(|v| !v.is_array()) {
+        return Ok(items);
+    }
     let mut flat = Vec::new();
-    flatten(data, &mut flat);
+    nested(Value::Array(items), shape, &mut flat)?;
+    Ok(flat)
+}
+
+fn nested(v: Value, shape: &[i64], out: &mut Vec<Value>) -> Result<(), String> {
+    match (v, shape.split_first()) {
+        (Value::Array(items), Some((&d, rest))) if items.len() as i64 == d => {
+            items.into_iter().try_for_each(|i| nested(i, rest, out))
+        }
+        (leaf, None) if !leaf.is_array() => {
+            out.push(leaf);
+            Ok(())
+        }
+        _ => Err(format!(
+            "its nested `data` does not follow its shape; send the elements flat, or nested as the shape says"
+        )),
+    }
+}
+
+/// The elements of flat JSON `data`: strings for BYTES (their UTF-8 bytes), numbers for FP32.
+fn json_elements(name: &str, datatype: &str, flat: Vec<Value>) -> Result<Elements, ApiError> {
     let wrong =
         |i: usize, what: &str| invalid(format!("Element {i} of input `{name}` is not {what}"));
     match datatype {
@@ -184,13 +213,6 @@ fn json_elements(name: &str, datatype: &str, data: Value) -> Result<Elements, Ap
         other => Err(invalid(format!(
             "Input `{name}` has datatype {other:?}; this server takes BYTES pictures or an FP32 tensor"
         ))),
-    }
-}
-
-fn flatten(v: Value, out: &mut Vec<Value>) {
-    match v {
-        Value::Array(items) => items.into_iter().for_each(|i| flatten(i, out)),
-        leaf => out.push(leaf),
     }
 }
 
