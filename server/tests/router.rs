@@ -330,10 +330,18 @@ async fn overload_gets_429_and_draining_turns_only_readiness_503() {
     s.start_draining();
     let a = call(&s, post_raw(None, png(3, 3))).await;
     assert_eq!(a.status, 200, "predictions are still served while draining");
-    for route in [routes::READYZ, routes::HEALTHZ] {
+    for route in [
+        routes::READYZ,
+        routes::HEALTHZ,
+        routes::V2_READY,
+        "/v2/models/fake/ready",
+        "/v2/models/fake/versions/0.0.0/ready",
+    ] {
         assert_eq!(call(&s, get(route)).await.error(), (503, "draining".into()));
     }
-    assert_eq!(call(&s, get(routes::LIVEZ)).await.status, 200);
+    for route in [routes::LIVEZ, routes::V2_LIVE] {
+        assert_eq!(call(&s, get(route)).await.status, 200);
+    }
     let m = String::from_utf8(call(&s, get(routes::METRICS)).await.body.to_vec()).unwrap();
     assert!(m.contains("celestial_ready 0"), "{m}");
 }

@@ -164,19 +164,20 @@ fn binary_answer() -> ContentBuilder {
     ContentBuilder::new().schema(Some(schema(json!({"type": "string", "format": "binary"}))))
 }
 
-fn infer(spec: &ModelSpec, max_batch: usize, versioned: bool) -> Operation {
-    let id = if versioned {
-        "v2_model_version_infer"
-    } else {
-        "v2_model_infer"
-    };
-    let ok = ResponseBuilder::new()
+/// The 200 answer of an inference: JSON, or JSON and binary data.
+fn infer_ok() -> Response {
+    ResponseBuilder::new()
         .description(
             "The outputs asked for (all by default), for every picture in order. With binary outputs, \
              the body is the JSON followed by their raw data, and `Inference-Header-Content-Length` \
              gives the JSON's length.",
         )
-        .content("application/json", ContentBuilder::new().schema(Some(schema_ref("V2InferenceResponse"))).build())
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(schema_ref("V2InferenceResponse")))
+                .build(),
+        )
         .content("application/octet-stream", binary_answer().build())
         .header(
             "Inference-Header-Content-Length",
@@ -185,7 +186,15 @@ fn infer(spec: &ModelSpec, max_batch: usize, versioned: bool) -> Operation {
                 .description(Some("With binary outputs: the length of the JSON part."))
                 .build(),
         )
-        .build();
+        .build()
+}
+
+fn infer(spec: &ModelSpec, max_batch: usize, versioned: bool) -> Operation {
+    let id = if versioned {
+        "v2_model_version_infer"
+    } else {
+        "v2_model_infer"
+    };
     let body = RequestBodyBuilder::new()
         .required(Some(Required::True))
         .description(Some(
@@ -211,7 +220,7 @@ fn infer(spec: &ModelSpec, max_batch: usize, versioned: bool) -> Operation {
     op(id, "Inference", &description)
         .parameters(Some(model_params(spec, versioned)))
         .request_body(Some(body))
-        .response("200", ok)
+        .response("200", infer_ok())
         .response(
             "400",
             error_response(
@@ -260,9 +269,10 @@ pub fn schemas(spec: &ModelSpec) -> Vec<(&'static str, Schema)> {
     let tensor = json!({
         "type": "object", "required": ["name", "datatype", "shape", "data"],
         "properties": {
-            "name": {"const": spec.input_name},
-            "datatype": {"const": "FP32"},
-            "shape": {"const": shape},
+            "name": {"type": "string", "enum": [spec.input_name]},
+            "datatype": {"type": "string", "enum": ["FP32"]},
+            "shape": {"type": "array", "minItems": shape.len(), "maxItems": shape.len(), "items": false,
+                "prefixItems": shape.iter().map(|d| json!({"type": "integer", "enum": [d]})).collect::<Vec<_>>()},
             "data": {"type": "array", "minItems": spec.tensor_len(), "maxItems": spec.tensor_len(),
                 "description": "The tensor's values, flat in row-major order (or nested as the shape says).",
                 "items": {"type": "number", "minimum": -1e30, "maximum": 1e30}}
@@ -272,9 +282,10 @@ pub fn schemas(spec: &ModelSpec) -> Vec<(&'static str, Schema)> {
         "properties": {"name": {"type": "string"}, "datatype": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}}}});
     let output = json!({"type": "object", "required": ["name", "datatype", "shape"],
     "properties": {
-        "name": {"enum": served}, "datatype": {"enum": ["BYTES", "FP32", "BOOL"]},
+        "name": {"type": "string", "enum": served},
+        "datatype": {"type": "string", "enum": ["BYTES", "FP32", "BOOL"]},
         "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-        "data": {"type": "array", "items": {"type": ["string", "number", "boolean"]}},
+        "data": {"type": "array", "items": {"oneOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}]}},
         "parameters": {"type": "object", "properties": {"binary_data_size": {"type": "integer", "minimum": 0}}}
     }});
     let request = json!({
@@ -286,7 +297,7 @@ pub fn schemas(spec: &ModelSpec) -> Vec<(&'static str, Schema)> {
             "inputs": {"type": "array", "minItems": 1, "maxItems": 1, "items": tensor},
             "outputs": {"type": "array", "description": "The outputs to answer (none: all).",
                 "items": {"type": "object", "required": ["name"], "properties": {
-                    "name": {"enum": served},
+                    "name": {"type": "string", "enum": served},
                     "parameters": {"type": "object", "properties": {"binary_data": {"type": "boolean"}}}}}}
         }
     });
@@ -315,4 +326,43 @@ pub fn schemas(spec: &ModelSpec) -> Vec<(&'static str, Schema)> {
         ("V2ModelMetadata", schema(metadata)),
         ("V2ServerMetadata", schema(server)),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every keyword of the hand-written schemas survives utoipa's types (a keyword it has no
+    /// field for would silently drop the schema around it).
+    #[test]
+    fn the_schemas_keep_every_keyword() {
+        let spec = crate::testing::spec();
+        let response = serde_json::to_value(&schemas(&spec)[1].1).unwrap();
+        let output = &response["properties"]["outputs"]["items"]["properties"];
+        assert_eq!(
+            output["data"]["items"]["oneOf"][2],
+            json!({"type": "boolean"}),
+            "{response}"
+        );
+        assert_eq!(
+            output["parameters"]["properties"]["binary_data_size"]["minimum"],
+            0
+        );
+        let request = serde_json::to_value(&schemas(&spec)[0].1).unwrap();
+        let tensor = &request["properties"]["inputs"]["items"];
+        let shape = &tensor["properties"]["shape"];
+        assert_eq!(
+            shape["prefixItems"][1],
+            json!({"type": "integer", "enum": [3]}),
+            "{request}"
+        );
+        assert_eq!(
+            (&shape["items"], &shape["maxItems"]),
+            (&json!(false), &json!(4))
+        );
+        assert_eq!(tensor["properties"]["data"]["minItems"], 3 * 64 * 64);
+        assert_eq!(tensor["properties"]["name"]["enum"], json!(["input"]));
+        let outputs = &request["properties"]["outputs"]["items"]["properties"]["name"]["enum"];
+        assert_eq!(outputs, &json!(["label", "probabilities"]));
+    }
 }

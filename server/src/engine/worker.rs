@@ -67,6 +67,33 @@ pub(super) fn worker(
     }
 }
 
+/// One picture into its row of the input: decoded and preprocessed, or a caller's tensor copied.
+fn fill_row(
+    prep: &mut preprocess::Preprocessor,
+    spec: &Arc<ModelSpec>,
+    picture: &Input,
+    limits: DecodeLimits,
+    row: &mut [f32],
+) -> Result<(), PreprocessError> {
+    match picture {
+        Input::Encoded(bytes) => {
+            // A decoder bug must not take the worker (and its session) down: treat a panic as an
+            // undecodable image (and start the next image with fresh preprocessing state).
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                prep.run(bytes, limits, row)
+            }))
+            .unwrap_or_else(|_| {
+                *prep = preprocess::Preprocessor::new(Arc::clone(spec));
+                Err(PreprocessError::Undecodable {
+                    format: "uploaded",
+                    reason: "the decoder failed on this input".into(),
+                })
+            })
+        }
+        Input::Tensor(values) => copy_tensor(values, row),
+    }
+}
+
 /// A caller's tensor into its slot of the input (the protocol layer checked its length; a wrong
 /// one fails this picture alone rather than shifting the others).
 fn copy_tensor(values: &[f32], row: &mut [f32]) -> Result<(), PreprocessError> {
@@ -130,24 +157,7 @@ impl WorkerState {
         for picture in jobs.iter().flat_map(|(images, _)| images.iter()) {
             let slot = ok_slots.len();
             let row = &mut input[slot * len..(slot + 1) * len];
-            let outcome = match picture {
-                Input::Encoded(bytes) => {
-                    // A decoder bug must not take the worker (and its session) down: treat a
-                    // panic as an undecodable image (and start the next image with fresh
-                    // preprocessing state).
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        prep.run(bytes, limits, row)
-                    }))
-                    .unwrap_or_else(|_| {
-                        *prep = preprocess::Preprocessor::new(Arc::clone(&spec));
-                        Err(PreprocessError::Undecodable {
-                            format: "uploaded",
-                            reason: "the decoder failed on this input".into(),
-                        })
-                    })
-                }
-                Input::Tensor(values) => copy_tensor(values, row),
-            };
+            let outcome = fill_row(prep, &spec, picture, limits, row);
             match outcome {
                 Ok(()) => {
                     ok_slots.push(results.len());

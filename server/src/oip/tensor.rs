@@ -74,7 +74,7 @@ pub fn decode_raw(datatype: &str, raw: &Bytes) -> Result<Elements, String> {
             Ok(Elements::Bytes(out))
         }
         "FP32" => {
-            if raw.len() % 4 != 0 {
+            if !raw.len().is_multiple_of(4) {
                 return Err(format!(
                     "its raw FP32 data has {} bytes, not a multiple of 4",
                     raw.len()

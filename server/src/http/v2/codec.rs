@@ -180,9 +180,7 @@ fn nested(v: Value, shape: &[i64], out: &mut Vec<Value>) -> Result<(), String> {
             out.push(leaf);
             Ok(())
         }
-        _ => Err(format!(
-            "its nested `data` does not follow its shape; send the elements flat, or nested as the shape says"
-        )),
+        _ => Err("its nested `data` does not follow its shape; send the elements flat, or nested as the shape says".into()),
     }
 }
 

@@ -13,8 +13,12 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::auth::{API_KEY_HEADER, AuthFailure, BEARER};
+
+mod grpc;
+
 use crate::preprocess::PreprocessError;
 use crate::routes;
+pub use grpc::status_of_grpc;
 
 /// Stable error codes (the `code` field of every error body).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,25 +159,6 @@ impl ErrorCode {
             ErrorCode::ApiKeyMissing | ErrorCode::ApiKeyInvalid | ErrorCode::ApiKeyMalformed => {
                 StatusCode::UNAUTHORIZED
             }
-        }
-    }
-
-    /// The gRPC status code of each code (the Open Inference Protocol's gRPC service), from its
-    /// HTTP status, so the two never disagree.
-    pub fn grpc_code(self) -> tonic::Code {
-        match self.status() {
-            StatusCode::NOT_FOUND => tonic::Code::NotFound,
-            StatusCode::UNAUTHORIZED => tonic::Code::Unauthenticated,
-            StatusCode::METHOD_NOT_ALLOWED => tonic::Code::Unimplemented,
-            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::TOO_MANY_REQUESTS => {
-                tonic::Code::ResourceExhausted
-            }
-            StatusCode::SERVICE_UNAVAILABLE => tonic::Code::Unavailable,
-            StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => {
-                tonic::Code::DeadlineExceeded
-            }
-            s if s.is_client_error() => tonic::Code::InvalidArgument,
-            _ => tonic::Code::Internal,
         }
     }
 
@@ -401,26 +386,6 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         self.code().status()
-    }
-}
-
-/// The HTTP status a gRPC code stands for in the request metrics (the inverse of
-/// [`ErrorCode::grpc_code`] for the codes it gives).
-pub fn status_of_grpc(code: tonic::Code) -> StatusCode {
-    match code {
-        tonic::Code::Ok => StatusCode::OK,
-        tonic::Code::NotFound => StatusCode::NOT_FOUND,
-        tonic::Code::Unauthenticated => StatusCode::UNAUTHORIZED,
-        tonic::Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
-        tonic::Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-        tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        tonic::Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
-        tonic::Code::InvalidArgument
-        | tonic::Code::FailedPrecondition
-        | tonic::Code::OutOfRange
-        | tonic::Code::AlreadyExists => StatusCode::BAD_REQUEST,
-        tonic::Code::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
