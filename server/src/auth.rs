@@ -406,7 +406,17 @@ mod tests {
             assert!(!all.contains(&open), "{open}");
         }
         let metrics = protected_routes(&[KeyScope::Metrics]);
-        assert_eq!(metrics.len(), 3);
+        assert_eq!(metrics.len(), routes::UPLOADS.len() + 1);
+        let model = protected_routes(&[KeyScope::Model]);
+        for r in [
+            routes::MODEL,
+            routes::V2_SERVER,
+            routes::V2_MODEL,
+            routes::V2_INFER,
+        ] {
+            assert!(model.contains(&r), "{r}");
+        }
+        assert!(!model.contains(&routes::V2_MODEL_READY));
     }
 
     #[test]

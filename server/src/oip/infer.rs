@@ -294,3 +294,73 @@ fn output_data(spec: &ModelSpec, kind: OutputKind, predictions: &[Prediction]) -
         OutputKind::Known => OutputData::Bool(each.map(|p| p.known.unwrap_or(false)).collect()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::testing::spec;
+
+    fn images(shape: Vec<i64>, n: usize) -> Vec<InputTensor> {
+        vec![InputTensor {
+            name: IMAGE_INPUT.into(),
+            datatype: "BYTES".into(),
+            shape,
+            data: Elements::Bytes(vec![Bytes::from_static(b"x"); n]),
+        }]
+    }
+
+    #[test]
+    fn pictures_take_n_or_n_by_one_elements_up_to_the_batch_limit() {
+        let s = spec();
+        assert_eq!(pictures(&s, 4, images(vec![3], 3)).unwrap().items.len(), 3);
+        assert_eq!(
+            pictures(&s, 4, images(vec![2, 1], 2)).unwrap().items.len(),
+            2
+        );
+        for (shape, n) in [(vec![2, 2], 4), (vec![0], 0), (vec![], 1)] {
+            let e = pictures(&s, 4, images(shape.clone(), n)).unwrap_err();
+            assert_eq!(e.status(), 400, "{shape:?}: {e}");
+        }
+        let e = pictures(&s, 4, images(vec![5], 5)).unwrap_err();
+        assert_eq!(e.status(), 413);
+        let e = pictures(&s, 4, images(vec![3], 2)).unwrap_err();
+        assert!(e.to_string().contains("3 elements, but 2"), "{e}");
+    }
+
+    #[test]
+    fn outputs_are_the_served_ones_each_once_in_the_order_asked() {
+        let s = spec();
+        let names = |v: &[&str]| v.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let kinds = requested_outputs(&s, &names(&["probabilities", "label", "label"])).unwrap();
+        assert_eq!(kinds, [OutputKind::Probabilities, OutputKind::Label]);
+        assert_eq!(requested_outputs(&s, &[]).unwrap(), OutputKind::served(&s));
+        let e = requested_outputs(&s, &names(&["known"])).unwrap_err();
+        assert!(e.to_string().contains("`label`, `probabilities`"), "{e}");
+        let tensors = output_tensors(
+            &s,
+            &kinds,
+            "image",
+            vec![Ok(Prediction {
+                best: 2,
+                probabilities: vec![0.1; 10],
+                ..Prediction::default()
+            })],
+        )
+        .unwrap();
+        assert_eq!(tensors[0].shape, [1, 10]);
+        assert_eq!(tensors[1].data, OutputData::Bytes(vec!["Mars".into()]));
+        let failed = output_tensors(
+            &s,
+            &kinds,
+            "image",
+            vec![Ok(Prediction::default()), Err(PreprocessError::Empty)],
+        )
+        .unwrap_err();
+        assert!(
+            failed.to_string().starts_with("Element 1 of input `image`"),
+            "{failed}"
+        );
+    }
+}

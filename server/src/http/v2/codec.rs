@@ -66,7 +66,7 @@ fn invalid(message: String) -> ApiError {
 /// A boolean parameter, if given.
 fn flag(parameters: &Parameters, key: &str) -> Result<Option<bool>, ApiError> {
     match parameters.get(key) {
-        None | Some(Value::Null) => Ok(None),
+        None => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
         Some(other) => Err(invalid(format!(
             "Parameter `{key}` is {other}; it takes true or false"
