@@ -18,7 +18,6 @@ use celestial_server::grpc::proto::{
 };
 use celestial_server::routes;
 use celestial_server::testing::{FakeClassifier, LABELS, TestServer};
-use celestial_server::{Classifier, Config};
 use common::synthetic_sized;
 use image::ImageFormat;
 use prost::Message;
@@ -27,12 +26,9 @@ use serde_json::{Value, json};
 const KEY: &str = "v2-test-key_8c1f";
 const INFER: &str = "/v2/models/fake/infer";
 
+/// The server in-process over the fake classifier.
 async fn start(args: &[&str]) -> TestServer {
-    let config = Config::from_args(args.iter().copied()).expect("valid test flags");
-    let fake: Arc<dyn Classifier> = Arc::new(FakeClassifier::default());
-    TestServer::start(config, Some(fake))
-        .await
-        .unwrap_or_else(|e| panic!("the test server did not start: {e}"))
+    common::start_with(args, Some(Arc::new(FakeClassifier::default()))).await
 }
 
 fn client() -> reqwest::Client {

@@ -20,8 +20,9 @@ type Parameters = Map<String, Value>;
 
 #[derive(Deserialize)]
 struct RequestJson {
+    /// A string when present (checked in [`parse_request`]: serde would take `null` as absent).
     #[serde(default)]
-    id: Option<String>,
+    id: Option<Value>,
     #[serde(default)]
     parameters: Parameters,
     inputs: Vec<InputJson>,
@@ -95,6 +96,15 @@ pub fn parse_request(headers: &HeaderMap, body: &Bytes) -> Result<InferRequest, 
     };
     let request: RequestJson = serde_json::from_slice(&json)
         .map_err(|e| invalid(format!("The request is not a valid inference request: {e}")))?;
+    let id = match request.id {
+        None => None,
+        Some(Value::String(id)) => Some(id),
+        Some(other) => {
+            return Err(invalid(format!(
+                "The request's `id` is {other}; it must be a string"
+            )));
+        }
+    };
     let mut inputs = Vec::with_capacity(request.inputs.len());
     for input in request.inputs {
         inputs.push(input_tensor(input, &mut binary)?);
@@ -111,7 +121,7 @@ pub fn parse_request(headers: &HeaderMap, body: &Bytes) -> Result<InferRequest, 
         .map(|o| Ok((o.name.clone(), flag(&o.parameters, "binary_data")?)))
         .collect::<Result<_, ApiError>>()?;
     Ok(InferRequest {
-        id: request.id,
+        id,
         inputs,
         outputs,
         binary_output: flag(&request.parameters, "binary_data_output")?.unwrap_or(false),
