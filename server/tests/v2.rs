@@ -271,7 +271,7 @@ async fn each_refusal_is_one_error_with_its_status() {
     let (status, code, _) =
         error_of(post_binary(&s, &image_request(4, four.len()), &four).await).await;
     assert_eq!((status, code.as_str()), (413, "too_many_images"));
-    let bad: [(Value, &str); 7] = [
+    let bad: [(Value, &str); 8] = [
         (json!({"inputs": []}), "exactly one"),
         (
             json!({"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1], "data": [1]}]}),
@@ -294,6 +294,7 @@ async fn each_refusal_is_one_error_with_its_status() {
             "no output `known`",
         ),
         (json!({"inputs": "x"}), "not a valid inference request"),
+        (json!({"id": null, "inputs": []}), "`id` is null"),
     ];
     for (request, needle) in bad {
         let resp = client()

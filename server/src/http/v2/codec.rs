@@ -20,14 +20,19 @@ type Parameters = Map<String, Value>;
 
 #[derive(Deserialize)]
 struct RequestJson {
-    /// A string when present (checked in [`parse_request`]: serde would take `null` as absent).
-    #[serde(default)]
+    /// A string when present (checked in [`parse_request`]; `null` is present, and refused).
+    #[serde(default, deserialize_with = "present")]
     id: Option<Value>,
     #[serde(default)]
     parameters: Parameters,
     inputs: Vec<InputJson>,
     #[serde(default)]
     outputs: Vec<OutputJson>,
+}
+
+/// A field's value when the field is there, `null` included (serde's `Option` takes `null` as absent).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize)]
