@@ -73,11 +73,12 @@ def test_encoded_pictures_in_one_batch(module):
     assert result.get_response(**({"as_json": True} if module is triton_grpc else {}))["id"] == "pictures-1"
 
 
-@BOTH
-@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+@pytest.mark.parametrize(
+    ("module", "binary"),
+    [(triton_http, True), (triton_http, False), (triton_grpc, True)],
+    ids=["http-binary", "http-json", "grpc"],
+)
 def test_golden_tensors_give_the_golden_answers(module, binary):
-    if module is triton_grpc and not binary:
-        pytest.skip("gRPC has no JSON form")
     tensors, images = golden_tensors()
     c = triton(module)
     tensor = module.InferInput("input", list(tensors.shape), "FP32")
