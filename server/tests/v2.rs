@@ -18,7 +18,7 @@ use celestial_server::grpc::proto::{
 };
 use celestial_server::routes;
 use celestial_server::testing::{FakeClassifier, LABELS, TestServer};
-use common::synthetic_sized;
+use common::{error_of, get_json, synthetic_sized};
 use image::ImageFormat;
 use prost::Message;
 use serde_json::{Value, json};
@@ -85,14 +85,10 @@ async fn post_binary(s: &TestServer, json: &Value, binary: &[u8]) -> reqwest::Re
         .unwrap()
 }
 
-async fn error_of(resp: reqwest::Response) -> (u16, String, String) {
-    let status = resp.status().as_u16();
-    let v: Value = resp.json().await.unwrap();
-    (
-        status,
-        v["code"].as_str().unwrap_or_default().into(),
-        v["error"].as_str().unwrap_or_default().into(),
-    )
+/// `POST path` on `s` with a JSON `body`, answered as JSON.
+async fn post_json(s: &TestServer, path: &str, body: &Value) -> Value {
+    let resp = client().post(s.url(path)).json(body).send().await.unwrap();
+    resp.json().await.unwrap()
 }
 
 #[tokio::test]
@@ -100,28 +96,14 @@ async fn health_and_metadata_describe_the_served_model() {
     let s = start(&[]).await;
     let c = client();
     let get = |path: &str| c.get(s.url(path)).send();
-    assert_eq!(
-        get(routes::V2_LIVE)
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap(),
-        json!({"live": true})
-    );
-    assert_eq!(
-        get(routes::V2_READY)
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap(),
-        json!({"ready": true})
-    );
-    let server: Value = get(routes::V2_SERVER).await.unwrap().json().await.unwrap();
+    let live = get_json(&c, &s, routes::V2_LIVE).await;
+    assert_eq!(live, json!({"live": true}));
+    let ready = get_json(&c, &s, routes::V2_READY).await;
+    assert_eq!(ready, json!({"ready": true}));
+    let server = get_json(&c, &s, routes::V2_SERVER).await;
     assert_eq!(server["extensions"], json!(["binary_tensor_data"]));
     for path in ["/v2/models/fake", "/v2/models/fake/versions/0.0.0"] {
-        let m: Value = get(path).await.unwrap().json().await.unwrap();
+        let m = get_json(&c, &s, path).await;
         assert_eq!(m["name"], "fake");
         assert_eq!(m["versions"], json!(["0.0.0"]));
         assert_eq!(
@@ -137,12 +119,7 @@ async fn health_and_metadata_describe_the_served_model() {
             json!({"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]})
         );
     }
-    let ready: Value = get("/v2/models/fake/ready")
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready = get_json(&c, &s, "/v2/models/fake/ready").await;
     assert_eq!(ready["ready"], true);
     for path in [
         "/v2/models/other",
@@ -216,15 +193,7 @@ async fn pictures_in_binary_and_tensors_in_json_are_classified_in_order() {
     values[0] = 4.0;
     values[3 * 64 * 64] = 8.0;
     let flat = json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 3, 64, 64], "data": values}]});
-    let answer: Value = client()
-        .post(s.url(INFER))
-        .json(&flat)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer = post_json(&s, INFER, &flat).await;
     assert_eq!(answer["outputs"][0]["data"], json!([LABELS[4], LABELS[8]]));
     assert!(answer.get("id").is_none());
     let nested: Vec<Vec<Vec<Vec<f32>>>> = values
@@ -237,15 +206,7 @@ async fn pictures_in_binary_and_tensors_in_json_are_classified_in_order() {
         .collect();
     let nested = json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [2, 3, 64, 64], "data": nested}],
         "outputs": [{"name": "label"}]});
-    let answer: Value = client()
-        .post(s.url("/v2/models/fake/versions/0.0.0/infer"))
-        .json(&nested)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let answer = post_json(&s, "/v2/models/fake/versions/0.0.0/infer", &nested).await;
     assert_eq!(
         answer["outputs"],
         json!([{"name": "label", "datatype": "BYTES", "shape": [2], "data": [LABELS[4], LABELS[8]]}])
