@@ -39,6 +39,10 @@ out = subprocess.run(sys.argv[1:], capture_output=True, text=True).stdout
 r = resource.getrusage(resource.RUSAGE_CHILDREN)
 print(f"CPU {r.ru_utime + r.ru_stime:.3f}"); print(out)' "$@"; }
 url=http://127.0.0.1:$PORT
+# The server's count of gRPC ModelInfer calls answered OK (the metrics' status 200).
+grpc_ok() {
+  curl -s "$url/metrics" | awk '/^celestial_http_requests_total\{route="\/inference.GRPCInferenceService\/ModelInfer",method="POST",status="200"\}/ {n = $2} END {print n + 0}'
+}
 load() { # variant, duration -> the generator's output (with its CPU line)
   case $1 in
     predict) measured wrk -t 2 -c "$C" -d "$2s" --timeout 10s -s bench/multipart.lua "$url/predict" ;;
@@ -53,6 +57,7 @@ for round in $(seq "$ROUNDS"); do
     pid=$!
     for _ in $(seq 200); do curl -sf "$url/readyz" >/dev/null && break; sleep 0.05; done
     load "$variant" 2 >/dev/null # warm-up
+    ok_before=$(grpc_ok)
     before=$(cpu_ticks "$pid")
     out=$(load "$variant" "$DURATION")
     server_s=$(awk -v a="$before" -v b="$(cpu_ticks "$pid")" -v t="$tick" 'BEGIN {print (b - a) / t}')
@@ -61,9 +66,8 @@ for round in $(seq "$ROUNDS"); do
       grpc)
         n=$(sed -n 's/^requests: \([0-9]*\) total.*/\1/p' <<<"$out")
         rps=$(sed -n 's/^finished in .*, \([0-9.]*\) req\/s.*/\1/p' <<<"$out")
-        mean=$(awk '/^time for request:/ {print $5}' <<<"$out")
-        ok=$(curl -s "$url/metrics" | awk -F' ' '/requests_total\{route="\/inference.GRPCInferenceService\/ModelInfer",method="POST",status="200"\}/ {print $2}')
-        detail="mean=$mean grpc_ok=${ok:-0}" ;;
+        mean=$(awk '/^time for request:/ {print $6}' <<<"$out") # min, max, mean, sd
+        detail="mean=$mean grpc_ok=$(( $(grpc_ok) - ok_before ))" ;;
       *)
         line=$(grep '^BENCH' <<<"$out")
         n=$(sed -n 's/.*requests=\([0-9]*\).*/\1/p' <<<"$line")
