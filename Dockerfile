@@ -22,8 +22,9 @@ RUN mkdir /out && lib=$(CELESTIAL_CACHE=/tmp/ort onnxruntime.sh) && cp "$lib" /o
 # --- Rust build: dependencies first, in their own layer, so a source change rebuilds only our crates.
 FROM ${RUST_IMAGE} AS build
 # nasm assembles libjpeg-turbo's SIMD code (the server's JPEG decoder, built from source by mozjpeg-sys).
-RUN command -v nasm >/dev/null \
- || { apt-get update && apt-get install -y --no-install-recommends nasm && rm -rf /var/lib/apt/lists/*; }
+# protoc compiles the Open Inference Protocol's gRPC definition (server/build.rs).
+RUN command -v nasm >/dev/null && command -v protoc >/dev/null \
+ || { apt-get update && apt-get install -y --no-install-recommends nasm protobuf-compiler && rm -rf /var/lib/apt/lists/*; }
 WORKDIR /src
 ENV CARGO_TERM_COLOR=never CARGO_INCREMENTAL=0
 COPY Cargo.toml Cargo.lock ./

@@ -4,16 +4,22 @@
 # Python version under ${CELESTIAL_CACHE:-~/.cache/celestial}/python-tools/<key>. A warm run does
 # nothing; a cold one is made beside its final place and renamed into it only when complete.
 #
-#   scripts/python-tools.sh          make if needed; print the venv directory on stdout
-#   scripts/python-tools.sh --key    print the cache key only
+#   scripts/python-tools.sh [REQS]          make if needed; print the venv directory on stdout
+#   scripts/python-tools.sh --key [REQS]    print the cache key only
+#
+# REQS is another pinned requirements file for an environment of its own (scripts/oip-clients.txt:
+# the Open Inference Protocol's clients), cached the same way under the file's name.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-REQS=scripts/python-tools.txt
-CACHE_ROOT=${CELESTIAL_CACHE:-$HOME/.cache/celestial}/python-tools
+key_only=false
+if [ "${1:-}" = --key ]; then key_only=true; shift; fi
+REQS=${1:-scripts/python-tools.txt}
+name=$(basename "$REQS" .txt)
+CACHE_ROOT=${CELESTIAL_CACHE:-$HOME/.cache/celestial}/$name
 
 key=$({ "$PYTHON" -c 'import sys; print(sys.version)'; cat "$REQS"; } | sha256sum | cut -c1-16)
-if [ "${1:-}" = --key ]; then echo "$key"; exit 0; fi
+if $key_only; then echo "$key"; exit 0; fi
 dest=$CACHE_ROOT/$key
 if [ -f "$dest/.complete" ]; then echo "$dest"; exit 0; fi
 

@@ -64,11 +64,13 @@ pub enum AuthFailure {
 /// Which routes need a key when keys are on (`--api-key-scope`); the prediction routes always do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 pub enum KeyScope {
-    /// `POST /predict` and `POST /predict/batch` (always included).
+    /// `POST /predict`, `POST /predict/batch` and the Open Inference Protocol's inference (REST
+    /// and gRPC `ModelInfer`; always included).
     Predict,
     /// `GET /metrics`.
     Metrics,
-    /// `GET /model`.
+    /// `GET /model` and the Open Inference Protocol's metadata (`GET /v2`, `GET
+    /// /v2/models/{name}[/versions/{version}]`, gRPC `ServerMetadata` and `ModelMetadata`).
     Model,
     /// `GET /docs.json` and `GET /schema.json` (the Swagger page itself and its assets stay open:
     /// a browser cannot send a key to load a page).
@@ -83,13 +85,23 @@ impl KeyScope {
         match self {
             KeyScope::Predict => &routes::UPLOADS,
             KeyScope::Metrics => &[routes::METRICS],
-            KeyScope::Model => &[routes::MODEL],
+            KeyScope::Model => &[
+                routes::MODEL,
+                routes::V2_SERVER,
+                routes::V2_MODEL,
+                routes::V2_MODEL_VERSION,
+            ],
             KeyScope::Docs => &[routes::DOCS_JSON, routes::SCHEMA_JSON],
             KeyScope::All => &[
                 routes::PREDICT,
                 routes::PREDICT_BATCH,
+                routes::V2_INFER,
+                routes::V2_INFER_VERSION,
                 routes::METRICS,
                 routes::MODEL,
+                routes::V2_SERVER,
+                routes::V2_MODEL,
+                routes::V2_MODEL_VERSION,
                 routes::DOCS_JSON,
                 routes::SCHEMA_JSON,
             ],
@@ -394,7 +406,17 @@ mod tests {
             assert!(!all.contains(&open), "{open}");
         }
         let metrics = protected_routes(&[KeyScope::Metrics]);
-        assert_eq!(metrics.len(), 3);
+        assert_eq!(metrics.len(), routes::UPLOADS.len() + 1);
+        let model = protected_routes(&[KeyScope::Model]);
+        for r in [
+            routes::MODEL,
+            routes::V2_SERVER,
+            routes::V2_MODEL,
+            routes::V2_INFER,
+        ] {
+            assert!(model.contains(&r), "{r}");
+        }
+        assert!(!model.contains(&routes::V2_MODEL_READY));
     }
 
     #[test]

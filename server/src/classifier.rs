@@ -14,6 +14,22 @@ use bytes::Bytes;
 use crate::model::ModelSpec;
 use crate::preprocess::PreprocessError;
 
+/// One picture to classify: its encoded bytes (decoded and preprocessed on a worker, as `/predict`
+/// does), or the model's input tensor for one picture, already preprocessed by the caller
+/// ([`ModelSpec::tensor_len`] finite values in the model's layout; the Open Inference Protocol's
+/// FP32 input).
+#[derive(Debug, Clone)]
+pub enum Input {
+    Encoded(Bytes),
+    Tensor(Arc<[f32]>),
+}
+
+impl From<Bytes> for Input {
+    fn from(bytes: Bytes) -> Input {
+        Input::Encoded(bytes)
+    }
+}
+
 /// One image's answer.
 #[derive(Debug, Clone, Default)]
 pub struct Prediction {
@@ -88,8 +104,9 @@ pub trait Classifier: Send + Sync {
     fn runtime_version(&self) -> &str;
     /// Number of inference workers (`/model`).
     fn workers(&self) -> usize;
-    /// Decode, preprocess and classify `images` (one result per image, in order).
-    fn classify(&self, images: Vec<Bytes>) -> Classification<'_>;
+    /// Decode, preprocess (or take as they are, for tensors) and classify `inputs` (one result per
+    /// input, in order).
+    fn classify(&self, inputs: Vec<Input>) -> Classification<'_>;
     /// Stop taking jobs and wait for the running ones (blocking; called once, at shutdown).
     fn close(&self);
     /// How the served model's start-up self-check went; `None` when none ran (a classifier served

@@ -22,10 +22,12 @@
 //! | [`preprocess`] | image bytes -> pixels -> input tensor (the hot path) | `model` |
 //! | [`classifier`] | the seam: the [`Classifier`] trait and its answers | `model`, `preprocess` (its error) |
 //! | [`errors`] | [`errors::ApiError`], stable codes, the one code -> status map | `preprocess` (its error), `routes` (paths in messages), `auth` (key headers, refusal reasons) |
+//! | [`oip`] | the Open Inference Protocol (v2), protocol-neutral: inputs -> pictures, outputs, metadata, the model check | `classifier`, `errors`, `model`, `preprocess` (its error) |
 //! | [`docs`] | `/docs.json` (one function per operation, security schemes when keys are on), `/schema.json`, `/model` | `classifier`, `errors`, `model`, `routes`, `auth` |
 //! | [`selfcheck`] | the start-up self-check: the model's golden set through the classifier, before the server is ready | `classifier`, `model` |
 //! | [`engine`] | ONNX Runtime behind the seam ([`Engine`]): library lookup, sessions, the batching queue, worker threads, output rows -> predictions | `classifier`, `model`, `preprocess` |
-//! | [`http`] | router, middleware, the key check, CORS, handlers over `Arc<dyn Classifier>` | `classifier`, `docs`, `errors`, `metrics`, `preprocess` (its error), `routes`, `auth` |
+//! | [`http`] | router, middleware, the key check, CORS, handlers over `Arc<dyn Classifier>` (BentoML's routes and the v2 REST routes) | `classifier`, `docs`, `errors`, `metrics`, `oip`, `preprocess` (its error), `routes`, `auth` |
+//! | [`grpc`] | the v2 gRPC service (tonic, generated from `server/proto`), sent HTTP/2 `application/grpc` requests on the same listeners; keys, upload limits and metrics as on HTTP | `http` (state, body, job), `oip`, `errors`, `auth`, `routes` |
 //! | [`root_path`] | the reverse-proxy prefix middleware | `routes` |
 //! | [`connection`] | accept loops (plain and TLS listeners), HTTP/1.1 + h2c, TLS (rustls, certificate swapped per handshake, handshakes counted), connection limit and timeouts, protocol errors as JSON, drain phases | `errors`, `routes`, `metrics` (TLS handshakes) |
 //! | [`config`] | the command line (clap) | `model` (its flags), `root_path` (its parser), `connection` (its constants), `auth` (scopes, default CORS headers); the duration syntax from `celestial-common` |
@@ -58,9 +60,11 @@ pub mod connection;
 pub mod docs;
 pub mod engine;
 pub mod errors;
+pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod model;
+pub mod oip;
 pub mod preprocess;
 pub mod reload;
 pub mod root_path;

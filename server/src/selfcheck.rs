@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use tracing::warn;
 
-use crate::classifier::{Classification, Classifier, Prediction, SelfCheck};
+use crate::classifier::{Classification, Classifier, Input, Prediction, SelfCheck};
 use crate::model::{GoldenImage, GoldenSet, ModelSpec};
 
 /// How many disagreeing images the reason names (the others are counted): it stays one short
@@ -76,7 +76,10 @@ pub async fn check(
     let (mut max_logit_diff, mut skipped) = (0f64, 0);
     let mut disagreements = Vec::new();
     for image in &golden.images {
-        let answer = match classifier.classify(vec![image.file.clone()]).await {
+        let answer = match classifier
+            .classify(vec![Input::Encoded(image.file.clone())])
+            .await
+        {
             Ok(mut out) => match out.results.pop() {
                 Some(Ok(p)) => compare(image, spec, &p),
                 Some(Err(e)) if e.is_over_a_limit() => {
@@ -182,8 +185,8 @@ impl Classifier for SelfChecked {
         self.inner.workers()
     }
 
-    fn classify(&self, images: Vec<bytes::Bytes>) -> Classification<'_> {
-        self.inner.classify(images)
+    fn classify(&self, inputs: Vec<Input>) -> Classification<'_> {
+        self.inner.classify(inputs)
     }
 
     fn close(&self) {
@@ -330,7 +333,7 @@ mod tests {
         let served = SelfChecked::new(Arc::clone(&fake), SelfCheck::Absent);
         assert_eq!(served.self_check(), Some(&SelfCheck::Absent));
         assert_eq!(served.spec().labels, fake.spec().labels);
-        let out = served.classify(vec![png(7)]).await.unwrap();
+        let out = served.classify(vec![Input::Encoded(png(7))]).await.unwrap();
         assert_eq!(out.results[0].as_ref().unwrap().best, 7);
     }
 }

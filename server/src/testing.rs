@@ -7,13 +7,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use image::GenericImageView;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::classifier::{Classification, Classifier, JobOutput, Prediction};
+use crate::classifier::{Classification, Classifier, Input, JobOutput, Prediction};
 use crate::config::Config;
 use crate::model::{
     Calibration, ColorMode, JpegDctScaling, Layout, ModelSpec, OutputKind, ResizeFilter,
@@ -92,10 +91,18 @@ impl FakeClassifier {
         }
     }
 
-    fn predict(&self, bytes: &[u8]) -> Result<Prediction, preprocess::PreprocessError> {
-        let img = preprocess::decode(bytes, self.max_image_pixels)?;
+    /// An image's label is its width modulo the labels; a tensor's is its first value's.
+    fn predict(&self, input: &Input) -> Result<Prediction, preprocess::PreprocessError> {
         let n = self.spec.labels.len();
-        let best = img.dimensions().0 as usize % n;
+        let best = match input {
+            Input::Encoded(bytes) => {
+                preprocess::decode(bytes, self.max_image_pixels)?
+                    .dimensions()
+                    .0 as usize
+                    % n
+            }
+            Input::Tensor(values) => values.first().map_or(0, |v| v.abs() as usize % n),
+        };
         let mut probabilities = vec![0.0; n];
         probabilities[best] = 1.0;
         Ok(Prediction {
@@ -121,7 +128,7 @@ impl Classifier for FakeClassifier {
         1
     }
 
-    fn classify(&self, images: Vec<Bytes>) -> Classification<'_> {
+    fn classify(&self, images: Vec<Input>) -> Classification<'_> {
         Box::pin(async move {
             let started = Instant::now();
             if !self.delay.is_zero() {

@@ -137,12 +137,21 @@ fn post_raw(content_type: Option<&str>, body: Vec<u8>) -> Request<Body> {
 #[tokio::test]
 async fn every_route_is_served_and_others_are_404_or_405() {
     let s = state(FakeClassifier::default(), limits());
+    let tensor = serde_json::json!({"inputs": [{"name": "input", "datatype": "FP32",
+        "shape": [1, 3, 64, 64], "data": vec![0.5; 3 * 64 * 64]}]});
     for route in routes::ALL {
+        let path = routes::fill(route, "fake", "0.0.0");
         let req = match route {
             routes::PREDICT | routes::PREDICT_BATCH => {
                 post_multipart(route, &[("image", &png(4, 4))])
             }
-            _ => get(route),
+            routes::V2_INFER | routes::V2_INFER_VERSION => request(
+                Method::POST,
+                &path,
+                Some("application/json"),
+                tensor.to_string().into_bytes(),
+            ),
+            _ => get(&path),
         };
         let a = call(&s, req).await;
         assert!(
@@ -321,10 +330,18 @@ async fn overload_gets_429_and_draining_turns_only_readiness_503() {
     s.start_draining();
     let a = call(&s, post_raw(None, png(3, 3))).await;
     assert_eq!(a.status, 200, "predictions are still served while draining");
-    for route in [routes::READYZ, routes::HEALTHZ] {
+    for route in [
+        routes::READYZ,
+        routes::HEALTHZ,
+        routes::V2_READY,
+        "/v2/models/fake/ready",
+        "/v2/models/fake/versions/0.0.0/ready",
+    ] {
         assert_eq!(call(&s, get(route)).await.error(), (503, "draining".into()));
     }
-    assert_eq!(call(&s, get(routes::LIVEZ)).await.status, 200);
+    for route in [routes::LIVEZ, routes::V2_LIVE] {
+        assert_eq!(call(&s, get(route)).await.status, 200);
+    }
     let m = String::from_utf8(call(&s, get(routes::METRICS)).await.body.to_vec()).unwrap();
     assert!(m.contains("celestial_ready 0"), "{m}");
 }

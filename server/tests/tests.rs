@@ -8,6 +8,7 @@
 //! - `hostile_requests`, `hostile_connections`, `hostile_images`: hostile and unlucky clients;
 //! - `binary`: the real `celestial-server` binary (start-up failures, drain, `healthcheck`);
 //! - `self_check`: the start-up self-check against the model's golden set (in-process and binary).
+//! - `v2`: the Open Inference Protocol, REST and gRPC (fake classifier).
 
 mod common;
 
@@ -20,3 +21,4 @@ mod model;
 mod router;
 mod security;
 mod self_check;
+mod v2;

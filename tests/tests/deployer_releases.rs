@@ -29,7 +29,6 @@ async fn release(
 ) -> Run {
     let (_inputs, mut release) = real_node_release(env, repo, manifests.path());
     set_arg(&mut release, "--model", model.to_str().unwrap());
-    release.extend(args(&["-o", "json"]));
     release.extend(args(extra));
     release.extend(c.iter().cloned());
     run(release, None).await

@@ -4,7 +4,7 @@
 //!
 //! Inside: `common` (schema helpers, a leaf), `description` (the text atop the Swagger page and
 //! the limits it states), `operations` (one function per route), `components` (one function per
-//! schema), `openapi` (assembles them). Imports the classifier's description of the model, the
+//! schema), `v2` (the Open Inference Protocol's routes and schemas), `openapi` (assembles them). Imports the classifier's description of the model, the
 //! error codes and the routes; never the HTTP layer.
 
 mod common;
@@ -12,6 +12,7 @@ mod components;
 mod description;
 mod openapi;
 mod operations;
+mod v2;
 
 use axum::body::Bytes;
 use serde_json::{Value, json};

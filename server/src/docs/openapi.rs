@@ -10,7 +10,7 @@ use utoipa::openapi::{InfoBuilder, OpenApi, OpenApiBuilder, Paths, PathsBuilder,
 use super::common::{error_response, example_prediction};
 use super::components::components;
 use super::description::{DocLimits, description, labels_md};
-use super::operations;
+use super::{operations, v2};
 use crate::auth::{API_KEY_HEADER, BEARER};
 use crate::errors::ErrorCode;
 use crate::model::ModelSpec;
@@ -106,8 +106,14 @@ pub fn openapi_secured(spec: &ModelSpec, limits: &DocLimits, protected: &[&str])
         .path(routes::SCHEMA_JSON, get(operations::schema_json()))
         .path(routes::DOCS_JSON, get(operations::docs_json()))
         .path(routes::DOCS, get(operations::docs_ui()));
+    let paths = v2::paths(spec, limits.max_batch)
+        .into_iter()
+        .fold(paths, |paths, (route, item)| paths.path(route, item));
     let mut paths = paths.build();
     let mut components = components(spec, &example);
+    for (name, schema) in v2::schemas(spec) {
+        components.schemas.insert(name.into(), schema.into());
+    }
     if !protected.is_empty() {
         secure(&mut paths, protected);
         for (name, scheme) in security_schemes() {
@@ -126,6 +132,12 @@ pub fn openapi_secured(spec: &ModelSpec, limits: &DocLimits, protected: &[&str])
         )
         .paths(paths)
         .components(Some(components))
-        .tags(Some(operations::TAGS.map(Tag::new)))
+        .tags(Some(
+            operations::TAGS
+                .into_iter()
+                .chain([v2::TAG])
+                .map(Tag::new)
+                .collect::<Vec<_>>(),
+        ))
         .build()
 }

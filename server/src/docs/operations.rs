@@ -424,7 +424,7 @@ mod tests {
         assert_eq!(parts["maxItems"], LIMITS.max_batch);
         assert_eq!(parts["items"]["format"], "binary");
         assert!(parts["items"].get("minLength").is_none(), "{parts}");
-        for route in routes::UPLOADS {
+        for route in [routes::PREDICT, routes::PREDICT_BATCH] {
             let body = &multipart(&doc, route)["schema"];
             assert_eq!(body["required"], serde_json::json!(["image"]), "{route}");
         }

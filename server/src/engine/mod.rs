@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::classifier::{Classification, Classifier, ClassifyError, JobOutput};
+use crate::classifier::{Classification, Classifier, ClassifyError, Input, JobOutput};
 use crate::model::{ModelOverrides, ModelSpec};
 use crate::preprocess::DecodeLimits;
 
@@ -110,7 +110,7 @@ impl Engine {
     }
 
     /// Decode, preprocess and classify `images` on a worker thread.
-    async fn predict(&self, images: Vec<Bytes>) -> Result<JobOutput, InferenceError> {
+    async fn predict(&self, images: Vec<Input>) -> Result<JobOutput, InferenceError> {
         let (job, answer) = Job::new(images);
         {
             let jobs = self.jobs.lock().map_err(|_| InferenceError::WorkersGone)?;
@@ -141,7 +141,8 @@ impl Engine {
         images: &[Bytes],
         worker: &mut WorkerState,
     ) -> Result<JobOutput, InferenceError> {
-        worker.process(images, DecodeLimits::UNLIMITED, Instant::now())
+        let inputs: Vec<Input> = images.iter().cloned().map(Input::Encoded).collect();
+        worker.process(&inputs, DecodeLimits::UNLIMITED, Instant::now())
     }
 
     /// A fresh session of `model_bytes` (which must be the served model) with its own
@@ -172,7 +173,7 @@ impl Classifier for Engine {
         self.workers
     }
 
-    fn classify(&self, images: Vec<Bytes>) -> Classification<'_> {
+    fn classify(&self, images: Vec<Input>) -> Classification<'_> {
         Box::pin(async move {
             self.predict(images).await.map_err(|e| match e {
                 InferenceError::WorkersGone => ClassifyError::Closed,

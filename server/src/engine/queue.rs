@@ -5,11 +5,10 @@ use std::sync::Mutex;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::error::InferenceError;
-use crate::classifier::JobOutput;
+use crate::classifier::{Input, JobOutput};
 
 /// Adaptive batching (`--max-batch-size`, `--max-batch-delay`): how many queued images one ONNX
 /// Runtime call may take, and how long a worker waits for more before running a partial batch.
@@ -30,9 +29,9 @@ impl Batching {
 /// Where a job's answer goes.
 pub(super) type Reply = oneshot::Sender<Result<JobOutput, InferenceError>>;
 
-/// One request's images waiting for a worker, and where its answer goes.
+/// One request's pictures waiting for a worker, and where its answer goes.
 pub(super) struct Job {
-    pub(super) images: Vec<Bytes>,
+    pub(super) images: Vec<Input>,
     pub(super) reply: Reply,
     pub(super) enqueued: Instant,
 }
@@ -41,7 +40,7 @@ impl Job {
     /// A job of `images` queued now, and the receiver of its answer (dropping it tells the workers
     /// that the client is gone).
     pub(super) fn new(
-        images: Vec<Bytes>,
+        images: Vec<Input>,
     ) -> (Job, oneshot::Receiver<Result<JobOutput, InferenceError>>) {
         let (reply, answer) = oneshot::channel();
         let job = Job {
@@ -112,7 +111,7 @@ mod tests {
 
     /// A job of `n` images; the receiver keeps its reply open (drop it to close it).
     fn job(n: usize) -> (Job, oneshot::Receiver<Result<JobOutput, InferenceError>>) {
-        Job::new(vec![Bytes::from_static(b"x"); n])
+        Job::new(vec![Input::Encoded(bytes::Bytes::from_static(b"x")); n])
     }
 
     fn sizes(jobs: &[Job]) -> Vec<usize> {

@@ -6,14 +6,13 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use bytes::Bytes;
 use ort::session::Session;
 
 use super::error::InferenceError;
 use super::output::to_prediction;
 use super::queue::{Batching, Job, next_batch};
 use super::session::run_all;
-use crate::classifier::{JobOutput, Prediction};
+use crate::classifier::{Input, JobOutput, Prediction};
 use crate::model::ModelSpec;
 use crate::preprocess::{self, DecodeLimits, PreprocessError};
 
@@ -39,7 +38,7 @@ pub(super) fn worker(
         let Some(jobs) = next_batch(&rx, &mut carried, batching) else {
             return; // engine dropped
         };
-        let inputs: Vec<(&[Bytes], Instant)> = jobs
+        let inputs: Vec<(&[Input], Instant)> = jobs
             .iter()
             .map(|j| (j.images.as_slice(), j.enqueued))
             .collect();
@@ -68,6 +67,50 @@ pub(super) fn worker(
     }
 }
 
+/// One picture into its row of the input: decoded and preprocessed, or a caller's tensor copied.
+fn fill_row(
+    prep: &mut preprocess::Preprocessor,
+    spec: &Arc<ModelSpec>,
+    picture: &Input,
+    limits: DecodeLimits,
+    row: &mut [f32],
+) -> Result<(), PreprocessError> {
+    match picture {
+        Input::Encoded(bytes) => {
+            // A decoder bug must not take the worker (and its session) down: treat a panic as an
+            // undecodable image (and start the next image with fresh preprocessing state).
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                prep.run(bytes, limits, row)
+            }))
+            .unwrap_or_else(|_| {
+                *prep = preprocess::Preprocessor::new(Arc::clone(spec));
+                Err(PreprocessError::Undecodable {
+                    format: "uploaded",
+                    reason: "the decoder failed on this input".into(),
+                })
+            })
+        }
+        Input::Tensor(values) => copy_tensor(values, row),
+    }
+}
+
+/// A caller's tensor into its slot of the input (the protocol layer checked its length; a wrong
+/// one fails this picture alone rather than shifting the others).
+fn copy_tensor(values: &[f32], row: &mut [f32]) -> Result<(), PreprocessError> {
+    if values.len() != row.len() {
+        return Err(PreprocessError::Undecodable {
+            format: "tensor",
+            reason: format!(
+                "it has {} values, the model takes {}",
+                values.len(),
+                row.len()
+            ),
+        });
+    }
+    row.copy_from_slice(values);
+    Ok(())
+}
+
 impl WorkerState {
     /// A worker around `session`, preprocessing for `spec`.
     pub(super) fn new(session: Session, spec: Arc<ModelSpec>) -> WorkerState {
@@ -81,7 +124,7 @@ impl WorkerState {
     /// One job's images, as [`WorkerState::process_jobs`] runs them.
     pub(super) fn process(
         &mut self,
-        images: &[Bytes],
+        images: &[Input],
         limits: DecodeLimits,
         enqueued: Instant,
     ) -> Result<JobOutput, InferenceError> {
@@ -96,7 +139,7 @@ impl WorkerState {
     /// ONNX Runtime failure fails every job of the call.
     fn process_jobs(
         &mut self,
-        jobs: &[(&[Bytes], Instant)],
+        jobs: &[(&[Input], Instant)],
         limits: DecodeLimits,
     ) -> Vec<Result<JobOutput, InferenceError>> {
         let started = Instant::now();
@@ -111,20 +154,10 @@ impl WorkerState {
         input.resize(len * total, 0.0);
         let mut ok_slots = Vec::with_capacity(total);
         let mut results: Vec<Result<Prediction, PreprocessError>> = Vec::with_capacity(total);
-        for bytes in jobs.iter().flat_map(|(images, _)| images.iter()) {
+        for picture in jobs.iter().flat_map(|(images, _)| images.iter()) {
             let slot = ok_slots.len();
-            // A decoder bug must not take the worker (and its session) down: treat a panic as an
-            // undecodable image (and start the next image with fresh preprocessing state).
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                prep.run(bytes, limits, &mut input[slot * len..(slot + 1) * len])
-            }))
-            .unwrap_or_else(|_| {
-                *prep = preprocess::Preprocessor::new(Arc::clone(&spec));
-                Err(PreprocessError::Undecodable {
-                    format: "uploaded",
-                    reason: "the decoder failed on this input".into(),
-                })
-            });
+            let row = &mut input[slot * len..(slot + 1) * len];
+            let outcome = fill_row(prep, &spec, picture, limits, row);
             match outcome {
                 Ok(()) => {
                     ok_slots.push(results.len());

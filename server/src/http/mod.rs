@@ -4,16 +4,21 @@
 //!
 //! Inside: `state` (shared state, a leaf), `media_type` (the strict `Content-Type` parser, a
 //! leaf), `middleware` (request id, timeout, log, metrics), `auth` (the API-key check in front of
-//! the protected routes), `predict` (the prediction routes) and `pages` (every other route); each
-//! imports only `state`, `media_type` and `middleware` of its siblings, and this file only
-//! assembles them (with the CORS layer of [`Security`]).
+//! the protected routes), `body` (receiving an upload under its limits), [`job`] (a prediction
+//! slot, the time limit, the classifier's job and its metrics; also used by [`crate::grpc`]),
+//! `predict` (BentoML's prediction routes), `v2` (the Open Inference Protocol's REST routes) and
+//! `pages` (every other route); each imports only `state`, `media_type`, `middleware`, `body` and
+//! `job` of its siblings, and this file only assembles them (with the CORS layer of [`Security`]).
 
 mod auth;
+pub mod body;
+pub mod job;
 mod media_type;
 mod middleware;
 mod pages;
 mod predict;
 mod state;
+mod v2;
 
 use std::sync::Arc;
 
@@ -66,6 +71,27 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(routes::HEALTHZ, get(pages::readyz))
         .route(routes::METRICS, guard(routes::METRICS, get(pages::metrics)))
         .route(routes::MODEL, guard(routes::MODEL, get(pages::model_info)))
+        .route(routes::V2_LIVE, get(v2::live))
+        .route(routes::V2_READY, get(v2::ready))
+        .route(
+            routes::V2_SERVER,
+            guard(routes::V2_SERVER, get(v2::server_metadata)),
+        )
+        .route(
+            routes::V2_MODEL,
+            guard(routes::V2_MODEL, get(v2::model_metadata)),
+        )
+        .route(
+            routes::V2_MODEL_VERSION,
+            guard(routes::V2_MODEL_VERSION, get(v2::model_metadata)),
+        )
+        .route(routes::V2_MODEL_READY, get(v2::model_ready))
+        .route(routes::V2_MODEL_VERSION_READY, get(v2::model_ready))
+        .route(routes::V2_INFER, guard(routes::V2_INFER, post(v2::infer)))
+        .route(
+            routes::V2_INFER_VERSION,
+            guard(routes::V2_INFER_VERSION, post(v2::infer)),
+        )
         .fallback(pages::fallback)
         .method_not_allowed_fallback(pages::method_not_allowed);
     if let Some(cors) = state.security.cors.clone() {

@@ -1,26 +1,21 @@
-//! `POST /predict` and `POST /predict/batch`: the body is received first (under an upload slot,
-//! bounded by size and by time/rate), then a prediction slot is taken (admission), then the
-//! image(s) are extracted (multipart or raw), classified, and answered.
-
-use std::sync::Arc;
-use std::time::Duration;
+//! `POST /predict` and `POST /predict/batch`: the body is received first (`body`: under an upload
+//! slot, bounded by size and by time/rate), then a prediction slot is taken (`job`: admission),
+//! then the image(s) are extracted (multipart or raw), classified, and answered.
 
 use axum::Json;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use bytes::BytesMut;
-use http_body_util::BodyExt;
 use serde::Serialize;
 use serde::ser::SerializeMap;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 
-use super::media_type;
-use super::state::{AppState, Limits, Shared};
-use crate::classifier::{ClassifyError, Prediction};
+use super::job::{admit, run_job, within_timeout};
+use super::state::{AppState, Shared};
+use super::{body, media_type};
+use crate::classifier::{Input, Prediction};
 use crate::errors::{ApiError, ErrorBody, image_code};
-use crate::preprocess::PreprocessError;
 use crate::routes;
 
 // Prediction routes.
@@ -60,24 +55,6 @@ impl Serialize for PredictionBody<'_> {
     }
 }
 
-/// Admission to a prediction slot, once the body has arrived: a slot under `--max-concurrency`,
-/// waited for at most `--max-queue-wait` (waiting costs no CPU; a refusal that a client retries at
-/// once does). While draining, predictions are still served; the connection layer closes each
-/// connection after its answer.
-async fn admit(state: &AppState) -> Result<OwnedSemaphorePermit, ApiError> {
-    let overloaded = || ApiError::Overloaded {
-        retry_after: state.limits.retry_after_seconds,
-    };
-    if let Ok(permit) = Arc::clone(&state.limiter).try_acquire_owned() {
-        return Ok(permit);
-    }
-    let wait = Arc::clone(&state.limiter).acquire_owned();
-    match tokio::time::timeout(state.limits.max_queue_wait, wait).await {
-        Ok(Ok(permit)) => Ok(permit),
-        _ => Err(overloaded()),
-    }
-}
-
 enum BodyKind {
     Multipart(String),
     Raw,
@@ -107,130 +84,6 @@ fn body_kind(headers: &HeaderMap) -> Result<BodyKind, ApiError> {
         raw if routes::is_raw_image_type(raw) => Ok(BodyKind::Raw),
         _ => Err(ApiError::UnsupportedMediaType(media.essence)),
     }
-}
-
-/// How long after the start a body that has `received` bytes so far may still wait for more:
-/// `--body-timeout`, or longer as long as the average rate stays at `--body-min-rate` or above.
-fn body_deadline(limits: &Limits, received: u64) -> Duration {
-    if limits.body_min_rate == 0 {
-        return limits.body_timeout;
-    }
-    let at_rate = Duration::from_secs_f64(received as f64 / limits.body_min_rate as f64);
-    limits.body_timeout.max(at_rate)
-}
-
-/// Whether a body error says the client went away (the connection ended in the middle of the body).
-fn client_gone(e: &axum::Error) -> bool {
-    use std::io::ErrorKind;
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && matches!(
-                io.kind(),
-                ErrorKind::UnexpectedEof
-                    | ErrorKind::ConnectionReset
-                    | ErrorKind::ConnectionAborted
-                    | ErrorKind::BrokenPipe
-            )
-        {
-            return true;
-        }
-        source = err.source();
-    }
-    false
-}
-
-/// A body as it arrives: the first chunk kept as is (most bodies come in one), later ones copied
-/// into one growing buffer (a body sent in many tiny chunks costs its bytes, not a record each).
-#[derive(Default)]
-struct BodyBuffer {
-    first: Option<Bytes>,
-    rest: BytesMut,
-}
-
-impl BodyBuffer {
-    fn push(&mut self, data: Bytes) {
-        match self.first.take() {
-            None if self.rest.is_empty() => self.first = Some(data),
-            None => self.rest.extend_from_slice(&data),
-            Some(first) => {
-                self.rest.reserve(first.len() + data.len());
-                self.rest.extend_from_slice(&first);
-                self.rest.extend_from_slice(&data);
-            }
-        }
-    }
-
-    fn finish(self) -> Bytes {
-        self.first.unwrap_or_else(|| self.rest.freeze())
-    }
-}
-
-/// Read the whole body, bounded by `--max-body-bytes` (413) and by the body's deadline (408).
-async fn read_body(
-    mut body: Body,
-    headers: &HeaderMap,
-    limits: &Limits,
-    memory: &Arc<Semaphore>,
-) -> Result<(Bytes, OwnedSemaphorePermit), ApiError> {
-    let max = limits.max_body_bytes;
-    if let Some(len) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        && len > max as u64
-    {
-        return Err(ApiError::BodyTooLarge { limit: max });
-    }
-    let start = tokio::time::Instant::now();
-    let mut buffer = BodyBuffer::default();
-    let mut received: u64 = 0;
-    let mut held = take_memory(memory, 0, limits)?;
-    loop {
-        let deadline = start + body_deadline(limits, received);
-        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-            Err(_) => {
-                return Err(ApiError::BodyTimeout {
-                    received,
-                    waited: start.elapsed(),
-                    timeout: limits.body_timeout,
-                    min_rate: limits.body_min_rate,
-                });
-            }
-            Ok(None) => break,
-            Ok(Some(Err(e))) if client_gone(&e) => return Err(ApiError::IncompleteBody),
-            Ok(Some(Err(e))) => {
-                return Err(ApiError::InvalidMultipart(format!(
-                    "the request body could not be read ({e})"
-                )));
-            }
-            Ok(Some(Ok(frame))) => frame,
-        };
-        if let Ok(data) = frame.into_data() {
-            received += data.len() as u64;
-            if received > max as u64 {
-                return Err(ApiError::BodyTooLarge { limit: max });
-            }
-            held.merge(take_memory(memory, data.len(), limits)?);
-            buffer.push(data);
-        }
-    }
-    Ok((buffer.finish(), held))
-}
-
-/// `--max-body-memory` for `len` more body bytes (counted twice, in KiB); 429 when the bodies in
-/// flight already hold it.
-fn take_memory(
-    memory: &Arc<Semaphore>,
-    len: usize,
-    limits: &Limits,
-) -> Result<OwnedSemaphorePermit, ApiError> {
-    let kib = u32::try_from((2 * len).div_ceil(1024)).unwrap_or(u32::MAX);
-    Arc::clone(memory)
-        .try_acquire_many_owned(kib)
-        .map_err(|_| ApiError::Overloaded {
-            retry_after: limits.retry_after_seconds,
-        })
 }
 
 /// How many `image` parts a route takes.
@@ -300,23 +153,14 @@ struct Received {
     bytes: Bytes,
 }
 
-/// Receive the body under an upload slot (`--max-uploads`; released when the body is in), before
-/// any prediction slot is taken: a client that sends slowly or stalls holds no prediction slot.
-/// Requests are served while the server drains (only `/readyz` turns 503 then; the connection
-/// layer closes each connection after its answer).
+/// Receive the body ([`body::upload`]) and what its `Content-Type` says it is.
 async fn receive(
     state: &AppState,
     req: Request,
 ) -> Result<(Received, OwnedSemaphorePermit), ApiError> {
     let (parts, body) = req.into_parts();
     let kind = body_kind(&parts.headers)?;
-    let _upload = Arc::clone(&state.uploads)
-        .try_acquire_owned()
-        .map_err(|_| ApiError::Overloaded {
-            retry_after: state.limits.retry_after_seconds,
-        })?;
-    let (bytes, memory) =
-        read_body(body, &parts.headers, &state.limits, &state.body_memory).await?;
+    let (bytes, memory) = body::upload(state, &parts.headers, body).await?;
     Ok((Received { kind, bytes }, memory))
 }
 
@@ -331,48 +175,12 @@ impl Received {
     }
 }
 
-/// Run `work` within `--request-timeout` (counted from now: the end of the body); 504 after.
-async fn within_timeout<T>(
-    state: &AppState,
-    work: impl Future<Output = Result<T, ApiError>>,
-) -> Result<T, ApiError> {
-    let timeout = state.limits.request_timeout;
-    tokio::time::timeout(timeout, work)
-        .await
-        .unwrap_or(Err(ApiError::Timeout(timeout)))
-}
-
-async fn run_job(
-    state: &AppState,
-    images: Vec<Bytes>,
-) -> Result<Vec<Result<Prediction, PreprocessError>>, ApiError> {
-    let out = state
-        .classifier
-        .classify(images)
-        .await
-        .map_err(|e| match e {
-            ClassifyError::Closed => ApiError::Draining,
-            ClassifyError::Failed(reason) => ApiError::Internal(reason),
-        })?;
-    state.metrics.queue_wait.observe(out.queue_wait);
-    state.metrics.preprocess.observe(out.preprocess);
-    state.metrics.inference.observe(out.inference);
-    if out.batch_images > 0 {
-        // (no ONNX Runtime call when none of the job's images could be decoded)
-        state.metrics.batch_images.observe_count(out.batch_images);
-    }
-    for p in out.results.iter().flatten() {
-        state.metrics.predicted(p.best, p.known);
-    }
-    Ok(out.results)
-}
-
 pub async fn predict(State(state): Shared, req: Request) -> Result<Response, ApiError> {
     let (body, _memory) = receive(&state, req).await?;
     within_timeout(&state, async {
         let images = body.images(Expect::One).await?;
         let _permit = admit(&state).await?;
-        let mut results = run_job(&state, images).await?;
+        let mut results = run_job(&state, images.into_iter().map(Input::Encoded).collect()).await?;
         let prediction = results
             .pop()
             .ok_or_else(|| ApiError::Internal("no result".into()))?
@@ -394,7 +202,7 @@ pub async fn predict_batch(State(state): Shared, req: Request) -> Result<Respons
             .images(Expect::AtMost(state.limits.max_batch_images))
             .await?;
         let _permit = admit(&state).await?;
-        run_job(&state, images).await
+        run_job(&state, images.into_iter().map(Input::Encoded).collect()).await
     })
     .await?;
     for e in results.iter().filter_map(|r| r.as_ref().err()) {
@@ -464,42 +272,5 @@ mod tests {
                 "{bad}"
             );
         }
-    }
-
-    #[test]
-    fn a_body_buffer_keeps_one_chunk_and_joins_many() {
-        let one = Bytes::from_static(b"abc");
-        let mut b = BodyBuffer::default();
-        b.push(one.clone());
-        let got = b.finish();
-        assert_eq!(got.as_ptr(), one.as_ptr(), "one chunk is not copied");
-        let mut b = BodyBuffer::default();
-        for c in [&b"ab"[..], b"", b"c", b"de"] {
-            b.push(Bytes::copy_from_slice(c));
-        }
-        assert_eq!(&b.finish()[..], b"abcde");
-        assert!(BodyBuffer::default().finish().is_empty());
-    }
-
-    #[test]
-    fn a_body_may_take_the_timeout_or_longer_at_the_minimum_rate() {
-        let limits = |timeout_ms, body_min_rate| Limits {
-            max_body_bytes: 1 << 20,
-            max_batch_images: 1,
-            max_concurrency: 1,
-            max_queue_wait: Duration::ZERO,
-            request_timeout: Duration::from_secs(30),
-            retry_after_seconds: 1,
-            body_timeout: Duration::from_millis(timeout_ms),
-            body_min_rate,
-            max_uploads: 1,
-            max_body_memory: 1 << 24,
-        };
-        let l = limits(2000, 1000);
-        assert_eq!(body_deadline(&l, 0), Duration::from_secs(2));
-        assert_eq!(body_deadline(&l, 1500), Duration::from_secs(2));
-        assert_eq!(body_deadline(&l, 5000), Duration::from_secs(5));
-        let no_rate = limits(2000, 0);
-        assert_eq!(body_deadline(&no_rate, 1 << 20), Duration::from_secs(2));
     }
 }

@@ -16,7 +16,7 @@ use crate::connection::tls::{self, CertResolver};
 use crate::connection::{Listener, Tls};
 use crate::http::{self, AppState};
 use crate::metrics::TlsMetrics;
-use crate::{reload, root_path};
+use crate::{grpc, reload, root_path};
 
 /// The bound listening sockets: plain HTTP on `--port`, HTTPS on `--tls-port` (a bare
 /// `TcpListener` is plain HTTP only, what tests and embedders pass).
@@ -66,6 +66,9 @@ pub(super) fn listeners_of(
         Arc::<str>::from(config.root_path.as_str()),
         root_path::middleware,
     ));
+    // The Open Inference Protocol's gRPC calls on the same listeners (never under --root-path:
+    // a gRPC method's path is fixed).
+    let app = grpc::with_grpc(app, Arc::clone(state));
     let mut listeners = Vec::new();
     let mut reloads: Vec<JoinHandle<()>> = keys_reload(config, state).into_iter().collect();
     if let Some(tcp) = bound.plain {

@@ -13,8 +13,12 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::auth::{API_KEY_HEADER, AuthFailure, BEARER};
+
+mod grpc;
+
 use crate::preprocess::PreprocessError;
 use crate::routes;
+pub use grpc::status_of_grpc;
 
 /// Stable error codes (the `code` field of every error body).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,10 +53,13 @@ pub enum ErrorCode {
     ApiKeyMissing,
     ApiKeyInvalid,
     ApiKeyMalformed,
+    // The Open Inference Protocol: a model or version not served, a request that does not fit.
+    ModelNotFound,
+    InvalidInferenceRequest,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 28] = [
+    pub const ALL: [ErrorCode; 30] = [
         ErrorCode::EmptyBody,
         ErrorCode::InvalidImage,
         ErrorCode::TruncatedImage,
@@ -81,6 +88,8 @@ impl ErrorCode {
         ErrorCode::ApiKeyMissing,
         ErrorCode::ApiKeyInvalid,
         ErrorCode::ApiKeyMalformed,
+        ErrorCode::ModelNotFound,
+        ErrorCode::InvalidInferenceRequest,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -113,6 +122,8 @@ impl ErrorCode {
             ErrorCode::ApiKeyMissing => "api_key_missing",
             ErrorCode::ApiKeyInvalid => "api_key_invalid",
             ErrorCode::ApiKeyMalformed => "api_key_malformed",
+            ErrorCode::ModelNotFound => "model_not_found",
+            ErrorCode::InvalidInferenceRequest => "invalid_inference_request",
         }
     }
 
@@ -127,8 +138,9 @@ impl ErrorCode {
             | ErrorCode::InvalidMultipart
             | ErrorCode::MultipleImages
             | ErrorCode::IncompleteBody
-            | ErrorCode::MalformedRequest => StatusCode::BAD_REQUEST,
-            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            | ErrorCode::MalformedRequest
+            | ErrorCode::InvalidInferenceRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::NotFound | ErrorCode::ModelNotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::BodyTooLarge | ErrorCode::TooManyImages => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType | ErrorCode::UnsupportedImageFormat => {
@@ -204,6 +216,12 @@ impl ErrorCode {
             }
             ErrorCode::ApiKeyMalformed => {
                 return ApiError::Unauthorized(AuthFailure::Malformed).to_string();
+            }
+            ErrorCode::ModelNotFound => {
+                "Model `resnet` is not served here; this server serves `celestial-bodies`."
+            }
+            ErrorCode::InvalidInferenceRequest => {
+                "Element 2 of input `image` cannot be classified: unsupported image format; send JPEG, PNG, WebP, GIF or BMP."
             }
         };
         message.to_string()
@@ -287,6 +305,25 @@ pub enum ApiError {
     /// A route that needs an API key, without a valid one.
     #[error("{}", unauthorized_message(*.0))]
     Unauthorized(AuthFailure),
+    #[error("Model `{name}` is not served here; this server serves `{served}`.")]
+    ModelNotFound { name: String, served: String },
+    #[error("Model `{name}` has no version `{version}` here; the served version is `{served}`.")]
+    VersionNotFound {
+        name: String,
+        version: String,
+        served: String,
+    },
+    /// An inference request of the Open Inference Protocol that does not fit the model.
+    #[error("{0}.")]
+    InvalidInference(String),
+    /// One element of an inference request's input that cannot be classified: the whole request
+    /// fails.
+    #[error("Element {index} of input `{input}` cannot be classified: {reason}.")]
+    InvalidElement {
+        input: String,
+        index: usize,
+        reason: String,
+    },
 }
 
 /// The message of a refused key, naming the two ways to send one.
@@ -338,6 +375,12 @@ impl ApiError {
             ApiError::Unauthorized(AuthFailure::Missing) => ErrorCode::ApiKeyMissing,
             ApiError::Unauthorized(AuthFailure::Invalid) => ErrorCode::ApiKeyInvalid,
             ApiError::Unauthorized(AuthFailure::Malformed) => ErrorCode::ApiKeyMalformed,
+            ApiError::ModelNotFound { .. } | ApiError::VersionNotFound { .. } => {
+                ErrorCode::ModelNotFound
+            }
+            ApiError::InvalidInference(_) | ApiError::InvalidElement { .. } => {
+                ErrorCode::InvalidInferenceRequest
+            }
         }
     }
 

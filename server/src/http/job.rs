@@ -1,0 +1,67 @@
+//! A prediction's path once its body is in, shared by every prediction route (`/predict`,
+//! `/predict/batch`, the Open Inference Protocol's REST and gRPC inference): a prediction slot
+//! ([`admit`]), the time limit ([`within_timeout`]) and the classifier's job with its metrics
+//! ([`run_job`]).
+
+use std::sync::Arc;
+
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::state::AppState;
+use crate::classifier::{ClassifyError, Input, Prediction};
+use crate::errors::ApiError;
+use crate::preprocess::PreprocessError;
+
+/// Admission to a prediction slot, once the body has arrived: a slot under `--max-concurrency`,
+/// waited for at most `--max-queue-wait` (waiting costs no CPU; a refusal that a client retries at
+/// once does). While draining, predictions are still served; the connection layer closes each
+/// connection after its answer.
+pub async fn admit(state: &AppState) -> Result<OwnedSemaphorePermit, ApiError> {
+    let overloaded = || ApiError::Overloaded {
+        retry_after: state.limits.retry_after_seconds,
+    };
+    if let Ok(permit) = Arc::clone(&state.limiter).try_acquire_owned() {
+        return Ok(permit);
+    }
+    let wait = Arc::clone(&state.limiter).acquire_owned();
+    match tokio::time::timeout(state.limits.max_queue_wait, wait).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => Err(overloaded()),
+    }
+}
+
+/// Run `work` within `--request-timeout` (counted from now: the end of the body); 504 after.
+pub async fn within_timeout<T>(
+    state: &AppState,
+    work: impl Future<Output = Result<T, ApiError>>,
+) -> Result<T, ApiError> {
+    let timeout = state.limits.request_timeout;
+    tokio::time::timeout(timeout, work)
+        .await
+        .unwrap_or(Err(ApiError::Timeout(timeout)))
+}
+
+pub async fn run_job(
+    state: &AppState,
+    images: Vec<Input>,
+) -> Result<Vec<Result<Prediction, PreprocessError>>, ApiError> {
+    let out = state
+        .classifier
+        .classify(images)
+        .await
+        .map_err(|e| match e {
+            ClassifyError::Closed => ApiError::Draining,
+            ClassifyError::Failed(reason) => ApiError::Internal(reason),
+        })?;
+    state.metrics.queue_wait.observe(out.queue_wait);
+    state.metrics.preprocess.observe(out.preprocess);
+    state.metrics.inference.observe(out.inference);
+    if out.batch_images > 0 {
+        // (no ONNX Runtime call when none of the job's images could be decoded)
+        state.metrics.batch_images.observe_count(out.batch_images);
+    }
+    for p in out.results.iter().flatten() {
+        state.metrics.predicted(p.best, p.known);
+    }
+    Ok(out.results)
+}
