@@ -48,12 +48,7 @@ async fn draining_a_node_under_load_fails_no_request() {
     let r = run(release, None).await;
     assert_eq!(r.code, 0, "{}", r.describe());
     let url = r.json()["url"].as_str().unwrap().to_string();
-    let jpeg = dataset_image("Jupiter").unwrap_or_else(|| {
-        std::fs::read(
-            celestial_e2e::repo_root().join("server/tests/fixtures/saturn-progressive.jpg"),
-        )
-        .unwrap()
-    });
+    let jpeg = dataset_image_or_fixture("Jupiter");
     let before = placement(&env, ns.name()).await;
     eprintln!("before the drain: {before:?}");
     assert_eq!(before.len(), 2, "{before:?}");

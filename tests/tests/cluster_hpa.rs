@@ -39,13 +39,7 @@ async fn ready_pods(env: &TestEnv, ns: &str) -> usize {
     server_pods(env, ns)
         .await
         .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter(|p| {
-            p.status
-                .as_ref()
-                .and_then(|s| s.container_statuses.as_ref())
-                .is_some_and(|cs| cs.iter().all(|c| c.ready))
-        })
+        .filter(|p| serving(p))
         .count()
 }
 
@@ -88,12 +82,7 @@ async fn the_hpa_scales_the_server_out_under_load_and_back_in_without_a_failed_r
     let r = run(release, None).await;
     assert_eq!(r.code, 0, "{}", r.describe());
     let url = r.json()["url"].as_str().unwrap().to_string();
-    let jpeg = dataset_image("Saturn").unwrap_or_else(|| {
-        std::fs::read(
-            celestial_e2e::repo_root().join("server/tests/fixtures/saturn-progressive.jpg"),
-        )
-        .unwrap()
-    });
+    let jpeg = dataset_image_or_fixture("Saturn");
 
     // metrics-server's figures reach the HPA before any load (about two 15 s scrapes)
     let n = ns.name().to_owned();

@@ -55,3 +55,12 @@ pub async fn replica_sets(env: &TestEnv, ns: &str) -> Vec<ReplicaSet> {
 pub async fn server_pods(env: &TestEnv, ns: &str) -> Vec<Pod> {
     server_objects(env, ns).await
 }
+
+/// A pod that is not terminating and whose containers are all ready.
+pub fn serving(p: &Pod) -> bool {
+    p.metadata.deletion_timestamp.is_none()
+        && p.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .is_some_and(|cs| cs.iter().all(|c| c.ready))
+}

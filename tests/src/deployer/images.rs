@@ -115,6 +115,14 @@ pub fn real_node_release(env: &TestEnv, repo: &str, manifests: &Path) -> (Scratc
     (inputs, release)
 }
 
+/// A dataset image of `label`, else the committed Saturn fixture: for load, where any real
+/// photograph does.
+pub fn dataset_image_or_fixture(label: &str) -> Vec<u8> {
+    dataset_image(label).unwrap_or_else(|| {
+        std::fs::read(repo_root().join("server/tests/fixtures/saturn-progressive.jpg")).unwrap()
+    })
+}
+
 /// A dataset image of `label` (raw/LABEL/LABEL_100.jpg) when the shared dataset is there.
 pub fn dataset_image(label: &str) -> Option<Vec<u8>> {
     let root = std::env::var_os("CELESTIAL_DATASET")
