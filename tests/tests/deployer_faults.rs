@@ -216,6 +216,18 @@ async fn deployer_stops_on_sigint_says_where_the_cluster_is_and_a_rerun_converge
 /// `kubectl scale` of the server's Deployment to `replicas`, then wait until exactly that many of
 /// its pods exist (the removed ones gone) and all are ready.
 async fn scale(env: &TestEnv, ns: &str, replicas: usize) {
+    // The environment has metrics-server, so the manifests' HPA acts on real CPU: under this
+    // test's load it would scale the Deployment itself and overrule the manual scale.
+    run_testenv(&[
+        "kubectl",
+        "-n",
+        ns,
+        "delete",
+        "hpa",
+        "--all",
+        "--ignore-not-found",
+    ])
+    .unwrap();
     let to = format!("--replicas={replicas}");
     let deployment = "deployment/celestial-bodies-classifier-deployment";
     run_testenv(&["kubectl", "-n", ns, "scale", deployment, &to]).unwrap();
@@ -227,11 +239,7 @@ async fn scale(env: &TestEnv, ns: &str, replicas: usize) {
                 .as_ref()
                 .and_then(|s| s.node_name.as_deref())
                 .is_some_and(|n| env.info().real_node_named(n).is_some())
-                && p.metadata.deletion_timestamp.is_none()
-                && p.status
-                    .as_ref()
-                    .and_then(|s| s.container_statuses.as_ref())
-                    .is_some_and(|cs| cs.iter().all(|c| c.ready))
+                && serving(p)
         });
         if pods.len() == replicas && ready.count() == replicas {
             return;
