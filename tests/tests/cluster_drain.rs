@@ -1,6 +1,7 @@
 //! A real node drained under load: `kubectl drain` evicts the server's pods from one node through
 //! the eviction API while clients send predictions through the public URL; the
-//! PodDisruptionBudget (`minAvailable: 1`) and `maxUnavailable: 0` keep one pod serving, the
+//! PodDisruptionBudget (`minAvailable: 1`) and `maxUnavailable: 0` keep one pod serving (the HPA is
+//! removed first, so that the replica count is the one it checks), the
 //! evicted pods come back on the other node, and not one client request fails. Its own test binary:
 //! a cordoned node must not surprise another test (cargo runs test binaries one after another).
 
@@ -65,6 +66,9 @@ async fn draining_a_node_under_load_fails_no_request() {
     nodes.sort_by_key(|n| std::cmp::Reverse(count(n)));
     let node = nodes[0].clone();
 
+    // The HPA would act on this load's real CPU (metrics-server runs) and change the replica count
+    // this test counts; the autoscaler has its own test (cluster_hpa.rs).
+    run_testenv(&["kubectl", "-n", ns.name(), "delete", "hpa", "--all"]).unwrap();
     let load = Load::start(&url, &jpeg, CLIENTS);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let _guard = Cordoned(node.clone());
