@@ -273,7 +273,7 @@ mod tests {
     }
 
     /// Expects the restoring apply (answered `code`) and, when it is taken, the wait until the
-    /// restored revision is available.
+    /// restored revision is available and the apply that sets its strategy back.
     fn expect_restore(s: &mut Scenario, code: u16) {
         if code != 200 {
             let refusal = status(code, "Invalid", "spec.template: Invalid value");
@@ -285,6 +285,7 @@ mod tests {
         let done = event("MODIFIED", deployment(rolled_out()), "30");
         r.deployment_events = vec![(secs(7), done)];
         r.script(s);
+        expect_rollback_apply(s).reply(200, deployment(rolled_out()));
     }
 
     /// Expects the history written once (it had `before`).

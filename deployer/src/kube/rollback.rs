@@ -123,8 +123,46 @@ pub async fn revisions(cluster: &Cluster, ns: &str, name: &str) -> Result<Revisi
     })
 }
 
-/// Applies `spec` (from [`rollback_spec`], or a chosen revision's) and waits for it to be
-/// available again. `target` names it in messages ("the previous spec", "revision 3").
+/// `spec` with every pod of a rolling update allowed to start at once (`maxSurge: 100%`): a
+/// rollback brings back a revision that served before, and the service should have it again as
+/// fast as its pods start, not one pod after another (two replicas: one pod start and
+/// `minReadySeconds` instead of two). `maxUnavailable` stays, so no old pod goes before a restored
+/// one is available, and pods that do not fit wait as in any rollout while old ones make room. A
+/// `Recreate` strategy is left alone.
+pub fn surging(spec: &Value) -> Value {
+    let mut fast = spec.clone();
+    let rolling = fast
+        .pointer("/strategy/type")
+        .and_then(Value::as_str)
+        .is_none_or(|t| t == "RollingUpdate");
+    if rolling && let Some(s) = fast.as_object_mut() {
+        let strategy = s.entry("strategy").or_insert_with(|| serde_json::json!({}));
+        strategy["type"] = "RollingUpdate".into();
+        if !strategy["rollingUpdate"].is_object() {
+            strategy["rollingUpdate"] = serde_json::json!({});
+        }
+        strategy["rollingUpdate"]["maxSurge"] = "100%".into();
+    }
+    fast
+}
+
+/// The server-side apply of Deployment `name` with `spec` (forced: it takes back fields others
+/// changed).
+async fn apply_spec(api: &Api<Deployment>, name: &str, ns: &str, spec: &Value) -> kube::Result<()> {
+    let body = serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": spec,
+    });
+    let pp = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch(name, &pp, &Patch::Apply(&body)).await.map(|_| ())
+}
+
+/// Applies `spec` (from [`rollback_spec`], or a chosen revision's) with all its pods starting at
+/// once ([`surging`]), waits for it to be available again, then applies `spec`'s own strategy
+/// (a change of strategy alone starts no rollout). `target` names it in messages ("the previous
+/// spec", "revision 3").
 pub async fn rollback(
     cluster: &Cluster,
     ns: &str,
@@ -134,19 +172,12 @@ pub async fn rollback(
     progress: &mut dyn Progress,
 ) -> Rollback {
     let image = first_image(spec);
-    let body = serde_json::json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": spec,
-    });
     let api: Api<Deployment> = Api::namespaced(cluster.client.clone(), ns);
-    let pp = PatchParams::apply(FIELD_MANAGER).force();
     progress.line(&format!(
-        "rolling Deployment/{name} back to {target} (image {})",
+        "rolling Deployment/{name} back to {target} (image {}), all its pods at once",
         image.as_deref().unwrap_or("?")
     ));
-    if let Err(e) = api.patch(name, &pp, &Patch::Apply(&body)).await {
+    if let Err(e) = apply_spec(&api, name, ns, &surging(spec)).await {
         return Rollback {
             restored: false,
             image,
@@ -156,12 +187,21 @@ pub async fn rollback(
             ),
         };
     }
-    match wait_rollout(cluster, ns, name, limits, progress).await {
+    let waited = wait_rollout(cluster, ns, name, limits, progress).await;
+    // The strategy goes back even when the wait failed: the next rollout must not surge.
+    let strategy = match apply_spec(&api, name, ns, spec).await {
+        Ok(()) => String::new(),
+        Err(e) => format!(
+            "; its rollout strategy could not be set back and is still maxSurge 100% until the next apply ({})",
+            api_error(&format!("Deployment/{name}"), "apply", e, target)
+        ),
+    };
+    match waited {
         Ok(r) => Rollback {
             restored: true,
             image: image.clone(),
             message: format!(
-                "restored {target} (image {}); it is available again ({} replicas, {:.1}s)",
+                "restored {target} (image {}); it is available again ({} replicas, {:.1}s){strategy}",
                 image.as_deref().unwrap_or("?"),
                 r.replicas,
                 r.seconds
@@ -170,7 +210,7 @@ pub async fn rollback(
         Err(e) => Rollback {
             restored: false,
             image,
-            message: format!("restored {target} but it did not become available: {e}"),
+            message: format!("restored {target} but it did not become available: {e}{strategy}"),
         },
     }
 }

@@ -59,13 +59,24 @@ pub fn expect_rollback_apply(s: &mut Scenario) -> &mut Exchange {
         .query("force", "true")
 }
 
-/// Expects the rollback of `d` to the previous spec: its apply, then the wait until it is
-/// available again (9 s).
+/// Expects the rollback of `d` to the previous spec: its apply (all pods at once), the wait until
+/// it is available again (9 s), then the apply that sets its own strategy back.
 pub fn expect_rollback(s: &mut Scenario) {
     expect_rollback_apply(s).reply(200, deployment(rolling()));
     let mut back = Rollout::rolling();
     back.deployment_events = vec![(secs(9), event("MODIFIED", deployment(rolled_out()), "30"))];
     back.script(s);
+    expect_rollback_apply(s).reply(200, deployment(rolled_out()));
+}
+
+/// The two applies of a rollback: the spec with `maxSurge: 100%`, then the same spec with its own
+/// strategy.
+pub fn assert_rollback_applies(patches: &[Value]) {
+    assert_eq!(patches.len(), 2, "a rollback applies twice: {patches:#?}");
+    let (fast, own) = (&patches[0]["spec"], &patches[1]["spec"]);
+    assert_eq!(fast["strategy"]["rollingUpdate"]["maxSurge"], "100%");
+    assert_eq!(fast["template"], own["template"]);
+    assert_ne!(own["strategy"]["rollingUpdate"]["maxSurge"], "100%");
 }
 
 /// The image of the spec the rollback applied.
@@ -110,7 +121,7 @@ async fn a_model_the_server_refuses_is_rolled_back_without_being_asked_and_exits
     r.script(&mut s);
     expect_rollback(&mut s);
     let (result, progress, patches) = rollouts(s, &[]).await;
-    assert_eq!(patches.len(), 1, "one rollback");
+    assert_rollback_applies(&patches);
     assert_eq!(restored_image(&patches[0]), PREVIOUS_IMAGE);
     let e = result.expect_err("the rollout failed");
     assert!(
@@ -190,7 +201,7 @@ async fn a_failed_smoke_test_rolls_back_on_request_and_exits_8() {
     let mut s = Scenario::new();
     expect_rollback(&mut s);
     let (e, patches) = smoke(s, applied(true), &["--rollback-on-failure"]).await;
-    assert_eq!(patches.len(), 1);
+    assert_rollback_applies(&patches);
     assert_eq!(restored_image(&patches[0]), PREVIOUS_IMAGE);
     assert!(
         matches!(&e, Error::SmokeRolledBack { rollback, .. } if rollback.restored),

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::api_server::{Scenario, status};
 use super::objects::*;
-use crate::kube::rollback::{rollback, rollback_spec};
+use crate::kube::rollback::{rollback, rollback_spec, surging};
 use crate::kube::rollout::{Limits, Rollback};
 use crate::progress::Recorded;
 
@@ -98,11 +98,35 @@ async fn roll_back(scenario: Scenario) -> (Rollback, Vec<String>, Value) {
     let outcome = rollback(&cluster, NS, NAME, target, limits, &mut progress).await;
     server.verify();
     let patches = server.requests(Method::PATCH, &one(DEPLOYMENTS, NAME));
-    assert_eq!(patches.len(), 1, "one apply");
     let body = patches[0].body.clone();
-    assert_eq!(body["spec"], previous, "the previous spec applied");
+    assert_eq!(body["spec"], surging(&previous), "all pods at once");
     assert_eq!(body["metadata"], json!({"name": NAME, "namespace": NS}));
+    if let Some(second) = patches.get(1) {
+        assert_eq!(second.body["spec"], previous, "then its own strategy again");
+    }
     (outcome, progress.lines, body)
+}
+
+/// Its own strategy back after the wait, as the apply answers it.
+fn expect_strategy_back(s: &mut Scenario) {
+    expect_apply(s).reply(200, deployment(rolled_out()));
+}
+
+#[test]
+fn a_rollback_surges_rolling_updates_and_leaves_recreate_alone() {
+    let rolling = json!({"replicas": 2, "strategy": {"type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}});
+    assert_eq!(
+        surging(&rolling)["strategy"],
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "100%"}})
+    );
+    let default = json!({"replicas": 2});
+    assert_eq!(
+        surging(&default)["strategy"],
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "100%"}})
+    );
+    let recreate = json!({"replicas": 2, "strategy": {"type": "Recreate"}});
+    assert_eq!(surging(&recreate), recreate);
 }
 
 /// The forced server-side apply the rollback makes (it takes back fields others changed).
@@ -119,6 +143,7 @@ async fn a_rollback_restores_the_previous_spec_and_waits_until_it_is_available()
     let mut r = Rollout::rolling();
     r.deployment_events = vec![(secs(9), event("MODIFIED", deployment(rolled_out()), "11"))];
     r.script(&mut s);
+    expect_strategy_back(&mut s);
     let (outcome, progress, _) = roll_back(s).await;
     assert!(outcome.restored, "{outcome:?}");
     assert_eq!(outcome.image.as_deref(), Some(PREVIOUS_IMAGE));
@@ -128,7 +153,7 @@ async fn a_rollback_restores_the_previous_spec_and_waits_until_it_is_available()
     );
     assert_eq!(
         progress[0],
-        "rolling Deployment/d back to the previous spec (image registry.invalid/server:1)"
+        "rolling Deployment/d back to the previous spec (image registry.invalid/server:1), all its pods at once"
     );
 }
 
@@ -142,6 +167,7 @@ async fn a_rollback_rides_out_a_watch_that_breaks_during_its_wait() {
     r.deployment_events = vec![(secs(4), gone())];
     r.script(&mut s);
     relisted_then_complete(&mut s, secs(3));
+    expect_strategy_back(&mut s);
     let (outcome, progress, _) = roll_back(s).await;
     assert!(outcome.restored, "{outcome:?}");
     assert!(
@@ -178,6 +204,7 @@ async fn a_restored_spec_that_does_not_become_available_is_reported() {
     let stuck = pod("d-h2-a", "h2", unschedulable());
     r.pod_events = vec![(secs(2), event("MODIFIED", stuck, "11"))];
     r.script(&mut s);
+    expect_strategy_back(&mut s);
     let (outcome, _, _) = roll_back(s).await;
     assert!(!outcome.restored);
     assert!(
