@@ -680,9 +680,11 @@ async fn deployer_build_refuses_a_binary_the_base_cannot_run() {
 async fn deployer_manifests_pass_kubeconform() {
     let env = TestEnv::get().await.expect("test environment");
     // The files deployer applies: those directly in kubernetes/ (kubeconform would also walk
-    // kubernetes/monitoring/, whose prometheus-operator kinds tests/tests/monitoring.rs checks).
-    let files: Vec<_> = std::fs::read_dir(repo_root().join("kubernetes"))
-        .unwrap()
+    // kubernetes/monitoring/, whose prometheus-operator kinds tests/tests/monitoring.rs checks),
+    // and the deployer's own Role (kubernetes/rbac/).
+    let files: Vec<_> = ["kubernetes", "kubernetes/rbac"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(repo_root().join(d)).unwrap())
         .map(|e| e.unwrap().path())
         .filter(|p| p.is_file())
         .collect();
@@ -693,7 +695,7 @@ async fn deployer_manifests_pass_kubeconform() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "kubeconform failed:\n{text}");
-    assert!(text.contains("Valid: 4"), "{text}");
+    assert!(text.contains("Valid: 5"), "{text}");
 }
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! Running the real `deployer` binary in end-to-end tests (tests/tests/deployer_*.rs): the run and
 //! its result ([`Run`], in the background [`Running`]), scratch copies of `kubernetes/` (edited, or
 //! placed on the real node), the server image build, variants of its model, predictions through a
-//! public URL, and reading the server's objects back.
+//! public URL, reading the server's objects back, and running as a least-privilege CI account.
 
 mod cluster;
 mod images;
@@ -9,6 +9,7 @@ mod load;
 mod manifests;
 mod models;
 mod predict;
+mod rbac;
 mod running;
 
 use std::path::PathBuf;
@@ -26,6 +27,7 @@ pub use load::*;
 pub use manifests::*;
 pub use models::*;
 pub use predict::*;
+pub use rbac::*;
 pub use running::*;
 
 pub const DEPLOYMENT: &str = "celestial-bodies-classifier-deployment";

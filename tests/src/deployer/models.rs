@@ -1,7 +1,7 @@
 //! Variants of the served model for release tests: another version (a later release of the same
-//! model), and one whose labels are permuted (a model its server must refuse at start). Each is
-//! the shipped ONNX file with one metadata value changed in place, keeping every length, so the
-//! protobuf stays valid without a protobuf library.
+//! model), one whose labels are permuted (a model its server must refuse at start), and the guide's
+//! weaker recipe given metadata. Each is an ONNX file with metadata changed in place (keeping every
+//! length) or appended, so the protobuf stays valid without a protobuf library.
 
 use std::path::{Path, PathBuf};
 
@@ -77,6 +77,53 @@ pub fn permuted_labels(from: &Path, dir: &Scratch) -> PathBuf {
     })
 }
 
+/// A protobuf varint.
+fn varint(mut n: usize, out: &mut Vec<u8>) {
+    while n >= 0x80 {
+        out.push((n as u8 & 0x7f) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+/// A length-delimited protobuf field: its tag byte, the length and the bytes.
+fn field(tag: u8, bytes: &[u8], out: &mut Vec<u8>) {
+    out.push(tag);
+    varint(bytes.len(), out);
+    out.extend_from_slice(bytes);
+}
+
+/// `from` with `entries` added to its metadata: protobuf lets a message's fields come in any
+/// order, so each `StringStringEntryProto` is appended as one more `metadata_props` (field 14 of
+/// `ModelProto`). For a model without metadata (the guide's recipe) that gives it what a release
+/// needs: its labels, name and version.
+pub fn with_metadata(from: &Path, dir: &Scratch, name: &str, entries: &[(&str, &str)]) -> PathBuf {
+    variant(from, dir, name, |b| {
+        for (key, value) in entries {
+            let mut entry = Vec::new();
+            field(0x0a, key.as_bytes(), &mut entry);
+            field(0x12, value.as_bytes(), &mut entry);
+            field(0x72, &entry, b);
+        }
+    })
+}
+
+/// The guide's recipe (`model/testdata/guide-recipe.onnx`, a ~55 % model: right on its own
+/// fixtures, wrong on many pictures) as a release candidate: its labels and a name and version.
+pub fn guide_recipe_release(dir: &Scratch) -> PathBuf {
+    let labels = r#"["Earth", "Jupiter", "Mars", "Mercury", "Moon", "Neptune", "Pluto", "Saturn", "Uranus", "Venus"]"#;
+    with_metadata(
+        &repo_root().join("model/testdata/guide-recipe.onnx"),
+        dir,
+        "guide-recipe.onnx",
+        &[
+            ("celestial.labels", labels),
+            ("celestial.model_name", "guide-recipe"),
+            ("celestial.model_version", "0.1.0"),
+        ],
+    )
+}
+
 /// `args` with the value after `flag` replaced by `value`.
 pub fn set_arg(args: &mut [String], flag: &str, value: &str) {
     let i = args
@@ -108,6 +155,17 @@ mod tests {
         assert_eq!(wrong.len(), shipped.len());
         let text = String::from_utf8_lossy(&wrong);
         assert!(text.contains("[\"Earth\", \"Jupiter\", \"Moon\", \"Mercury\", \"Mars\","));
+        let guide = guide_recipe_release(&dir);
+        assert_eq!(model_version(&guide), "0.1.0");
+        let bytes = std::fs::read(&guide).unwrap();
+        assert!(
+            metadata_value(&bytes, "celestial.labels")
+                .1
+                .starts_with("[\"Earth\"")
+        );
+        let mut long = Vec::new();
+        varint(300, &mut long);
+        assert_eq!(long, [0xac, 0x02], "a two-byte varint");
         let mut args = vec!["--model".to_string(), "a".into()];
         set_arg(&mut args, "--model", "b");
         assert_eq!(args[1], "b");
