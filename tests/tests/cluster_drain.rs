@@ -111,7 +111,16 @@ async fn draining_a_node_under_load_fails_no_request() {
     );
     assert!(
         failures.is_empty(),
-        "failed requests during the drain:\n{}",
-        summary(&failures)
+        "failed requests during the drain:\n{}\nthe load balancer's warnings (a backend it could not reach shows here):\n{}",
+        summary(&failures),
+        lb_warnings(&env)
     );
+}
+
+/// The load-balancer stand-in's warning lines: where a failed request met a closed backend, and
+/// when (to set beside the pods' termination).
+fn lb_warnings(env: &TestEnv) -> String {
+    let log = std::fs::read_to_string(env.info().state_dir.join("lb.log")).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("WARN")).collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
 }
