@@ -16,12 +16,11 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
-from .metadata import write_metadata
+from .metadata import add_key
 
 GOLDEN_KEY = "celestial.golden"
 FORMAT = 1
@@ -96,38 +95,8 @@ def decode(value: str) -> dict:
     return json.loads(value)
 
 
-def _without_metadata(proto) -> bytes:
-    """The model's bytes with its metadata_props removed: everything `add` must leave as it was."""
-    import onnx
-
-    copy = onnx.ModelProto()
-    copy.CopyFrom(proto)
-    del copy.metadata_props[:]
-    return copy.SerializeToString()
-
-
 def add(path: Path, golden: dict, out: Path | None = None) -> dict[str, str]:
     """Write the golden set of `golden` into the model at `path` (to `out`, default in place), replacing an
     earlier one, the other keys as they were; returns the new metadata. Refuses (SystemExit) when the file
     would differ in anything but its metadata, or when golden.json's labels are not the model's."""
-    import onnx
-
-    proto = onnx.load(str(path))
-    before = _without_metadata(proto)
-    meta = {p.key: p.value for p in proto.metadata_props}
-    labels = meta.get("celestial.labels")
-    if labels is not None and json.loads(labels) != golden["labels"]:
-        raise SystemExit(f"{path}: celestial.labels {labels} are not golden.json's labels {golden['labels']}")
-    meta[GOLDEN_KEY] = encode(build(golden))
-    write_metadata(proto, meta)
-    data = proto.SerializeToString()
-    back = onnx.load_from_string(data)
-    if _without_metadata(back) != before:
-        raise SystemExit(f"{path}: adding {GOLDEN_KEY} would change more than the metadata")
-    if {p.key: p.value for p in back.metadata_props} != meta:
-        raise SystemExit(f"{path}: the metadata did not round-trip")
-    dest = out or path
-    tmp = dest.with_name(dest.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, dest)
-    return meta
+    return add_key(path, GOLDEN_KEY, encode(build(golden)), golden["labels"], out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from pathlib import Path
 
 from .config import GRAPH_OOD_SCORES, MODEL_NAME, MODEL_VERSION, OOD_FALSE_FLAGS, OOD_OUTPUT
@@ -79,6 +80,44 @@ def write_metadata(proto, metadata: dict[str, str] | None) -> None:
     for k, v in (metadata or {}).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = k, v
+
+
+def _without_metadata(proto) -> bytes:
+    """The model's bytes with its metadata_props removed: everything a metadata-only step must leave as it was."""
+    import onnx
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    del copy.metadata_props[:]
+    return copy.SerializeToString()
+
+
+def add_key(path: Path, key: str, value: str, labels: list[str] | None = None, out: Path | None = None) -> dict:
+    """The metadata-only step: write `key` = `value` into the model at `path` (to `out`, default in place),
+    replacing an earlier value where it was, else last, the other keys as they were; returns the new metadata.
+    Refuses (SystemExit) when the file would differ in anything but its metadata, or when `labels` (the labels
+    the value was made for) are not the model's `celestial.labels`."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    before = _without_metadata(proto)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    have = meta.get("celestial.labels")
+    if labels is not None and have is not None and json.loads(have) != labels:
+        raise SystemExit(f"{path}: celestial.labels {have} are not the labels {labels} {key} was made for")
+    meta[key] = value
+    write_metadata(proto, meta)
+    data = proto.SerializeToString()
+    back = onnx.load_from_string(data)
+    if _without_metadata(back) != before:
+        raise SystemExit(f"{path}: adding {key} would change more than the metadata")
+    if {p.key: p.value for p in back.metadata_props} != meta:
+        raise SystemExit(f"{path}: the metadata did not round-trip")
+    dest = out or path
+    tmp = dest.with_name(dest.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, dest)
+    return meta
 
 
 def read_metadata(path: Path) -> dict[str, str]:

@@ -25,11 +25,12 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from . import baseline, golden, golden_set, report, served  # noqa: E402
+from . import baseline, drift_reference, golden, golden_set, report, served  # noqa: E402
 from .config import ARCHS, MODEL_FILE, MODEL_NAME, Run, Served  # noqa: E402
 from .data import dataset_root, served_preprocessing, split_dataset  # noqa: E402
 from .fit import determinism  # noqa: E402
 from .log import log  # noqa: E402
+from .metadata import add_key  # noqa: E402
 from .outcomes import Outcomes, evaluate_outcomes, latency, metrics  # noqa: E402
 
 
@@ -141,6 +142,10 @@ def main(argv=None) -> int:
     # The model carries the golden set the server checks itself with at start (metadata only: the logits above
     # stay the model's); golden.json, metrics.json and the card name the file with it.
     exported.metadata = golden_set.add(exported.path, golden_doc)
+    # ... and the drift reference the server's drift monitor compares live answers with (after the golden set,
+    # as tools/add_drift_reference.py writes it into an exported model).
+    reference = drift_reference.compute(exported.path, run.raw, [rel for rel, _ in split.val])
+    exported.metadata = add_key(exported.path, drift_reference.DRIFT_KEY, drift_reference.encode(reference))
     golden_doc["model_sha256"] = golden.sha256_file(exported.path)
     served.check_self_description(exported, run.graph_ood)
     write_json(out / "golden.json", golden_doc)

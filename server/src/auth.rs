@@ -87,6 +87,7 @@ impl KeyScope {
             KeyScope::Metrics => &[routes::METRICS],
             KeyScope::Model => &[
                 routes::MODEL,
+                routes::MODEL_DRIFT,
                 routes::V2_SERVER,
                 routes::V2_MODEL,
                 routes::V2_MODEL_VERSION,
@@ -99,6 +100,7 @@ impl KeyScope {
                 routes::V2_INFER_VERSION,
                 routes::METRICS,
                 routes::MODEL,
+                routes::MODEL_DRIFT,
                 routes::V2_SERVER,
                 routes::V2_MODEL,
                 routes::V2_MODEL_VERSION,

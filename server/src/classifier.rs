@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::model::ModelSpec;
+use crate::model::{ColourFeatures, ModelSpec};
 use crate::preprocess::PreprocessError;
 
 /// One picture to classify: its encoded bytes (decoded and preprocessed on a worker, as `/predict`
@@ -46,6 +46,9 @@ pub struct Prediction {
     /// `celestial.ood_threshold`, and the colour check of `celestial.colour_ood`), for a model that
     /// has the rule.
     pub known: Option<bool>,
+    /// The picture's colour statistics ([`crate::model::ModelSpec::colours`]), for a model with a
+    /// colour check or a drift reference: what the drift monitor compares.
+    pub colours: Option<ColourFeatures>,
 }
 
 /// A finished job: one result per image, plus where the time went.

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::auth::{self, ApiKey, KeyScope};
+use crate::drift::DriftConfig;
 use crate::model::ModelOverrides;
 use celestial_common::{parse_duration, server_env};
 
@@ -87,6 +88,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub model_overrides: ModelOverrides,
+
+    #[command(flatten)]
+    pub drift: DriftConfig,
 
     /// ONNX Runtime shared library (libonnxruntime.so). When unset: next to the binary, then
     /// ${CELESTIAL_CACHE:-~/.cache/celestial}/onnxruntime/1.31.1/libonnxruntime.so.1.31.1 (installed by scripts/onnxruntime.sh).

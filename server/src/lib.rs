@@ -24,13 +24,14 @@
 //! | [`errors`] | [`errors::ApiError`], stable codes, the one code -> status map | `preprocess` (its error), `routes` (paths in messages), `auth` (key headers, refusal reasons) |
 //! | [`oip`] | the Open Inference Protocol (v2), protocol-neutral: inputs -> pictures, outputs, metadata, the model check | `classifier`, `errors`, `model`, `preprocess` (its error) |
 //! | [`docs`] | `/docs.json` (one function per operation, security schemes when keys are on), `/schema.json`, `/model` | `classifier`, `errors`, `model`, `routes`, `auth` |
+//! | [`drift`] | the drift monitor: lock-free sliding windows of the live answers, their tests against the model's reference, `/model/drift` | `classifier`, `metrics`, `model` |
 //! | [`selfcheck`] | the start-up self-check: the model's golden set through the classifier, before the server is ready | `classifier`, `model` |
 //! | [`engine`] | ONNX Runtime behind the seam ([`Engine`]): library lookup, sessions, the batching queue, worker threads, output rows -> predictions | `classifier`, `model`, `preprocess` |
-//! | [`http`] | router, middleware, the key check, CORS, handlers over `Arc<dyn Classifier>` (BentoML's routes and the v2 REST routes) | `classifier`, `docs`, `errors`, `metrics`, `oip`, `preprocess` (its error), `routes`, `auth` |
+//! | [`http`] | router, middleware, the key check, CORS, handlers over `Arc<dyn Classifier>` (BentoML's routes and the v2 REST routes) | `classifier`, `docs`, `drift`, `errors`, `metrics`, `oip`, `preprocess` (its error), `routes`, `auth` |
 //! | [`grpc`] | the v2 gRPC service (tonic, generated from `server/proto`), sent HTTP/2 `application/grpc` requests on the same listeners; keys, upload limits and metrics as on HTTP | `http` (state, body, job), `oip`, `errors`, `auth`, `routes` |
 //! | [`root_path`] | the reverse-proxy prefix middleware | `routes` |
 //! | [`connection`] | accept loops (plain and TLS listeners), HTTP/1.1 + h2c, TLS (rustls, certificate swapped per handshake, handshakes counted), connection limit and timeouts, protocol errors as JSON, drain phases | `errors`, `routes`, `metrics` (TLS handshakes) |
-//! | [`config`] | the command line (clap) | `model` (its flags), `root_path` (its parser), `connection` (its constants), `auth` (scopes, default CORS headers); the duration syntax from `celestial-common` |
+//! | [`config`] | the command line (clap) | `model` (its flags), `drift` (its flags), `root_path` (its parser), `connection` (its constants), `auth` (scopes, default CORS headers); the duration syntax from `celestial-common` |
 //! | [`server`] | the settings checked once ([`CheckedConfig`]), start-up ([`run`], [`serve`]), listeners, keys and TLS set-up and reloads, drain and shutdown, the `healthcheck` probe | all of the above |
 //! | `testing` | test support, only in tests and with the `test-util` feature: the fake classifier, the in-process `TestServer` | `server` and below |
 //!
@@ -58,6 +59,7 @@ pub mod classifier;
 pub mod config;
 pub mod connection;
 pub mod docs;
+pub mod drift;
 pub mod engine;
 pub mod errors;
 pub mod grpc;

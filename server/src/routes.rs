@@ -29,6 +29,8 @@ pub const HEALTHZ: &str = "/healthz";
 pub const METRICS: &str = "/metrics";
 /// `GET`: the served model's description.
 pub const MODEL: &str = "/model";
+/// `GET`: the drift monitor's last scores (same access rule as [`MODEL`]).
+pub const MODEL_DRIFT: &str = "/model/drift";
 
 // The Open Inference Protocol (v2), REST; `{name}` and `{version}` are the served model's.
 /// `GET`: server liveness.
@@ -51,7 +53,7 @@ pub const V2_INFER: &str = "/v2/models/{name}/infer";
 pub const V2_INFER_VERSION: &str = "/v2/models/{name}/versions/{version}/infer";
 
 /// Every route the router serves, each once (a `{...}` segment matches any one segment).
-pub const ALL: [&str; 21] = [
+pub const ALL: [&str; 22] = [
     PREDICT,
     PREDICT_BATCH,
     ROOT,
@@ -64,6 +66,7 @@ pub const ALL: [&str; 21] = [
     HEALTHZ,
     METRICS,
     MODEL,
+    MODEL_DRIFT,
     V2_LIVE,
     V2_READY,
     V2_SERVER,

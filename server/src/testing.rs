@@ -52,6 +52,7 @@ pub fn spec() -> ModelSpec {
         validation_accuracy: None,
         description: None,
         golden: None,
+        drift: None,
     }
 }
 
@@ -111,6 +112,7 @@ impl FakeClassifier {
             probabilities,
             confidence: None,
             known: None,
+            colours: None,
         })
     }
 }

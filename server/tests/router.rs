@@ -46,7 +46,7 @@ fn state(fake: FakeClassifier, limits: Limits) -> Arc<AppState> {
         body_min_rate: limits.body_min_rate,
     };
     let docs = documents(classifier.as_ref(), "svc", &doc_limits);
-    Arc::new(AppState::new(classifier, limits, docs))
+    Arc::new(AppState::new(classifier, limits, docs, &Default::default()))
 }
 
 struct Answer {

@@ -8,12 +8,14 @@
 //! - `hostile_requests`, `hostile_connections`, `hostile_images`: hostile and unlucky clients;
 //! - `binary`: the real `celestial-server` binary (start-up failures, drain, `healthcheck`);
 //! - `self_check`: the start-up self-check against the model's golden set (in-process and binary).
+//! - `drift`: the drift monitor through HTTP (real model; probes; no reference);
 //! - `v2`: the Open Inference Protocol, REST and gRPC (fake classifier).
 
 mod common;
 
 mod api;
 mod binary;
+mod drift;
 mod hostile_connections;
 mod hostile_images;
 mod hostile_requests;

@@ -302,6 +302,17 @@ async fn grpc<T: Message + Default>(
     request: &impl Message,
     key: Option<&str>,
 ) -> (String, Option<T>, String) {
+    let auth = key.map(|key| ("authorization", format!("Bearer {key}")));
+    grpc_with(s, method, request, auth.as_slice()).await
+}
+
+/// [`grpc`] with any request metadata (`headers`).
+async fn grpc_with<T: Message + Default>(
+    s: &TestServer,
+    method: &str,
+    request: &impl Message,
+    headers: &[(&str, String)],
+) -> (String, Option<T>, String) {
     let message = request.encode_to_vec();
     let mut frame = vec![0u8];
     frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
@@ -311,8 +322,8 @@ async fn grpc<T: Message + Default>(
         .header("content-type", "application/grpc")
         .header("te", "trailers")
         .body(frame);
-    if let Some(key) = key {
-        req = req.header("authorization", format!("Bearer {key}"));
+    for (name, value) in headers {
+        req = req.header(*name, value);
     }
     let resp = req.send().await.unwrap();
     assert_eq!(resp.status(), 200);
@@ -434,5 +445,44 @@ async fn grpc_on_the_same_port_answers_like_rest_and_checks_keys() {
     ] {
         assert!(metrics.contains(needle), "{needle} in\n{metrics}");
     }
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn grpc_and_rest_probes_stay_out_of_the_prediction_counters() {
+    let s = start(&[]).await;
+    let probe = [("celestial-probe", "evaluation".to_string())];
+    let request = grpc_infer(&[picture(1), picture(2)]);
+    let (code, answer, text) =
+        grpc_with::<ModelInferResponse>(&s, "ModelInfer", &request, &probe).await;
+    assert_eq!(
+        code, "",
+        "success (the status comes in the trailers): {text}"
+    );
+    assert_eq!(answer.unwrap().outputs[0].shape, [2]);
+    let resp = client()
+        .post(s.url(INFER))
+        .header("celestial-probe", "evaluation")
+        .json(
+            &json!({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 3, 64, 64],
+                                  "data": vec![3.0; 3 * 64 * 64]}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let counted = |text: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with("celestial_predictions_total{"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    };
+    let metrics = common::get_text(&client(), &s, routes::METRICS).await;
+    assert_eq!(counted(&metrics), 0.0, "{metrics}");
+    let (code, answer, text) = grpc::<ModelInferResponse>(&s, "ModelInfer", &request, None).await;
+    assert_eq!(code, "", "{text}");
+    assert!(answer.is_some());
+    let metrics = common::get_text(&client(), &s, routes::METRICS).await;
+    assert_eq!(counted(&metrics), 2.0, "{metrics}");
     s.stop().await.unwrap();
 }

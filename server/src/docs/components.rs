@@ -130,6 +130,41 @@ fn model_info() -> Schema {
     }))
 }
 
+/// `DriftStatus`: the answer of `GET /model/drift`.
+fn drift_status() -> Schema {
+    schema(json!({
+        "type": "object",
+        "required": ["enabled", "signals"],
+        "properties": {
+            "enabled": {"type": "boolean"},
+            "reason": {"type": "string", "description": "Why the monitor is off."},
+            "window": {"type": "integer", "description": "Answers per window (--drift-window)."},
+            "step": {"type": "integer", "description": "The window is scored every this many answers (--drift-step)."},
+            "false_alarm_rate": {"type": "number", "description": "The chance that a window of traffic like the reference raises any alert (--drift-false-alarm-rate)."},
+            "reference_pictures": {"type": "integer"},
+            "answers": {"type": "integer", "description": "Live answers counted since start (probes excluded)."},
+            "window_answers": {"type": "integer", "description": "Answers in the last scored window."},
+            "scored": {"type": "boolean", "description": "Whether a whole window has been scored yet (until then every score is 0)."},
+            "signals": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["signal", "test", "threshold", "statistic", "score", "alert"],
+                    "properties": {
+                        "signal": {"type": "string", "enum": ["labels", "confidence", "unknown", "brightness", "colour"]},
+                        "test": {"type": "string"},
+                        "threshold": {"type": "number"},
+                        "statistic": {"type": "number"},
+                        "score": {"type": "number", "description": "statistic / threshold; the alert is on at 1 or more."},
+                        "alert": {"type": "boolean"},
+                        "worst": {"type": "string", "description": "The colour statistic that moved most (brightness and colour)."}
+                    }
+                }
+            }
+        }
+    }))
+}
+
 /// Every component schema.
 pub fn components(spec: &ModelSpec, example: &Value) -> Components {
     ComponentsBuilder::new()
@@ -138,5 +173,6 @@ pub fn components(spec: &ModelSpec, example: &Value) -> Components {
         .schema("BatchResponse", batch_response())
         .schema("Health", health())
         .schema("ModelInfo", model_info())
+        .schema("DriftStatus", drift_status())
         .build()
 }

@@ -103,6 +103,7 @@ pub fn openapi_secured(spec: &ModelSpec, limits: &DocLimits, protected: &[&str])
         .path(routes::HEALTHZ, get(operations::healthz()))
         .path(routes::METRICS, get(operations::metrics()))
         .path(routes::MODEL, get(operations::model()))
+        .path(routes::MODEL_DRIFT, get(operations::model_drift()))
         .path(routes::SCHEMA_JSON, get(operations::schema_json()))
         .path(routes::DOCS_JSON, get(operations::docs_json()))
         .path(routes::DOCS, get(operations::docs_ui()));

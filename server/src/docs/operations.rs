@@ -338,6 +338,20 @@ pub fn model() -> Operation {
     .build()
 }
 
+/// `GET /model/drift`.
+pub fn model_drift() -> Operation {
+    infra(
+        "model_drift",
+        "Drift monitor",
+        "How far the recent live answers are from the model's drift reference (`celestial.drift`), \
+         per signal: the last window's statistic, its threshold, the score (their ratio) and the \
+         alert (score >= 1). Requests with the `celestial-probe` header are left out. A model \
+         without a reference (or `--no-drift`): `enabled` false and the `reason`.",
+        json_response("The drift monitor.", schema_ref("DriftStatus"), None),
+    )
+    .build()
+}
+
 /// `GET /schema.json`.
 pub fn schema_json() -> Operation {
     infra(
@@ -482,7 +496,7 @@ mod tests {
             max_body_memory: 1 << 24,
         };
         let docs = documents(classifier.as_ref(), "svc", &LIMITS);
-        let state = Arc::new(AppState::new(classifier, limits, docs));
+        let state = Arc::new(AppState::new(classifier, limits, docs, &Default::default()));
         // Every ASCII byte inside a name, and two names past ASCII (a letter, a C1 control).
         let names = (0..=0x7f_u8)
             .map(|c| vec![b'a', c, b'b'])

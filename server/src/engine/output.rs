@@ -22,6 +22,7 @@ pub fn to_prediction(
         output: row.to_vec(),
         confidence: spec.calibration.confidence(row),
         known: spec.calibration.known(row, colours),
+        colours: colours.copied(),
     }
 }
 

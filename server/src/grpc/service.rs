@@ -15,7 +15,7 @@ use super::proto::model_metadata_response::TensorMetadata;
 use super::proto::*;
 use crate::errors::{ApiError, ErrorBody};
 use crate::http::AppState;
-use crate::http::job::{admit, run_job};
+use crate::http::job::{PROBE_HEADER, Traffic, admit, run_job};
 use crate::oip::{self, Elements, InputTensor, decode_raw};
 
 /// The service over the server's shared state.
@@ -35,7 +35,11 @@ impl Inference {
         status(&self.state, &e)
     }
 
-    async fn infer(&self, request: ModelInferRequest) -> Result<ModelInferResponse, ApiError> {
+    async fn infer(
+        &self,
+        request: ModelInferRequest,
+        traffic: Traffic,
+    ) -> Result<ModelInferResponse, ApiError> {
         let spec = self.state.classifier.spec();
         let version = Some(request.model_version.as_str());
         oip::check_model(spec, &request.model_name, version)?;
@@ -45,7 +49,7 @@ impl Inference {
         let max_batch = self.state.limits.max_batch_images;
         let pictures = oip::pictures(spec, max_batch, inputs)?;
         let _permit = admit(&self.state).await?;
-        let results = run_job(&self.state, pictures.items).await?;
+        let results = run_job(&self.state, pictures.items, traffic).await?;
         let tensors = oip::output_tensors(spec, &kinds, &pictures.input, results)?;
         let (outputs, raw) = tensors
             .into_iter()
@@ -186,7 +190,8 @@ impl GrpcInferenceService for Inference {
         &self,
         request: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
-        self.infer(request.into_inner())
+        let traffic = Traffic::probe_if(request.metadata().contains_key(PROBE_HEADER));
+        self.infer(request.into_inner(), traffic)
             .await
             .map(Response::new)
             .map_err(|e| self.fail(e))

@@ -41,9 +41,36 @@ pub async fn within_timeout<T>(
         .unwrap_or(Err(ApiError::Timeout(timeout)))
 }
 
+/// The request header that marks a probe (the deployer sends `celestial-probe: evaluation` with its
+/// evaluation requests): its answers stay out of the per-label, unknown and confidence metrics and
+/// of the drift windows, which describe the live traffic; it is still counted as a request.
+pub const PROBE_HEADER: &str = "celestial-probe";
+
+/// Whose request a job serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Traffic {
+    /// A client's: counted in the answer metrics and the drift windows.
+    Live,
+    /// A probe's ([`PROBE_HEADER`], any value).
+    Probe,
+}
+
+impl Traffic {
+    /// [`Traffic::Probe`] when the HTTP `headers` carry [`PROBE_HEADER`].
+    pub fn of(headers: &axum::http::HeaderMap) -> Traffic {
+        Traffic::probe_if(headers.contains_key(PROBE_HEADER))
+    }
+
+    /// [`Traffic::Probe`] when `probe` (gRPC metadata carries the header as HTTP/2 does).
+    pub fn probe_if(probe: bool) -> Traffic {
+        if probe { Traffic::Probe } else { Traffic::Live }
+    }
+}
+
 pub async fn run_job(
     state: &AppState,
     images: Vec<Input>,
+    traffic: Traffic,
 ) -> Result<Vec<Result<Prediction, PreprocessError>>, ApiError> {
     let out = state
         .classifier
@@ -60,8 +87,11 @@ pub async fn run_job(
         // (no ONNX Runtime call when none of the job's images could be decoded)
         state.metrics.batch_images.observe_count(out.batch_images);
     }
-    for p in out.results.iter().flatten() {
-        state.metrics.predicted(p.best, p.known);
+    if traffic == Traffic::Live {
+        for p in out.results.iter().flatten() {
+            state.metrics.predicted(p.best, p.known, p.confidence);
+            state.drift.observe(p);
+        }
     }
     Ok(out.results)
 }

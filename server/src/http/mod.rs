@@ -71,6 +71,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(routes::HEALTHZ, get(pages::readyz))
         .route(routes::METRICS, guard(routes::METRICS, get(pages::metrics)))
         .route(routes::MODEL, guard(routes::MODEL, get(pages::model_info)))
+        .route(
+            routes::MODEL_DRIFT,
+            guard(routes::MODEL_DRIFT, get(pages::model_drift)),
+        )
         .route(routes::V2_LIVE, get(v2::live))
         .route(routes::V2_READY, get(v2::ready))
         .route(

@@ -1,5 +1,5 @@
 //! The other routes: Swagger UI and its assets, the documents (`/docs.json`, `/schema.json`,
-//! `/model`), health, metrics, and the answers for unknown routes and methods.
+//! `/model`), the drift monitor's status (`/model/drift`), health, metrics, and the answers for unknown routes and methods.
 
 use std::sync::Arc;
 
@@ -30,6 +30,11 @@ pub async fn schema_json(State(state): Shared) -> Response {
 
 pub async fn model_info(State(state): Shared) -> Response {
     json_bytes(&state.model_json)
+}
+
+/// The drift monitor's last scores (`{"enabled": false, "reason": ...}` without one).
+pub async fn model_drift(State(state): Shared) -> Response {
+    Json(state.drift.status()).into_response()
 }
 
 fn swagger_file(state: &AppState, path: &str) -> Option<Response> {

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde::ser::SerializeMap;
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::job::{admit, run_job, within_timeout};
+use super::job::{Traffic, admit, run_job, within_timeout};
 use super::state::{AppState, Shared};
 use super::{body, media_type};
 use crate::classifier::{Input, Prediction};
@@ -176,11 +176,13 @@ impl Received {
 }
 
 pub async fn predict(State(state): Shared, req: Request) -> Result<Response, ApiError> {
+    let traffic = Traffic::of(req.headers());
     let (body, _memory) = receive(&state, req).await?;
     within_timeout(&state, async {
         let images = body.images(Expect::One).await?;
         let _permit = admit(&state).await?;
-        let mut results = run_job(&state, images.into_iter().map(Input::Encoded).collect()).await?;
+        let images = images.into_iter().map(Input::Encoded).collect();
+        let mut results = run_job(&state, images, traffic).await?;
         let prediction = results
             .pop()
             .ok_or_else(|| ApiError::Internal("no result".into()))?
@@ -196,13 +198,19 @@ pub async fn predict(State(state): Shared, req: Request) -> Result<Response, Api
 }
 
 pub async fn predict_batch(State(state): Shared, req: Request) -> Result<Response, ApiError> {
+    let traffic = Traffic::of(req.headers());
     let (body, _memory) = receive(&state, req).await?;
     let results = within_timeout(&state, async {
         let images = body
             .images(Expect::AtMost(state.limits.max_batch_images))
             .await?;
         let _permit = admit(&state).await?;
-        run_job(&state, images.into_iter().map(Input::Encoded).collect()).await
+        run_job(
+            &state,
+            images.into_iter().map(Input::Encoded).collect(),
+            traffic,
+        )
+        .await
     })
     .await?;
     for e in results.iter().filter_map(|r| r.as_ref().err()) {

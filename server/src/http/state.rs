@@ -12,12 +12,15 @@ use tokio::sync::Semaphore;
 use crate::auth::ApiKeys;
 use crate::classifier::{Classifier, SelfCheck};
 use crate::docs::Documents;
+use crate::drift::{DriftConfig, Monitor};
 use crate::metrics::Metrics;
 
 /// Shared state of a running server.
 pub struct AppState {
     pub classifier: Arc<dyn Classifier>,
     pub metrics: Metrics,
+    /// The drift monitor (off for a model without a reference).
+    pub drift: Monitor,
     /// Set once shutdown starts: `/readyz` answers 503 `draining` (predictions are still served).
     pub draining: AtomicBool,
     /// Prediction slots (`--max-concurrency`), taken once the body has arrived.
@@ -69,8 +72,14 @@ pub struct Limits {
 }
 
 impl AppState {
-    /// The state for `classifier` under `limits`, with its documents and fresh metrics.
-    pub fn new(classifier: Arc<dyn Classifier>, limits: Limits, documents: Documents) -> AppState {
+    /// The state for `classifier` under `limits`, with its documents, fresh metrics and the drift
+    /// monitor under `drift`.
+    pub fn new(
+        classifier: Arc<dyn Classifier>,
+        limits: Limits,
+        documents: Documents,
+        drift: &DriftConfig,
+    ) -> AppState {
         let spec = classifier.spec();
         let metrics = Metrics::new(
             &spec.labels,
@@ -78,7 +87,9 @@ impl AppState {
             &spec.version,
             classifier.runtime_version(),
             spec.calibration.ood.is_some(),
+            spec.calibration.temperature.is_some(),
         );
+        let drift = Monitor::new(spec, drift, &metrics);
         if let Some(SelfCheck::Passed {
             images,
             max_logit_diff,
@@ -96,6 +107,7 @@ impl AppState {
                 .persist_authorization(false),
         );
         AppState {
+            drift,
             metrics,
             draining: AtomicBool::new(false),
             limiter: Arc::new(Semaphore::new(limits.max_concurrency)),

@@ -31,6 +31,13 @@ const BUCKETS: [f64; 16] = [
     5.0, 10.0,
 ];
 
+/// The served confidence of each prediction (a histogram; also read by the deployer's canary, per
+/// pod).
+pub const PREDICTION_CONFIDENCE: &str = "celestial_prediction_confidence";
+
+/// Bucket upper bounds of [`PREDICTION_CONFIDENCE`]: a calibrated model's confidences crowd near 1.
+const CONFIDENCE_BUCKETS: [f64; 9] = [0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999];
+
 /// Bucket upper bounds for counts of images (adaptive batch sizes).
 const COUNT_BUCKETS: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 
@@ -87,6 +94,11 @@ struct Predicted {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DriftSignal {
+    signal: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Rejection {
     reason: &'static str,
 }
@@ -123,6 +135,10 @@ pub struct Metrics {
     /// Answers with `known: false`, by label index; empty for a model without an OOD rule (its
     /// answers have no `known`, and the metric is not registered).
     unknown: Vec<Counter>,
+    /// The served confidences (registered for a model with a temperature only).
+    confidence: histogram::Histogram,
+    drift_score: Family<DriftSignal, Gauge<f64, AtomicU64>>,
+    drift_alert: Family<DriftSignal, Gauge>,
     rejections: Family<Rejection, Counter>,
     api_keys: Gauge,
     reloads: Family<Reload, Counter>,
@@ -137,13 +153,15 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// `with_known`: the model's answers carry `known` (count the `known: false` ones).
+    /// `with_known`: the model's answers carry `known` (count the `known: false` ones);
+    /// `with_confidence`: they carry `confidence` (a histogram of them).
     pub fn new(
         labels: &[String],
         model_name: &str,
         model_version: &str,
         ort_version: &str,
         with_known: bool,
+        with_confidence: bool,
     ) -> Metrics {
         let predictions = Family::default();
         let unknown = Family::default();
@@ -163,6 +181,9 @@ impl Metrics {
             } else {
                 Vec::new()
             },
+            confidence: histogram::Histogram::new(CONFIDENCE_BUCKETS),
+            drift_score: Family::default(),
+            drift_alert: Family::default(),
             rejections: Family::default(),
             api_keys: Gauge::default(),
             reloads: Family::default(),
@@ -188,6 +209,7 @@ impl Metrics {
                 unknown,
             );
         }
+        m.register_answers(&mut r, with_confidence);
         m.register_security(&mut r);
         m.register_self_check(&mut r);
         r.register(
@@ -264,6 +286,39 @@ impl Metrics {
         ] {
             r.register(name, help, h.0.clone());
         }
+    }
+
+    /// The served confidences (a model with a temperature), and the drift monitor's last scores
+    /// and alerts by signal (no series without a monitor).
+    fn register_answers(&self, r: &mut Registry, with_confidence: bool) {
+        if with_confidence {
+            r.register(
+                PREDICTION_CONFIDENCE,
+                "The served confidence of each prediction (the calibrated top probability)",
+                self.confidence.clone(),
+            );
+        }
+        r.register(
+            "celestial_drift_score",
+            "How far the last window of answers is from the model's drift reference, by signal \
+             (the test statistic over its threshold: 1 or more is an alert)",
+            self.drift_score.clone(),
+        );
+        r.register(
+            "celestial_drift_alert",
+            "Whether a drift signal is over its threshold in the last window of answers (1) or not \
+             (0)",
+            self.drift_alert.clone(),
+        );
+    }
+
+    /// The score and alert series of the drift `signal`, created at 0.
+    pub fn drift_series(&self, signal: &'static str) -> (Gauge<f64, AtomicU64>, Gauge) {
+        let label = DriftSignal { signal };
+        (
+            self.drift_score.get_or_create_owned(&label),
+            self.drift_alert.get_or_create_owned(&label),
+        )
     }
 
     /// Rejections by reason, API keys in force and reloads of the keys file and the TLS pair
@@ -356,8 +411,11 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// Count an answer: its predicted label, and whether the model found it `known`.
-    pub fn predicted(&self, label_index: usize, known: Option<bool>) {
+    /// Count an answer: its predicted label, whether the model found it `known`, its confidence.
+    pub fn predicted(&self, label_index: usize, known: Option<bool>, confidence: Option<f32>) {
+        if let Some(c) = confidence {
+            self.confidence.observe(f64::from(c));
+        }
         if let Some(c) = self.predictions.get(label_index) {
             c.inc();
         }

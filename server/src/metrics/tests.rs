@@ -33,7 +33,7 @@ fn canonical(text: &str) -> String {
 /// One of each recording, labels that need escaping, a value past the last bucket.
 fn recorded() -> (Metrics, Arc<TlsMetrics>) {
     let labels = ["Earth".to_string(), "Mars \"red\" \\ 4".to_string()];
-    let m = Metrics::new(&labels, "bodies \"v2\"\nbeta", "7", "1.31.1", true);
+    let m = Metrics::new(&labels, "bodies \"v2\"\nbeta", "7", "1.31.1", true, true);
     for (method, route, status, ms) in [
         ("POST", "/predict", 200, 0.25), // on a bucket bound: counted in it
         ("POST", "/predict", 400, 20.0),
@@ -53,10 +53,14 @@ fn recorded() -> (Metrics, Arc<TlsMetrics>) {
     for n in [1, 6, 300] {
         m.batch_images.observe_count(n);
     }
-    m.predicted(1, Some(true));
-    m.predicted(1, Some(false));
-    m.predicted(0, Some(false));
-    m.predicted(0, Some(false));
+    m.predicted(1, Some(true), Some(0.999_5));
+    m.predicted(1, Some(false), Some(0.5)); // on a bucket bound: counted in it
+    m.predicted(0, Some(false), Some(0.97));
+    m.predicted(0, Some(false), None);
+    let (score, alert) = m.drift_series("colour");
+    score.set(1.25);
+    alert.set(1);
+    m.drift_series("labels").0.set(0.5);
     m.rejected("invalid_image");
     m.rejected("api_key_missing");
     m.rejected("invalid_image");
@@ -210,6 +214,28 @@ celestial_predictions_total{label="Mars \"red\" \\ 4"} 2
 # TYPE celestial_unknown_predictions_total counter
 celestial_unknown_predictions_total{label="Earth"} 2
 celestial_unknown_predictions_total{label="Mars \"red\" \\ 4"} 1
+# HELP celestial_prediction_confidence The served confidence of each prediction (the calibrated top probability).
+# TYPE celestial_prediction_confidence histogram
+celestial_prediction_confidence_bucket{le="0.5"} 1
+celestial_prediction_confidence_bucket{le="0.7"} 1
+celestial_prediction_confidence_bucket{le="0.8"} 1
+celestial_prediction_confidence_bucket{le="0.9"} 1
+celestial_prediction_confidence_bucket{le="0.95"} 1
+celestial_prediction_confidence_bucket{le="0.98"} 2
+celestial_prediction_confidence_bucket{le="0.99"} 2
+celestial_prediction_confidence_bucket{le="0.995"} 2
+celestial_prediction_confidence_bucket{le="0.999"} 2
+celestial_prediction_confidence_bucket{le="+Inf"} 3
+celestial_prediction_confidence_sum 2.4695000052452089
+celestial_prediction_confidence_count 3
+# HELP celestial_drift_score How far the last window of answers is from the model's drift reference, by signal (the test statistic over its threshold: 1 or more is an alert).
+# TYPE celestial_drift_score gauge
+celestial_drift_score{signal="colour"} 1.25
+celestial_drift_score{signal="labels"} 0.5
+# HELP celestial_drift_alert Whether a drift signal is over its threshold in the last window of answers (1) or not (0).
+# TYPE celestial_drift_alert gauge
+celestial_drift_alert{signal="colour"} 1
+celestial_drift_alert{signal="labels"} 0
 # HELP celestial_rejections_total Refused requests and images by reason (error code).
 # TYPE celestial_rejections_total counter
 celestial_rejections_total{reason="api_key_missing"} 1
@@ -305,7 +331,7 @@ fn the_exposition_of_every_series_is_pinned() {
 #[test]
 fn a_fresh_server_shows_its_gauges_histograms_and_labels_at_zero() {
     // A model without an OOD rule: no unknown-predictions metric (its answers have no `known`).
-    let m = Metrics::new(&["Earth".to_string()], "m", "1", "1.31.1", false);
+    let m = Metrics::new(&["Earth".to_string()], "m", "1", "1.31.1", false, false);
     let text = canonical(&m.render(true));
     let but_buckets: String = text
         .lines()
@@ -321,7 +347,7 @@ fn a_fresh_server_shows_its_gauges_histograms_and_labels_at_zero() {
 
 #[test]
 fn tls_metrics_show_once_tls_is_on_and_the_expiry_once_known() {
-    let m = Metrics::new(&["Earth".to_string()], "m", "1", "1.31.1", true);
+    let m = Metrics::new(&["Earth".to_string()], "m", "1", "1.31.1", true, true);
     assert!(!m.render(true).contains("celestial_tls_"));
     let tls = Arc::new(TlsMetrics::default());
     tls.count(Handshake::TimedOut);

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::calibration::Calibration;
 use super::colour::{self, Features as ColourFeatures};
+use super::drift::DriftReference;
 use super::golden::GoldenSet;
 use super::kinds::{ColorMode, JpegDctScaling, Layout, OutputKind, ResizeFilter};
 
@@ -90,6 +91,10 @@ pub struct ModelSpec {
     /// The golden set of the start-up self-check (`celestial.golden`), for a model that has one.
     #[serde(skip)]
     pub golden: Option<Arc<GoldenSet>>,
+    /// The drift reference (`celestial.drift`), for a model that has one: the drift monitor
+    /// compares recent answers with it.
+    #[serde(skip)]
+    pub drift: Option<Arc<DriftReference>>,
 }
 
 impl ModelSpec {
@@ -104,10 +109,13 @@ impl ModelSpec {
     }
 
     /// The colour statistics of one picture from its input tensor (`tensor_len` values), for the
-    /// colour check of `known`; `None` when the model has no colour rule. The tensor holds
-    /// `(p * scale - mean[c]) / std[c]`; the statistics are of `p / 255`.
+    /// colour check of `known` and the drift monitor; `None` when the model has neither a colour
+    /// rule nor a drift reference, or is not RGB. The tensor holds `(p * scale - mean[c]) /
+    /// std[c]`; the statistics are of `p / 255`.
     pub fn colours(&self, tensor: &[f32]) -> Option<ColourFeatures> {
-        self.calibration.colour.as_ref()?;
+        if (self.calibration.colour.is_none() && self.drift.is_none()) || self.channels() != 3 {
+            return None;
+        }
         let hw = self.height as usize * self.width as usize;
         let unit = 1.0 / (f64::from(self.scale) * 255.0);
         let a: [f64; 3] = std::array::from_fn(|c| f64::from(self.std[c]) * unit);

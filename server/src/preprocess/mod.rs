@@ -411,6 +411,7 @@ mod tests {
             validation_accuracy: None,
             description: None,
             golden: None,
+            drift: None,
         }
     }
 

@@ -131,7 +131,7 @@ pub fn secured_state(
         max_uploads: config.max_uploads,
         max_body_memory: config.max_body_memory,
     };
-    AppState::new(classifier, limits, documents).with_security(security)
+    AppState::new(classifier, limits, documents, &config.drift).with_security(security)
 }
 
 /// The task that re-reads `--api-keys-file` (keys on and a file given).

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::body;
-use super::job::{admit, run_job, within_timeout};
+use super::job::{Traffic, admit, run_job, within_timeout};
 use super::state::{AppState, Shared};
 use crate::errors::ApiError;
 use crate::oip;
@@ -94,7 +94,7 @@ pub async fn infer(
         let inputs = std::mem::take(&mut request.inputs);
         let pictures = oip::pictures(spec, state.limits.max_batch_images, inputs)?;
         let _permit = admit(&state).await?;
-        let results = run_job(&state, pictures.items).await?;
+        let results = run_job(&state, pictures.items, Traffic::of(&parts.headers)).await?;
         let tensors = oip::output_tensors(spec, &kinds, &pictures.input, results)?;
         let mut head = Map::new();
         head.insert("model_name".into(), json!(spec.name));

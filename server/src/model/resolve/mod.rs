@@ -4,10 +4,11 @@
 
 //!
 //! Inside: `meta` (the ladder and the metadata parsers), `calibration` (`confidence` and `known`
-//! from the metadata), `golden` (the golden set of the start-up self-check); this file resolves
+//! from the metadata), `golden` (the golden set of the start-up self-check), `drift` (the drift reference); this file resolves
 //! the signature, labels, input and pixels and puts the spec together.
 
 mod calibration;
+mod drift;
 mod golden;
 mod meta;
 
@@ -330,6 +331,7 @@ impl ModelSpec {
         let name = meta.ladder(over.model_name.clone(), "model_name", text)?;
         let version = meta.ladder(over.model_version.clone(), "model_version", text)?;
         let golden = golden::golden(&meta, labels.len())?.map(std::sync::Arc::new);
+        let drift = drift::drift(&meta, labels.len())?.map(std::sync::Arc::new);
         Ok(ModelSpec {
             name: name.unwrap_or_else(|| "celestial-bodies".into()),
             version: version.unwrap_or_else(|| "unknown".into()),
@@ -355,6 +357,7 @@ impl ModelSpec {
             validation_accuracy,
             description: meta.get("description"),
             golden,
+            drift,
         })
     }
 }
