@@ -50,8 +50,7 @@ impl BuildSpec {
 }
 
 impl Inputs {
-    /// Reads the binary, ONNX Runtime library and model the spec names for one platform, and
-    /// checks that the library is built for the binary's architecture.
+    /// Reads the binary, ONNX Runtime library and model the spec names for one platform.
     pub fn read(spec: &BuildSpec, p: &PlatformSpec) -> Result<Inputs, ImageError> {
         let read = |what: &'static str, p: &Path| {
             std::fs::read(p).map_err(|e| ImageError::Input {
@@ -79,7 +78,6 @@ impl Inputs {
             None => default_onnxruntime(&p.platform.architecture)?,
         };
         let onnxruntime = read("ONNX Runtime library", &ort_path)?;
-        check_same_architecture(&binary, &onnxruntime, &ort_path)?;
         let onnxruntime_name = ort_path
             .file_name()
             .and_then(|n| n.to_str())
@@ -107,8 +105,13 @@ impl Inputs {
 }
 
 /// An ONNX Runtime library of another architecture than the binary would only fail when the
-/// server starts: refused here. (An input that is not ELF is left to the binary's own check.)
-fn check_same_architecture(binary: &[u8], library: &[u8], path: &Path) -> Result<(), ImageError> {
+/// server starts: refused before the build. (An input that is not ELF is left to the binary's own
+/// check.)
+pub fn check_same_architecture(
+    binary: &[u8],
+    library: &[u8],
+    path: &Path,
+) -> Result<(), ImageError> {
     let (Ok(bin), Ok(lib)) = (binary_info(binary), binary_info(library)) else {
         return Ok(());
     };

@@ -10,7 +10,7 @@ use super::build::{Base, Built, Inputs, Metadata, assemble};
 use super::error::ImageError;
 use super::glibc::{binary_info, check_runs_on_base};
 use super::index::{PlatformImage, assemble_index};
-use super::inputs::{BuildSpec, PlatformSpec};
+use super::inputs::{BuildSpec, PlatformSpec, check_same_architecture};
 use super::media::short;
 use super::platform::Platform;
 use super::pull::{fetch_blob, pull_base};
@@ -219,9 +219,10 @@ pub async fn build_and_push(
     push_index(&t, &spec.platforms, &images, &meta, progress).await
 }
 
-/// Reads one platform's inputs; in a multi-platform build, also checks that the binary is built
-/// for the platform (one build keeps its old behaviour: the platform only picks from the base's
-/// index, and the binary is checked against the base).
+/// Reads one platform's inputs and checks them: the binary is ELF, the library is built for its
+/// architecture and, in a multi-platform build, the binary for the platform (one build keeps its
+/// old behaviour: the platform only picks from the base's index, and the binary is checked against
+/// the base).
 fn read_inputs(spec: &BuildSpec, p: &PlatformSpec) -> Result<Inputs, ImageError> {
     let inputs = Inputs::read(spec, p)?;
     // A binary that is not an ELF executable is refused before anything is pulled.
@@ -240,6 +241,8 @@ fn read_inputs(spec: &BuildSpec, p: &PlatformSpec) -> Result<Inputs, ImageError>
             ),
         });
     }
+    let library = (p.onnxruntime.clone()).unwrap_or_else(|| inputs.onnxruntime_name.clone().into());
+    check_same_architecture(&inputs.binary, &inputs.onnxruntime, &library)?;
     Ok(inputs)
 }
 
@@ -416,9 +419,14 @@ mod tests {
     use super::*;
     use std::path::PathBuf;
 
-    /// This test executable: an ELF binary of the host's architecture.
+    /// A small ELF executable of the host's architecture (`true`), else this test executable
+    /// (large: read and parsed several times below).
     fn host_elf() -> PathBuf {
-        std::env::current_exe().unwrap()
+        ["/usr/bin/true", "/bin/true"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| std::env::current_exe().unwrap())
     }
 
     /// A copy of `elf` whose header says aarch64 (e_machine at byte 18): what the checks read.
