@@ -58,12 +58,12 @@ key_distroless() { { self_hash distroless; candidate_versions "${DISTROLESS_DEBS
 # apt's view of Debian's arm64 packages: its own lists and cache under $CACHE/apt-arm64, refreshed
 # when older than a day (the host's own apt state is not touched)
 ARM64_STATE=$CACHE/apt-arm64
-ARM64_APT=(-o APT::Architecture=arm64 -o APT::Architectures::=arm64 -o Debug::NoLocking=1
+ARM64_APT=(-o APT::Architecture=arm64 -o APT::Architectures::=arm64 -o Debug::NoLocking=1 -o APT::Sandbox::User=root
   -o Dir::State::Lists="$ARM64_STATE/lists" -o Dir::Cache="$ARM64_STATE/cache"
   -o Dir::State::status="$ARM64_STATE/status")
 arm64_apt_update() {
   mkdir -p "$ARM64_STATE/lists/partial" "$ARM64_STATE/cache/archives/partial"; touch "$ARM64_STATE/status"
-  if [ -z "$(find "$ARM64_STATE/lists" -maxdepth 1 -name '*_Packages' -mtime -1 2>/dev/null)" ]; then
+  if [ -z "$(find "$ARM64_STATE/lists" -maxdepth 1 -name '*_Packages*' -mtime -1 2>/dev/null)" ]; then
     apt-get "${ARM64_APT[@]}" update -qq >&2 || die "apt-get update (arm64) failed"
   fi
 }
