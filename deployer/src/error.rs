@@ -135,7 +135,7 @@ fn rollout_code(e: &rollout::RolloutError) -> ExitCode {
 fn image_code(e: &image::ImageError) -> ExitCode {
     use image::ImageError as E;
     match e {
-        E::Input { .. } | E::Archive { .. } => ExitCode::Usage,
+        E::Input { .. } | E::Archive { .. } | E::Platform { .. } => ExitCode::Usage,
         E::Registry(e) => registry_code(e),
         _ => ExitCode::Image,
     }

@@ -8,11 +8,17 @@
 #   debian:bookworm-slim                     debootstrap --variant=minbase bookworm, trimmed like -slim
 #   rust:<major.minor>-slim-bookworm         the slim rootfs + gcc/libc6-dev/pkg-config + this machine's
 #                                            active rustup toolchain in /usr/local (RUSTUP_HOME/CARGO_HOME)
+#   localhost/celestial/distroless-cc-debian12-arm64:nonroot
+#                                            the distroless stand-in from Debian's arm64 packages (only
+#                                            `build-arm64`: the arm64 half of scripts/arm64-check's base index)
 #
 # Usage: images.sh build      build what is missing (each image is cached by a hash of its recipe:
 #                             this script, the Debian package versions, the Rust toolchain version);
 #                             prints "local-name recipe-key" for each image
 #        images.sh list       print "local-name recipe-key" for each image
+#        images.sh build-arm64  build the two halves of a multi-platform base when missing: the amd64
+#                             distroless stand-in and the arm64 one (its own recipe key: this
+#                             script's two distroless recipes and the arm64 package versions)
 # The rootfs tarballs of the two small images are cached in ${CELESTIAL_CACHE:-~/.cache/celestial}/
 # testenv/images/, so a lost podman storage is refilled by an import instead of a rebuild.
 # Pushing to the loopback registry is done by `testenv up` (see push_images there).
@@ -27,6 +33,7 @@ SUITE=bookworm
 LABEL=dev.celestial.testenv.recipe
 
 DISTROLESS=gcr.io/distroless/cc-debian12:nonroot
+DISTROLESS_ARM64=localhost/celestial/distroless-cc-debian12-arm64:nonroot
 DEBIAN=docker.io/library/debian:bookworm-slim
 RUST_MM=$(rustc -V | awk '{print $2}' | cut -d. -f1,2)
 RUST=docker.io/library/rust:$RUST_MM-slim-bookworm
@@ -48,6 +55,23 @@ candidate_versions() { local p; for p in "$@"; do grep "^$p: " <<<"$POLICY"; don
 self_hash() { sed -n '/^# --- recipe:'"$1"'/,/^# --- end:'"$1"'/p' "$0"; }
 
 key_distroless() { { self_hash distroless; candidate_versions "${DISTROLESS_DEBS[@]}"; } | sha256sum | cut -c1-16; }
+# apt's view of Debian's arm64 packages: its own lists and cache under $CACHE/apt-arm64, refreshed
+# when older than a day (the host's own apt state is not touched)
+ARM64_STATE=$CACHE/apt-arm64
+ARM64_APT=(-o APT::Architecture=arm64 -o APT::Architectures::=arm64 -o Debug::NoLocking=1 -o APT::Sandbox::User=root
+  -o Dir::State::Lists="$ARM64_STATE/lists" -o Dir::Cache="$ARM64_STATE/cache"
+  -o Dir::State::status="$ARM64_STATE/status")
+arm64_apt_update() {
+  mkdir -p "$ARM64_STATE/lists/partial" "$ARM64_STATE/cache/archives/partial"; touch "$ARM64_STATE/status"
+  if [ -z "$(find "$ARM64_STATE/lists" -maxdepth 1 -name '*_Packages*' -mtime -1 2>/dev/null)" ]; then
+    apt-get "${ARM64_APT[@]}" update -qq >&2 || die "apt-get update (arm64) failed"
+  fi
+}
+key_distroless_arm64() {
+  { self_hash distroless; self_hash distroless_arm64
+    apt-cache "${ARM64_APT[@]}" policy "${DISTROLESS_DEBS[@]}" |
+      awk '/^[^ ]/{p=$1} /Candidate:/{if ($2 != "(none)") print p, $2}'; } | sha256sum | cut -c1-16
+}
 key_debian() { { self_hash debian; candidate_versions libc6 base-files debootstrap; echo "$MIRROR"; cat /usr/local/share/ca-certificates/*.crt 2>/dev/null; } | sha256sum | cut -c1-16; }
 key_rust() {
   { self_hash rust; key_debian; candidate_versions "${RUST_DEBS[@]}"; rustc -vV; cat "$HERE/images/rust.Containerfile"; } |
@@ -63,12 +87,14 @@ tar_rootfs() { # dir out.tar: deterministic order and owners
 }
 
 # --- recipe:distroless
-build_distroless() {
-  local key=$1 tarball=$CACHE/distroless-$key.tar
+# The rootfs tarball from DISTROLESS_DEBS; the apt-get options after TARBALL choose another
+# architecture's packages (build_distroless_arm64).
+distroless_rootfs() { # tarball [apt-get options...]
+  local tarball=$1; shift
   if [ ! -f "$tarball" ]; then
     local work; work=$(mktemp -d); trap 'rm -rf "$work"; trap - RETURN' RETURN
     mkdir -p "$work/debs" "$work/root"
-    (cd "$work/debs" && apt-get -o APT::Sandbox::User=root download "${DISTROLESS_DEBS[@]}" >/dev/null) || die "apt-get download failed"
+    (cd "$work/debs" && apt-get -o APT::Sandbox::User=root "$@" download "${DISTROLESS_DEBS[@]}" >/dev/null) || die "apt-get download failed"
     for d in "$work"/debs/*.deb; do dpkg-deb -x "$d" "$work/root"; done
     local r=$work/root
     # what distroless adds on top of the packages
@@ -98,15 +124,34 @@ EOF
     find "$r" -newermt @0 -exec touch -h -d @0 {} + 2>/dev/null || true
     mkdir -p "$CACHE"; tar_rootfs "$r" "$tarball.tmp"; mv "$tarball.tmp" "$tarball"
   fi
-  podman import -q \
+}
+import_distroless() { # tarball key name [podman import options...]
+  local tarball=$1 key=$2 name=$3; shift 3
+  podman import -q "$@" \
     --change 'USER 65532:65532' --change 'WORKDIR /home/nonroot' \
     --change 'ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' \
     --change "LABEL $LABEL=$key" \
     --change 'LABEL org.opencontainers.image.description=distroless-cc-debian12-stand-in-synthesized-from-Debian-packages' \
-    "$tarball" "$DISTROLESS" >/dev/null
+    "$tarball" "$name" >/dev/null
+}
+build_distroless() {
+  local key=$1
+  distroless_rootfs "$CACHE/distroless-$key.tar"
+  import_distroless "$CACHE/distroless-$key.tar" "$key" "$DISTROLESS"
 }
 # --- end:distroless
+
+# --- recipe:distroless_arm64
+# The same recipe from Debian's arm64 packages, for the arm64 half of a multi-platform image
+# (scripts/arm64-check). apt reads them through its own state in the cache (ARM64_APT), so the
+# host's dpkg gets no foreign architecture.
+build_distroless_arm64() {
+  local key=$1
+  distroless_rootfs "$CACHE/distroless_arm64-$key.tar" "${ARM64_APT[@]}"
+  import_distroless "$CACHE/distroless_arm64-$key.tar" "$key" "$DISTROLESS_ARM64" --arch arm64
+}
+# --- end:distroless_arm64
 
 # --- recipe:debian
 build_debian() {
@@ -216,5 +261,12 @@ case "${1:-build}" in
     ;;
   list)
     echo "$DISTROLESS $(key_distroless)"; echo "$DEBIAN $(key_debian)"; echo "$RUST $(key_rust)" ;;
-  *) echo "usage: $0 build|list" >&2; exit 2 ;;
+  build-arm64)
+    mkdir -p "$CACHE"; exec 8>"$CACHE/.lock"; flock 8
+    arm64_apt_update
+    ensure "$DISTROLESS" "$(key_distroless)" build_distroless
+    ensure "$DISTROLESS_ARM64" "$(key_distroless_arm64)" build_distroless_arm64
+    echo "$DISTROLESS $(key_distroless)"; echo "$DISTROLESS_ARM64 $(key_distroless_arm64)"
+    ;;
+  *) echo "usage: $0 build|list|build-arm64" >&2; exit 2 ;;
 esac

@@ -38,7 +38,7 @@ pub async fn build_and_push(
     progress: &mut dyn Progress,
 ) -> Result<Pushed, Error> {
     let creds = registry.credentials()?;
-    let (spec, transport) = (build.spec(), registry.transport());
+    let (spec, transport) = (build.spec()?, registry.transport());
     Ok(publish::build_and_push(image, &spec, &transport, &creds, progress).await?)
 }
 

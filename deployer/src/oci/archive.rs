@@ -260,6 +260,7 @@ pub async fn push_archive(
             .last()
             .map(|(d, b)| (d.clone(), b.len()))
             .unwrap_or_default(),
+        tagged: true,
     };
     Ok(push_image(&t, &image, progress).await?)
 }

@@ -296,7 +296,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn inputs() -> Inputs {
+    pub(crate) fn inputs() -> Inputs {
         Inputs {
             binary: b"binary".to_vec(),
             onnxruntime: b"ort".to_vec(),
@@ -305,7 +305,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn meta() -> Metadata {
+    pub(crate) fn meta() -> Metadata {
         Metadata {
             created_epoch: 1_764_000_000,
             source: Some("https://example.invalid/celestial".into()),

@@ -34,6 +34,14 @@ pub enum ImageError {
     },
     #[error("base image {base}: {message}")]
     Base { base: String, message: String },
+    /// A bad `--platform` list, or a per-platform value (`PLATFORM=PATH`) that names no platform
+    /// being built.
+    #[error("{flag} {value}: {message}")]
+    Platform {
+        flag: &'static str,
+        value: String,
+        message: String,
+    },
     #[error("archive {path}: {message}")]
     Archive { path: PathBuf, message: String },
     #[error(transparent)]

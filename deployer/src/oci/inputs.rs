@@ -1,24 +1,24 @@
-//! What a build takes ([`BuildSpec`]), and reading it: the server binary, the ONNX Runtime library
-//! and the model it names, and the labels' values (given, then git, then the crate's metadata).
+//! What a build takes ([`BuildSpec`]: per platform, [`PlatformSpec`]), and reading it: the server
+//! binary, the ONNX Runtime library and the model it names, and the labels' values (given, then
+//! git, then the crate's metadata).
 
 use std::path::{Path, PathBuf};
 
 use super::build::{Inputs, Metadata};
 use super::error::ImageError;
+use super::glibc::binary_info;
+use super::platform::{Platform, host_architecture};
 
 /// What `build` makes: the base it starts from and the files and label values it adds (unset
 /// ones are looked up: [`Inputs::read`], [`Metadata::resolve`]).
 #[derive(Debug, Clone)]
 pub struct BuildSpec {
-    /// Base image reference.
+    /// Base image reference (an index holding every platform, for a multi-platform build).
     pub base: String,
-    /// `os/arch[/variant]` to pick from a multi-platform base.
-    pub platform: String,
-    /// The celestial-server binary to ship.
-    pub server_binary: PathBuf,
-    /// The ONNX Runtime library; default $ORT_DYLIB_PATH, then `scripts/onnxruntime.sh`.
-    pub onnxruntime: Option<PathBuf>,
-    /// The model to ship (empty: none).
+    /// The platforms to build, in order, each with its own binary and library: one gives a
+    /// single image (as before multi-platform builds), more give an image index.
+    pub platforms: Vec<PlatformSpec>,
+    /// The model to ship (empty: none); the same file on every platform.
     pub model: PathBuf,
     /// org.opencontainers.image.source; default the git remote `origin` when it is a web URL.
     pub source_url: Option<String>,
@@ -30,9 +30,28 @@ pub struct BuildSpec {
     pub source_date_epoch: Option<i64>,
 }
 
+/// One platform of a build and its own files.
+#[derive(Debug, Clone)]
+pub struct PlatformSpec {
+    /// `os/arch[/variant]`, also what is picked from a multi-platform base.
+    pub platform: Platform,
+    /// The celestial-server binary to ship.
+    pub server_binary: PathBuf,
+    /// The ONNX Runtime library; default $ORT_DYLIB_PATH (this machine's architecture only), then
+    /// `scripts/onnxruntime.sh ARCH`.
+    pub onnxruntime: Option<PathBuf>,
+}
+
+impl BuildSpec {
+    /// True when the build makes an image index (more than one platform).
+    pub fn is_multi_platform(&self) -> bool {
+        self.platforms.len() > 1
+    }
+}
+
 impl Inputs {
-    /// Reads the binary, ONNX Runtime library and model the spec names.
-    pub fn read(spec: &BuildSpec) -> Result<Inputs, ImageError> {
+    /// Reads the binary, ONNX Runtime library and model the spec names for one platform.
+    pub fn read(spec: &BuildSpec, p: &PlatformSpec) -> Result<Inputs, ImageError> {
         let read = |what: &'static str, p: &Path| {
             std::fs::read(p).map_err(|e| ImageError::Input {
                 what,
@@ -40,7 +59,7 @@ impl Inputs {
                 message: e.to_string(),
             })
         };
-        let binary = read("server binary", &spec.server_binary).map_err(|e| match e {
+        let binary = read("server binary", &p.server_binary).map_err(|e| match e {
             ImageError::Input {
                 what,
                 path,
@@ -54,9 +73,9 @@ impl Inputs {
             },
             other => other,
         })?;
-        let ort_path = match &spec.onnxruntime {
-            Some(p) => p.clone(),
-            None => default_onnxruntime()?,
+        let ort_path = match &p.onnxruntime {
+            Some(path) => path.clone(),
+            None => default_onnxruntime(&p.platform.architecture)?,
         };
         let onnxruntime = read("ONNX Runtime library", &ort_path)?;
         let onnxruntime_name = ort_path
@@ -85,9 +104,36 @@ impl Inputs {
     }
 }
 
-/// $ORT_DYLIB_PATH, else what `scripts/onnxruntime.sh` prints (it fetches and caches the pinned library).
-fn default_onnxruntime() -> Result<PathBuf, ImageError> {
-    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+/// An ONNX Runtime library of another architecture than the binary would only fail when the
+/// server starts: refused before the build. (An input that is not ELF is left to the binary's own
+/// check.)
+pub fn check_same_architecture(
+    binary: &[u8],
+    library: &[u8],
+    path: &Path,
+) -> Result<(), ImageError> {
+    let (Ok(bin), Ok(lib)) = (binary_info(binary), binary_info(library)) else {
+        return Ok(());
+    };
+    if bin.architecture == lib.architecture {
+        return Ok(());
+    }
+    Err(ImageError::Input {
+        what: "ONNX Runtime library",
+        path: path.to_path_buf(),
+        message: format!(
+            "built for {}, but the server binary is {} (scripts/onnxruntime.sh {} fetches the right one)",
+            lib.architecture, bin.architecture, bin.architecture
+        ),
+    })
+}
+
+/// For this machine's architecture $ORT_DYLIB_PATH, else what `scripts/onnxruntime.sh ARCH`
+/// prints (it fetches and caches the pinned library of that architecture).
+fn default_onnxruntime(architecture: &str) -> Result<PathBuf, ImageError> {
+    if host_architecture() == Some(architecture)
+        && let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty())
+    {
         return Ok(PathBuf::from(p));
     }
     let script = PathBuf::from("scripts/onnxruntime.sh");
@@ -98,10 +144,11 @@ fn default_onnxruntime() -> Result<PathBuf, ImageError> {
     };
     if !script.exists() {
         return Err(err(
-            "not found: pass --onnxruntime PATH or set ORT_DYLIB_PATH (or run from the repository root)".into(),
+            "not found: pass --onnxruntime [PLATFORM=]PATH or set ORT_DYLIB_PATH (or run from the repository root)".into(),
         ));
     }
     let out = std::process::Command::new(&script)
+        .arg(architecture)
         .output()
         .map_err(|e| err(e.to_string()))?;
     if !out.status.success() {

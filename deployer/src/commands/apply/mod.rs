@@ -77,8 +77,10 @@ async fn check_history(cluster: &Cluster, ns: &str, limit: usize) -> Result<(), 
 
 /// `deployer release`: build and push, then apply with the pushed digest. The manifests are read
 /// and the cluster is reached (its credentials and the release history checked) first, so a
-/// release that cannot apply says so before it spends a build and a push.
+/// release that cannot apply says so before it spends a build and a push; a bad `--platform`
+/// says so before the cluster is reached.
 pub async fn release(c: &ReleaseArgs, interrupt: &Interrupt) -> Result<Outcome, Error> {
+    c.build.spec()?;
     let (mut manifests, _) = load_manifests(&c.manifests, Some(&c.image))?;
     secure_manifests(&mut manifests, &c.manifests, &c.security)?;
     let cluster = Cluster::connect(&c.cluster.connection()).await?;
