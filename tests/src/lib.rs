@@ -20,6 +20,7 @@ pub mod monitoring;
 mod namespace;
 pub mod podman;
 pub mod programs;
+pub mod prometheus;
 mod support;
 mod test_env;
 mod testenv;
