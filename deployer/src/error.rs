@@ -38,6 +38,12 @@ pub enum Error {
         .0.verdict.reasons.join("; "), .0.numbers(), .0.deployment
     )]
     Refused(Box<crate::commands::evaluate::report::EvaluationReport>),
+    /// `--canary` aborted the new model on its share of live traffic; the canary was deleted.
+    #[error(
+        "the new model was aborted by its canary on live traffic: {}\n  Deployment/{} was not changed; the canary was deleted and the previous model serves every request",
+        .0.summary(), .0.deployment
+    )]
+    Aborted(Box<crate::commands::canary::report::CanaryReport>),
     /// `deployer rollback` applied the revision it chose, but it did not become available.
     #[error("rollback of Deployment/{deployment}: {}", rollback.message)]
     RollbackFailed {
@@ -76,7 +82,7 @@ impl Error {
             Error::Smoke(_) => ExitCode::Smoke,
             Error::SmokeRolledBack { rollback, .. } => rejected_or(rollback, ExitCode::Smoke),
             Error::RollbackFailed { .. } => ExitCode::Rollout,
-            Error::Refused(_) => ExitCode::ModelRejected,
+            Error::Refused(_) | Error::Aborted(_) => ExitCode::ModelRejected,
             Error::Image(e) => image_code(e),
             Error::Registry(e) => registry_code(e),
             Error::Interrupted(i) => match i.signal {

@@ -26,7 +26,8 @@ pub enum ExitCode {
     /// Building, pulling or pushing an image failed (registry unreachable, credentials refused, glibc too old).
     Image = 7,
     /// The new model failed its checks (the server's start-up self-check, the smoke test, the
-    /// evaluation before traffic) and the previous one serves: restored, or never replaced.
+    /// evaluation before traffic, the canary on live traffic) and the previous one serves:
+    /// restored, or never replaced.
     ModelRejected = 8,
     /// Interrupted by SIGINT (Ctrl-C): the command stopped and said what state it left.
     Interrupted = 130,

@@ -68,6 +68,9 @@ fn error_json(e: &Error) -> Value {
         Error::Refused(report) => {
             j["evaluation"] = json!(report);
         }
+        Error::Aborted(report) => {
+            j["canary"] = json!(report);
+        }
         Error::Interrupted(i) => {
             j["interrupted"] = json!(i);
         }

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use celestial_common::probe;
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -169,7 +170,11 @@ pub async fn smoke(
         url: url.into(),
         message,
     };
-    let mut post = client.post(format!("{url}predict")).multipart(form);
+    // The probe header: the server keeps this prediction out of its live-traffic counters.
+    let mut post = client
+        .post(format!("{url}predict"))
+        .header(probe::HEADER, probe::EVALUATION)
+        .multipart(form);
     if let Some(key) = &access.api_key {
         post = post.bearer_auth(key);
     }

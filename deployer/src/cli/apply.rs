@@ -6,6 +6,7 @@ use std::time::Duration;
 use celestial_common::parse_duration;
 use clap::Args;
 
+use super::canary::CanaryArgs;
 use super::cluster::{ClusterArgs, ManifestArgs};
 use super::history::RecordArgs;
 use super::image::ImageBuildArgs;
@@ -159,6 +160,9 @@ pub struct ApplyArgs {
 
     #[command(flatten)]
     pub eval: EvalArgs,
+
+    #[command(flatten)]
+    pub canary: CanaryArgs,
 }
 
 /// `deployer release`.
@@ -195,6 +199,9 @@ pub struct ReleaseArgs {
 
     #[command(flatten)]
     pub eval: EvalArgs,
+
+    #[command(flatten)]
+    pub canary: CanaryArgs,
 }
 
 impl WaitArgs {
@@ -221,6 +228,7 @@ impl ReleaseArgs {
             security: self.security.clone(),
             record: self.record.clone(),
             eval: self.eval.clone(),
+            canary: self.canary.clone(),
         }
     }
 }

@@ -9,6 +9,7 @@
 //! - [`registry`]: registry credentials and transport (`build`, `push`, `release`)
 //! - [`cluster`]: which cluster and manifests, and `diff`, `status`, `delete`
 //! - [`apply`]: `apply` and `release`: waiting, checking, API keys and TLS
+//! - [`canary`]: their `--canary` (the new model on a share of live traffic, judged)
 //! - [`history`]: the release history they keep, `history` and `rollback`
 
 use clap::{Parser, ValueEnum};
@@ -19,6 +20,7 @@ use crate::interrupt::Interrupt;
 use crate::render::{Format, render};
 
 pub mod apply;
+pub mod canary;
 pub mod cluster;
 pub mod command;
 pub mod history;
@@ -40,7 +42,7 @@ Exit codes:
   7  image build, pull or push failed (registry unreachable after retries, credentials refused,
        base too old)
   8  the new model failed its checks (its self-check at start, the smoke test with
-       --rollback-on-failure, --evaluate); the previous one serves
+       --rollback-on-failure, --evaluate, --canary); the previous one serves
 130  interrupted by SIGINT (Ctrl-C): stopped, printed the cluster's state and how to resume
 143  terminated by SIGTERM: the same";
 

@@ -7,6 +7,7 @@
 //! module of [`crate::cli`] with a variant in [`crate::cli::command::Command`].
 
 pub mod apply;
+pub mod canary;
 pub mod delete;
 pub mod diff;
 pub mod evaluate;

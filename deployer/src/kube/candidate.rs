@@ -94,28 +94,26 @@ pub fn candidate_object(d: &Manifest, ns: &str, keys: &BTreeSet<String>) -> Valu
     })
 }
 
-/// Applies the candidate Deployment `object` (taking over what an earlier, interrupted run left)
-/// and waits until its pod is available.
+/// Applies the candidate (or canary) Deployment `object` (taking over what an earlier,
+/// interrupted run left) and waits until its pods are available; `what` says what it is.
 pub async fn start(
     cluster: &Cluster,
     ns: &str,
-    object: &Value,
+    (object, what): (&Value, &str),
     limits: Limits,
     progress: &mut dyn Progress,
 ) -> Result<RolloutReport, RolloutError> {
     let name = object["metadata"]["name"].as_str().unwrap_or_default();
     let api: Api<Deployment> = Api::namespaced(cluster.client.clone(), ns);
     let pp = PatchParams::apply(FIELD_MANAGER).force();
-    progress.line(&format!(
-        "Deployment/{name}: starting the candidate (no Service selects its pods)"
-    ));
+    progress.line(&format!("Deployment/{name}: starting {what}"));
     api.patch(name, &pp, &Patch::Apply(object))
         .await
         .map_err(|e| api_error(&format!("Deployment/{name}"), "apply", e, "the candidate"))?;
     wait_rollout(cluster, ns, name, limits, progress).await
 }
 
-/// Deletes the candidate Deployment `name` and its pods (in the background: they serve nothing).
+/// Deletes the candidate (or canary) Deployment `name` and its pods (in the background).
 pub async fn remove(cluster: &Cluster, ns: &str, name: &str) -> Result<(), ApplyError> {
     let api: Api<Deployment> = Api::namespaced(cluster.client.clone(), ns);
     match api.delete(name, &DeleteParams::background()).await {

@@ -41,6 +41,9 @@ pub enum Outcome {
     Failed,
     /// Evaluated before traffic and refused (`--evaluate`): it never served.
     Refused,
+    /// Served a share of live traffic as a canary (`--canary`) and was aborted by the analysis:
+    /// the canary was deleted and the previous version serves every request.
+    Aborted,
 }
 
 impl Outcome {
@@ -50,6 +53,7 @@ impl Outcome {
             Outcome::RolledBack => "rolled-back",
             Outcome::Failed => "failed",
             Outcome::Refused => "refused",
+            Outcome::Aborted => "aborted",
         }
     }
 }

@@ -12,12 +12,14 @@
 //! - [`model`]: what a Deployment serves (revision, image digest, the model its pods report)
 //! - [`history`]: the release history in the cluster (the ConfigMap `celestial-releases`)
 //! - [`candidate`]: a new pod template run apart, without traffic, to be evaluated
+//! - [`canary`]: the new pod template given a share of live traffic; the two groups' `/metrics`
 //! - [`predict`]: predictions of one pod's server through the API server's pod proxy
 //! - [`service`]: a LoadBalancer's address and URL, waiting for it
 //!
 //! A new kind of wait goes next to the object it waits for (`rollout/wait.rs`, `service.rs`).
 
 pub mod apply;
+pub mod canary;
 pub mod candidate;
 pub mod cluster;
 pub mod error;

@@ -234,9 +234,24 @@ pub async fn proxy_json(
     cluster: &Cluster,
     request: http::request::Builder,
     api_key: Option<&str>,
-    (timeout, body): (std::time::Duration, Vec<u8>),
+    send: (std::time::Duration, Vec<u8>),
     what: &str,
 ) -> Result<Value, String> {
+    let text = proxy_text(cluster, request, api_key, send, what).await?;
+    serde_json::from_str(&text).map_err(|e| {
+        let start: String = text.chars().take(200).collect();
+        format!("{what}: not JSON ({e}): {start}")
+    })
+}
+
+/// As [`proxy_json`], the answer as text.
+pub async fn proxy_text(
+    cluster: &Cluster,
+    request: http::request::Builder,
+    api_key: Option<&str>,
+    (timeout, body): (std::time::Duration, Vec<u8>),
+    what: &str,
+) -> Result<String, String> {
     let request = match api_key {
         Some(key) => request.header(API_KEY_HEADER, key),
         None => request,
@@ -247,14 +262,10 @@ pub async fn proxy_json(
         "create"
     };
     let request = request.body(body).map_err(|e| e.to_string())?;
-    let text = tokio::time::timeout(timeout, cluster.client.request_text(request))
+    tokio::time::timeout(timeout, cluster.client.request_text(request))
         .await
         .map_err(|_| format!("{what}: no answer within {}s", timeout.as_secs()))?
-        .map_err(|e| format!("{what}: {}", proxy_error(&e, verb)))?;
-    serde_json::from_str(&text).map_err(|e| {
-        let start: String = text.chars().take(200).collect();
-        format!("{what}: not JSON ({e}): {start}")
-    })
+        .map_err(|e| format!("{what}: {}", proxy_error(&e, verb)))
 }
 
 /// What a failed proxy request says: the API server's refusal (a missing `pods/proxy` permission

@@ -1,8 +1,10 @@
 //! Predictions of one pod's server, through the API server's pod proxy
 //! (`POST /api/v1/namespaces/NS/pods/[https:]NAME:PORT/proxy/predict`, RBAC `pods/proxy` create):
 //! what an evaluation before traffic asks the candidate's pod and a serving pod, with images no
-//! load balancer has to carry.
+//! load balancer has to carry. They carry the probe header (`celestial-probe: evaluation`), so the
+//! server keeps them out of its live-traffic counters.
 
+use celestial_common::probe;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
 use serde_json::Value;
@@ -69,7 +71,9 @@ pub async fn predict(
     (image, mime): (&[u8], &str),
 ) -> Result<Value, String> {
     let path = proxy_path(ns, &target.pod, target.endpoint, "predict");
-    let request = http::Request::post(path).header("content-type", mime);
+    let request = http::Request::post(path)
+        .header("content-type", mime)
+        .header(probe::HEADER, probe::EVALUATION);
     let what = format!("POST /predict on pod {} through the API server", target.pod);
     let send = (PREDICT_TIMEOUT, image.to_vec());
     proxy_json(cluster, request, api_key, send, &what).await

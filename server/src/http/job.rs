@@ -43,8 +43,9 @@ pub async fn within_timeout<T>(
 
 /// The request header that marks a probe (the deployer sends `celestial-probe: evaluation` with its
 /// evaluation requests): its answers stay out of the per-label, unknown and confidence metrics and
-/// of the drift windows, which describe the live traffic; it is still counted as a request.
-pub const PROBE_HEADER: &str = "celestial-probe";
+/// of the drift windows, which describe the live traffic; it is still counted as a request. One
+/// name for both sides, in celestial-common.
+pub const PROBE_HEADER: &str = celestial_common::probe::HEADER;
 
 /// Whose request a job serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -125,8 +125,29 @@ pub fn dataset_image_or_fixture(label: &str) -> Vec<u8> {
 
 /// A dataset image of `label` (raw/LABEL/LABEL_100.jpg) when the shared dataset is there.
 pub fn dataset_image(label: &str) -> Option<Vec<u8>> {
-    let root = std::env::var_os("CELESTIAL_DATASET")
+    std::fs::read(dataset_root().join(format!("raw/{label}/{label}_100.jpg"))).ok()
+}
+
+/// The first `n` dataset images of `label` by file name (fewer when the dataset is not there).
+pub fn dataset_images(label: &str, n: usize) -> Vec<Vec<u8>> {
+    let dir = dataset_root().join("raw").join(label);
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "jpg"))
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .take(n)
+        .filter_map(|p| std::fs::read(p).ok())
+        .collect()
+}
+
+/// The shared dataset: `CELESTIAL_DATASET`, else `../shared/dataset` beside the repository.
+fn dataset_root() -> PathBuf {
+    std::env::var_os("CELESTIAL_DATASET")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("../shared/dataset"));
-    std::fs::read(root.join(format!("raw/{label}/{label}_100.jpg"))).ok()
+        .unwrap_or_else(|| repo_root().join("../shared/dataset"))
 }

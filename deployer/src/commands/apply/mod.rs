@@ -1,5 +1,6 @@
-//! `apply` and `release`: server-side apply, wait for each rollout (rolling back on request) and
-//! each load balancer's address, smoke-test the public URL.
+//! `apply` and `release`: judge the new model first when asked (`--evaluate`, `--canary`),
+//! server-side apply, wait for each rollout (rolling back on request) and each load balancer's
+//! address, smoke-test the public URL.
 //!
 //! - `report.rs`: what they report
 //! - `record.rs`: what they record in the release history
@@ -9,6 +10,7 @@
 
 use std::time::Instant;
 
+use super::canary::{Canary, CanaryReport, during_traffic};
 use super::diff::{self, ObjectReport, load_manifests};
 use super::evaluate::{Evaluation, EvaluationReport, before_traffic};
 use super::image::build_and_push;
@@ -142,6 +144,7 @@ pub async fn run(
     let access = secrets.access(&c.security);
     let judge = (&cluster, manifests.as_slice(), &access);
     let evaluation = evaluate_step(c, judge, command, &mut p, interrupt).await?;
+    let canary = canary_step(c, judge, evaluation.as_ref(), command, &mut p, interrupt).await?;
     let applied = apply_step(&cluster, &manifests, c, &mut p, command, interrupt).await?;
     let apply_seconds = start.elapsed().as_secs_f64();
     let waiting = Waiting {
@@ -178,6 +181,7 @@ pub async fn run(
         urls,
         smoke,
         evaluation,
+        canary,
         model: records.model,
         model_error: records.model_error,
         history: records.recorded,
@@ -230,8 +234,8 @@ fn check_smoke_image(c: &ApplyArgs) -> Result<(), String> {
     }
 }
 
-/// With `--evaluate`, judges the new model before anything changes (see
-/// [`super::evaluate`]).
+/// With `--evaluate` (or `--canary`, which needs it), judges the new model before anything
+/// changes (see [`super::evaluate`]).
 async fn evaluate_step(
     c: &ApplyArgs,
     (cluster, manifests, access): (&Cluster, &[Manifest], &smoke::Access),
@@ -239,7 +243,7 @@ async fn evaluate_step(
     p: &mut dyn Progress,
     interrupt: &Interrupt,
 ) -> Result<Option<EvaluationReport>, Error> {
-    if !c.eval.evaluate {
+    if !c.eval.evaluate && c.canary.canary.is_none() {
         return Ok(None);
     }
     let ns = server_namespace(manifests, cluster);
@@ -255,6 +259,35 @@ async fn evaluate_step(
         history_limit: c.record.history_limit,
     };
     before_traffic(&e, p, interrupt).await
+}
+
+/// With `--canary`, once the evaluation passed a new model, gives it a share of live traffic and
+/// judges it there before anything serving changes (see [`super::canary`]).
+async fn canary_step(
+    c: &ApplyArgs,
+    (cluster, manifests, access): (&Cluster, &[Manifest], &smoke::Access),
+    evaluation: Option<&EvaluationReport>,
+    command: &'static str,
+    p: &mut dyn Progress,
+    interrupt: &Interrupt,
+) -> Result<Option<CanaryReport>, Error> {
+    let (Some(share), Some(evaluation)) = (c.canary.canary, evaluation) else {
+        return Ok(None);
+    };
+    let ns = server_namespace(manifests, cluster);
+    let canary = Canary {
+        cluster,
+        ns: &ns,
+        manifests,
+        args: &c.canary,
+        limits: c.wait.limits(),
+        container: c.manifests.container.as_deref(),
+        api_key: access.api_key.as_deref(),
+        model: evaluation.candidate_model.clone(),
+        command,
+        history_limit: c.record.history_limit,
+    };
+    during_traffic(&canary, share, p, interrupt).await
 }
 
 /// Server-side applies the manifests, unless a signal comes first.

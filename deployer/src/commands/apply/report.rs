@@ -1,5 +1,6 @@
 //! What `apply` and `release` report, and its text.
 
+use crate::commands::canary::report::CanaryReport;
 use crate::commands::diff::{DiffReport, ObjectReport};
 use crate::commands::evaluate::report::EvaluationReport;
 use crate::commands::history::Recorded;
@@ -26,6 +27,9 @@ pub struct ApplyReport {
     /// `--evaluate`: what the new model scored before it got traffic (None when not asked, or
     /// nothing new was judged).
     pub evaluation: Option<EvaluationReport>,
+    /// `--canary`: what the new model's share of live traffic showed (None when not asked, or
+    /// nothing new was judged, or nothing served yet).
+    pub canary: Option<CanaryReport>,
     /// The model the new pods serve (their `GET /model`).
     pub model: Option<ModelInfo>,
     /// Why the model could not be read.
@@ -82,6 +86,9 @@ impl ApplyReport {
         }
         if let Some(e) = &self.evaluation {
             text.push_str(&e.text());
+        }
+        if let Some(c) = &self.canary {
+            text.push_str(&c.text());
         }
         match (&self.model, &self.model_error) {
             (Some(m), _) => text.push_str(&format!("model: {}\n", m.describe())),

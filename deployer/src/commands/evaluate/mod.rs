@@ -83,7 +83,7 @@ pub async fn before_traffic(
 }
 
 /// The manifests' (first) Deployment: the server's.
-fn server_deployment(manifests: &[Manifest]) -> Result<&Manifest, ManifestError> {
+pub(crate) fn server_deployment(manifests: &[Manifest]) -> Result<&Manifest, ManifestError> {
     manifests
         .iter()
         .find(|m| m.kind == "Deployment")
@@ -113,7 +113,8 @@ pub async fn evaluate(
     let keys = candidate::selected_keys(e.manifests, d);
     let object = candidate::candidate_object(d, e.ns, &keys);
     let name = candidate::name_of(&d.name);
-    if let Err(failed) = candidate::start(e.cluster, e.ns, &object, e.limits, p).await {
+    let what = (&object, "the candidate (no Service selects its pods)");
+    if let Err(failed) = candidate::start(e.cluster, e.ns, what, e.limits, p).await {
         remove(e, &name, p).await;
         let error = not_started(failed, &d.name, &name, serving.as_ref());
         refused(e, &d.name, &image, None, &error.to_string(), p).await;

@@ -207,6 +207,8 @@ async fn a_candidate_as_good_as_the_serving_model_is_promoted() {
     assert_eq!(r.asked.len(), 3);
     assert_eq!(r.asked[0].headers["x-api-key"], "k3y");
     assert_eq!(r.asked[0].headers["content-type"], "image/jpeg");
+    // The server keeps the deployer's own predictions out of its live-traffic counters.
+    assert_eq!(r.asked[0].headers["celestial-probe"], "evaluation");
     assert!(
         r.recorded.is_empty(),
         "a promotion is recorded by apply, after its rollout"

@@ -51,6 +51,8 @@ pub enum End {
 enum Reply {
     /// A status and a JSON body, the body sent after a delay (a slow answer).
     Json(u16, Value, Duration),
+    /// 200 and a plain-text body (a server's `/metrics` through the pod proxy).
+    Text(String),
     Watch {
         events: Vec<(Duration, Value)>,
         end: End,
@@ -80,6 +82,11 @@ impl Exchange {
     /// Answers with `status` and the JSON `body`.
     pub fn reply(&mut self, status: u16, body: Value) {
         self.reply = Some(Reply::Json(status, body, Duration::ZERO));
+    }
+
+    /// Answers 200 with the plain text `body`.
+    pub fn reply_text(&mut self, body: &str) {
+        self.reply = Some(Reply::Text(body.into()));
     }
 
     /// Answers with `status` and the JSON `body`, `after` the request came.
@@ -296,7 +303,15 @@ pub fn status(code: u16, reason: &str, message: &str) -> Value {
 }
 
 fn respond(reply: Reply) -> Response<StreamedBody> {
+    let content_type = match reply {
+        Reply::Text(_) => "text/plain; version=0.0.4",
+        _ => "application/json",
+    };
     let (code, body): (u16, BoxStream<'static, _>) = match reply {
+        Reply::Text(text) => (
+            200,
+            stream::once(async { Ok(Frame::data(Bytes::from(text))) }).boxed(),
+        ),
         Reply::Json(code, value, after) => {
             let bytes = Bytes::from(serde_json::to_vec(&value).expect("JSON serializes"));
             let body = async move {
@@ -323,7 +338,7 @@ fn respond(reply: Reply) -> Response<StreamedBody> {
     };
     Response::builder()
         .status(StatusCode::from_u16(code).expect("a valid status"))
-        .header("content-type", "application/json")
+        .header("content-type", content_type)
         .body(StreamBody::new(body))
         .expect("a valid response")
 }
