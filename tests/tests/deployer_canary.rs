@@ -51,14 +51,13 @@ fn dim_photographs() -> Option<Vec<Vec<u8>>> {
     (photos.len() == 30).then_some(photos)
 }
 
+/// The stream's stop flag and its clients, each ending with (answers, failures).
+type LiveStream = (Arc<AtomicBool>, Vec<JoinHandle<(usize, Vec<String>)>>);
+
 /// The live stream: `clients` loops posting the photographs in turn through `url`, each request
 /// on a new connection (kube-proxy picks a pod per connection, so the canary gets its share);
 /// returns (answers, failures) once stopped.
-fn live_stream(
-    url: &str,
-    photographs: Vec<Vec<u8>>,
-    clients: usize,
-) -> (Arc<AtomicBool>, Vec<JoinHandle<(usize, Vec<String>)>>) {
+fn live_stream(url: &str, photographs: Vec<Vec<u8>>, clients: usize) -> LiveStream {
     let stop = Arc::new(AtomicBool::new(false));
     let tasks = (0..clients)
         .map(|i| {
