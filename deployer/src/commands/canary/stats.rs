@@ -77,53 +77,8 @@ fn pooled(a: &[f64], b: &[f64], small_share: f64) -> Vec<(f64, f64)> {
     bins
 }
 
-/// P(X >= x) for X chi-squared with `df` degrees of freedom: the regularized upper incomplete
-/// gamma function Q(df/2, x/2).
-pub fn chi_squared_tail(x: f64, df: f64) -> f64 {
-    if x <= 0.0 {
-        return 1.0;
-    }
-    upper_gamma(df / 2.0, x / 2.0)
-}
-
-/// The regularized upper incomplete gamma function Q(a, x) = 1 - P(a, x): by its series below
-/// a + 1, by its continued fraction (modified Lentz) above, as in Numerical Recipes (6.2).
-fn upper_gamma(a: f64, x: f64) -> f64 {
-    const EPS: f64 = 1e-14;
-    const TINY: f64 = 1e-300;
-    let front = (-x + a * x.ln() - ln_gamma(a)).exp();
-    if x < a + 1.0 {
-        let (mut term, mut sum, mut ap) = (1.0 / a, 1.0 / a, a);
-        for _ in 0..1000 {
-            ap += 1.0;
-            term *= x / ap;
-            sum += term;
-            if term.abs() < sum.abs() * EPS {
-                break;
-            }
-        }
-        return (1.0 - sum * front).clamp(0.0, 1.0);
-    }
-    let mut b = x + 1.0 - a;
-    let mut c = 1.0 / TINY;
-    let mut d = 1.0 / b;
-    let mut h = d;
-    for i in 1..1000 {
-        let an = -(i as f64) * (i as f64 - a);
-        b += 2.0;
-        d = an * d + b;
-        d = if d.abs() < TINY { TINY } else { d };
-        c = b + an / c;
-        c = if c.abs() < TINY { TINY } else { c };
-        d = 1.0 / d;
-        let delta = d * c;
-        h *= delta;
-        if (delta - 1.0).abs() < EPS {
-            break;
-        }
-    }
-    (front * h).clamp(0.0, 1.0)
-}
+pub use celestial_common::stats::chi_squared_tail;
+use celestial_common::stats::ln_gamma;
 
 /// P(X >= k) for X binomial with `n` trials of probability `p`, summed exactly (in log space)
 /// from `k` up: the one-sided test of "more errors than a rate of `p` explains".
@@ -148,35 +103,6 @@ pub fn binomial_tail(k: f64, n: f64, p: f64) -> f64 {
         })
         .sum();
     sum.clamp(0.0, 1.0)
-}
-
-/// ln Γ(x) for x > 0 (Lanczos, g = 7, 9 terms; relative error below 1e-13).
-fn ln_gamma(x: f64) -> f64 {
-    const G: [f64; 9] = [
-        0.999_999_999_999_809_9,
-        676.520_368_121_885_1,
-        -1_259.139_216_722_402_8,
-        771.323_428_777_653_1,
-        -176.615_029_162_140_6,
-        12.507_343_278_686_905,
-        -0.138_571_095_265_720_12,
-        9.984_369_578_019_572e-6,
-        1.505_632_735_149_311_6e-7,
-    ];
-    if x < 0.5 {
-        // The reflection formula.
-        let pi = std::f64::consts::PI;
-        return (pi / (pi * x).sin()).ln() - ln_gamma(1.0 - x);
-    }
-    let x = x - 1.0;
-    let t = x + 7.5;
-    let series: f64 = G[0]
-        + G[1..]
-            .iter()
-            .enumerate()
-            .map(|(i, g)| g / (x + i as f64 + 1.0))
-            .sum::<f64>();
-    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + series.ln()
 }
 
 #[cfg(test)]
