@@ -2,8 +2,9 @@
 //! its real node: the API-key Secret is created with a generated key, the TLS Secret (a CA and a
 //! server certificate made here with rcgen) is mounted, the Service turns to 443 -> https, and the
 //! smoke prediction goes over HTTPS with the key. Then, from outside: no key -> 401, the key -> 200,
-//! plain HTTP on the public port -> refused; a re-run keeps the key; a missing TLS Secret is said
-//! before anything is applied.
+//! plain HTTP on the public port -> refused; a re-run keeps the key; a new model version is
+//! evaluated through the pod proxy over HTTPS with the key and promoted; a missing TLS Secret is
+//! said before anything is applied.
 
 use std::process::Command;
 
@@ -238,5 +239,46 @@ async fn deployer_releases_with_an_api_key_and_tls_and_smoke_tests_over_https() 
             .starts_with("kubectl get secret celestial-keys -n "),
         "{}",
         r.describe()
+    );
+
+    // A new model version with keys and TLS on: the release reads the serving model and evaluates
+    // the candidate through the API server's pod proxy on the pods' https port with the key
+    // (X-API-Key), and promotes it.
+    let models = Scratch::new("secure-models");
+    let (v2, version2) = next_version(&shipped_model(), &models);
+    let (_inputs2, mut next) = real_node_release(&env, "secure-v2", on_node.path());
+    set_arg(&mut next, "--model", v2.to_str().unwrap());
+    next.extend(args(&[
+        "--api-key-secret",
+        "celestial-keys",
+        "--tls-secret",
+        "celestial-tls",
+        "--tls-server-name",
+        SERVER_NAME,
+        "--evaluate",
+    ]));
+    next.extend(c.clone());
+    let r = run(next, None).await;
+    assert_eq!(r.code, 0, "{}", r.describe());
+    let j = r.json();
+    let evaluation = &j["evaluation"];
+    assert_eq!(evaluation["verdict"]["promote"], true, "{}", r.describe());
+    assert_eq!(
+        evaluation["candidate_scores"]["accuracy"],
+        1.0,
+        "{}",
+        r.describe()
+    );
+    assert_eq!(
+        evaluation["serving"]["scores"]["accuracy"],
+        1.0,
+        "{}",
+        r.describe()
+    );
+    assert_eq!(j["model"]["version"], version2.as_str(), "{}", r.describe());
+    eprintln!(
+        "measured: evaluated release with keys and TLS {:.1}s (evaluation {:.1}s)",
+        r.seconds,
+        evaluation["seconds"].as_f64().unwrap_or(f64::NAN)
     );
 }
