@@ -18,8 +18,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
 
-use super::apply::FIELD_MANAGER;
-use super::candidate::ROLE_LABEL;
+use super::candidate::{ROLE_LABEL, side_deployment};
 use super::cluster::Cluster;
 use super::error::{ApplyError, api_error};
 use super::manifests::Manifest;
@@ -81,16 +80,7 @@ pub fn canary_object(d: &Manifest, ns: &str, replicas: i32) -> Value {
     {
         labels.extend(own.iter().map(|(k, v)| (k.clone(), json!(v))));
     }
-    json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {
-            "name": name_of(&d.name),
-            "namespace": ns,
-            "labels": {ROLE_LABEL: "canary", "app.kubernetes.io/managed-by": FIELD_MANAGER},
-        },
-        "spec": spec,
-    })
+    side_deployment(&name_of(&d.name), ns, "canary", spec)
 }
 
 /// The serving Deployment as it is now (None when it does not exist).

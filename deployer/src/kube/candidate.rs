@@ -82,13 +82,19 @@ pub fn candidate_object(d: &Manifest, ns: &str, keys: &BTreeSet<String>) -> Valu
     {
         labels.insert(ROLE_LABEL.into(), json!("candidate"));
     }
+    side_deployment(&name_of(&d.name), ns, "candidate", spec)
+}
+
+/// A Deployment the deployer runs beside the serving one for a while (the evaluation's candidate,
+/// the canary): `name` in `ns` with `spec`, labelled with its `role` and as the deployer's.
+pub fn side_deployment(name: &str, ns: &str, role: &str, spec: Value) -> Value {
     json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {
-            "name": name_of(&d.name),
+            "name": name,
             "namespace": ns,
-            "labels": {ROLE_LABEL: "candidate", "app.kubernetes.io/managed-by": FIELD_MANAGER},
+            "labels": {ROLE_LABEL: role, "app.kubernetes.io/managed-by": FIELD_MANAGER},
         },
         "spec": spec,
     })
