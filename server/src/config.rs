@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::auth::{self, ApiKey, KeyScope};
 use crate::drift::DriftConfig;
 use crate::model::ModelOverrides;
+use crate::telemetry::TraceConfig;
 use celestial_common::{parse_duration, server_env};
 
 /// BentoML-compatible prediction server for the celestial-bodies classifier (axum + ONNX Runtime).
@@ -91,6 +92,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub drift: DriftConfig,
+
+    #[command(flatten)]
+    pub traces: TraceConfig,
 
     /// ONNX Runtime shared library (libonnxruntime.so). When unset: next to the binary, then
     /// ${CELESTIAL_CACHE:-~/.cache/celestial}/onnxruntime/1.31.1/libonnxruntime.so.1.31.1 (installed by scripts/onnxruntime.sh).

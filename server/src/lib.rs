@@ -25,13 +25,14 @@
 //! | [`oip`] | the Open Inference Protocol (v2), protocol-neutral: inputs -> pictures, outputs, metadata, the model check | `classifier`, `errors`, `model`, `preprocess` (its error) |
 //! | [`docs`] | `/docs.json` (one function per operation, security schemes when keys are on), `/schema.json`, `/model` | `classifier`, `errors`, `model`, `routes`, `auth` |
 //! | [`drift`] | the drift monitor: lock-free sliding windows of the live answers, their tests against the model's reference, `/model/drift` | `classifier`, `metrics`, `model` |
+//! | [`telemetry`] | traces: sampling, W3C `traceparent`, a request's spans, the bounded export queue and the OTLP/HTTP exporter | `metrics` |
 //! | [`selfcheck`] | the start-up self-check: the model's golden set through the classifier, before the server is ready | `classifier`, `model` |
 //! | [`engine`] | ONNX Runtime behind the seam ([`Engine`]): library lookup, sessions, the batching queue, worker threads, output rows -> predictions | `classifier`, `model`, `preprocess` |
-//! | [`http`] | router, middleware, the key check, CORS, handlers over `Arc<dyn Classifier>` (BentoML's routes and the v2 REST routes) | `classifier`, `docs`, `drift`, `errors`, `metrics`, `oip`, `preprocess` (its error), `routes`, `auth` |
+//! | [`http`] | router, middleware, the key check, CORS, handlers over `Arc<dyn Classifier>` (BentoML's routes and the v2 REST routes) | `classifier`, `docs`, `drift`, `errors`, `metrics`, `oip`, `preprocess` (its error), `routes`, `auth`, `telemetry` |
 //! | [`grpc`] | the v2 gRPC service (tonic, generated from `server/proto`), sent HTTP/2 `application/grpc` requests on the same listeners; keys, upload limits and metrics as on HTTP | `http` (state, body, job), `oip`, `errors`, `auth`, `routes` |
 //! | [`root_path`] | the reverse-proxy prefix middleware | `routes` |
 //! | [`connection`] | accept loops (plain and TLS listeners), HTTP/1.1 + h2c, TLS (rustls, certificate swapped per handshake, handshakes counted), connection limit and timeouts, protocol errors as JSON, drain phases | `errors`, `routes`, `metrics` (TLS handshakes) |
-//! | [`config`] | the command line (clap) | `model` (its flags), `drift` (its flags), `root_path` (its parser), `connection` (its constants), `auth` (scopes, default CORS headers); the duration syntax from `celestial-common` |
+//! | [`config`] | the command line (clap) | `model` (its flags), `drift` (its flags), `telemetry` (its flags), `root_path` (its parser), `connection` (its constants), `auth` (scopes, default CORS headers); the duration syntax from `celestial-common` |
 //! | [`server`] | the settings checked once ([`CheckedConfig`]), start-up ([`run`], [`serve`]), listeners, keys and TLS set-up and reloads, drain and shutdown, the `healthcheck` probe | all of the above |
 //! | `testing` | test support, only in tests and with the `test-util` feature: the fake classifier, the in-process `TestServer` | `server` and below |
 //!
@@ -73,6 +74,7 @@ pub mod root_path;
 pub mod routes;
 pub mod selfcheck;
 pub mod server;
+pub mod telemetry;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
 

@@ -23,4 +23,5 @@ mod model;
 mod router;
 mod security;
 mod self_check;
+mod traces;
 mod v2;

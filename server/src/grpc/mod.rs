@@ -29,6 +29,7 @@ use crate::auth;
 use crate::errors::{ApiError, status_of_grpc};
 use crate::http::{AppState, Security, body};
 use crate::routes;
+use crate::telemetry::{RequestTrace, Value};
 use proto::grpc_inference_service_server::GrpcInferenceServiceServer;
 pub use service::Inference;
 
@@ -71,14 +72,18 @@ async fn call(state: Arc<AppState>, grpc: Server, req: Request<Body>) -> Respons
         .iter()
         .find(|(method, _)| *method == path)
         .map_or(("unmatched", None), |&(method, rest)| (method, Some(rest)));
-    let counted = Counted::start(&state, route);
+    let trace = state.tracer.begin(req.headers());
+    let counted = Counted::start(&state, route, trace.clone());
     if let Err(e) = authorize(&state, mirrors, req.headers()) {
         return counted.finish(refusal(&state, &e));
     }
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    if let Some(trace) = &trace {
+        parts.extensions.insert(trace.clone());
+    }
     let (body, _memory) = match mirrors == Some(routes::V2_INFER) {
         false => (body, None),
-        true => match body::upload(&state, &parts.headers, body).await {
+        true => match body::upload(&state, &parts.headers, body, trace.as_ref()).await {
             Ok((bytes, memory)) => (Body::from(bytes), Some(memory)),
             Err(e) => return counted.finish(refusal(&state, &e)),
         },
@@ -122,16 +127,19 @@ struct Counted {
     route: &'static str,
     start: Instant,
     answered: bool,
+    /// The call's trace, when it is sampled: ended with the answer.
+    trace: Option<RequestTrace>,
 }
 
 impl Counted {
-    fn start(state: &Arc<AppState>, route: &'static str) -> Counted {
+    fn start(state: &Arc<AppState>, route: &'static str, trace: Option<RequestTrace>) -> Counted {
         state.metrics.request_started();
         Counted {
             state: Arc::clone(state),
             route,
             start: Instant::now(),
             answered: false,
+            trace,
         }
     }
 
@@ -152,7 +160,41 @@ impl Counted {
             .request_finished("POST", self.route, status, elapsed);
         let latency_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3;
         info!(method = "POST", route = self.route, status, grpc_code = ?code, latency_ms, "request");
+        if let Some(trace) = self.trace.take() {
+            self.end_trace(trace, Some(code));
+        }
         resp
+    }
+
+    /// End the call's span: OpenTelemetry's RPC conventions (named after the method, the gRPC
+    /// status as an attribute); a server fault, or a call the client abandoned, is an error.
+    fn end_trace(&self, trace: RequestTrace, code: Option<tonic::Code>) {
+        let method = self.route.trim_start_matches('/');
+        let (service, name) = method.split_once('/').unwrap_or(("", method));
+        let mut attributes = vec![
+            ("rpc.system", "grpc".into()),
+            ("rpc.service", service.into()),
+            ("rpc.method", name.into()),
+        ];
+        let error = match code {
+            Some(code) => {
+                attributes.push(("rpc.grpc.status_code", Value::Int(code as i64)));
+                matches!(
+                    code,
+                    tonic::Code::Internal
+                        | tonic::Code::Unknown
+                        | tonic::Code::DataLoss
+                        | tonic::Code::Unimplemented
+                        | tonic::Code::Unavailable
+                        | tonic::Code::DeadlineExceeded
+                )
+                .then(|| format!("gRPC status {code:?}"))
+            }
+            None => Some("cancelled by the client".into()),
+        };
+        self.state
+            .tracer
+            .end(trace, method.to_string(), attributes, error);
     }
 }
 
@@ -161,6 +203,9 @@ impl Drop for Counted {
         self.state.metrics.request_ended();
         if !self.answered {
             self.state.metrics.request_cancelled("POST", self.route);
+            if let Some(trace) = self.trace.take() {
+                self.end_trace(trace, None);
+            }
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::errors::{ApiError, ErrorBody};
 use crate::http::AppState;
 use crate::http::job::{PROBE_HEADER, Traffic, admit, run_job};
 use crate::oip::{self, Elements, InputTensor, decode_raw};
+use crate::telemetry::RequestTrace;
 
 /// The service over the server's shared state.
 pub struct Inference {
@@ -39,6 +40,7 @@ impl Inference {
         &self,
         request: ModelInferRequest,
         traffic: Traffic,
+        trace: Option<&RequestTrace>,
     ) -> Result<ModelInferResponse, ApiError> {
         let spec = self.state.classifier.spec();
         let version = Some(request.model_version.as_str());
@@ -48,8 +50,8 @@ impl Inference {
         let inputs = input_tensors(request.inputs, request.raw_input_contents)?;
         let max_batch = self.state.limits.max_batch_images;
         let pictures = oip::pictures(spec, max_batch, inputs)?;
-        let _permit = admit(&self.state).await?;
-        let results = run_job(&self.state, pictures.items, traffic).await?;
+        let _permit = admit(&self.state, trace).await?;
+        let results = run_job(&self.state, pictures.items, traffic, trace).await?;
         let tensors = oip::output_tensors(spec, &kinds, &pictures.input, results)?;
         let (outputs, raw) = tensors
             .into_iter()
@@ -191,7 +193,9 @@ impl GrpcInferenceService for Inference {
         request: Request<ModelInferRequest>,
     ) -> Result<Response<ModelInferResponse>, Status> {
         let traffic = Traffic::probe_if(request.metadata().contains_key(PROBE_HEADER));
-        self.infer(request.into_inner(), traffic)
+        // (the call's trace, begun by the gRPC entry point, comes in the request's extensions)
+        let trace = request.extensions().get::<RequestTrace>().cloned();
+        self.infer(request.into_inner(), traffic, trace.as_ref())
             .await
             .map(Response::new)
             .map_err(|e| self.fail(e))

@@ -4,7 +4,7 @@
 //! body here (`/predict`, `/predict/batch`, the Open Inference Protocol's infer routes).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, header};
@@ -14,23 +14,37 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::state::{AppState, Limits};
 use crate::errors::ApiError;
+use crate::telemetry::RequestTrace;
 
 /// Receive `body` under an upload slot (released when the body is in), before any prediction slot
 /// is taken: a client that sends slowly or stalls holds no prediction slot. The permit returned
 /// holds the body's memory until the answer. Requests are served while the server drains (only
 /// the readiness routes turn 503 then; the connection layer closes each connection after its
 /// answer).
+/// A traced request gets a `read body` span (its size as an attribute).
 pub async fn upload(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
+    trace: Option<&RequestTrace>,
 ) -> Result<(Bytes, OwnedSemaphorePermit), ApiError> {
     let _upload = Arc::clone(&state.uploads)
         .try_acquire_owned()
         .map_err(|_| ApiError::Overloaded {
             retry_after: state.limits.retry_after_seconds,
         })?;
-    read_body(body, headers, &state.limits, &state.body_memory).await
+    let started = Instant::now();
+    let received = read_body(body, headers, &state.limits, &state.body_memory).await;
+    if let Some(trace) = trace {
+        let size = received.as_ref().map_or(0, |(bytes, _)| bytes.len());
+        trace.child(
+            "read body",
+            started,
+            Instant::now(),
+            vec![("http.request.body.size", size.into())],
+        );
+    }
+    received
 }
 
 /// How long after the start a body that has `received` bytes so far may still wait for more:

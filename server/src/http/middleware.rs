@@ -14,6 +14,7 @@ use tracing::{Instrument, info, warn};
 use super::state::AppState;
 use crate::errors::{ApiError, ClientGone, Rejection};
 use crate::routes;
+use crate::telemetry::RequestTrace;
 
 /// Marks a response as a Swagger UI asset, for the metrics route label.
 #[derive(Clone, Copy)]
@@ -72,6 +73,8 @@ struct InFlight {
     start: Instant,
     request_id: String,
     answered: bool,
+    /// The request's trace and path, when it is sampled: ended with the answer, or as cancelled.
+    trace: Option<(RequestTrace, String)>,
 }
 
 impl InFlight {
@@ -84,7 +87,31 @@ impl InFlight {
             start: Instant::now(),
             request_id: id.to_string(),
             answered: false,
+            trace: None,
         }
+    }
+
+    /// End the request's span (OpenTelemetry's HTTP server conventions): `status` of the answer,
+    /// none for a request the client abandoned (an error, like a server fault).
+    fn end_trace(&mut self, status: Option<StatusCode>, route: &'static str) {
+        let Some((trace, path)) = self.trace.take() else {
+            return;
+        };
+        let mut attributes = vec![
+            ("http.request.method", self.method.into()),
+            ("http.route", route.into()),
+            ("url.path", path.into()),
+            ("celestial.request_id", self.request_id.clone().into()),
+        ];
+        let error = match status {
+            Some(status) => {
+                attributes.push(("http.response.status_code", status.as_u16().into()));
+                status.is_server_error().then(|| status.to_string())
+            }
+            None => Some("cancelled by the client".into()),
+        };
+        let name = format!("{} {route}", self.method);
+        self.state.tracer.end(trace, name, attributes, error);
     }
 }
 
@@ -103,6 +130,7 @@ impl Drop for InFlight {
                 request_id = %self.request_id,
                 "request cancelled by the client"
             );
+            self.end_trace(None, self.route);
         }
     }
 }
@@ -122,6 +150,10 @@ pub async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next:
     req.headers_mut()
         .insert("x-request-id", header_value.clone());
     let mut in_flight = InFlight::start(&state, method, route, &request_id);
+    if let Some(trace) = state.tracer.begin(req.headers()) {
+        req.extensions_mut().insert(trace.clone());
+        in_flight.trace = Some((trace, req.uri().path().to_string()));
+    }
     let span = tracing::info_span!("request", request_id = %request_id);
     let timeout = state.limits.request_timeout;
     let serving = next.run(req).instrument(span);
@@ -138,13 +170,14 @@ pub async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next:
     // drops), like one whose request future hyper dropped.
     if resp.extensions().get::<ClientGone>().is_none() {
         in_flight.answered = true;
-        record(&state, &in_flight, &resp);
+        let route = record(&state, &in_flight, &resp);
+        in_flight.end_trace(Some(resp.status()), route);
     }
     resp
 }
 
-/// Count and log an answered request.
-fn record(state: &AppState, request: &InFlight, resp: &Response) {
+/// Count and log an answered request; its route label.
+fn record(state: &AppState, request: &InFlight, resp: &Response) -> &'static str {
     let elapsed = request.start.elapsed();
     let status = resp.status();
     let (method, request_id) = (request.method, &request.request_id);
@@ -168,6 +201,7 @@ fn record(state: &AppState, request: &InFlight, resp: &Response) {
     } else {
         info!(method, route, status = status.as_u16(), latency_ms, request_id = %request_id, "request");
     }
+    route
 }
 
 #[cfg(test)]

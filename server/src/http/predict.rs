@@ -17,6 +17,7 @@ use super::{body, media_type};
 use crate::classifier::{Input, Prediction};
 use crate::errors::{ApiError, ErrorBody, image_code};
 use crate::routes;
+use crate::telemetry::RequestTrace;
 
 // Prediction routes.
 
@@ -157,10 +158,11 @@ struct Received {
 async fn receive(
     state: &AppState,
     req: Request,
+    trace: Option<&RequestTrace>,
 ) -> Result<(Received, OwnedSemaphorePermit), ApiError> {
     let (parts, body) = req.into_parts();
     let kind = body_kind(&parts.headers)?;
-    let (bytes, memory) = body::upload(state, &parts.headers, body).await?;
+    let (bytes, memory) = body::upload(state, &parts.headers, body, trace).await?;
     Ok((Received { kind, bytes }, memory))
 }
 
@@ -177,12 +179,14 @@ impl Received {
 
 pub async fn predict(State(state): Shared, req: Request) -> Result<Response, ApiError> {
     let traffic = Traffic::of(req.headers());
-    let (body, _memory) = receive(&state, req).await?;
+    let trace = req.extensions().get::<RequestTrace>().cloned();
+    let trace = trace.as_ref();
+    let (body, _memory) = receive(&state, req, trace).await?;
     within_timeout(&state, async {
         let images = body.images(Expect::One).await?;
-        let _permit = admit(&state).await?;
+        let _permit = admit(&state, trace).await?;
         let images = images.into_iter().map(Input::Encoded).collect();
-        let mut results = run_job(&state, images, traffic).await?;
+        let mut results = run_job(&state, images, traffic, trace).await?;
         let prediction = results
             .pop()
             .ok_or_else(|| ApiError::Internal("no result".into()))?
@@ -199,16 +203,19 @@ pub async fn predict(State(state): Shared, req: Request) -> Result<Response, Api
 
 pub async fn predict_batch(State(state): Shared, req: Request) -> Result<Response, ApiError> {
     let traffic = Traffic::of(req.headers());
-    let (body, _memory) = receive(&state, req).await?;
+    let trace = req.extensions().get::<RequestTrace>().cloned();
+    let trace = trace.as_ref();
+    let (body, _memory) = receive(&state, req, trace).await?;
     let results = within_timeout(&state, async {
         let images = body
             .images(Expect::AtMost(state.limits.max_batch_images))
             .await?;
-        let _permit = admit(&state).await?;
+        let _permit = admit(&state, trace).await?;
         run_job(
             &state,
             images.into_iter().map(Input::Encoded).collect(),
             traffic,
+            trace,
         )
         .await
     })

@@ -14,6 +14,7 @@ use crate::classifier::{Classifier, SelfCheck};
 use crate::docs::Documents;
 use crate::drift::{DriftConfig, Monitor};
 use crate::metrics::Metrics;
+use crate::telemetry::Tracer;
 
 /// Shared state of a running server.
 pub struct AppState {
@@ -35,6 +36,8 @@ pub struct AppState {
     pub model_json: Bytes,
     pub swagger: Arc<utoipa_swagger_ui::Config<'static>>,
     pub security: Security,
+    /// Which requests are traced, and where their spans go (off unless an OTLP endpoint is set).
+    pub tracer: Tracer,
 }
 
 /// API keys and CORS; the default is both off.
@@ -122,6 +125,7 @@ impl AppState {
             swagger,
             classifier,
             security: Security::default(),
+            tracer: Tracer::off(),
         }
     }
 
@@ -131,6 +135,12 @@ impl AppState {
             self.metrics.set_api_keys(keys.len());
         }
         self.security = security;
+        self
+    }
+
+    /// The same state, tracing with `tracer`.
+    pub fn with_tracer(mut self, tracer: Tracer) -> AppState {
+        self.tracer = tracer;
         self
     }
 

@@ -99,6 +99,11 @@ struct DriftSignal {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TraceOutcome {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Rejection {
     reason: &'static str,
 }
@@ -139,6 +144,8 @@ pub struct Metrics {
     confidence: histogram::Histogram,
     drift_score: Family<DriftSignal, Gauge<f64, AtomicU64>>,
     drift_alert: Family<DriftSignal, Gauge>,
+    /// Spans of sampled requests by outcome (no series while tracing is off).
+    trace_spans: Family<TraceOutcome, Counter>,
     rejections: Family<Rejection, Counter>,
     api_keys: Gauge,
     reloads: Family<Reload, Counter>,
@@ -184,6 +191,7 @@ impl Metrics {
             confidence: histogram::Histogram::new(CONFIDENCE_BUCKETS),
             drift_score: Family::default(),
             drift_alert: Family::default(),
+            trace_spans: Family::default(),
             rejections: Family::default(),
             api_keys: Gauge::default(),
             reloads: Family::default(),
@@ -310,6 +318,19 @@ impl Metrics {
              (0)",
             self.drift_alert.clone(),
         );
+        r.register(
+            "celestial_trace_spans",
+            "Spans of traced requests by outcome: exported to the OTLP collector, dropped because \
+             the export queue was full, or dropped because the collector did not take them",
+            self.trace_spans.clone(),
+        );
+    }
+
+    /// The counter of trace spans with `outcome` (`exported`, `dropped_queue_full`,
+    /// `dropped_export_failed`), created at 0.
+    pub fn trace_spans(&self, outcome: &'static str) -> Counter {
+        self.trace_spans
+            .get_or_create_owned(&TraceOutcome { outcome })
     }
 
     /// The score and alert series of the drift `signal`, created at 0.

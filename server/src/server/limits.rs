@@ -18,6 +18,13 @@ impl CheckedConfig {
     pub fn new(config: Config) -> Result<CheckedConfig, ServerError> {
         listeners(&config)
             .and_then(|()| limits(&config))
+            .and_then(|()| {
+                config
+                    .traces
+                    .settings()
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            })
             .map_err(ServerError::Config)?;
         Ok(CheckedConfig(config))
     }

@@ -20,9 +20,11 @@ use crate::config::Config;
 use crate::connection::tls;
 use crate::connection::{self, ConnectionLimits, Connections, Timeouts, fd_limit};
 use crate::engine::{Batching, Engine, EngineOptions};
+use crate::http::AppState;
 use crate::model::{self, ModelError};
 use crate::reload;
 use crate::selfcheck::{self, SelfChecked};
+use crate::telemetry::{ExporterHandle, Tracer};
 
 /// The model bytes the configuration asks for: `--model` or the embedded model.
 pub fn model_bytes(config: &Config) -> Result<Cow<'static, [u8]>, ModelError> {
@@ -129,7 +131,9 @@ pub async fn serve(
     listeners: impl Into<Bound>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let state = Arc::new(secured_state(&config, classifier, security(&config)?));
+    let state = secured_state(&config, classifier, security(&config)?);
+    let (state, exporter) = traced(&config, state)?;
+    let state = Arc::new(state);
     let (listeners, reloads) = listeners_of(&config, &state, listeners.into())?;
     let limits = connection_limits(&config, raise_fd_limit());
     info!(
@@ -147,7 +151,35 @@ pub async fn serve(
     )
     .await;
     reloads.iter().for_each(JoinHandle::abort);
+    if let Some(exporter) = exporter {
+        // The last requests' spans, within the export timeout.
+        exporter.shutdown(config.traces.otlp_timeout).await;
+    }
     result
+}
+
+/// `state` with its tracer and the tracer's running exporter, when an OTLP endpoint is set.
+fn traced(
+    config: &Config,
+    state: AppState,
+) -> Result<(AppState, Option<ExporterHandle>), ServerError> {
+    let Some(settings) = config
+        .traces
+        .settings()
+        .map_err(|e| ServerError::Config(e.to_string()))?
+    else {
+        return Ok((state, None));
+    };
+    let spec = Arc::clone(state.classifier.spec());
+    let (tracer, exporter) = Tracer::start(&settings, (&spec.name, &spec.version), &state.metrics)
+        .map_err(|e| ServerError::Config(e.to_string()))?;
+    info!(
+        url = %settings.url,
+        sampler = ?settings.sampler,
+        ratio = settings.ratio,
+        "tracing: spans of sampled requests go to the OTLP collector"
+    );
+    Ok((state.with_tracer(tracer), Some(exporter.spawn())))
 }
 
 /// The connection layer's limits from `config`, the connection limit fitted to `fd_soft_limit`.

@@ -18,6 +18,7 @@ use super::job::{Traffic, admit, run_job, within_timeout};
 use super::state::{AppState, Shared};
 use crate::errors::ApiError;
 use crate::oip;
+use crate::telemetry::RequestTrace;
 
 /// The model (and version) a route names.
 #[derive(Deserialize)]
@@ -84,7 +85,8 @@ pub async fn infer(
 ) -> Result<Response, ApiError> {
     named(&state, path)?;
     let (parts, body) = req.into_parts();
-    let (bytes, _memory) = body::upload(&state, &parts.headers, body).await?;
+    let trace = parts.extensions.get::<RequestTrace>();
+    let (bytes, _memory) = body::upload(&state, &parts.headers, body, trace).await?;
     within_timeout(&state, async {
         let mut request = codec::parse_request(&parts.headers, &bytes)?;
         let spec = state.classifier.spec();
@@ -93,8 +95,9 @@ pub async fn infer(
         let binary = codec::binary_flags(&request, &kinds);
         let inputs = std::mem::take(&mut request.inputs);
         let pictures = oip::pictures(spec, state.limits.max_batch_images, inputs)?;
-        let _permit = admit(&state).await?;
-        let results = run_job(&state, pictures.items, Traffic::of(&parts.headers)).await?;
+        let _permit = admit(&state, trace).await?;
+        let traffic = Traffic::of(&parts.headers);
+        let results = run_job(&state, pictures.items, traffic, trace).await?;
         let tensors = oip::output_tensors(spec, &kinds, &pictures.input, results)?;
         let mut head = Map::new();
         head.insert("model_name".into(), json!(spec.name));
