@@ -21,6 +21,7 @@ use crate::telemetry::RequestTrace;
 /// holds the body's memory until the answer. Requests are served while the server drains (only
 /// the readiness routes turn 503 then; the connection layer closes each connection after its
 /// answer).
+///
 /// A traced request gets a `read body` span (its size as an attribute).
 pub async fn upload(
     state: &AppState,

@@ -18,6 +18,7 @@ use crate::telemetry::RequestTrace;
 /// waited for at most `--max-queue-wait` (waiting costs no CPU; a refusal that a client retries at
 /// once does). While draining, predictions are still served; the connection layer closes each
 /// connection after its answer.
+///
 /// A traced request gets an `admission` span when it had to wait.
 pub async fn admit(
     state: &AppState,
