@@ -1,6 +1,11 @@
+// An OpenTelemetry Collector for the tracing tests (tests/src/otelcol.rs): main.go, this module's
+// own package, puts the core OTLP receiver and a JSON-lines file exporter together. Every collector
+// module is at one core release (v0.165.0, with the v1.71.0 stable modules).
 module celestial-testenv/otelcol
 
-go 1.26.8
+go 1.26.0
+
+tool celestial-testenv/otelcol
 
 require (
 	go.opentelemetry.io/collector/component v1.71.0
