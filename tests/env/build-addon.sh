@@ -2,13 +2,15 @@
 # Build one add-on of the test cluster from its pinned Go module in tests/env/tools/<name>/ and
 # cache it: every `tool` line of that go.mod becomes a binary. An add-on has a cache entry of its
 # own, so adding one (or changing its pin) never rebuilds the control plane of build-tools.sh.
+# A `tool` line may name the module's own package: its .go files there are then the add-on's source
+# (otelcol: a collector put together in main.go).
 #
 #   tests/env/build-addon.sh NAME          build if needed; prints the bin directory on stdout
 #   tests/env/build-addon.sh NAME --key    print the cache key only
 #
 # The binaries land in ${CELESTIAL_CACHE:-~/.cache/celestial}/testenv/addons/<name>-<key>/bin, where
-# <key> hashes the add-on's go.mod + go.sum, this script and the Go version. Like build-tools.sh, a
-# build goes to a temporary directory renamed into place only when complete.
+# <key> hashes the add-on's go.mod + go.sum (and its own .go files), this script and the Go version.
+# Like build-tools.sh, a build goes to a temporary directory renamed into place only when complete.
 #
 # A go.mod may carry a line `// celestial-build-tags: TAG ...`: those Go build tags go to the build
 # (Prometheus uses them to leave out the service-discovery plugins the test cluster has no use for).
@@ -24,7 +26,10 @@ MOD=$HERE/tools/$NAME
 CACHE_ROOT=${CELESTIAL_CACHE:-$HOME/.cache/celestial}/testenv/addons
 command -v go >/dev/null || die "go (>= 1.26) is not on PATH; install the Go toolchain first"
 
-KEY=$( { echo "$NAME"; go env GOVERSION GOOS GOARCH; cat "$0" "$MOD/go.mod" "$MOD/go.sum"; } | sha256sum | cut -c1-16)
+SOURCES=()
+while IFS= read -r -d '' f; do SOURCES+=("$f"); done < <(find "$MOD" -maxdepth 1 -name '*.go' -print0 | sort -z)
+KEY=$( { echo "$NAME"; go env GOVERSION GOOS GOARCH; cat "$0" "$MOD/go.mod" "$MOD/go.sum" "${SOURCES[@]}"; } |
+  sha256sum | cut -c1-16)
 DEST=$CACHE_ROOT/$NAME-$KEY
 if [ "${2:-}" = --key ]; then echo "$KEY"; exit 0; fi
 if [ -f "$DEST/.complete" ]; then echo "$DEST/bin"; exit 0; fi

@@ -18,6 +18,7 @@ pub mod httpd;
 pub mod lb;
 pub mod monitoring;
 mod namespace;
+pub mod otelcol;
 pub mod podman;
 pub mod programs;
 pub mod prometheus;
