@@ -105,6 +105,7 @@ async fn spans_posted_over_otlp_http_come_back_flat() {
     );
 }
 
+/// Runs beside the other test's collector: each binds its own port and nothing else.
 #[tokio::test]
 async fn a_malformed_request_is_refused_and_writes_nothing() {
     let collector = Collector::start().await.expect("the collector starts");
