@@ -56,7 +56,7 @@ pub struct Monitoring {
 
 /// The monitoring objects fitted to the release in `release` (no cluster needed, so a problem is
 /// a usage error before anything else). An object `release` already holds (`-f
-/// kubernetes/monitoring/` besides `--monitoring`) is named as a duplicate.
+/// kubernetes/monitoring/` besides `--monitoring`) is refused, naming where it is.
 pub fn fitted(release: &[Manifest]) -> Result<Vec<Manifest>, ManifestError> {
     let fitted = built_in::for_release(release)?;
     for m in &fitted {
@@ -67,8 +67,11 @@ pub fn fitted(release: &[Manifest]) -> Result<Vec<Manifest>, ManifestError> {
                 && r.namespace == m.namespace
         });
         if let Some(r) = same {
-            let (first, second) = (r.origin.clone(), m.origin.clone());
-            return Err(ManifestError::Duplicate(first, second, m.display_name()));
+            return Err(ManifestError::Monitoring(format!(
+                "{} defines {} too, which --monitoring applies: give one or the other",
+                r.origin,
+                m.display_name()
+            )));
         }
     }
     Ok(fitted)

@@ -383,3 +383,21 @@ async fn with_tls_the_plan_scrapes_https_and_says_what_the_check_needs() {
         planned.report.warnings
     );
 }
+
+/// The same objects from `-f kubernetes/monitoring/` and from `--monitoring`: refused before
+/// anything is applied (exit 2), naming the file.
+#[test]
+fn monitoring_objects_given_twice_are_refused() {
+    let args = apply_args(&[]);
+    let (mut manifests, _) = load_manifests(&args.manifests, None).expect("manifests");
+    let shipped = crate::kube::monitoring::shipped().expect("built in");
+    manifests.extend(shipped);
+    let e = fitted(&manifests).expect_err("given twice");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "--monitoring: kubernetes/monitoring/prometheus-rule.yaml (document 1) defines PrometheusRule/{APP} too, which --monitoring applies: give one or the other"
+        )
+    );
+    assert_eq!(Error::from(e).exit_code(), ExitCode::Usage);
+}
