@@ -3,17 +3,23 @@
 //! PodMonitor against the Deployment it scrapes; the alerts' runbook lines against
 //! docs/monitoring.md; the rules' and the dashboard's queries against the metrics the server
 //! registers. promtool's checks and unit tests of the rules are scripts/check-alerts.
+//!
+//! And in the test environment: `deployer apply --monitoring`, as the least-privileged CI account,
+//! once the same CRDs are installed in the cluster, applies the three objects into the release's
+//! namespace (what it does without them is proven against the scripted API server,
+//! `deployer/src/commands/monitoring/tests.rs`).
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use celestial_e2e::deployer::Scratch;
+use celestial_e2e::TestEnv;
+use celestial_e2e::deployer::{Scratch, args, deployment, fake_image, least_privilege_args, run};
 use celestial_e2e::monitoring::{
     alerts, crd_dir, kubeconform, monitoring_dir, write_crd_schemas, yaml_document, yaml_documents,
 };
 use celestial_e2e::repo_root;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// Metric names the rules use before the server registers them (none now). Once the server
 /// registers one, the test says to remove it here.
@@ -332,4 +338,101 @@ fn metric_names(query: &str) -> Vec<String> {
         rest = &tail[end..];
     }
     names
+}
+
+/// prometheus-operator's CRDs of `crd_dir()`, installed in the test cluster (server-side apply:
+/// the same again is a no-op; no other test needs them absent) and established.
+fn install_operator_crds(env: &TestEnv) {
+    let crds = crd_dir();
+    let mut c = env.kubectl();
+    c.args(["apply", "--server-side", "--force-conflicts"]);
+    for crd in ["prometheusrules", "podmonitors"] {
+        c.arg("-f")
+            .arg(crds.join(format!("monitoring.coreos.com_{crd}.yaml")));
+    }
+    let out = c.output().expect("kubectl apply the CRDs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut c = env.kubectl();
+    c.args(["wait", "--for=condition=Established", "--timeout=60s"]);
+    c.args([
+        "crd/prometheusrules.monitoring.coreos.com",
+        "crd/podmonitors.monitoring.coreos.com",
+    ]);
+    let out = c.output().expect("kubectl wait");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `kubectl get KIND NAME -n NS -o json`.
+fn get(env: &TestEnv, ns: &str, kind: &str, name: &str) -> Value {
+    let out = env
+        .kubectl()
+        .args(["get", kind, name, "-n", ns, "-o", "json"])
+        .output()
+        .expect("kubectl get");
+    assert!(
+        out.status.success(),
+        "{kind}/{name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
+#[tokio::test]
+async fn deployer_apply_monitoring_applies_the_three_objects_where_the_operators_crds_are() {
+    let env = TestEnv::get().await.expect("test environment");
+    install_operator_crds(&env);
+    let ns = env.kwok_namespace("monitoring-apply").await.unwrap();
+    // As CI runs it: a ServiceAccount holding exactly kubernetes/rbac/deployer-role.yaml.
+    let (_account, c) = least_privilege_args(&env, ns.name());
+    let image = fake_image(&env, 31);
+    let mut a = args(&["apply", "--monitoring", "--image", &image, "--smoke=false"]);
+    a.extend(args(&[
+        "--no-wait-lb",
+        "--timeout",
+        "120s",
+        "--output",
+        "json",
+    ]));
+    a.extend(c);
+    let r = run(a, None).await;
+    assert_eq!(r.code, 0, "{}", r.describe());
+    let j = r.json();
+    let app = "celestial-bodies-classifier";
+    assert_eq!(
+        j["monitoring"],
+        json!({"objects": [format!("PrometheusRule/{app}"), format!("PodMonitor/{app}"),
+            format!("ConfigMap/{app}-dashboard")], "missing_kinds": [], "skipped": []}),
+        "{}",
+        r.describe()
+    );
+    assert!(
+        !r.stderr.contains("warning: --monitoring"),
+        "{}",
+        r.describe()
+    );
+    let d = deployment(&env, ns.name()).await;
+    let selector = serde_json::to_value(&d.spec.unwrap().selector).unwrap();
+    for (kind, name) in [
+        ("prometheusrule", app.to_string()),
+        ("podmonitor", app.to_string()),
+        ("configmap", format!("{app}-dashboard")),
+    ] {
+        let o = get(&env, ns.name(), kind, &name);
+        assert_eq!(o["metadata"]["namespace"], ns.name(), "{kind}");
+        assert_eq!(
+            o["metadata"]["labels"]["app.kubernetes.io/name"], app,
+            "{kind}"
+        );
+        if kind == "podmonitor" {
+            assert_eq!(o["spec"]["selector"], selector);
+        }
+    }
 }

@@ -143,6 +143,13 @@ pub struct ApplyArgs {
     #[arg(long, env = "DEPLOYER_DRY_RUN")]
     pub dry_run: bool,
 
+    /// Also apply the monitoring of kubernetes/monitoring/ (built into deployer) to the
+    /// release's namespace, fitted to its Deployment: the Grafana dashboard's ConfigMap, and the
+    /// PrometheusRule (alerts) and PodMonitor (scraping) when the cluster has prometheus-operator's
+    /// CRDs; without them a warning says so, and the command does not fail for it.
+    #[arg(long, env = "DEPLOYER_MONITORING")]
+    pub monitoring: bool,
+
     #[command(flatten)]
     pub cluster: ClusterArgs,
 
@@ -175,6 +182,13 @@ pub struct ReleaseArgs {
     /// Take over fields another field manager owns.
     #[arg(long, env = "DEPLOYER_FORCE_CONFLICTS")]
     pub force_conflicts: bool,
+
+    /// Also apply the monitoring of kubernetes/monitoring/ (built into deployer) to the
+    /// release's namespace, fitted to its Deployment: the Grafana dashboard's ConfigMap, and the
+    /// PrometheusRule (alerts) and PodMonitor (scraping) when the cluster has prometheus-operator's
+    /// CRDs; without them a warning says so, and the command does not fail for it.
+    #[arg(long, env = "DEPLOYER_MONITORING")]
+    pub monitoring: bool,
 
     #[command(flatten)]
     pub build: ImageBuildArgs,
@@ -222,6 +236,7 @@ impl ReleaseArgs {
             image,
             force_conflicts: self.force_conflicts,
             dry_run: false,
+            monitoring: self.monitoring,
             cluster: self.cluster.clone(),
             manifests: self.manifests.clone(),
             wait: self.wait.clone(),

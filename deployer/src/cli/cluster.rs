@@ -72,6 +72,11 @@ pub struct DiffArgs {
     #[arg(long, env = "DEPLOYER_IMAGE")]
     pub image: Option<String>,
 
+    /// Also show what `--monitoring` would apply (kubernetes/monitoring/, fitted to the
+    /// release; prometheus-operator's kinds only when the cluster serves them).
+    #[arg(long, env = "DEPLOYER_MONITORING")]
+    pub monitoring: bool,
+
     #[command(flatten)]
     pub cluster: ClusterArgs,
 

@@ -1,12 +1,13 @@
 //! `diff` (and `apply --dry-run`): a server-side dry run of every manifest, with a unified diff
 //! per object of what `apply` would change. Changes nothing.
 
-use crate::cli::cluster::{ClusterArgs, DiffArgs, ManifestArgs};
+use super::monitoring::{self, Monitoring, MonitoringReport};
+use crate::cli::cluster::{DiffArgs, ManifestArgs};
 use crate::error::Error;
 use crate::kube::apply::{self, Action, Applied};
 use crate::kube::cluster::Cluster;
 use crate::kube::manifests::{self, Manifest, ManifestError};
-use crate::progress::Quiet;
+use crate::progress::{Progress, Quiet, Terminal};
 
 /// What `diff` reports.
 #[derive(Debug, serde::Serialize)]
@@ -17,6 +18,9 @@ pub struct DiffReport {
     pub namespace: String,
     pub changes: usize,
     pub objects: Vec<ObjectReport>,
+    /// `--monitoring`: the monitoring objects among `objects`, and those the cluster cannot take.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<MonitoringReport>,
 }
 
 /// One applied (or dry-run applied) object.
@@ -63,6 +67,9 @@ impl DiffReport {
             self.changes,
             self.objects.len()
         ));
+        if let Some(m) = &self.monitoring {
+            text.push_str(&m.text());
+        }
         text
     }
 }
@@ -84,19 +91,36 @@ pub fn load_manifests(
 /// `deployer diff`.
 pub async fn run(c: &DiffArgs) -> Result<DiffReport, Error> {
     let (manifests, _) = load_manifests(&c.manifests, c.image.as_deref())?;
-    dry_run(&c.cluster, &manifests, false, "diff").await
+    let fitted = c
+        .monitoring
+        .then(|| monitoring::fitted(&manifests))
+        .transpose()?;
+    let cluster = Cluster::connect(&c.cluster.connection()).await?;
+    let monitoring = match fitted {
+        Some(fitted) => Some(monitoring::plan(&cluster, fitted, None).await?),
+        None => None,
+    };
+    let warnings = &mut Terminal::new();
+    dry_run(&cluster, &manifests, monitoring, false, "diff", warnings).await
 }
 
-/// The server-side dry run of `manifests` (`force` takes over conflicting fields).
+/// The server-side dry run of `manifests` and `monitoring`'s objects (`force` takes over
+/// conflicting fields; `command` is the command reported). What `--monitoring` cannot apply is
+/// said on `warnings`.
 pub async fn dry_run(
-    c: &ClusterArgs,
+    cluster: &Cluster,
     manifests: &[Manifest],
+    monitoring: Option<Monitoring>,
     force: bool,
     command: &'static str,
+    warnings: &mut dyn Progress,
 ) -> Result<DiffReport, Error> {
-    let cluster = Cluster::connect(&c.connection()).await?;
+    if let Some(m) = &monitoring {
+        m.warn(warnings);
+    }
+    let all = monitoring::with(manifests, monitoring.as_ref());
     let mut applied = Vec::new();
-    apply::apply_all(&cluster, manifests, force, true, &mut Quiet, &mut applied).await?;
+    apply::apply_all(cluster, &all, force, true, &mut Quiet, &mut applied).await?;
     let objects: Vec<ObjectReport> = applied
         .iter()
         .map(|o| {
@@ -107,11 +131,12 @@ pub async fn dry_run(
     Ok(DiffReport {
         command,
         dry_run: true,
-        namespace: cluster.namespace,
+        namespace: cluster.namespace.clone(),
         changes: objects
             .iter()
             .filter(|o| o.action != Action::Unchanged)
             .count(),
         objects,
+        monitoring: monitoring.map(|m| m.report),
     })
 }

@@ -13,6 +13,7 @@ pub mod diff;
 pub mod evaluate;
 pub mod history;
 pub mod image;
+pub mod monitoring;
 pub mod rollback;
 pub mod status;
 

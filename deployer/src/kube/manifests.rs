@@ -43,6 +43,9 @@ pub enum ManifestError {
     BadImage(String),
     #[error("{0} and {1} both define {2}")]
     Duplicate(Origin, Origin, String),
+    /// `--monitoring` cannot fit the monitoring objects to the manifests.
+    #[error("--monitoring: {0}")]
+    Monitoring(String),
 }
 
 /// Where an object came from: file and 1-based document number.
@@ -141,16 +144,23 @@ pub fn load(paths: &[PathBuf]) -> Result<Vec<Manifest>, ManifestError> {
             out.push(m);
         }
     }
-    out.sort_by_key(|m| kind_order(&m.kind));
+    sort_for_apply(&mut out);
     Ok(out)
 }
 
+/// Puts `manifests` in apply order (stable: the order of their files otherwise).
+pub fn sort_for_apply(manifests: &mut [Manifest]) {
+    manifests.sort_by_key(|m| kind_order(&m.kind));
+}
+
 /// Apply order: what others depend on first (namespaces, config), workloads, then autoscalers.
+/// Monitoring objects count as config: nothing depends on them, and applied before the workload
+/// an apply they refuse (RBAC, validation) stops before the pods change.
 fn kind_order(kind: &str) -> u8 {
     match kind {
         "Namespace" => 0,
         "ServiceAccount" | "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" => 1,
-        "ConfigMap" | "Secret" => 2,
+        "ConfigMap" | "Secret" | "PrometheusRule" | "PodMonitor" | "ServiceMonitor" => 2,
         "Service" => 3,
         "PodDisruptionBudget" => 4,
         "Deployment" | "StatefulSet" | "DaemonSet" => 5,

@@ -15,6 +15,8 @@
 //! - [`canary`]: the new pod template given a share of live traffic; the two groups' `/metrics`
 //! - [`predict`]: predictions of one pod's server through the API server's pod proxy
 //! - [`service`]: a LoadBalancer's address and URL, waiting for it
+//! - [`monitoring`]: `--monitoring`'s objects (built from `kubernetes/monitoring/`, fitted to the
+//!   release) and whether the cluster serves prometheus-operator's kinds
 //!
 //! A new kind of wait goes next to the object it waits for (`rollout/wait.rs`, `service.rs`).
 
@@ -26,6 +28,7 @@ pub mod error;
 pub mod history;
 pub mod manifests;
 pub mod model;
+pub mod monitoring;
 pub mod predict;
 pub mod rollback;
 pub mod rollout;

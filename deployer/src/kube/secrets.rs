@@ -32,6 +32,8 @@ pub struct ApiKeySecret {
 pub struct TlsSecret {
     pub name: String,
     pub trust_pem: Vec<u8>,
+    /// The data key `trust_pem` comes from (`ca.crt` or `tls.crt`).
+    pub trust_key: &'static str,
 }
 
 /// The Secret `name` with its first API key; created with a new random key when absent. With
@@ -130,15 +132,15 @@ pub async fn tls(cluster: &Cluster, ns: &str, name: &str) -> Result<TlsSecret, A
             });
         }
     }
-    let trust = data
-        .get("ca.crt")
-        .filter(|v| !v.0.is_empty())
-        .or_else(|| data.get("tls.crt"))
-        .map(|v| v.0.clone())
-        .unwrap_or_default();
+    let trust_key = match data.get("ca.crt") {
+        Some(ca) if !ca.0.is_empty() => "ca.crt",
+        _ => "tls.crt",
+    };
+    let trust = data.get(trust_key).map(|v| v.0.clone()).unwrap_or_default();
     Ok(TlsSecret {
         name: name.into(),
         trust_pem: trust,
+        trust_key,
     })
 }
 

@@ -14,8 +14,10 @@ use super::canary::{Canary, CanaryReport, during_traffic};
 use super::diff::{self, ObjectReport, load_manifests};
 use super::evaluate::{Evaluation, EvaluationReport, before_traffic};
 use super::image::build_and_push;
+use super::monitoring::{self, Monitoring};
 use crate::cli::apply::{ApplyArgs, ReleaseArgs, SecurityArgs};
 use crate::cli::cluster::ManifestArgs;
+use crate::cli::history::RecordArgs;
 use crate::error::{Error, Interrupted};
 use crate::interrupt::Interrupt;
 use crate::kube::apply::{self, Action, Applied};
@@ -77,6 +79,44 @@ async fn check_history(cluster: &Cluster, ns: &str, limit: usize) -> Result<(), 
     Ok(())
 }
 
+/// What is read from the cluster before anything changes.
+pub struct Prepared {
+    pub cluster: Cluster,
+    pub secrets: Secrets,
+    /// `--monitoring`: the objects the cluster can take, and what it cannot.
+    pub monitoring: Option<Monitoring>,
+}
+
+/// Reads what must be known before anything changes: the Secrets, the release history, and
+/// with `--monitoring` (its `fitted` objects) which of prometheus-operator's kinds the cluster
+/// serves.
+pub(crate) async fn prepare(
+    cluster: Cluster,
+    manifests: &[Manifest],
+    fitted: Option<Vec<Manifest>>,
+    security: &SecurityArgs,
+    record: &RecordArgs,
+) -> Result<Prepared, Error> {
+    let ns = server_namespace(manifests, &cluster);
+    let secrets = Secrets::prepare(&cluster, &ns, security).await?;
+    check_history(&cluster, &ns, record.history_limit).await?;
+    let tls = secrets.tls_scrape(security);
+    let monitoring = match fitted {
+        Some(fitted) => Some(monitoring::plan(&cluster, fitted, tls.as_ref()).await?),
+        None => None,
+    };
+    Ok(Prepared {
+        cluster,
+        secrets,
+        monitoring,
+    })
+}
+
+/// With `--monitoring`, its objects fitted to the release in `manifests`.
+fn fitted(on: bool, manifests: &[Manifest]) -> Result<Option<Vec<Manifest>>, ManifestError> {
+    on.then(|| monitoring::fitted(manifests)).transpose()
+}
+
 /// `deployer release`: build and push, then apply with the pushed digest. The manifests are read
 /// and the cluster is reached (its credentials and the release history checked) first, so a
 /// release that cannot apply says so before it spends a build and a push; a bad `--platform`
@@ -85,10 +125,9 @@ pub async fn release(c: &ReleaseArgs, interrupt: &Interrupt) -> Result<Outcome, 
     c.build.spec()?;
     let (mut manifests, _) = load_manifests(&c.manifests, Some(&c.image))?;
     secure_manifests(&mut manifests, &c.manifests, &c.security)?;
+    let fitted = fitted(c.monitoring, &manifests)?;
     let cluster = Cluster::connect(&c.cluster.connection()).await?;
-    let ns = server_namespace(&manifests, &cluster);
-    let secrets = Secrets::prepare(&cluster, &ns, &c.security).await?;
-    check_history(&cluster, &ns, c.record.history_limit).await?;
+    let prepared = prepare(cluster, &manifests, fitted, &c.security, &c.record).await?;
     let mut progress = Terminal::new();
     let building = build_and_push(&c.image, &c.build, &c.registry, &mut progress);
     let pushed = match interrupt.run(building).await {
@@ -108,35 +147,35 @@ pub async fn release(c: &ReleaseArgs, interrupt: &Interrupt) -> Result<Outcome, 
     progress.line(&format!("pushed {}", pushed.image));
     drop(progress);
     let apply = c.apply(Some(pushed.image.clone()));
-    let prepared = Some((cluster, secrets));
-    run(&apply, Some(pushed), prepared, "release", interrupt).await
+    run(&apply, Some(pushed), Some(prepared), "release", interrupt).await
 }
 
 /// `deployer apply` (a dry run reports like `diff`). A signal stops it where it stands: between or
 /// during the server-side applies, or while waiting; the error says what the cluster holds then.
-/// `prepared` is the connection and the Secrets when the caller has made them already.
+/// `prepared` is what [`prepare`] read when the caller has done it already.
 pub async fn run(
     c: &ApplyArgs,
     pushed: Option<Pushed>,
-    prepared: Option<(Cluster, Secrets)>,
+    prepared: Option<Prepared>,
     command: &'static str,
     interrupt: &Interrupt,
 ) -> Result<Outcome, Error> {
     let (mut manifests, server_image) = load_manifests(&c.manifests, c.image.as_deref())?;
     secure_manifests(&mut manifests, &c.manifests, &c.security)?;
     check_smoke_image(c).map_err(Error::Usage)?;
+    let fitted = fitted(c.monitoring, &manifests)?;
     if c.dry_run {
-        let r = diff::dry_run(&c.cluster, &manifests, c.force_conflicts, command).await?;
-        return Ok(Outcome::DryRun(r));
+        return dry_run(c, &manifests, fitted, command).await;
     }
-    let (cluster, secrets) = match prepared {
+    let Prepared {
+        cluster,
+        secrets,
+        monitoring,
+    } = match prepared {
         Some(prepared) => prepared,
         None => {
             let cluster = Cluster::connect(&c.cluster.connection()).await?;
-            let ns = server_namespace(&manifests, &cluster);
-            let secrets = Secrets::prepare(&cluster, &ns, &c.security).await?;
-            check_history(&cluster, &ns, c.record.history_limit).await?;
-            (cluster, secrets)
+            prepare(cluster, &manifests, fitted, &c.security, &c.record).await?
         }
     };
     let start = Instant::now();
@@ -145,7 +184,8 @@ pub async fn run(
     let judge = (&cluster, manifests.as_slice(), &access);
     let evaluation = evaluate_step(c, judge, command, &mut p, interrupt).await?;
     let canary = canary_step(c, judge, evaluation.as_ref(), command, &mut p, interrupt).await?;
-    let applied = apply_step(&cluster, &manifests, c, &mut p, command, interrupt).await?;
+    let to_apply = (manifests.as_slice(), monitoring.as_ref());
+    let applied = apply_step(&cluster, to_apply, c, &mut p, command, interrupt).await?;
     let apply_seconds = start.elapsed().as_secs_f64();
     let waiting = Waiting {
         cluster: &cluster,
@@ -187,9 +227,32 @@ pub async fn run(
         history: records.recorded,
         api_key: secrets.api_key_report(&c.security),
         tls_secret: c.security.tls_secret.clone(),
+        monitoring: monitoring.map(|m| m.report),
         apply_seconds,
         seconds: start.elapsed().as_secs_f64(),
     })))
+}
+
+/// `apply --dry-run`: what `apply` would change (with `--monitoring`'s `fitted` objects the
+/// cluster can take), as `diff` reports it.
+async fn dry_run(
+    c: &ApplyArgs,
+    manifests: &[Manifest],
+    fitted: Option<Vec<Manifest>>,
+    command: &'static str,
+) -> Result<Outcome, Error> {
+    let cluster = Cluster::connect(&c.cluster.connection()).await?;
+    let monitoring = match fitted {
+        Some(fitted) => {
+            let ns = server_namespace(manifests, &cluster);
+            let tls = secrets::tls_scrape(&cluster, &ns, &c.security).await?;
+            Some(monitoring::plan(&cluster, fitted, tls.as_ref()).await?)
+        }
+        None => None,
+    };
+    let (force, warnings) = (c.force_conflicts, &mut Terminal::new());
+    let r = diff::dry_run(&cluster, manifests, monitoring, force, command, warnings).await?;
+    Ok(Outcome::DryRun(r))
 }
 
 /// What the waits came to: every rollout, every URL, the smoke test.
@@ -290,15 +353,20 @@ async fn canary_step(
     during_traffic(&canary, share, p, interrupt).await
 }
 
-/// Server-side applies the manifests, unless a signal comes first.
+/// Server-side applies the manifests and `--monitoring`'s objects (saying first what it cannot
+/// apply), unless a signal comes first.
 async fn apply_step(
     cluster: &Cluster,
-    manifests: &[Manifest],
+    (release, objects): (&[Manifest], Option<&Monitoring>),
     c: &ApplyArgs,
     p: &mut dyn Progress,
     command: &str,
     interrupt: &Interrupt,
 ) -> Result<Vec<Applied>, Error> {
+    if let Some(m) = objects {
+        m.warn(p);
+    }
+    let manifests = &monitoring::with(release, objects);
     let mut applied = Vec::new();
     let force = c.force_conflicts;
     let applying = apply::apply_all(cluster, manifests, force, false, p, &mut applied);

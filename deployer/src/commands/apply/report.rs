@@ -4,6 +4,7 @@ use crate::commands::canary::report::CanaryReport;
 use crate::commands::diff::{DiffReport, ObjectReport};
 use crate::commands::evaluate::report::EvaluationReport;
 use crate::commands::history::Recorded;
+use crate::commands::monitoring::MonitoringReport;
 use crate::kube::model::ModelInfo;
 use crate::kube::rollout::RolloutReport;
 use crate::oci::publish::Pushed;
@@ -41,6 +42,9 @@ pub struct ApplyReport {
     pub api_key: Option<ApiKeyReport>,
     /// `--tls-secret`: the Secret the server serves HTTPS with.
     pub tls_secret: Option<String>,
+    /// `--monitoring`: the monitoring objects among `objects`, and those the cluster cannot take.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<MonitoringReport>,
     pub apply_seconds: f64,
     pub seconds: f64,
 }
@@ -114,6 +118,9 @@ impl ApplyReport {
         }
         if let Some(t) = &self.tls_secret {
             text.push_str(&format!("TLS: Secret/{t}\n"));
+        }
+        if let Some(m) = &self.monitoring {
+            text.push_str(&m.text());
         }
         for u in &self.urls {
             text.push_str(&format!("URL: {u}\n"));

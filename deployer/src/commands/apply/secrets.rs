@@ -5,6 +5,7 @@ use super::report::ApiKeyReport;
 use crate::cli::apply::SecurityArgs;
 use crate::error::Error;
 use crate::kube::cluster::Cluster;
+use crate::kube::monitoring::TlsScrape;
 use crate::kube::secrets::{self, ApiKeySecret, TlsSecret};
 use crate::kube::secure;
 use crate::smoke;
@@ -48,6 +49,11 @@ impl Secrets {
         }
     }
 
+    /// With `--tls-secret`, how Prometheus scrapes the pods (`--monitoring`).
+    pub(super) fn tls_scrape(&self, s: &SecurityArgs) -> Option<TlsScrape> {
+        self.tls.as_ref().map(|t| scrape(t, s))
+    }
+
     pub(super) fn api_key_report(&self, s: &SecurityArgs) -> Option<ApiKeyReport> {
         self.api_key.as_ref().map(|k| ApiKeyReport {
             secret: k.name.clone(),
@@ -60,5 +66,26 @@ impl Secrets {
             ),
             key: s.show_api_key.then(|| k.key.clone()),
         })
+    }
+}
+
+/// With `--tls-secret`, its Secret read (nothing created, as a dry run wants) for how Prometheus
+/// scrapes the pods (`--monitoring`).
+pub(super) async fn tls_scrape(
+    cluster: &Cluster,
+    ns: &str,
+    s: &SecurityArgs,
+) -> Result<Option<TlsScrape>, Error> {
+    match &s.tls_secret {
+        Some(name) => Ok(Some(scrape(&secrets::tls(cluster, ns, name).await?, s))),
+        None => Ok(None),
+    }
+}
+
+fn scrape(t: &TlsSecret, s: &SecurityArgs) -> TlsScrape {
+    TlsScrape {
+        secret: t.name.clone(),
+        trust_key: t.trust_key.into(),
+        server_name: s.tls_server_name.clone(),
     }
 }

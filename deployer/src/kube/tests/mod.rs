@@ -9,10 +9,11 @@
 //! conflict rules, a load-balancer controller) stays in `tests/tests/deployer_*.rs`.
 
 pub(crate) mod api_server;
-mod apply;
+pub(crate) mod apply;
 mod delete;
 pub(crate) mod history;
 mod load_balancer;
+mod monitoring;
 pub(crate) mod objects;
 mod rollback;
 mod rollout;
