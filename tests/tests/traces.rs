@@ -11,9 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use celestial_e2e::otelcol::{Collector, Span};
-use celestial_e2e::{
-    free_loopback_port, http_client, onnxruntime_library, repo_binary, repo_root,
-};
+use celestial_e2e::{free_loopback_port, http_client, onnxruntime_library, repo_binary, repo_root};
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
@@ -39,6 +37,8 @@ impl Served {
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .env("ORT_DYLIB_PATH", onnxruntime_library())
             .env("CELESTIAL_TERMINATION_LOG", "")
+            // warnings only: one request line each would bury the test's own output
+            .env("CELESTIAL_LOG", "warn")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -70,7 +70,8 @@ impl Drop for Served {
 }
 
 fn picture() -> Vec<u8> {
-    std::fs::read(repo_root().join("server/tests/fixtures/saturn-progressive.jpg")).expect("fixture")
+    std::fs::read(repo_root().join("server/tests/fixtures/saturn-progressive.jpg"))
+        .expect("fixture")
 }
 
 /// POST `n` copies of the fixture picture to `/predict` (one) or `/predict/batch` (more), with
@@ -126,7 +127,13 @@ async fn a_prediction_continues_its_callers_trace_with_its_steps_as_child_spans(
         ("tracestate", "vendor=opaque"),
     ];
     predict(&s, "continued", 1, &continued).await;
-    predict(&s, "unsampled", 1, &[("traceparent", &traceparent.replace("-01", "-00"))]).await;
+    predict(
+        &s,
+        "unsampled",
+        1,
+        &[("traceparent", &traceparent.replace("-01", "-00"))],
+    )
+    .await;
     predict(&s, "malformed", 1, &[("traceparent", "00-not-a-trace-01")]).await;
     predict(&s, "batch", 3, &[]).await;
     let spans = collector
@@ -144,22 +151,27 @@ async fn a_prediction_continues_its_callers_trace_with_its_steps_as_child_spans(
     assert_eq!(root.attributes["http.response.status_code"], 200);
     assert_eq!(root.service_name(), Some("celestial-server"));
     assert_eq!(
-        root.resource["k8s.pod.name"],
-        "celestial-test",
+        root.resource["k8s.pod.name"], "celestial-test",
         "{:?}",
         root.resource
     );
     assert!(root.resource.contains_key("celestial.model.version"));
     let steps = children(&spans, root);
     let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
-    for step in ["read body", "batch queue", "decode and preprocess", "inference"] {
+    for step in [
+        "read body",
+        "batch queue",
+        "decode and preprocess",
+        "inference",
+    ] {
         assert!(names.contains(&step), "no {step:?} in {names:?}");
     }
     for step in &steps {
         assert_eq!(step.trace_id, TRACE);
         assert_eq!(step.kind, 1, "{step:?}");
         assert!(
-            step.start_unix_nano >= root.start_unix_nano && step.end_unix_nano <= root.end_unix_nano,
+            step.start_unix_nano >= root.start_unix_nano
+                && step.end_unix_nano <= root.end_unix_nano,
             "{step:?} is outside {root:?}"
         );
     }
@@ -177,7 +189,9 @@ async fn a_prediction_continues_its_callers_trace_with_its_steps_as_child_spans(
         .into_iter()
         .find(|s| s.name == "inference")
         .expect("the batch's inference span");
-    let images = inference.attributes["celestial.batch.images"].as_i64().unwrap();
+    let images = inference.attributes["celestial.batch.images"]
+        .as_i64()
+        .unwrap();
     assert!(images >= 3, "{inference:?}");
 }
 
