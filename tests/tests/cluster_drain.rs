@@ -84,6 +84,11 @@ async fn draining_a_node_under_load_fails_no_request() {
     ])
     .unwrap_or_else(|e| panic!("kubectl drain {node}: {e}"));
     let drained = t.elapsed().as_secs_f64();
+    eprintln!(
+        "the drain ran from {:.2}s to {:.2}s of the load",
+        load.progress().1 - drained,
+        load.progress().1
+    );
     eprintln!("{}", String::from_utf8_lossy(&out.stdout));
 
     // the evicted pods are back, ready, on the other node
