@@ -14,7 +14,7 @@ use tracing::{Instrument, info, warn};
 use super::state::AppState;
 use crate::errors::{ApiError, ClientGone, Rejection};
 use crate::routes;
-use crate::telemetry::RequestTrace;
+use crate::telemetry::{RequestTrace, random_u64};
 
 /// Marks a response as a Swagger UI asset, for the metrics route label.
 #[derive(Clone, Copy)]
@@ -26,18 +26,9 @@ const SWAGGER_ASSET_LABEL: &str = "/{swagger-asset}";
 static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
 
 fn new_request_id() -> String {
+    // One random prefix per process (the trace ids' generator), then a sequence number.
     static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let seed = *SEED.get_or_init(|| {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0),
-        );
-        h.finish()
-    });
+    let seed = *SEED.get_or_init(random_u64);
     format!(
         "{seed:016x}-{:08x}",
         REQUEST_SEQ.fetch_add(1, Ordering::Relaxed)

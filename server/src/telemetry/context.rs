@@ -124,7 +124,7 @@ fn hex_digit(c: u8) -> Option<u8> {
 /// A random non-zero number from a per-thread SplitMix64 generator, seeded from the standard
 /// library's randomly keyed hasher: ids must not collide across servers, and asking the OS for
 /// every id would cost a system call per request.
-fn nonzero_random() -> u64 {
+pub fn nonzero_random() -> u64 {
     thread_local! {
         static STATE: Cell<u64> = Cell::new(seed());
     }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use axum::http::HeaderMap;
 
 pub use config::{SamplerKind, TraceConfig, TraceConfigError, TraceSettings};
-pub use context::{Parent, SpanId, TRACEPARENT, TRACESTATE, TraceId};
+pub use context::{Parent, SpanId, TRACEPARENT, TRACESTATE, TraceId, nonzero_random as random_u64};
 pub use export::{Exporter, ExporterError, ExporterHandle};
 pub use span::{Attribute, RequestTrace, SpanRecord, Value};
 
