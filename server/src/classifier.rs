@@ -35,12 +35,13 @@ impl From<Bytes> for Input {
 pub struct Prediction {
     /// Index of the most probable label.
     pub best: usize,
-    /// One probability per label, in label order (softmax of the logits, temperature 1).
+    /// One probability per label, in label order (softmax of the logits at the model's temperature,
+    /// `celestial.temperature`, else 1).
     pub probabilities: Vec<f32>,
     /// The model's output row as it came out, in label order (logits; the probabilities of a
     /// model whose output kind is probabilities): what the start-up self-check compares.
     pub output: Vec<f32>,
-    /// The calibrated top probability (`celestial.temperature`), for a model that has one.
+    /// The largest of `probabilities`, for a model with a temperature (`celestial.temperature`).
     pub confidence: Option<f32>,
     /// Whether the image looks like one of the labels (`celestial.ood_score` and
     /// `celestial.ood_threshold`, and the colour check of `celestial.colour_ood`), for a model that

@@ -21,8 +21,7 @@ pub fn schema_ref(name: &str) -> RefOr<Schema> {
 }
 
 /// An example answer: the first label likely, the rest sharing the remainder; `confidence` (the
-/// top probability at the model's temperature, from logits that give these probabilities) and
-/// `known` when the model defines them.
+/// largest probability) and `known` when the model defines them.
 pub fn example_prediction(spec: &ModelSpec) -> Value {
     let n = spec.labels.len();
     let mut probs = serde_json::Map::new();
@@ -35,13 +34,14 @@ pub fn example_prediction(spec: &ModelSpec) -> Value {
         probs.insert(l.clone(), json!((p * 1e6).round() / 1e6));
     }
     let mut example = json!({"prediction": spec.labels[0], "probabilities": probs});
-    // Logits ln(p) give exactly these probabilities at temperature 1.
+    // The answer's probabilities are softmax(logits / T): logits T ln(p) give exactly these.
+    let t = spec.calibration.temperature.unwrap_or(1.0);
     let logits: Vec<f32> = probs
         .values()
-        .map(|p| p.as_f64().unwrap_or(0.0).ln() as f32)
+        .map(|p| (t * p.as_f64().unwrap_or(0.0).ln()) as f32)
         .collect();
-    if let Some(c) = spec.calibration.confidence(&logits) {
-        example["confidence"] = json!((f64::from(c) * 1e6).round() / 1e6);
+    if spec.calibration.temperature.is_some() {
+        example["confidence"] = example["probabilities"][&spec.labels[0]].clone();
     }
     // (no picture: the example's `known` is the score's alone)
     if let Some(known) = spec.calibration.known(&logits, None) {

@@ -22,7 +22,12 @@ fn prediction(spec: &ModelSpec, example: &Value) -> Schema {
         .collect();
     let mut properties = json!({
         "prediction": {"description": "The most probable label.", "allOf": [label_enum]},
-        "probabilities": {"type": "object", "description": "Probability of every label (they sum to 1): softmax of the model's output.",
+        "probabilities": {"type": "object", "description": if spec.calibration.temperature.is_some() {
+                "Probability of every label (they sum to 1), calibrated: softmax of the model's logits divided by the \
+                 model's temperature, so that answers given with probability 0.9 are right about 9 times in 10."
+            } else {
+                "Probability of every label (they sum to 1): softmax of the model's output."
+            },
             "required": spec.labels, "properties": probs_props, "additionalProperties": false}
     });
     let mut required = vec!["prediction", "probabilities"];
@@ -32,9 +37,9 @@ fn prediction(spec: &ModelSpec, example: &Value) -> Schema {
         properties["confidence"] = json!({
             "type": "number", "minimum": 0, "maximum": 1,
             "description": format!(
-                "The calibrated probability of `prediction`: the top probability of softmax(logits / {t}) \
-                 (temperature fitted on validation images, so that it matches how often such answers are right). \
-                 `probabilities` stay uncalibrated (temperature 1)."
+                "The calibrated probability of `prediction`, the largest of `probabilities`: the top probability of \
+                 softmax(logits / {t}) (temperature fitted on clean and corrupted validation images, so that it \
+                 matches how often such answers are right)."
             )
         });
     }

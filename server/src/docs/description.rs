@@ -27,8 +27,8 @@ pub fn labels_md(spec: &ModelSpec) -> String {
 /// The fields of an answer beyond `prediction` and `probabilities`, as the end of a sentence.
 fn calibrated_fields(spec: &ModelSpec) -> String {
     let confidence = spec.calibration.temperature.map(|_| {
-        "`confidence`, how sure the answer is (calibrated: answers given with confidence 0.9 are \
-         right about 9 times in 10)"
+        "`confidence`, how sure the answer is: the largest of the probabilities, which are \
+         calibrated (answers given with confidence 0.9 are right about 9 times in 10)"
     });
     let known = spec.calibration.ood.as_ref().map(|_| {
         "`known`, false when the picture looks like none of the classes (the prediction is then \

@@ -96,7 +96,8 @@ fn output_document(s: &ModelSpec) -> Value {
     let mut out = json!({"name": s.output_name, "kind": s.output_kind});
     if let Some(t) = s.calibration.temperature {
         out["confidence"] = json!({
-            "rule": "max_k softmax(logits / temperature)[k]",
+            "rule": "max_k softmax(logits / temperature)[k], the largest of the answer's probabilities",
+            "probabilities": "softmax(logits / temperature)",
             "temperature": t,
         });
     }

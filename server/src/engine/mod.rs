@@ -30,7 +30,7 @@ use crate::preprocess::DecodeLimits;
 
 pub use error::InferenceError;
 pub use library::{ORT_PINNED_VERSION, default_library_path, locate_library};
-pub use output::{softmax, to_prediction};
+pub use output::to_prediction;
 pub use queue::Batching;
 pub use worker::WorkerState;
 

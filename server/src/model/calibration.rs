@@ -1,5 +1,5 @@
-//! What an answer says beyond `prediction` and `probabilities`, from the model's metadata
-//! ([`Calibration`]): the calibrated `confidence` (`celestial.temperature`) and whether the image
+//! How an answer's numbers follow from the model's metadata ([`Calibration`]): the calibrated
+//! `probabilities` and their largest, `confidence` (`celestial.temperature`), and whether the image
 //! looks like one of the classes at all, `known` (`celestial.ood_score` and
 //! `celestial.ood_threshold`, and the colour check of `celestial.colour_ood`): plain arithmetic on
 //! one row of logits and the picture's colour statistics.
@@ -96,7 +96,8 @@ pub struct OodRule {
 /// The metadata behind `confidence` and `known`; both are absent from answers of a model without it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Calibration {
-    /// `celestial.temperature`: `confidence = max_k softmax(logits / temperature)[k]`.
+    /// `celestial.temperature`: `probabilities = softmax(logits / temperature)`, `confidence` the
+    /// largest of them.
     pub temperature: Option<f64>,
     pub ood: Option<OodRule>,
     /// `celestial.colour_ood` (only with `ood`): `known` also needs the picture's colours to pass.
@@ -104,9 +105,21 @@ pub struct Calibration {
 }
 
 impl Calibration {
-    /// The calibrated top probability of one row of logits, when the model has a temperature.
-    pub fn confidence(&self, logits: &[f32]) -> Option<f32> {
-        self.temperature.map(|t| top_softmax(logits, t) as f32)
+    /// The answer's probabilities from one row of logits: `softmax(logits / temperature)` in f64
+    /// (temperature 1 for a model without one), so that they mean how often such answers are right
+    /// and `confidence` is the largest of them.
+    pub fn probabilities(&self, logits: &[f32]) -> Vec<f32> {
+        let t = self.temperature.unwrap_or(1.0);
+        let max = logits
+            .iter()
+            .map(|v| f64::from(*v))
+            .fold(f64::NEG_INFINITY, f64::max);
+        let exps: Vec<f64> = logits
+            .iter()
+            .map(|v| ((f64::from(*v) - max) / t).exp())
+            .collect();
+        let sum: f64 = exps.iter().sum();
+        exps.into_iter().map(|e| (e / sum) as f32).collect()
     }
 
     /// Whether a picture is like the classes the model knows, when the model has an OOD rule: its
@@ -154,9 +167,8 @@ mod tests {
     }
 
     #[test]
-    fn confidence_and_known_from_the_metadata() {
+    fn probabilities_and_known_from_the_metadata() {
         let none = Calibration::default();
-        assert_eq!(none.confidence(&[1.0, 0.0]), None);
         assert_eq!(none.known(&[1.0, 0.0], None), None);
         let c = Calibration {
             temperature: Some(0.5),
@@ -168,9 +180,14 @@ mod tests {
             }),
             colour: None,
         };
-        // softmax([1, 0]) tops at 0.731 (known); softmax([2, 0]) at 0.881.
-        let conf = c.confidence(&[1.0, 0.0]).unwrap();
-        assert!((f64::from(conf) - 1.0 / (1.0 + (-2f64).exp())).abs() < 1e-6);
+        // softmax([1, 0] / 0.5) = softmax([2, 0]) tops at 0.881, while the raw softmax([1, 0]) tops
+        // at 0.731 (known: the out-of-distribution score stays on the raw logits).
+        let p = c.probabilities(&[1.0, 0.0]);
+        assert!((f64::from(p[0]) - 1.0 / (1.0 + (-2f64).exp())).abs() < 1e-6);
+        assert!((f64::from(p[0] + p[1]) - 1.0).abs() < 1e-6);
+        assert_eq!(none.probabilities(&[0.0, 0.0]), vec![0.5, 0.5]);
+        // Large logits do not overflow.
+        assert_eq!(c.probabilities(&[1000.0, -1000.0]), vec![1.0, 0.0]);
         assert_eq!(c.known(&[1.0, 0.0], None), Some(true));
         // softmax([0.2, 0]) tops at 0.55 < 0.6: not known.
         assert_eq!(c.known(&[0.2, 0.0], None), Some(false));

@@ -46,7 +46,7 @@ pub enum ResizeFilter {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputKind {
-    /// Unnormalised scores; the server applies softmax.
+    /// Unnormalised scores; the server applies softmax (at the model's temperature, when it has one).
     Logits,
     /// Already probabilities; served as they are.
     Probabilities,
