@@ -6,8 +6,8 @@
 # (goal >= 95 % at 2x and 4x), p99 of the served requests from their scheduled time, and the excess
 # answered 429 + Retry-After (not slowed). A closed-loop client that retries 429s at once would
 # measure itself instead: its offered rate falls with the server's answers.
-# The generator's CPU is reported beside the server's (as bench/cpu_budget.sh does for wrk): all
-# of it runs on the same cores. The server's RSS (VmRSS after each run, VmHWM at the end) comes
+# The load generators' CPU is reported beside the server's (as bench/cpu_budget.sh does for wrk):
+# wrk's for the peak, the open-loop generator's for each rate; all of it runs on the same cores. The server's RSS (VmRSS after each run, VmHWM at the end) comes
 # from /proc. Not part of scripts/test; ~2 min with the defaults.
 # Results: bench/results/<UTC time>-overload.txt and the generator's JSON in …-overload.jsonl.
 #
@@ -40,17 +40,28 @@ echo "machine: $(nproc) cores; load before: $(cut -d' ' -f1-3 /proc/loadavg); se
 top -bn1 | sed -n '7,12p'
 "$bin" --host 127.0.0.1 --port "$PORT" --log-filter warn "${server_args[@]}" &
 pid=$!
-trap 'kill -TERM $pid 2>/dev/null || true' EXIT
+tmp=$(mktemp)
+trap 'kill -TERM $pid 2>/dev/null || true; rm -f "$tmp"' EXIT
 for _ in $(seq 200); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.05; done
 url=http://127.0.0.1:$PORT/predict
 rss() { awk -v k="$1:" '$1 == k {printf "%.1f MiB", $2 / 1024}' "/proc/$pid/status"; }
 wrk -t 2 -c 8 -d 3s -s bench/multipart.lua "$url" >/dev/null # warm-up
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+tick=$(getconf CLK_TCK)
 if [ -z "$peak" ]; then
   peak=0
   for c in 16 32 64; do
-    line=$(wrk -t 2 -c "$c" -d "$PEAK_DURATION" --timeout 10s -s bench/multipart.lua "$url" | grep '^BENCH')
-    good=$(awk -v l="$line" 'BEGIN{n=split(l,f," "); for(i=1;i<=n;i++){split(f[i],kv,"="); v[kv[1]]=kv[2]} printf "%.0f", (v["requests"]-v["non2xx"])/v["duration_s"]}')
-    echo "closed-loop c=$c ${line#BENCH } goodput_rps=$good"
+    # wrk's CPU (user + system, from bash's `time`) and the server's (/proc) over the run, per request
+    s0=$(cpu_ticks "$pid")
+    wrk_cpu=$( { TIMEFORMAT='%U %S'; time wrk -t 2 -c "$c" -d "$PEAK_DURATION" --timeout 10s -s bench/multipart.lua "$url" >"$tmp"; } 2>&1)
+    s1=$(cpu_ticks "$pid")
+    line=$(grep '^BENCH' "$tmp")
+    read -r good costs < <(awk -v l="$line" -v w="$wrk_cpu" -v s="$((s1 - s0))" -v tick="$tick" 'BEGIN {
+      n = split(l, f, " "); for (i = 1; i <= n; i++) { split(f[i], kv, "="); v[kv[1]] = kv[2] }
+      split(w, wc, " "); d = v["duration_s"]; r = v["requests"]
+      printf "%.0f wrk_cores=%.2f wrk_us_per_request=%.1f server_cores=%.2f server_us_per_request=%.1f\n",
+        (r - v["non2xx"]) / d, (wc[1] + wc[2]) / d, (wc[1] + wc[2]) * 1e6 / r, s / tick / d, s / tick * 1e6 / r }')
+    echo "closed-loop c=$c ${line#BENCH } goodput_rps=$good $costs"
     [ "$good" -gt "$peak" ] && peak=$good
   done
   echo "peak (closed-loop, best of c=16/32/64): $peak req/s; server VmHWM after c=64: $(rss VmHWM)"
@@ -71,6 +82,7 @@ echo "server peak RSS (VmHWM): $(rss VmHWM)"
 echo "server rejections: $(curl -s "http://127.0.0.1:$PORT/metrics" | grep '^celestial_rejections_total' | tr '\n' ' ')"
 kill -TERM $pid; wait $pid && echo "server exit after SIGTERM: 0"
 trap - EXIT
+rm -f "$tmp"
 for m in $MULTIPLIERS; do
   awk -v m="$m" -v g="${goodput[$m]}" -v p="$peak" 'BEGIN{r = 100 * g / p
     printf "goodput at %sx: %.0f req/s = %.1f %% of the peak%s\n", m, g, r, (m >= 2) ? ((r >= 95) ? " (goal >= 95 %: met)" : " (goal >= 95 %: NOT met)") : ""}'
