@@ -1,5 +1,6 @@
 -- wrk script: POST /predict with the file named by $BENCH_IMAGE as the multipart part `image`
 -- (what the BentoML client and Swagger UI send). `non2xx` in the summary counts non-2xx/3xx answers.
+-- bench/openloop.rs (`request_bytes`) sends the same bytes: change both together.
 local path = os.getenv("BENCH_IMAGE")
 local f = assert(io.open(path, "rb"))
 local data = f:read("*all")

@@ -126,10 +126,18 @@ pub struct Config {
     #[arg(long, env = "CELESTIAL_MAX_BATCH_DELAY", default_value = "0s", value_parser = parse_duration)]
     pub max_batch_delay: Duration,
 
-    /// Maximum number of prediction requests processed at once; more wait up to
-    /// `--max-queue-wait` for a slot, then are refused with 429.
+    /// Maximum number of prediction requests processed at once; up to `--max-queue` more wait up
+    /// to `--max-queue-wait` for a slot, then are refused with 429.
     #[arg(long, env = "CELESTIAL_MAX_CONCURRENCY", default_value_t = 64)]
     pub max_concurrency: usize,
+
+    /// Most predictions waiting for a slot at once (over `--max-concurrency`); a prediction that
+    /// finds the queue full is refused with 429 at once (0: no queue). Unset: no bound. A bound
+    /// keeps the wait of served predictions under sustained overload to about this many
+    /// predictions' time instead of up to `--max-queue-wait`, but every refusal costs CPU on the
+    /// cores the predictions need (see "Open-loop overload" in bench/README.md): off by default.
+    #[arg(long, env = "CELESTIAL_MAX_QUEUE")]
+    pub max_queue: Option<usize>,
 
     /// How long a prediction over `--max-concurrency` waits for a slot before it is refused with
     /// 429 (0 refuses at once). Waiting costs no CPU, while refusals that clients retry at once

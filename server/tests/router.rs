@@ -26,6 +26,7 @@ fn limits() -> Limits {
         max_body_bytes: 64 * 1024,
         max_batch_images: 3,
         max_concurrency: 4,
+        max_queue: 4,
         max_queue_wait: Duration::from_millis(20),
         request_timeout: Duration::from_secs(10),
         retry_after_seconds: 7,

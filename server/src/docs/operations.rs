@@ -114,8 +114,8 @@ fn batch_body(max_batch: usize) -> RequestBody {
 /// The 429 answer, with its `Retry-After` header.
 fn overload_response() -> Response {
     let mut r = error_response(
-        "Too many predictions in progress (over --max-concurrency), or too many bodies being received \
-         (over --max-uploads); retry after the given seconds.",
+        "Too many predictions in progress (over --max-concurrency, with --max-queue waiting), or too many \
+         bodies being received (over --max-uploads); retry after the given seconds.",
         &[ErrorCode::Overloaded],
     );
     r.headers.insert(
@@ -487,6 +487,7 @@ mod tests {
             max_body_bytes: LIMITS.max_body_bytes,
             max_batch_images: LIMITS.max_batch,
             max_concurrency: 4,
+            max_queue: 4,
             max_queue_wait: Duration::from_secs(1),
             request_timeout: Duration::from_secs(10),
             retry_after_seconds: 1,

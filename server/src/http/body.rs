@@ -197,6 +197,7 @@ mod tests {
             max_body_bytes: 1 << 20,
             max_batch_images: 1,
             max_concurrency: 1,
+            max_queue: 0,
             max_queue_wait: Duration::ZERO,
             request_timeout: Duration::from_secs(30),
             retry_after_seconds: 1,

@@ -26,6 +26,8 @@ pub struct AppState {
     pub draining: AtomicBool,
     /// Prediction slots (`--max-concurrency`), taken once the body has arrived.
     pub limiter: Arc<Semaphore>,
+    /// Places in the queue for a prediction slot (`--max-queue`), held while waiting for one.
+    pub queue: Semaphore,
     /// Upload slots (`--max-uploads`), held while a prediction body arrives.
     pub uploads: Arc<Semaphore>,
     /// Body memory (`--max-body-memory`) in KiB, held from a body's first byte to its answer.
@@ -56,8 +58,11 @@ pub struct Security {
 pub struct Limits {
     pub max_body_bytes: usize,
     pub max_batch_images: usize,
-    /// Predictions in progress at once; more wait up to `max_queue_wait`, then get 429.
+    /// Predictions in progress at once; up to `max_queue` more wait up to `max_queue_wait`, then
+    /// get 429.
     pub max_concurrency: usize,
+    /// Predictions waiting for a slot at once; more get 429 at once (`usize::MAX`: no bound).
+    pub max_queue: usize,
     /// How long a prediction waits for a slot before its 429.
     pub max_queue_wait: Duration,
     /// For the prediction routes, counted from the end of the body.
@@ -114,6 +119,7 @@ impl AppState {
             metrics,
             draining: AtomicBool::new(false),
             limiter: Arc::new(Semaphore::new(limits.max_concurrency)),
+            queue: Semaphore::new(limits.max_queue.min(Semaphore::MAX_PERMITS)),
             uploads: Arc::new(Semaphore::new(limits.max_uploads)),
             body_memory: Arc::new(Semaphore::new(
                 (limits.max_body_memory / 1024).min(Semaphore::MAX_PERMITS),

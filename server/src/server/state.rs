@@ -123,6 +123,7 @@ pub fn secured_state(
         max_body_bytes: config.max_body_bytes,
         max_batch_images: config.max_batch_images,
         max_concurrency: config.max_concurrency,
+        max_queue: config.max_queue.unwrap_or(usize::MAX),
         max_queue_wait: config.max_queue_wait,
         request_timeout: config.request_timeout,
         retry_after_seconds: config.retry_after_seconds,
