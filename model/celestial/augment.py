@@ -1,14 +1,15 @@
-"""Photometric changes: the training augmentations, the fixed corruption suite and synthetic outliers.
+"""Photometric and framing changes: the training augmentations, the fixed corruption suite and synthetic outliers.
 
 Everything here works on full-size 8-bit RGB PIL images (the dataset's 128x128 renders) and ends the way
 a real request does: the changed picture is encoded as a JPEG and then goes through the one
 preprocessing definition (`preprocess.load_model_pixels`: DCT-scaled decode, resize). So training, the
 robustness evaluation and serving see pixels made by the same path.
 
-Corruption suite (`SUITE`): each corruption has five severities (increasing), applied to the original
-validation image, then re-encoded as JPEG quality 92, as the robustness target's measurement does. The middle
-severity (index 2) is the one the targets are set on; `grayscale` has one level (it is its middle).
-Random corruptions (noise) are seeded per image, so the suite is fixed.
+Corruption suite (`SUITE`): each photometric corruption has five severities (increasing), each geometric one
+(`GEOMETRIC`: how the picture is framed, `framing.py`) three, applied to the original validation image, then
+re-encoded as JPEG quality 92, as the robustness target's measurement does. The middle severity (index 2 of
+five, 1 of three) is the one the targets are set on; `grayscale` has one level (it is its middle). Random
+corruptions (noise, the crops' and shifts' positions) are seeded per image, so the suite is fixed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import math
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
+from . import framing
 from .preprocess import load_model_pixels
 
 REENCODE_QUALITY = 92
@@ -116,7 +118,15 @@ SUITE: dict[str, tuple[str, list, object]] = {
     "noise": ("sd", [0.02, 0.05, 0.1, 0.15, 0.2], lambda im, v, r: gaussian_noise(im, v, r)),
     "blur": ("radius", [0.5, 1.0, 1.5, 2.0, 3.0], lambda im, v, r: blur(im, v)),
     "jpeg": ("quality", [50, 30, 20, 10, 5], lambda im, v, r: jpeg_quality(im, v)),
+    # framing: the share of each side kept, the body's size in the frame, the offset as a share of the side,
+    # the frame's width / height
+    "crop": ("keep", [0.9, 0.8, 0.65], lambda im, v, r: framing.crop(im, v, r)),
+    "zoom_out": ("scale", [0.8, 0.6, 0.4], lambda im, v, r: framing.zoom_out(im, v, r)),
+    "shift": ("fraction", [0.1, 0.2, 0.3], lambda im, v, r: framing.shift(im, v, r)),
+    "aspect_wide": ("ratio", [1.1, 1.25, 1.5], lambda im, v, r: framing.aspect(im, v, r)),
+    "aspect_tall": ("ratio", [0.9, 0.8, 0.67], lambda im, v, r: framing.aspect(im, v, r)),
 }
+GEOMETRIC = ("crop", "zoom_out", "shift", "aspect_wide", "aspect_tall")
 
 
 def middle(name: str) -> int:
@@ -136,9 +146,9 @@ TRAIN_OPS = {
     "exposure": (2.0, lambda im, r: brightness(im, math.exp(r.uniform(math.log(0.2), math.log(2.2))))),
     "contrast": (1.5, lambda im, r: contrast(im, math.exp(r.uniform(math.log(0.2), math.log(2.2))))),
     "gamma": (0.8, lambda im, r: gamma(im, float(r.uniform(0.5, 2.4)))),
-    "grayscale": (2.0, lambda im, r: grayscale(im)),
+    "grayscale": (6.0, lambda im, r: grayscale(im)),
     "saturation": (1.0, lambda im, r: saturation(im, float(r.uniform(0.0, 1.8)))),
-    "hue": (0.8, lambda im, r: hue_shift(im, float(r.uniform(-35, 35)))),
+    "hue": (1.2, lambda im, r: hue_shift(im, float(r.uniform(-35, 35)))),
     "blur": (1.0, lambda im, r: blur(im, float(r.uniform(0.3, 3.2)))),
     "noise": (1.0, lambda im, r: gaussian_noise(im, float(r.uniform(0.01, 0.22)), r)),
     "jpeg": (1.0, lambda im, r: jpeg_quality(im, int(r.integers(5, 61)))),
@@ -149,7 +159,9 @@ def random_augment(im: Image.Image, rng: np.random.Generator) -> tuple[Image.Ima
     """One random training variant of a full-size RGB8 image and the JPEG quality to send it with.
 
     Geometry (always): random horizontal/vertical flips, rotation over the full circle (bilinear,
-    black fill). Photometric: 1 in 6 variants keep their colours; the others get one (60 %) or two
+    black fill); then the framing (`framing.random_framing`: 60 % of the variants get a crop keeping 55-97 %
+    of each side, a zoom-out to 30-97 %, a shift by 5-35 % of the side or a frame of aspect 0.6-1.67, at
+    random positions). Photometric: 1 in 6 variants keep their colours; the others get one (60 %) or two
     (40 %) different operations of TRAIN_OPS drawn by weight (exposure x0.2..x2.2 and contrast
     x0.2..x2.2 log-uniform, gamma 0.5..2.4, grayscale, saturation 0..1.8, hue +-35 degrees, Gaussian
     blur radius 0.3..3.2, Gaussian noise sd 0.01..0.22, JPEG quality 5..60), applied in TRAIN_OPS
@@ -160,6 +172,7 @@ def random_augment(im: Image.Image, rng: np.random.Generator) -> tuple[Image.Ima
     if rng.random() < 0.5:
         im = im.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
     im = im.rotate(float(rng.uniform(0, 360)), resample=Image.Resampling.BILINEAR, fillcolor=(0, 0, 0))
+    im = framing.random_framing(im, rng)
     if rng.random() >= 1 / 6:
         names = list(TRAIN_OPS)
         p = np.array([TRAIN_OPS[n][0] for n in names])

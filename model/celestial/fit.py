@@ -72,7 +72,7 @@ def train_served(served: Served, px_pool, y_pool, px_out, n_classes: int, pre: P
     )
     model = served_model(served, n_classes, pre)
     model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
+        optimizer=keras.optimizers.Adam(schedule, use_ema=served.ema > 0, ema_momentum=served.ema or 0.99),
         loss=keras.losses.CategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.CategoricalAccuracy(name="acc")],
     )

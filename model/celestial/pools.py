@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import augment
+from . import augment, framing
 from .preprocess import load_model_pixels, load_rgb8
 
 SUITE_SEED = 1414
@@ -64,7 +64,10 @@ def training_pool(raw: Path, items, variants: int, height: int, width: int, cach
             "h": height,
             "w": width,
             "seed": POOL_SEED,
-            "v": 3,
+            "framings": framing.TRAIN_FRAMINGS,
+            "framed_share": framing.FRAMED_SHARE,
+            "op_weights": {n: w for n, (w, _) in augment.TRAIN_OPS.items()},
+            "v": 4,
         },
         make,
     )
@@ -89,7 +92,7 @@ def outlier_pool(
             "seed": seed,
             "h": height,
             "w": width,
-            "v": 2,
+            "v": 3,
             **({"reader": reader} if reader != "rgb" else {}),
         },
         make,
