@@ -12,7 +12,12 @@ def ood_lines(mm: dict, loco: dict | None) -> list[str]:
     ood = mm.get("ood")
     if not ood:
         return []
-    return [*rule_lines(ood, mm["metadata_added"]), *synthetic_lines(ood), *(loco_lines(ood, loco) if loco else [])]
+    return [
+        *rule_lines(ood, mm["metadata_added"]),
+        *reliability_lines(ood["calibration"]),
+        *synthetic_lines(ood),
+        *(loco_lines(ood, loco) if loco else []),
+    ]
 
 
 def rule_lines(ood: dict, meta: dict) -> list[str]:
@@ -39,6 +44,39 @@ def rule_lines(ood: dict, meta: dict) -> list[str]:
     ]
 
 
+def reliability_lines(cal: dict) -> list[str]:
+    """The answer's probabilities are softmax(logits / T): their reliability on clean and corrupted pictures."""
+    rel = cal.get("reliability")
+    if not rel:
+        return []
+    head = "| validation pictures | pictures | ECE at T = 1 | ECE at the served T | " + " | ".join(
+        f"{b[0]:.1f}-{b[1]:.1f}" for b in _all_bins(rel)
+    )
+    lines = [
+        "The answer's `probabilities` are `softmax(logits / T)` and `confidence` is the largest of them, so one "
+        "number says how sure the model is: among answers whose top probability is about p, about p are right. "
+        "Reliability on the clean validation pictures and on the same pictures changed by every corruption "
+        "family at its middle severity (photometric and framing), expected calibration error over 15 equal bins; "
+        "the bins below: accuracy / mean top probability (pictures) at the served T "
+        "([reliability diagram](plots/reliability.png)):",
+        "",
+        head + " |",
+        "|---|---|---|---|" + "---|" * len(_all_bins(rel)),
+    ]
+    for name, r in rel.items():
+        bins = {(b[0], b[1]): b for b in r["calibrated"]["bins"]}
+        cells = [f"{bins[k][4]:.3f} / {bins[k][3]:.3f} ({bins[k][2]})" if k in bins else "" for k in _all_bins(rel)]
+        n = sum(b[2] for b in r["calibrated"]["bins"])
+        lines.append(
+            f"| {name} | {n:,} | {r['t1']['ece']:.4f} | **{r['calibrated']['ece']:.4f}** | " + " | ".join(cells) + " |"
+        )
+    return [*lines, "", "![reliability](plots/reliability.png)", ""]
+
+
+def _all_bins(rel: dict) -> list[tuple]:
+    return sorted({(b[0], b[1]) for r in rel.values() for b in r["calibrated"]["bins"]})
+
+
 def synthetic_lines(ood: dict) -> list[str]:
     """Synthetic outliers (AUROC, flag rates per kind), false flags, every score's AUROC."""
     syn = ood["synthetic"]
@@ -54,7 +92,7 @@ def synthetic_lines(ood: dict) -> list[str]:
         )
         + ", flagged "
         f"**{pct(syn['flag_rate'])}** at the served threshold "
-        f"(v1's max-softmax AUROC on the same pictures: {ood.get('v1_msp_auroc', '-')}, guide recipe's: "
+        f"(v2's max-softmax AUROC on the same pictures: {ood.get('previous_msp_auroc', '-')}, guide recipe's: "
         f"{ood.get('guide_msp_auroc', '-')}).",
         "",
         "| outlier kind | " + " | ".join(syn["per_kind"]) + " |",
@@ -74,6 +112,29 @@ def synthetic_lines(ood: dict) -> list[str]:
         + ".",
         "",
     ]
+
+
+def curve_rows(per: dict) -> list[str]:
+    """The served checks' trade-off per left-out class: flagged at each false-flag rate (calibrated as served), and
+    at 1 % with the zoom-out family left out of the reference."""
+    if not all("served_curve" in v for v in per.values()):
+        return []
+    first = next(iter(per.values()))["served_curve"]
+    rows = []
+    for i, rate in enumerate(first["false_flags"]):
+        cells = [v["served_curve"]["flagged"][i] for v in per.values()]
+        rows.append(
+            f"| served checks at {100 * rate:g} % false flags | "
+            + " | ".join(pct(c) for c in cells)
+            + f" | **{pct(sum(cells) / len(cells))}** | {pct(min(cells))} |"
+        )
+    cells = [v["served_curve"]["flagged_1pct_without_zoom_out"] for v in per.values()]
+    rows.append(
+        "| served checks at 1 % false flags, zoom-out family not in the reference | "
+        + " | ".join(pct(c) for c in cells)
+        + f" | {pct(sum(cells) / len(cells))} | {pct(min(cells))} |"
+    )
+    return rows
 
 
 def loco_lines(ood: dict, loco: dict) -> list[str]:
@@ -97,11 +158,13 @@ def loco_lines(ood: dict, loco: dict) -> list[str]:
             [
                 "| flagged at the thresholds calibrated as served | "
                 + " | ".join(pct(v["served_calibration"][k]) for v in per.values())
-                + f" | **{pct(summ[k]['mean_flag_rate_served_calibration'])}** | |"
+                + f" | **{pct(summ[k]['mean_flag_rate_served_calibration'])}** | "
+                + f"{pct(min(v['served_calibration'][k] for v in per.values()))} |"
             ]
             if "mean_flag_rate_served_calibration" in summ.get(k, {})
             else []
         ),
+        *curve_rows(per),
         "| 9-class val top-1 | " + " | ".join(pct(v["accuracy_9"]) for v in per.values()) + " | | |",
         "",
         *(

@@ -56,6 +56,12 @@ def _widest_margins(val_items, classes, logits) -> tuple[list[int], np.ndarray]:
     return chosen, margins
 
 
+def _served_probabilities(logits: np.ndarray, cal: Calibration | None) -> np.ndarray:
+    """As the server answers: calibrated for a model with a temperature, the plain softmax otherwise."""
+    z = logits.astype(np.float64)
+    return robust.softmax(z) if cal is None else cal.probabilities(z)
+
+
 def _decoded(raw: Path, rel: str, pre) -> dict:
     """The stored size of a dataset JPEG and its DCT-scaled decode (before the resize)."""
     from PIL import Image
@@ -104,7 +110,7 @@ def golden_entries(
             "tensor_shape": [1, *x_val[idx].shape],
             "tensor_sha256": tensor_sha256(x_val[idx][None]),
             "logits": [float(v) for v in logits[idx]],
-            "probabilities": [float(v) for v in robust.softmax(logits[idx].astype(np.float64))],
+            "probabilities": [float(v) for v in _served_probabilities(logits[idx], cal)],
             "prediction": classes[int(logits[idx].argmax())],
             "top2_logit_margin": round(float(margins[idx]), 5),
         }

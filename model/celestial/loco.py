@@ -26,7 +26,7 @@ import numpy as np
 from . import augment, pools, robust
 from .colour import CHROMATICITY, CLASS_COLOUR_K, CLASS_COLOUR_STRIDE, ClassColourKnn, ColourKnn
 from .config import SPLIT_SEED, Served
-from .loco_scores import FALSE_FLAGS, evaluate_scores, served_flags, summarise
+from .loco_scores import FALSE_FLAGS, evaluate_scores, served_curve, served_flags, summarise
 from .preprocess import Preprocessing
 
 
@@ -100,14 +100,14 @@ def leave_out(d: LocoData, c: int, n_classes: int) -> tuple[dict, dict]:
     held_fl = features_logits(model, held_px, d.pre)
     res = evaluate_scores(stats, id_fl, {"held_out": held_fl}, colour, d.val_px[vm], {"held_out": held_px})
     suite_fl = {k: features_logits(model, d.suite[f"{k}/{augment.middle(k)}"][vm], d.pre) for k in augment.SUITE}
-    served = served_flags(
-        id_fl[1], d.val_px[vm], suite_fl, d.suite, vm, held_fl[1], held_px, colour["class_colour_pool"]
-    )
+    served_args = (id_fl[1], d.val_px[vm], suite_fl, d.suite, vm, held_fl[1], held_px, colour["class_colour_pool"])
+    served = served_flags(*served_args)
     entry = {
         "accuracy_9": round(acc9, 4),
         "held_out_images": len(held),
         "scores": res["held_out"],
         "served_calibration": served,
+        "served_curve": served_curve(*served_args),
         "seconds": round(time.time() - t0, 1),
     }
     arrays = {

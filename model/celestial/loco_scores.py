@@ -46,24 +46,53 @@ def evaluate_scores(
     return out
 
 
+CURVE_FALSE_FLAGS = (0.005, 0.01, 0.02, 0.05)
+
+
+def _msp(z: np.ndarray) -> np.ndarray:
+    return -robust.softmax(z.astype(np.float64)).max(1)
+
+
+def _reference(id_logits, id_px, suite_fl: dict, suite: dict, vm, colour, families) -> tuple[np.ndarray, np.ndarray]:
+    """The in-distribution reference of the served thresholds: msp and the colour distance of the nine classes'
+    clean validation images and of their corrupted versions (`families`, each at its middle severity)."""
+    ref_z = [id_logits] + [suite_fl[k][1] for k in families]
+    ref_px = [id_px] + [suite[f"{k}/{augment.middle(k)}"][vm] for k in families]
+    return np.concatenate([_msp(z) for z in ref_z]), np.concatenate(
+        [colour.score(p, z.argmax(1)) for p, z in zip(ref_px, ref_z)]
+    )
+
+
 def served_flags(id_logits, id_px, suite_fl: dict, suite: dict, vm, held_logits, held_px, colour) -> dict:
     """The left-out class flagged at thresholds calibrated as the served ones are (1 % false flags over the nine
     classes' clean and middle-severity corrupted validation images together; ood.calibrate): msp alone, and msp with
     the class-conditional colour distance (robust.joint_thresholds)."""
-
-    def msp(z):
-        return -robust.softmax(z.astype(np.float64)).max(1)
-
-    ref_z = [id_logits] + [sl for _, sl in suite_fl.values()]
-    ref_px = [id_px] + [suite[f"{k}/{augment.middle(k)}"][vm] for k in suite_fl]
-    ref_msp = np.concatenate([msp(z) for z in ref_z])
-    ref_col = np.concatenate([colour.score(p, z.argmax(1)) for p, z in zip(ref_px, ref_z)])
-    h_msp, h_col = msp(held_logits), colour.score(held_px, held_logits.argmax(1))
+    ref_msp, ref_col = _reference(id_logits, id_px, suite_fl, suite, vm, colour, list(suite_fl))
+    h_msp, h_col = _msp(held_logits), colour.score(held_px, held_logits.argmax(1))
     t = robust.threshold_at(ref_msp, FALSE_FLAGS)
     ta, tb = robust.joint_thresholds(ref_msp, ref_col, FALSE_FLAGS)
     return {
         "msp": round(float((h_msp > t).mean()), 4),
         "msp_class_colour_pool": round(float(((h_msp > ta) | (h_col > tb)).mean()), 4),
+    }
+
+
+def served_curve(id_logits, id_px, suite_fl: dict, suite: dict, vm, held_logits, held_px, colour) -> dict:
+    """The served checks' trade-off for the left-out class: its flag rate at thresholds calibrated as served for
+    each false-flag rate of CURVE_FALSE_FLAGS, and at 1 % with the zoom-out family left out of the reference
+    (how much the black margins of zoomed-out pictures cost)."""
+    h_msp, h_col = _msp(held_logits), colour.score(held_px, held_logits.argmax(1))
+
+    def flagged(ref: tuple, rate: float) -> float:
+        ta, tb = robust.joint_thresholds(*ref, rate)
+        return round(float(((h_msp > ta) | (h_col > tb)).mean()), 4)
+
+    every = _reference(id_logits, id_px, suite_fl, suite, vm, colour, list(suite_fl))
+    no_zoom = _reference(id_logits, id_px, suite_fl, suite, vm, colour, [k for k in suite_fl if k != "zoom_out"])
+    return {
+        "false_flags": list(CURVE_FALSE_FLAGS),
+        "flagged": [flagged(every, r) for r in CURVE_FALSE_FLAGS],
+        "flagged_1pct_without_zoom_out": flagged(no_zoom, FALSE_FLAGS),
     }
 
 

@@ -26,7 +26,10 @@ OOD_FORMULAS = {
     "energy": "s = -log(sum_k exp(logits[k]))",
     "msp": "s = -max_k softmax(logits)[k]",
 }
-CONFIDENCE_RULE = "confidence = max_k softmax(logits / temperature)[k], temperature = celestial.temperature"
+CONFIDENCE_RULE = (
+    "probabilities = softmax(logits / temperature), confidence = max_k probabilities[k], "
+    "temperature = celestial.temperature"
+)
 KNOWN_RULE = (
     "known = (s <= celestial.ood_threshold) with s the score celestial.ood_score as "
     "celestial.ood_score_formula says (the output celestial.ood_score_output when present, else computed "
@@ -127,7 +130,7 @@ def read_metadata(path: Path) -> dict[str, str]:
 
 
 def preprocessing_from(meta: dict[str, str]) -> Preprocessing:
-    """An RGB model's preprocessing as its metadata describes it (the previous model v1's, for baselines)."""
+    """An RGB model's preprocessing as its metadata describes it (the previous model's, for baselines)."""
     return Preprocessing(
         int(meta["celestial.input_height"]),
         int(meta["celestial.input_width"]),

@@ -42,15 +42,20 @@ class Calibration:
     def scores(self, logits: np.ndarray, ood: np.ndarray | None = None) -> np.ndarray:
         return ood_score(self.score, logits, ood)
 
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """The served probabilities: softmax(logits / T), so that they say how often such answers are right."""
+        return robust.softmax(logits.astype(np.float64) / self.temperature)
+
     def confidence_known(
         self, logits: np.ndarray, ood: np.ndarray | None = None, px: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The served confidence and known of pictures `px` (HWC uint8, needed for the colour check)."""
+        """The served confidence (the largest of the served probabilities) and known of pictures `px` (HWC uint8,
+        needed for the colour check)."""
         z = logits.astype(np.float64)
         known = self.scores(z, ood) <= self.threshold
         if self.colour is not None:
             known &= self.colour[0].score(px, z.argmax(1)) <= self.colour[1]
-        return robust.softmax(z / self.temperature).max(1), known
+        return self.probabilities(z).max(1), known
 
     def flagged(self, logits: np.ndarray, ood: np.ndarray | None, px: np.ndarray) -> np.ndarray:
         return ~self.confidence_known(logits, ood, px)[1]
@@ -62,6 +67,16 @@ class Calibration:
 def middle_keys() -> list[str]:
     """The corruption suite's middle severities ("name/severity"), part of the thresholds' reference."""
     return [f"{n}/{augment.middle(n)}" for n in augment.SUITE]
+
+
+def reliability_sets(clean: np.ndarray, y: np.ndarray, corrupted: list[np.ndarray], temperature: float) -> dict:
+    """The reliability diagrams of the clean validation pictures and of their corrupted versions (every family at
+    its middle severity), at temperature 1 and at the fitted temperature."""
+    sets = {"clean": (clean, y), "corrupted": (np.concatenate(corrupted), np.concatenate([y] * len(corrupted)))}
+    return {
+        name: {"t1": robust.reliability(z, yy, 1.0), "calibrated": robust.reliability(z, yy, temperature)}
+        for name, (z, yy) in sets.items()
+    }
 
 
 def calibrate(
@@ -76,6 +91,7 @@ def calibrate(
         np.concatenate([val[0], all_corrupt]), np.concatenate([y_val] + [y_val] * len(suite_out))
     )
     keys = middle_keys()
+    fit["reliability"] = reliability_sets(val[0], y_val, [suite_out[k][0] for k in keys], temperature)
     id_robust = np.concatenate([ood_score(score, *val)] + [ood_score(score, *suite_out[k]) for k in keys])
     st = CLASS_COLOUR_STRIDE
     colour_knn = ClassColourKnn(pool["px"][::st], pool["y"][::st], k=CLASS_COLOUR_K).rounded()

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import augment
+
 
 def confusion_text(cm: list[list[int]], classes: list[str]) -> str:
     w = max(len(c) for c in classes)
@@ -110,8 +112,10 @@ def plot_robustness(table: dict, clean: float, path: Path, baseline: dict | None
 
     fig, ax = plt.subplots(figsize=(9, 5), dpi=100)
     for name, accs in table.items():
-        xs = np.arange(1, len(accs) + 1) if len(accs) > 1 else [3]
-        (line,) = ax.plot(xs, [100 * a for a in accs], marker="o", label=name)
+        # Centred on the middle severity: five severities at 1-5, the geometric families' three at 2-4.
+        xs = np.arange(len(accs)) + 3 - len(accs) // 2
+        style = "--" if name in augment.GEOMETRIC else "-"
+        (line,) = ax.plot(xs, [100 * a for a in accs], style, marker="o", label=name)
         if baseline and name in baseline:
             ax.plot(xs, [100 * a for a in baseline[name]], ":", color=line.get_color(), alpha=0.6)
     ax.axhline(100 * clean, color="k", lw=0.8, label=f"clean ({100 * clean:.2f} %)")
@@ -121,10 +125,38 @@ def plot_robustness(table: dict, clean: float, path: Path, baseline: dict | None
     ax.set_xticks([1, 2, 3, 4, 5])
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2, loc="lower left")
-    title = "corruption suite on the validation split (JPEG q92 after each change)"
+    title = "corruption suite on the validation split (JPEG q92 after each change; dashed: framing changes)"
     if baseline:
-        title += "\nsolid: served model; dotted: previous model (v1)"
+        title += "\nsolid: served model; dotted: previous model (v2)"
     ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_reliability(reliability: dict, path: Path) -> None:
+    """Reliability diagrams (ood.reliability_sets): accuracy against mean top probability per confidence bin, on
+    the clean and on the corrupted validation pictures, at temperature 1 and at the fitted temperature."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(reliability), figsize=(5.2 * len(reliability), 4.8), dpi=100)
+    for ax, (name, curves) in zip(np.atleast_1d(axes), reliability.items()):
+        ax.plot([0, 1], [0, 1], color="k", lw=0.8, label="perfectly calibrated")
+        for key, style in (("t1", ":"), ("calibrated", "-")):
+            r = curves[key]
+            conf = [b[3] for b in r["bins"]]
+            acc = [b[4] for b in r["bins"]]
+            total = sum(b[2] for b in r["bins"])
+            sizes = [10 + 300 * b[2] / total for b in r["bins"]]
+            (line,) = ax.plot(conf, acc, style, label=f"T = {r['temperature']:g}: ECE {r['ece']:.4f}")
+            ax.scatter(conf, acc, s=sizes, alpha=0.6, color=line.get_color())
+        ax.set_title(f"{name} validation pictures ({total:,})", fontsize=10)
+        ax.set_xlabel("top probability (bin mean)")
+        ax.set_ylabel("accuracy in the bin")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left")
+    fig.suptitle("reliability of the answer's probabilities (markers: bins, larger = more pictures)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

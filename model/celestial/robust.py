@@ -155,6 +155,34 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> tuple[float, dict]:
     }
 
 
+def reliability(logits: np.ndarray, y: np.ndarray, t: float, bins: int = 10) -> dict:
+    """The reliability diagram's numbers of softmax(logits / t): per equal-width confidence bin (lo, hi] the
+    pictures, their mean top probability and their accuracy (empty bins left out), and the expected calibration
+    error (over 15 bins, as fit_temperature reports it)."""
+    p = softmax(logits.astype(np.float64) / t)
+    conf, right = p.max(1), p.argmax(1) == y
+    edges = np.linspace(0, 1, bins + 1)
+    rows = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (conf > lo) & (conf <= hi)
+        if m.any():
+            rows.append(
+                [
+                    round(float(lo), 2),
+                    round(float(hi), 2),
+                    int(m.sum()),
+                    round(float(conf[m].mean()), 4),
+                    round(float(right[m].mean()), 4),
+                ]
+            )
+    return {
+        "temperature": t,
+        "columns": ["lo", "hi", "pictures", "confidence", "accuracy"],
+        "bins": rows,
+        "ece": round(ece(logits, y, t), 4),
+    }
+
+
 def ece(logits: np.ndarray, y: np.ndarray, t: float, bins: int = 15) -> float:
     p = softmax(logits / t)
     conf, pred = p.max(1), p.argmax(1)
