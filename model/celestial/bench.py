@@ -19,6 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import PREVIOUS_FILE
+from .metadata import preprocessing_from, read_metadata
+
 
 def latency_us(path: Path, shape: list, iterations: int, warmup: int = 300, blocks: int = 10) -> dict:
     import onnxruntime as ort
@@ -106,7 +109,7 @@ def main(argv=None) -> int:
     ap.add_argument("--dir", type=Path, default=Path(__file__).resolve().parents[1])
     ap.add_argument("--iterations", type=int, default=20000)
     ap.add_argument(
-        "--rounds", type=int, default=6, help="alternating A/B rounds against testdata/v1-celestial-bodies.onnx"
+        "--rounds", type=int, default=6, help=f"alternating A/B rounds against the previous model ({PREVIOUS_FILE})"
     )
     args = ap.parse_args(argv)
     metrics_path = args.dir / "metrics.json"
@@ -117,12 +120,12 @@ def main(argv=None) -> int:
     g["latency"] = latency_us(args.dir / g["file"], [ghp["height"], ghp["width"], 1], args.iterations // 4)
     print(f"celestial-bodies.onnx: {json.dumps(m['latency'])}")
     print(f"guide-recipe.onnx:     {json.dumps(g['latency'])}")
-    v1 = args.dir / "testdata" / "v1-celestial-bodies.onnx"
-    if v1.exists() and "ab_v1" in m:
-        m["ab_v1"] = ab_latency(
-            args.dir / m["file"], [3, hp["height"], hp["width"]], v1, [3, 64, 64], rounds=args.rounds
-        )
-        print(f"A/B vs v1: {json.dumps(m['ab_v1'])}")
+    previous = args.dir / PREVIOUS_FILE
+    if previous.exists() and "ab_previous" in m:
+        p = preprocessing_from(read_metadata(previous))
+        shape = [3, hp["height"], hp["width"]]
+        m["ab_previous"] = ab_latency(args.dir / m["file"], shape, previous, [3, p.height, p.width], rounds=args.rounds)
+        print(f"A/B vs the previous model: {json.dumps(m['ab_previous'])}")
     metrics_path.write_text(json.dumps(metrics, indent=1) + "\n")
     if (args.dir / "README.md").exists():
         from . import card

@@ -40,29 +40,37 @@ def robustness_lines(mm: dict) -> list[str]:
         "",
         f"Each of the 300 validation images, changed by one corruption at one severity (seeded, seed {rob['seed']}), "
         f"re-encoded as JPEG quality {rob['reencode_quality']} and sent through the model's decode path; top-1 per "
-        "corruption and severity. **Bold** = the middle severity (target >= 97 %). The previous model (v1, "
-        "`testdata/v1-celestial-bodies.onnx`, 64x64, flips and rotations only) and the guide recipe are "
+        "corruption and severity; photometric families at five severities, the framing families (`crop`, `zoom_out`, "
+        "`shift`, `aspect_*`: a part of the frame at a random position, the body smaller on a black canvas, moved "
+        "off centre, a wider or taller frame) at three, sharing the middle column. **Bold** = the middle severity "
+        "(target >= 97 %). The previous model (v2, "
+        "`testdata/v2-celestial-bodies.onnx`, the same network trained without framing changes) and the guide "
+        "recipe are "
         "evaluated on the same pictures at their middle severity ([plot](plots/robustness.png)).",
         "",
-        "| corruption | parameter: severities 1-5 | "
+        "| corruption | parameter: its severities | "
         + " | ".join(f"sev {i + 1}" for i in range(sev))
-        + " | v1 (middle) | guide recipe (middle) |",
+        + " | v2 (middle) | guide recipe (middle) |",
         "|---|---|" + "---|" * sev + "---|---|",
     ]
     for n, spec in rob["suite"].items():
         accs = rob["served"][n]
         mid = len(accs) // 2
-        cells = []
-        for i in range(sev):
-            if len(accs) == 1:
-                cells.append(f"**{pct(accs[0])}**" if i == sev // 2 else "")
-            elif i < len(accs):
-                cells.append(f"**{pct(accs[i])}**" if i == mid else pct(accs[i]))
+        # Centred on the middle column: the geometric families' three severities sit in columns 2-4.
+        first = sev // 2 - mid
+        cells = [
+            (
+                ""
+                if not 0 <= i - first < len(accs)
+                else (f"**{pct(accs[i - first])}**" if i - first == mid else pct(accs[i - first]))
+            )
+            for i in range(sev)
+        ]
         vals = ", ".join(str(v) for v in spec["values"]) if spec["values"] != [None] else "one level"
-        v1 = pct(rob["v1"][n][mid]) if "v1" in rob else "-"
+        prev = pct(rob["previous"][n][mid]) if "previous" in rob else "-"
         gd = pct(rob["guide"][n][mid]) if "guide" in rob else "-"
         param = f"{spec['parameter']}: {vals}" if spec["values"] != [None] else "one level (ITU-R 601 luma)"
-        lines.append(f"| {n} | {param} | " + " | ".join(cells) + f" | {v1} | {gd} |")
+        lines.append(f"| {n} | {param} | " + " | ".join(cells) + f" | {prev} | {gd} |")
     lines += [
         "",
         f"Lowest top-1 at a middle severity: **{pct(rob['served_middle_min'])}**.",
@@ -76,25 +84,25 @@ def robustness_lines(mm: dict) -> list[str]:
 def compute_lines(mm: dict) -> list[str]:
     if not mm.get("compute"):
         return []
-    c, ab = mm["compute"], mm.get("ab_v1")
-    v1c = mm.get("v1_compute") or {"macs": 0, "flops": 0}
+    c, ab = mm["compute"], mm.get("ab_previous")
+    pc = mm.get("previous_compute") or {"macs": 0, "flops": 0}
     lines = [
         "### Compute",
         "",
-        "| | served model (v2) | previous model (v1) |",
+        "| | served model (v3) | previous model (v2) |",
         "|---|---|---|",
-        f"| multiply-adds per image (Conv + MatMul) | {c['macs']:,} | {v1c['macs']:,} |",
-        f"| FLOPs per image (2 x MACs + element-wise outputs) | {c['flops']:,} | {v1c['flops']:,} |",
-        f"| file size | {mm['bytes']:,} bytes | {mm.get('v1_bytes') or 0:,} bytes |",
+        f"| multiply-adds per image (Conv + MatMul) | {c['macs']:,} | {pc['macs']:,} |",
+        f"| FLOPs per image (2 x MACs + element-wise outputs) | {c['flops']:,} | {pc['flops']:,} |",
+        f"| file size | {mm['bytes']:,} bytes | {mm.get('previous_bytes') or 0:,} bytes |",
     ]
     if ab:
         lines += [
             f"| A/B latency, batch 1, 1 thread (median of {ab['rounds']} alternating rounds of "
             f"{ab['iterations_per_round']:,} runs) | {ab['new_median_us']} us | {ab['old_median_us']} us |",
             "",
-            f"Inference ratio v2 / v1: **{ab['ratio_median']}** (median of the per-round ratios; worst "
-            f"round {ab['ratio_max']}; measured {ab['measured_at']}; rounds v2 {ab['new_round_medians_us']}, "
-            f"v1 {ab['old_round_medians_us']} us).",
+            f"Inference ratio v3 / v2: **{ab['ratio_median']}** (median of the per-round ratios; worst "
+            f"round {ab['ratio_max']}; measured {ab['measured_at']}; rounds v3 {ab['new_round_medians_us']}, "
+            f"v2 {ab['old_round_medians_us']} us).",
         ]
     return lines + [""]
 

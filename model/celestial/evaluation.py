@@ -1,5 +1,5 @@
 """Evaluations of the exported models with ONNX Runtime: accuracy and confusion, the corruption suite (served
-model, previous model v1, guide recipe) and the out-of-distribution figures on the synthetic outliers."""
+model, the previous model, guide recipe) and the out-of-distribution figures on the synthetic outliers."""
 
 from __future__ import annotations
 
@@ -42,8 +42,8 @@ def suite_top1(logits_of) -> dict:
     return {n: [logits_of(f"{n}/{s}") for s in range(len(augment.SUITE[n][1]))] for n in augment.SUITE}
 
 
-def robustness(suite_logits: dict, y_va: np.ndarray, v1: tuple | None, guide: tuple) -> dict:
-    """The corruption-suite table. `v1` = (path, preprocessing, suite pixels, clean logits) of the previous
+def robustness(suite_logits: dict, y_va: np.ndarray, previous: tuple | None, guide: tuple) -> dict:
+    """The corruption-suite table. `previous` = (path, preprocessing, suite pixels, clean logits) of the previous
     model or None; `guide` = (path, preprocessing, suite pixels) of the guide recipe."""
     table = {
         "suite": {n: {"parameter": v[0], "values": v[1]} for n, v in augment.SUITE.items()},
@@ -52,10 +52,10 @@ def robustness(suite_logits: dict, y_va: np.ndarray, v1: tuple | None, guide: tu
         "served": suite_top1(lambda k: top1(suite_logits[k], y_va)),
     }
     table["served_middle_min"] = min(table["served"][n][augment.middle(n)] for n in augment.SUITE)
-    if v1 is not None:
-        path, pre, suite, clean_logits = v1
-        table["v1"] = suite_top1(lambda k: top1(ort_logits(path, to_tensor(suite[k], pre)), y_va))
-        table["v1_clean"] = top1(clean_logits, y_va)
+    if previous is not None:
+        path, pre, suite, clean_logits = previous
+        table["previous"] = suite_top1(lambda k: top1(ort_logits(path, to_tensor(suite[k], pre)), y_va))
+        table["previous_clean"] = top1(clean_logits, y_va)
     path, pre, suite = guide
     table["guide"] = suite_top1(lambda k: top1(ort_logits(path, to_tensor(suite[k], pre)), y_va))
     return table

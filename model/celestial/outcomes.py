@@ -31,18 +31,18 @@ class Outcomes:
     exported: Exported
     robustness: dict
     ood: dict
-    v1_pre: Preprocessing | None
+    previous_pre: Preprocessing | None
 
 
-def _v1(run: Run, split: Split) -> tuple | None:
-    """The previous model (v1): its preprocessing, corruption suite and clean validation logits, when present."""
-    if not run.v1.exists():
+def _previous(run: Run, split: Split) -> tuple | None:
+    """The previous model (v2): its preprocessing, corruption suite and clean validation logits, when present."""
+    if not run.previous.exists():
         return None
-    log("corruption suite on the previous model (v1) and the guide recipe")
-    pre = preprocessing_from(read_metadata(run.v1))
+    log("corruption suite on the previous model (v2) and the guide recipe")
+    pre = preprocessing_from(read_metadata(run.previous))
     suite = pools.suite_pixels(run.raw, split.val, pre.height, pre.width, run.cache)
-    clean = ort_logits(run.v1, to_tensor(pools.clean_pixels(run.raw, split.val, pre.height, pre.width), pre))
-    return run.v1, pre, suite, clean
+    clean = ort_logits(run.previous, to_tensor(pools.clean_pixels(run.raw, split.val, pre.height, pre.width), pre))
+    return run.previous, pre, suite, clean
 
 
 def evaluate_outcomes(
@@ -55,12 +55,12 @@ def evaluate_outcomes(
     e: Exported,
     out: Path,
 ) -> Outcomes:
-    """Robustness (served, v1, guide) and the OOD figures (synthetic outliers, false flags, baselines)."""
+    """Robustness (served, previous, guide) and the OOD figures (synthetic outliers, false flags, baselines)."""
     g = run.guide
-    v1 = _v1(run, split)
+    prev = _previous(run, split)
     g_suite = pools.suite_pixels(run.raw, split.val, g.height, g.width, run.cache, reader="guide")
     suite_logits = {k: v[0] for k, v in e.suite_out.items()}
-    table = evaluation.robustness(suite_logits, split.y_val, v1, (guide.path, guide.pre, g_suite))
+    table = evaluation.robustness(suite_logits, split.y_val, prev, (guide.path, guide.pre, g_suite))
     ev_out = evaluation.eval_outliers(run.raw, split.val, run.served.height, run.served.width, run.cache)
     ev = (*ort_outputs(e.path, to_tensor(ev_out["px"], pre)), ev_out["px"])
     ood = evaluation.ood_summary(e.cal, t.bank, (*e.val_out, t.px_va), ev, ev_out["kinds"], e.suite_out, e.suite)
@@ -69,20 +69,20 @@ def evaluate_outcomes(
     )
     g_ev = evaluation.eval_outliers(run.raw, split.val, g.height, g.width, run.cache, reader="guide")
     ood["guide_msp_auroc"] = evaluation.msp_auroc(guide.path, guide.logits, g_ev["px"], guide.pre)
-    if v1 is not None:
-        v1_ev = evaluation.eval_outliers(run.raw, split.val, v1[1].height, v1[1].width, run.cache)
-        ood["v1_msp_auroc"] = evaluation.msp_auroc(run.v1, v1[3], v1_ev["px"], v1[1])
+    if prev is not None:
+        prev_ev = evaluation.eval_outliers(run.raw, split.val, prev[1].height, prev[1].width, run.cache)
+        ood["previous_msp_auroc"] = evaluation.msp_auroc(run.previous, prev[3], prev_ev["px"], prev[1])
     if (run.out / "loco.json").exists():
         shutil.copy2(run.out / "loco.json", out / "loco.json")
     log(
         f"robustness: lowest middle-severity top-1 {table['served_middle_min']:.4f}; synthetic outliers AUROC "
         f"{ood['synthetic']['auroc_vs_clean_val']:.4f}, flagged {ood['synthetic']['flag_rate']:.3f}"
     )
-    return Outcomes(classes, split, guide, t, e, table, ood, None if v1 is None else v1[1])
+    return Outcomes(classes, split, guide, t, e, table, ood, None if prev is None else prev[1])
 
 
 def latency(run: Run, o: Outcomes) -> dict:
-    """ONNX Runtime latency (1 thread, batch 1) of both models, and the A/B against v1 when present."""
+    """ONNX Runtime latency (1 thread, batch 1) of both models, and the A/B against the previous model when present."""
     from .bench import ab_latency, latency_us
 
     s, g = run.served, run.guide
@@ -91,20 +91,21 @@ def latency(run: Run, o: Outcomes) -> dict:
     glat = latency_us(o.guide.path, [g.height, g.width, 1], run.latency_iterations // 4)
     log(f"latency: served {lat['median_us']} us median, guide {glat['median_us']} us median")
     ab = None
-    if o.v1_pre is not None:
-        ab = ab_latency(o.exported.path, [3, s.height, s.width], run.v1, [3, o.v1_pre.height, o.v1_pre.width])
+    if o.previous_pre is not None:
+        p = o.previous_pre
+        ab = ab_latency(o.exported.path, [3, s.height, s.width], run.previous, [3, p.height, p.width])
         log(
-            f"A/B vs v1 (alternating, {ab['rounds']} rounds): {ab['new_median_us']} vs {ab['old_median_us']} us, "
-            f"ratio {ab['ratio_median']}"
+            f"A/B vs the previous model (alternating, {ab['rounds']} rounds): {ab['new_median_us']} vs "
+            f"{ab['old_median_us']} us, ratio {ab['ratio_median']}"
         )
-    return {"served": lat, "guide": glat, "ab_v1": ab}
+    return {"served": lat, "guide": glat, "ab_previous": ab}
 
 
 def _served_metrics(run: Run, o: Outcomes, lat: dict, pre: Preprocessing) -> dict:
     from .bench import onnx_macs
     from .golden import sha256_file
 
-    t, e, v1 = o.trained, o.exported, run.v1
+    t, e, prev = o.trained, o.exported, run.previous
     return {
         "file": MODEL_FILE,
         "sha256": sha256_file(e.path),
@@ -122,9 +123,9 @@ def _served_metrics(run: Run, o: Outcomes, lat: dict, pre: Preprocessing) -> dic
         "history": history(t.history),
         "confusion_text": confusion_text(e.evaluation["confusion"], o.classes),
         "compute": onnx_macs(e.path),
-        "ab_v1": lat["ab_v1"],
-        "v1_compute": onnx_macs(v1) if v1.exists() else None,
-        "v1_bytes": v1.stat().st_size if v1.exists() else None,
+        "ab_previous": lat["ab_previous"],
+        "previous_compute": onnx_macs(prev) if prev.exists() else None,
+        "previous_bytes": prev.stat().st_size if prev.exists() else None,
         "robustness": o.robustness,
         "ood": o.ood,
         "metadata_added": {k: v for k, v in e.metadata.items() if k not in e.base_metadata and k not in LARGE_KEYS},
