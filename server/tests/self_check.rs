@@ -61,8 +61,16 @@ async fn the_committed_model_passes_its_self_check_and_says_so() {
     let diff = check["max_logit_diff"].as_f64().unwrap();
     // The largest difference is a decode case's: a JPEG decoded as Pillow does, resized by
     // image-rs's float triangle filter within one level of Pillow's fixed-point one (measured
-    // 0.0099; the class images, whose tensor is the pipeline's bit for bit, about 2e-6).
-    assert!(diff > 0.0 && diff < 0.02, "{check}");
+    // 0.0099 with model v2 and 0.041 with v3, whose logits are larger and move more per pixel
+    // level; the class images, whose tensor is the pipeline's bit for bit, about 2e-6). Under the
+    // decode cases' tolerance in the golden set.
+    let tolerance = golden_set()["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["logit_max_abs"].as_f64())
+        .fold(0.0, f64::max);
+    assert!(diff > 0.0 && diff < tolerance, "{check} (tolerance {tolerance})");
     let seconds = check["seconds"].as_f64().unwrap();
     assert!(seconds > 0.0 && seconds < 5.0, "{check}");
     eprintln!("self-check: {images} images, max logit diff {diff:.2e}, {seconds:.4} s");
