@@ -70,7 +70,10 @@ async fn the_committed_model_passes_its_self_check_and_says_so() {
         .iter()
         .filter_map(|i| i["logit_max_abs"].as_f64())
         .fold(0.0, f64::max);
-    assert!(diff > 0.0 && diff < tolerance, "{check} (tolerance {tolerance})");
+    assert!(
+        diff > 0.0 && diff < tolerance,
+        "{check} (tolerance {tolerance})"
+    );
     let seconds = check["seconds"].as_f64().unwrap();
     assert!(seconds > 0.0 && seconds < 5.0, "{check}");
     eprintln!("self-check: {images} images, max logit diff {diff:.2e}, {seconds:.4} s");
