@@ -49,13 +49,28 @@ fn dataset() -> Option<PathBuf> {
 }
 
 /// Sends every picture of `pictures`, round after round, through `url` from 4 concurrent clients
-/// until `done` says so (asked after each round), at most `rounds` rounds: how many were sent.
-async fn send_until<F, Fut>(url: &str, pictures: &[Vec<u8>], rounds: usize, done: F) -> usize
+/// until `done` says so (asked after each round), at most `rounds` rounds: how many were sent, and
+/// whether `done` said so.
+///
+/// Each prediction on a connection of its own: the Service balances connections, not requests, so
+/// four keep-alive connections could all land on one pod and leave the other's window (and its
+/// alert) as the previous phase left it.
+async fn send_until<F, Fut>(
+    url: &str,
+    pictures: &[Vec<u8>],
+    rounds: usize,
+    done: F,
+) -> (usize, bool)
 where
     F: Fn() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let client = keep_alive_client();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
     let mut sent = 0;
     for _ in 0..rounds {
         for chunk in pictures.chunks(4) {
@@ -72,10 +87,10 @@ where
             sent += chunk.len();
         }
         if done().await {
-            break;
+            return (sent, true);
         }
     }
-    sent
+    (sent, false)
 }
 
 #[tokio::test]
@@ -138,7 +153,15 @@ async fn prometheus_fires_the_drift_alert_on_grayscale_photographs_and_resolves_
     };
     // Grayscale photographs until a pod's monitor raises its alert (each pod judges its own
     // windows of 400), then Prometheus holds it for the shortened `for:` and fires.
-    let sent = send_until(&url, &gray, 10, || drift_now("1")).await;
+    let per_pod = || async {
+        prom.query("max by (pod, signal) (celestial_drift_alert) == 1")
+            .await
+            .iter()
+            .map(|s| format!("{} {}", s["metric"]["pod"], s["metric"]["signal"]))
+            .collect::<Vec<_>>()
+    };
+    let (sent, raised) = send_until(&url, &gray, 10, || drift_now("1")).await;
+    assert!(raised, "no drift alert after {sent} grayscale predictions");
     let t = prom
         .wait_until(
             "CelestialInputDrift firing",
@@ -157,7 +180,12 @@ async fn prometheus_fires_the_drift_alert_on_grayscale_photographs_and_resolves_
     );
 
     // Clean photographs again: the windows fill with them and the alert resolves.
-    let sent = send_until(&url, &clean, 12, || drift_now("0")).await;
+    let (sent, cleared) = send_until(&url, &clean, 12, || drift_now("0")).await;
+    assert!(
+        cleared,
+        "drift alerts still raised after {sent} clean predictions: {:?}",
+        per_pod().await
+    );
     let t = prom
         .wait_until(
             "CelestialInputDrift resolved",
