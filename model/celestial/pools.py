@@ -66,7 +66,7 @@ def training_pool(raw: Path, items, variants: int, height: int, width: int, cach
             "seed": POOL_SEED,
             "framings": framing.TRAIN_FRAMINGS,
             "framed_share": framing.FRAMED_SHARE,
-            "op_weights": {n: w for n, (w, _) in augment.TRAIN_OPS.items()},
+            "op_weights": {name: w for name, (w, _) in augment.TRAIN_OPS.items()},
             "v": 4,
         },
         make,
@@ -92,7 +92,12 @@ def outlier_pool(
             "seed": seed,
             "h": height,
             "w": width,
-            "v": 3,
+            # the jigsaw and blend outliers are made of training variants (augment.random_augment): what changes
+            # those changes the outliers, and a cache keyed without it would train on stale ones
+            "framings": framing.TRAIN_FRAMINGS,
+            "framed_share": framing.FRAMED_SHARE,
+            "op_weights": {name: w for name, (w, _) in augment.TRAIN_OPS.items()},
+            "v": 4,
             **({"reader": reader} if reader != "rgb" else {}),
         },
         make,
