@@ -3,7 +3,7 @@
 
 use super::meta::{Meta, bad, kind, number};
 use crate::model::calibration::{Calibration, OodRule, OodScore};
-use crate::model::colour::{ColourRule, FEATURES, Features};
+use crate::model::colour::{ColourRule, FEATURES, Features, MAX_K};
 use crate::model::kinds::{ColorMode, OutputKind};
 use crate::model::spec::ModelError;
 
@@ -123,8 +123,9 @@ pub(super) fn colour(
     ColourRule::new(m.k, m.threshold, mean, std, bank, m.formula)
         .map(Some)
         .ok_or_else(|| {
-            invalid(
-                "k must be 1..=the smallest class bank, std positive, every number finite".into(),
-            )
+            invalid(format!(
+                "k must be 1..={MAX_K} and at most the smallest class bank, std positive, \
+                     every number finite"
+            ))
         })
 }
