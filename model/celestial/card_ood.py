@@ -30,8 +30,9 @@ def rule_lines(ood: dict, meta: dict) -> list[str]:
             f"; and the colour check `celestial.colour_ood` (`colour.ClassColourKnn`: distance `d` of the picture's "
             f"{ood['colour']['statistics']} standardised colour statistics to the k-th ({ood['colour']['k']}) "
             "nearest of "
-            f"the {ood['colour']['bank_size']:,} bank pictures (every {ood['colour']['bank_pool_stride']}th of the "
-            f"augmented training pool) of the predicted class), threshold `{ood['colour']['threshold']}`; "
+            f"the {ood['colour']['bank_size']:,} bank pictures of the predicted class: the augmented training pool, "
+            f"thinned so that a dropped picture has k kept ones within {ood['colour']['bank_radius']}), "
+            f"threshold `{ood['colour']['threshold']}`; "
             "`known = s <= threshold and d <= colour threshold`"
             if "colour" in ood
             else "; `known = s <= threshold`"
@@ -144,7 +145,14 @@ def loco_lines(ood: dict, loco: dict) -> list[str]:
     lines = [
         "### Leave-one-class-out (LOCO)",
         "",
-        f"`model/loco.sh` ({loco['measured_at']}, {loco['seconds']:.0f} s): {loco['protocol']}. Served checks `{k}`:",
+        f"`model/loco.sh` ({loco['measured_at']}, {loco['seconds']:.0f} s): {loco['protocol']}."
+        + (
+            f" The colour check's measures recomputed for the current check from the same runs' logits "
+            f"(`model/loco.sh --rescore DIR` after `--dump DIR`, {loco['rescored_at']})."
+            if "rescored_at" in loco
+            else ""
+        )
+        + f" Served checks `{k}`:",
         "",
         "| left out | " + " | ".join(per) + " | **mean** | min |",
         "|---|" + "---|" * (len(per) + 2),

@@ -23,10 +23,14 @@ def colour_features(px: np.ndarray) -> np.ndarray:
 
 
 CHROMATICITY = slice(6, 10)
-# ClassColourKnn's bank: every CLASS_COLOUR_STRIDE-th picture of the training pool (2 of the 12 variants of each
-# training image), its k: chosen on the LOCO runs' saved logits (loco.sh --dump), strides 3-12 and k 3-5 all giving
-# a mean AUROC of 0.996-0.9985 with msp; 6 and 3 had the best flag rate at the served calibration.
-CLASS_COLOUR_STRIDE, CLASS_COLOUR_K = 6, 3
+# ClassColourKnn's bank: the whole training pool, thinned (ClassColourKnn.thinned) so that no picture is kept
+# while k kept ones of its class lie within CLASS_COLOUR_RADIUS of it (standardised units): the k-th nearest
+# distance of anything near the pool moves by less than the radius, and the near-duplicates (the many grey
+# variants of each body) stop taking the file's room from the rare colours. k and the radius: chosen on the LOCO
+# runs' saved logits (loco.sh --dump, then --rescore), see the model card.
+CLASS_COLOUR_RADIUS, CLASS_COLOUR_K = 0.7, 3
+# The thinning's order of visit (a seeded permutation per class): the same pool always gives the same bank.
+CLASS_COLOUR_SEED = 0
 
 
 class ColourKnn:
@@ -92,6 +96,26 @@ class ClassColourKnn:
         z = (self.raw - self.mu) / self.sd
         self.bank = {int(c): z[self.y == c] for c in np.unique(self.y)}
 
+    def thinned(self, radius: float, seed: int = CLASS_COLOUR_SEED) -> "ClassColourKnn":
+        """The same check on a smaller bank: per class, visiting the pictures in a seeded random order, a picture
+        is dropped when k already kept ones lie within `radius` of it (standardised), so every dropped picture has
+        k kept neighbours within `radius`. The standardisation stays that of the whole bank."""
+        rng = np.random.default_rng(seed)
+        keep = []
+        for c in sorted(self.bank):
+            idx = np.where(self.y == c)[0]
+            z = self.bank[c]
+            kept = np.empty_like(z)
+            n = 0
+            for o in rng.permutation(len(idx)):
+                if n >= self.k and np.count_nonzero(((kept[:n] - z[o]) ** 2).sum(1) < radius * radius) >= self.k:
+                    continue
+                kept[n] = z[o]
+                n += 1
+                keep.append(idx[o])
+        keep = np.sort(np.array(keep))
+        return ClassColourKnn(None, None, self.k, self.features, (self.raw[keep], self.y[keep], self.mu, self.sd))
+
     def rounded(self) -> "ClassColourKnn":
         return ClassColourKnn(None, None, self.k, self.features, (sig6(self.raw), self.y, sig6(self.mu), sig6(self.sd)))
 
@@ -129,3 +153,9 @@ class ClassColourKnn:
             },
             separators=(",", ":"),
         )
+
+
+def pool_colour_check(pool_px: np.ndarray, pool_y: np.ndarray) -> ClassColourKnn:
+    """The served colour check of a model trained on this augmented pool: ClassColourKnn over the whole pool,
+    thinned at CLASS_COLOUR_RADIUS."""
+    return ClassColourKnn(pool_px, pool_y, k=CLASS_COLOUR_K).thinned(CLASS_COLOUR_RADIUS)

@@ -28,7 +28,7 @@ import numpy as np
 
 from . import augment, pools, robust
 from .checks import session
-from .colour import CHROMATICITY, CLASS_COLOUR_K, CLASS_COLOUR_STRIDE, ClassColourKnn, ColourKnn
+from .colour import CHROMATICITY, ClassColourKnn, ColourKnn, pool_colour_check
 from .config import OOD_EVAL_OUTLIERS, SPLIT_SEED, Served
 from .data import dataset_root, served_preprocessing, split_dataset
 from .loco_scores import FALSE_FLAGS, colour_score
@@ -55,13 +55,12 @@ class Scorer:
 def colour_checks(train_px: np.ndarray, pool: dict) -> dict:
     """The colour distances compared: to the clean training pictures or the augmented pool, all ten statistics
     or the chromaticities only, and the served class-conditional one."""
-    st = CLASS_COLOUR_STRIDE
     return {
         "colour_knn": ColourKnn(train_px),
         "chroma_knn": ColourKnn(train_px, features=CHROMATICITY),
         "colour_knn_pool": ColourKnn(pool["px"]),
         "chroma_knn_pool": ColourKnn(pool["px"], features=CHROMATICITY),
-        "class_colour_pool": ClassColourKnn(pool["px"][::st], pool["y"][::st], k=CLASS_COLOUR_K),
+        "class_colour_pool": pool_colour_check(pool["px"], pool["y"]),
     }
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from . import augment, pools, robust
-from .colour import CLASS_COLOUR_STRIDE, COLOUR_STATISTICS
+from .colour import CLASS_COLOUR_RADIUS, COLOUR_STATISTICS
 from .config import OOD_EVAL_OUTLIERS, OOD_FALSE_FLAGS
 from .networks import features_logits
 from .ood import Calibration, middle_keys
@@ -102,7 +102,7 @@ def ood_summary(
         "colour": {
             "k": colour.k,
             "threshold": t_colour,
-            "bank_pool_stride": CLASS_COLOUR_STRIDE,
+            "bank_radius": CLASS_COLOUR_RADIUS,
             "bank_size": int(len(colour.raw)),
             "statistics": len(COLOUR_STATISTICS),
         },

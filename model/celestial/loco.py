@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from . import augment, pools, robust
-from .colour import CHROMATICITY, CLASS_COLOUR_K, CLASS_COLOUR_STRIDE, ClassColourKnn, ColourKnn
+from .colour import CHROMATICITY, ColourKnn, pool_colour_check
 from .config import SPLIT_SEED, Served
-from .loco_scores import FALSE_FLAGS, evaluate_scores, served_curve, served_flags, summarise
+from .loco_scores import FALSE_FLAGS, colour_measures, evaluate_scores, served_curve, served_flags, summarise
 from .preprocess import Preprocessing
 
 
@@ -91,23 +91,19 @@ def leave_out(d: LocoData, c: int, n_classes: int) -> tuple[dict, dict]:
     held_px = pools.clean_pixels(d.raw, held, h, w)
     acc9 = float((id_fl[1].argmax(1) == np.array([remap[v] for v in d.y_val[vm]])).mean())
     tr9_px = pools.clean_pixels(d.raw, tr9, h, w)
-    st = CLASS_COLOUR_STRIDE
     colour = {
         "colour_knn": ColourKnn(tr9_px),
         "chroma_knn": ColourKnn(tr9_px, features=CHROMATICITY),
-        "class_colour_pool": ClassColourKnn(px_in[::st], y_in[::st], k=CLASS_COLOUR_K),
+        "class_colour_pool": pool_colour_check(px_in, y_in),
     }
     held_fl = features_logits(model, held_px, d.pre)
     res = evaluate_scores(stats, id_fl, {"held_out": held_fl}, colour, d.val_px[vm], {"held_out": held_px})
     suite_fl = {k: features_logits(model, d.suite[f"{k}/{augment.middle(k)}"][vm], d.pre) for k in augment.SUITE}
-    served_args = (id_fl[1], d.val_px[vm], suite_fl, d.suite, vm, held_fl[1], held_px, colour["class_colour_pool"])
-    served = served_flags(*served_args)
     entry = {
         "accuracy_9": round(acc9, 4),
         "held_out_images": len(held),
         "scores": res["held_out"],
-        "served_calibration": served,
-        "served_curve": served_curve(*served_args),
+        **served_entries(d, vm, id_fl[1], suite_fl, held_fl[1], held_px, colour["class_colour_pool"]),
         "seconds": round(time.time() - t0, 1),
     }
     arrays = {
@@ -121,6 +117,33 @@ def leave_out(d: LocoData, c: int, n_classes: int) -> tuple[dict, dict]:
     for k, (sf, sl) in suite_fl.items():
         arrays[f"suite_logits/{k}"], arrays[f"suite_features/{k}"] = sl, sf
     return entry, arrays
+
+
+def served_entries(d: LocoData, vm, id_logits, suite_fl: dict, held_logits, held_px, check) -> dict:
+    """The left-out class flagged by the served checks (msp and the colour check `check`) at the served
+    calibration, and its curve over false-flag rates."""
+    args = (id_logits, d.val_px[vm], suite_fl, d.suite, vm, held_logits, held_px, check)
+    return {"served_calibration": served_flags(*args), "served_curve": served_curve(*args)}
+
+
+def rescore(d: LocoData, c: int, dump: Path, entry: dict) -> dict:
+    """`entry` (class c's result) with every measure of the colour check recomputed from the run's saved
+    logits (`--dump`) and the current colour.pool_colour_check: the network is the same, only the check moved."""
+    a = np.load(dump)
+    vm = a["val_mask"]
+    keep = d.pool["y"] != c
+    y_in = np.unique(d.pool["y"][keep], return_inverse=True)[1]  # labels renumbered as train_nine does
+    check = pool_colour_check(d.pool["px"][keep], y_in)
+    everything = d.train_items + d.val_items
+    held_px = pools.clean_pixels(d.raw, [everything[i] for i in a["held_index"]], d.pre.height, d.pre.width)
+    suite_fl = {k: (None, a[f"suite_logits/{k}"]) for k in augment.SUITE}
+    entry = dict(entry)
+    entry["scores"] = {
+        **entry["scores"],
+        **colour_measures(a["val_logits"], d.val_px[vm], a["held_logits"], held_px, {"class_colour_pool": check}),
+    }
+    entry.update(served_entries(d, vm, a["val_logits"], suite_fl, a["held_logits"], held_px, check))
+    return entry
 
 
 def run_loco(
@@ -154,6 +177,19 @@ def run_loco(
     return {"per_class": results, "summary": summarise(results)}
 
 
+def rescore_file(out: Path, dump: Path, d: LocoData, classes: list[str]) -> int:
+    """`out` (a loco.json) with every class that has a dump in `dump` rescored (`rescore`), and its summary."""
+    res = json.loads(out.read_text())
+    for name, entry in res["per_class"].items():
+        if (dump / f"{name}.npz").exists():
+            res["per_class"][name] = rescore(d, classes.index(name), dump / f"{name}.npz", entry)
+            log(f"rescored {name}: served {res['per_class'][name]['served_calibration']}")
+    res["summary"] = summarise(res["per_class"])
+    res["rescored_at"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    out.write_text(json.dumps(res, indent=1) + "\n")
+    return 0
+
+
 def main(argv=None) -> int:
     from .data import dataset_root, served_preprocessing, split_dataset
     from .fit import determinism
@@ -172,6 +208,12 @@ def main(argv=None) -> int:
         help="also save each run's logits and pooled features (validation, left-out class, the corruption suite at its "
         "middle severity) to DIR/<class>.npz",
     )
+    ap.add_argument(
+        "--rescore",
+        type=Path,
+        default=None,
+        help="no training: recompute the colour check's measures in --out from the logits a --dump run saved in DIR",
+    )
     args = ap.parse_args(argv)
     raw = dataset_root(args.dataset)
     determinism()
@@ -179,6 +221,10 @@ def main(argv=None) -> int:
     classes, split = split_dataset(raw, SPLIT_SEED)
     train_items, val_items = split.train, split.val
     pre = served_preprocessing(hp)
+    if args.rescore is not None:
+        return rescore_file(
+            args.out, args.rescore, load_data(raw, train_items, val_items, pre, repo / "model" / ".cache", hp), classes
+        )
     t0 = time.time()
     res = run_loco(
         raw,

@@ -36,13 +36,26 @@ def evaluate_scores(
         for k, c in (colour or {}).items():
             o_s[k] = colour_score(c, ood_px[name], fl[1])
             ids[f"msp_{k}"], o_s[f"msp_{k}"] = robust.combined_max([id_s["msp"], id_s[k]], [o_s["msp"], o_s[k]])
-        out[name] = {
-            k: {
-                "auroc": round(robust.auroc(ids[k], o_s[k]), 5),
-                "flag_rate_at_1pct": round(robust.flag_rate(o_s[k], robust.threshold_at(ids[k], FALSE_FLAGS)), 4),
-            }
-            for k in ids
-        }
+        out[name] = {k: _measure(ids[k], o_s[k]) for k in ids}
+    return out
+
+
+def _measure(id_scores: np.ndarray, ood_scores: np.ndarray) -> dict:
+    return {
+        "auroc": round(robust.auroc(id_scores, ood_scores), 5),
+        "flag_rate_at_1pct": round(robust.flag_rate(ood_scores, robust.threshold_at(id_scores, FALSE_FLAGS)), 4),
+    }
+
+
+def colour_measures(id_logits, id_px, held_logits, held_px, colour: dict) -> dict:
+    """evaluate_scores' entries of the colour distances `colour` alone and with msp, from the logits: what a
+    rescore recomputes when only a colour check changed."""
+    id_m, o_m = _msp(id_logits), _msp(held_logits)
+    out = {}
+    for k, c in colour.items():
+        i_c, o_c = colour_score(c, id_px, id_logits), colour_score(c, held_px, held_logits)
+        out[k] = _measure(i_c, o_c)
+        out[f"msp_{k}"] = _measure(*robust.combined_max([id_m, i_c], [o_m, o_c]))
     return out
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import augment, robust
-from .colour import CLASS_COLOUR_K, CLASS_COLOUR_STRIDE, ClassColourKnn, sig6
+from .colour import pool_colour_check, sig6
 from .config import GRAPH_OOD_SCORES, OOD_FALSE_FLAGS
 from .metadata import ood_metadata
 
@@ -93,8 +93,7 @@ def calibrate(
     keys = middle_keys()
     fit["reliability"] = reliability_sets(val[0], y_val, [suite_out[k][0] for k in keys], temperature)
     id_robust = np.concatenate([ood_score(score, *val)] + [ood_score(score, *suite_out[k]) for k in keys])
-    st = CLASS_COLOUR_STRIDE
-    colour_knn = ClassColourKnn(pool["px"][::st], pool["y"][::st], k=CLASS_COLOUR_K).rounded()
+    colour_knn = pool_colour_check(pool["px"], pool["y"]).rounded()
     ref = [(px_val, val[0])] + [(suite[k], suite_out[k][0]) for k in keys]
     colour_ref = np.concatenate([colour_knn.score(p, z.argmax(1)) for p, z in ref])
     t_score, t_colour = robust.joint_thresholds(id_robust, colour_ref, OOD_FALSE_FLAGS)

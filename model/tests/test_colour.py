@@ -71,5 +71,28 @@ def test_served_form_round_trips_through_the_metadata_json():
     assert np.array_equal(again.score(probe, pred), knn.score(probe, pred))
 
 
+def test_thinning_keeps_k_neighbours_within_the_radius_of_every_dropped_picture():
+    rng = np.random.default_rng(2)
+    # many near-duplicates (one grey-ish cluster) and a few far apart pictures per class
+    bank = np.concatenate([pictures(rng, 40, (120, 120, 120)), pictures(rng, 5, (230, 40, 20))] * 2)
+    y = np.repeat([0, 1], 45)
+    full = ClassColourKnn(bank, y, k=2)
+    R = 2.0
+    thin = full.thinned(R, seed=3)
+    assert len(thin.raw) < len(full.raw) and np.array_equal(thin.mu, full.mu) and np.array_equal(thin.sd, full.sd)
+    for c in (0, 1):
+        kept, every = thin.bank[c], full.bank[c]
+        d = np.sqrt(((every[:, None] - kept[None]) ** 2).sum(-1))
+        dropped = d.min(1) > 0  # the kept pictures are at distance 0 of themselves
+        assert ((d[dropped] < R).sum(1) >= 2).all()
+        assert len(kept) >= 2
+    # so the k-th nearest distance moves by less than the radius, anywhere
+    probe = pictures(rng, 6, (150, 110, 90))
+    pred = np.array([0, 1] * 3)
+    assert (thin.score(probe, pred) - full.score(probe, pred) < R).all()
+    assert np.array_equal(thin.score(probe, pred), full.thinned(R, seed=3).score(probe, pred)), "seeded"
+    assert len(full.thinned(0.0).raw) == len(full.raw), "radius 0 keeps every picture"
+
+
 def test_sig6_keeps_six_significant_digits():
     assert sig6([1.23456789, 0.000123456789, 98765432.1]).tolist() == [1.23457, 0.000123457, 98765400.0]
