@@ -26,8 +26,9 @@ CHROMATICITY = slice(6, 10)
 # ClassColourKnn's bank: the whole training pool, thinned (ClassColourKnn.thinned) so that no picture is kept
 # while k kept ones of its class lie within CLASS_COLOUR_RADIUS of it (standardised units): the k-th nearest
 # distance of anything near the pool moves by less than the radius, and the near-duplicates (the many grey
-# variants of each body) stop taking the file's room from the rare colours. k and the radius: chosen on the LOCO
-# runs' saved logits (loco.sh --dump, then --rescore), see the model card.
+# variants of each body) stop taking the file's room from the rare colours. k: chosen for v2 on the LOCO runs' saved
+# logits; the radius: the one that keeps the check closest to the whole pool within the 1 MB file (the model card
+# measures the whole pool and radii 0.7 and 1.0 on the LOCO runs: loco.sh --dump, then --rescore).
 CLASS_COLOUR_RADIUS, CLASS_COLOUR_K = 0.7, 3
 # The thinning's order of visit (a seeded permutation per class): the same pool always gives the same bank.
 CLASS_COLOUR_SEED = 0
