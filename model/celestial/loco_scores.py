@@ -27,16 +27,12 @@ def evaluate_scores(
     ColourKnn}, and the pictures), also those colour-distance scores and each one's cross-fitted
     combination with the maximum softmax probability (`msp_<name>`)."""
     id_s = stats.scores(*id_fl)
-    for k, c in (colour or {}).items():
-        id_s[k] = colour_score(c, id_px, id_fl[1])
     out = {}
     for name, fl in ood_sets.items():
         o_s = stats.scores(*fl)
-        ids = dict(id_s)
-        for k, c in (colour or {}).items():
-            o_s[k] = colour_score(c, ood_px[name], fl[1])
-            ids[f"msp_{k}"], o_s[f"msp_{k}"] = robust.combined_max([id_s["msp"], id_s[k]], [o_s["msp"], o_s[k]])
-        out[name] = {k: _measure(ids[k], o_s[k]) for k in ids}
+        out[name] = {k: _measure(id_s[k], o_s[k]) for k in id_s}
+        if colour:
+            out[name].update(colour_measures(id_fl[1], id_px, fl[1], ood_px[name], colour))
     return out
 
 
@@ -51,10 +47,9 @@ def colour_measures(id_logits, id_px, held_logits, held_px, colour: dict) -> dic
     """evaluate_scores' entries of the colour distances `colour` alone and with msp, from the logits: what a
     rescore recomputes when only a colour check changed."""
     id_m, o_m = _msp(id_logits), _msp(held_logits)
-    out = {}
-    for k, c in colour.items():
-        i_c, o_c = colour_score(c, id_px, id_logits), colour_score(c, held_px, held_logits)
-        out[k] = _measure(i_c, o_c)
+    pairs = {k: (colour_score(c, id_px, id_logits), colour_score(c, held_px, held_logits)) for k, c in colour.items()}
+    out = {k: _measure(i_c, o_c) for k, (i_c, o_c) in pairs.items()}
+    for k, (i_c, o_c) in pairs.items():
         out[f"msp_{k}"] = _measure(*robust.combined_max([id_m, i_c], [o_m, o_c]))
     return out
 
