@@ -68,12 +68,7 @@ fn live_stream(url: &str, photographs: Vec<Vec<u8>>, clients: usize) -> LiveStre
                 while !flag.load(Ordering::Relaxed) {
                     let photo = &photos[n % photos.len()];
                     n += 1;
-                    let client = reqwest::Client::builder()
-                        .no_proxy()
-                        .pool_max_idle_per_host(0)
-                        .timeout(Duration::from_secs(30))
-                        .build()
-                        .unwrap();
+                    let client = connection_per_request_client();
                     let sent = client
                         .post(format!("{url}predict"))
                         .header("content-type", "image/png")

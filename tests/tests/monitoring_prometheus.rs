@@ -65,12 +65,7 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .pool_max_idle_per_host(0)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
+    let client = connection_per_request_client();
     let mut sent = 0;
     for _ in 0..rounds {
         for chunk in pictures.chunks(4) {

@@ -22,6 +22,17 @@ pub fn keep_alive_client() -> reqwest::Client {
         .unwrap()
 }
 
+/// An HTTP client that opens a connection for every request: behind a Service, which balances
+/// connections and not requests, each request is balanced on its own.
+pub fn connection_per_request_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
 /// [`predict`] with `client` (and its pooled connections).
 pub async fn predict_with(
     client: &reqwest::Client,
