@@ -153,6 +153,9 @@ impl WorkerState {
         let total: usize = jobs.iter().map(|(images, _)| images.len()).sum();
         input.resize(len * total, 0.0);
         let mut ok_slots = Vec::with_capacity(total);
+        // The colour statistics of each slot's picture: from its 8-bit pixels while the
+        // preprocessor still holds them, from the tensor for a caller's tensor.
+        let mut colours = Vec::with_capacity(total);
         let mut results: Vec<Result<Prediction, PreprocessError>> = Vec::with_capacity(total);
         for picture in jobs.iter().flat_map(|(images, _)| images.iter()) {
             let slot = ok_slots.len();
@@ -160,6 +163,10 @@ impl WorkerState {
             let outcome = fill_row(prep, &spec, picture, limits, row);
             match outcome {
                 Ok(()) => {
+                    colours.push(match picture {
+                        Input::Encoded(_) => spec.colours_rgb8(prep.model_pixels()),
+                        Input::Tensor(_) => spec.colours(row),
+                    });
                     ok_slots.push(results.len());
                     results.push(Ok(Prediction::default())); // filled in after the run
                 }
@@ -178,12 +185,11 @@ impl WorkerState {
                         .collect();
                 }
             };
-            for (slot, (row, &idx)) in flat
+            for ((row, &idx), colours) in flat
                 .chunks_exact(spec.labels.len())
                 .zip(&ok_slots)
-                .enumerate()
+                .zip(&colours)
             {
-                let colours = spec.colours(&input[slot * len..(slot + 1) * len]);
                 results[idx] = Ok(to_prediction(row, &spec, colours.as_ref()));
             }
         }

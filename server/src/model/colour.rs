@@ -14,43 +14,135 @@ pub const FEATURES: usize = 10;
 /// mean and spread of the chromaticities `r / (r + g + b)` and `g / (r + g + b)`.
 pub type Features = [f64; FEATURES];
 
+/// The running sums the ten statistics are made of (values `p / 255` of R, G and B).
+#[derive(Default)]
+struct Sums {
+    n: f64,
+    sum: [f64; 3],
+    sq: [f64; 3],
+    /// Sum of the brightness weights `w = (r + g + b) / 3`.
+    w_sum: f64,
+    /// Sums of `chromaticity * w` and of `chromaticity^2 * w`, for `r / (r + g + b)` and
+    /// `g / (r + g + b)`.
+    cw: [f64; 2],
+    c2w: [f64; 2],
+}
+
+impl Sums {
+    /// The statistics, with the same small constants as the training code. The spreads come from
+    /// the sums of squares (`sum((x - m)^2 w) = sum(x^2 w) - m^2 sum(w)`), equal to the training
+    /// code's two passes up to rounding.
+    fn finish(&self) -> Features {
+        let n = f64::max(self.n, 1.0);
+        let big_w = self.w_sum + 1e-6;
+        let mut f = [0.0; FEATURES];
+        for c in 0..3 {
+            f[c] = self.sum[c] / n;
+            f[3 + c] = (self.sq[c] / n - f[c] * f[c]).max(0.0).sqrt();
+        }
+        for c in 0..2 {
+            let m = self.cw[c] / big_w;
+            f[6 + c] = m;
+            f[8 + c] = ((self.c2w[c] - m * m * (self.w_sum + 2e-6)) / big_w)
+                .max(0.0)
+                .sqrt();
+        }
+        f
+    }
+}
+
 /// The ten statistics of a picture given as its pixels `(R, G, B)` with values in 0..1 (the
-/// pixels divided by 255), in f64, with the same small constants as the training code. One pass:
-/// the spreads come from the sums of squares (`sum((x - m)^2 w) = sum(x^2 w) - m^2 sum(w)`), equal
-/// to the training code's two passes up to rounding.
+/// pixels divided by 255), in f64: for a picture given as a model input tensor.
 pub fn features(pixels: impl Iterator<Item = (f64, f64, f64)>) -> Features {
-    let (mut n, mut sum, mut sq) = (0.0, [0.0; 3], [0.0; 3]);
-    let (mut w_sum, mut cw, mut c2w) = (0.0, [0.0; 2], [0.0; 2]);
+    let mut s = Sums::default();
     for (r, g, b) in pixels {
-        n += 1.0;
-        sum[0] += r;
-        sum[1] += g;
-        sum[2] += b;
-        sq[0] += r * r;
-        sq[1] += g * g;
-        sq[2] += b * b;
+        s.n += 1.0;
+        s.sum[0] += r;
+        s.sum[1] += g;
+        s.sum[2] += b;
+        s.sq[0] += r * r;
+        s.sq[1] += g * g;
+        s.sq[2] += b * b;
         let inv = 1.0 / (r + g + b + 1e-3);
         let w = (r + g + b) / 3.0;
         let (cr, cg) = (r * inv * w, g * inv * w);
-        w_sum += w;
-        cw[0] += cr;
-        cw[1] += cg;
-        c2w[0] += cr * r * inv;
-        c2w[1] += cg * g * inv;
+        s.w_sum += w;
+        s.cw[0] += cr;
+        s.cw[1] += cg;
+        s.c2w[0] += cr * r * inv;
+        s.c2w[1] += cg * g * inv;
     }
-    let n = f64::max(n, 1.0);
-    let big_w = w_sum + 1e-6;
-    let mut f = [0.0; FEATURES];
-    for c in 0..3 {
-        f[c] = sum[c] / n;
-        f[3 + c] = (sq[c] / n - f[c] * f[c]).max(0.0).sqrt();
+    s.finish()
+}
+
+/// Per value of `r + g + b` (8-bit channels, 0..=765), the factors that turn a channel value `v`
+/// into its chromaticity terms: `v * t[0] = (v / 255) * w / (p + 1e-3)` and
+/// `v * v * t[1] = (v / 255)^2 * w / (p + 1e-3)^2`, with `p = (r + g + b) / 255`, `w = p / 3`.
+fn chromaticity_factors() -> &'static [[f64; 2]; 766] {
+    static FACTORS: std::sync::OnceLock<[[f64; 2]; 766]> = std::sync::OnceLock::new();
+    FACTORS.get_or_init(|| {
+        std::array::from_fn(|s| {
+            let p = s as f64 / 255.0;
+            let (inv, w) = (1.0 / (p + 1e-3), p / 3.0);
+            [inv * w / 255.0, inv * inv * w / (255.0 * 255.0)]
+        })
+    })
+}
+
+/// [`features`] of an RGB8 picture (interleaved R, G, B bytes), the pixels the model sees as
+/// decoded: the same statistics, computed without a division per pixel (the channel sums are
+/// exact integers, the chromaticity terms come from a table indexed by `r + g + b`), equal to
+/// [`features`] of the pixels divided by 255 up to rounding.
+pub fn features_rgb8(rgb: &[u8]) -> Features {
+    let (mut sum, mut sq) = ([0u64; 3], [0u64; 3]);
+    for px in rgb.chunks_exact(3) {
+        for c in 0..3 {
+            let v = u64::from(px[c]);
+            sum[c] += v;
+            sq[c] += v * v;
+        }
     }
-    for c in 0..2 {
-        let m = cw[c] / big_w;
-        f[6 + c] = m;
-        f[8 + c] = ((c2w[c] - m * m * (w_sum + 2e-6)) / big_w).max(0.0).sqrt();
+    let [cw, c2w] = chromaticity_sums(rgb);
+    Sums {
+        n: (rgb.len() / 3) as f64,
+        sum: sum.map(|v| v as f64 / 255.0),
+        sq: sq.map(|v| v as f64 / (255.0 * 255.0)),
+        w_sum: sum.iter().sum::<u64>() as f64 / (3.0 * 255.0),
+        cw,
+        c2w,
     }
-    f
+    .finish()
+}
+
+/// The sums of `chromaticity * w` and `chromaticity^2 * w` of an RGB8 picture, for R and G: four
+/// pixels at a time into four sets of sums (independent additions keep the FPU busy; one chain of
+/// additions would wait on each), added together at the end.
+fn chromaticity_sums(rgb: &[u8]) -> [[f64; 2]; 2] {
+    let factors = chromaticity_factors();
+    let mut lanes = [[0.0_f64; 4]; 4];
+    let mut add = |lane: usize, px: &[u8]| {
+        let [r, g] = [px[0], px[1]].map(f64::from);
+        let [t1, t2] = factors[usize::from(px[0]) + usize::from(px[1]) + usize::from(px[2])];
+        lanes[0][lane] += r * t1;
+        lanes[1][lane] += g * t1;
+        lanes[2][lane] += r * r * t2;
+        lanes[3][lane] += g * g * t2;
+    };
+    let quads = rgb.chunks_exact(12);
+    let tail = quads.remainder();
+    for quad in quads {
+        for lane in 0..4 {
+            add(lane, &quad[3 * lane..3 * lane + 3]);
+        }
+    }
+    for px in tail.chunks_exact(3) {
+        add(0, px);
+    }
+    let total = |l: [f64; 4]| (l[0] + l[1]) + (l[2] + l[3]);
+    [
+        [total(lanes[0]), total(lanes[1])],
+        [total(lanes[2]), total(lanes[3])],
+    ]
 }
 
 /// `celestial.colour_ood`: `d` = the distance from the picture's standardised statistics to the
@@ -92,6 +184,21 @@ impl ClassBank {
 
     fn len(&self) -> usize {
         self.columns[0].len()
+    }
+
+    /// The squared distances from `z` to the bank pictures `start..` (at most [`RUN`]) into `d`;
+    /// how many. The statistics are added one at a time over contiguous numbers (vector
+    /// instructions), in order 0..10: the same sum as picture by picture.
+    fn squared_distances(&self, z: &Features, start: usize, d: &mut [f64; RUN]) -> usize {
+        let n = RUN.min(self.len() - start);
+        d[..n].fill(0.0);
+        for (column, z) in self.columns.iter().zip(z) {
+            for (d, b) in d[..n].iter_mut().zip(&column[start..start + n]) {
+                let e = b - z;
+                *d += e * e;
+            }
+        }
+        n
     }
 }
 
@@ -138,26 +245,24 @@ impl ColourRule {
         })
     }
 
+    /// The picture's statistics, standardised as the bank's are.
+    fn standardise(&self, f: &Features) -> Features {
+        std::array::from_fn(|i| (f[i] - self.mean[i]) / self.std[i])
+    }
+
     /// `d` for a picture the model takes for `class` (`None` for a class outside the bank).
     ///
     /// One pass over the class's bank, [`RUN`] pictures at a time, keeping the `k` smallest squared
     /// distances in order (`k` is a handful, a bank hundreds of pictures): no allocation per
-    /// picture, and a bank picture farther than the current `k`-th costs one comparison. Each
-    /// squared distance adds the statistics in order 0..10, the same sum as picture by picture.
+    /// picture, and a bank picture farther than the current `k`-th costs one comparison.
     pub fn distance(&self, f: &Features, class: usize) -> Option<f64> {
-        let z: Features = std::array::from_fn(|i| (f[i] - self.mean[i]) / self.std[i]);
+        let z = self.standardise(f);
         let bank = self.bank.get(class)?;
         let mut nearest = [f64::INFINITY; MAX_K];
         let k = self.k;
+        let mut d = [0.0_f64; RUN];
         for start in (0..bank.len()).step_by(RUN) {
-            let n = RUN.min(bank.len() - start);
-            let mut d = [0.0_f64; RUN];
-            for (column, z) in bank.columns.iter().zip(&z) {
-                for (d, b) in d[..n].iter_mut().zip(&column[start..start + n]) {
-                    let e = b - z;
-                    *d += e * e;
-                }
-            }
+            let n = bank.squared_distances(&z, start, &mut d);
             for &d in &d[..n] {
                 if d < nearest[k - 1] {
                     let at = nearest[..k - 1].partition_point(|x| *x <= d);
@@ -169,9 +274,25 @@ impl ColourRule {
         Some(nearest[k - 1].sqrt())
     }
 
-    /// Whether the colours pass: `distance <= threshold`.
+    /// Whether the colours pass: `distance <= threshold`, decided as soon as `k` bank pictures
+    /// within the threshold are found (the `k`-th nearest is within it exactly when `k` pictures
+    /// are, `sqrt` being monotone): a known body's picture usually has them in its first run, so
+    /// the pictures that pass, most of them, scan a part of the bank.
     pub fn passes(&self, f: &Features, class: usize) -> bool {
-        self.distance(f, class).is_some_and(|d| d <= self.threshold)
+        let Some(bank) = self.bank.get(class) else {
+            return false;
+        };
+        let z = self.standardise(f);
+        let mut within = 0;
+        let mut d = [0.0_f64; RUN];
+        for start in (0..bank.len()).step_by(RUN) {
+            let n = bank.squared_distances(&z, start, &mut d);
+            within += d[..n].iter().filter(|d| d.sqrt() <= self.threshold).count();
+            if within >= self.k {
+                return true;
+            }
+        }
+        false
     }
 }
 
@@ -193,6 +314,23 @@ mod tests {
         assert_eq!((g[0], g[3]), (0.5, 0.5));
         assert!((g[6] - 1.0 / 1.001).abs() < 1e-5, "{g:?}");
         assert!(g[8] < 1e-3, "{g:?}");
+    }
+
+    #[test]
+    fn rgb8_statistics_equal_those_of_the_pixels_divided_by_255() {
+        // Every value of r + g + b and a spread of colours, black included.
+        let rgb: Vec<u8> = (0..32 * 32 * 3)
+            .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
+            .chain([0, 0, 0, 255, 255, 255])
+            .collect();
+        let by_table = features_rgb8(&rgb);
+        let direct = features(rgb.chunks_exact(3).map(|p| {
+            let v = |x: u8| f64::from(x) / 255.0;
+            (v(p[0]), v(p[1]), v(p[2]))
+        }));
+        for (a, b) in by_table.iter().zip(&direct) {
+            assert!((a - b).abs() <= 1e-12, "{by_table:?} vs {direct:?}");
+        }
     }
 
     #[test]
@@ -223,6 +361,22 @@ mod tests {
                 .collect();
             all.sort_by(f64::total_cmp);
             assert_eq!(rule.distance(&probe, 0), Some(all[k - 1].sqrt()), "k = {k}");
+        }
+        // `passes` decides early; it agrees with the distance at every threshold, ties included.
+        for threshold in [0.0, 0.5, 1.0, 1.5, 2.0, 3.0] {
+            let rule = ColourRule::new(
+                3,
+                threshold,
+                [0.0; FEATURES],
+                [1.0; FEATURES],
+                vec![bank.clone()],
+                None,
+            )
+            .unwrap();
+            for probe in (0..20).map(|_| std::array::from_fn(|_| next())) {
+                let d = rule.distance(&probe, 0).unwrap();
+                assert_eq!(rule.passes(&probe, 0), d <= threshold, "{threshold} {d}");
+            }
         }
         let too_large = ColourRule::new(
             MAX_K + 1,

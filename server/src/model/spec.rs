@@ -108,12 +108,25 @@ impl ModelSpec {
         self.channels() * self.height as usize * self.width as usize
     }
 
+    /// Whether answers carry the pictures' colour statistics: an RGB model with a colour rule or a
+    /// drift reference.
+    fn wants_colours(&self) -> bool {
+        (self.calibration.colour.is_some() || self.drift.is_some()) && self.channels() == 3
+    }
+
+    /// [`ModelSpec::colours`] of a picture given as the RGB8 pixels the model sees (interleaved,
+    /// before normalisation): the same statistics, computed from the bytes (cheaper than from the
+    /// tensor).
+    pub fn colours_rgb8(&self, pixels: &[u8]) -> Option<ColourFeatures> {
+        self.wants_colours().then(|| colour::features_rgb8(pixels))
+    }
+
     /// The colour statistics of one picture from its input tensor (`tensor_len` values), for the
     /// colour check of `known` and the drift monitor; `None` when the model has neither a colour
     /// rule nor a drift reference, or is not RGB. The tensor holds `(p * scale - mean[c]) /
     /// std[c]`; the statistics are of `p / 255`.
     pub fn colours(&self, tensor: &[f32]) -> Option<ColourFeatures> {
-        if (self.calibration.colour.is_none() && self.drift.is_none()) || self.channels() != 3 {
+        if !self.wants_colours() {
             return None;
         }
         let hw = self.height as usize * self.width as usize;

@@ -271,6 +271,12 @@ impl Preprocessor {
         &self.pixels
     }
 
+    /// The resized 8-bit pixels of the image [`Preprocessor::run`] last preprocessed (as
+    /// [`Preprocessor::pixels`] returns them).
+    pub fn model_pixels(&self) -> &[u8] {
+        &self.pixels
+    }
+
     /// Write the model input for one decoded image into `out`, in the model's layout:
     /// `(pixel * scale - mean[c]) / std[c]`.
     pub fn fill_tensor(&mut self, img: &DynamicImage, out: &mut [f32]) {
