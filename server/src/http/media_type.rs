@@ -1,23 +1,26 @@
 //! A strict parser of `Content-Type` values (RFC 9110, section 8.3.1):
 //! `type "/" subtype *( OWS ";" OWS [ name "=" ( token / quoted-string ) ] )`.
 //!
-//! A leaf of `http`: it imports nothing.
+//! A leaf of `http`: it imports nothing. Every prediction request's `Content-Type` goes through
+//! it, so the parts are views of the value, copied only to lower-case them or to unquote.
+
+use std::borrow::Cow;
 
 /// A parsed media type: the lower-case essence (`type/subtype`) and the parameters in order
 /// (names lower-case, values unquoted).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MediaType {
-    pub essence: String,
-    pub params: Vec<(String, String)>,
+pub struct MediaType<'a> {
+    pub essence: Cow<'a, str>,
+    pub params: Vec<(Cow<'a, str>, Cow<'a, str>)>,
 }
 
-impl MediaType {
+impl MediaType<'_> {
     /// The value of parameter `name` (lower-case), if present.
     pub fn param(&self, name: &str) -> Option<&str> {
         self.params
             .iter()
             .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_ref())
     }
 }
 
@@ -26,15 +29,24 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// A cursor over the bytes of the value.
+/// `s` in lower case, copied only when it has an upper-case letter.
+fn lower(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+/// A cursor over the value.
 struct Cursor<'a> {
-    s: &'a [u8],
+    s: &'a str,
     i: usize,
 }
 
-impl Cursor<'_> {
+impl<'a> Cursor<'a> {
     fn peek(&self) -> Option<u8> {
-        self.s.get(self.i).copied()
+        self.s.as_bytes().get(self.i).copied()
     }
 
     fn skip_ows(&mut self) {
@@ -43,7 +55,8 @@ impl Cursor<'_> {
         }
     }
 
-    fn token(&mut self, what: &'static str) -> Result<String, &'static str> {
+    /// A token, as it is written (tokens are ASCII).
+    fn token(&mut self, what: &'static str) -> Result<&'a str, &'static str> {
         let start = self.i;
         while self.peek().is_some_and(is_tchar) {
             self.i += 1;
@@ -51,29 +64,39 @@ impl Cursor<'_> {
         if self.i == start {
             return Err(what);
         }
-        Ok(String::from_utf8_lossy(&self.s[start..self.i]).to_ascii_lowercase())
+        Ok(&self.s[start..self.i])
     }
 
-    fn quoted(&mut self) -> Result<String, &'static str> {
+    /// A quoted string's content (ASCII), unescaped: a view of the value when it has no escape.
+    fn quoted(&mut self) -> Result<Cow<'a, str>, &'static str> {
         self.i += 1; // the opening quote
-        let mut out = Vec::new();
+        let start = self.i;
+        let mut unescaped: Option<String> = None;
         loop {
             match self.peek() {
                 None => return Err("a quoted parameter value is not closed"),
                 Some(b'"') => {
                     self.i += 1;
-                    return Ok(String::from_utf8_lossy(&out).into_owned());
+                    return Ok(match unescaped {
+                        Some(out) => Cow::Owned(out),
+                        None => Cow::Borrowed(&self.s[start..self.i - 1]),
+                    });
                 }
                 Some(b'\\') => {
-                    let escaped = self.s.get(self.i + 1).copied();
+                    let escaped = self.s.as_bytes().get(self.i + 1).copied();
+                    let out = unescaped.get_or_insert_with(|| self.s[start..self.i].to_string());
                     match escaped {
-                        Some(c) if c == b'\t' || (0x20..0x7f).contains(&c) => out.push(c),
+                        Some(c) if c == b'\t' || (0x20..0x7f).contains(&c) => {
+                            out.push(char::from(c))
+                        }
                         _ => return Err("a quoted parameter value has an invalid escape"),
                     }
                     self.i += 2;
                 }
                 Some(c) if c == b'\t' || (0x20..0x7f).contains(&c) => {
-                    out.push(c);
+                    if let Some(out) = &mut unescaped {
+                        out.push(char::from(c));
+                    }
                     self.i += 1;
                 }
                 Some(_) => return Err("a quoted parameter value has a control character"),
@@ -81,8 +104,8 @@ impl Cursor<'_> {
         }
     }
 
-    fn parameter(&mut self) -> Result<(String, String), &'static str> {
-        let name = self.token("a parameter has no name")?;
+    fn parameter(&mut self) -> Result<(Cow<'a, str>, Cow<'a, str>), &'static str> {
+        let name = lower(self.token("a parameter has no name")?);
         if self.peek() != Some(b'=') {
             return Err("a parameter has no `=value`");
         }
@@ -91,27 +114,24 @@ impl Cursor<'_> {
             self.quoted()?
         } else {
             // Values keep their case (a multipart boundary is case-sensitive).
-            let start = self.i;
-            self.token("a parameter has no value")?;
-            String::from_utf8_lossy(&self.s[start..self.i]).into_owned()
+            Cow::Borrowed(self.token("a parameter has no value")?)
         };
         Ok((name, value))
     }
 }
 
 /// Parse a `Content-Type` value; the error says what is wrong with it.
-pub fn parse(value: &str) -> Result<MediaType, &'static str> {
-    let mut c = Cursor {
-        s: value.as_bytes(),
-        i: 0,
-    };
+pub fn parse(value: &str) -> Result<MediaType<'_>, &'static str> {
+    let mut c = Cursor { s: value, i: 0 };
     c.skip_ows();
-    let ty = c.token("it does not start with a type (as in `image/png`)")?;
+    let start = c.i;
+    c.token("it does not start with a type (as in `image/png`)")?;
     if c.peek() != Some(b'/') {
         return Err("the type has no `/subtype` (as in `image/png`)");
     }
     c.i += 1;
-    let subtype = c.token("the subtype is missing (as in `image/png`)")?;
+    c.token("the subtype is missing (as in `image/png`)")?;
+    let essence = lower(&value[start..c.i]);
     let mut params = Vec::new();
     loop {
         c.skip_ows();
@@ -126,10 +146,7 @@ pub fn parse(value: &str) -> Result<MediaType, &'static str> {
             Some(_) => params.push(c.parameter()?),
         }
     }
-    Ok(MediaType {
-        essence: format!("{ty}/{subtype}"),
-        params,
-    })
+    Ok(MediaType { essence, params })
 }
 
 #[cfg(test)]
@@ -150,6 +167,13 @@ mod tests {
             m.params,
             [("charset".into(), "x".into()), ("q".into(), "1".into())]
         );
+        // Views of the value, unless a case or an escape has to change.
+        let m = parse("multipart/form-data; boundary=\"x y\"").unwrap();
+        assert!(matches!(m.essence, Cow::Borrowed("multipart/form-data")));
+        assert!(matches!(
+            m.params[0],
+            (Cow::Borrowed("boundary"), Cow::Borrowed("x y"))
+        ));
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod body;
 pub mod job;
 mod media_type;
 mod middleware;
+mod multipart;
 mod pages;
 mod predict;
 mod state;

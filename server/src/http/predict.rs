@@ -13,7 +13,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::job::{Traffic, admit, run_job, within_timeout};
 use super::state::{AppState, Shared};
-use super::{body, media_type};
+use super::{body, media_type, multipart};
 use crate::classifier::{Input, Prediction};
 use crate::errors::{ApiError, ErrorBody, image_code};
 use crate::routes;
@@ -77,13 +77,13 @@ fn body_kind(headers: &HeaderMap) -> Result<BodyKind, ApiError> {
         value: ct.to_string(),
         reason,
     })?;
-    match media.essence.as_str() {
+    match media.essence.as_ref() {
         "multipart/form-data" => match media.param("boundary") {
             Some(b) if !b.is_empty() => Ok(BodyKind::Multipart(b.to_string())),
             _ => Err(ApiError::MissingBoundary),
         },
         raw if routes::is_raw_image_type(raw) => Ok(BodyKind::Raw),
-        _ => Err(ApiError::UnsupportedMediaType(media.essence)),
+        _ => Err(ApiError::UnsupportedMediaType(media.essence.into_owned())),
     }
 }
 
@@ -96,26 +96,12 @@ enum Expect {
     AtMost(usize),
 }
 
-/// The `image` part(s) of a multipart body.
-async fn image_parts(
-    body: Bytes,
-    boundary: String,
-    expect: Expect,
-) -> Result<Vec<Bytes>, ApiError> {
-    let stream = futures_util::stream::once(async move { Ok::<Bytes, std::io::Error>(body) });
-    let mut mp = multer::Multipart::new(stream, boundary);
+/// The `image` part(s) of a multipart body (views of it; other parts are ignored).
+fn image_parts(body: &Bytes, boundary: &str, expect: Expect) -> Result<Vec<Bytes>, ApiError> {
     let mut images = Vec::new();
-    loop {
-        let field = match mp.next_field().await {
-            Ok(Some(f)) => f,
-            Ok(None) => break,
-            Err(e) => return Err(ApiError::InvalidMultipart(multipart_reason(&e))),
-        };
-        if field.name() != Some("image") {
-            // Drain and ignore other parts.
-            if let Err(e) = field.bytes().await {
-                return Err(ApiError::InvalidMultipart(multipart_reason(&e)));
-            }
+    for part in multipart::Parts::new(body, boundary) {
+        let part = part.map_err(|reason| ApiError::InvalidMultipart(reason.to_string()))?;
+        if part.name.as_deref() != Some(b"image") {
             continue;
         }
         match expect {
@@ -125,27 +111,12 @@ async fn image_parts(
             }
             _ => {}
         }
-        images.push(
-            field
-                .bytes()
-                .await
-                .map_err(|e| ApiError::InvalidMultipart(multipart_reason(&e)))?,
-        );
+        images.push(part.content);
     }
     if images.is_empty() {
         return Err(ApiError::MissingImagePart);
     }
     Ok(images)
-}
-
-fn multipart_reason(e: &multer::Error) -> String {
-    let s = e.to_string();
-    let s = s.trim_end_matches('.');
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
-        None => "unknown error".into(),
-    }
 }
 
 /// A request body that has arrived, and what its `Content-Type` says it is.
@@ -168,10 +139,10 @@ async fn receive(
 
 impl Received {
     /// The image(s) of the body.
-    async fn images(self, expect: Expect) -> Result<Vec<Bytes>, ApiError> {
+    fn images(self, expect: Expect) -> Result<Vec<Bytes>, ApiError> {
         match self.kind {
             _ if self.bytes.is_empty() => Err(ApiError::EmptyBody),
-            BodyKind::Multipart(boundary) => image_parts(self.bytes, boundary, expect).await,
+            BodyKind::Multipart(boundary) => image_parts(&self.bytes, &boundary, expect),
             BodyKind::Raw => Ok(vec![self.bytes]),
         }
     }
@@ -183,7 +154,7 @@ pub async fn predict(State(state): Shared, req: Request) -> Result<Response, Api
     let trace = trace.as_ref();
     let (body, _memory) = receive(&state, req, trace).await?;
     within_timeout(&state, async {
-        let images = body.images(Expect::One).await?;
+        let images = body.images(Expect::One)?;
         let _permit = admit(&state, trace).await?;
         let images = images.into_iter().map(Input::Encoded).collect();
         let mut results = run_job(&state, images, traffic, trace).await?;
@@ -207,9 +178,7 @@ pub async fn predict_batch(State(state): Shared, req: Request) -> Result<Respons
     let trace = trace.as_ref();
     let (body, _memory) = receive(&state, req, trace).await?;
     let results = within_timeout(&state, async {
-        let images = body
-            .images(Expect::AtMost(state.limits.max_batch_images))
-            .await?;
+        let images = body.images(Expect::AtMost(state.limits.max_batch_images))?;
         let _permit = admit(&state, trace).await?;
         run_job(
             &state,
