@@ -192,8 +192,8 @@ pub struct Config {
     pub max_uploads: usize,
 
     /// Memory all prediction bodies together may hold, in bytes, from their first byte to their
-    /// answer (each body counts twice its size: its buffer grows by copying, and multipart parts are
-    /// extracted from it); a body that would go over gets 429. Bounds what bodies cost whatever the
+    /// answer (each body counts twice its size: a body that comes in many chunks grows its buffer by
+    /// copying); a body that would go over gets 429. Bounds what bodies cost whatever the
     /// number of clients; at least 2 x `--max-body-bytes`.
     #[arg(long, env = "CELESTIAL_MAX_BODY_MEMORY", default_value_t = 256 * 1024 * 1024)]
     pub max_body_memory: usize,

@@ -170,7 +170,9 @@ impl ErrorCode {
             ErrorCode::TruncatedImage => "The JPEG image is truncated.",
             ErrorCode::MissingImagePart => "The multipart body has no part named `image`.",
             ErrorCode::MissingBoundary => "The multipart/form-data content type has no boundary.",
-            ErrorCode::InvalidMultipart => "The multipart body is malformed: incomplete stream.",
+            ErrorCode::InvalidMultipart => {
+                "The multipart body is malformed: the body ends in a part's content, without a closing boundary."
+            }
             ErrorCode::NotFound => "No route GET /nope; see /docs.",
             ErrorCode::MethodNotAllowed => "Method GET is not allowed on /predict.",
             ErrorCode::BodyTooLarge => "The request body is over the limit of 16777216 bytes.",
