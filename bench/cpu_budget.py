@@ -41,7 +41,8 @@ def split(report):
 
 def main():
     with open(sys.argv[1]) as f:
-        rounds = [dict(kv.split("=", 1) for kv in line.split() if "=" in kv) for line in f]
+        # (a variant's name, in brackets, may hold flags with `=`: only the key=value words count)
+        rounds = [dict(kv.split("=", 1) for kv in line.split() if re.fullmatch(r"\w+=\S*", kv)) for line in f]
     cores = int(sys.argv[2])
     server_us = statistics.median(float(r["server_us_per_request"]) for r in rounds)
     wrk_us = statistics.median(float(r["wrk_us_per_request"]) for r in rounds)
