@@ -32,7 +32,7 @@ pub struct Parts<'a> {
     /// `CRLF --boundary`: the delimiter before every boundary but a first one at the very start.
     delimiter: Vec<u8>,
     finder: Finder<'static>,
-    /// Where the next boundary's line ends's search starts: `None` before the first boundary.
+    /// Where the boundary after the last part read ends: `None` before the first boundary.
     at: Option<usize>,
     done: bool,
 }
