@@ -29,8 +29,8 @@ pub struct Part<'a> {
 /// The parts of a body, in order; after an error, nothing more.
 pub struct Parts<'a> {
     body: &'a Bytes,
-    /// `CRLF --boundary`: the delimiter before every boundary but a first one at the very start.
-    delimiter: Vec<u8>,
+    /// Finds `CRLF --boundary` (its needle): the delimiter before every boundary but a first one at
+    /// the very start.
     finder: Finder<'static>,
     /// Where the boundary after the last part read ends: `None` before the first boundary.
     at: Option<usize>,
@@ -130,7 +130,6 @@ impl<'a> Parts<'a> {
         Parts {
             body,
             finder: Finder::new(&delimiter).into_owned(),
-            delimiter,
             at: None,
             done: false,
         }
@@ -138,13 +137,13 @@ impl<'a> Parts<'a> {
 
     /// Where the first boundary ends: at the start of the body, or after a preamble.
     fn first_boundary(&self) -> Result<usize, &'static str> {
-        let dash_boundary = &self.delimiter[2..];
+        let dash_boundary = &self.finder.needle()[2..];
         if self.body.starts_with(dash_boundary) {
             return Ok(dash_boundary.len());
         }
         self.finder
             .find(self.body)
-            .map(|at| at + self.delimiter.len())
+            .map(|at| at + self.finder.needle().len())
             .ok_or("the body has no boundary")
     }
 
@@ -169,7 +168,7 @@ impl<'a> Parts<'a> {
         let content = self.body.slice(content_start..content_start + end);
         Ok((
             Part { name, content },
-            content_start + end + self.delimiter.len(),
+            content_start + end + self.finder.needle().len(),
         ))
     }
 
