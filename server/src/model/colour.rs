@@ -250,7 +250,9 @@ impl ColourRule {
         std::array::from_fn(|i| (f[i] - self.mean[i]) / self.std[i])
     }
 
-    /// `d` for a picture the model takes for `class` (`None` for a class outside the bank).
+    /// `d` for a picture the model takes for `class` (`None` for a class outside the bank): the
+    /// rule's measure, which [`ColourRule::passes`] (what answers use) decides without computing
+    /// it whole; the tests hold the two together.
     ///
     /// One pass over the class's bank, [`RUN`] pictures at a time, keeping the `k` smallest squared
     /// distances in order (`k` is a handful, a bank hundreds of pictures): no allocation per
