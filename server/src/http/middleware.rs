@@ -25,20 +25,27 @@ const SWAGGER_ASSET_LABEL: &str = "/{swagger-asset}";
 
 static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
 
-fn new_request_id() -> String {
-    // One random prefix per process (the trace ids' generator), then a sequence number.
+/// A new request id: one random prefix per process (the trace ids' generator), then a sequence
+/// number. Built once as the header value it is sent as (one allocation, no copies).
+fn new_request_id() -> HeaderValue {
     static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let seed = *SEED.get_or_init(random_u64);
-    format!(
+    let id = format!(
         "{seed:016x}-{:08x}",
         REQUEST_SEQ.fetch_add(1, Ordering::Relaxed)
-    )
+    );
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(id)).expect("hex digits and a dash")
 }
 
-fn valid_request_id(v: &HeaderValue) -> Option<String> {
-    let s = v.to_str().ok()?;
-    (!s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()))
-        .then(|| s.to_string())
+/// Whether a client's `x-request-id` is echoed: 1 to 128 visible ASCII characters.
+fn valid_request_id(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty() && b.len() <= 128 && b.iter().all(u8::is_ascii_graphic)
+}
+
+/// A request id as text (a valid or generated one is always visible ASCII).
+fn id_text(id: &HeaderValue) -> &str {
+    id.to_str().unwrap_or("invalid")
 }
 
 fn method_label(m: &Method) -> &'static str {
@@ -62,21 +69,26 @@ struct InFlight {
     method: &'static str,
     route: &'static str,
     start: Instant,
-    request_id: String,
+    request_id: HeaderValue,
     answered: bool,
     /// The request's trace and path, when it is sampled: ended with the answer, or as cancelled.
     trace: Option<(RequestTrace, String)>,
 }
 
 impl InFlight {
-    fn start(state: &Arc<AppState>, method: &'static str, route: &'static str, id: &str) -> Self {
+    fn start(
+        state: &Arc<AppState>,
+        method: &'static str,
+        route: &'static str,
+        id: HeaderValue,
+    ) -> Self {
         state.metrics.request_started();
         InFlight {
             state: Arc::clone(state),
             method,
             route,
             start: Instant::now(),
-            request_id: id.to_string(),
+            request_id: id,
             answered: false,
             trace: None,
         }
@@ -92,7 +104,10 @@ impl InFlight {
             ("http.request.method", self.method.into()),
             ("http.route", route.into()),
             ("url.path", path.into()),
-            ("celestial.request_id", self.request_id.clone().into()),
+            (
+                "celestial.request_id",
+                id_text(&self.request_id).to_owned().into(),
+            ),
         ];
         let error = match status {
             Some(status) => {
@@ -118,7 +133,7 @@ impl Drop for InFlight {
                 method = self.method,
                 route = self.route,
                 latency_ms,
-                request_id = %self.request_id,
+                request_id = id_text(&self.request_id),
                 "request cancelled by the client"
             );
             self.end_trace(None, self.route);
@@ -132,20 +147,18 @@ pub async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next:
     let request_id = req
         .headers()
         .get("x-request-id")
-        .and_then(valid_request_id)
+        .filter(|v| valid_request_id(v))
+        .cloned()
         .unwrap_or_else(new_request_id);
     let method = method_label(req.method());
     let route = routes::label(req.uri().path());
-    let header_value =
-        HeaderValue::from_str(&request_id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
-    req.headers_mut()
-        .insert("x-request-id", header_value.clone());
-    let mut in_flight = InFlight::start(&state, method, route, &request_id);
+    req.headers_mut().insert("x-request-id", request_id.clone());
+    let mut in_flight = InFlight::start(&state, method, route, request_id.clone());
     if let Some(trace) = state.tracer.begin(req.headers()) {
         req.extensions_mut().insert(trace.clone());
         in_flight.trace = Some((trace, req.uri().path().to_string()));
     }
-    let span = tracing::info_span!("request", request_id = %request_id);
+    let span = tracing::info_span!("request", request_id = id_text(&request_id));
     let timeout = state.limits.request_timeout;
     let serving = next.run(req).instrument(span);
     let mut resp = if routes::UPLOADS.contains(&route) {
@@ -156,7 +169,7 @@ pub async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next:
             Err(_) => ApiError::Timeout(timeout).into_response(),
         }
     };
-    resp.headers_mut().insert("x-request-id", header_value);
+    resp.headers_mut().insert("x-request-id", request_id);
     // A client that went away in the middle of its body is cancelled (counted when `in_flight`
     // drops), like one whose request future hyper dropped.
     if resp.extensions().get::<ClientGone>().is_none() {
@@ -171,7 +184,7 @@ pub async fn observe(State(state): State<Arc<AppState>>, mut req: Request, next:
 fn record(state: &AppState, request: &InFlight, resp: &Response) -> &'static str {
     let elapsed = request.start.elapsed();
     let status = resp.status();
-    let (method, request_id) = (request.method, &request.request_id);
+    let (method, request_id) = (request.method, id_text(&request.request_id));
     let route = if resp.extensions().get::<SwaggerAsset>().is_some() {
         SWAGGER_ASSET_LABEL
     } else {
@@ -188,9 +201,23 @@ fn record(state: &AppState, request: &InFlight, resp: &Response) -> &'static str
         && status != StatusCode::SERVICE_UNAVAILABLE
         && status != StatusCode::GATEWAY_TIMEOUT
     {
-        warn!(method, route, status = status.as_u16(), latency_ms, request_id = %request_id, "request");
+        warn!(
+            method,
+            route,
+            status = status.as_u16(),
+            latency_ms,
+            request_id,
+            "request"
+        );
     } else {
-        info!(method, route, status = status.as_u16(), latency_ms, request_id = %request_id, "request");
+        info!(
+            method,
+            route,
+            status = status.as_u16(),
+            latency_ms,
+            request_id,
+            "request"
+        );
     }
     route
 }
@@ -201,11 +228,14 @@ mod tests {
 
     #[test]
     fn request_ids_are_validated_and_generated() {
-        assert_eq!(
-            valid_request_id(&HeaderValue::from_static("abc-123")).as_deref(),
-            Some("abc-123")
-        );
-        assert!(valid_request_id(&HeaderValue::from_static("has space")).is_none());
-        assert_ne!(new_request_id(), new_request_id());
+        assert!(valid_request_id(&HeaderValue::from_static("abc-123")));
+        assert!(!valid_request_id(&HeaderValue::from_static("has space")));
+        assert!(!valid_request_id(&HeaderValue::from_static("")));
+        let long = "a".repeat(129);
+        assert!(!valid_request_id(&HeaderValue::from_str(&long).unwrap()));
+        let (a, b) = (new_request_id(), new_request_id());
+        assert_ne!(a, b);
+        assert!(valid_request_id(&a));
+        assert_eq!(id_text(&a).len(), 16 + 1 + 8);
     }
 }

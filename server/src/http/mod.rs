@@ -102,11 +102,12 @@ pub fn router(state: Arc<AppState>) -> Router {
     if let Some(cors) = state.security.cors.clone() {
         app = app.layer(cors);
     }
+    // No `DefaultBodyLimit` layer: every body is read by `body::upload` under the server's own
+    // limits, never by an axum extractor, and the layer would cost each request an allocation.
     app.layer(axum::middleware::from_fn_with_state(
         Arc::clone(&state),
         middleware::observe,
     ))
-    .layer(axum::extract::DefaultBodyLimit::disable())
     .with_state(state)
 }
 
