@@ -94,14 +94,7 @@ fn chromaticity_factors() -> &'static [[f64; 2]; 766] {
 /// exact integers, the chromaticity terms come from a table indexed by `r + g + b`), equal to
 /// [`features`] of the pixels divided by 255 up to rounding.
 pub fn features_rgb8(rgb: &[u8]) -> Features {
-    let (mut sum, mut sq) = ([0u64; 3], [0u64; 3]);
-    for px in rgb.chunks_exact(3) {
-        for c in 0..3 {
-            let v = u64::from(px[c]);
-            sum[c] += v;
-            sq[c] += v * v;
-        }
-    }
+    let [sum, sq] = channel_sums(rgb);
     let [cw, c2w] = chromaticity_sums(rgb);
     Sums {
         n: (rgb.len() / 3) as f64,
@@ -114,19 +107,56 @@ pub fn features_rgb8(rgb: &[u8]) -> Features {
     .finish()
 }
 
-/// The sums of `chromaticity * w` and `chromaticity^2 * w` of an RGB8 picture, for R and G: four
-/// pixels at a time into four sets of sums (independent additions keep the FPU busy; one chain of
-/// additions would wait on each), added together at the end.
+/// Bytes in one block of [`channel_sums`]: 16 pixels, so that every byte position belongs to one
+/// channel (its position modulo 3).
+const BLOCK: usize = 48;
+
+/// Blocks whose sums of squares fit a `u32` per position (65,535 x 255^2 < 2^32).
+const BLOCKS_PER_RUN: usize = 65_535;
+
+/// Per channel R, G, B: the sum of the values and of their squares, exact. The pixels are taken
+/// 16 at a time as one block of 48 bytes whose sums are kept per byte position: the same
+/// arithmetic for every position, which the compiler turns into vector instructions (a loop over
+/// 3-byte pixels would not be), folded into channels at the end.
+fn channel_sums(rgb: &[u8]) -> [[u64; 3]; 2] {
+    let (mut sum, mut sq) = ([0u64; 3], [0u64; 3]);
+    let (blocks, tail) = rgb.split_at(rgb.len() - rgb.len() % BLOCK);
+    for run in blocks.chunks(BLOCK * BLOCKS_PER_RUN) {
+        let (mut s1, mut s2) = ([0u32; BLOCK], [0u32; BLOCK]);
+        for block in run.chunks_exact(BLOCK) {
+            for j in 0..BLOCK {
+                let v = u32::from(block[j]);
+                s1[j] += v;
+                s2[j] += v * v;
+            }
+        }
+        for j in 0..BLOCK {
+            sum[j % 3] += u64::from(s1[j]);
+            sq[j % 3] += u64::from(s2[j]);
+        }
+    }
+    for (j, &v) in tail.iter().enumerate() {
+        let v = u64::from(v);
+        sum[j % 3] += v;
+        sq[j % 3] += v * v;
+    }
+    [sum, sq]
+}
+
+/// The sums of `chromaticity * w` and `chromaticity^2 * w` of an RGB8 picture, for R and G. Each
+/// pixel's R and G sit side by side (one vector multiply-add serves both), and four pixels go to
+/// four sets of sums (independent additions keep the FPU busy; one chain of additions would wait
+/// on each), added together at the end.
 fn chromaticity_sums(rgb: &[u8]) -> [[f64; 2]; 2] {
     let factors = chromaticity_factors();
-    let mut lanes = [[0.0_f64; 4]; 4];
+    let (mut first, mut second) = ([[0.0_f64; 2]; 4], [[0.0_f64; 2]; 4]);
     let mut add = |lane: usize, px: &[u8]| {
-        let [r, g] = [px[0], px[1]].map(f64::from);
         let [t1, t2] = factors[usize::from(px[0]) + usize::from(px[1]) + usize::from(px[2])];
-        lanes[0][lane] += r * t1;
-        lanes[1][lane] += g * t1;
-        lanes[2][lane] += r * r * t2;
-        lanes[3][lane] += g * g * t2;
+        let rg = [f64::from(px[0]), f64::from(px[1])];
+        for c in 0..2 {
+            first[lane][c] += rg[c] * t1;
+            second[lane][c] += rg[c] * rg[c] * t2;
+        }
     };
     let quads = rgb.chunks_exact(12);
     let tail = quads.remainder();
@@ -138,10 +168,10 @@ fn chromaticity_sums(rgb: &[u8]) -> [[f64; 2]; 2] {
     for px in tail.chunks_exact(3) {
         add(0, px);
     }
-    let total = |l: [f64; 4]| (l[0] + l[1]) + (l[2] + l[3]);
+    let total = |l: &[[f64; 2]; 4], c: usize| (l[0][c] + l[1][c]) + (l[2][c] + l[3][c]);
     [
-        [total(lanes[0]), total(lanes[1])],
-        [total(lanes[2]), total(lanes[3])],
+        [total(&first, 0), total(&first, 1)],
+        [total(&second, 0), total(&second, 1)],
     ]
 }
 
@@ -316,6 +346,23 @@ mod tests {
         assert_eq!((g[0], g[3]), (0.5, 0.5));
         assert!((g[6] - 1.0 / 1.001).abs() < 1e-5, "{g:?}");
         assert!(g[8] < 1e-3, "{g:?}");
+    }
+
+    #[test]
+    fn channel_sums_are_exact_past_a_run_of_blocks() {
+        // More blocks than one run's u32 sums can hold, then a tail shorter than a block.
+        let pixels = BLOCK / 3 * (BLOCKS_PER_RUN + 2) + 5;
+        let rgb: Vec<u8> = (0..pixels)
+            .flat_map(|i| [255, (i % 251) as u8, (i % 7) as u8])
+            .collect();
+        let mut expected = [[0u64; 3]; 2];
+        for px in rgb.chunks_exact(3) {
+            for c in 0..3 {
+                expected[0][c] += u64::from(px[c]);
+                expected[1][c] += u64::from(px[c]) * u64::from(px[c]);
+            }
+        }
+        assert_eq!(channel_sums(&rgb), expected);
     }
 
     #[test]
