@@ -1,7 +1,8 @@
 """The analysis half of bench/cpu_budget.sh.
 
 Reads `perf report --stdio --sort dso,symbol -g none` of the server on stdin and the rounds' lines
-(key=value) from the file named first; prints the server's CPU per request by part and the request
+(key=value) from the file named first (the reports of several profiled rounds may follow each other: the
+split is their mean); prints the server's CPU per request by part and the request
 rate the machine's cores (second argument) would allow if only the parts no server code can avoid
 were left: JPEG entropy decoding, ONNX Runtime, the kernel's socket work, and the load generator.
 """
@@ -44,11 +45,13 @@ def main():
         # (a variant's name, in brackets, may hold flags with `=`: only the key=value words count)
         rounds = [dict(kv.split("=", 1) for kv in line.split() if re.fullmatch(r"\w+=\S*", kv)) for line in f]
     cores = int(sys.argv[2])
+    profiled = int(sys.argv[3]) if len(sys.argv) > 3 else 1
     server_us = statistics.median(float(r["server_us_per_request"]) for r in rounds)
     wrk_us = statistics.median(float(r["wrk_us_per_request"]) for r in rounds)
     rps = statistics.median(float(r["rps"]) for r in rounds)
     shares = split(sys.stdin)
-    print("\n## the server's CPU per request by part (perf shares of the last round x the median)")
+    which = "the last round" if profiled == 1 else f"the last {profiled} rounds"
+    print(f"\n## the server's CPU per request by part (perf shares of {which} x the median)")
     for k, share in shares.items():
         print(f"  {share * 100:5.1f} %  {server_us * share:6.1f} us  {NAMES[k]}")
     floor = server_us * (shares["entropy"] + shares["ort"] + shares["kernel"]) + wrk_us

@@ -2,10 +2,11 @@
 # Where the CPU of one prediction goes, and what that allows on this machine: runs the release
 # server under wrk (multipart JPEG, POST /predict) and measures, per round, the server's and wrk's
 # CPU time per request from /proc (utime + stime over the measured window); profiles the server
-# with `perf` in its last round and splits its time into JPEG entropy decoding (libjpeg-turbo's
-# Huffman decoder), ONNX Runtime, the kernel and the rest (bench/cpu_budget.py). The last lines give
-# the highest request rate the machine's cores allow if the parts that no server code can avoid
-# (entropy decoding, inference, socket I/O) and the load generator were all that is left.
+# with `perf` in its last round (its last BENCH_PERF_ROUNDS) and splits its time into JPEG entropy
+# decoding (libjpeg-turbo's Huffman decoder), ONNX Runtime, the kernel and the rest
+# (bench/cpu_budget.py). The last lines give the highest request rate the machine's cores allow if
+# the parts that no server code can avoid (entropy decoding, inference, socket I/O) and the load
+# generator were all that is left.
 # With several variants, the rounds alternate between them (as bench/ab.sh does), so that drifts of
 # the shared machine hit every variant alike, and each variant gets its own split.
 # Not part of scripts/test. Results go to stdout and bench/results/<UTC time>-cpu-budget.txt.
@@ -13,6 +14,7 @@
 #   bench/cpu_budget.sh                                            # 3 rounds at c=32, 10 s each
 #   BENCH_ROUNDS=5 BENCH_C=64 bench/cpu_budget.sh -- --workers 2   # args after -- go to the server
 #   bench/cpu_budget.sh "@/tmp/base/target/release/celestial-server" ""   # another build vs this one
+#   BENCH_ROUNDS=6 BENCH_PERF_ROUNDS=3 bench/cpu_budget.sh ...   # the split from the last 3 rounds
 #
 # A variant is a quoted list of server flags ("" = defaults), optionally led by @BINARY (another
 # build of the server; default: this tree's target/release/celestial-server).
@@ -21,6 +23,8 @@ cd "$(dirname "$0")/.."
 ROUNDS=${BENCH_ROUNDS:-3}
 C=${BENCH_C:-32}
 DURATION=${BENCH_DURATION:-10}
+# One profiled round's split moves by a few points from run to run; more rounds average it.
+PERF_ROUNDS=${BENCH_PERF_ROUNDS:-1}
 PORT=${BENCH_PORT:-3917}
 variants=("")
 if [ "${1:-}" = "--" ]; then shift; variants=("$*"); elif [ $# -gt 0 ]; then variants=("$@"); fi
@@ -52,8 +56,8 @@ for round in $(seq "$ROUNDS"); do
     sleep 1
     wpid=$(pgrep -n -x wrk)
     s0=$(cpu_ticks "$spid"); w0=$(cpu_ticks "$wpid"); t0=$(date +%s.%N)
-    if [ "$round" = "$ROUNDS" ] && command -v perf >/dev/null; then
-      perf record -q -F 999 -g -p "$spid" -o "$work/perf.$v" -- sleep "$DURATION" >/dev/null 2>&1 || true
+    if [ "$round" -gt "$((ROUNDS - PERF_ROUNDS))" ] && command -v perf >/dev/null; then
+      perf record -q -F 999 -g -p "$spid" -o "$work/perf.$v.$round" -- sleep "$DURATION" >/dev/null 2>&1 || true
     else
       sleep "$DURATION"
     fi
@@ -72,7 +76,10 @@ for round in $(seq "$ROUNDS"); do
 done
 for v in "${!variants[@]}"; do
   [ "${#variants[@]}" -gt 1 ] && printf '\n# [%s]\n' "${variants[$v]:-defaults}"
-  if [ ! -s "$work/perf.$v" ]; then echo "(perf not installed: no split of the server's time)"; continue; fi
-  perf report -i "$work/perf.$v" --no-children --sort dso,symbol -g none --stdio 2>/dev/null |
-    python3 bench/cpu_budget.py "$work/rounds.$v" "$cores"
+  profiles=("$work"/perf."$v".*)
+  if [ ! -s "${profiles[0]}" ]; then echo "(perf not installed: no split of the server's time)"; continue; fi
+  # each round's report sums to 100 %; cpu_budget.py normalises, so the split is their mean
+  for p in "${profiles[@]}"; do
+    perf report -i "$p" --no-children --sort dso,symbol -g none --stdio 2>/dev/null
+  done | python3 bench/cpu_budget.py "$work/rounds.$v" "$cores" "${#profiles[@]}"
 done
