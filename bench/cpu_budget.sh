@@ -55,9 +55,11 @@ for round in $(seq "$ROUNDS"); do
     wrk_job=$!
     sleep 1
     wpid=$(pgrep -n -x wrk)
+    profiled=no
     s0=$(cpu_ticks "$spid"); w0=$(cpu_ticks "$wpid"); t0=$(date +%s.%N)
     if [ "$round" -gt "$((ROUNDS - PERF_ROUNDS))" ] && command -v perf >/dev/null; then
       perf record -q -F 999 -g -p "$spid" -o "$work/perf.$v.$round" -- sleep "$DURATION" >/dev/null 2>&1 || true
+      profiled=yes
     else
       sleep "$DURATION"
     fi
@@ -68,10 +70,11 @@ for round in $(seq "$ROUNDS"); do
     rps=${line#*rps=}; rps=${rps%% *}
     p99=${line#*p99_ms=}; p99=${p99%% *}
     awk -v r="$round" -v variant="${variant:-defaults}" -v rps="$rps" -v p99="$p99" -v s="$((s1 - s0))" \
-      -v w="$((w1 - w0))" -v t0="$t0" -v t1="$t1" -v tick="$tick" -v errors="${line#*errors_connect=}" 'BEGIN {
+      -v w="$((w1 - w0))" -v t0="$t0" -v t1="$t1" -v tick="$tick" -v errors="${line#*errors_connect=}" \
+      -v profiled="$profiled" 'BEGIN {
         dt = t1 - t0; sc = s / tick / dt; wc = w / tick / dt
-        printf "round=%s [%s] rps=%.0f p99_ms=%s server_cores=%.2f wrk_cores=%.2f server_us_per_request=%.1f wrk_us_per_request=%.1f errors_connect=%s\n",
-          r, variant, rps, p99, sc, wc, sc / rps * 1e6, wc / rps * 1e6, errors }' | tee -a "$work/rounds.$v"
+        printf "round=%s [%s] rps=%.0f p99_ms=%s server_cores=%.2f wrk_cores=%.2f server_us_per_request=%.1f wrk_us_per_request=%.1f profiled=%s errors_connect=%s\n",
+          r, variant, rps, p99, sc, wc, sc / rps * 1e6, wc / rps * 1e6, profiled, errors }' | tee -a "$work/rounds.$v"
   done
 done
 for v in "${!variants[@]}"; do
