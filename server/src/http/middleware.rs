@@ -197,27 +197,26 @@ fn record(state: &AppState, request: &InFlight, resp: &Response) -> &'static str
         .metrics
         .request_finished(method, route, status.as_u16(), elapsed);
     let latency_ms = (elapsed.as_secs_f64() * 1e6).round() / 1e3;
+    // the same line at either level: tracing's macros take the level as a constant
+    macro_rules! request_line {
+        ($level:ident) => {
+            $level!(
+                method,
+                route,
+                status = status.as_u16(),
+                latency_ms,
+                request_id,
+                "request"
+            )
+        };
+    }
     if status.is_server_error()
         && status != StatusCode::SERVICE_UNAVAILABLE
         && status != StatusCode::GATEWAY_TIMEOUT
     {
-        warn!(
-            method,
-            route,
-            status = status.as_u16(),
-            latency_ms,
-            request_id,
-            "request"
-        );
+        request_line!(warn);
     } else {
-        info!(
-            method,
-            route,
-            status = status.as_u16(),
-            latency_ms,
-            request_id,
-            "request"
-        );
+        request_line!(info);
     }
     route
 }
