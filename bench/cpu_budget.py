@@ -1,10 +1,10 @@
 """The analysis half of bench/cpu_budget.sh.
 
-Reads `perf report --stdio --sort dso,symbol -g none` of the server on stdin and the rounds' lines
-(key=value) from the file named first (the reports of several profiled rounds may follow each other: the
-split is their mean); prints the server's CPU per request by part and the request
-rate the machine's cores (second argument) would allow if only the parts no server code can avoid
-were left: JPEG entropy decoding, ONNX Runtime, the kernel's socket work, and the load generator.
+Reads `perf report --stdio --sort dso,symbol -g none` of the server on stdin (the reports of several
+profiled rounds may follow each other: the split is their mean) and the rounds' lines (key=value) from
+the file named first; prints the server's CPU per request by part and the request rate the machine's
+cores (second argument) would allow if only the parts no server code can avoid were left: JPEG entropy
+decoding, ONNX Runtime, the kernel's socket work, and the load generator.
 """
 
 import re

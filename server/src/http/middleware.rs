@@ -34,7 +34,7 @@ fn new_request_id() -> HeaderValue {
         "{seed:016x}-{:08x}",
         REQUEST_SEQ.fetch_add(1, Ordering::Relaxed)
     );
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(id)).expect("hex digits and a dash")
+    HeaderValue::try_from(id).expect("hex digits and a dash")
 }
 
 /// Whether a client's `x-request-id` is echoed: 1 to 128 visible ASCII characters.
