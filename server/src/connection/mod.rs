@@ -332,11 +332,7 @@ impl Connections {
         mut phase: watch::Receiver<Phase>,
     ) {
         let io = Watched::new(stream, Arc::clone(&progress), Arc::clone(&self.errors));
-        let service = ConnService {
-            router,
-            progress: Arc::clone(&progress),
-            server: Arc::clone(&self),
-        };
+        let service = ConnService::new(router, Arc::clone(&progress), Arc::clone(&self));
         let conn = self.builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(conn);
         let mut ending: Option<&'static str> = None;

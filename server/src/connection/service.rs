@@ -2,12 +2,14 @@
 //! its answer is sent ([`Tracked`]), marks HTTP/1 answers `Connection: close` while the server
 //! drains, and reads away a request body a handler answered without reading ([`Unread`]), so
 //! that an early answer (a 429 before the upload arrived, a 404 to a POST) keeps the connection
-//! open instead of forcing the client to reconnect.
+//! open instead of forcing the client to reconnect. An answer that closes its connection (a 408
+//! to a stalled upload, any answer while draining) drops the rest of the body instead: reading it
+//! would keep the connection, and the stalled client, for the whole read-away budget.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -32,9 +34,24 @@ pub trait ServerView: Send + Sync + 'static {
 
 /// The service of one connection.
 pub struct ConnService<V: ServerView> {
-    pub router: Router,
-    pub progress: Arc<Progress>,
-    pub server: Arc<V>,
+    router: Router,
+    progress: Arc<Progress>,
+    server: Arc<V>,
+    /// One for the connection: hyper serves an HTTP/1 connection's requests one after the other,
+    /// and the next head is not read before the last body ended or was dropped.
+    leftover: Arc<Leftover>,
+}
+
+impl<V: ServerView> ConnService<V> {
+    pub fn new(router: Router, progress: Arc<Progress>, server: Arc<V>) -> ConnService<V> {
+        let (max, within) = server.unread_budget();
+        ConnService {
+            router,
+            progress,
+            server,
+            leftover: Arc::new(Leftover::new(max, within)),
+        }
+    }
 }
 
 type Answer = Pin<Box<dyn Future<Output = Result<Response<Tracked>, Infallible>> + Send>>;
@@ -47,11 +64,13 @@ impl<V: ServerView> hyper::service::Service<Request<Incoming>> for ConnService<V
     fn call(&self, req: Request<Incoming>) -> Answer {
         let h1 = req.version() < Version::HTTP_2;
         let guard = InFlight::start(Arc::clone(&self.progress), !h1);
-        let req = if h1 {
-            let (max, within) = self.server.unread_budget();
-            req.map(|body| Body::new(Unread::new(body, max, within)))
+        let (req, leftover) = if h1 {
+            let leftover = Arc::clone(&self.leftover);
+            leftover.start();
+            let body = |b| Body::new(Unread::new(b, Arc::clone(&leftover)));
+            (req.map(body), Some(leftover))
         } else {
-            req.map(Body::new)
+            (req.map(Body::new), None)
         };
         let router = self.router.clone();
         let server = Arc::clone(&self.server);
@@ -60,6 +79,9 @@ impl<V: ServerView> hyper::service::Service<Request<Incoming>> for ConnService<V
             if h1 && server.closing_connections() {
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            if let Some(leftover) = leftover {
+                leftover.decide(!closes(&resp));
             }
             Ok(resp.map(|inner| Tracked {
                 inner,
@@ -111,20 +133,89 @@ impl HttpBody for Tracked {
     }
 }
 
-/// An HTTP/1 request body that, dropped before its end, is read to its end in the background
-/// (at most `max` bytes within `within`; a longer one closes the connection as before).
-struct Unread {
-    inner: Option<Incoming>,
+/// Whether an answer ends its HTTP/1 connection.
+fn closes<B>(resp: &Response<B>) -> bool {
+    resp.headers()
+        .get(header::CONNECTION)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
+}
+
+/// What becomes of a request body dropped before its end. The handler usually drops it before its
+/// answer exists, so the body waits here until the service has seen the answer: read away (at
+/// most `max` bytes within `within`) if the connection stays open, dropped if it closes.
+struct Leftover {
     max: u64,
     within: Duration,
+    state: Mutex<LeftoverState>,
+}
+
+enum LeftoverState {
+    Undecided,
+    Parked(Incoming),
+    Decided { keep_connection: bool },
+}
+
+impl Leftover {
+    fn new(max: u64, within: Duration) -> Leftover {
+        Leftover {
+            max,
+            within,
+            state: Mutex::new(LeftoverState::Undecided),
+        }
+    }
+
+    /// A new request: its answer is not known yet.
+    fn start(&self) {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = LeftoverState::Undecided;
+    }
+
+    /// A body dropped before its end (by its [`Unread`]).
+    fn left(&self, body: Incoming) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match *state {
+            LeftoverState::Undecided => *state = LeftoverState::Parked(body),
+            LeftoverState::Decided {
+                keep_connection: true,
+            } => self.read_away(body),
+            _ => {}
+        }
+    }
+
+    /// The answer is known: `keep_connection` when it leaves the connection open.
+    fn decide(&self, keep_connection: bool) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let before = std::mem::replace(&mut *state, LeftoverState::Decided { keep_connection });
+        if let (LeftoverState::Parked(body), true) = (before, keep_connection) {
+            self.read_away(body);
+        }
+    }
+
+    fn read_away(&self, body: Incoming) {
+        // A body declared longer than the budget is not worth reading: the connection closes.
+        if body.size_hint().lower() > self.max {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (max, within) = (self.max, self.within);
+        runtime.spawn(async move {
+            let _ = tokio::time::timeout(within, discard(body, max)).await;
+        });
+    }
+}
+
+/// An HTTP/1 request body that, dropped before its end, goes to its request's [`Leftover`].
+struct Unread {
+    inner: Option<Incoming>,
+    leftover: Arc<Leftover>,
 }
 
 impl Unread {
-    fn new(inner: Incoming, max: u64, within: Duration) -> Unread {
+    fn new(inner: Incoming, leftover: Arc<Leftover>) -> Unread {
         Unread {
             inner: Some(inner),
-            max,
-            within,
+            leftover,
         }
     }
 }
@@ -157,20 +248,10 @@ impl HttpBody for Unread {
 
 impl Drop for Unread {
     fn drop(&mut self) {
-        let Some(body) = self.inner.take() else {
-            return;
-        };
-        // A body declared longer than the budget is not worth reading: the connection closes.
-        if body.is_end_stream() || body.size_hint().lower() > self.max {
-            return;
+        match self.inner.take() {
+            Some(body) if !body.is_end_stream() => self.leftover.left(body),
+            _ => {}
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let (max, within) = (self.max, self.within);
-        runtime.spawn(async move {
-            let _ = tokio::time::timeout(within, discard(body, max)).await;
-        });
     }
 }
 
