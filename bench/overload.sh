@@ -13,6 +13,7 @@
 #
 #   bench/overload.sh                                   # peak by wrk, then 1x 2x 4x for 15 s each
 #   bench/overload.sh --peak 6000 -- --workers 2        # given peak; args after -- go to the server
+#   BENCH_BIN=/tmp/old/celestial-server bench/overload.sh   # another build (default: this tree's release build)
 #   BENCH_DURATION=3 BENCH_PEAK_DURATION=3s BENCH_MULTIPLIERS="1 4" bench/overload.sh   # a quick check
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +27,7 @@ server_args=()
 if [ "${1:-}" = "--" ]; then shift; server_args=("$@"); fi
 . bench/setup.sh # wrk, the release build, ORT_DYLIB_PATH, BENCH_IMAGE
 target=${CARGO_TARGET_DIR:-target}
-bin=$target/release/celestial-server
+bin=${BENCH_BIN:-$target/release/celestial-server}
 generator=$(cargo bench --locked -p celestial-server --bench openloop --no-run --message-format=json 2>/dev/null |
   jq -r 'select(.executable != null and .target.name == "openloop") | .executable')
 [ -x "$generator" ] || { echo "overload: no openloop executable" >&2; exit 1; }
@@ -36,7 +37,7 @@ out=bench/results/$stamp-overload.txt
 jsonl=bench/results/$stamp-overload.jsonl
 exec > >(tee "$out") 2>&1
 echo "# overload, open-loop $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD)$(git diff --quiet -- server bench || echo ' (+ local changes)'), ${DURATION}s per rate"
-echo "machine: $(nproc) cores; load before: $(cut -d' ' -f1-3 /proc/loadavg); server args: ${server_args[*]:-(defaults)}"
+echo "machine: $(nproc) cores; load before: $(cut -d' ' -f1-3 /proc/loadavg); server: $bin ${server_args[*]:-(defaults)}"
 top -bn1 | sed -n '7,12p'
 "$bin" --host 127.0.0.1 --port "$PORT" --log-filter warn "${server_args[@]}" &
 pid=$!
