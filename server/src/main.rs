@@ -35,8 +35,8 @@ fn main() -> ExitCode {
     // runtime's global queue, from which tokio otherwise takes one task per ~200 us of other work
     // while its local queue is not empty. Under a flood of new requests the answers (and the
     // prediction slots they free) then waited behind them, and with `--max-queue` goodput fell to
-    // 6 % of the peak at 4x offered load; checked first, 17-20 % (bench/README.md, "Answers before
-    // new requests").
+    // 4-7 % of the peak at 4x offered load; checked first, 11-20 % (bench/README.md, "Answers
+    // before new requests").
     builder.global_queue_interval(1);
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
