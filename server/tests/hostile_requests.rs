@@ -407,7 +407,7 @@ fn the_binary_logs_408_as_a_client_error_and_cancelled_requests() {
         .unwrap();
     let connect = || {
         let c = std::net::TcpStream::connect(("127.0.0.1", port))?;
-        c.set_read_timeout(Some(Duration::from_secs(20)))?;
+        c.set_read_timeout(Some(Duration::from_secs(10)))?;
         Ok::<_, std::io::Error>(c)
     };
     let head = |id: &str| {
