@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use crate::classifier::{Classification, Classifier, Input, JobOutput, Prediction};
 use crate::config::Config;
 use crate::model::{
-    Calibration, ColorMode, JpegDctScaling, Layout, ModelSpec, OutputKind, ResizeFilter,
+    Calibration, ColorMode, JpegDctScaling, Layout, ModelSpec, OutputKind, ResizeFilter, ResizeMode,
 };
 use crate::preprocess;
 use crate::server::{self, Bound, CheckedConfig, ServerError};
@@ -40,7 +40,7 @@ pub fn spec() -> ModelSpec {
         grayscale_coefficients: [0.299, 0.587, 0.114],
         alpha: "composite_black".into(),
         resize_filter: ResizeFilter::Triangle,
-        resize_mode: "stretch".into(),
+        resize_mode: ResizeMode::Stretch,
         jpeg_dct_scaling: JpegDctScaling::Full,
         scale: 1.0 / 255.0,
         mean: vec![0.0; 3],

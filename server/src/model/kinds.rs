@@ -42,6 +42,17 @@ pub enum ResizeFilter {
     Lanczos3,
 }
 
+/// How the decoded picture is fitted to the input size (`celestial.resize_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResizeMode {
+    /// The whole picture, stretched to the input size (aspect ratio not kept).
+    Stretch,
+    /// First cut to the square around the body (its bright rows and columns, widened by a tenth,
+    /// black past the picture's edges), then resized.
+    ContentSquare,
+}
+
 /// What the model outputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -91,6 +102,14 @@ impl MetadataName for ResizeFilter {
         ("lanczos3 lanczos", ResizeFilter::Lanczos3),
     ];
     const EXPECTED: &'static str = "expected triangle, nearest, catmull_rom or lanczos3";
+}
+
+impl MetadataName for ResizeMode {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("stretch", ResizeMode::Stretch),
+        ("content_square", ResizeMode::ContentSquare),
+    ];
+    const EXPECTED: &'static str = "expected stretch or content_square";
 }
 
 impl MetadataName for OutputKind {

@@ -9,7 +9,7 @@ use super::calibration::Calibration;
 use super::colour::{self, Features as ColourFeatures};
 use super::drift::DriftReference;
 use super::golden::GoldenSet;
-use super::kinds::{ColorMode, JpegDctScaling, Layout, OutputKind, ResizeFilter};
+use super::kinds::{ColorMode, JpegDctScaling, Layout, OutputKind, ResizeFilter, ResizeMode};
 
 /// The model bundled into the binary (`model/celestial-bodies.onnx`).
 pub static EMBEDDED_MODEL: &[u8] = include_bytes!("../../../model/celestial-bodies.onnx");
@@ -74,7 +74,7 @@ pub struct ModelSpec {
     pub grayscale_coefficients: [f32; 3],
     pub alpha: String,
     pub resize_filter: ResizeFilter,
-    pub resize_mode: String,
+    pub resize_mode: ResizeMode,
     /// How JPEGs are decoded before the resize (`celestial.jpeg_dct_scaling`).
     pub jpeg_dct_scaling: JpegDctScaling,
     pub scale: f32,

@@ -38,6 +38,10 @@ pub struct Target {
     pub channels: usize,
     /// Resized by image-rs with a filter other than the triangle filter (which copies the source).
     pub generic_resize: bool,
+    /// Cut to the square around the body before the resize (resize mode `content_square`): a
+    /// copy of up to the square of 1.1 times the longer side; decoded row by row, the picture is
+    /// only reduced to [`Target::stream_size`], then re-framed and resized whole.
+    pub reframe: bool,
     /// JPEGs are decoded at a reduced size in the DCT domain as Pillow's `Image.draft` does for
     /// this size (`celestial.jpeg_dct_scaling = draft`); otherwise at full size (and scaled only
     /// when decoded row by row to stay within the memory budget).
@@ -69,6 +73,32 @@ impl Target {
             .into_iter()
             .find(|&n| scaled(w, n) >= least && scaled(h, n) >= least)
             .unwrap_or(8)
+    }
+}
+
+impl Target {
+    /// The size a picture of `w` x `h` rows is resized to while it is decoded row by row: the
+    /// model input (its sides swapped when the orientation will swap them), or for a re-framing
+    /// model the picture itself, reduced to at most 16 times the input's longer side with its
+    /// aspect kept (the body is then found and cut out of it, and resized once whole).
+    pub fn stream_size(&self, (w, h): (u32, u32), swapped: bool) -> (u32, u32) {
+        if !self.reframe {
+            return if swapped {
+                (self.height, self.width)
+            } else {
+                (self.width, self.height)
+            };
+        }
+        let most = 16 * u64::from(self.width.max(self.height).max(1));
+        let long = u64::from(w.max(h).max(1));
+        let side = |v: u32| (u64::from(v) * most.min(long)).div_ceil(long).max(1) as u32;
+        (side(w), side(h))
+    }
+
+    /// Channels of the rows a row-by-row decode resizes: RGB for a re-framing model (the body is
+    /// found in colour), the model input's otherwise.
+    pub fn stream_channels(&self) -> usize {
+        if self.reframe { 3 } else { self.channels }
     }
 }
 

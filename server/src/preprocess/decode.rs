@@ -8,6 +8,7 @@ use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 
 use super::budget::{DecodeLimits, RowSink, Target, scaled};
 use super::error::PreprocessError;
+use super::frame::max_side;
 use super::markers::{self, JpegLayout, Process};
 use super::resize::{StreamResizer, TriangleResizer};
 use super::{jpeg, png_rows};
@@ -83,6 +84,7 @@ fn full() -> Target {
         height: 1,
         channels: 3,
         generic_resize: false,
+        reframe: false,
         jpeg_draft: false,
     }
 }
@@ -154,8 +156,8 @@ pub fn swaps_axes(o: Orientation) -> bool {
 
 /// Bytes a whole decoded `w` x `h` image takes until it is resized: its pixels, a rotated copy
 /// (orientations of 90 and 270 degrees), the RGB8 conversion (unless it is RGB8: one copy, and a
-/// second with alpha), the luma plane (grayscale models) and the resize (a copy of the source
-/// for filters other than the triangle filter).
+/// second with alpha), the luma plane (grayscale models), the square a `content_square` model cuts
+/// and the resize (a copy of the source for filters other than the triangle filter).
 fn whole_bytes(w: u32, h: u32, px: Pixels, orientation: Orientation, t: &Target) -> u64 {
     let n = u64::from(w) * u64::from(h);
     let decoded = n.saturating_mul(px.bytes);
@@ -171,25 +173,36 @@ fn whole_bytes(w: u32, h: u32, px: Pixels, orientation: Orientation, t: &Target)
     } else {
         0
     };
-    let resize = TriangleResizer::bytes_needed((w, h), t.channels, (t.width, t.height));
-    [decoded, rotated, rgb8, luma, copy, resize, SLACK]
+    let to = (t.width, t.height);
+    let mut resize = TriangleResizer::bytes_needed((w, h), t.channels, to);
+    let mut framed = 0;
+    if t.reframe {
+        // the square is resized instead of the picture, when a body is found
+        let side = max_side(w, h);
+        framed = u64::from(side) * u64::from(side) * t.channels as u64;
+        resize = resize.max(TriangleResizer::bytes_needed((side, side), t.channels, to));
+    }
+    [decoded, rotated, rgb8, luma, copy, framed, resize, SLACK]
         .into_iter()
         .fold(0u64, u64::saturating_add)
 }
 
 /// Bytes of a row-by-row decode whose rows are `w` x `h` RGB8 after the decoder, whose own buffers
-/// take `decoder` bytes: the row, its luma (grayscale models) and the [`StreamResizer`].
+/// take `decoder` bytes: the row, its luma (grayscale models), the [`StreamResizer`] and, for a
+/// re-framing model, the reduced picture's re-framing and resize (as a whole picture's).
 fn stream_bytes(w: u32, h: u32, decoder: u64, orientation: Orientation, t: &Target) -> u64 {
-    let dst = if swaps_axes(orientation) {
-        (t.height, t.width)
-    } else {
-        (t.width, t.height)
-    };
+    let dst = t.stream_size((w, h), swaps_axes(orientation));
     let row = u64::from(w) * (3 + u64::from(t.channels == 1));
+    let reduced = if t.reframe {
+        whole_bytes(dst.0, dst.1, RGB8, Orientation::NoTransforms, t)
+    } else {
+        0
+    };
     [
         decoder,
         row,
-        StreamResizer::bytes_needed((w, h), t.channels, dst),
+        StreamResizer::bytes_needed((w, h), t.stream_channels(), dst),
+        reduced,
         SLACK,
     ]
     .into_iter()

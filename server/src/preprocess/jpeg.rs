@@ -228,6 +228,7 @@ mod tests {
             height,
             channels: 3,
             generic_resize: false,
+            reframe: false,
             jpeg_draft,
         }
     }

@@ -1,12 +1,14 @@
 //! Image bytes -> model input: decoding (`decode`, with the JPEG fast path in `jpeg`), alpha
-//! compositing onto black, colour conversion, resize and scaling ([`Preprocessor`]).
+//! compositing onto black, colour conversion, re-framing (`frame`, resize mode `content_square`),
+//! resize and scaling ([`Preprocessor`]).
 //!
 //! Memory: every image is checked against a [`DecodeLimits`] budget from its header, before any
 //! pixel is decoded (`decode`); one too large to hold whole is decoded row by row into a
 //! [`resize::StreamResizer`] (a JPEG scaled down in the DCT first), or refused with the memory it
-//! would need ([`PreprocessError::OverBudget`]).
+//! would need ([`PreprocessError::OverBudget`]). A model that re-frames its pictures needs them
+//! whole: they are never decoded row by row.
 //!
-//! Inside: `budget`, `markers` and `resize` (leaves), `error` (imports `budget`), `jpeg` and
+//! Inside: `budget`, `frame`, `markers` and `resize` (leaves), `error` (imports `budget`), `jpeg` and
 //! `png_rows` (import `budget` and `error`), `decode` (imports them all); this file imports them
 //! and the model description. A new image format goes into `decode::SUPPORTED` (and
 //! `crate::routes::RAW_IMAGE_TYPES` for its media type).
@@ -14,6 +16,7 @@
 mod budget;
 mod decode;
 mod error;
+mod frame;
 mod jpeg;
 mod markers;
 mod png_rows;
@@ -35,7 +38,7 @@ use budget::RowSink;
 use decode::{Decoded, decode_bounded, swaps_axes};
 use resize::{StreamResizer, TriangleResizer};
 
-use crate::model::{ColorMode, JpegDctScaling, Layout, ModelSpec, ResizeFilter};
+use crate::model::{ColorMode, JpegDctScaling, Layout, ModelSpec, ResizeFilter, ResizeMode};
 
 fn filter(f: ResizeFilter) -> FilterType {
     match f {
@@ -105,6 +108,8 @@ pub struct Preprocessor {
     /// `(v * scale - mean[c]) / std[c]` for every channel `c` and 8-bit value `v`.
     lut: Vec<f32>,
     luma: Vec<u8>,
+    /// The square a `content_square` model's picture is cut to.
+    framed: Vec<u8>,
     pixels: Vec<u8>,
     /// The last decoded RGB8 image's buffer, reused by the next decode.
     decoded: Vec<u8>,
@@ -125,6 +130,7 @@ impl Preprocessor {
             stream: StreamResizer::default(),
             lut,
             luma: Vec::new(),
+            framed: Vec::new(),
             pixels: Vec::new(),
             decoded: Vec::new(),
         }
@@ -141,6 +147,7 @@ impl Preprocessor {
             height: self.spec.height,
             channels: self.spec.channels(),
             generic_resize: self.spec.resize_filter != ResizeFilter::Triangle,
+            reframe: self.spec.resize_mode == ResizeMode::ContentSquare,
             jpeg_draft: self.spec.jpeg_dct_scaling == JpegDctScaling::Draft,
         }
     }
@@ -164,9 +171,11 @@ impl Preprocessor {
         let buf = std::mem::take(&mut self.decoded);
         let mut sink = Sink {
             spec: &self.spec,
+            target,
             resizer: &mut self.stream,
             luma: &mut self.luma,
             orientation: Orientation::NoTransforms,
+            size: (0, 0),
         };
         // The row-by-row resize is the triangle filter's.
         let streamable = !target.generic_resize;
@@ -177,7 +186,7 @@ impl Preprocessor {
             buf,
             streamable.then_some(&mut sink as &mut dyn RowSink),
         );
-        let orientation = sink.orientation;
+        let (orientation, size) = (sink.orientation, sink.size);
         let result = match decoded {
             Ok(Decoded::Image(img)) => {
                 self.fill_tensor(&img, out);
@@ -187,7 +196,7 @@ impl Preprocessor {
                 Ok(())
             }
             Ok(Decoded::Streamed) => self
-                .finish_stream(orientation)
+                .finish_stream(orientation, size)
                 .map(|()| self.normalise(out)),
             Err(e) => Err(e),
         };
@@ -195,23 +204,30 @@ impl Preprocessor {
         result
     }
 
-    /// The pixels of an image decoded row by row: resized while it arrived (to the model input's
-    /// size, or to its transpose when the orientation swaps the axes), then oriented.
-    fn finish_stream(&mut self, orientation: Orientation) -> Result<(), PreprocessError> {
+    /// The pixels of an image decoded row by row: resized while it arrived to `(w, h)`
+    /// ([`Target::stream_size`]: the model input's size, or its transpose when the orientation
+    /// swaps the axes), then oriented; for a re-framing model the reduced picture is then
+    /// re-framed and resized as a whole one.
+    fn finish_stream(
+        &mut self,
+        orientation: Orientation,
+        (w, h): (u32, u32),
+    ) -> Result<(), PreprocessError> {
         let truncated = PreprocessError::Truncated { format: "uploaded" };
         let px = self.stream.finish().ok_or(truncated.clone())?;
-        let (w, h) = if swaps_axes(orientation) {
-            (self.spec.height, self.spec.width)
-        } else {
-            (self.spec.width, self.spec.height)
-        };
+        let reframe = self.spec.resize_mode == ResizeMode::ContentSquare;
         let mut img = match self.spec.color_mode {
+            _ if reframe => RgbImage::from_raw(w, h, px).map(DynamicImage::ImageRgb8),
             ColorMode::Rgb => RgbImage::from_raw(w, h, px).map(DynamicImage::ImageRgb8),
             ColorMode::Grayscale => GrayImage::from_raw(w, h, px).map(DynamicImage::ImageLuma8),
         }
         .ok_or(truncated)?;
         img.apply_orientation(orientation);
-        self.pixels = img.into_bytes();
+        if reframe {
+            self.pixels(&img);
+        } else {
+            self.pixels = img.into_bytes();
+        }
         Ok(())
     }
 
@@ -226,6 +242,7 @@ impl Preprocessor {
         }
         cap(&mut self.decoded);
         cap(&mut self.luma);
+        cap(&mut self.framed);
         self.resizer.trim(KEEP_BYTES);
         // Nothing of a row-by-row decode is worth keeping (its buffers are sized per image).
         self.stream = StreamResizer::default();
@@ -233,19 +250,28 @@ impl Preprocessor {
 
     /// The resized 8-bit pixels the model sees, interleaved: RGB for RGB models (what the golden
     /// fixtures' `pixels_rgb8_base64` holds), luma for grayscale ones (luma of the composited RGB8
-    /// image, then resized).
+    /// image, then resized). A `content_square` model's picture is cut to the square around the
+    /// body first (found on the RGB8 picture).
     pub fn pixels(&mut self, img: &DynamicImage) -> &[u8] {
         let spec = &self.spec;
-        let (w, h) = img.dimensions();
+        let (mut w, mut h) = img.dimensions();
         let (nw, nh) = (spec.width, spec.height);
         let rgb = rgb8_on_black(img);
-        let (src, channels): (&[u8], usize) = match spec.color_mode {
+        let square = match spec.resize_mode {
+            ResizeMode::ContentSquare => frame::content_square(&rgb, w, h),
+            ResizeMode::Stretch => None,
+        };
+        let (mut src, channels): (&[u8], usize) = match spec.color_mode {
             ColorMode::Rgb => (&rgb, 3),
             ColorMode::Grayscale => {
                 luma(&rgb, spec.grayscale_coefficients, &mut self.luma);
                 (&self.luma, 1)
             }
         };
+        if let Some(sq) = square {
+            frame::crop(src, (w, h), channels, sq, &mut self.framed);
+            (src, w, h) = (&self.framed, sq.side, sq.side);
+        }
         if spec.resize_filter == ResizeFilter::Triangle {
             self.resizer
                 .resize(src, (w, h), channels, (nw, nh), &mut self.pixels);
@@ -318,28 +344,31 @@ impl Preprocessor {
     }
 }
 
-/// Where an image decoded row by row goes: its luma for grayscale models, then the resize.
+/// Where an image decoded row by row goes: its luma for grayscale models (not re-framing ones),
+/// then the resize.
 struct Sink<'a> {
     spec: &'a ModelSpec,
+    target: Target,
     resizer: &'a mut StreamResizer,
     luma: &'a mut Vec<u8>,
     orientation: Orientation,
+    /// What the rows are resized to ([`Target::stream_size`]).
+    size: (u32, u32),
 }
 
 impl RowSink for Sink<'_> {
     fn start(&mut self, width: u32, height: u32, orientation: Orientation) {
-        let (nw, nh) = if swaps_axes(orientation) {
-            (self.spec.height, self.spec.width)
-        } else {
-            (self.spec.width, self.spec.height)
-        };
+        self.size = self
+            .target
+            .stream_size((width, height), swaps_axes(orientation));
         self.orientation = orientation;
         self.resizer
-            .start((width, height), self.spec.channels(), (nw, nh));
+            .start((width, height), self.target.stream_channels(), self.size);
     }
 
     fn row(&mut self, rgb: &[u8]) {
         match self.spec.color_mode {
+            _ if self.target.reframe => self.resizer.push(rgb),
             ColorMode::Rgb => self.resizer.push(rgb),
             ColorMode::Grayscale => {
                 luma(rgb, self.spec.grayscale_coefficients, self.luma);
@@ -405,7 +434,7 @@ mod tests {
             grayscale_coefficients: [0.299, 0.587, 0.114],
             alpha: "composite_black".into(),
             resize_filter: ResizeFilter::Triangle,
-            resize_mode: "stretch".into(),
+            resize_mode: ResizeMode::Stretch,
             jpeg_dct_scaling: JpegDctScaling::Full,
             scale: 1.0 / 255.0,
             mean: vec![0.0; ch],
@@ -782,9 +811,11 @@ mod tests {
         let target = p.target();
         let mut sink = Sink {
             spec: &p.spec,
+            target,
             resizer: &mut StreamResizer::default(),
             luma: &mut Vec::new(),
             orientation: Orientation::NoTransforms,
+            size: (0, 0),
         };
         let streamed = matches!(
             decode_bounded(bytes, limits, &target, Vec::new(), Some(&mut sink)),
@@ -833,6 +864,58 @@ mod tests {
                 assert!(rows == whole, "image {i} ({color:?}) differs when streamed");
             }
         }
+    }
+
+    /// A `w` x `h` black picture with a textured disc of radius `r` centred at (`cx`, `cy`).
+    fn body(w: u32, h: u32, (cx, cy, r): (i64, i64, i64)) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| {
+            let (dx, dy) = (i64::from(x) - cx, i64::from(y) - cy);
+            if dx * dx + dy * dy > r * r {
+                return image::Rgb([0, 0, 0]);
+            }
+            // the texture moves with the body, and has no detail finer than what reaches the model
+            let t = (((dx + 700) / 97 + (dy + 500) / 61) % 9) as u8;
+            image::Rgb([150 + 8 * t, 120 + 5 * t, 90 + 3 * t])
+        })
+    }
+
+    #[test]
+    fn a_re_framing_model_cuts_out_the_body_whole_or_streamed() {
+        let mut s = spec(ColorMode::Rgb, Layout::Nchw);
+        (s.width, s.height, s.resize_mode) = (32, 32, ResizeMode::ContentSquare);
+        let mut p = Preprocessor::new(Arc::new(s.clone()));
+        // A small body off centre: the model sees it filling its input, as a frame-filling one.
+        let small = DynamicImage::ImageRgb8(body(200, 120, (150, 40, 25)));
+        let filling = DynamicImage::ImageRgb8(body(55, 55, (27, 27, 25)));
+        let (a, b) = (p.pixels(&small).to_vec(), p.pixels(&filling).to_vec());
+        let mean = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| f64::from(x.abs_diff(*y)))
+            .sum::<f64>();
+        assert!(mean / a.len() as f64 <= 2.0, "{}", mean / a.len() as f64);
+        // Too large to hold whole: reduced row by row, then re-framed.
+        let big = body(3000, 2000, (2100, 700, 400));
+        let png = encode(&DynamicImage::ImageRgb8(big), ImageFormat::Png);
+        let (whole, streamed) = model_pixels(&mut p, &png, u64::MAX);
+        assert!(!streamed);
+        let (rows, streamed) = model_pixels(&mut p, &png, 8 << 20);
+        assert!(streamed, "over an 8 MiB budget");
+        let diff: Vec<u8> = whole
+            .iter()
+            .zip(&rows)
+            .map(|(x, y)| x.abs_diff(*y))
+            .collect();
+        let max = diff.iter().max().copied().unwrap_or(0);
+        let mean = diff.iter().map(|&d| f64::from(d)).sum::<f64>() / diff.len() as f64;
+        eprintln!("re-framed whole vs streamed: max {max}, mean {mean:.3}");
+        assert!(max <= 24 && mean <= 1.0, "max {max}, mean {mean}");
+        // Grayscale models find the body in colour too.
+        s.color_mode = ColorMode::Grayscale;
+        (s.mean, s.std) = (vec![0.0], vec![1.0]);
+        let mut g = Preprocessor::new(Arc::new(s));
+        let (gray, streamed) = model_pixels(&mut g, &png, 8 << 20);
+        assert!(streamed && gray.len() == 32 * 32);
     }
 
     #[test]
@@ -950,9 +1033,11 @@ mod tests {
         assert!(needed > 4000 * 3000 * 8, "{needed}");
         let mut sink = Sink {
             spec: &p.spec,
+            target: t,
             resizer: &mut StreamResizer::default(),
             luma: &mut Vec::new(),
             orientation: Orientation::NoTransforms,
+            size: (0, 0),
         };
         assert!(matches!(
             decode_bounded(&png, limits, &t, Vec::new(), Some(&mut sink)),

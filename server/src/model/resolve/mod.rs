@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use self::calibration::{calibration, colour};
 use self::meta::{Meta, bad, floats, kind, number, text, three};
-use super::kinds::{ColorMode, JpegDctScaling, Layout, OutputKind, ResizeFilter};
+use super::kinds::{ColorMode, JpegDctScaling, Layout, OutputKind, ResizeFilter, ResizeMode};
 use super::overrides::ModelOverrides;
 use super::spec::{ModelError, ModelSpec, TensorInfo};
 
@@ -249,7 +249,7 @@ struct Pixels {
     grayscale_coefficients: [f32; 3],
     alpha: String,
     resize_filter: ResizeFilter,
-    resize_mode: String,
+    resize_mode: ResizeMode,
     scale: f32,
     mean: Vec<f32>,
     std: Vec<f32>,
@@ -274,7 +274,9 @@ fn pixels(meta: &Meta<'_>, over: &ModelOverrides, channels: usize) -> Result<Pix
     let resize_filter = meta
         .ladder(over.resize_filter, "resize_filter", kind)?
         .unwrap_or(ResizeFilter::Triangle);
-    let resize_mode = only(meta, "resize_mode", "stretch")?;
+    let resize_mode = meta
+        .ladder(None, "resize_mode", kind)?
+        .unwrap_or(ResizeMode::Stretch);
     let scale = meta
         .ladder(over.scale, "scale", number("expected a number"))?
         .unwrap_or(1.0 / 255.0);
