@@ -2,7 +2,7 @@
 
 Everything here works on full-size 8-bit RGB PIL images (the dataset's 128x128 renders) and ends the way
 a real request does: the changed picture is encoded as a JPEG and then goes through the one
-preprocessing definition (`preprocess.load_model_pixels`: DCT-scaled decode, resize). So training, the
+preprocessing definition (`preprocess.load_model_pixels`: DCT-scaled decode, content_square, resize). So training, the
 robustness evaluation and serving see pixels made by the same path.
 
 Corruption suite (`SUITE`): each photometric corruption has five severities (increasing), each geometric one
@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter
 
 from . import framing
-from .preprocess import load_model_pixels
+from .preprocess import SERVED_RESIZE_MODE, load_model_pixels
 
 REENCODE_QUALITY = 92
 
@@ -43,14 +43,15 @@ def model_pixels(
     im: Image.Image, height: int, width: int, quality: int = REENCODE_QUALITY, reader: str = "rgb"
 ) -> np.ndarray:
     """What a model sees for picture `im` sent as a JPEG of `quality`: HWC uint8 at height x width.
-    reader "rgb": this model's path (DCT-scaled decode, RGB8, resize); "guide": the guide-recipe
-    baseline's (full decode, RGB8, PIL luma, resize; HxWx1)."""
+    reader "rgb": this model's path (DCT-scaled decode, RGB8, content_square, resize); "stretch": the same without
+    content_square (the previous model's); "guide": the guide-recipe baseline's (full decode, RGB8, PIL luma,
+    resize; HxWx1)."""
     buf = io.BytesIO(jpeg_bytes(im, quality))
     if reader == "guide":
         from .preprocess import guide_gray8, load_rgb8
 
         return guide_gray8(load_rgb8(buf), height, width)
-    return load_model_pixels(buf, height, width)
+    return load_model_pixels(buf, height, width, "stretch" if reader == "stretch" else SERVED_RESIZE_MODE)
 
 
 # ------------------------------------------------------------------------------------------ primitives

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import VAL_FRACTION, Served
-from .preprocess import Preprocessing, guide_gray8, load_rgb8, resize_rgb8
+from .preprocess import SERVED_RESIZE_MODE, Preprocessing, guide_gray8, load_rgb8, resize_rgb8
 
 SCALE = "0.00392156862745098"  # 1/255, as the metadata writes it
 
@@ -50,7 +50,14 @@ def served_preprocessing(served: Served) -> Preprocessing:
     """The served model's preprocessing: pixels scaled to 0..1, mean 0 and std 1 per channel (the network
     normalises each image's exposure itself, see networks.served_model)."""
     return Preprocessing(
-        served.height, served.width, "rgb", "NCHW", scale=SCALE, mean=("0", "0", "0"), std=("1", "1", "1")
+        served.height,
+        served.width,
+        "rgb",
+        "NCHW",
+        scale=SCALE,
+        mean=("0", "0", "0"),
+        std=("1", "1", "1"),
+        resize_mode=SERVED_RESIZE_MODE,
     )
 
 

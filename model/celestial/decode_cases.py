@@ -19,7 +19,9 @@ def b64(a) -> str:
 
 
 # The synthetic decode cases: (format, width, height, mode, EXIF orientation): JPEGs whose DCT factor is 8, 4,
-# 2, 1, a size that is no multiple of the factor, a grayscale JPEG, one with EXIF orientation; a PNG.
+# 2, 1, a size that is no multiple of the factor, a grayscale JPEG, one with EXIF orientation; a PNG; then
+# bodies on a black sky that the content_square re-framing cuts out (mode "body": small and off centre, in a
+# wide frame, cut by the picture's edge).
 DECODE_SPECS = [
     ("jpeg", 256, 256, "RGB", None),
     ("jpeg", 128, 128, "RGB", None),
@@ -31,6 +33,9 @@ DECODE_SPECS = [
     ("jpeg", 160, 120, "L", None),
     ("jpeg", 200, 136, "RGB", 6),
     ("png", 128, 128, "RGB", None),
+    ("jpeg", 128, 128, "body", None),
+    ("jpeg", 200, 120, "body", None),
+    ("png", 96, 96, "body", None),
 ]
 
 
@@ -39,6 +44,13 @@ def _synthetic_file(rng, fmt: str, wd: int, ht: int, mode: str, orient: int | No
 
     small = rng.integers(0, 256, (max(ht // 16, 2), max(wd // 16, 2), 3)).astype(np.uint8)
     im = Image.fromarray(small, "RGB").resize((wd, ht), Image.Resampling.BICUBIC)
+    if mode == "body":  # a textured disc of a third to two thirds of the shorter side, anywhere, even cut off
+        r = int(rng.integers(min(wd, ht) // 6, min(wd, ht) // 3 + 1))
+        cx, cy = int(rng.integers(0, wd)), int(rng.integers(0, ht))
+        yy, xx = np.mgrid[:ht, :wd]
+        inside = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+        im = Image.fromarray(np.where(inside[..., None], np.asarray(im) // 2 + 100, 0).astype(np.uint8), "RGB")
+        mode = "RGB"
     if mode == "L":
         im = im.convert("L")
     buf = io.BytesIO()
@@ -81,7 +93,7 @@ def decode_cases(mpath: Path, pre, cal: Calibration) -> list[dict]:
             stored = probe.size
         jpeg = fmt == "jpeg"
         dec = jpeg_draft_size(stored[0], stored[1], pre.width, pre.height) if jpeg else stored
-        pix = load_model_pixels(io.BytesIO(data), pre.height, pre.width)
+        pix = load_model_pixels(io.BytesIO(data), pre.height, pre.width, pre.resize_mode)
         cases.append(
             {
                 "format": fmt,

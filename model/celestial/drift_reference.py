@@ -115,7 +115,7 @@ def observe(model: Path, raw: Path, paths: list[str]) -> dict[str, np.ndarray]:
 
     meta = read_metadata(model)
     pre = preprocessing_from(meta)
-    px = np.stack([load_model_pixels(raw / p, pre.height, pre.width) for p in paths])
+    px = np.stack([load_model_pixels(raw / p, pre.height, pre.width, pre.resize_mode) for p in paths])
     logits = ort_logits(model, to_tensor(px, pre))
     confidence, known = served_outputs(logits, meta, px=px)
     return {

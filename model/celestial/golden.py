@@ -164,6 +164,7 @@ def served_golden(mpath: Path, pre, cal: Calibration, classes, val_items, px_va,
             "std": list(pre.std),
         },
         "jpeg_dct_scaling": JPEG_DCT_SCALING,
+        "resize_mode": pre.resize_mode,
         "outputs": {
             "confidence": CONFIDENCE_RULE,
             "known": KNOWN_RULE,

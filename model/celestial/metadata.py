@@ -139,4 +139,5 @@ def preprocessing_from(meta: dict[str, str]) -> Preprocessing:
         meta["celestial.scale"],
         tuple(meta["celestial.mean"].split(",")),
         tuple(meta["celestial.std"].split(",")),
+        resize_mode=meta.get("celestial.resize_mode", "stretch"),
     )

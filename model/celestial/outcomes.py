@@ -13,7 +13,7 @@ from .data import Split
 from .golden_set import GOLDEN_KEY
 from .log import log
 from .metadata import preprocessing_from, read_metadata
-from .preprocess import Preprocessing, to_tensor
+from .preprocess import SERVED_RESIZE_MODE, Preprocessing, to_tensor
 from .report import confusion_text, environment, history
 from .runtime import ort_logits, ort_outputs
 from .served import Exported, Trained
@@ -34,14 +34,20 @@ class Outcomes:
     previous_pre: Preprocessing | None
 
 
+def reader_of(pre: Preprocessing) -> str:
+    """The picture sets' reader (augment.model_pixels) for a model of preprocessing `pre`."""
+    return "rgb" if pre.resize_mode == SERVED_RESIZE_MODE else "stretch"
+
+
 def _previous(run: Run, split: Split) -> tuple | None:
     """The previous model (v2): its preprocessing, corruption suite and clean validation logits, when present."""
     if not run.previous.exists():
         return None
     log("corruption suite on the previous model (v2) and the guide recipe")
     pre = preprocessing_from(read_metadata(run.previous))
-    suite = pools.suite_pixels(run.raw, split.val, pre.height, pre.width, run.cache)
-    clean = ort_logits(run.previous, to_tensor(pools.clean_pixels(run.raw, split.val, pre.height, pre.width), pre))
+    suite = pools.suite_pixels(run.raw, split.val, pre.height, pre.width, run.cache, reader=reader_of(pre))
+    px = pools.clean_pixels(run.raw, split.val, pre.height, pre.width, pre.resize_mode)
+    clean = ort_logits(run.previous, to_tensor(px, pre))
     return run.previous, pre, suite, clean
 
 
@@ -70,7 +76,8 @@ def evaluate_outcomes(
     g_ev = evaluation.eval_outliers(run.raw, split.val, g.height, g.width, run.cache, reader="guide")
     ood["guide_msp_auroc"] = evaluation.msp_auroc(guide.path, guide.logits, g_ev["px"], guide.pre)
     if prev is not None:
-        prev_ev = evaluation.eval_outliers(run.raw, split.val, prev[1].height, prev[1].width, run.cache)
+        p = prev[1]
+        prev_ev = evaluation.eval_outliers(run.raw, split.val, p.height, p.width, run.cache, reader=reader_of(p))
         ood["previous_msp_auroc"] = evaluation.msp_auroc(run.previous, prev[3], prev_ev["px"], prev[1])
     if (run.out / "loco.json").exists():
         shutil.copy2(run.out / "loco.json", out / "loco.json")

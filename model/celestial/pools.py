@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from . import augment, framing
-from .preprocess import load_model_pixels, load_rgb8
+from .preprocess import SERVED_RESIZE_MODE, load_model_pixels, load_rgb8
 
 SUITE_SEED = 1414
 POOL_SEED = 2024
@@ -67,7 +67,7 @@ def training_pool(raw: Path, items, variants: int, height: int, width: int, cach
             "framings": framing.TRAIN_FRAMINGS,
             "framed_share": framing.FRAMED_SHARE,
             "op_weights": {name: w for name, (w, _) in augment.TRAIN_OPS.items()},
-            "v": 4,
+            "v": 5,
         },
         make,
     )
@@ -97,15 +97,15 @@ def outlier_pool(
             "framings": framing.TRAIN_FRAMINGS,
             "framed_share": framing.FRAMED_SHARE,
             "op_weights": {name: w for name, (w, _) in augment.TRAIN_OPS.items()},
-            "v": 4,
+            "v": 5,
             **({"reader": reader} if reader != "rgb" else {}),
         },
         make,
     )
 
 
-def clean_pixels(raw: Path, items, height: int, width: int) -> np.ndarray:
-    return np.stack([load_model_pixels(raw / rel, height, width) for rel, _ in items])
+def clean_pixels(raw: Path, items, height: int, width: int, mode: str = SERVED_RESIZE_MODE) -> np.ndarray:
+    return np.stack([load_model_pixels(raw / rel, height, width, mode) for rel, _ in items])
 
 
 def suite_pixels(raw: Path, items, height: int, width: int, cache_dir: Path | None, reader: str = "rgb") -> dict:
@@ -139,7 +139,7 @@ def suite_pixels(raw: Path, items, height: int, width: int, cache_dir: Path | No
             "w": width,
             "seed": SUITE_SEED,
             "suite": {k: v[1] for k, v in augment.SUITE.items()},
-            "v": 2,
+            "v": 3,
             **({"reader": reader} if reader != "rgb" else {}),
         },
         make,

@@ -15,13 +15,16 @@ Steps:
      composited onto black (c' = round(c * a / 255)); 16-bit samples are reduced to 8 bits first
      (v8 = round(v16 * 255 / 65535), as image-rs's to_rgb8(); Pillow decodes 16-bit RGB PNGs to 8 bits
      itself with v >> 8, at most 1 lower; the training data is all 8-bit JPEG);
-  3. resize to exactly H x W (stretch, aspect ratio not kept) with the antialiased triangle
+  3. re-frame (resize mode `content_square`, the served model's; `stretch` skips it): the picture is cut
+     to the square around its body (`content_square`), so a body photographed small, off centre or in a
+     wide frame reaches the network at the size and place it was trained on;
+  4. resize to exactly H x W (stretch, aspect ratio not kept) with the antialiased triangle
      (bilinear) filter: PIL `Image.resize(size, Image.Resampling.BILINEAR, reducing_gap=None)`,
      which Rust `image::imageops::resize(.., FilterType::Triangle)` reproduces to within +-1 per
      channel; the result is rounded back to 8-bit RGB;
-  4. float32, per channel c: t = ((p * scale) - mean[c]) / std[c], each operation in IEEE float32
+  5. float32, per channel c: t = ((p * scale) - mean[c]) / std[c], each operation in IEEE float32
      in exactly that order (multiply, subtract, divide; no fused multiply-add);
-  5. layout NCHW (or NHWC for a model whose metadata says so), batch dimension first.
+  6. layout NCHW (or NHWC for a model whose metadata says so), batch dimension first.
 """
 
 from __future__ import annotations
@@ -40,7 +43,11 @@ SPEC = (
     "for a w x h file and a W x H model input, decoded size ceil(w/s) x ceil(h/s), as Pillow "
     "Image.draft('RGB', (W, H)) / libjpeg-turbo scale_denom; other formats full size; then EXIF orientation "
     "applied) -> RGB8 (grayscale expanded R=G=B; alpha composited onto "
-    "black, c'=round(c*a/255); 16-bit reduced by round(v*255/65535)) -> resize to HxW, stretch, "
+    "black, c'=round(c*a/255); 16-bit reduced by round(v*255/65535)) -> with resize mode content_square, "
+    "cut to the square around the body (rows and columns with at least max(2, side // 16) pixels whose "
+    "brightest channel reaches max(16, lo + (hi - lo + 3) // 4), lo and hi that channel's 10th and 99th "
+    "percentiles; the box widened by a tenth of its longer side, at least a quarter of the shorter picture "
+    "side, centred on the box, black outside the picture) -> resize to HxW, stretch, "
     "antialiased triangle filter (PIL Image.BILINEAR with reducing_gap=None; image-rs "
     "FilterType::Triangle), rounded to u8 -> float32 t = ((p*scale) - mean[c]) / std[c] "
     "(float32, multiply then subtract then divide) -> NCHW"
@@ -76,6 +83,7 @@ class Preprocessing:
     mean: tuple[str, ...]
     std: tuple[str, ...]
     grayscale_coefficients: str = "0.299,0.587,0.114"
+    resize_mode: str = "stretch"  # RESIZE_MODES
 
     @property
     def channels(self) -> int:
@@ -97,7 +105,7 @@ class Preprocessing:
             "celestial.color_mode": self.color_mode,
             "celestial.alpha": "composite_black",
             "celestial.resize_filter": "triangle",
-            "celestial.resize_mode": "stretch",
+            "celestial.resize_mode": self.resize_mode,
             "celestial.jpeg_dct_scaling": JPEG_DCT_SCALING,
             "celestial.scale": self.scale,
             "celestial.mean": ",".join(self.mean),
@@ -107,6 +115,11 @@ class Preprocessing:
             meta["celestial.grayscale_coefficients"] = self.grayscale_coefficients
         return meta
 
+
+# The values of `celestial.resize_mode`: `stretch` resizes the whole picture; `content_square` first cuts it to
+# the square around the body (content_square). The served model's is content_square.
+RESIZE_MODES = ("stretch", "content_square")
+SERVED_RESIZE_MODE = "content_square"
 
 # The value of the `celestial.jpeg_dct_scaling` metadata key: how a JPEG is decoded.
 JPEG_DCT_SCALING = "draft"
@@ -141,9 +154,12 @@ def load_rgb8(path: "str | Path | io.BytesIO", draft: tuple[int, int] | None = N
         return to_rgb8(im)
 
 
-def load_model_pixels(path: "str | Path | io.BytesIO", height: int, width: int) -> np.ndarray:
-    """Steps 1-3 for a model input of height x width: decode (JPEG DCT-scaled), RGB8, resize; HWC uint8."""
-    return resize_rgb8(load_rgb8(path, draft=(width, height)), height, width)
+def load_model_pixels(
+    path: "str | Path | io.BytesIO", height: int, width: int, mode: str = SERVED_RESIZE_MODE
+) -> np.ndarray:
+    """Steps 1-4 for a model input of height x width: decode (JPEG DCT-scaled), RGB8, re-frame (`mode`),
+    resize; HWC uint8."""
+    return resize_rgb8(load_rgb8(path, draft=(width, height)), height, width, mode)
 
 
 def to_rgb8(im: Image.Image) -> Image.Image:
@@ -164,8 +180,47 @@ def to_rgb8(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def resize_rgb8(im: Image.Image, height: int, width: int) -> np.ndarray:
-    """Step 3: stretch to height x width with the antialiased triangle filter; HWC uint8."""
+def content_box(rgb: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(left, top, right, bottom) of the rows and columns of an RGB8 picture (HWC) that hold the body: at least
+    max(2, side // 16) pixels whose brightest channel reaches a threshold a quarter of the way from the picture's
+    dark level (10th percentile) to its bright one (99th), and at least 16. None when no row or column does (a
+    picture darker than 16 nearly everywhere). Percentiles and threshold are integers, as the server computes them."""
+    h, w = rgb.shape[:2]
+    level = rgb.max(2)
+    counts = np.bincount(level.ravel(), minlength=256).cumsum()
+    n = h * w
+    lo = int(np.searchsorted(counts, n // 10, side="right"))
+    hi = int(np.searchsorted(counts, n - 1 - n // 100, side="right"))
+    bright = level >= max(16, lo + (hi - lo + 3) // 4)
+    rows = np.flatnonzero(bright.sum(1) >= max(2, w // 16))
+    cols = np.flatnonzero(bright.sum(0) >= max(2, h // 16))
+    if len(rows) == 0 or len(cols) == 0:
+        return None
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def content_square(im: Image.Image) -> Image.Image:
+    """Step 3 (resize mode content_square): the picture cut to the square around its body (`content_box`),
+    widened by a tenth of the box's longer side (the dataset's renders leave about that much sky), at least a
+    quarter of the picture's shorter side (a star is not zoomed into), centred on the box; black beyond the
+    picture. The whole picture when no body is found."""
+    box = content_box(np.asarray(im, dtype=np.uint8))
+    if box is None:
+        return im
+    x0, y0, x1, y1 = box
+    side = max(x1 - x0, y1 - y0)
+    side = max(side + (side + 9) // 10, min(im.size) // 4)
+    left, top = (x0 + x1 - side) // 2, (y0 + y1 - side) // 2
+    return im.crop((left, top, left + side, top + side))
+
+
+def resize_rgb8(im: Image.Image, height: int, width: int, mode: str = SERVED_RESIZE_MODE) -> np.ndarray:
+    """Steps 3-4: re-frame (`mode` content_square) then stretch to height x width with the antialiased triangle
+    filter; HWC uint8."""
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"unknown resize mode {mode!r}")
+    if mode == "content_square":
+        im = content_square(im)
     out = im.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=None)
     arr = np.asarray(out, dtype=np.uint8)
     assert arr.shape == (height, width, 3), arr.shape
@@ -186,7 +241,7 @@ def guide_gray8(im: Image.Image, height: int, width: int) -> np.ndarray:
 
 
 def to_tensor(pixels: np.ndarray, pre: Preprocessing) -> np.ndarray:
-    """Step 4-5 for a batch (N,H,W,C) or one image (H,W,C) of uint8 pixels -> float32 in `pre.layout`."""
+    """Steps 5-6 for a batch (N,H,W,C) or one image (H,W,C) of uint8 pixels -> float32 in `pre.layout`."""
     single = pixels.ndim == 3
     batch = pixels[None] if single else pixels
     scale, mean, std = pre.constants()

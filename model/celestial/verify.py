@@ -119,6 +119,7 @@ def check_served_file(c: Checks, path: Path) -> tuple[dict, object, Preprocessin
         meta["celestial.scale"],
         tuple(meta["celestial.mean"].split(",")),
         tuple(meta["celestial.std"].split(",")),
+        resize_mode=meta["celestial.resize_mode"],
     )
     return meta, sess, pre
 
@@ -131,7 +132,9 @@ def check_validation(c: Checks, d: Path, raw: Path | None, sess, pre: Preprocess
     if raw is None:
         c.skip("served model: validation accuracy", "no dataset")
         return
-    x = to_tensor(np.stack([load_model_pixels(raw / rel, pre.height, pre.width) for rel in split]), pre)
+    x = to_tensor(
+        np.stack([load_model_pixels(raw / rel, pre.height, pre.width, pre.resize_mode) for rel in split]), pre
+    )
     logits = np.concatenate([sess.run(["logits"], {"input": x[i : i + 50]})[0] for i in range(0, len(x), 50)])
     truth = np.array([labels.index(rel.split("/")[0]) for rel in split])
     acc = f"{(logits.argmax(1) == truth).mean():.4f}"

@@ -110,7 +110,7 @@ def check_robustness(
     ev = pools.outlier_pool(
         raw, items, ood["synthetic"]["images"], pools.OUTLIER_EVAL_SEED, pre.height, pre.width, cache
     )
-    clean = np.stack([load_model_pixels(raw / rel, pre.height, pre.width) for rel, _ in items])
+    clean = np.stack([load_model_pixels(raw / rel, pre.height, pre.width, pre.resize_mode) for rel, _ in items])
     lc, oc = outputs_of(clean)
     _, known_id = served_outputs(lc, meta, oc, clean)
     lo, oo = outputs_of(ev["px"])

@@ -141,7 +141,7 @@ def check_decode_cases(c: Checks, golden: dict, sess, pre: Preprocessing, meta: 
             else im.size == want_dec,
             f"{im.size}",
         )
-        pix = load_model_pixels(io.BytesIO(data), pre.height, pre.width)
+        pix = load_model_pixels(io.BytesIO(data), pre.height, pre.width, pre.resize_mode)
         want = np.frombuffer(base64.b64decode(case["pixels_rgb8_base64"]), np.uint8).reshape(pix.shape)
         c.check(f"{tag}: pixels", np.array_equal(pix, want))
         x = to_tensor(pix, pre)[None]
@@ -170,7 +170,9 @@ def check_golden_set(c: Checks, golden: dict, meta: dict, sess, pre: Preprocessi
     labels = json.loads(meta["celestial.labels"])
     worst, wrong = 0.0, []
     for image in decode(value)["images"]:
-        pix = load_model_pixels(io.BytesIO(base64.b64decode(image["file_base64"])), pre.height, pre.width)
+        pix = load_model_pixels(
+            io.BytesIO(base64.b64decode(image["file_base64"])), pre.height, pre.width, pre.resize_mode
+        )
         logits = sess.run(["logits"], {"input": to_tensor(pix, pre)[None]})[0][0]
         diff = float(np.abs(logits - np.array(image["logits"])).max())
         worst = max(worst, diff)

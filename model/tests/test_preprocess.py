@@ -29,16 +29,17 @@ def pixels(entry: dict, key: str = "pixels_rgb8_base64") -> np.ndarray:
 def golden_preprocessing(golden: dict) -> Preprocessing:
     i = golden["input"]
     _, _, h, w = i["shape"]
-    return Preprocessing(h, w, "rgb", i["layout"], i["scale"], tuple(i["mean"]), tuple(i["std"]))
+    mode = golden.get("resize_mode", "stretch")
+    return Preprocessing(h, w, "rgb", i["layout"], i["scale"], tuple(i["mean"]), tuple(i["std"]), resize_mode=mode)
 
 
 def test_decode_cases_reproduce_pixels_and_tensors(golden):
     pre = golden_preprocessing(golden)
     cases = golden["decode_cases"]
-    assert len(cases) == 10
+    assert len(cases) == 13
     for case in cases:
         data = base64.b64decode(case["file_base64"])
-        got = load_model_pixels(io.BytesIO(data), pre.height, pre.width)
+        got = load_model_pixels(io.BytesIO(data), pre.height, pre.width, pre.resize_mode)
         assert np.array_equal(got.ravel(), pixels(case)), case["stored_width"]
         assert tensor_sha256(to_tensor(got, pre)[None]) == case["tensor_sha256"]
 
@@ -108,7 +109,7 @@ def test_golden_pixels_from_the_dataset(golden, raw):
         decoded = np.asarray(load_rgb8(raw / entry["image"], draft=(pre.width, pre.height)), np.uint8)
         assert decoded.shape == (entry["decoded_height"], entry["decoded_width"], 3)
         assert np.array_equal(decoded.ravel(), pixels(entry, "decoded_rgb8_base64"))
-        got = load_model_pixels(raw / entry["image"], pre.height, pre.width)
+        got = load_model_pixels(raw / entry["image"], pre.height, pre.width, pre.resize_mode)
         assert np.array_equal(got.ravel(), pixels(entry)), entry["image"]
 
 
