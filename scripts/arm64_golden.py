@@ -4,12 +4,14 @@
     arm64_golden.py --compare A.json B.json       compare two servers' answers (amd64 vs arm64)
 
 A server is checked the way the amd64 image is: its start-up self-check must have passed over the
-whole golden set the model carries (`GET /model`: status passed, 19 images), and every fixture of
+whole golden set the model carries (`GET /model`: status passed), and every fixture of
 model/golden.json sent to `POST /predict` must give the recorded prediction and logits within
 golden.json's tolerances: the 10 class images as PNGs of their model-input pixels (the same input
-tensor: `logit_max_abs_same_pixels`), the 10 decode cases as their own files (JPEGs decoded and
-resized here: `logit_max_abs`). /predict answers probabilities (softmax at temperature 1); their
-logarithms are the logits up to a constant, so both are compared centred (mean 0).
+tensor: `logit_max_abs_same_pixels`), or for a model that re-frames its pictures (resize mode
+content_square) of their decoded pixels (re-framed and resized here: REFRAMED_LOGIT_MAX_ABS), the
+decode cases as their own files (JPEGs decoded and resized here: `logit_max_abs`). /predict answers
+probabilities (softmax at the model's temperature T, 1 without one); their logarithms times T are the
+logits up to a constant, so both are compared centred (mean 0).
 """
 
 import base64
@@ -40,14 +42,29 @@ def centred(values: list[float]) -> list[float]:
     return [v - mean for v in values]
 
 
+# The class images' tolerance for a re-framing model: model/celestial/golden_set.py's REFRAMED_LOGIT_MAX_ABS.
+REFRAMED_LOGIT_MAX_ABS = 0.15
+
+
+def class_tolerance(golden: dict) -> float:
+    """The class images' tolerance: identical tensors, or re-framed and resized by the server."""
+    if golden.get("resize_mode", "stretch") == "content_square":
+        return REFRAMED_LOGIT_MAX_ABS
+    return golden["tolerance"]["logit_max_abs_same_pixels"]
+
+
 def fixtures(golden: dict) -> list[tuple[str, bytes, str, list[float], str | None, float]]:
     """(name, file, content type, recorded logits, expected label or None, tolerance) of every fixture."""
     tol = golden["tolerance"]
+    reframed = golden.get("resize_mode", "stretch") == "content_square"
     out = []
     for img in golden["images"]:
-        pixels = base64.b64decode(img["pixels_rgb8_base64"])
-        png = png_rgb8(img["width"], img["height"], pixels)
-        out.append((img["image"], png, "image/png", img["logits"], img["prediction"], tol["logit_max_abs_same_pixels"]))
+        if reframed:
+            pixels = base64.b64decode(img["decoded_rgb8_base64"])
+            png = png_rgb8(img["decoded_width"], img["decoded_height"], pixels)
+        else:
+            png = png_rgb8(img["width"], img["height"], base64.b64decode(img["pixels_rgb8_base64"]))
+        out.append((img["image"], png, "image/png", img["logits"], img["prediction"], class_tolerance(golden)))
     for i, case in enumerate(golden["decode_cases"]):
         name = f"decode case {i} ({case['format']} {case['stored_width']}x{case['stored_height']} {case['mode']})"
         ctype = "image/png" if case["format"] == "png" else "image/jpeg"
@@ -65,15 +82,20 @@ def get_json(url: str, data: bytes | None = None, ctype: str | None = None) -> d
 def check(addr: str, platform: str, out: str) -> None:
     golden = json.loads(GOLDEN.read_text())
     labels = golden["labels"]
+    temperature = float(golden["outputs"].get("temperature") or 1.0)
     model = get_json(f"http://{addr}/model")
     sc = model.get("self_check", {})
-    if sc.get("status") != "passed" or sc.get("images") != 19 or sc.get("skipped") != 0:
+    # every class image and every decode case of at most 16 KiB (golden_set.MAX_FILE_BYTES)
+    small = [c for c in golden["decode_cases"] if len(base64.b64decode(c["file_base64"])) <= 16 * 1024]
+    want = len(golden["images"]) + len(small)
+    if sc.get("status") != "passed" or sc.get("images") != want or sc.get("skipped") != 0:
         sys.exit(f"{platform}: the start-up self-check did not pass over the golden set: {sc}")
     failures, answers, worst = [], {}, 0.0
     for name, data, ctype, logits, expected, tol in fixtures(golden):
         got = get_json(f"http://{addr}/predict", data, ctype)
         probs = [got["probabilities"][label] for label in labels]
-        served = centred([math.log(max(p, 1e-30)) for p in probs])
+        # calibrated probabilities are softmax(logits / T): their logarithms times T are the logits
+        served = centred([temperature * math.log(max(p, 1e-30)) for p in probs])
         diff = max(abs(a - b) for a, b in zip(served, centred(logits)))
         worst = max(worst, diff)
         recorded = labels[max(range(len(logits)), key=lambda k: logits[k])]
@@ -96,13 +118,14 @@ def compare(a_path: str, b_path: str) -> None:
     """The two platforms' answers: the same predictions, logits within the class images' tolerance
     of each other's for the PNGs (identical tensors) and within logit_max_abs for the JPEGs."""
     a, b = json.loads(Path(a_path).read_text()), json.loads(Path(b_path).read_text())
-    tol = json.loads(GOLDEN.read_text())["tolerance"]
+    golden = json.loads(GOLDEN.read_text())
+    tol = golden["tolerance"]
     assert a.keys() == b.keys(), "different fixtures"
     worst, failures = 0.0, []
     for name in a:
         diff = max(abs(x - y) for x, y in zip(a[name]["logits"], b[name]["logits"]))
         worst = max(worst, diff)
-        limit = tol["logit_max_abs"] if name.startswith("decode case") else tol["logit_max_abs_same_pixels"]
+        limit = tol["logit_max_abs"] if name.startswith("decode case") else class_tolerance(golden)
         if a[name]["prediction"] != b[name]["prediction"]:
             failures.append(f"{name}: {a[name]['prediction']} vs {b[name]['prediction']}")
         if diff > limit:

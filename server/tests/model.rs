@@ -88,10 +88,11 @@ fn check_decoded(name: &str, case: &Value, img: &image::DynamicImage) -> f64 {
 /// How far our `confidence` may be from the golden one: from the same pixels only the float
 /// arithmetic differs; pixels 1 apart after the resize (image-rs's float triangle filter vs
 /// Pillow's fixed-point one, on files that are not decoded straight to the model size) move the
-/// logits a little (measured on the golden decode cases: at most 0.0012 for these low-confidence
-/// noise pictures).
+/// logits a little (measured on the golden decode cases: at most 0.0012 for the low-confidence
+/// noise pictures with the first v3; 0.0143 with the re-framing v3, on a body in a wide frame,
+/// resized up from the square around it).
 const CONFIDENCE_SAME_PIXELS: f64 = 1e-5;
-const CONFIDENCE_PIXELS_WITHIN_1: f64 = 0.005;
+const CONFIDENCE_PIXELS_WITHIN_1: f64 = 0.03;
 
 /// Prediction (and `confidence` / `known` when the golden entry has them) of the model's answer for
 /// `bytes`, computed by the server's own decoding, against the golden entry. Returns the
