@@ -74,9 +74,7 @@ impl Target {
             .find(|&n| scaled(w, n) >= least && scaled(h, n) >= least)
             .unwrap_or(8)
     }
-}
 
-impl Target {
     /// The size a picture of `w` x `h` rows is resized to while it is decoded row by row: the
     /// model input (its sides swapped when the orientation will swap them), or for a re-framing
     /// model the picture itself, reduced to at most 16 times the input's longer side with its

@@ -5,8 +5,8 @@
 //! Memory: every image is checked against a [`DecodeLimits`] budget from its header, before any
 //! pixel is decoded (`decode`); one too large to hold whole is decoded row by row into a
 //! [`resize::StreamResizer`] (a JPEG scaled down in the DCT first), or refused with the memory it
-//! would need ([`PreprocessError::OverBudget`]). A model that re-frames its pictures needs them
-//! whole: they are never decoded row by row.
+//! would need ([`PreprocessError::OverBudget`]). For a model that re-frames its pictures, a
+//! picture decoded row by row is only reduced ([`Target::stream_size`]), then re-framed whole.
 //!
 //! Inside: `budget`, `frame`, `markers` and `resize` (leaves), `error` (imports `budget`), `jpeg` and
 //! `png_rows` (import `budget` and `error`), `decode` (imports them all); this file imports them
@@ -216,10 +216,11 @@ impl Preprocessor {
         let truncated = PreprocessError::Truncated { format: "uploaded" };
         let px = self.stream.finish().ok_or(truncated.clone())?;
         let reframe = self.spec.resize_mode == ResizeMode::ContentSquare;
-        let mut img = match self.spec.color_mode {
-            _ if reframe => RgbImage::from_raw(w, h, px).map(DynamicImage::ImageRgb8),
-            ColorMode::Rgb => RgbImage::from_raw(w, h, px).map(DynamicImage::ImageRgb8),
-            ColorMode::Grayscale => GrayImage::from_raw(w, h, px).map(DynamicImage::ImageLuma8),
+        let mut img = match (reframe, self.spec.color_mode) {
+            (false, ColorMode::Grayscale) => {
+                GrayImage::from_raw(w, h, px).map(DynamicImage::ImageLuma8)
+            }
+            _ => RgbImage::from_raw(w, h, px).map(DynamicImage::ImageRgb8),
         }
         .ok_or(truncated)?;
         img.apply_orientation(orientation);
@@ -367,13 +368,12 @@ impl RowSink for Sink<'_> {
     }
 
     fn row(&mut self, rgb: &[u8]) {
-        match self.spec.color_mode {
-            _ if self.target.reframe => self.resizer.push(rgb),
-            ColorMode::Rgb => self.resizer.push(rgb),
-            ColorMode::Grayscale => {
+        match (self.target.reframe, self.spec.color_mode) {
+            (false, ColorMode::Grayscale) => {
                 luma(rgb, self.spec.grayscale_coefficients, self.luma);
                 self.resizer.push(self.luma);
             }
+            _ => self.resizer.push(rgb),
         }
     }
 }
