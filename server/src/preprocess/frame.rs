@@ -12,72 +12,102 @@ pub struct Square {
     pub side: u32,
 }
 
-/// The longest side [`content_square`] can give a `w` x `h` picture: a box of the whole picture
+/// The longest side [`BodySearch::square`] can give a `w` x `h` picture: a box of the whole picture
 /// widened by a tenth (for the memory estimates).
 pub fn max_side(w: u32, h: u32) -> u32 {
     let s = w.max(h);
     s.saturating_add(s.div_ceil(10))
 }
 
-/// The rows and columns of an interleaved RGB8 picture that hold the body, as
-/// `(left, top, right, bottom)` (right and bottom exclusive): those with at least
-/// `max(2, side / 16)` pixels whose brightest channel reaches a threshold a quarter of the way
-/// from the picture's dark level (its 10th percentile) to its bright one (99th), and at least 16.
-/// `None` when no row or no column does (a picture darker than 16 nearly everywhere).
-fn content_box(rgb: &[u8], w: u32, h: u32) -> Option<(u32, u32, u32, u32)> {
-    let (wu, hu) = (w as usize, h as usize);
-    let n = wu * hu;
-    if n == 0 || rgb.len() < 3 * n {
-        return None;
-    }
-    let mut hist = [0usize; 256];
-    for px in rgb[..3 * n].chunks_exact(3) {
-        hist[usize::from(px[0].max(px[1]).max(px[2]))] += 1;
-    }
-    // The value of the k-th smallest level (0-based), as numpy's searchsorted on the cumulative
-    // counts finds it.
-    let rank = |k: usize| {
-        let mut seen = 0;
-        hist.iter()
-            .position(|&c| {
-                seen += c;
-                seen > k
-            })
-            .unwrap_or(255) as u32
-    };
-    let (lo, hi) = (rank(n / 10), rank(n - 1 - n / 100));
-    let threshold = (lo + hi.saturating_sub(lo).div_ceil(4)).max(16);
-    let mut rows = vec![0u32; hu];
-    let mut cols = vec![0u32; wu];
-    for (y, row) in rgb[..3 * n].chunks_exact(3 * wu).enumerate() {
-        for (x, px) in row.chunks_exact(3).enumerate() {
-            if u32::from(px[0].max(px[1]).max(px[2])) >= threshold {
-                rows[y] += 1;
-                cols[x] += 1;
-            }
-        }
-    }
-    let span = |counts: &[u32], need: u32| {
-        let first = counts.iter().position(|&c| c >= need)?;
-        let last = counts.iter().rposition(|&c| c >= need)?;
-        Some((first as u32, last as u32 + 1))
-    };
-    let (top, bottom) = span(&rows, (w / 16).max(2))?;
-    let (left, right) = span(&cols, (h / 16).max(2))?;
-    Some((left, top, right, bottom))
+/// Finds the square around the body of a picture, reusing its buffers from one picture to the next
+/// (each worker's preprocessor owns one).
+#[derive(Debug, Default)]
+pub struct BodySearch {
+    /// Each pixel's brightest channel.
+    levels: Vec<u8>,
+    /// How many pixels of each row and of each column reach the threshold.
+    rows: Vec<u32>,
+    cols: Vec<u32>,
 }
 
-/// The square [`content_box`] is widened to: a tenth of the box's longer side more (the training
-/// renders leave about that much sky), at least a quarter of the picture's shorter side (a star is
-/// not zoomed into), centred on the box. `None`: use the whole picture.
-pub fn content_square(rgb: &[u8], w: u32, h: u32) -> Option<Square> {
-    let (x0, y0, x1, y1) = content_box(rgb, w, h)?;
-    let side = (x1 - x0).max(y1 - y0);
-    let side = (side + side.div_ceil(10)).max(w.min(h) / 4);
-    // Floor division, as Python's `//` (the sums may be smaller than the side).
-    let left = (i64::from(x0) + i64::from(x1) - i64::from(side)).div_euclid(2);
-    let top = (i64::from(y0) + i64::from(y1) - i64::from(side)).div_euclid(2);
-    Some(Square { left, top, side })
+impl BodySearch {
+    /// The square the body's box ([`BodySearch::content_box`]) is widened to: a tenth of the
+    /// box's longer side more (the training renders leave about that much sky), at least a quarter
+    /// of the picture's shorter side (a star is not zoomed into), centred on the box. `None`: use
+    /// the whole picture.
+    pub fn square(&mut self, rgb: &[u8], w: u32, h: u32) -> Option<Square> {
+        let (x0, y0, x1, y1) = self.content_box(rgb, w, h)?;
+        let side = (x1 - x0).max(y1 - y0);
+        let side = (side + side.div_ceil(10)).max(w.min(h) / 4);
+        // Floor division, as Python's `//` (the sums may be smaller than the side).
+        let left = (i64::from(x0) + i64::from(x1) - i64::from(side)).div_euclid(2);
+        let top = (i64::from(y0) + i64::from(y1) - i64::from(side)).div_euclid(2);
+        Some(Square { left, top, side })
+    }
+
+    /// The rows and columns of an interleaved RGB8 picture that hold the body, as
+    /// `(left, top, right, bottom)` (right and bottom exclusive): those with at least
+    /// `max(2, side / 16)` pixels whose brightest channel reaches a threshold a quarter of the way
+    /// from the picture's dark level (its 10th percentile) to its bright one (99th), and at least
+    /// 16. `None` when no row or no column does (a picture darker than 16 nearly everywhere).
+    fn content_box(&mut self, rgb: &[u8], w: u32, h: u32) -> Option<(u32, u32, u32, u32)> {
+        let (wu, hu) = (w as usize, h as usize);
+        let n = wu * hu;
+        if n == 0 || rgb.len() < 3 * n {
+            return None;
+        }
+        self.levels.clear();
+        let levels = rgb[..3 * n]
+            .chunks_exact(3)
+            .map(|p| p[0].max(p[1]).max(p[2]));
+        self.levels.extend(levels);
+        let mut hist = [0usize; 256];
+        for &v in &self.levels {
+            hist[usize::from(v)] += 1;
+        }
+        // The value of the k-th smallest level (0-based), as numpy's searchsorted on the cumulative
+        // counts finds it.
+        let rank = |k: usize| {
+            let mut seen = 0;
+            hist.iter()
+                .position(|&c| {
+                    seen += c;
+                    seen > k
+                })
+                .unwrap_or(255) as u8
+        };
+        let (lo, hi) = (rank(n / 10), rank(n - 1 - n / 100));
+        let threshold = (lo + hi.saturating_sub(lo).div_ceil(4)).max(16);
+        self.rows.clear();
+        self.rows.resize(hu, 0);
+        self.cols.clear();
+        self.cols.resize(wu, 0);
+        for (count, row) in self.rows.iter_mut().zip(self.levels.chunks_exact(wu)) {
+            for (col, &v) in self.cols.iter_mut().zip(row) {
+                let bright = u32::from(v >= threshold);
+                *count += bright;
+                *col += bright;
+            }
+        }
+        let span = |counts: &[u32], need: u32| {
+            let first = counts.iter().position(|&c| c >= need)?;
+            let last = counts.iter().rposition(|&c| c >= need)?;
+            Some((first as u32, last as u32 + 1))
+        };
+        let (top, bottom) = span(&self.rows, (w / 16).max(2))?;
+        let (left, right) = span(&self.cols, (h / 16).max(2))?;
+        Some((left, top, right, bottom))
+    }
+
+    /// Let go of the buffers a large picture grew, keeping at most `keep` bytes each.
+    pub fn trim(&mut self, keep: usize) {
+        if self.levels.capacity() > keep {
+            self.levels = Vec::new();
+        }
+        if (self.rows.capacity() + self.cols.capacity()) * size_of::<u32>() > keep {
+            (self.rows, self.cols) = (Vec::new(), Vec::new());
+        }
+    }
 }
 
 /// Copy `square` of an interleaved `w` x `h` picture of `channels` bytes per pixel into `out`
@@ -108,6 +138,14 @@ pub fn crop(src: &[u8], (w, h): (u32, u32), channels: usize, sq: Square, out: &m
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn content_box(rgb: &[u8], w: u32, h: u32) -> Option<(u32, u32, u32, u32)> {
+        BodySearch::default().content_box(rgb, w, h)
+    }
+
+    fn content_square(rgb: &[u8], w: u32, h: u32) -> Option<Square> {
+        BodySearch::default().square(rgb, w, h)
+    }
 
     /// A `w` x `h` black picture with a grey `bw` x `bh` rectangle at (x, y).
     fn picture(w: u32, h: u32, (x, y, bw, bh): (u32, u32, u32, u32)) -> Vec<u8> {
@@ -188,6 +226,20 @@ mod tests {
         };
         crop(&px, (8, 8), 3, far, &mut out);
         assert!(out.len() == 48 && out.iter().all(|&v| v == 0));
+    }
+
+    #[test]
+    fn one_search_serves_pictures_of_any_size_in_turn() {
+        let pictures = [
+            (picture(64, 40, (30, 5, 20, 30)), 64, 40),
+            (picture(32, 32, (4, 6, 10, 12)), 32, 32),
+            (vec![0; 16 * 16 * 3], 16, 16),
+            (picture(20, 50, (0, 10, 20, 20)), 20, 50),
+        ];
+        let mut search = BodySearch::default();
+        for (px, w, h) in &pictures {
+            assert_eq!(search.square(px, *w, *h), content_square(px, *w, *h));
+        }
     }
 
     #[test]

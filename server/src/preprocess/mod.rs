@@ -108,7 +108,9 @@ pub struct Preprocessor {
     /// `(v * scale - mean[c]) / std[c]` for every channel `c` and 8-bit value `v`.
     lut: Vec<f32>,
     luma: Vec<u8>,
-    /// The square a `content_square` model's picture is cut to.
+    /// Finds the square a `content_square` model's picture is cut to.
+    body: frame::BodySearch,
+    /// That square.
     framed: Vec<u8>,
     pixels: Vec<u8>,
     /// The last decoded RGB8 image's buffer, reused by the next decode.
@@ -130,6 +132,7 @@ impl Preprocessor {
             stream: StreamResizer::default(),
             lut,
             luma: Vec::new(),
+            body: frame::BodySearch::default(),
             framed: Vec::new(),
             pixels: Vec::new(),
             decoded: Vec::new(),
@@ -244,6 +247,7 @@ impl Preprocessor {
         cap(&mut self.decoded);
         cap(&mut self.luma);
         cap(&mut self.framed);
+        self.body.trim(KEEP_BYTES);
         self.resizer.trim(KEEP_BYTES);
         // Nothing of a row-by-row decode is worth keeping (its buffers are sized per image).
         self.stream = StreamResizer::default();
@@ -259,7 +263,7 @@ impl Preprocessor {
         let (nw, nh) = (spec.width, spec.height);
         let rgb = rgb8_on_black(img);
         let square = match spec.resize_mode {
-            ResizeMode::ContentSquare => frame::content_square(&rgb, w, h),
+            ResizeMode::ContentSquare => self.body.square(&rgb, w, h),
             ResizeMode::Stretch => None,
         };
         let (mut src, channels): (&[u8], usize) = match spec.color_mode {
