@@ -8,7 +8,7 @@ whole golden set the model carries (`GET /model`: status passed), and every fixt
 model/golden.json sent to `POST /predict` must give the recorded prediction and logits within
 golden.json's tolerances: the 10 class images as PNGs of their model-input pixels (the same input
 tensor: `logit_max_abs_same_pixels`), or for a model that re-frames its pictures (resize mode
-content_square) of their decoded pixels (re-framed and resized here: REFRAMED_LOGIT_MAX_ABS), the
+content_square) of their decoded pixels (re-framed and resized here: `logit_max_abs_reframed`), the
 decode cases as their own files (JPEGs decoded and resized here: `logit_max_abs`). /predict answers
 probabilities (softmax at the model's temperature T, 1 without one); their logarithms times T are the
 logits up to a constant, so both are compared centred (mean 0).
@@ -42,14 +42,10 @@ def centred(values: list[float]) -> list[float]:
     return [v - mean for v in values]
 
 
-# The class images' tolerance for a re-framing model: model/celestial/golden_set.py's REFRAMED_LOGIT_MAX_ABS.
-REFRAMED_LOGIT_MAX_ABS = 0.15
-
-
 def class_tolerance(golden: dict) -> float:
     """The class images' tolerance: identical tensors, or re-framed and resized by the server."""
     if golden.get("resize_mode", "stretch") == "content_square":
-        return REFRAMED_LOGIT_MAX_ABS
+        return golden["tolerance"]["logit_max_abs_reframed"]
     return golden["tolerance"]["logit_max_abs_same_pixels"]
 
 

@@ -38,6 +38,11 @@ TOLERANCE = {
     "tensor_sha256 bit for bit",
     "logit_max_abs_same_pixels": 1e-4,
     "logit_max_abs": 0.5,
+    # The class images of a re-framing model (content_square) sent as their decoded pixels: they go through a real
+    # resize (the square around the body, 33-36 pixels, to 32), so many pixels are one level off Pillow's, and v3's
+    # large logits move by up to 0.098 (measured with the server on the 10 class images); forgetting the
+    # re-framing moves them by whole units, another resize filter by 0.4-0.8 (server/tests/self_check.rs).
+    "logit_max_abs_reframed": 0.15,
     "logit_note": "logit_max_abs_same_pixels when the input tensor is identical; logit_max_abs for pixels within "
     "the pixel tolerance (measured at most 0.20 with image-rs decoding over the validation split)",
     "prediction": "must be identical",

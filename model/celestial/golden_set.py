@@ -37,11 +37,6 @@ MAX_FILE_BYTES = 16 * 1024
 # (measured with v2: full-size JPEG decoding 0.088, Lanczos3 0.074, nearest 0.175; with v3 each of the three still
 # fails the check), golden.json's general logit_max_abs (0.5, for any decoder) would let every one of them pass.
 DECODED_LOGIT_MAX_ABS = 0.05
-# The class images of a re-framing model (content_square): their decoded pixels go through a real resize (the
-# square around the body, 33-36 pixels, to 32), so many pixels are one level off Pillow's, and v3's large logits
-# move by up to 0.098 (measured with the server on the 10 class images); forgetting the re-framing moves them by
-# whole units, another resize filter by 0.4-0.8 (server/tests/self_check.rs).
-REFRAMED_LOGIT_MAX_ABS = 0.15
 ABOUT = (
     "Start-up self-check: decode, preprocess and classify each file as a request would be; every logit must be "
     "within the image's logit_max_abs of `logits` (the model's output, in output order) and, where `label` is "
@@ -81,7 +76,7 @@ def build(golden: dict) -> dict:
                 else png(e["pixels_rgb8_base64"], e["height"], e["width"])
             ),
             "logits": e["logits"],
-            "logit_max_abs": REFRAMED_LOGIT_MAX_ABS if reframed else tol["logit_max_abs_same_pixels"],
+            "logit_max_abs": tol["logit_max_abs_reframed"] if reframed else tol["logit_max_abs_same_pixels"],
         }
         for e in golden["images"]
     ]

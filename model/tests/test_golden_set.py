@@ -18,7 +18,6 @@ from celestial.golden_set import (
     DECODED_LOGIT_MAX_ABS,
     GOLDEN_KEY,
     MAX_FILE_BYTES,
-    REFRAMED_LOGIT_MAX_ABS,
     add,
     build,
     decode,
@@ -45,7 +44,9 @@ def test_the_set_from_golden_json(golden):
             assert np.asarray(im).tobytes() == base64.b64decode(px)
         assert image["label"] == entry["prediction"] == entry["label"]
         assert image["logits"] == entry["logits"]
-        assert image["logit_max_abs"] == (REFRAMED_LOGIT_MAX_ABS if reframed else tol["logit_max_abs_same_pixels"])
+        assert image["logit_max_abs"] == (
+            tol["logit_max_abs_reframed"] if reframed else tol["logit_max_abs_same_pixels"]
+        )
     for case, image in zip(small, gs["images"][len(golden["images"]) :]):
         assert image["file_base64"] == case["file_base64"] and image["logits"] == case["logits"]
         assert image["label"] is None and image["logit_max_abs"] == DECODED_LOGIT_MAX_ABS < tol["logit_max_abs"]
